@@ -1,0 +1,318 @@
+//! Conversions between wire (protobuf) and core types. Every failure names the field.
+
+use cbdc_core::validate::Reject;
+use cbdc_core::{
+    Address, Amount, AmountError, KycTier, LedgerId, Lock, OutPoint, Output, PublicKey,
+    Transfer, Txid, UnixSeconds, Witness, WalletStatus,
+};
+
+use crate::v1;
+
+/// A wire value that cannot become a core value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("{field}: required field is missing")]
+    Missing { field: &'static str },
+    #[error("{field}: {len} bytes, expected {expected}")]
+    Length {
+        field: &'static str,
+        len: usize,
+        expected: usize,
+    },
+    #[error("{field}: {error}")]
+    Amount {
+        field: &'static str,
+        error: AmountError,
+    },
+    #[error("{field}: {error}")]
+    Address {
+        field: &'static str,
+        error: cbdc_core::AddressError,
+    },
+    #[error("{field}: value {value} is out of range")]
+    OutOfRange { field: &'static str, value: u64 },
+    #[error("{field}: unknown or unspecified enum value {value}")]
+    Enum { field: &'static str, value: i32 },
+    #[error("{field}: {reject}")]
+    Transfer {
+        field: &'static str,
+        reject: Reject,
+    },
+}
+
+pub fn amount(field: &'static str, text: &str, max: Amount) -> Result<Amount, WireError> {
+    Amount::parse_with_max(text, max).map_err(|error| WireError::Amount { field, error })
+}
+
+pub fn address(field: &'static str, text: &str) -> Result<Address, WireError> {
+    text.parse()
+        .map_err(|error| WireError::Address { field, error })
+}
+
+pub fn bytes32(field: &'static str, bytes: &[u8]) -> Result<[u8; 32], WireError> {
+    bytes.try_into().map_err(|_| WireError::Length {
+        field,
+        len: bytes.len(),
+        expected: 32,
+    })
+}
+
+pub fn txid(field: &'static str, bytes: &[u8]) -> Result<Txid, WireError> {
+    bytes32(field, bytes).map(Txid)
+}
+
+pub fn public_key(field: &'static str, bytes: &[u8]) -> Result<PublicKey, WireError> {
+    bytes32(field, bytes).map(PublicKey::from_bytes)
+}
+
+pub fn outpoint(field: &'static str, o: Option<&v1::OutPoint>) -> Result<OutPoint, WireError> {
+    let o = o.ok_or(WireError::Missing { field })?;
+    let index = u16::try_from(o.index).map_err(|_| WireError::OutOfRange {
+        field,
+        value: u64::from(o.index),
+    })?;
+    Ok(OutPoint {
+        txid: txid(field, &o.txid)?,
+        index,
+    })
+}
+
+/// Decodes a signed transfer: witness lengths and keys, then the body's structure and bounds.
+pub fn signed_transfer(
+    field: &'static str,
+    t: Option<&v1::SignedTransfer>,
+) -> Result<Transfer, WireError> {
+    let t = t.ok_or(WireError::Missing { field })?;
+    let reject = |reject| WireError::Transfer { field, reject };
+    if t.witnesses.len() > cbdc_core::transfer::MAX_WITNESSES {
+        return Err(reject(Reject::TooManyWitnesses {
+            count: t.witnesses.len(),
+            max: cbdc_core::transfer::MAX_WITNESSES,
+        }));
+    }
+    let witnesses = t
+        .witnesses
+        .iter()
+        .enumerate()
+        .map(|(i, w)| Witness::from_slices(i, &w.public_key, &w.signature))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(reject)?;
+    Transfer::decode(t.body.clone(), witnesses).map_err(reject)
+}
+
+pub fn to_signed_transfer(t: &Transfer) -> v1::SignedTransfer {
+    v1::SignedTransfer {
+        body: t.body_bytes().to_vec(),
+        witnesses: t
+            .witnesses()
+            .iter()
+            .map(|w| v1::Witness {
+                public_key: w.key.as_bytes().to_vec(),
+                signature: w.signature.to_vec(),
+            })
+            .collect(),
+    }
+}
+
+pub fn to_outpoint(o: &OutPoint) -> v1::OutPoint {
+    v1::OutPoint {
+        txid: o.txid.0.to_vec(),
+        index: u32::from(o.index),
+    }
+}
+
+pub fn lock(field: &'static str, l: Option<&v1::Lock>, max: Amount) -> Result<Lock, WireError> {
+    use v1::lock::Kind;
+    let kind = l
+        .and_then(|l| l.kind.as_ref())
+        .ok_or(WireError::Missing { field })?;
+    Ok(match kind {
+        Kind::Key(k) => Lock::Key(public_key(field, &k.public_key)?),
+        Kind::Hold(h) => Lock::Hold {
+            payer: public_key("hold.payer", &h.payer)?,
+            payee: public_key("hold.payee", &h.payee)?,
+            expires_at: UnixSeconds(h.expires_at_unix_s),
+        },
+        Kind::Mandate(m) => Lock::Mandate {
+            owner: public_key("mandate.owner", &m.owner)?,
+            merchant: public_key("mandate.merchant", &m.merchant)?,
+            per_payment_max: amount("mandate.per_payment_max", &m.per_payment_max, max)?,
+            expires_at: UnixSeconds(m.expires_at_unix_s),
+        },
+    })
+}
+
+pub fn to_lock(l: &Lock) -> v1::Lock {
+    use v1::lock::Kind;
+    let kind = match *l {
+        Lock::Key(k) => Kind::Key(v1::KeyLock {
+            public_key: k.as_bytes().to_vec(),
+        }),
+        Lock::Hold {
+            payer,
+            payee,
+            expires_at,
+        } => Kind::Hold(v1::HoldLock {
+            payer: payer.as_bytes().to_vec(),
+            payee: payee.as_bytes().to_vec(),
+            expires_at_unix_s: expires_at.0,
+        }),
+        Lock::Mandate {
+            owner,
+            merchant,
+            per_payment_max,
+            expires_at,
+        } => Kind::Mandate(v1::MandateLock {
+            owner: owner.as_bytes().to_vec(),
+            merchant: merchant.as_bytes().to_vec(),
+            per_payment_max: per_payment_max.to_string(),
+            expires_at_unix_s: expires_at.0,
+        }),
+    };
+    v1::Lock { kind: Some(kind) }
+}
+
+pub fn output(field: &'static str, o: Option<&v1::Output>, max: Amount) -> Result<Output, WireError> {
+    let o = o.ok_or(WireError::Missing { field })?;
+    Ok(Output {
+        ledger: LedgerId(o.ledger_id),
+        value: amount(field, &o.value, max)?,
+        lock: lock(field, o.lock.as_ref(), max)?,
+    })
+}
+
+pub fn to_output(o: &Output) -> v1::Output {
+    v1::Output {
+        ledger_id: o.ledger.0,
+        value: o.value.to_string(),
+        lock: Some(to_lock(&o.lock)),
+    }
+}
+
+pub fn kyc_tier(field: &'static str, value: i32) -> Result<KycTier, WireError> {
+    match v1::KycTier::try_from(value) {
+        Ok(v1::KycTier::Class1) => Ok(KycTier::Class1),
+        Ok(v1::KycTier::Class2) => Ok(KycTier::Class2),
+        Ok(v1::KycTier::Class3) => Ok(KycTier::Class3),
+        Ok(v1::KycTier::Class4Anonymous) => Ok(KycTier::Class4Anonymous),
+        Ok(v1::KycTier::Operator) => Ok(KycTier::Operator),
+        Ok(v1::KycTier::Unspecified) | Err(_) => Err(WireError::Enum { field, value }),
+    }
+}
+
+pub fn to_kyc_tier(t: KycTier) -> v1::KycTier {
+    match t {
+        KycTier::Class1 => v1::KycTier::Class1,
+        KycTier::Class2 => v1::KycTier::Class2,
+        KycTier::Class3 => v1::KycTier::Class3,
+        KycTier::Class4Anonymous => v1::KycTier::Class4Anonymous,
+        KycTier::Operator => v1::KycTier::Operator,
+    }
+}
+
+pub fn to_wallet_status(s: WalletStatus) -> v1::WalletStatus {
+    match s {
+        WalletStatus::Active => v1::WalletStatus::Active,
+        WalletStatus::Frozen => v1::WalletStatus::Frozen,
+        WalletStatus::Closed => v1::WalletStatus::Closed,
+    }
+}
+
+/// A stable machine-readable code for each rejection, carried in `Rejected.code`.
+pub fn reject_code(r: &Reject) -> &'static str {
+    use Reject::*;
+    match r {
+        Malformed(_) | BodyTooLarge { .. } | NoInputs | NoOutputs | TooManyInputs { .. }
+        | TooManyOutputs { .. } | MemoTooLong { .. } | NoWitnesses | TooManyWitnesses { .. }
+        | WitnessKeyLength { .. } | WitnessSignatureLength { .. } | WitnessKey { .. } => "MALFORMED",
+        DuplicateInput { .. } | DuplicateWitness { .. } => "DUPLICATE",
+        ZeroInput { .. } | ZeroOutput { .. } | ValueOverflow => "BAD_VALUE",
+        NotConserved { .. } => "NOT_CONSERVED",
+        Expired { .. } => "EXPIRED",
+        BadSignature { .. } => "BAD_SIGNATURE",
+        InputMissing { .. } => "INPUT_MISSING",
+        InputSpent { .. } => "INPUT_SPENT",
+        InputValueMismatch { .. } => "INPUT_VALUE_MISMATCH",
+        NotAuthorised { .. } | HoldExpired { .. } | HoldActive { .. } | MandateExpired { .. }
+        | MandateExceeded { .. } | UnusedWitness { .. } => "NOT_AUTHORISED",
+        UnknownWallet { .. } => "UNKNOWN_WALLET",
+        WalletFrozen { .. } => "WALLET_FROZEN",
+        WalletClosed { .. } => "WALLET_CLOSED",
+        LimitExceeded { .. } => "LIMIT_EXCEEDED",
+    }
+}
+
+/// The gRPC status for a business rejection; the one place this mapping lives.
+pub fn reject_status(r: &Reject) -> tonic::Status {
+    use Reject::*;
+    let message = format!("{}: {r}", reject_code(r));
+    match r {
+        InputSpent { .. } | WalletFrozen { .. } | WalletClosed { .. } | LimitExceeded { .. }
+        | Expired { .. } | HoldExpired { .. } | HoldActive { .. } | MandateExpired { .. } => {
+            tonic::Status::failed_precondition(message)
+        }
+        InputMissing { .. } | UnknownWallet { .. } => tonic::Status::not_found(message),
+        BadSignature { .. } | NotAuthorised { .. } | UnusedWitness { .. } => {
+            tonic::Status::permission_denied(message)
+        }
+        _ => tonic::Status::invalid_argument(message),
+    }
+}
+
+impl From<WireError> for tonic::Status {
+    fn from(e: WireError) -> tonic::Status {
+        match &e {
+            WireError::Transfer { reject, .. } => {
+                let status = reject_status(reject);
+                tonic::Status::new(status.code(), format!("{e}"))
+            }
+            _ => tonic::Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cbdc_core::{Keypair, TransferBuilder};
+
+    #[test]
+    fn transfer_round_trips_through_the_wire() {
+        let k = Keypair::from_seed(&[1; 32]);
+        let t = TransferBuilder::new(UnixSeconds(10))
+            .input(
+                OutPoint {
+                    txid: Txid([2; 32]),
+                    index: 1,
+                },
+                Amount::from_fen(5),
+            )
+            .output(LedgerId(1), Amount::from_fen(5), Lock::Key(k.public()))
+            .sign(&[&k])
+            .unwrap();
+        let wire = to_signed_transfer(&t);
+        assert_eq!(signed_transfer("transfer", Some(&wire)), Ok(t));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = amount("payments[0].amount", "1.234", Amount::DEFAULT_MAX).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "payments[0].amount: amount has 3 decimal places; at most 2 are allowed (1 fen = 0.01)"
+        );
+        let e = signed_transfer("transfer", None).unwrap_err();
+        assert_eq!(e.to_string(), "transfer: required field is missing");
+        let bad = v1::SignedTransfer {
+            body: vec![1],
+            witnesses: vec![v1::Witness {
+                public_key: vec![0; 31],
+                signature: vec![0; 64],
+            }],
+        };
+        let status: tonic::Status = signed_transfer("transfer", Some(&bad)).unwrap_err().into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("witness 0: public key is 31 bytes"), "{}", status.message());
+        assert_eq!(kyc_tier("tier", 0), Err(WireError::Enum { field: "tier", value: 0 }));
+    }
+}
