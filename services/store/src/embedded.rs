@@ -1,0 +1,610 @@
+//! The embedded backend: FoundationDB's transaction model on one machine.
+//!
+//! - **Storage**: redb, a crash-safe copy-on-write B-tree in one file. Its MVCC read
+//!   transactions give each of our transactions a consistent snapshot for free.
+//! - **Conflicts**: a resolver modelled on FoundationDB's. Every transaction carries its read
+//!   version and the key ranges it read; at commit the resolver refuses it
+//!   ([`StoreError::NotCommitted`]) if any key in those ranges was written by a transaction
+//!   that committed after that read version. Blind writes and atomic adds never conflict.
+//! - **Group commit**: commits queue on a bounded channel to one committer thread, which takes
+//!   everything queued (up to `max_batch`), resolves each transaction in order, applies the
+//!   survivors to one redb write transaction and makes it durable with one fsync. Only then is
+//!   any of them acknowledged and the new version published to readers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::StoreError;
+use crate::transaction::{RangeOptions, Versionstamp};
+
+const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_VERSION: &str = "version";
+const FILE_NAME: &str = "store.redb";
+/// How long the resolver remembers writes: a little more than the 5-second transaction limit.
+const CONFLICT_WINDOW: Duration = Duration::from_secs(6);
+
+/// Tuning of the embedded backend.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedOptions {
+    /// Transactions resolved and made durable together, at most.
+    pub max_batch: usize,
+    /// Commits waiting for the committer, at most; beyond this, commit waits (backpressure).
+    pub queue_depth: usize,
+    /// fsync every batch before acknowledging it. Only benchmarks turn this off.
+    pub fsync: bool,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            max_batch: 4096,
+            queue_depth: 16_384,
+            fsync: true,
+        }
+    }
+}
+
+/// Counters of the embedded committer since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub commits: u64,
+    /// Transactions refused for a conflict.
+    pub conflicts: u64,
+    /// Durable batches written; with fsync on, one fsync each.
+    pub batches: u64,
+}
+
+#[derive(Debug, Default)]
+struct EngineStats {
+    pub commits: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+pub(crate) struct Engine {
+    shared: Arc<Shared>,
+    sender: Option<mpsc::Sender<CommitRequest>>,
+    committer: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    db: redb::Database,
+    /// The newest version whose batch is durable; new transactions read at it.
+    committed: AtomicU64,
+    stats: EngineStats,
+}
+
+impl Engine {
+    pub(crate) fn open(dir: &Path, options: EmbeddedOptions) -> Result<Engine, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| io(format!("creating {}: {e}", dir.display())))?;
+        let db = redb::Database::create(dir.join(FILE_NAME)).map_err(io)?;
+        let version = {
+            let write = db.begin_write().map_err(io)?;
+            let version = {
+                write.open_table(DATA).map_err(io)?;
+                let meta = write.open_table(META).map_err(io)?;
+                let v = meta.get(META_VERSION).map_err(io)?.map(|g| g.value()).unwrap_or(0);
+                v
+            };
+            write.commit().map_err(io)?;
+            version
+        };
+        let shared = Arc::new(Shared {
+            db,
+            committed: AtomicU64::new(version),
+            stats: EngineStats::default(),
+        });
+        let (sender, receiver) = mpsc::channel(options.queue_depth.max(1));
+        let committer_shared = Arc::clone(&shared);
+        let committer = std::thread::Builder::new()
+            .name("store-committer".into())
+            .spawn(move || committer_loop(committer_shared, receiver, options, version))
+            .map_err(|e| io(format!("starting committer: {e}")))?;
+        Ok(Engine {
+            shared,
+            sender: Some(sender),
+            committer: Some(committer),
+        })
+    }
+
+    pub(crate) fn begin(&self) -> Result<EmbeddedTx, StoreError> {
+        // Read the version first: the snapshot opened after it is at least that new, so the
+        // conflict check (writes newer than the read version) can only be conservative.
+        let read_version = self.shared.committed.load(Ordering::Acquire);
+        let read = self.shared.db.begin_read().map_err(io)?;
+        let snapshot = read.open_table(DATA).map_err(io)?;
+        Ok(EmbeddedTx {
+            read_version,
+            snapshot,
+            sender: self.sender.clone().ok_or(StoreError::Closed)?,
+            writes: BTreeMap::new(),
+            cleared: Vec::new(),
+            versionstamped: Vec::new(),
+            reads: Vec::new(),
+        })
+    }
+
+    pub(crate) fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.shared.stats.commits.load(Ordering::Relaxed),
+            conflicts: self.shared.stats.conflicts.load(Ordering::Relaxed),
+            batches: self.shared.stats.batches.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.sender.take();
+        if let Some(handle) = self.committer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Jittered exponential backoff before retry `attempt` (1-based): 1 ms doubling to 64 ms.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base_us = 1_000u64 << attempt.saturating_sub(1).min(6);
+    let jitter = rand::thread_rng().gen_range(base_us / 2..=base_us);
+    Duration::from_micros(jitter)
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+#[derive(Clone, Debug)]
+enum LocalOp {
+    Set(Vec<u8>),
+    Clear,
+    /// An atomic add whose base value was not read.
+    Add(i64),
+}
+
+struct VersionstampedOp {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    offset: u32,
+    in_key: bool,
+}
+
+struct CommitRequest {
+    read_version: u64,
+    reads: Vec<(Vec<u8>, Vec<u8>)>,
+    cleared: Vec<(Vec<u8>, Vec<u8>)>,
+    writes: Vec<(Vec<u8>, LocalOp)>,
+    versionstamped: Vec<VersionstampedOp>,
+    reply: oneshot::Sender<Result<Versionstamp, StoreError>>,
+}
+
+/// One embedded transaction: a redb snapshot plus a local write buffer.
+pub(crate) struct EmbeddedTx {
+    read_version: u64,
+    snapshot: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    sender: mpsc::Sender<CommitRequest>,
+    writes: BTreeMap<Vec<u8>, LocalOp>,
+    cleared: Vec<(Vec<u8>, Vec<u8>)>,
+    versionstamped: Vec<VersionstampedOp>,
+    /// Read conflict ranges, `[begin, end)`.
+    reads: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key);
+    k.push(0);
+    k
+}
+
+/// FoundationDB's ADD on a 64-bit little-endian operand: the base is zero-extended or
+/// truncated to 8 bytes; the sum wraps.
+fn apply_add(base: Option<&[u8]>, delta: i64) -> Vec<u8> {
+    let mut le = [0u8; 8];
+    if let Some(base) = base {
+        let n = base.len().min(8);
+        le[..n].copy_from_slice(&base[..n]);
+    }
+    i64::from_le_bytes(le).wrapping_add(delta).to_le_bytes().to_vec()
+}
+
+impl EmbeddedTx {
+    fn in_cleared(&self, key: &[u8]) -> bool {
+        self.cleared
+            .iter()
+            .any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
+    }
+
+    fn stored(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.snapshot.get(key).map_err(io)?.map(|g| g.value().to_vec()))
+    }
+
+    /// The value as this transaction sees it, before its local write to `key` (if any).
+    fn base(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.in_cleared(key) {
+            return Ok(None);
+        }
+        self.stored(key)
+    }
+
+    pub(crate) async fn get(
+        &mut self,
+        key: &[u8],
+        snapshot: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.writes.get(key) {
+            Some(LocalOp::Set(v)) => return Ok(Some(v.clone())),
+            Some(LocalOp::Clear) => return Ok(None),
+            Some(LocalOp::Add(delta)) => {
+                let delta = *delta;
+                if !snapshot {
+                    self.reads.push((key.to_vec(), key_after(key)));
+                }
+                let base = self.base(key)?;
+                return Ok(Some(apply_add(base.as_deref(), delta)));
+            }
+            None => {}
+        }
+        if self.in_cleared(key) {
+            return Ok(None);
+        }
+        if !snapshot {
+            self.reads.push((key.to_vec(), key_after(key)));
+        }
+        self.stored(key)
+    }
+
+    pub(crate) async fn get_range(
+        &mut self,
+        begin: &[u8],
+        end: &[u8],
+        options: RangeOptions,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if begin < end {
+            let stored = self.snapshot.range::<&[u8]>(begin..end).map_err(io)?;
+            let stored = stored.map(|r| {
+                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                    .map_err(io)
+            });
+            let mut stored: Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>> =
+                if options.reverse {
+                    Box::new(stored.rev())
+                } else {
+                    Box::new(stored)
+                };
+            let bounds = (Bound::Included(begin.to_vec()), Bound::Excluded(end.to_vec()));
+            let local = self.writes.range::<Vec<u8>, _>(bounds);
+            let mut local: Box<dyn Iterator<Item = (&Vec<u8>, &LocalOp)>> = if options.reverse {
+                Box::new(local.rev())
+            } else {
+                Box::new(local)
+            };
+            let mut next_stored = stored.next().transpose()?;
+            let mut next_local = local.next();
+            // `first` orders keys in the direction of the scan.
+            let first = |a: &[u8], b: &[u8]| if options.reverse { a > b } else { a < b };
+            while out.len() < options.limit {
+                let take_local = match (&next_stored, &next_local) {
+                    (None, None) => break,
+                    (Some(_), None) => false,
+                    (None, Some(_)) => true,
+                    (Some((sk, _)), Some((lk, _))) => !first(sk, lk),
+                };
+                if take_local {
+                    let (key, op) = next_local.take().expect("present");
+                    let stored_same = matches!(&next_stored, Some((sk, _)) if sk == key);
+                    let base = if stored_same {
+                        let (_, v) = next_stored.take().expect("present");
+                        next_stored = stored.next().transpose()?;
+                        if self.in_cleared(key) { None } else { Some(v) }
+                    } else {
+                        None
+                    };
+                    match op {
+                        LocalOp::Set(v) => out.push((key.clone(), v.clone())),
+                        LocalOp::Clear => {}
+                        LocalOp::Add(delta) => {
+                            out.push((key.clone(), apply_add(base.as_deref(), *delta)));
+                        }
+                    }
+                    next_local = local.next();
+                } else {
+                    let (key, value) = next_stored.take().expect("present");
+                    if !self.in_cleared(&key) {
+                        out.push((key, value));
+                    }
+                    next_stored = stored.next().transpose()?;
+                }
+            }
+        }
+        if !options.snapshot {
+            let range = match out.last() {
+                Some((last, _)) if out.len() >= options.limit => {
+                    if options.reverse {
+                        (last.clone(), end.to_vec())
+                    } else {
+                        (begin.to_vec(), key_after(last))
+                    }
+                }
+                _ => (begin.to_vec(), end.to_vec()),
+            };
+            self.reads.push(range);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
+        self.writes.insert(key.to_vec(), LocalOp::Set(value.to_vec()));
+    }
+
+    pub(crate) fn clear(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), LocalOp::Clear);
+    }
+
+    pub(crate) fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
+        if begin >= end {
+            return;
+        }
+        let doomed: Vec<Vec<u8>> = self
+            .writes
+            .range::<[u8], _>((Bound::Included(begin), Bound::Excluded(end)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.writes.remove(&k);
+        }
+        self.cleared.push((begin.to_vec(), end.to_vec()));
+    }
+
+    pub(crate) fn atomic_add(&mut self, key: &[u8], delta: i64) {
+        let cleared = self.in_cleared(key);
+        let op = match self.writes.get(key) {
+            Some(LocalOp::Set(v)) => LocalOp::Set(apply_add(Some(v), delta)),
+            Some(LocalOp::Clear) => LocalOp::Set(apply_add(None, delta)),
+            Some(LocalOp::Add(d)) => LocalOp::Add(d.wrapping_add(delta)),
+            None if cleared => LocalOp::Set(apply_add(None, delta)),
+            None => LocalOp::Add(delta),
+        };
+        self.writes.insert(key.to_vec(), op);
+    }
+
+    pub(crate) fn set_versionstamped(&mut self, key: &[u8], value: &[u8], offset: u32, in_key: bool) {
+        self.versionstamped.push(VersionstampedOp {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            offset,
+            in_key,
+        });
+    }
+
+    pub(crate) async fn commit(&mut self) -> Result<Versionstamp, StoreError> {
+        if self.writes.is_empty() && self.cleared.is_empty() && self.versionstamped.is_empty() {
+            // Read-only: nothing to resolve or make durable.
+            return Ok(Versionstamp::from_parts(self.read_version, 0));
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = CommitRequest {
+            read_version: self.read_version,
+            reads: std::mem::take(&mut self.reads),
+            cleared: std::mem::take(&mut self.cleared),
+            writes: std::mem::take(&mut self.writes).into_iter().collect(),
+            versionstamped: std::mem::take(&mut self.versionstamped),
+            reply,
+        };
+        self.sender
+            .send(request)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        // If the committer vanished after taking the request, the outcome is unknown.
+        answer.await.map_err(|_| StoreError::CommitUnknownResult)?
+    }
+}
+
+/// FoundationDB-style conflict detection over recently committed writes.
+struct Resolver {
+    /// Newest commit version that wrote each key, for keys written within the window.
+    point_writes: BTreeMap<Vec<u8>, u64>,
+    /// Cleared ranges within the window: (begin, end, version, when).
+    range_writes: VecDeque<(Vec<u8>, Vec<u8>, u64, Instant)>,
+    /// For expiry: (when, version, keys written).
+    history: VecDeque<(Instant, u64, Vec<Vec<u8>>)>,
+    /// Read versions older than this can no longer be checked.
+    oldest_checkable: u64,
+}
+
+impl Resolver {
+    fn new(version: u64) -> Resolver {
+        Resolver {
+            point_writes: BTreeMap::new(),
+            range_writes: VecDeque::new(),
+            history: VecDeque::new(),
+            oldest_checkable: version,
+        }
+    }
+
+    fn conflicts(&self, read_version: u64, reads: &[(Vec<u8>, Vec<u8>)]) -> bool {
+        reads.iter().any(|(b, e)| {
+            self.point_writes
+                .range::<[u8], _>((Bound::Included(b.as_slice()), Bound::Excluded(e.as_slice())))
+                .any(|(_, v)| *v > read_version)
+                || self
+                    .range_writes
+                    .iter()
+                    .any(|(wb, we, v, _)| *v > read_version && wb < e && b < we)
+        })
+    }
+
+    fn record(&mut self, version: u64, now: Instant, keys: Vec<Vec<u8>>, ranges: &[(Vec<u8>, Vec<u8>)]) {
+        for k in &keys {
+            self.point_writes.insert(k.clone(), version);
+        }
+        for (b, e) in ranges {
+            self.range_writes.push_back((b.clone(), e.clone(), version, now));
+        }
+        self.history.push_back((now, version, keys));
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((when, version, _)) = self.history.front() {
+            if now.duration_since(*when) < CONFLICT_WINDOW {
+                break;
+            }
+            let version = *version;
+            let (_, _, keys) = self.history.pop_front().expect("present");
+            for k in keys {
+                if self.point_writes.get(&k) == Some(&version) {
+                    self.point_writes.remove(&k);
+                }
+            }
+            self.oldest_checkable = self.oldest_checkable.max(version);
+        }
+        while let Some((_, _, version, when)) = self.range_writes.front() {
+            if now.duration_since(*when) < CONFLICT_WINDOW {
+                break;
+            }
+            self.oldest_checkable = self.oldest_checkable.max(*version);
+            self.range_writes.pop_front();
+        }
+    }
+}
+
+fn committer_loop(
+    shared: Arc<Shared>,
+    mut receiver: mpsc::Receiver<CommitRequest>,
+    options: EmbeddedOptions,
+    start_version: u64,
+) {
+    let mut resolver = Resolver::new(start_version);
+    let mut next_version = start_version + 1;
+    let max_batch = options.max_batch.max(1);
+    let mut batch: Vec<CommitRequest> = Vec::with_capacity(max_batch);
+    while let Some(first) = receiver.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let now = Instant::now();
+        resolver.expire(now);
+        let mut accepted: Vec<(oneshot::Sender<Result<Versionstamp, StoreError>>, Versionstamp)> =
+            Vec::with_capacity(batch.len());
+        let outcome = apply_batch(
+            &shared,
+            &mut batch,
+            &mut resolver,
+            &mut next_version,
+            now,
+            options.fsync,
+            &mut accepted,
+        );
+        match outcome {
+            Ok(()) => {
+                if let Some((_, last)) = accepted.last() {
+                    shared.committed.store(last.version(), Ordering::Release);
+                }
+                shared
+                    .stats
+                    .commits
+                    .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+                shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+                for (reply, stamp) in accepted.drain(..) {
+                    let _ = reply.send(Ok(stamp));
+                }
+            }
+            Err(e) => {
+                for (reply, _) in accepted.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// Resolves and applies one batch in one durable redb write transaction. Rejected requests
+/// are answered here; accepted ones are returned in `accepted` to answer after the fsync.
+fn apply_batch(
+    shared: &Shared,
+    batch: &mut Vec<CommitRequest>,
+    resolver: &mut Resolver,
+    next_version: &mut u64,
+    now: Instant,
+    fsync: bool,
+    accepted: &mut Vec<(oneshot::Sender<Result<Versionstamp, StoreError>>, Versionstamp)>,
+) -> Result<(), StoreError> {
+    let mut write = shared.db.begin_write().map_err(io)?;
+    if !fsync {
+        write
+            .set_durability(redb::Durability::None)
+            .map_err(io)?;
+    }
+    {
+        let mut table = write.open_table(DATA).map_err(io)?;
+        for request in batch.drain(..) {
+            if request.read_version < resolver.oldest_checkable {
+                let _ = request.reply.send(Err(StoreError::TransactionTooOld));
+                continue;
+            }
+            if resolver.conflicts(request.read_version, &request.reads) {
+                shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                let _ = request.reply.send(Err(StoreError::NotCommitted));
+                continue;
+            }
+            let version = *next_version;
+            *next_version += 1;
+            let stamp = Versionstamp::from_parts(version, 0);
+            for (b, e) in &request.cleared {
+                table
+                    .retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)
+                    .map_err(io)?;
+            }
+            let mut written: Vec<Vec<u8>> = Vec::with_capacity(request.writes.len());
+            for (key, op) in request.writes {
+                match op {
+                    LocalOp::Set(v) => {
+                        table.insert(key.as_slice(), v.as_slice()).map_err(io)?;
+                    }
+                    LocalOp::Clear => {
+                        table.remove(key.as_slice()).map_err(io)?;
+                    }
+                    LocalOp::Add(delta) => {
+                        let base = table.get(key.as_slice()).map_err(io)?.map(|g| g.value().to_vec());
+                        let sum = apply_add(base.as_deref(), delta);
+                        table.insert(key.as_slice(), sum.as_slice()).map_err(io)?;
+                    }
+                }
+                written.push(key);
+            }
+            for mut op in request.versionstamped {
+                let at = op.offset as usize;
+                let target = if op.in_key { &mut op.key } else { &mut op.value };
+                target[at..at + 10].copy_from_slice(&stamp.0);
+                table.insert(op.key.as_slice(), op.value.as_slice()).map_err(io)?;
+                written.push(op.key);
+            }
+            resolver.record(version, now, written, &request.cleared);
+            accepted.push((request.reply, stamp));
+        }
+        let mut meta = write.open_table(META).map_err(io)?;
+        meta.insert(META_VERSION, *next_version - 1).map_err(io)?;
+    }
+    if accepted.is_empty() {
+        write.abort().map_err(io)?;
+        return Ok(());
+    }
+    write.commit().map_err(io)?;
+    Ok(())
+}

@@ -1,0 +1,466 @@
+//! The conformance suite: one body of tests run against every backend. The embedded backend
+//! always runs; FoundationDB runs when built with `--features fdb` and `CBDC_FDB_CLUSTER_FILE`
+//! names a cluster file, and the suite says so when it is skipped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cbdc_store::keys::{Subspace, strinc};
+use cbdc_store::{
+    Database, EmbeddedOptions, RangeOptions, RetryOptions, StoreError, TxError, Versionstamp,
+    limits,
+};
+use tokio::sync::Barrier;
+
+/// A backend under test, with a fresh key prefix so tests never see each other's data.
+struct Fixture {
+    db: Database,
+    space: Subspace,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Fixture {
+    fn key(&self, name: &str, n: i64) -> Vec<u8> {
+        self.space.pack(&(name, n))
+    }
+    fn range(&self) -> (Vec<u8>, Vec<u8>) {
+        let b = self.space.bytes().to_vec();
+        let e = strinc(&b).expect("prefix");
+        (b, e)
+    }
+}
+
+fn backends(test: &str) -> Vec<Fixture> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open_embedded(dir.path(), EmbeddedOptions::default()).expect("opens");
+    #[allow(unused_mut)] // mutated only with the `fdb` feature
+    let mut all = vec![Fixture {
+        db,
+        space: Subspace::from(("conformance", test)),
+        _dir: Some(dir),
+    }];
+    match std::env::var_os("CBDC_FDB_CLUSTER_FILE") {
+        #[cfg(feature = "fdb")]
+        Some(path) => {
+            let db = Database::open_fdb(std::path::Path::new(&path)).expect("connects to FoundationDB");
+            let nonce = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos() as i64;
+            all.push(Fixture {
+                db,
+                space: Subspace::from(("conformance", test, nonce)),
+                _dir: None,
+            });
+        }
+        #[cfg(not(feature = "fdb"))]
+        Some(_) => eprintln!("{test}: FoundationDB skipped: built without the `fdb` feature"),
+        None => eprintln!("{test}: FoundationDB skipped: CBDC_FDB_CLUSTER_FILE is not set"),
+    }
+    all
+}
+
+async fn put(f: &Fixture, key: &[u8], value: &[u8]) {
+    let mut tx = f.db.create_transaction().unwrap();
+    tx.set(key, value).unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn read(f: &Fixture, key: &[u8]) -> Option<Vec<u8>> {
+    let mut tx = f.db.create_transaction().unwrap();
+    tx.get(key).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_spends_of_one_key_exactly_one_commits() {
+    for f in backends("spend") {
+        let f = Arc::new(f);
+        let coin = f.key("coin", 1);
+        put(&f, &coin, b"unspent").await;
+        const N: usize = 32;
+        let barrier = Arc::new(Barrier::new(N));
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let (f, coin, barrier) = (Arc::clone(&f), coin.clone(), Arc::clone(&barrier));
+            tasks.push(tokio::spawn(async move {
+                let mut tx = f.db.create_transaction().unwrap();
+                let seen = tx.get(&coin).await.unwrap();
+                barrier.wait().await; // everyone has read before anyone commits
+                assert_eq!(seen.as_deref(), Some(&b"unspent"[..]));
+                tx.set(&coin, format!("spent by {i}").as_bytes()).unwrap();
+                tx.commit().await
+            }));
+        }
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(e) => assert_eq!(e, StoreError::NotCommitted),
+            }
+        }
+        assert_eq!(won, 1, "{}", f.db.backend_name());
+    }
+}
+
+#[tokio::test]
+async fn write_skew_is_prevented() {
+    for f in backends("skew") {
+        // Invariant: x + y >= 1. Each transaction checks it and zeroes one of them.
+        let (x, y) = (f.key("x", 0), f.key("y", 0));
+        put(&f, &x, b"1").await;
+        put(&f, &y, b"1").await;
+        let mut t1 = f.db.create_transaction().unwrap();
+        let mut t2 = f.db.create_transaction().unwrap();
+        for t in [&mut t1, &mut t2] {
+            assert_eq!(t.get(&x).await.unwrap().as_deref(), Some(&b"1"[..]));
+            assert_eq!(t.get(&y).await.unwrap().as_deref(), Some(&b"1"[..]));
+        }
+        t1.set(&x, b"0").unwrap();
+        t2.set(&y, b"0").unwrap();
+        assert!(t1.commit().await.is_ok());
+        assert_eq!(t2.commit().await, Err(StoreError::NotCommitted));
+        assert_eq!(read(&f, &y).await.as_deref(), Some(&b"1"[..]));
+    }
+}
+
+#[tokio::test]
+async fn snapshot_reads_do_not_conflict_and_blind_writes_do_not_conflict() {
+    for f in backends("snapshot") {
+        let k = f.key("k", 0);
+        put(&f, &k, b"a").await;
+        let mut reader = f.db.create_transaction().unwrap();
+        let mut blind = f.db.create_transaction().unwrap();
+        assert!(reader.get_snapshot(&k).await.unwrap().is_some());
+        reader.set(&f.key("other", 0), b"x").unwrap();
+        blind.set(&k, b"b").unwrap();
+        blind.commit().await.unwrap();
+        reader.commit().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn reads_see_own_writes() {
+    for f in backends("ryw") {
+        let (a, b, c) = (f.key("k", 1), f.key("k", 2), f.key("k", 3));
+        put(&f, &a, b"old").await;
+        put(&f, &c, b"kept").await;
+        let mut tx = f.db.create_transaction().unwrap();
+        tx.set(&a, b"new").unwrap();
+        assert_eq!(tx.get(&a).await.unwrap().as_deref(), Some(&b"new"[..]));
+        tx.clear(&a).unwrap();
+        assert_eq!(tx.get(&a).await.unwrap(), None);
+        tx.atomic_add(&b, 5).unwrap();
+        tx.atomic_add(&b, -2).unwrap();
+        assert_eq!(tx.get(&b).await.unwrap(), Some(3i64.to_le_bytes().to_vec()));
+        tx.clear_range(&a, &c).unwrap();
+        assert_eq!(tx.get(&b).await.unwrap(), None);
+        tx.set(&b, b"again").unwrap();
+        let (begin, end) = f.range();
+        let rows = tx.get_range(&begin, &end, RangeOptions::default()).await.unwrap();
+        assert_eq!(
+            rows,
+            vec![(b.clone(), b"again".to_vec()), (c.clone(), b"kept".to_vec())]
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(read(&f, &a).await, None);
+        assert_eq!(read(&f, &b).await.as_deref(), Some(&b"again"[..]));
+    }
+}
+
+#[tokio::test]
+async fn range_reads_have_foundationdb_semantics() {
+    for f in backends("range") {
+        let mut tx = f.db.create_transaction().unwrap();
+        for i in 0..10 {
+            tx.set(&f.key("r", i), &[i as u8]).unwrap();
+        }
+        tx.commit().await.unwrap();
+        let mut tx = f.db.create_transaction().unwrap();
+        let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| rows.into_iter().map(|(_, v)| v[0]).collect::<Vec<u8>>();
+        // begin inclusive, end exclusive
+        let rows = tx.get_range(&f.key("r", 2), &f.key("r", 5), RangeOptions::default()).await.unwrap();
+        assert_eq!(keys(rows), vec![2, 3, 4]);
+        let rows = tx
+            .get_range(&f.key("r", 0), &f.key("r", 10), RangeOptions { limit: 3, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(keys(rows), vec![0, 1, 2]);
+        let rows = tx
+            .get_range(
+                &f.key("r", 0),
+                &f.key("r", 10),
+                RangeOptions { limit: 3, reverse: true, ..Default::default() },
+            )
+            .await
+            .unwrap();
+        assert_eq!(keys(rows), vec![9, 8, 7]);
+        // Local writes merge into the scan in order, both directions.
+        tx.set(&f.key("r", 4), &[40]).unwrap();
+        tx.clear(&f.key("r", 5)).unwrap();
+        let rows = tx.get_range(&f.key("r", 3), &f.key("r", 7), RangeOptions::default()).await.unwrap();
+        assert_eq!(keys(rows), vec![3, 40, 6]);
+        let rows = tx
+            .get_range(&f.key("r", 3), &f.key("r", 7), RangeOptions { reverse: true, ..Default::default() })
+            .await
+            .unwrap();
+        assert_eq!(keys(rows), vec![6, 40, 3]);
+        assert_eq!(
+            tx.get_range(&f.key("r", 7), &f.key("r", 3), RangeOptions::default()).await,
+            Err(StoreError::InvertedRange)
+        );
+        // A range read conflicts with a later write inside the range, not outside it.
+        let mut reader = f.db.create_transaction().unwrap();
+        reader.get_range(&f.key("r", 0), &f.key("r", 3), RangeOptions::default()).await.unwrap();
+        reader.set(&f.key("out", 0), b"x").unwrap();
+        let mut outside = f.db.create_transaction().unwrap();
+        outside.set(&f.key("r", 3), b"y").unwrap();
+        outside.commit().await.unwrap();
+        let mut inside = f.db.create_transaction().unwrap();
+        inside.set(&f.key("r", 1), b"y").unwrap();
+        inside.commit().await.unwrap();
+        assert_eq!(reader.commit().await, Err(StoreError::NotCommitted));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_adds_from_many_tasks_never_conflict_and_sum_exactly() {
+    for f in backends("add") {
+        let f = Arc::new(f);
+        let counter = f.key("counter", 0);
+        const TASKS: i64 = 64;
+        const ADDS: i64 = 20;
+        let mut tasks = Vec::new();
+        for t in 0..TASKS {
+            let (f, counter) = (Arc::clone(&f), counter.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..ADDS {
+                    let mut tx = f.db.create_transaction().unwrap();
+                    tx.atomic_add(&counter, t + 1).unwrap();
+                    // Any failure here (a conflict) fails the test: adds must not conflict.
+                    tx.commit().await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let expected: i64 = ADDS * (1..=TASKS).sum::<i64>();
+        assert_eq!(read(&f, &counter).await, Some(expected.to_le_bytes().to_vec()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versionstamps_increase_strictly_in_commit_order() {
+    for f in backends("versionstamp") {
+        let f = Arc::new(f);
+        let mut last = None;
+        for i in 0..20 {
+            let mut tx = f.db.create_transaction().unwrap();
+            tx.set(&f.key("seq", i), b"x").unwrap();
+            let stamp = tx.commit().await.unwrap();
+            assert!(last < Some(stamp), "{last:?} then {stamp:?}");
+            last = Some(stamp);
+        }
+        // Concurrent commits, each writing a versionstamped key: distinct stamps, and the keys
+        // sort in commit order.
+        let log = f.space.subspace(&("log",));
+        let mut tasks = Vec::new();
+        for i in 0..64u32 {
+            let (f, log) = (Arc::clone(&f), log.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tx = f.db.create_transaction().unwrap();
+                let mut key = log.bytes().to_vec();
+                let offset = key.len() as u32;
+                key.extend_from_slice(&Versionstamp::PLACEHOLDER);
+                tx.set_versionstamped_key(&key, offset, &i.to_be_bytes()).unwrap();
+                tx.commit().await.unwrap()
+            }));
+        }
+        let mut stamps = Vec::new();
+        for t in tasks {
+            stamps.push(t.await.unwrap());
+        }
+        stamps.sort();
+        stamps.dedup();
+        assert_eq!(stamps.len(), 64);
+        let (b, e) = (log.bytes().to_vec(), strinc(log.bytes()).unwrap());
+        let mut tx = f.db.create_transaction().unwrap();
+        let rows = tx.get_range(&b, &e, RangeOptions::default()).await.unwrap();
+        let from_keys: Vec<Versionstamp> = rows
+            .iter()
+            .map(|(k, _)| Versionstamp(k[b.len()..b.len() + 10].try_into().unwrap()))
+            .collect();
+        assert_eq!(from_keys, stamps);
+        assert!(stamps[0] > last.unwrap());
+        // A versionstamped value carries the same stamp the commit returned.
+        let mut tx = f.db.create_transaction().unwrap();
+        let mut value = b"at:".to_vec();
+        value.extend_from_slice(&Versionstamp::PLACEHOLDER);
+        let vk = f.key("vs-value", 0);
+        tx.set_versionstamped_value(&vk, &value, 3).unwrap();
+        let stamp = tx.commit().await.unwrap();
+        assert_eq!(read(&f, &vk).await.unwrap()[3..], stamp.0);
+    }
+}
+
+#[tokio::test]
+async fn every_limit_has_its_error() {
+    for f in backends("limits") {
+        let mut tx = f.db.create_transaction().unwrap();
+        let long_key = vec![1u8; limits::KEY_BYTES_MAX + 1];
+        assert_eq!(tx.set(&long_key, b"v"), Err(StoreError::KeyTooLarge { len: 10_001 }));
+        assert_eq!(tx.get(&long_key).await, Err(StoreError::KeyTooLarge { len: 10_001 }));
+        let big_value = vec![0u8; limits::VALUE_BYTES_MAX + 1];
+        assert_eq!(
+            tx.set(&f.key("v", 0), &big_value),
+            Err(StoreError::ValueTooLarge { len: 100_001 })
+        );
+        assert_eq!(
+            tx.set_versionstamped_key(b"short", 0, b"v"),
+            Err(StoreError::VersionstampOffset { offset: 0, len: 5 })
+        );
+        let value = vec![0u8; limits::VALUE_BYTES_MAX];
+        let mut result = Ok(());
+        for i in 0..101 {
+            result = tx.set(&f.key("big", i), &value);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(result, Err(StoreError::TransactionTooLarge { .. })), "{result:?}");
+        drop(tx);
+        let mut old = f.db.create_transaction().unwrap();
+        tokio::time::sleep(limits::TRANSACTION_DURATION_MAX + Duration::from_millis(100)).await;
+        assert_eq!(old.get(&f.key("v", 0)).await, Err(StoreError::TransactionTooOld));
+        assert!(StoreError::TransactionTooOld.is_retryable());
+    }
+}
+
+#[tokio::test]
+async fn a_failing_closure_writes_nothing() {
+    for f in backends("abort") {
+        let k = f.key("k", 0);
+        let result: Result<(), TxError<&str>> = f
+            .db
+            .run(|tx| {
+                let k = k.clone();
+                Box::pin(async move {
+                    tx.set(&k, b"should not land")?;
+                    tx.atomic_add(&k, 1)?;
+                    Err(TxError::Abort("business rule says no"))
+                })
+            })
+            .await;
+        assert!(matches!(result, Err(TxError::Abort("business rule says no"))));
+        assert_eq!(read(&f, &k).await, None);
+    }
+}
+
+#[tokio::test]
+async fn retries_stop_at_their_bound() {
+    for f in backends("retries") {
+        let calls = Arc::new(AtomicU32::new(0));
+        let db = f.db.clone().with_retry(RetryOptions {
+            max_retries: 3,
+            timeout: Duration::from_secs(10),
+        });
+        let counted = Arc::clone(&calls);
+        let result: Result<(), TxError<()>> = db
+            .run(move |_tx| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async { Err(TxError::Store(StoreError::NotCommitted)) })
+            })
+            .await;
+        match result {
+            Err(TxError::Store(StoreError::RetryLimit { attempts, last })) => {
+                assert_eq!(attempts, 4);
+                assert_eq!(*last, StoreError::NotCommitted);
+            }
+            other => panic!("expected RetryLimit, got {other:?}"),
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        // A non-retryable error is returned at once.
+        let result: Result<(), TxError<()>> = db
+            .run(|tx| Box::pin(async move { tx.set(&[0u8; 10_001], b"x").map_err(TxError::from) }))
+            .await;
+        assert!(matches!(result, Err(TxError::Store(StoreError::KeyTooLarge { .. }))));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_retries_conflicts_until_it_commits() {
+    for f in backends("run") {
+        let f = Arc::new(f);
+        let k = f.key("n", 0);
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (f, k) = (Arc::clone(&f), k.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    let k = k.clone();
+                    f.db
+                        .run(move |tx| {
+                            let k = k.clone();
+                            Box::pin(async move {
+                                let n = tx.get(&k).await?.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+                                tx.set(&k, &(n + 1).to_be_bytes())?;
+                                Ok::<(), TxError<()>>(())
+                            })
+                        })
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Read-modify-write under contention loses no increment.
+        assert_eq!(read(&f, &k).await, Some(80u64.to_be_bytes().to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn run_idempotent_applies_once() {
+    for f in backends("idempotent") {
+        let id = f.key("request", 42);
+        let balance = f.key("balance", 0);
+        let calls = Arc::new(AtomicU32::new(0));
+        for round in 0..3 {
+            let (balance, calls) = (balance.clone(), Arc::clone(&calls));
+            let (result, first) = f
+                .db
+                .run_idempotent(&id, move |tx| {
+                    let (balance, calls) = (balance.clone(), Arc::clone(&calls));
+                    Box::pin(async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tx.atomic_add(&balance, 100)?;
+                        Ok::<_, TxError<()>>(b"credited 100".to_vec())
+                    })
+                })
+                .await
+                .unwrap();
+            assert_eq!(result, b"credited 100");
+            assert_eq!(first, round == 0);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(read(&f, &balance).await, Some(100i64.to_le_bytes().to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn embedded_commits_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let stamp = {
+        let db = Database::open_embedded(dir.path(), EmbeddedOptions::default()).unwrap();
+        let mut tx = db.create_transaction().unwrap();
+        tx.set(b"durable", b"yes").unwrap();
+        tx.commit().await.unwrap()
+    };
+    let db = Database::open_embedded(dir.path(), EmbeddedOptions::default()).unwrap();
+    let mut tx = db.create_transaction().unwrap();
+    assert_eq!(tx.get(b"durable").await.unwrap().as_deref(), Some(&b"yes"[..]));
+    tx.set(b"later", b"x").unwrap();
+    assert!(tx.commit().await.unwrap() > stamp, "versions keep increasing across restarts");
+}
