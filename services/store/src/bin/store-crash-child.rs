@@ -1,0 +1,53 @@
+//! Crash-test child: commits transactions as fast as it can from many tasks and prints
+//! `ack N` for each acknowledged commit, until the parent kills it with SIGKILL.
+//!
+//! Usage: `store-crash-child DIR FIRST_ID` — ids are FIRST_ID, FIRST_ID+1, ...
+//! Transaction N writes `("a", N)` and `("b", N)` with the same value and adds 1 to
+//! `("count",)`, so a half-applied transaction is visible as an `a` without its `b`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use cbdc_store::keys::pack;
+use cbdc_store::{Database, EmbeddedOptions};
+
+const TASKS: usize = 32;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(args.next().expect("usage: store-crash-child DIR FIRST_ID"));
+    let first: i64 = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("FIRST_ID must be an integer");
+    let db = Database::open_embedded(&dir, EmbeddedOptions::default()).expect("store opens");
+    let next = Arc::new(AtomicI64::new(first));
+    let (acks, mut acked) = tokio::sync::mpsc::channel::<i64>(4096);
+    for _ in 0..TASKS {
+        let (db, next, acks) = (db.clone(), Arc::clone(&next), acks.clone());
+        tokio::spawn(async move {
+            loop {
+                let id = next.fetch_add(1, Ordering::SeqCst);
+                let mut tx = db.create_transaction().expect("begin");
+                let value = format!("value-{id}");
+                tx.set(&pack(&("a", id)), value.as_bytes()).expect("set");
+                tx.set(&pack(&("b", id)), value.as_bytes()).expect("set");
+                tx.atomic_add(&pack(&("count",)), 1).expect("add");
+                tx.commit().await.expect("commit");
+                if acks.send(id).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    drop(acks);
+    let mut out = std::io::stdout().lock();
+    while let Some(id) = acked.recv().await {
+        // Printed only after the commit was acknowledged (durable).
+        writeln!(out, "ack {id}").expect("stdout");
+        out.flush().expect("stdout");
+    }
+}
