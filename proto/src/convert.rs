@@ -2,8 +2,8 @@
 
 use cbdc_core::validate::Reject;
 use cbdc_core::{
-    Address, Amount, AmountError, KycTier, LedgerId, Lock, OutPoint, Output, PublicKey,
-    Transfer, Txid, UnixSeconds, Witness, WalletStatus,
+    Address, Amount, AmountError, KycTier, LedgerId, Lock, OutPoint, Output, PublicKey, Transfer,
+    Txid, UnixSeconds, WalletStatus, Witness,
 };
 
 use crate::v1;
@@ -34,10 +34,7 @@ pub enum WireError {
     #[error("{field}: unknown or unspecified enum value {value}")]
     Enum { field: &'static str, value: i32 },
     #[error("{field}: {reject}")]
-    Transfer {
-        field: &'static str,
-        reject: Reject,
-    },
+    Transfer { field: &'static str, reject: Reject },
 }
 
 pub fn amount(field: &'static str, text: &str, max: Amount) -> Result<Amount, WireError> {
@@ -172,7 +169,11 @@ pub fn to_lock(l: &Lock) -> v1::Lock {
     v1::Lock { kind: Some(kind) }
 }
 
-pub fn output(field: &'static str, o: Option<&v1::Output>, max: Amount) -> Result<Output, WireError> {
+pub fn output(
+    field: &'static str,
+    o: Option<&v1::Output>,
+    max: Amount,
+) -> Result<Output, WireError> {
     let o = o.ok_or(WireError::Missing { field })?;
     Ok(Output {
         ledger: LedgerId(o.ledger_id),
@@ -222,9 +223,18 @@ pub fn to_wallet_status(s: WalletStatus) -> v1::WalletStatus {
 pub fn reject_code(r: &Reject) -> &'static str {
     use Reject::*;
     match r {
-        Malformed(_) | BodyTooLarge { .. } | NoInputs | NoOutputs | TooManyInputs { .. }
-        | TooManyOutputs { .. } | MemoTooLong { .. } | NoWitnesses | TooManyWitnesses { .. }
-        | WitnessKeyLength { .. } | WitnessSignatureLength { .. } | WitnessKey { .. } => "MALFORMED",
+        Malformed(_)
+        | BodyTooLarge { .. }
+        | NoInputs
+        | NoOutputs
+        | TooManyInputs { .. }
+        | TooManyOutputs { .. }
+        | MemoTooLong { .. }
+        | NoWitnesses
+        | TooManyWitnesses { .. }
+        | WitnessKeyLength { .. }
+        | WitnessSignatureLength { .. }
+        | WitnessKey { .. } => "MALFORMED",
         DuplicateInput { .. } | DuplicateWitness { .. } => "DUPLICATE",
         ZeroInput { .. } | ZeroOutput { .. } | ValueOverflow => "BAD_VALUE",
         NotConserved { .. } => "NOT_CONSERVED",
@@ -233,8 +243,12 @@ pub fn reject_code(r: &Reject) -> &'static str {
         InputMissing { .. } => "INPUT_MISSING",
         InputSpent { .. } => "INPUT_SPENT",
         InputValueMismatch { .. } => "INPUT_VALUE_MISMATCH",
-        NotAuthorised { .. } | HoldExpired { .. } | HoldActive { .. } | MandateExpired { .. }
-        | MandateExceeded { .. } | UnusedWitness { .. } => "NOT_AUTHORISED",
+        NotAuthorised { .. }
+        | HoldExpired { .. }
+        | HoldActive { .. }
+        | MandateExpired { .. }
+        | MandateExceeded { .. }
+        | UnusedWitness { .. } => "NOT_AUTHORISED",
         UnknownWallet { .. } => "UNKNOWN_WALLET",
         WalletFrozen { .. } => "WALLET_FROZEN",
         WalletClosed { .. } => "WALLET_CLOSED",
@@ -247,10 +261,14 @@ pub fn reject_status(r: &Reject) -> tonic::Status {
     use Reject::*;
     let message = format!("{}: {r}", reject_code(r));
     match r {
-        InputSpent { .. } | WalletFrozen { .. } | WalletClosed { .. } | LimitExceeded { .. }
-        | Expired { .. } | HoldExpired { .. } | HoldActive { .. } | MandateExpired { .. } => {
-            tonic::Status::failed_precondition(message)
-        }
+        InputSpent { .. }
+        | WalletFrozen { .. }
+        | WalletClosed { .. }
+        | LimitExceeded { .. }
+        | Expired { .. }
+        | HoldExpired { .. }
+        | HoldActive { .. }
+        | MandateExpired { .. } => tonic::Status::failed_precondition(message),
         InputMissing { .. } | UnknownWallet { .. } => tonic::Status::not_found(message),
         BadSignature { .. } | NotAuthorised { .. } | UnusedWitness { .. } => {
             tonic::Status::permission_denied(message)
@@ -312,7 +330,19 @@ mod tests {
         };
         let status: tonic::Status = signed_transfer("transfer", Some(&bad)).unwrap_err().into();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(status.message().contains("witness 0: public key is 31 bytes"), "{}", status.message());
-        assert_eq!(kyc_tier("tier", 0), Err(WireError::Enum { field: "tier", value: 0 }));
+        assert!(
+            status
+                .message()
+                .contains("witness 0: public key is 31 bytes"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            kyc_tier("tier", 0),
+            Err(WireError::Enum {
+                field: "tier",
+                value: 0
+            })
+        );
     }
 }

@@ -8,7 +8,9 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use cbdc_core::validate::{check_stateless, check_stateless_batch};
-use cbdc_core::{Amount, Keypair, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, Txid, UnixSeconds};
+use cbdc_core::{
+    Amount, Keypair, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, Txid, UnixSeconds,
+};
 use ed25519_dalek::{Signature, VerifyingKey};
 
 const BATCH: usize = 1024;
@@ -22,9 +24,23 @@ fn transfers(n: usize) -> Vec<Transfer> {
             let mut txid = [0u8; 32];
             txid[..8].copy_from_slice(&(i as u64).to_be_bytes());
             TransferBuilder::new(UnixSeconds(2_000_000_000))
-                .input(OutPoint { txid: Txid(txid), index: 0 }, Amount::from_fen(10_000))
-                .output(LedgerId(1), Amount::from_fen(3_000), Lock::Key(payee.public()))
-                .output(LedgerId(1), Amount::from_fen(7_000), Lock::Key(payer.public()))
+                .input(
+                    OutPoint {
+                        txid: Txid(txid),
+                        index: 0,
+                    },
+                    Amount::from_fen(10_000),
+                )
+                .output(
+                    LedgerId(1),
+                    Amount::from_fen(3_000),
+                    Lock::Key(payee.public()),
+                )
+                .output(
+                    LedgerId(1),
+                    Amount::from_fen(7_000),
+                    Lock::Key(payer.public()),
+                )
                 .sign(&[&payer])
                 .expect("valid")
         })
@@ -50,8 +66,14 @@ fn main() {
     let ts = transfers(BATCH);
     let messages: Vec<[u8; 43]> = ts.iter().map(|t| t.txid().signing_message()).collect();
     let msg_refs: Vec<&[u8]> = messages.iter().map(|m| m.as_slice()).collect();
-    let sigs: Vec<Signature> = ts.iter().map(|t| Signature::from_bytes(&t.witnesses()[0].signature)).collect();
-    let keys: Vec<VerifyingKey> = ts.iter().map(|t| *t.witnesses()[0].verifying_key()).collect();
+    let sigs: Vec<Signature> = ts
+        .iter()
+        .map(|t| Signature::from_bytes(&t.witnesses()[0].signature))
+        .collect();
+    let keys: Vec<VerifyingKey> = ts
+        .iter()
+        .map(|t| *t.witnesses()[0].verifying_key())
+        .collect();
 
     let raw_single = median_ns_per_item(BATCH, || {
         for i in 0..BATCH {
@@ -71,16 +93,23 @@ fn main() {
         assert!(results.iter().all(|r| r.is_ok()));
         black_box(results);
     });
-    let bodies: Vec<(Vec<u8>, Vec<cbdc_core::Witness>)> =
-        ts.iter().map(|t| (t.body_bytes().to_vec(), t.witnesses().to_vec())).collect();
+    let bodies: Vec<(Vec<u8>, Vec<cbdc_core::Witness>)> = ts
+        .iter()
+        .map(|t| (t.body_bytes().to_vec(), t.witnesses().to_vec()))
+        .collect();
     let decode = median_ns_per_item(BATCH, || {
         for (b, w) in &bodies {
             black_box(Transfer::decode(b.clone(), w.clone())).expect("valid");
         }
     });
 
-    println!("stateless validation of 1-input/2-output transfers, batch {BATCH}, median of {ROUNDS} rounds");
-    println!("{:<44} {:>10} {:>14}", "", "µs/transfer", "transfers/s/core");
+    println!(
+        "stateless validation of 1-input/2-output transfers, batch {BATCH}, median of {ROUNDS} rounds"
+    );
+    println!(
+        "{:<44} {:>10} {:>14}",
+        "", "µs/transfer", "transfers/s/core"
+    );
     let row = |name: &str, ns: f64| println!("{name:<44} {:>10.2} {:>14.0}", ns / 1e3, 1e9 / ns);
     row("raw ed25519 verify_strict (single)", raw_single);
     row("raw ed25519 verify_batch", raw_batch);

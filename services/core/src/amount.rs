@@ -20,11 +20,15 @@ pub struct Amount(u64);
 pub enum AmountError {
     #[error("amount is empty")]
     Empty,
-    #[error("amount must not carry a sign ('{0}'): amounts are never negative and '+' is not accepted")]
+    #[error(
+        "amount must not carry a sign ('{0}'): amounts are never negative and '+' is not accepted"
+    )]
     Sign(char),
     #[error("amount must not use an exponent: write it out in plain digits")]
     Exponent,
-    #[error("amount is not a decimal number: unexpected character {found:?} at position {position}")]
+    #[error(
+        "amount is not a decimal number: unexpected character {found:?} at position {position}"
+    )]
     NotNumeric { found: char, position: usize },
     #[error("amount is not a decimal number: {0}")]
     Malformed(&'static str),
@@ -106,10 +110,14 @@ impl Amount {
             None => (text, ""),
         };
         if int_part.is_empty() {
-            return Err(AmountError::Malformed("a digit must come before the decimal point"));
+            return Err(AmountError::Malformed(
+                "a digit must come before the decimal point",
+            ));
         }
         if dot.is_some() && frac_part.is_empty() {
-            return Err(AmountError::Malformed("a digit must follow the decimal point"));
+            return Err(AmountError::Malformed(
+                "a digit must follow the decimal point",
+            ));
         }
         let places = frac_part.len() as u32;
         if places > 2 {
@@ -171,7 +179,10 @@ mod tests {
         }
         assert_eq!(Amount::from_fen(1230).to_string(), "12.30");
         assert_eq!(Amount::from_fen(5).to_string(), "0.05");
-        assert_eq!(Amount::from_fen(u64::MAX).to_string(), "184467440737095516.15");
+        assert_eq!(
+            Amount::from_fen(u64::MAX).to_string(),
+            "184467440737095516.15"
+        );
     }
 
     #[test]

@@ -217,8 +217,8 @@ mod tests {
         let mut identity = [0u8; 32];
         identity[0] = 1;
         assert_eq!(PublicKey::checked(&identity), Err(KeyError::Weak));
-        let wrong_prefix = bech32::encode::<Bech32m>(Hrp::parse_unchecked("btc"), &[0u8; 36])
-            .expect("encodes");
+        let wrong_prefix =
+            bech32::encode::<Bech32m>(Hrp::parse_unchecked("btc"), &[0u8; 36]).expect("encodes");
         assert!(matches!(
             wrong_prefix.parse::<Address>(),
             Err(AddressError::WrongPrefix(_))

@@ -23,10 +23,10 @@ use std::fmt;
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 
+use crate::Amount;
 use crate::codec::{DecodeError, Reader};
 use crate::keys::{Keypair, LedgerId, PublicKey};
 use crate::validate::Reject;
-use crate::Amount;
 
 /// Domain tag hashed before the body to form the txid.
 pub const TXID_TAG: &[u8] = b"cbdc/v1/txid";
@@ -167,15 +167,17 @@ pub struct Witness {
 impl Witness {
     /// Builds a witness from wire bytes, refusing wrong lengths and unusable keys.
     pub fn from_slices(index: usize, key: &[u8], signature: &[u8]) -> Result<Witness, Reject> {
-        let key: [u8; 32] = key
-            .try_into()
-            .map_err(|_| Reject::WitnessKeyLength { index, len: key.len() })?;
-        let signature: [u8; 64] = signature.try_into().map_err(|_| {
-            Reject::WitnessSignatureLength {
-                index,
-                len: signature.len(),
-            }
+        let key: [u8; 32] = key.try_into().map_err(|_| Reject::WitnessKeyLength {
+            index,
+            len: key.len(),
         })?;
+        let signature: [u8; 64] =
+            signature
+                .try_into()
+                .map_err(|_| Reject::WitnessSignatureLength {
+                    index,
+                    len: signature.len(),
+                })?;
         Witness::new(index, PublicKey::from_bytes(key), signature)
     }
 
@@ -258,7 +260,9 @@ impl TransferBody {
     /// enforces them on the way back in).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            13 + self.inputs.len() * INPUT_BYTES + self.outputs.len() * OUTPUT_BYTES_MAX + 2
+            13 + self.inputs.len() * INPUT_BYTES
+                + self.outputs.len() * OUTPUT_BYTES_MAX
+                + 2
                 + self.memo.len(),
         );
         out.push(BODY_VERSION);

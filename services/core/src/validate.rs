@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use ed25519_dalek::{Signature, VerifyingKey};
 
+use crate::Amount;
 use crate::codec::DecodeError;
 use crate::keys::{KeyError, LedgerId, PublicKey};
 use crate::kyc::{TierTable, WalletState, WalletStatus};
 use crate::transfer::{Lock, OutPoint, Output, Transfer, Txid, UnixSeconds};
-use crate::Amount;
 
 /// Every business reason a transfer is refused. Infrastructure failures are not here.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -94,7 +94,9 @@ pub enum Reject {
         input: usize,
         expires_at: UnixSeconds,
     },
-    #[error("input {input}: hold is active until {expires_at:?}; the payer alone may reclaim it only after that")]
+    #[error(
+        "input {input}: hold is active until {expires_at:?}; the payer alone may reclaim it only after that"
+    )]
     HoldActive {
         input: usize,
         expires_at: UnixSeconds,
@@ -104,7 +106,9 @@ pub enum Reject {
         input: usize,
         expires_at: UnixSeconds,
     },
-    #[error("mandate of owner {owner:?}: merchant takes {taken}, more than the per-payment maximum {per_payment_max}")]
+    #[error(
+        "mandate of owner {owner:?}: merchant takes {taken}, more than the per-payment maximum {per_payment_max}"
+    )]
     MandateExceeded {
         owner: PublicKey,
         taken: Amount,
@@ -119,7 +123,9 @@ pub enum Reject {
     WalletFrozen { key: PublicKey },
     #[error("wallet {key:?} is closed")]
     WalletClosed { key: PublicKey },
-    #[error("wallet {key:?}: {limit} of {cap} exceeded by a payment of {amount} (would reach {would_be})")]
+    #[error(
+        "wallet {key:?}: {limit} of {cap} exceeded by a payment of {amount} (would reach {would_be})"
+    )]
     LimitExceeded {
         key: PublicKey,
         limit: LimitKind,
@@ -218,8 +224,10 @@ fn check_values(transfer: &Transfer, now: UnixSeconds) -> Result<(), Reject> {
     if let Some(index) = body.outputs.iter().position(|o| o.value.is_zero()) {
         return Err(Reject::ZeroOutput { index });
     }
-    let inputs = Amount::checked_sum(body.inputs.iter().map(|i| i.value)).ok_or(Reject::ValueOverflow)?;
-    let outputs = Amount::checked_sum(body.outputs.iter().map(|o| o.value)).ok_or(Reject::ValueOverflow)?;
+    let inputs =
+        Amount::checked_sum(body.inputs.iter().map(|i| i.value)).ok_or(Reject::ValueOverflow)?;
+    let outputs =
+        Amount::checked_sum(body.outputs.iter().map(|o| o.value)).ok_or(Reject::ValueOverflow)?;
     // 4. conservation
     if inputs != outputs {
         return Err(Reject::NotConserved { inputs, outputs });
@@ -291,7 +299,11 @@ pub struct WalletChange {
 
 /// The wallets of `ledger` whose state [`check_stateful`] reads: owners of the inputs being
 /// spent and of the outputs this ledger will hold.
-pub fn parties(transfer: &Transfer, ledger: LedgerId, inputs: &[InputState]) -> BTreeSet<PublicKey> {
+pub fn parties(
+    transfer: &Transfer,
+    ledger: LedgerId,
+    inputs: &[InputState],
+) -> BTreeSet<PublicKey> {
     let mut keys = BTreeSet::new();
     for state in inputs {
         if let InputState::Unspent(output) = state {
@@ -309,7 +321,11 @@ pub fn parties(transfer: &Transfer, ledger: LedgerId, inputs: &[InputState]) -> 
 /// Checks 7–9 and returns the effects to write. Assumes [`check_stateless`] passed.
 pub fn check_stateful(transfer: &Transfer, ctx: &StatefulContext<'_>) -> Result<Effects, Reject> {
     let body = transfer.body();
-    assert_eq!(ctx.inputs.len(), body.inputs.len(), "one InputState per input");
+    assert_eq!(
+        ctx.inputs.len(),
+        body.inputs.len(),
+        "one InputState per input"
+    );
 
     // 7. inputs exist, are unspent and hold what the body states.
     let mut spent_outputs = Vec::with_capacity(body.inputs.len());
@@ -422,9 +438,14 @@ fn check_conditions(
                         return Err(Reject::MandateExpired { input, expires_at });
                     }
                     used.insert(merchant);
-                    match merchant_mandates.iter_mut().find(|(l, _)| *l == output.lock) {
+                    match merchant_mandates
+                        .iter_mut()
+                        .find(|(l, _)| *l == output.lock)
+                    {
                         Some((_, total)) => {
-                            *total = total.checked_add(output.value).ok_or(Reject::ValueOverflow)?
+                            *total = total
+                                .checked_add(output.value)
+                                .ok_or(Reject::ValueOverflow)?
                         }
                         None => merchant_mandates.push((output.lock, output.value)),
                     }
@@ -484,12 +505,18 @@ fn check_wallets(
     let mut flows: BTreeMap<PublicKey, (Amount, Amount)> = BTreeMap::new();
     for output in spent {
         let entry = flows.entry(output.lock.owner()).or_default();
-        entry.0 = entry.0.checked_add(output.value).ok_or(Reject::ValueOverflow)?;
+        entry.0 = entry
+            .0
+            .checked_add(output.value)
+            .ok_or(Reject::ValueOverflow)?;
     }
     for output in &transfer.body().outputs {
         if output.ledger == ctx.ledger {
             let entry = flows.entry(output.lock.owner()).or_default();
-            entry.1 = entry.1.checked_add(output.value).ok_or(Reject::ValueOverflow)?;
+            entry.1 = entry
+                .1
+                .checked_add(output.value)
+                .ok_or(Reject::ValueOverflow)?;
         }
     }
     let mut changes = Vec::with_capacity(flows.len());

@@ -6,7 +6,7 @@ use cbdc_core::transfer::{MAX_OUTPUTS, MAX_WITNESSES, sign_body};
 use cbdc_core::validate::{InputState, check_stateless_batch};
 use cbdc_core::{
     Keypair, KycTier, LimitKind, Lock, Reject, Transfer, TransferBuilder, Txid, UnixSeconds,
-    Witness, WalletStatus,
+    WalletStatus, Witness,
 };
 use common::*;
 
@@ -125,7 +125,10 @@ fn stateless_rejections_in_order() {
         vec![good.witnesses()[0], good.witnesses()[0]],
     )
     .unwrap();
-    assert!(matches!(w.check(&dup), Err(Reject::DuplicateWitness { .. })));
+    assert!(matches!(
+        w.check(&dup),
+        Err(Reject::DuplicateWitness { .. })
+    ));
 }
 
 #[test]
@@ -161,7 +164,10 @@ fn structural_rejections() {
         Err(Reject::TooManyOutputs { .. })
     ));
     let no_outputs = TransferBuilder::new(NOW).input(outpoint(1), yuan(1));
-    assert_eq!(no_outputs.sign(&[&alice]).map(|_| ()), Err(Reject::NoOutputs));
+    assert_eq!(
+        no_outputs.sign(&[&alice]).map(|_| ()),
+        Err(Reject::NoOutputs)
+    );
     let mut bytes = good.body_bytes().to_vec();
     bytes[0] = 9;
     assert!(matches!(
@@ -235,19 +241,12 @@ fn stateful_rejections() {
     );
     w.wallets.get_mut(&alice.public()).unwrap().status = WalletStatus::Active;
     w.wallets.get_mut(&bob.public()).unwrap().status = WalletStatus::Closed;
-    assert_eq!(
-        w.check(&t),
-        Err(Reject::WalletClosed { key: bob.public() })
-    );
+    assert_eq!(w.check(&t), Err(Reject::WalletClosed { key: bob.public() }));
     w.wallets.get_mut(&bob.public()).unwrap().status = WalletStatus::Frozen;
     assert!(w.check(&t).is_ok(), "a frozen wallet may receive");
     // Spent and missing inputs.
-    w.outputs.insert(
-        outpoint(1),
-        InputState::Spent {
-            by: Txid([5; 32]),
-        },
-    );
+    w.outputs
+        .insert(outpoint(1), InputState::Spent { by: Txid([5; 32]) });
     assert_eq!(
         w.check(&t),
         Err(Reject::InputSpent {
@@ -298,8 +297,14 @@ fn holds() {
         .input(outpoint(9), yuan(100))
         .output(LEDGER, yuan(60), Lock::Key(merchant.public()))
         .output(LEDGER, yuan(40), Lock::Key(alice.public()));
-    assert!(w.check(&capture.clone().sign(&[&merchant]).unwrap()).is_ok());
-    assert!(w.check(&capture.clone().sign(&[&alice, &merchant]).unwrap()).is_ok());
+    assert!(
+        w.check(&capture.clone().sign(&[&merchant]).unwrap())
+            .is_ok()
+    );
+    assert!(
+        w.check(&capture.clone().sign(&[&alice, &merchant]).unwrap())
+            .is_ok()
+    );
     assert_eq!(
         w.check(&capture.clone().sign(&[&alice]).unwrap()),
         Err(Reject::HoldActive {
@@ -338,7 +343,10 @@ fn mandates() {
             .output(LEDGER, yuan(amount), Lock::Key(merchant.public()))
             .output(LEDGER, yuan(200 - amount), change_lock)
     };
-    assert!(w.check(&take(50, mandate).sign(&[&merchant]).unwrap()).is_ok());
+    assert!(
+        w.check(&take(50, mandate).sign(&[&merchant]).unwrap())
+            .is_ok()
+    );
     assert_eq!(
         w.check(&take(51, mandate).sign(&[&merchant]).unwrap()),
         Err(Reject::MandateExceeded {
@@ -359,9 +367,14 @@ fn mandates() {
         Err(Reject::MandateExceeded { .. })
     ));
     // The owner may do anything.
-    assert!(w
-        .check(&take(150, Lock::Key(alice.public())).sign(&[&alice]).unwrap())
-        .is_ok());
+    assert!(
+        w.check(
+            &take(150, Lock::Key(alice.public()))
+                .sign(&[&alice])
+                .unwrap()
+        )
+        .is_ok()
+    );
     w.now = expires_at;
     let late = TransferBuilder::new(UnixSeconds(w.now.0 + 60))
         .input(outpoint(8), yuan(200))
@@ -385,8 +398,11 @@ fn batch_finds_the_one_bad_transfer() {
     let results = check_stateless_batch(&transfers, w.now);
     assert!(results.iter().all(|r| r.is_ok()));
     let other = pay(&alice, &bob, 500, 500).sign(&[&alice]).unwrap();
-    transfers[7] =
-        Transfer::decode(transfers[7].body_bytes().to_vec(), other.witnesses().to_vec()).unwrap();
+    transfers[7] = Transfer::decode(
+        transfers[7].body_bytes().to_vec(),
+        other.witnesses().to_vec(),
+    )
+    .unwrap();
     let results = check_stateless_batch(&transfers, w.now);
     for (i, r) in results.iter().enumerate() {
         if i == 7 {

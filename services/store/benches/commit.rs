@@ -42,8 +42,10 @@ async fn run_once(db: &Database, concurrency: usize, seconds: f64, id_base: u64)
                 let mut tx = db.create_transaction().expect("begin");
                 let balance = tx.get(&pack(&("acct", account))).await.expect("read");
                 assert!(balance.is_some());
-                tx.set(&pack(&("transfer", id)), &[7u8; 100]).expect("write");
-                tx.set(&pack(&("by-account", account, id)), b"").expect("write");
+                tx.set(&pack(&("transfer", id)), &[7u8; 100])
+                    .expect("write");
+                tx.set(&pack(&("by-account", account, id)), b"")
+                    .expect("write");
                 tx.commit().await.expect("commit");
                 latencies.push(t0.elapsed().as_micros() as u32);
             }
@@ -82,12 +84,16 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     // CBDC_BENCH_FSYNC=0 measures the CPU ceiling without fsync, for comparison only.
     let fsync = std::env::var("CBDC_BENCH_FSYNC").map_or(true, |v| v != "0");
-    let options = EmbeddedOptions { fsync, ..EmbeddedOptions::default() };
+    let options = EmbeddedOptions {
+        fsync,
+        ..EmbeddedOptions::default()
+    };
     let db = Database::open_embedded(dir.path(), options).expect("opens");
     for chunk in 0..(ACCOUNTS / 10_000) {
         let mut tx = db.create_transaction().expect("begin");
         for a in chunk * 10_000..(chunk + 1) * 10_000 {
-            tx.set(&pack(&("acct", a)), &1_000i64.to_le_bytes()).expect("seed");
+            tx.set(&pack(&("acct", a)), &1_000i64.to_le_bytes())
+                .expect("seed");
         }
         tx.commit().await.expect("seed commit");
     }
@@ -117,7 +123,11 @@ async fn main() {
         );
         let base = *baseline.get_or_insert(commits);
         if concurrency > 1 {
-            println!("{:>11} group-commit gain over concurrency 1: {:.1}x", "", commits / base);
+            println!(
+                "{:>11} group-commit gain over concurrency 1: {:.1}x",
+                "",
+                commits / base
+            );
         }
     }
 }

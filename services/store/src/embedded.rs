@@ -26,6 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::StoreError;
 use crate::transaction::{RangeOptions, Versionstamp};
 
+/// A key and its value.
+type Row = (Vec<u8>, Vec<u8>);
+
 const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_VERSION: &str = "version";
@@ -94,8 +97,10 @@ impl Engine {
             let version = {
                 write.open_table(DATA).map_err(io)?;
                 let meta = write.open_table(META).map_err(io)?;
-                let v = meta.get(META_VERSION).map_err(io)?.map(|g| g.value()).unwrap_or(0);
-                v
+                meta.get(META_VERSION)
+                    .map_err(io)?
+                    .map(|g| g.value())
+                    .unwrap_or(0)
             };
             write.commit().map_err(io)?;
             version
@@ -215,7 +220,10 @@ fn apply_add(base: Option<&[u8]>, delta: i64) -> Vec<u8> {
         let n = base.len().min(8);
         le[..n].copy_from_slice(&base[..n]);
     }
-    i64::from_le_bytes(le).wrapping_add(delta).to_le_bytes().to_vec()
+    i64::from_le_bytes(le)
+        .wrapping_add(delta)
+        .to_le_bytes()
+        .to_vec()
 }
 
 impl EmbeddedTx {
@@ -226,7 +234,11 @@ impl EmbeddedTx {
     }
 
     fn stored(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.snapshot.get(key).map_err(io)?.map(|g| g.value().to_vec()))
+        Ok(self
+            .snapshot
+            .get(key)
+            .map_err(io)?
+            .map(|g| g.value().to_vec()))
     }
 
     /// The value as this transaction sees it, before its local write to `key` (if any).
@@ -277,13 +289,15 @@ impl EmbeddedTx {
                 r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
                     .map_err(io)
             });
-            let mut stored: Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), StoreError>>> =
-                if options.reverse {
-                    Box::new(stored.rev())
-                } else {
-                    Box::new(stored)
-                };
-            let bounds = (Bound::Included(begin.to_vec()), Bound::Excluded(end.to_vec()));
+            let mut stored: Box<dyn Iterator<Item = Result<Row, StoreError>>> = if options.reverse {
+                Box::new(stored.rev())
+            } else {
+                Box::new(stored)
+            };
+            let bounds = (
+                Bound::Included(begin.to_vec()),
+                Bound::Excluded(end.to_vec()),
+            );
             let local = self.writes.range::<Vec<u8>, _>(bounds);
             let mut local: Box<dyn Iterator<Item = (&Vec<u8>, &LocalOp)>> = if options.reverse {
                 Box::new(local.rev())
@@ -345,7 +359,8 @@ impl EmbeddedTx {
     }
 
     pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
-        self.writes.insert(key.to_vec(), LocalOp::Set(value.to_vec()));
+        self.writes
+            .insert(key.to_vec(), LocalOp::Set(value.to_vec()));
     }
 
     pub(crate) fn clear(&mut self, key: &[u8]) {
@@ -379,7 +394,13 @@ impl EmbeddedTx {
         self.writes.insert(key.to_vec(), op);
     }
 
-    pub(crate) fn set_versionstamped(&mut self, key: &[u8], value: &[u8], offset: u32, in_key: bool) {
+    pub(crate) fn set_versionstamped(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        offset: u32,
+        in_key: bool,
+    ) {
         self.versionstamped.push(VersionstampedOp {
             key: key.to_vec(),
             value: value.to_vec(),
@@ -445,12 +466,19 @@ impl Resolver {
         })
     }
 
-    fn record(&mut self, version: u64, now: Instant, keys: Vec<Vec<u8>>, ranges: &[(Vec<u8>, Vec<u8>)]) {
+    fn record(
+        &mut self,
+        version: u64,
+        now: Instant,
+        keys: Vec<Vec<u8>>,
+        ranges: &[(Vec<u8>, Vec<u8>)],
+    ) {
         for k in &keys {
             self.point_writes.insert(k.clone(), version);
         }
         for (b, e) in ranges {
-            self.range_writes.push_back((b.clone(), e.clone(), version, now));
+            self.range_writes
+                .push_back((b.clone(), e.clone(), version, now));
         }
         self.history.push_back((now, version, keys));
     }
@@ -499,8 +527,10 @@ fn committer_loop(
         }
         let now = Instant::now();
         resolver.expire(now);
-        let mut accepted: Vec<(oneshot::Sender<Result<Versionstamp, StoreError>>, Versionstamp)> =
-            Vec::with_capacity(batch.len());
+        let mut accepted: Vec<(
+            oneshot::Sender<Result<Versionstamp, StoreError>>,
+            Versionstamp,
+        )> = Vec::with_capacity(batch.len());
         let outcome = apply_batch(
             &shared,
             &mut batch,
@@ -543,13 +573,14 @@ fn apply_batch(
     next_version: &mut u64,
     now: Instant,
     fsync: bool,
-    accepted: &mut Vec<(oneshot::Sender<Result<Versionstamp, StoreError>>, Versionstamp)>,
+    accepted: &mut Vec<(
+        oneshot::Sender<Result<Versionstamp, StoreError>>,
+        Versionstamp,
+    )>,
 ) -> Result<(), StoreError> {
     let mut write = shared.db.begin_write().map_err(io)?;
     if !fsync {
-        write
-            .set_durability(redb::Durability::None)
-            .map_err(io)?;
+        write.set_durability(redb::Durability::None).map_err(io)?;
     }
     {
         let mut table = write.open_table(DATA).map_err(io)?;
@@ -581,7 +612,10 @@ fn apply_batch(
                         table.remove(key.as_slice()).map_err(io)?;
                     }
                     LocalOp::Add(delta) => {
-                        let base = table.get(key.as_slice()).map_err(io)?.map(|g| g.value().to_vec());
+                        let base = table
+                            .get(key.as_slice())
+                            .map_err(io)?
+                            .map(|g| g.value().to_vec());
                         let sum = apply_add(base.as_deref(), delta);
                         table.insert(key.as_slice(), sum.as_slice()).map_err(io)?;
                     }
@@ -590,9 +624,15 @@ fn apply_batch(
             }
             for mut op in request.versionstamped {
                 let at = op.offset as usize;
-                let target = if op.in_key { &mut op.key } else { &mut op.value };
+                let target = if op.in_key {
+                    &mut op.key
+                } else {
+                    &mut op.value
+                };
                 target[at..at + 10].copy_from_slice(&stamp.0);
-                table.insert(op.key.as_slice(), op.value.as_slice()).map_err(io)?;
+                table
+                    .insert(op.key.as_slice(), op.value.as_slice())
+                    .map_err(io)?;
                 written.push(op.key);
             }
             resolver.record(version, now, written, &request.cleared);

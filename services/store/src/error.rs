@@ -19,10 +19,15 @@ pub enum StoreError {
     CommitUnknownResult,
     #[error("begin key sorts after end key in a range")]
     InvertedRange,
-    #[error("versionstamp offset {offset} does not leave 10 bytes inside a {len}-byte key or value")]
+    #[error(
+        "versionstamp offset {offset} does not leave 10 bytes inside a {len}-byte key or value"
+    )]
     VersionstampOffset { offset: u32, len: usize },
     #[error("gave up after {attempts} attempts; last error: {last}")]
-    RetryLimit { attempts: u32, last: Box<StoreError> },
+    RetryLimit {
+        attempts: u32,
+        last: Box<StoreError>,
+    },
     #[error("the transaction was already committed")]
     UsedAfterCommit,
     #[error("the store is shut down")]
@@ -30,7 +35,12 @@ pub enum StoreError {
     #[error("storage I/O: {0}")]
     Io(String),
     #[error("FoundationDB error {code}: {message}")]
-    Fdb { code: i32, message: String, retryable: bool, maybe_committed: bool },
+    Fdb {
+        code: i32,
+        message: String,
+        retryable: bool,
+        maybe_committed: bool,
+    },
 }
 
 impl StoreError {

@@ -40,9 +40,9 @@ impl FdbBackend {
         if let Err(e) = network {
             return Err(e.clone());
         }
-        let path = cluster_file
-            .to_str()
-            .ok_or_else(|| StoreError::Io(format!("cluster file path {cluster_file:?} is not UTF-8")))?;
+        let path = cluster_file.to_str().ok_or_else(|| {
+            StoreError::Io(format!("cluster file path {cluster_file:?} is not UTF-8"))
+        })?;
         let db = foundationdb::Database::from_path(path).map_err(fdb_error)?;
         Ok(FdbBackend { db })
     }
@@ -68,7 +68,11 @@ impl FdbTx {
         self.trx.as_ref().ok_or(StoreError::UsedAfterCommit)
     }
 
-    pub(crate) async fn get(&mut self, key: &[u8], snapshot: bool) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) async fn get(
+        &mut self,
+        key: &[u8],
+        snapshot: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let value = self.trx()?.get(key, snapshot).await.map_err(fdb_error)?;
         Ok(value.map(|v| v.to_vec()))
     }
@@ -95,7 +99,11 @@ impl FdbTx {
                 .get_range(&range, iteration, options.snapshot)
                 .await
                 .map_err(fdb_error)?;
-            out.extend(values.iter().map(|kv| (kv.key().to_vec(), kv.value().to_vec())));
+            out.extend(
+                values
+                    .iter()
+                    .map(|kv| (kv.key().to_vec(), kv.value().to_vec())),
+            );
             match range.next_range(&values) {
                 Some(next) if out.len() < options.limit => range = next,
                 _ => break,
@@ -134,7 +142,13 @@ impl FdbTx {
         }
     }
 
-    pub(crate) fn set_versionstamped(&mut self, key: &[u8], value: &[u8], offset: u32, in_key: bool) {
+    pub(crate) fn set_versionstamped(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        offset: u32,
+        in_key: bool,
+    ) {
         let Some(trx) = &self.trx else { return };
         // API 520+: the 4-byte little-endian offset of the placeholder follows the operand.
         let with_offset = |bytes: &[u8]| {
@@ -145,7 +159,11 @@ impl FdbTx {
         if in_key {
             trx.atomic_op(&with_offset(key), value, MutationType::SetVersionstampedKey);
         } else {
-            trx.atomic_op(key, &with_offset(value), MutationType::SetVersionstampedValue);
+            trx.atomic_op(
+                key,
+                &with_offset(value),
+                MutationType::SetVersionstampedValue,
+            );
         }
         self.wrote = true;
     }
@@ -162,9 +180,9 @@ impl FdbTx {
             Ok(committed) => {
                 let bytes = stamp.await.map_err(fdb_error)?;
                 self.trx = Some(committed.reset());
-                let bytes: [u8; 10] = bytes[..]
-                    .try_into()
-                    .map_err(|_| StoreError::Io("FoundationDB returned a malformed versionstamp".into()))?;
+                let bytes: [u8; 10] = bytes[..].try_into().map_err(|_| {
+                    StoreError::Io("FoundationDB returned a malformed versionstamp".into())
+                })?;
                 Ok(Versionstamp(bytes))
             }
             Err(failed) => {
@@ -192,7 +210,11 @@ impl FdbTx {
                 StoreError::CommitUnknownResult => 1021,
                 _ => 1007, // transaction_too_old: retryable, resets the transaction
             };
-            self.trx = Some(trx.on_error(FdbError::from_code(code)).await.map_err(fdb_error)?);
+            self.trx = Some(
+                trx.on_error(FdbError::from_code(code))
+                    .await
+                    .map_err(fdb_error)?,
+            );
         }
         self.wrote = false;
         Ok(())

@@ -50,6 +50,7 @@ pub struct Transaction {
     committed: bool,
 }
 
+#[allow(clippy::large_enum_variant)] // the embedded variant is the common one; boxing it costs an allocation per transaction
 pub(crate) enum Inner {
     Embedded(EmbeddedTx),
     #[cfg(feature = "fdb")]
@@ -195,7 +196,11 @@ impl Transaction {
 
     /// Prepares the transaction for another attempt after a retryable `error`: backs off and
     /// starts over at a new read version with nothing read or written.
-    pub(crate) async fn on_error(&mut self, error: StoreError, attempt: u32) -> Result<(), StoreError> {
+    pub(crate) async fn on_error(
+        &mut self,
+        error: StoreError,
+        attempt: u32,
+    ) -> Result<(), StoreError> {
         match &mut self.inner {
             #[cfg(feature = "fdb")]
             Inner::Fdb(tx) => tx.on_error(error).await?,
@@ -230,7 +235,12 @@ impl Transaction {
         self.check_bytes()
     }
 
-    fn check_write(&mut self, key: &[u8], value_len: usize, bytes: usize) -> Result<(), StoreError> {
+    fn check_write(
+        &mut self,
+        key: &[u8],
+        value_len: usize,
+        bytes: usize,
+    ) -> Result<(), StoreError> {
         if self.committed {
             return Err(StoreError::UsedAfterCommit);
         }
@@ -254,7 +264,10 @@ impl Transaction {
 }
 
 fn check_offset(offset: u32, len: usize) -> Result<(), StoreError> {
-    if (offset as usize).checked_add(10).is_none_or(|end| end > len) {
+    if (offset as usize)
+        .checked_add(10)
+        .is_none_or(|end| end > len)
+    {
         return Err(StoreError::VersionstampOffset { offset, len });
     }
     Ok(())

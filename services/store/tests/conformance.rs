@@ -43,7 +43,8 @@ fn backends(test: &str) -> Vec<Fixture> {
     match std::env::var_os("CBDC_FDB_CLUSTER_FILE") {
         #[cfg(feature = "fdb")]
         Some(path) => {
-            let db = Database::open_fdb(std::path::Path::new(&path)).expect("connects to FoundationDB");
+            let db =
+                Database::open_fdb(std::path::Path::new(&path)).expect("connects to FoundationDB");
             let nonce = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .expect("clock")
@@ -157,10 +158,16 @@ async fn reads_see_own_writes() {
         assert_eq!(tx.get(&b).await.unwrap(), None);
         tx.set(&b, b"again").unwrap();
         let (begin, end) = f.range();
-        let rows = tx.get_range(&begin, &end, RangeOptions::default()).await.unwrap();
+        let rows = tx
+            .get_range(&begin, &end, RangeOptions::default())
+            .await
+            .unwrap();
         assert_eq!(
             rows,
-            vec![(b.clone(), b"again".to_vec()), (c.clone(), b"kept".to_vec())]
+            vec![
+                (b.clone(), b"again".to_vec()),
+                (c.clone(), b"kept".to_vec())
+            ]
         );
         tx.commit().await.unwrap();
         assert_eq!(read(&f, &a).await, None);
@@ -177,12 +184,24 @@ async fn range_reads_have_foundationdb_semantics() {
         }
         tx.commit().await.unwrap();
         let mut tx = f.db.create_transaction().unwrap();
-        let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| rows.into_iter().map(|(_, v)| v[0]).collect::<Vec<u8>>();
+        let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| {
+            rows.into_iter().map(|(_, v)| v[0]).collect::<Vec<u8>>()
+        };
         // begin inclusive, end exclusive
-        let rows = tx.get_range(&f.key("r", 2), &f.key("r", 5), RangeOptions::default()).await.unwrap();
+        let rows = tx
+            .get_range(&f.key("r", 2), &f.key("r", 5), RangeOptions::default())
+            .await
+            .unwrap();
         assert_eq!(keys(rows), vec![2, 3, 4]);
         let rows = tx
-            .get_range(&f.key("r", 0), &f.key("r", 10), RangeOptions { limit: 3, ..Default::default() })
+            .get_range(
+                &f.key("r", 0),
+                &f.key("r", 10),
+                RangeOptions {
+                    limit: 3,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(keys(rows), vec![0, 1, 2]);
@@ -190,7 +209,11 @@ async fn range_reads_have_foundationdb_semantics() {
             .get_range(
                 &f.key("r", 0),
                 &f.key("r", 10),
-                RangeOptions { limit: 3, reverse: true, ..Default::default() },
+                RangeOptions {
+                    limit: 3,
+                    reverse: true,
+                    ..Default::default()
+                },
             )
             .await
             .unwrap();
@@ -198,20 +221,34 @@ async fn range_reads_have_foundationdb_semantics() {
         // Local writes merge into the scan in order, both directions.
         tx.set(&f.key("r", 4), &[40]).unwrap();
         tx.clear(&f.key("r", 5)).unwrap();
-        let rows = tx.get_range(&f.key("r", 3), &f.key("r", 7), RangeOptions::default()).await.unwrap();
+        let rows = tx
+            .get_range(&f.key("r", 3), &f.key("r", 7), RangeOptions::default())
+            .await
+            .unwrap();
         assert_eq!(keys(rows), vec![3, 40, 6]);
         let rows = tx
-            .get_range(&f.key("r", 3), &f.key("r", 7), RangeOptions { reverse: true, ..Default::default() })
+            .get_range(
+                &f.key("r", 3),
+                &f.key("r", 7),
+                RangeOptions {
+                    reverse: true,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         assert_eq!(keys(rows), vec![6, 40, 3]);
         assert_eq!(
-            tx.get_range(&f.key("r", 7), &f.key("r", 3), RangeOptions::default()).await,
+            tx.get_range(&f.key("r", 7), &f.key("r", 3), RangeOptions::default())
+                .await,
             Err(StoreError::InvertedRange)
         );
         // A range read conflicts with a later write inside the range, not outside it.
         let mut reader = f.db.create_transaction().unwrap();
-        reader.get_range(&f.key("r", 0), &f.key("r", 3), RangeOptions::default()).await.unwrap();
+        reader
+            .get_range(&f.key("r", 0), &f.key("r", 3), RangeOptions::default())
+            .await
+            .unwrap();
         reader.set(&f.key("out", 0), b"x").unwrap();
         let mut outside = f.db.create_transaction().unwrap();
         outside.set(&f.key("r", 3), b"y").unwrap();
@@ -246,7 +283,10 @@ async fn atomic_adds_from_many_tasks_never_conflict_and_sum_exactly() {
             t.await.unwrap();
         }
         let expected: i64 = ADDS * (1..=TASKS).sum::<i64>();
-        assert_eq!(read(&f, &counter).await, Some(expected.to_le_bytes().to_vec()));
+        assert_eq!(
+            read(&f, &counter).await,
+            Some(expected.to_le_bytes().to_vec())
+        );
     }
 }
 
@@ -273,7 +313,8 @@ async fn versionstamps_increase_strictly_in_commit_order() {
                 let mut key = log.bytes().to_vec();
                 let offset = key.len() as u32;
                 key.extend_from_slice(&Versionstamp::PLACEHOLDER);
-                tx.set_versionstamped_key(&key, offset, &i.to_be_bytes()).unwrap();
+                tx.set_versionstamped_key(&key, offset, &i.to_be_bytes())
+                    .unwrap();
                 tx.commit().await.unwrap()
             }));
         }
@@ -309,8 +350,14 @@ async fn every_limit_has_its_error() {
     for f in backends("limits") {
         let mut tx = f.db.create_transaction().unwrap();
         let long_key = vec![1u8; limits::KEY_BYTES_MAX + 1];
-        assert_eq!(tx.set(&long_key, b"v"), Err(StoreError::KeyTooLarge { len: 10_001 }));
-        assert_eq!(tx.get(&long_key).await, Err(StoreError::KeyTooLarge { len: 10_001 }));
+        assert_eq!(
+            tx.set(&long_key, b"v"),
+            Err(StoreError::KeyTooLarge { len: 10_001 })
+        );
+        assert_eq!(
+            tx.get(&long_key).await,
+            Err(StoreError::KeyTooLarge { len: 10_001 })
+        );
         let big_value = vec![0u8; limits::VALUE_BYTES_MAX + 1];
         assert_eq!(
             tx.set(&f.key("v", 0), &big_value),
@@ -328,11 +375,17 @@ async fn every_limit_has_its_error() {
                 break;
             }
         }
-        assert!(matches!(result, Err(StoreError::TransactionTooLarge { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(StoreError::TransactionTooLarge { .. })),
+            "{result:?}"
+        );
         drop(tx);
         let mut old = f.db.create_transaction().unwrap();
         tokio::time::sleep(limits::TRANSACTION_DURATION_MAX + Duration::from_millis(100)).await;
-        assert_eq!(old.get(&f.key("v", 0)).await, Err(StoreError::TransactionTooOld));
+        assert_eq!(
+            old.get(&f.key("v", 0)).await,
+            Err(StoreError::TransactionTooOld)
+        );
         assert!(StoreError::TransactionTooOld.is_retryable());
     }
 }
@@ -341,9 +394,8 @@ async fn every_limit_has_its_error() {
 async fn a_failing_closure_writes_nothing() {
     for f in backends("abort") {
         let k = f.key("k", 0);
-        let result: Result<(), TxError<&str>> = f
-            .db
-            .run(|tx| {
+        let result: Result<(), TxError<&str>> =
+            f.db.run(|tx| {
                 let k = k.clone();
                 Box::pin(async move {
                     tx.set(&k, b"should not land")?;
@@ -352,7 +404,10 @@ async fn a_failing_closure_writes_nothing() {
                 })
             })
             .await;
-        assert!(matches!(result, Err(TxError::Abort("business rule says no"))));
+        assert!(matches!(
+            result,
+            Err(TxError::Abort("business rule says no"))
+        ));
         assert_eq!(read(&f, &k).await, None);
     }
 }
@@ -384,7 +439,10 @@ async fn retries_stop_at_their_bound() {
         let result: Result<(), TxError<()>> = db
             .run(|tx| Box::pin(async move { tx.set(&[0u8; 10_001], b"x").map_err(TxError::from) }))
             .await;
-        assert!(matches!(result, Err(TxError::Store(StoreError::KeyTooLarge { .. }))));
+        assert!(matches!(
+            result,
+            Err(TxError::Store(StoreError::KeyTooLarge { .. }))
+        ));
     }
 }
 
@@ -399,17 +457,19 @@ async fn run_retries_conflicts_until_it_commits() {
             tasks.push(tokio::spawn(async move {
                 for _ in 0..5 {
                     let k = k.clone();
-                    f.db
-                        .run(move |tx| {
-                            let k = k.clone();
-                            Box::pin(async move {
-                                let n = tx.get(&k).await?.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
-                                tx.set(&k, &(n + 1).to_be_bytes())?;
-                                Ok::<(), TxError<()>>(())
-                            })
+                    f.db.run(move |tx| {
+                        let k = k.clone();
+                        Box::pin(async move {
+                            let n = tx
+                                .get(&k)
+                                .await?
+                                .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+                            tx.set(&k, &(n + 1).to_be_bytes())?;
+                            Ok::<(), TxError<()>>(())
                         })
-                        .await
-                        .unwrap();
+                    })
+                    .await
+                    .unwrap();
                 }
             }));
         }
@@ -429,9 +489,8 @@ async fn run_idempotent_applies_once() {
         let calls = Arc::new(AtomicU32::new(0));
         for round in 0..3 {
             let (balance, calls) = (balance.clone(), Arc::clone(&calls));
-            let (result, first) = f
-                .db
-                .run_idempotent(&id, move |tx| {
+            let (result, first) =
+                f.db.run_idempotent(&id, move |tx| {
                     let (balance, calls) = (balance.clone(), Arc::clone(&calls));
                     Box::pin(async move {
                         calls.fetch_add(1, Ordering::SeqCst);
@@ -445,7 +504,10 @@ async fn run_idempotent_applies_once() {
             assert_eq!(first, round == 0);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(read(&f, &balance).await, Some(100i64.to_le_bytes().to_vec()));
+        assert_eq!(
+            read(&f, &balance).await,
+            Some(100i64.to_le_bytes().to_vec())
+        );
     }
 }
 
@@ -460,7 +522,13 @@ async fn embedded_commits_survive_reopen() {
     };
     let db = Database::open_embedded(dir.path(), EmbeddedOptions::default()).unwrap();
     let mut tx = db.create_transaction().unwrap();
-    assert_eq!(tx.get(b"durable").await.unwrap().as_deref(), Some(&b"yes"[..]));
+    assert_eq!(
+        tx.get(b"durable").await.unwrap().as_deref(),
+        Some(&b"yes"[..])
+    );
     tx.set(b"later", b"x").unwrap();
-    assert!(tx.commit().await.unwrap() > stamp, "versions keep increasing across restarts");
+    assert!(
+        tx.commit().await.unwrap() > stamp,
+        "versions keep increasing across restarts"
+    );
 }

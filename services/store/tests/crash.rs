@@ -22,7 +22,15 @@ async fn audit(dir: &std::path::Path) -> (BTreeSet<i64>, i64) {
         loop {
             let mut tx = db.create_transaction().unwrap();
             let rows = tx
-                .get_range(&cursor, &end, RangeOptions { limit: 5000, snapshot: true, ..Default::default() })
+                .get_range(
+                    &cursor,
+                    &end,
+                    RangeOptions {
+                        limit: 5000,
+                        snapshot: true,
+                        ..Default::default()
+                    },
+                )
                 .await
                 .unwrap();
             if rows.is_empty() {
@@ -31,7 +39,11 @@ async fn audit(dir: &std::path::Path) -> (BTreeSet<i64>, i64) {
             for (key, value) in &rows {
                 let (_, id): (String, i64) = unpack(key).unwrap();
                 let twin = tx.get_snapshot(&pack(&(other, id))).await.unwrap();
-                assert_eq!(twin.as_ref(), Some(value), "transaction {id} is half-visible");
+                assert_eq!(
+                    twin.as_ref(),
+                    Some(value),
+                    "transaction {id} is half-visible"
+                );
                 present.insert(id);
             }
             cursor = rows.last().unwrap().0.clone();
@@ -75,7 +87,9 @@ async fn acknowledged_commits_survive_sigkill() {
             }
         });
         // Wait for the first acknowledgement, then kill at a random moment.
-        let first = rx.recv_timeout(Duration::from_secs(30)).expect("child acknowledges a commit");
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child acknowledges a commit");
         acked_total.insert(first);
         std::thread::sleep(Duration::from_millis(rng.gen_range(5..150)));
         child.kill().expect("SIGKILL");
@@ -84,8 +98,19 @@ async fn acknowledged_commits_survive_sigkill() {
         acked_total.extend(rx.try_iter());
         let (present, count) = audit(dir.path()).await;
         let lost: Vec<_> = acked_total.difference(&present).take(5).collect();
-        assert!(lost.is_empty(), "round {round}: acknowledged but lost: {lost:?}");
-        assert_eq!(count, present.len() as i64, "round {round}: counter disagrees with rows");
-        eprintln!("round {round}: {} acknowledged, {} present", acked_total.len(), present.len());
+        assert!(
+            lost.is_empty(),
+            "round {round}: acknowledged but lost: {lost:?}"
+        );
+        assert_eq!(
+            count,
+            present.len() as i64,
+            "round {round}: counter disagrees with rows"
+        );
+        eprintln!(
+            "round {round}: {} acknowledged, {} present",
+            acked_total.len(),
+            present.len()
+        );
     }
 }
