@@ -1,14 +1,15 @@
 //! The embedded backend: FoundationDB's transaction model on one machine.
 //!
-//! - **Storage**: redb, a crash-safe copy-on-write B-tree in one file. Its MVCC read
-//!   transactions give each of our transactions a consistent snapshot for free.
+//! - **Storage**: fjall, an LSM-tree with a write-ahead journal. Each batch is one atomic
+//!   fjall write batch, made durable by one journal fsync; readers open fjall snapshots at the
+//!   sequence number published after that fsync, so nothing unacknowledged is ever visible.
 //! - **Conflicts**: a resolver modelled on FoundationDB's. Every transaction carries its read
 //!   version and the key ranges it read; at commit the resolver refuses it
 //!   ([`StoreError::NotCommitted`]) if any key in those ranges was written by a transaction
 //!   that committed after that read version. Blind writes and atomic adds never conflict.
 //! - **Group commit**: commits queue on a bounded channel to one committer thread, which takes
 //!   everything queued (up to `max_batch`), resolves each transaction in order, applies the
-//!   survivors to one redb write transaction and makes it durable with one fsync. Only then is
+//!   survivors as one atomic fjall write batch and makes it durable with one journal fsync. Only then is
 //!   any of them acknowledged and the new version published to readers.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -19,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use rand::Rng;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::StoreError;
@@ -29,10 +30,9 @@ use crate::transaction::{RangeOptions, Versionstamp};
 /// A key and its value.
 type Row = (Vec<u8>, Vec<u8>);
 
-const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const META_VERSION: &str = "version";
-const FILE_NAME: &str = "store.redb";
+const DATA: &str = "data";
+const META: &str = "meta";
+const META_VERSION: &[u8] = b"version";
 /// How long the resolver remembers writes: a little more than the 5-second transaction limit.
 const CONFLICT_WINDOW: Duration = Duration::from_secs(6);
 
@@ -82,32 +82,41 @@ pub(crate) struct Engine {
 }
 
 struct Shared {
-    db: redb::Database,
+    keyspace: Keyspace,
+    data: PartitionHandle,
+    meta: PartitionHandle,
     /// The newest version whose batch is durable; new transactions read at it.
     committed: AtomicU64,
+    /// The fjall sequence number that makes exactly the durable batches visible.
+    visible: AtomicU64,
     stats: EngineStats,
 }
 
 impl Engine {
     pub(crate) fn open(dir: &Path, options: EmbeddedOptions) -> Result<Engine, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io(format!("creating {}: {e}", dir.display())))?;
-        let db = redb::Database::create(dir.join(FILE_NAME)).map_err(io)?;
-        let version = {
-            let write = db.begin_write().map_err(io)?;
-            let version = {
-                write.open_table(DATA).map_err(io)?;
-                let meta = write.open_table(META).map_err(io)?;
-                meta.get(META_VERSION)
-                    .map_err(io)?
-                    .map(|g| g.value())
-                    .unwrap_or(0)
-            };
-            write.commit().map_err(io)?;
-            version
+        let keyspace = fjall::Config::new(dir).open().map_err(io)?;
+        let data = keyspace
+            .open_partition(DATA, PartitionCreateOptions::default())
+            .map_err(io)?;
+        let meta = keyspace
+            .open_partition(META, PartitionCreateOptions::default())
+            .map_err(io)?;
+        let version = match meta.get(META_VERSION).map_err(io)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| io("stored version is not 8 bytes"))?,
+            ),
+            None => 0,
         };
+        let visible = keyspace.instant();
         let shared = Arc::new(Shared {
-            db,
+            keyspace,
+            data,
+            meta,
             committed: AtomicU64::new(version),
+            visible: AtomicU64::new(visible),
             stats: EngineStats::default(),
         });
         let (sender, receiver) = mpsc::channel(options.queue_depth.max(1));
@@ -127,8 +136,8 @@ impl Engine {
         // Read the version first: the snapshot opened after it is at least that new, so the
         // conflict check (writes newer than the read version) can only be conservative.
         let read_version = self.shared.committed.load(Ordering::Acquire);
-        let read = self.shared.db.begin_read().map_err(io)?;
-        let snapshot = read.open_table(DATA).map_err(io)?;
+        let seqno = self.shared.visible.load(Ordering::Acquire);
+        let snapshot = self.shared.data.snapshot_at(seqno);
         Ok(EmbeddedTx {
             read_version,
             snapshot,
@@ -193,10 +202,10 @@ struct CommitRequest {
     reply: oneshot::Sender<Result<Versionstamp, StoreError>>,
 }
 
-/// One embedded transaction: a redb snapshot plus a local write buffer.
+/// One embedded transaction: a fjall snapshot plus a local write buffer.
 pub(crate) struct EmbeddedTx {
     read_version: u64,
-    snapshot: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    snapshot: fjall::Snapshot,
     sender: mpsc::Sender<CommitRequest>,
     writes: BTreeMap<Vec<u8>, LocalOp>,
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
@@ -234,11 +243,7 @@ impl EmbeddedTx {
     }
 
     fn stored(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .snapshot
-            .get(key)
-            .map_err(io)?
-            .map(|g| g.value().to_vec()))
+        Ok(self.snapshot.get(key).map_err(io)?.map(|v| v.to_vec()))
     }
 
     /// The value as this transaction sees it, before its local write to `key` (if any).
@@ -284,11 +289,8 @@ impl EmbeddedTx {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if begin < end {
-            let stored = self.snapshot.range::<&[u8]>(begin..end).map_err(io)?;
-            let stored = stored.map(|r| {
-                r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                    .map_err(io)
-            });
+            let stored = self.snapshot.range(begin.to_vec()..end.to_vec());
+            let stored = stored.map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io));
             let mut stored: Box<dyn Iterator<Item = Result<Row, StoreError>>> = if options.reverse {
                 Box::new(stored.rev())
             } else {
@@ -543,6 +545,11 @@ fn committer_loop(
         match outcome {
             Ok(()) => {
                 if let Some((_, last)) = accepted.last() {
+                    // Seqno first, then version: a reader that sees the new version also sees
+                    // the new data; one that sees only the new data conflicts conservatively.
+                    shared
+                        .visible
+                        .store(shared.keyspace.instant(), Ordering::Release);
                     shared.committed.store(last.version(), Ordering::Release);
                 }
                 shared
@@ -564,8 +571,9 @@ fn committer_loop(
     }
 }
 
-/// Resolves and applies one batch in one durable redb write transaction. Rejected requests
-/// are answered here; accepted ones are returned in `accepted` to answer after the fsync.
+/// Resolves and applies one batch as one atomic fjall write batch and one journal fsync.
+/// Rejected requests are answered here; accepted ones are returned in `accepted` to answer
+/// after the fsync.
 fn apply_batch(
     shared: &Shared,
     batch: &mut Vec<CommitRequest>,
@@ -578,73 +586,89 @@ fn apply_batch(
         Versionstamp,
     )>,
 ) -> Result<(), StoreError> {
-    let mut write = shared.db.begin_write().map_err(io)?;
-    if !fsync {
-        write.set_durability(redb::Durability::None).map_err(io)?;
-    }
+    // The batch's own writes so far (None = cleared), so that later transactions of the batch
+    // build on earlier ones (atomic adds, range clears) before anything reaches fjall.
+    let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let current = |overlay: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, key: &[u8]| match overlay.get(key)
     {
-        let mut table = write.open_table(DATA).map_err(io)?;
-        for request in batch.drain(..) {
-            if request.read_version < resolver.oldest_checkable {
-                let _ = request.reply.send(Err(StoreError::TransactionTooOld));
-                continue;
-            }
-            if resolver.conflicts(request.read_version, &request.reads) {
-                shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                let _ = request.reply.send(Err(StoreError::NotCommitted));
-                continue;
-            }
-            let version = *next_version;
-            *next_version += 1;
-            let stamp = Versionstamp::from_parts(version, 0);
-            for (b, e) in &request.cleared {
-                table
-                    .retain_in::<&[u8], _>(b.as_slice()..e.as_slice(), |_, _| false)
-                    .map_err(io)?;
-            }
-            let mut written: Vec<Vec<u8>> = Vec::with_capacity(request.writes.len());
-            for (key, op) in request.writes {
-                match op {
-                    LocalOp::Set(v) => {
-                        table.insert(key.as_slice(), v.as_slice()).map_err(io)?;
-                    }
-                    LocalOp::Clear => {
-                        table.remove(key.as_slice()).map_err(io)?;
-                    }
-                    LocalOp::Add(delta) => {
-                        let base = table
-                            .get(key.as_slice())
-                            .map_err(io)?
-                            .map(|g| g.value().to_vec());
-                        let sum = apply_add(base.as_deref(), delta);
-                        table.insert(key.as_slice(), sum.as_slice()).map_err(io)?;
-                    }
-                }
-                written.push(key);
-            }
-            for mut op in request.versionstamped {
-                let at = op.offset as usize;
-                let target = if op.in_key {
-                    &mut op.key
-                } else {
-                    &mut op.value
-                };
-                target[at..at + 10].copy_from_slice(&stamp.0);
-                table
-                    .insert(op.key.as_slice(), op.value.as_slice())
-                    .map_err(io)?;
-                written.push(op.key);
-            }
-            resolver.record(version, now, written, &request.cleared);
-            accepted.push((request.reply, stamp));
+        Some(v) => Ok(v.clone()),
+        None => shared
+            .data
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(io),
+    };
+    for request in batch.drain(..) {
+        if request.read_version < resolver.oldest_checkable {
+            let _ = request.reply.send(Err(StoreError::TransactionTooOld));
+            continue;
         }
-        let mut meta = write.open_table(META).map_err(io)?;
-        meta.insert(META_VERSION, *next_version - 1).map_err(io)?;
+        if resolver.conflicts(request.read_version, &request.reads) {
+            shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            let _ = request.reply.send(Err(StoreError::NotCommitted));
+            continue;
+        }
+        let version = *next_version;
+        *next_version += 1;
+        let stamp = Versionstamp::from_parts(version, 0);
+        for (b, e) in &request.cleared {
+            for row in shared.data.range(b.clone()..e.clone()) {
+                let (k, _) = row.map_err(io)?;
+                overlay.insert(k.to_vec(), None);
+            }
+            for (_, v) in overlay.range_mut::<Vec<u8>, _>(b.clone()..e.clone()) {
+                *v = None;
+            }
+        }
+        let mut written: Vec<Vec<u8>> = Vec::with_capacity(request.writes.len());
+        for (key, op) in request.writes {
+            let value = match op {
+                LocalOp::Set(v) => Some(v),
+                LocalOp::Clear => None,
+                LocalOp::Add(delta) => {
+                    let base = current(&overlay, &key)?;
+                    Some(apply_add(base.as_deref(), delta))
+                }
+            };
+            overlay.insert(key.clone(), value);
+            written.push(key);
+        }
+        for mut op in request.versionstamped {
+            let at = op.offset as usize;
+            let target = if op.in_key {
+                &mut op.key
+            } else {
+                &mut op.value
+            };
+            target[at..at + 10].copy_from_slice(&stamp.0);
+            overlay.insert(op.key.clone(), Some(op.value));
+            written.push(op.key);
+        }
+        resolver.record(version, now, written, &request.cleared);
+        accepted.push((request.reply, stamp));
     }
     if accepted.is_empty() {
-        write.abort().map_err(io)?;
         return Ok(());
     }
+    let mut write = shared.keyspace.batch();
+    for (key, value) in overlay {
+        match value {
+            Some(v) => write.insert(&shared.data, key, v),
+            None => write.remove(&shared.data, key),
+        }
+    }
+    write.insert(
+        &shared.meta,
+        META_VERSION,
+        (*next_version - 1).to_be_bytes(),
+    );
     write.commit().map_err(io)?;
+    if fsync {
+        // The batch is in the journal; if the fsync fails it may or may not survive a crash.
+        shared
+            .keyspace
+            .persist(PersistMode::SyncData)
+            .map_err(|_| StoreError::CommitUnknownResult)?;
+    }
     Ok(())
 }

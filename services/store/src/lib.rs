@@ -6,7 +6,7 @@
 //! FoundationDB's size and time limits, enforced with the same errors on every backend.
 //!
 //! Backends:
-//! - [`Database::open_embedded`]: a durable single-machine store (redb underneath) with a
+//! - [`Database::open_embedded`]: a durable single-machine store (fjall underneath) with a
 //!   FoundationDB-style resolver for conflicts and group commit (one fsync per batch).
 //! - `Database::open_fdb` (feature `fdb`): FoundationDB itself, through the `foundationdb` crate.
 
