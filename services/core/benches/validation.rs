@@ -103,6 +103,16 @@ fn main() {
         }
     });
 
+    let wire: Vec<([u8; 32], [u8; 64])> = ts
+        .iter()
+        .map(|t| (*t.witnesses()[0].key.as_bytes(), t.witnesses()[0].signature))
+        .collect();
+    let witness_keys = median_ns_per_item(BATCH, || {
+        for (i, (k, s)) in wire.iter().enumerate() {
+            black_box(cbdc_core::Witness::from_slices(i, k, s)).expect("valid");
+        }
+    });
+
     println!(
         "stateless validation of 1-input/2-output transfers, batch {BATCH}, median of {ROUNDS} rounds"
     );
@@ -114,8 +124,13 @@ fn main() {
     row("raw ed25519 verify_strict (single)", raw_single);
     row("raw ed25519 verify_batch", raw_batch);
     row("decode + txid (SHA-256)", decode);
+    row("witness from wire (key decompression)", witness_keys);
     row("check_stateless (single, verify_strict)", full_single);
     row("check_stateless_batch", full_batch);
+    println!(
+        "per transfer arriving from the wire, batched: {:.2} µs (witness + decode + batch validation)",
+        (witness_keys + decode + full_batch) / 1e3
+    );
     println!(
         "batched validation / raw batch verify = {:.3} (goal ≤ 1.15); single validation / raw single = {:.3}",
         full_batch / raw_batch,
