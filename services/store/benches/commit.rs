@@ -2,7 +2,8 @@
 //! write 2 keys) at concurrency 1, 64 and 1024. Prints commits/s and fsyncs/s (one per
 //! durable batch), medians over runs, and the group-commit gain over concurrency 1.
 //!
-//! Run: `cargo bench -p cbdc-store --bench commit` (`CBDC_BENCH_SECONDS`, default 3 per run).
+//! Run: `cargo bench -p cbdc-store --bench commit` (`CBDC_BENCH_SECONDS`, default 3 per run;
+//! `CBDC_BENCH_CONCURRENCY`, default `1,64,1024`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use cbdc_store::keys::pack;
 use cbdc_store::{Database, EmbeddedOptions};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ACCOUNTS: i64 = 100_000;
 const RUNS: usize = 3;
@@ -70,6 +74,24 @@ async fn run_once(db: &Database, concurrency: usize, seconds: f64, id_base: u64)
     }
 }
 
+/// A fresh store in `dir` holding `ACCOUNTS` accounts.
+async fn seeded(dir: &std::path::Path, fsync: bool) -> Database {
+    let options = EmbeddedOptions {
+        fsync,
+        ..EmbeddedOptions::default()
+    };
+    let db = Database::open_embedded(dir, options).expect("opens");
+    for chunk in 0..(ACCOUNTS / 10_000) {
+        let mut tx = db.create_transaction().expect("begin");
+        for a in chunk * 10_000..(chunk + 1) * 10_000 {
+            tx.set(&pack(&("acct", a)), &1_000i64.to_le_bytes())
+                .expect("seed");
+        }
+        tx.commit().await.expect("seed commit");
+    }
+    db
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -81,22 +103,8 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3.0);
-    let dir = tempfile::tempdir().expect("tempdir");
     // CBDC_BENCH_FSYNC=0 measures the CPU ceiling without fsync, for comparison only.
     let fsync = std::env::var("CBDC_BENCH_FSYNC").map_or(true, |v| v != "0");
-    let options = EmbeddedOptions {
-        fsync,
-        ..EmbeddedOptions::default()
-    };
-    let db = Database::open_embedded(dir.path(), options).expect("opens");
-    for chunk in 0..(ACCOUNTS / 10_000) {
-        let mut tx = db.create_transaction().expect("begin");
-        for a in chunk * 10_000..(chunk + 1) * 10_000 {
-            tx.set(&pack(&("acct", a)), &1_000i64.to_le_bytes())
-                .expect("seed");
-        }
-        tx.commit().await.expect("seed commit");
-    }
     println!(
         "embedded store, fsync {}, read 1 key + write 2 keys per transaction, {seconds} s per run, median of {RUNS} runs",
         if fsync { "on" } else { "OFF" }
@@ -107,7 +115,16 @@ async fn main() {
     );
     let mut baseline = None;
     let mut id_base = 0u64;
-    for concurrency in [1usize, 64, 1024] {
+    // CBDC_BENCH_CONCURRENCY=1024 (comma-separated) runs only the levels named.
+    let levels: Vec<usize> = std::env::var("CBDC_BENCH_CONCURRENCY")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 64, 1024]);
+    for concurrency in levels {
+        // Each level starts from the same freshly seeded store, so levels do not inherit each
+        // other's data (and compaction debt) and the order of levels does not matter.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = seeded(dir.path(), fsync).await;
         let mut samples = Vec::new();
         for _ in 0..RUNS {
             samples.push(run_once(&db, concurrency, seconds, id_base).await);

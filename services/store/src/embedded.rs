@@ -7,11 +7,14 @@
 //!   version and the key ranges it read; at commit the resolver refuses it
 //!   ([`StoreError::NotCommitted`]) if any key in those ranges was written by a transaction
 //!   that committed after that read version. Blind writes and atomic adds never conflict.
-//! - **Group commit**: commits queue on a bounded channel to one committer thread, which takes
-//!   everything queued (up to `max_batch`), resolves each transaction in order, applies the
-//!   survivors as one atomic fjall write batch and makes it durable with one journal fsync. Only then is
-//!   any of them acknowledged and the new version published to readers.
+//! - **Group commit**, pipelined over two threads: commits queue on a bounded channel to the
+//!   resolver thread, which takes everything queued (up to `max_batch`), resolves each
+//!   transaction in order and assigns its version; the writer thread applies resolved batches
+//!   as one atomic fjall write batch made durable by one journal fsync. Only then is any of
+//!   them acknowledged and the new version published to readers. The resolver works on the
+//!   next batch while the writer waits for the disk.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::path::Path;
@@ -41,7 +44,7 @@ const CONFLICT_WINDOW: Duration = Duration::from_secs(6);
 pub struct EmbeddedOptions {
     /// Transactions resolved and made durable together, at most.
     pub max_batch: usize,
-    /// Commits waiting for the committer, at most; beyond this, commit waits (backpressure).
+    /// Commits waiting for the resolver, at most; beyond this, commit waits (backpressure).
     pub queue_depth: usize,
     /// fsync every batch before acknowledging it. Only benchmarks turn this off.
     pub fsync: bool,
@@ -57,7 +60,7 @@ impl Default for EmbeddedOptions {
     }
 }
 
-/// Counters of the embedded committer since the store was opened.
+/// Counters of the embedded commit pipeline since the store was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     /// Transactions committed.
@@ -78,7 +81,8 @@ struct EngineStats {
 pub(crate) struct Engine {
     shared: Arc<Shared>,
     sender: Option<mpsc::Sender<CommitRequest>>,
-    committer: Option<JoinHandle<()>>,
+    /// The resolver, then the writer; each ends when its input channel closes.
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -120,15 +124,23 @@ impl Engine {
             stats: EngineStats::default(),
         });
         let (sender, receiver) = mpsc::channel(options.queue_depth.max(1));
-        let committer_shared = Arc::clone(&shared);
-        let committer = std::thread::Builder::new()
-            .name("store-committer".into())
-            .spawn(move || committer_loop(committer_shared, receiver, options, version))
-            .map_err(|e| io(format!("starting committer: {e}")))?;
+        // Two resolved batches may wait for the writer; beyond that the resolver waits too.
+        let (to_writer, from_resolver) = std::sync::mpsc::sync_channel(2);
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(writer_shared, from_resolver, options.fsync))
+            .map_err(|e| io(format!("starting writer: {e}")))?;
+        let resolver_shared = Arc::clone(&shared);
+        let max_batch = options.max_batch.max(1);
+        let resolver = std::thread::Builder::new()
+            .name("store-resolver".into())
+            .spawn(move || resolver_loop(receiver, to_writer, resolver_shared, max_batch, version))
+            .map_err(|e| io(format!("starting resolver: {e}")))?;
         Ok(Engine {
             shared,
             sender: Some(sender),
-            committer: Some(committer),
+            threads: vec![resolver, writer],
         })
     }
 
@@ -161,7 +173,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.sender.take();
-        if let Some(handle) = self.committer.take() {
+        for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
     }
@@ -429,7 +441,7 @@ impl EmbeddedTx {
             .send(request)
             .await
             .map_err(|_| StoreError::Closed)?;
-        // If the committer vanished after taking the request, the outcome is unknown.
+        // If the pipeline vanished after taking the request, the outcome is unknown.
         answer.await.map_err(|_| StoreError::CommitUnknownResult)?
     }
 }
@@ -472,11 +484,13 @@ impl Resolver {
         &mut self,
         version: u64,
         now: Instant,
-        keys: Vec<Vec<u8>>,
+        writes: &[(Vec<u8>, LocalOp)],
         ranges: &[(Vec<u8>, Vec<u8>)],
     ) {
-        for k in &keys {
+        let mut keys = Vec::with_capacity(writes.len());
+        for (k, _) in writes {
             self.point_writes.insert(k.clone(), version);
+            keys.push(k.clone());
         }
         for (b, e) in ranges {
             self.range_writes
@@ -509,15 +523,26 @@ impl Resolver {
     }
 }
 
-fn committer_loop(
-    shared: Arc<Shared>,
+/// A transaction that passed the resolver, with its version fixed and its versionstamps
+/// filled in; the writer applies it.
+struct Resolved {
+    cleared: Vec<(Vec<u8>, Vec<u8>)>,
+    writes: Vec<(Vec<u8>, LocalOp)>,
+    reply: oneshot::Sender<Result<Versionstamp, StoreError>>,
+    stamp: Versionstamp,
+}
+
+/// The resolver thread: conflict checks and version assignment, in commit order. It never
+/// touches storage, so it resolves batch N+1 while the writer makes batch N durable.
+fn resolver_loop(
     mut receiver: mpsc::Receiver<CommitRequest>,
-    options: EmbeddedOptions,
+    writer: std::sync::mpsc::SyncSender<Vec<Resolved>>,
+    shared: Arc<Shared>,
+    max_batch: usize,
     start_version: u64,
 ) {
     let mut resolver = Resolver::new(start_version);
     let mut next_version = start_version + 1;
-    let max_batch = options.max_batch.max(1);
     let mut batch: Vec<CommitRequest> = Vec::with_capacity(max_batch);
     while let Some(first) = receiver.blocking_recv() {
         batch.push(first);
@@ -529,139 +554,133 @@ fn committer_loop(
         }
         let now = Instant::now();
         resolver.expire(now);
-        let mut accepted: Vec<(
-            oneshot::Sender<Result<Versionstamp, StoreError>>,
-            Versionstamp,
-        )> = Vec::with_capacity(batch.len());
-        let outcome = apply_batch(
-            &shared,
-            &mut batch,
-            &mut resolver,
-            &mut next_version,
-            now,
-            options.fsync,
-            &mut accepted,
-        );
-        match outcome {
-            Ok(()) => {
-                if let Some((_, last)) = accepted.last() {
-                    // Seqno first, then version: a reader that sees the new version also sees
-                    // the new data; one that sees only the new data conflicts conservatively.
-                    shared
-                        .visible
-                        .store(shared.keyspace.instant(), Ordering::Release);
-                    shared.committed.store(last.version(), Ordering::Release);
-                }
-                shared
-                    .stats
-                    .commits
-                    .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-                shared.stats.batches.fetch_add(1, Ordering::Relaxed);
-                for (reply, stamp) in accepted.drain(..) {
-                    let _ = reply.send(Ok(stamp));
-                }
+        let mut resolved = Vec::with_capacity(batch.len());
+        for request in batch.drain(..) {
+            if request.read_version < resolver.oldest_checkable {
+                let _ = request.reply.send(Err(StoreError::TransactionTooOld));
+                continue;
             }
-            Err(e) => {
-                for (reply, _) in accepted.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
-                }
+            if resolver.conflicts(request.read_version, &request.reads) {
+                shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                let _ = request.reply.send(Err(StoreError::NotCommitted));
+                continue;
             }
+            let version = next_version;
+            next_version += 1;
+            let stamp = Versionstamp::from_parts(version, 0);
+            let mut writes = request.writes;
+            for mut op in request.versionstamped {
+                let at = op.offset as usize;
+                let target = if op.in_key {
+                    &mut op.key
+                } else {
+                    &mut op.value
+                };
+                target[at..at + 10].copy_from_slice(&stamp.0);
+                writes.push((op.key, LocalOp::Set(op.value)));
+            }
+            resolver.record(version, now, &writes, &request.cleared);
+            resolved.push(Resolved {
+                cleared: request.cleared,
+                writes,
+                reply: request.reply,
+                stamp,
+            });
         }
-        batch.clear();
+        if !resolved.is_empty() && writer.send(resolved).is_err() {
+            return;
+        }
     }
 }
 
-/// Resolves and applies one batch as one atomic fjall write batch and one journal fsync.
-/// Rejected requests are answered here; accepted ones are returned in `accepted` to answer
-/// after the fsync.
+/// The writer thread: applies resolved batches in order, each as one atomic fjall write
+/// batch and one journal fsync, then publishes the new version and acknowledges.
+fn writer_loop(
+    shared: Arc<Shared>,
+    receiver: std::sync::mpsc::Receiver<Vec<Resolved>>,
+    fsync: bool,
+) {
+    while let Ok(mut batch) = receiver.recv() {
+        // Whatever else is already resolved joins this fsync (bounded by the channel).
+        while let Ok(more) = receiver.try_recv() {
+            batch.extend(more);
+        }
+        let Some(last) = batch.last().map(|r| r.stamp.version()) else {
+            continue;
+        };
+        match apply_batch(&shared, &batch, last, fsync) {
+            Ok(()) => {
+                // Seqno first, then version: a reader that sees the new version also sees
+                // the new data; one that sees only the new data conflicts conservatively.
+                shared
+                    .visible
+                    .store(shared.keyspace.instant(), Ordering::Release);
+                shared.committed.store(last, Ordering::Release);
+                shared
+                    .stats
+                    .commits
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+                for r in batch {
+                    let _ = r.reply.send(Ok(r.stamp));
+                }
+            }
+            Err(e) => {
+                for r in batch {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Applies resolved transactions, in order, as one atomic fjall write batch and one journal
+/// fsync.
 fn apply_batch(
     shared: &Shared,
-    batch: &mut Vec<CommitRequest>,
-    resolver: &mut Resolver,
-    next_version: &mut u64,
-    now: Instant,
+    batch: &[Resolved],
+    last_version: u64,
     fsync: bool,
-    accepted: &mut Vec<(
-        oneshot::Sender<Result<Versionstamp, StoreError>>,
-        Versionstamp,
-    )>,
 ) -> Result<(), StoreError> {
     // The batch's own writes so far (None = cleared), so that later transactions of the batch
     // build on earlier ones (atomic adds, range clears) before anything reaches fjall.
-    let mut overlay: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-    let current = |overlay: &BTreeMap<Vec<u8>, Option<Vec<u8>>>, key: &[u8]| match overlay.get(key)
-    {
-        Some(v) => Ok(v.clone()),
-        None => shared
-            .data
-            .get(key)
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(io),
-    };
-    for request in batch.drain(..) {
-        if request.read_version < resolver.oldest_checkable {
-            let _ = request.reply.send(Err(StoreError::TransactionTooOld));
-            continue;
-        }
-        if resolver.conflicts(request.read_version, &request.reads) {
-            shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-            let _ = request.reply.send(Err(StoreError::NotCommitted));
-            continue;
-        }
-        let version = *next_version;
-        *next_version += 1;
-        let stamp = Versionstamp::from_parts(version, 0);
-        for (b, e) in &request.cleared {
+    let mut overlay: BTreeMap<Cow<'_, [u8]>, Option<Cow<'_, [u8]>>> = BTreeMap::new();
+    for tx in batch {
+        for (b, e) in &tx.cleared {
             for row in shared.data.range(b.clone()..e.clone()) {
                 let (k, _) = row.map_err(io)?;
-                overlay.insert(k.to_vec(), None);
+                overlay.insert(Cow::Owned(k.to_vec()), None);
             }
-            for (_, v) in overlay.range_mut::<Vec<u8>, _>(b.clone()..e.clone()) {
+            for (_, v) in overlay.range_mut::<[u8], _>((
+                Bound::Included(b.as_slice()),
+                Bound::Excluded(e.as_slice()),
+            )) {
                 *v = None;
             }
         }
-        let mut written: Vec<Vec<u8>> = Vec::with_capacity(request.writes.len());
-        for (key, op) in request.writes {
+        for (key, op) in &tx.writes {
             let value = match op {
-                LocalOp::Set(v) => Some(v),
+                LocalOp::Set(v) => Some(Cow::Borrowed(v.as_slice())),
                 LocalOp::Clear => None,
                 LocalOp::Add(delta) => {
-                    let base = current(&overlay, &key)?;
-                    Some(apply_add(base.as_deref(), delta))
+                    let base = match overlay.get(key.as_slice()) {
+                        Some(v) => v.as_deref().map(|v| v.to_vec()),
+                        None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
+                    };
+                    Some(Cow::Owned(apply_add(base.as_deref(), *delta)))
                 }
             };
-            overlay.insert(key.clone(), value);
-            written.push(key);
+            overlay.insert(Cow::Borrowed(key.as_slice()), value);
         }
-        for mut op in request.versionstamped {
-            let at = op.offset as usize;
-            let target = if op.in_key {
-                &mut op.key
-            } else {
-                &mut op.value
-            };
-            target[at..at + 10].copy_from_slice(&stamp.0);
-            overlay.insert(op.key.clone(), Some(op.value));
-            written.push(op.key);
-        }
-        resolver.record(version, now, written, &request.cleared);
-        accepted.push((request.reply, stamp));
-    }
-    if accepted.is_empty() {
-        return Ok(());
     }
     let mut write = shared.keyspace.batch();
     for (key, value) in overlay {
         match value {
-            Some(v) => write.insert(&shared.data, key, v),
-            None => write.remove(&shared.data, key),
+            Some(v) => write.insert(&shared.data, key.as_ref(), v.as_ref()),
+            None => write.remove(&shared.data, key.as_ref()),
         }
     }
-    write.insert(
-        &shared.meta,
-        META_VERSION,
-        (*next_version - 1).to_be_bytes(),
-    );
+    write.insert(&shared.meta, META_VERSION, last_version.to_be_bytes());
     write.commit().map_err(io)?;
     if fsync {
         // The batch is in the journal; if the fsync fails it may or may not survive a crash.
