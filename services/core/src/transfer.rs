@@ -255,6 +255,31 @@ impl Transfer {
     }
 }
 
+impl Output {
+    /// The output's canonical encoding, as inside a body: ledger, value, lock.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(OUTPUT_BYTES_MAX);
+        out.extend_from_slice(&self.ledger.0.to_be_bytes());
+        out.extend_from_slice(&self.value.fen().to_be_bytes());
+        encode_lock(&self.lock, &mut out);
+        out
+    }
+
+    /// Decodes exactly one output encoded by [`Output::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Output, Reject> {
+        let mut r = Reader::new(bytes);
+        let ledger = LedgerId(r.u32("output ledger")?);
+        let value = Amount::from_fen(r.u64("output value")?);
+        let lock = decode_lock(&mut r, 0)?;
+        r.finish()?;
+        Ok(Output {
+            ledger,
+            value,
+            lock,
+        })
+    }
+}
+
 impl TransferBody {
     /// The canonical encoding. Panics never; bounds are the caller's to respect (the decoder
     /// enforces them on the way back in).

@@ -125,7 +125,16 @@ impl Database {
     /// succeeded even when it reports [`StoreError::CommitUnknownResult`]: write `f` so that
     /// running it twice is safe (see [`Database::run_idempotent`]).
     /// A closure returning [`TxError::Abort`] ends the loop and writes nothing.
-    pub async fn run<T, E, F>(&self, mut f: F) -> Result<T, TxError<E>>
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, TxError<E>>
+    where
+        F: for<'t> FnMut(&'t mut Transaction) -> BoxFuture<'t, Result<T, TxError<E>>>,
+    {
+        self.run_stamped(f).await.map(|(value, _)| value)
+    }
+
+    /// [`Database::run`], also returning the commit's versionstamp (for a transaction that
+    /// wrote nothing, a stamp at its read version).
+    pub async fn run_stamped<T, E, F>(&self, mut f: F) -> Result<(T, Versionstamp), TxError<E>>
     where
         F: for<'t> FnMut(&'t mut Transaction) -> BoxFuture<'t, Result<T, TxError<E>>>,
     {
@@ -135,7 +144,7 @@ impl Database {
         loop {
             let error = match f(&mut tx).await {
                 Ok(value) => match tx.commit_in_place().await {
-                    Ok(_) => return Ok(value),
+                    Ok(stamp) => return Ok((value, stamp)),
                     Err(e) => e,
                 },
                 Err(TxError::Abort(e)) => return Err(TxError::Abort(e)),

@@ -1,0 +1,119 @@
+//! Where a ledger keeps what, as tuple keys under its subspace `("ledger", id)`:
+//!
+//! | key | value |
+//! |---|---|
+//! | `("w", key)` | wallet record: status, tier, opened at, phone hash |
+//! | `("b", key)` | balance in fen, i64 LE, atomic add |
+//! | `("c", key)` | number of unspent outputs, i64 LE, atomic add |
+//! | `("d", key, day)` | outgoing total of that local day, i64 LE, atomic add |
+//! | `("u", txid, index)` | output state: `0 ‖ output` unspent or `1 ‖ spender txid` spent |
+//! | `("o", key, txid, index)` | owner index of unspent outputs: value, u64 BE |
+//! | `("t", txid)` | transfer record (commit versionstamp first) |
+//! | `("h", key) ‖ stamp` | a wallet's history in commit order (versionstamped key) |
+//! | `("l",) ‖ stamp` | the ledger's commit log: txid (versionstamped key) |
+//! | `("x", request_id)` | an operator request done: its txid or outcome |
+//! | `("ob", txid, index)` | outbox: a committed output for another ledger, until delivered |
+//!
+//! Double spends conflict on `("u", outpoint)`; payments into one wallet touch only its
+//! atomic counters and fresh keys, so a busy merchant's incoming payments never conflict
+//! (unless its tier caps the balance, which then must be read).
+
+use cbdc_core::{LedgerId, OutPoint, PublicKey, Txid};
+use cbdc_store::keys::{Subspace, ledger_subspace, strinc};
+
+/// The length of a commit versionstamp appended to history and log keys.
+pub const STAMP_LEN: usize = 10;
+
+#[derive(Clone, Debug)]
+pub struct Layout {
+    sub: Subspace,
+}
+
+impl Layout {
+    pub fn new(ledger: LedgerId) -> Layout {
+        Layout {
+            sub: ledger_subspace(ledger.0),
+        }
+    }
+
+    fn k(key: &PublicKey) -> &[u8] {
+        key.as_bytes().as_slice()
+    }
+
+    pub fn wallet(&self, key: &PublicKey) -> Vec<u8> {
+        self.sub.pack(&("w", Self::k(key)))
+    }
+
+    pub fn wallets(&self) -> (Vec<u8>, Vec<u8>) {
+        let p = self.sub.pack(&("w",));
+        let end = strinc(&p).expect("prefix has a non-0xff byte");
+        (p, end)
+    }
+
+    pub fn balance(&self, key: &PublicKey) -> Vec<u8> {
+        self.sub.pack(&("b", Self::k(key)))
+    }
+
+    pub fn utxo_count(&self, key: &PublicKey) -> Vec<u8> {
+        self.sub.pack(&("c", Self::k(key)))
+    }
+
+    pub fn daily(&self, key: &PublicKey, day: i64) -> Vec<u8> {
+        self.sub.pack(&("d", Self::k(key), day))
+    }
+
+    pub fn output(&self, o: &OutPoint) -> Vec<u8> {
+        self.sub
+            .pack(&("u", o.txid.0.as_slice(), i64::from(o.index)))
+    }
+
+    pub fn owned(&self, key: &PublicKey, o: &OutPoint) -> Vec<u8> {
+        self.sub
+            .pack(&("o", Self::k(key), o.txid.0.as_slice(), i64::from(o.index)))
+    }
+
+    /// `[begin, end)` of a wallet's owner index.
+    pub fn owned_range(&self, key: &PublicKey) -> (Vec<u8>, Vec<u8>) {
+        let p = self.sub.pack(&("o", Self::k(key)));
+        // A packed byte string ends with 0x00; every entry extends it.
+        let end = strinc(&p).expect("prefix has a non-0xff byte");
+        (p, end)
+    }
+
+    /// The outpoint of an owner-index key.
+    pub fn owned_outpoint(&self, key: &[u8]) -> Option<OutPoint> {
+        let (_, _, txid, index): (String, Vec<u8>, Vec<u8>, i64) = self.sub.unpack(key).ok()?;
+        Some(OutPoint {
+            txid: Txid(txid.try_into().ok()?),
+            index: u16::try_from(index).ok()?,
+        })
+    }
+
+    pub fn transfer(&self, txid: &Txid) -> Vec<u8> {
+        self.sub.pack(&("t", txid.0.as_slice()))
+    }
+
+    /// The prefix of a wallet's history; entries append a versionstamp.
+    pub fn history_prefix(&self, key: &PublicKey) -> Vec<u8> {
+        self.sub.pack(&("h", Self::k(key)))
+    }
+
+    pub fn log_prefix(&self) -> Vec<u8> {
+        self.sub.pack(&("l",))
+    }
+
+    pub fn request(&self, request_id: &str) -> Vec<u8> {
+        self.sub.pack(&("x", request_id))
+    }
+
+    pub fn outbox(&self, o: &OutPoint) -> Vec<u8> {
+        self.sub
+            .pack(&("ob", o.txid.0.as_slice(), i64::from(o.index)))
+    }
+
+    pub fn outbox_of(&self, txid: &Txid) -> (Vec<u8>, Vec<u8>) {
+        let p = self.sub.pack(&("ob", txid.0.as_slice()));
+        let end = strinc(&p).expect("prefix has a non-0xff byte");
+        (p, end)
+    }
+}

@@ -1,0 +1,1280 @@
+//! The ledger's logic over the store: wallets, transfers, the operator vault, inbound
+//! deliveries. The gRPC layer (`service.rs`) only converts and calls in here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use cbdc_core::validate::{InputState, StatefulContext, check_stateful, parties};
+use cbdc_core::{
+    Address, Amount, Input, KycTier, LedgerId, Lock, OutPoint, Output, PublicKey, Reject,
+    TierTable, Transfer, TransferBody, Txid, UnixSeconds, WalletState, WalletStatus, Witness,
+};
+use cbdc_store::{Database, RangeOptions, StoreError, Transaction, TxError};
+use tokio::sync::broadcast;
+
+use crate::layout::{Layout, STAMP_LEN};
+use crate::metrics::LedgerMetrics;
+use crate::records::{
+    Corrupt, HistoryRecord, OutputState, TransferKind, TransferRecord, WalletRecord, counter,
+    counter_amount,
+};
+use crate::verifier::Verifier;
+
+/// Domain tag of a wallet's proof of key possession when it is opened.
+pub const OPEN_TAG: &[u8] = b"cbdc/v1/open";
+/// Domain tag of operator-signed requests.
+pub const OPERATOR_TAG: &[u8] = b"cbdc/v1/op";
+/// Domain tag of the central bank's countersignature on a settlement.
+pub const SETTLE_TAG: &[u8] = b"cbdc/v1/settle";
+/// Committed transfers buffered for watchers; a watcher that falls further behind catches up
+/// from the store.
+pub const EVENT_BUFFER: usize = 4096;
+/// Owner-index rows examined by coin selection, at most.
+pub const COIN_SCAN_MAX: usize = 1000;
+
+/// The message a wallet signs to prove it holds the key it opens.
+pub fn open_message(ledger: LedgerId, key: &PublicKey) -> Vec<u8> {
+    let mut m = OPEN_TAG.to_vec();
+    m.extend_from_slice(&ledger.0.to_be_bytes());
+    m.extend_from_slice(key.as_bytes());
+    m
+}
+
+/// The message the operator signs for an action: the tag, then each part followed by 0.
+pub fn operator_message(parts: &[&[u8]]) -> Vec<u8> {
+    let mut m = OPERATOR_TAG.to_vec();
+    for p in parts {
+        m.extend_from_slice(p);
+        m.push(0);
+    }
+    m
+}
+
+/// The message the central bank signs to countersign a move of `txid` to `to_ledger`.
+pub fn settle_message(txid: &Txid, to_ledger: LedgerId) -> Vec<u8> {
+    let mut m = SETTLE_TAG.to_vec();
+    m.extend_from_slice(&txid.0);
+    m.extend_from_slice(&to_ledger.0.to_be_bytes());
+    m
+}
+
+/// Wall-clock milliseconds since the Unix epoch; replaceable in tests.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(Arc::new(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        }))
+    }
+
+    /// A clock that reads `ms` (tests move it).
+    pub fn manual(ms: Arc<AtomicU64>) -> Clock {
+        Clock(Arc::new(move || ms.load(Ordering::SeqCst)))
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+/// Why a ledger call failed; `service.rs` maps each to a gRPC status.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error(transparent)]
+    Reject(#[from] Reject),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<Corrupt> for LedgerError {
+    fn from(e: Corrupt) -> Self {
+        LedgerError::Internal(e.to_string())
+    }
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Closed => LedgerError::Unavailable("the ledger is shutting down".into()),
+            StoreError::RetryLimit { .. } => {
+                LedgerError::Unavailable(format!("store busy, try again: {e}"))
+            }
+            other => LedgerError::Internal(format!("store: {other}")),
+        }
+    }
+}
+
+impl From<TxError<LedgerError>> for LedgerError {
+    fn from(e: TxError<LedgerError>) -> Self {
+        match e {
+            TxError::Abort(e) => e,
+            TxError::Store(e) => e.into(),
+        }
+    }
+}
+
+fn abort(e: impl Into<LedgerError>) -> TxError<LedgerError> {
+    TxError::Abort(e.into())
+}
+
+fn corrupt(e: Corrupt) -> TxError<LedgerError> {
+    TxError::Abort(e.into())
+}
+
+/// A wallet as the ledger reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalletView {
+    pub address: Address,
+    pub tier: KycTier,
+    pub status: WalletStatus,
+    pub balance: Amount,
+    pub spent_today: Amount,
+    pub unspent_outputs: u64,
+}
+
+/// A committed transfer's place in the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub txid: Txid,
+    /// The commit's versionstamp: its position in the ledger's log.
+    pub stamp: [u8; STAMP_LEN],
+    pub committed_at_ms: u64,
+    /// This txid was committed before; nothing was applied now.
+    pub already: bool,
+}
+
+/// One wallet's line in a committed transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryItem {
+    pub stamp: [u8; STAMP_LEN],
+    pub record: HistoryRecord,
+}
+
+/// A committed transfer, as broadcast to watchers.
+#[derive(Clone, Debug)]
+pub struct CommitEvent {
+    pub stamp: [u8; STAMP_LEN],
+    pub lines: Vec<(PublicKey, HistoryRecord)>,
+}
+
+/// What `apply` did inside a transaction.
+enum Applied {
+    Already(TransferRecord),
+    New(Vec<(PublicKey, HistoryRecord)>),
+}
+
+/// A transfer's status as `GetTransfer` reports it.
+#[derive(Clone, Debug)]
+pub struct TransferInfo {
+    pub record: TransferRecord,
+    /// Outputs for other ledgers not yet delivered.
+    pub settling: bool,
+}
+
+/// An unsigned transfer built for a wallet.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub body: Vec<u8>,
+    pub txid: Txid,
+    pub inputs: Vec<(OutPoint, Output)>,
+}
+
+/// Settings the ledger runs with (from its configuration).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub ledger: LedgerId,
+    pub tiers: TierTable,
+    pub utc_offset_minutes: i32,
+    pub max_batch: usize,
+    pub page_size_max: u32,
+    pub default_valid_for_s: u64,
+    pub amount_max: Amount,
+    pub central_bank: Option<PublicKey>,
+}
+
+struct Inner {
+    db: Database,
+    layout: Layout,
+    settings: Settings,
+    operator: cbdc_core::Keypair,
+    clock: Clock,
+    verifier: Verifier,
+    events: broadcast::Sender<Arc<CommitEvent>>,
+    metrics: LedgerMetrics,
+}
+
+/// One bank ledger. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+impl Ledger {
+    /// Opens the ledger on `db` and makes sure the operator vault wallet exists. Must run
+    /// inside a tokio runtime (the verifier is a task).
+    pub async fn open(
+        db: Database,
+        settings: Settings,
+        operator: cbdc_core::Keypair,
+        clock: Clock,
+    ) -> Result<Ledger, LedgerError> {
+        let metrics = LedgerMetrics::new(settings.ledger.0);
+        let verifier_clock = clock.clone();
+        let verifier = Verifier::start(
+            move || UnixSeconds(verifier_clock.now_ms() / 1000),
+            metrics.verify_batch.clone(),
+        );
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let ledger = Ledger {
+            inner: Arc::new(Inner {
+                db,
+                layout: Layout::new(settings.ledger),
+                settings,
+                operator,
+                clock,
+                verifier,
+                events,
+                metrics,
+            }),
+        };
+        let vault = ledger.inner.operator.public();
+        let me = ledger.clone();
+        let now = ledger.now_ms();
+        ledger
+            .inner
+            .db
+            .run(move |tx| {
+                let key = me.inner.layout.wallet(&vault);
+                Box::pin(async move {
+                    if tx.get(&key).await?.is_none() {
+                        let record = WalletRecord {
+                            status: WalletStatus::Active,
+                            tier: KycTier::Operator,
+                            opened_at_ms: now,
+                            phone_hash: None,
+                        };
+                        tx.set(&key, &record.encode())?;
+                    }
+                    Ok::<(), TxError<LedgerError>>(())
+                })
+            })
+            .await?;
+        Ok(ledger)
+    }
+
+    pub fn id(&self) -> LedgerId {
+        self.inner.settings.ledger
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn metrics(&self) -> &LedgerMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn operator_key(&self) -> PublicKey {
+        self.inner.operator.public()
+    }
+
+    pub fn vault_address(&self) -> Address {
+        Address::new(self.id(), self.operator_key())
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommitEvent>> {
+        self.inner.events.subscribe()
+    }
+
+    /// The local day number (days since the epoch at the configured UTC offset).
+    fn day(&self, now_ms: u64) -> i64 {
+        let offset = i64::from(self.inner.settings.utc_offset_minutes) * 60_000;
+        (now_ms as i64 + offset).div_euclid(86_400_000)
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    /// Refuses an address of another ledger.
+    pub fn local_key(&self, field: &str, address: &Address) -> Result<PublicKey, LedgerError> {
+        if address.ledger != self.id() {
+            return Err(LedgerError::InvalidArgument(format!(
+                "{field}: address is on ledger {}, this is ledger {}",
+                address.ledger.0,
+                self.id().0
+            )));
+        }
+        Ok(address.key)
+    }
+
+    /// Checks an operator signature over `message`.
+    pub fn check_operator(&self, message: &[u8], signature: &[u8]) -> Result<(), LedgerError> {
+        let signature: [u8; 64] = signature.try_into().map_err(|_| {
+            LedgerError::PermissionDenied(format!(
+                "operator_signature: {} bytes, expected a 64-byte Ed25519 signature by the bank's operator key",
+                signature.len()
+            ))
+        })?;
+        self.inner
+            .operator
+            .verifying_key()
+            .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
+            .map_err(|_| {
+                LedgerError::PermissionDenied(
+                    "operator_signature: does not verify against the bank's operator key".into(),
+                )
+            })
+    }
+
+    // ----- wallets -----
+
+    pub async fn open_wallet(
+        &self,
+        key: PublicKey,
+        tier: KycTier,
+        phone_hash: Option<[u8; 32]>,
+        signature: &[u8],
+    ) -> Result<WalletView, LedgerError> {
+        if tier == KycTier::Operator {
+            return Err(LedgerError::InvalidArgument(
+                "tier: the operator tier belongs to the bank's vault and cannot be opened".into(),
+            ));
+        }
+        if tier == KycTier::Class4Anonymous && phone_hash.is_none() {
+            return Err(LedgerError::InvalidArgument(
+                "phone_hash: the anonymous tier needs the SHA-256 of a phone number".into(),
+            ));
+        }
+        let signature: [u8; 64] = signature.try_into().map_err(|_| {
+            LedgerError::InvalidArgument(format!(
+                "signature: {} bytes, expected 64 (proof of key possession)",
+                signature.len()
+            ))
+        })?;
+        let vk = key
+            .verifying_key()
+            .map_err(|e| LedgerError::InvalidArgument(format!("public_key: {e}")))?;
+        vk.verify_strict(
+            &open_message(self.id(), &key),
+            &ed25519_dalek::Signature::from_bytes(&signature),
+        )
+        .map_err(|_| {
+            LedgerError::PermissionDenied(
+                "signature: does not prove possession of public_key (signs \"cbdc/v1/open\" ‖ ledger id ‖ key)".into(),
+            )
+        })?;
+        let now = self.now_ms();
+        let me = self.clone();
+        self.inner
+            .db
+            .run(move |tx| {
+                let me = me.clone();
+                Box::pin(async move {
+                    let wk = me.layout().wallet(&key);
+                    match tx.get(&wk).await? {
+                        Some(existing) => {
+                            let existing = WalletRecord::decode(&existing).map_err(corrupt)?;
+                            if existing.tier != tier {
+                                return Err(abort(LedgerError::FailedPrecondition(format!(
+                                    "public_key: a wallet with this key is already open at tier {:?}",
+                                    existing.tier
+                                ))));
+                            }
+                        }
+                        None => {
+                            let record = WalletRecord {
+                                status: WalletStatus::Active,
+                                tier,
+                                opened_at_ms: now,
+                                phone_hash,
+                            };
+                            tx.set(&wk, &record.encode())?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await?;
+        self.wallet(&key).await
+    }
+
+    /// A wallet's state, read at one snapshot.
+    pub async fn wallet(&self, key: &PublicKey) -> Result<WalletView, LedgerError> {
+        let mut tx = self.inner.db.create_transaction()?;
+        let l = self.layout();
+        let record = tx.get_snapshot(&l.wallet(key)).await?.ok_or_else(|| {
+            LedgerError::NotFound(format!(
+                "address: no wallet {} on ledger {}",
+                Address::new(self.id(), *key),
+                self.id().0
+            ))
+        })?;
+        let record = WalletRecord::decode(&record)?;
+        let balance = counter_amount(tx.get_snapshot(&l.balance(key)).await?.as_deref())?;
+        let spent_today = counter_amount(
+            tx.get_snapshot(&l.daily(key, self.day(self.now_ms())))
+                .await?
+                .as_deref(),
+        )?;
+        let unspent = counter(tx.get_snapshot(&l.utxo_count(key)).await?.as_deref());
+        Ok(WalletView {
+            address: Address::new(self.id(), *key),
+            tier: record.tier,
+            status: record.status,
+            balance,
+            spent_today,
+            unspent_outputs: unspent.max(0) as u64,
+        })
+    }
+
+    /// Freeze, unfreeze or close, already authenticated by the caller.
+    pub async fn set_status(
+        &self,
+        key: PublicKey,
+        target: WalletStatus,
+    ) -> Result<WalletView, LedgerError> {
+        if key == self.operator_key() {
+            return Err(LedgerError::FailedPrecondition(
+                "address: the operator vault cannot be frozen or closed".into(),
+            ));
+        }
+        let me = self.clone();
+        self.inner
+            .db
+            .run(move |tx| {
+                let me = me.clone();
+                Box::pin(async move {
+                    let l = me.layout();
+                    let wk = l.wallet(&key);
+                    let Some(bytes) = tx.get(&wk).await? else {
+                        return Err(abort(LedgerError::NotFound(format!(
+                            "address: no wallet {} on ledger {}",
+                            Address::new(me.id(), key),
+                            me.id().0
+                        ))));
+                    };
+                    let mut record = WalletRecord::decode(&bytes).map_err(corrupt)?;
+                    if record.status == target {
+                        return Ok(());
+                    }
+                    if record.status == WalletStatus::Closed {
+                        return Err(abort(LedgerError::FailedPrecondition(
+                            "address: the wallet is closed".into(),
+                        )));
+                    }
+                    if target == WalletStatus::Closed {
+                        let balance = counter(tx.get(&l.balance(&key)).await?.as_deref());
+                        let outputs = counter(tx.get(&l.utxo_count(&key)).await?.as_deref());
+                        if balance != 0 || outputs != 0 {
+                            return Err(abort(LedgerError::FailedPrecondition(format!(
+                                "address: a wallet closes only at zero balance; it holds {} in {outputs} outputs",
+                                Amount::from_fen(balance.max(0) as u64)
+                            ))));
+                        }
+                    }
+                    record.status = target;
+                    tx.set(&wk, &record.encode())?;
+                    Ok(())
+                })
+            })
+            .await?;
+        self.wallet(&key).await
+    }
+
+    // ----- transfers -----
+
+    /// Submits transfers (decoded at the boundary, or refused there). Each gets its own
+    /// result, in order. Signatures are verified in batches shared with concurrent callers;
+    /// each valid transfer then commits in its own store transaction (group commit).
+    pub async fn submit(
+        &self,
+        transfers: Vec<Result<Transfer, Reject>>,
+    ) -> Vec<Result<Committed, LedgerError>> {
+        let mut results: Vec<Option<Result<Committed, LedgerError>>> =
+            Vec::with_capacity(transfers.len());
+        let mut to_check = Vec::new();
+        let mut slots = Vec::new();
+        for (i, t) in transfers.into_iter().enumerate() {
+            match t {
+                Ok(t) => {
+                    results.push(None);
+                    slots.push(i);
+                    to_check.push(t);
+                }
+                Err(r) => results.push(Some(Err(r.into()))),
+            }
+        }
+        let checked = match self.inner.verifier.check(to_check).await {
+            Ok(c) => c,
+            Err(stopped) => {
+                return results
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| Err(LedgerError::Unavailable(stopped.to_string())))
+                    })
+                    .collect();
+            }
+        };
+        let commits = checked.0.into_iter().zip(checked.1).map(|(t, verdict)| {
+            let me = self.clone();
+            async move {
+                match verdict {
+                    Ok(()) => me.commit(t, None).await,
+                    Err(Reject::Expired { .. }) => {
+                        // A committed transfer resubmitted after it expired: same answer.
+                        match me.committed(&t.txid()).await {
+                            Ok(Some(c)) => Ok(c),
+                            Ok(None) => Err(verdict.expect_err("expired").into()),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Err(r) => Err(r.into()),
+                }
+            }
+        });
+        let done = futures::future::join_all(commits).await;
+        for (slot, r) in slots.into_iter().zip(done) {
+            results[slot] = Some(r);
+        }
+        let results: Vec<_> = results
+            .into_iter()
+            .map(|r| r.expect("every slot filled"))
+            .collect();
+        for r in &results {
+            match r {
+                Ok(c) if !c.already => self.inner.metrics.committed.inc(),
+                Ok(_) => {}
+                Err(LedgerError::Reject(reject)) => self
+                    .inner
+                    .metrics
+                    .rejected
+                    .with_label_values(&[cbdc_proto::convert::reject_code(reject)])
+                    .inc(),
+                Err(_) => self
+                    .inner
+                    .metrics
+                    .rejected
+                    .with_label_values(&["OTHER"])
+                    .inc(),
+            }
+        }
+        results
+    }
+
+    /// The committed result of `txid`, if it was committed.
+    pub async fn committed(&self, txid: &Txid) -> Result<Option<Committed>, LedgerError> {
+        let mut tx = self.inner.db.create_transaction()?;
+        Ok(
+            match tx.get_snapshot(&self.layout().transfer(txid)).await? {
+                None => None,
+                Some(bytes) => {
+                    let r = TransferRecord::decode(&bytes)?;
+                    Some(Committed {
+                        txid: *txid,
+                        stamp: r.stamp,
+                        committed_at_ms: r.committed_at_ms,
+                        already: true,
+                    })
+                }
+            },
+        )
+    }
+
+    /// Commits one transfer that passed the stateless checks. `request` (key, value) is
+    /// written in the same transaction (operator request idempotency).
+    async fn commit(
+        &self,
+        transfer: Transfer,
+        request: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Committed, LedgerError> {
+        let transfer = Arc::new(transfer);
+        let now_ms = self.now_ms();
+        let attempts = Arc::new(AtomicU64::new(0));
+        let me = self.clone();
+        let t = Arc::clone(&transfer);
+        let counted = Arc::clone(&attempts);
+        let outcome = self
+            .inner
+            .db
+            .run_stamped(move |tx| {
+                let me = me.clone();
+                let t = Arc::clone(&t);
+                let request = request.clone();
+                counted.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async move {
+                    let applied = me.apply(tx, &t, now_ms, TransferKind::Local).await?;
+                    if let (Applied::New(_), Some((k, v))) = (&applied, &request) {
+                        tx.set(k, v)?;
+                    }
+                    Ok(applied)
+                })
+            })
+            .await;
+        let retries = attempts.load(Ordering::Relaxed).saturating_sub(1);
+        if retries > 0 {
+            self.inner.metrics.store_retries.inc_by(retries);
+        }
+        let (applied, stamp) = outcome?;
+        Ok(self.finish(transfer.txid(), applied, stamp.0, now_ms))
+    }
+
+    fn finish(
+        &self,
+        txid: Txid,
+        applied: Applied,
+        stamp: [u8; STAMP_LEN],
+        now_ms: u64,
+    ) -> Committed {
+        match applied {
+            Applied::Already(record) => Committed {
+                txid,
+                stamp: record.stamp,
+                committed_at_ms: record.committed_at_ms,
+                already: true,
+            },
+            Applied::New(lines) => {
+                let _ = self
+                    .inner
+                    .events
+                    .send(Arc::new(CommitEvent { stamp, lines }));
+                Committed {
+                    txid,
+                    stamp,
+                    committed_at_ms: now_ms,
+                    already: false,
+                }
+            }
+        }
+    }
+
+    /// Validates `t` against the ledger's state and writes its effects, inside `tx`.
+    async fn apply(
+        &self,
+        tx: &mut Transaction,
+        t: &Transfer,
+        now_ms: u64,
+        kind: TransferKind,
+    ) -> Result<Applied, TxError<LedgerError>> {
+        let l = self.layout();
+        let txid = t.txid();
+        let tk = l.transfer(&txid);
+        if let Some(bytes) = tx.get(&tk).await? {
+            return Ok(Applied::Already(
+                TransferRecord::decode(&bytes).map_err(corrupt)?,
+            ));
+        }
+        let body = t.body();
+        let mut states = Vec::with_capacity(body.inputs.len());
+        for input in &body.inputs {
+            states.push(match tx.get(&l.output(&input.outpoint)).await? {
+                None => InputState::Missing,
+                Some(v) => match OutputState::decode(&v).map_err(corrupt)? {
+                    OutputState::Unspent(o) => InputState::Unspent(o),
+                    OutputState::Spent { by } => InputState::Spent { by },
+                },
+            });
+        }
+        // Refuse a missing or spent input before reading any wallet.
+        for (input, state) in body.inputs.iter().zip(&states) {
+            match state {
+                InputState::Missing => {
+                    return Err(abort(Reject::InputMissing {
+                        outpoint: input.outpoint,
+                    }));
+                }
+                InputState::Spent { by } => {
+                    return Err(abort(Reject::InputSpent {
+                        outpoint: input.outpoint,
+                        spent_by: *by,
+                    }));
+                }
+                InputState::Unspent(_) => {}
+            }
+        }
+        let day = self.day(now_ms);
+        let tiers = &self.inner.settings.tiers;
+        let mut wallets = BTreeMap::new();
+        for key in parties(t, self.id(), &states) {
+            let Some(bytes) = tx.get(&l.wallet(&key)).await? else {
+                continue; // check_stateful names it as unknown
+            };
+            let record = WalletRecord::decode(&bytes).map_err(corrupt)?;
+            let limits = tiers.limits(record.tier);
+            // Read (and so conflict on) balances and day totals only where a cap needs them:
+            // uncapped wallets, like a busy merchant's, take payments without conflicts.
+            let balance = if limits.balance_cap.is_some() {
+                counter_amount(tx.get(&l.balance(&key)).await?.as_deref()).map_err(corrupt)?
+            } else {
+                Amount::ZERO
+            };
+            let spent_today = if limits.daily_outgoing_cap.is_some() {
+                counter_amount(tx.get(&l.daily(&key, day)).await?.as_deref()).map_err(corrupt)?
+            } else {
+                Amount::ZERO
+            };
+            wallets.insert(
+                key,
+                WalletState {
+                    status: record.status,
+                    tier: record.tier,
+                    balance,
+                    spent_today,
+                },
+            );
+        }
+        let ctx = StatefulContext {
+            ledger: self.id(),
+            now: UnixSeconds(now_ms / 1000),
+            inputs: &states,
+            wallets: &wallets,
+            tiers,
+        };
+        let effects = match kind {
+            TransferKind::Local => check_stateful(t, &ctx).map_err(abort)?,
+            TransferKind::Inbound => unreachable!("inbound deliveries use apply_inbound"),
+        };
+        // Spend.
+        let mut utxo_delta: BTreeMap<PublicKey, i64> = BTreeMap::new();
+        let spent_marker = OutputState::Spent { by: txid }.encode();
+        for (outpoint, state) in effects.spent.iter().zip(&states) {
+            let InputState::Unspent(output) = state else {
+                unreachable!("checked above");
+            };
+            let owner = output.lock.owner();
+            tx.set(&l.output(outpoint), &spent_marker)?;
+            tx.clear(&l.owned(&owner, outpoint))?;
+            *utxo_delta.entry(owner).or_default() -= 1;
+        }
+        // Create.
+        for (outpoint, output) in &effects.created {
+            let owner = output.lock.owner();
+            tx.set(&l.output(outpoint), &OutputState::Unspent(*output).encode())?;
+            tx.set(
+                &l.owned(&owner, outpoint),
+                &output.value.fen().to_be_bytes(),
+            )?;
+            *utxo_delta.entry(owner).or_default() += 1;
+        }
+        for (outpoint, output) in &effects.outbound {
+            tx.set(&l.outbox(outpoint), &output.encode())?;
+        }
+        for (key, delta) in utxo_delta {
+            if delta != 0 {
+                tx.atomic_add(&l.utxo_count(&key), delta)?;
+            }
+        }
+        let memo = &body.memo;
+        let mut lines = Vec::with_capacity(effects.wallet_changes.len());
+        for change in &effects.wallet_changes {
+            let net = change.incoming.fen() as i64 - change.outgoing.fen() as i64;
+            if net != 0 {
+                tx.atomic_add(&l.balance(&change.key), net)?;
+            }
+            if !change.outgoing.is_zero() {
+                let capped = wallets
+                    .get(&change.key)
+                    .is_some_and(|w| tiers.limits(w.tier).daily_outgoing_cap.is_some());
+                if capped {
+                    tx.atomic_add(&l.daily(&change.key, day), change.outgoing.fen() as i64)?;
+                }
+            }
+            let (amount, incoming) = if change.incoming.is_zero() {
+                (change.outgoing, false)
+            } else {
+                (change.incoming, true)
+            };
+            let record = HistoryRecord {
+                txid,
+                amount,
+                incoming,
+                committed_at_ms: now_ms,
+                memo: memo.clone(),
+            };
+            self.write_history(tx, &change.key, &record)?;
+            lines.push((change.key, record));
+        }
+        self.write_transfer(tx, t, now_ms, TransferKind::Local)?;
+        Ok(Applied::New(lines))
+    }
+
+    fn write_history(
+        &self,
+        tx: &mut Transaction,
+        key: &PublicKey,
+        record: &HistoryRecord,
+    ) -> Result<(), StoreError> {
+        let mut hk = self.layout().history_prefix(key);
+        let offset = hk.len() as u32;
+        hk.extend_from_slice(&[0; STAMP_LEN]);
+        tx.set_versionstamped_key(&hk, offset, &record.encode())
+    }
+
+    fn write_transfer(
+        &self,
+        tx: &mut Transaction,
+        t: &Transfer,
+        now_ms: u64,
+        kind: TransferKind,
+    ) -> Result<(), StoreError> {
+        let record = TransferRecord {
+            stamp: [0; STAMP_LEN],
+            committed_at_ms: now_ms,
+            kind,
+            body: t.body_bytes().to_vec(),
+            witnesses: TransferRecord::witnesses_of(t.witnesses()),
+        };
+        tx.set_versionstamped_value(&self.layout().transfer(&t.txid()), &record.encode(), 0)?;
+        let mut lk = self.layout().log_prefix();
+        let offset = lk.len() as u32;
+        lk.extend_from_slice(&[0; STAMP_LEN]);
+        tx.set_versionstamped_key(&lk, offset, &t.txid().0)
+    }
+
+    pub async fn transfer(&self, txid: &Txid) -> Result<Option<TransferInfo>, LedgerError> {
+        let mut tx = self.inner.db.create_transaction()?;
+        let Some(bytes) = tx.get_snapshot(&self.layout().transfer(txid)).await? else {
+            return Ok(None);
+        };
+        let record = TransferRecord::decode(&bytes)?;
+        let (b, e) = self.layout().outbox_of(txid);
+        let pending = tx
+            .get_range(
+                &b,
+                &e,
+                RangeOptions {
+                    limit: 1,
+                    snapshot: true,
+                    ..RangeOptions::default()
+                },
+            )
+            .await?;
+        Ok(Some(TransferInfo {
+            record,
+            settling: !pending.is_empty(),
+        }))
+    }
+
+    /// Coin selection over `from`'s unspent outputs (largest first among the first
+    /// [`COIN_SCAN_MAX`]), paying `payments` and returning the change to `from`.
+    pub async fn build(
+        &self,
+        from: PublicKey,
+        payments: &[(Address, Amount)],
+        memo: Vec<u8>,
+        valid_for_s: u64,
+    ) -> Result<Built, LedgerError> {
+        if payments.is_empty() {
+            return Err(LedgerError::InvalidArgument(
+                "payments: at least one payment is needed".into(),
+            ));
+        }
+        if payments.len() + 1 > cbdc_core::transfer::MAX_OUTPUTS {
+            return Err(LedgerError::InvalidArgument(format!(
+                "payments: {} payments; at most {} fit one transfer with change",
+                payments.len(),
+                cbdc_core::transfer::MAX_OUTPUTS - 1
+            )));
+        }
+        if memo.len() > cbdc_core::transfer::MAX_MEMO_BYTES {
+            return Err(LedgerError::InvalidArgument(format!(
+                "memo: {} bytes; at most {} are allowed",
+                memo.len(),
+                cbdc_core::transfer::MAX_MEMO_BYTES
+            )));
+        }
+        let total = Amount::checked_sum(payments.iter().map(|(_, a)| *a)).ok_or_else(|| {
+            LedgerError::InvalidArgument("payments: amounts overflow when summed".into())
+        })?;
+        let coins = self.coins(&from, total).await?;
+        let valid_for = if valid_for_s == 0 {
+            self.inner.settings.default_valid_for_s
+        } else {
+            valid_for_s.min(86_400)
+        };
+        let mut body = TransferBody {
+            inputs: coins
+                .iter()
+                .map(|(o, out)| Input {
+                    outpoint: *o,
+                    value: out.value,
+                })
+                .collect(),
+            outputs: payments
+                .iter()
+                .map(|(to, amount)| Output {
+                    ledger: to.ledger,
+                    value: *amount,
+                    lock: Lock::Key(to.key),
+                })
+                .collect(),
+            memo,
+            valid_until: UnixSeconds(self.now_ms() / 1000 + valid_for),
+        };
+        let gathered = Amount::checked_sum(coins.iter().map(|(_, o)| o.value))
+            .ok_or_else(|| LedgerError::Internal("wallet outputs overflow".into()))?;
+        let change = gathered.saturating_sub(total);
+        if !change.is_zero() {
+            body.outputs.push(Output {
+                ledger: self.id(),
+                value: change,
+                lock: Lock::Key(from),
+            });
+        }
+        let bytes = body.encode();
+        Ok(Built {
+            txid: Txid::of_body(&bytes),
+            body: bytes,
+            inputs: coins,
+        })
+    }
+
+    /// Unspent outputs of `owner` locked to its key alone, worth at least `total`.
+    async fn coins(
+        &self,
+        owner: &PublicKey,
+        total: Amount,
+    ) -> Result<Vec<(OutPoint, Output)>, LedgerError> {
+        let mut tx = self.inner.db.create_transaction()?;
+        let (b, e) = self.layout().owned_range(owner);
+        let rows = tx
+            .get_range(
+                &b,
+                &e,
+                RangeOptions {
+                    limit: COIN_SCAN_MAX,
+                    snapshot: true,
+                    ..RangeOptions::default()
+                },
+            )
+            .await?;
+        let mut candidates = Vec::with_capacity(rows.len());
+        for (k, _) in rows {
+            let outpoint = self.layout().owned_outpoint(&k).ok_or(Corrupt {
+                what: "owner index",
+            })?;
+            if let Some(v) = tx.get_snapshot(&self.layout().output(&outpoint)).await?
+                && let OutputState::Unspent(o) = OutputState::decode(&v)?
+                && o.lock == Lock::Key(*owner)
+            {
+                candidates.push((outpoint, o));
+            }
+        }
+        candidates.sort_by(|a, b| b.1.value.cmp(&a.1.value));
+        let mut chosen = Vec::new();
+        let mut sum = Amount::ZERO;
+        for c in candidates {
+            if sum >= total {
+                break;
+            }
+            if chosen.len() == cbdc_core::transfer::MAX_INPUTS {
+                return Err(LedgerError::FailedPrecondition(format!(
+                    "from_address: paying {total} needs more than {} outputs; consolidate first",
+                    cbdc_core::transfer::MAX_INPUTS
+                )));
+            }
+            sum = sum.checked_add(c.1.value).unwrap_or(sum);
+            chosen.push(c);
+        }
+        if sum < total {
+            return Err(LedgerError::FailedPrecondition(format!(
+                "from_address: insufficient funds: spendable {sum}, needed {total}"
+            )));
+        }
+        Ok(chosen)
+    }
+
+    /// A page of `key`'s history after `cursor` (a stamp), oldest first.
+    pub async fn history(
+        &self,
+        key: &PublicKey,
+        after: Option<[u8; STAMP_LEN]>,
+        limit: usize,
+    ) -> Result<Vec<HistoryItem>, LedgerError> {
+        let prefix = self.layout().history_prefix(key);
+        let mut begin = prefix.clone();
+        if let Some(stamp) = after {
+            begin.extend_from_slice(&stamp);
+            begin.push(0);
+        }
+        let end = cbdc_store::keys::strinc(&prefix).expect("prefix has a non-0xff byte");
+        let mut tx = self.inner.db.create_transaction()?;
+        let rows = tx
+            .get_range(
+                &begin,
+                &end,
+                RangeOptions {
+                    limit,
+                    snapshot: true,
+                    ..RangeOptions::default()
+                },
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                let stamp: [u8; STAMP_LEN] = k
+                    .get(prefix.len()..)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(Corrupt {
+                        what: "history key",
+                    })?;
+                Ok(HistoryItem {
+                    stamp,
+                    record: HistoryRecord::decode(&v)?,
+                })
+            })
+            .collect()
+    }
+
+    // ----- the operator vault -----
+
+    /// Pays `amount` from the vault to `to` (a customer exchanging deposits for digital
+    /// currency). Done once per `request_id`.
+    pub async fn pay_from_vault(
+        &self,
+        to: PublicKey,
+        amount: Amount,
+        request_id: &str,
+    ) -> Result<Committed, LedgerError> {
+        let rk = self.layout().request(request_id);
+        if let Some(done) = self.request_done(&rk).await? {
+            return Ok(done);
+        }
+        let to = Address::new(self.id(), to);
+        let built = self
+            .build(self.operator_key(), &[(to, amount)], Vec::new(), 0)
+            .await
+            .map_err(|e| match e {
+                LedgerError::FailedPrecondition(m) => LedgerError::FailedPrecondition(
+                    m.replace("from_address", "amount")
+                        .replace("insufficient funds", "the vault has insufficient funds"),
+                ),
+                other => other,
+            })?;
+        let transfer = cbdc_core::transfer::sign_body(built.body, &[&self.inner.operator])?;
+        let txid = transfer.txid();
+        let result = self
+            .commit(transfer, Some((rk.clone(), txid.0.to_vec())))
+            .await;
+        match result {
+            // Another attempt with the same request id won the race: report its transfer.
+            Err(LedgerError::Reject(Reject::InputSpent { .. })) => {
+                match self.request_done(&rk).await? {
+                    Some(done) => Ok(done),
+                    None => Err(LedgerError::Unavailable(
+                        "the vault's outputs changed while paying; try again".into(),
+                    )),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Takes a wallet's signed payment to the vault of exactly `amount` (a customer
+    /// redeeming digital currency for deposits). Done once per `request_id`.
+    pub async fn redeem_to_vault(
+        &self,
+        transfer: Transfer,
+        amount: Amount,
+        request_id: &str,
+    ) -> Result<Committed, LedgerError> {
+        let vault = Lock::Key(self.operator_key());
+        let paid = Amount::checked_sum(
+            transfer
+                .body()
+                .outputs
+                .iter()
+                .filter(|o| o.ledger == self.id() && o.lock == vault)
+                .map(|o| o.value),
+        )
+        .ok_or(Reject::ValueOverflow)?;
+        if paid != amount {
+            return Err(LedgerError::InvalidArgument(format!(
+                "wallet_transfer: pays the vault {paid}, but amount is {amount}"
+            )));
+        }
+        let rk = self.layout().request(request_id);
+        if let Some(done) = self.request_done(&rk).await? {
+            return Ok(done);
+        }
+        let (mut ts, mut verdicts) = self
+            .inner
+            .verifier
+            .check(vec![transfer])
+            .await
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+        let (t, verdict) = (ts.remove(0), verdicts.remove(0));
+        verdict?;
+        let txid = t.txid();
+        self.commit(t, Some((rk, txid.0.to_vec()))).await
+    }
+
+    async fn request_done(&self, rk: &[u8]) -> Result<Option<Committed>, LedgerError> {
+        let mut tx = self.inner.db.create_transaction()?;
+        match tx.get_snapshot(rk).await? {
+            None => Ok(None),
+            Some(v) => {
+                let txid = Txid(
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| Corrupt { what: "request" })?,
+                );
+                self.committed(&txid).await
+            }
+        }
+    }
+
+    // ----- inbound from the central bank -----
+
+    /// Credits the outputs of a transfer the central bank countersigned for this ledger
+    /// (issuance to the vault, or a move from another ledger). Idempotent by outpoint.
+    pub async fn deliver_inbound(
+        &self,
+        transfer: Transfer,
+        from_ledger: LedgerId,
+        amount: Amount,
+        countersignature: &[u8],
+    ) -> Result<Committed, LedgerError> {
+        let Some(cb) = self.inner.settings.central_bank else {
+            return Err(LedgerError::FailedPrecondition(
+                "this ledger has no central bank key configured".into(),
+            ));
+        };
+        let sig: [u8; 64] = countersignature.try_into().map_err(|_| {
+            LedgerError::PermissionDenied(format!(
+                "settlement.central_bank_signature: {} bytes, expected 64",
+                countersignature.len()
+            ))
+        })?;
+        let vk = cb
+            .verifying_key()
+            .map_err(|e| LedgerError::Internal(format!("central bank key: {e}")))?;
+        vk.verify_strict(
+            &settle_message(&transfer.txid(), self.id()),
+            &ed25519_dalek::Signature::from_bytes(&sig),
+        )
+        .map_err(|_| {
+            LedgerError::PermissionDenied(
+                "settlement.central_bank_signature: does not verify against the central bank's key"
+                    .into(),
+            )
+        })?;
+        if from_ledger == self.id() {
+            return Err(LedgerError::InvalidArgument(
+                "settlement.from_ledger_id: a delivery cannot come from this ledger itself".into(),
+            ));
+        }
+        let ours: Vec<(u16, Output)> = transfer
+            .body()
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.ledger == self.id())
+            .map(|(i, o)| (i as u16, *o))
+            .collect();
+        let total =
+            Amount::checked_sum(ours.iter().map(|(_, o)| o.value)).ok_or(Reject::ValueOverflow)?;
+        if ours.is_empty() || total != amount {
+            return Err(LedgerError::InvalidArgument(format!(
+                "settlement.amount: {amount}, but the transfer's outputs for ledger {} total {total}",
+                self.id().0
+            )));
+        }
+        let now_ms = self.now_ms();
+        let me = self.clone();
+        let t = Arc::new(transfer);
+        let tt = Arc::clone(&t);
+        let ours = Arc::new(ours);
+        let (applied, stamp) = self
+            .inner
+            .db
+            .run_stamped(move |tx| {
+                let me = me.clone();
+                let t = Arc::clone(&tt);
+                let ours = Arc::clone(&ours);
+                Box::pin(async move {
+                    let l = me.layout();
+                    let txid = t.txid();
+                    if let Some(bytes) = tx.get(&l.transfer(&txid)).await? {
+                        return Ok(Applied::Already(
+                            TransferRecord::decode(&bytes).map_err(corrupt)?,
+                        ));
+                    }
+                    let mut lines = Vec::new();
+                    for (index, output) in ours.iter() {
+                        let owner = output.lock.owner();
+                        let wallet = tx.get(&l.wallet(&owner)).await?;
+                        if wallet.is_none() {
+                            return Err(abort(Reject::UnknownWallet {
+                                ledger: me.id(),
+                                key: owner,
+                            }));
+                        }
+                        let outpoint = t.outpoint(*index);
+                        tx.set(
+                            &l.output(&outpoint),
+                            &OutputState::Unspent(*output).encode(),
+                        )?;
+                        tx.set(
+                            &l.owned(&owner, &outpoint),
+                            &output.value.fen().to_be_bytes(),
+                        )?;
+                        tx.atomic_add(&l.utxo_count(&owner), 1)?;
+                        tx.atomic_add(&l.balance(&owner), output.value.fen() as i64)?;
+                        let record = HistoryRecord {
+                            txid,
+                            amount: output.value,
+                            incoming: true,
+                            committed_at_ms: now_ms,
+                            memo: t.body().memo.clone(),
+                        };
+                        me.write_history(tx, &owner, &record)?;
+                        lines.push((owner, record));
+                    }
+                    me.write_transfer(tx, &t, now_ms, TransferKind::Inbound)?;
+                    Ok(Applied::New(lines))
+                })
+            })
+            .await?;
+        Ok(self.finish(t.txid(), applied, stamp.0, now_ms))
+    }
+
+    /// Decodes a stored transfer record back into its wire parts.
+    pub fn record_witnesses(record: &TransferRecord) -> Vec<Witness> {
+        record
+            .witnesses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (k, s))| Witness::new(i, PublicKey::from_bytes(*k), *s).ok())
+            .collect()
+    }
+
+    /// Time spent since `started`, recorded under `rpc`.
+    pub fn observe(&self, rpc: &str, started: Instant) {
+        self.inner
+            .metrics
+            .latency
+            .with_label_values(&[rpc])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}

@@ -1,0 +1,225 @@
+//! `cbdc-ledger`: the commercial-bank (tier-two) ledger service.
+//!
+//! - [`ledger::Ledger`]: wallets, transfers, the operator vault and inbound deliveries over
+//!   `cbdc-store`, with validation from `cbdc-core`.
+//! - [`verifier`]: stateless checks and Ed25519 batch verification shared across requests.
+//! - [`service::LedgerGrpc`]: the `cbdc.v1.LedgerService` gRPC face.
+//! - [`serve`]: runs it all from a [`config::LedgerConfig`] — gRPC with health and
+//!   reflection, Prometheus `/metrics`, graceful shutdown.
+
+pub mod config;
+pub mod layout;
+pub mod ledger;
+pub mod metrics;
+pub mod records;
+pub mod service;
+pub mod verifier;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use cbdc_core::{Keypair, PublicKey};
+use cbdc_runtime::shutdown::Shutdown;
+use cbdc_store::{Database, EmbeddedOptions};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::LedgerConfig;
+use crate::ledger::{Clock, Ledger, Settings};
+
+/// A ledger service that failed to start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("operator key file {path}: {message}")]
+    OperatorKey { path: String, message: String },
+    #[error("store: {0}")]
+    Store(#[from] cbdc_store::StoreError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::LedgerError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A running ledger service.
+pub struct RunningLedger {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub ledger: Ledger,
+    shutdown: Shutdown,
+    server: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningLedger {
+    /// Stops accepting, finishes in-flight requests (and so their commits), closes the store.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.shutdown.trigger();
+        let result = self
+            .server
+            .await
+            .map_err(|e| std::io::Error::other(format!("server task: {e}")))?;
+        drop(self.ledger);
+        result
+    }
+
+    /// Waits until the server stops (after its shutdown signal fires).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.server
+            .await
+            .map_err(|e| std::io::Error::other(format!("server task: {e}")))?
+    }
+}
+
+/// Reads the operator seed (hex) from `path`, creating a fresh one with mode 0600 if absent.
+pub fn load_or_create_key(path: &Path) -> Result<Keypair, ServeError> {
+    let err = |message: String| ServeError::OperatorKey {
+        path: path.display().to_string(),
+        message,
+    };
+    if path.exists() {
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let seed: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| err("expected 64 hex digits (a 32-byte Ed25519 seed)".into()))?;
+        return Ok(Keypair::from_seed(&seed));
+    }
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
+    writeln!(file, "{}", hex::encode(key.seed())).map_err(|e| err(e.to_string()))?;
+    Ok(key)
+}
+
+fn settings(config: &LedgerConfig) -> Result<Settings, ServeError> {
+    let central_bank = match &config.central_bank_public_key {
+        None => None,
+        Some(text) => {
+            let bytes: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    ServeError::Config("central_bank_public_key: expected 64 hex digits".into())
+                })?;
+            Some(
+                PublicKey::checked(&bytes)
+                    .map_err(|e| ServeError::Config(format!("central_bank_public_key: {e}")))?,
+            )
+        }
+    };
+    if config.max_batch == 0 || config.max_batch > 8192 {
+        return Err(ServeError::Config(format!(
+            "max_batch: {}; must be between 1 and 8192",
+            config.max_batch
+        )));
+    }
+    if !(-14 * 60..=14 * 60).contains(&config.utc_offset_minutes) {
+        return Err(ServeError::Config(format!(
+            "utc_offset_minutes: {}; must be within ±14 hours",
+            config.utc_offset_minutes
+        )));
+    }
+    Ok(Settings {
+        ledger: cbdc_core::LedgerId(config.ledger_id),
+        tiers: config.tier_table().map_err(ServeError::Config)?,
+        utc_offset_minutes: config.utc_offset_minutes,
+        max_batch: config.max_batch,
+        page_size_max: config.page_size_max.max(1),
+        default_valid_for_s: config.default_valid_for_s.max(1),
+        amount_max: config.amount_max().map_err(ServeError::Config)?,
+        central_bank,
+    })
+}
+
+fn open_store(config: &LedgerConfig) -> Result<Database, ServeError> {
+    match &config.fdb_cluster_file {
+        #[cfg(feature = "fdb")]
+        Some(cluster) => Ok(Database::open_fdb(cluster)?),
+        #[cfg(not(feature = "fdb"))]
+        Some(_) => Err(ServeError::Config(
+            "fdb_cluster_file: this build has no FoundationDB support (build with --features fdb)"
+                .into(),
+        )),
+        None => Ok(Database::open_embedded(
+            &config.data_dir,
+            EmbeddedOptions::default(),
+        )?),
+    }
+}
+
+/// Starts the ledger service described by `config`: binds both listeners, opens the store
+/// and serves until `shutdown` fires.
+pub async fn serve(config: LedgerConfig, shutdown: Shutdown) -> Result<RunningLedger, ServeError> {
+    serve_with_clock(config, shutdown, Clock::system()).await
+}
+
+/// [`serve`] with a given clock (tests move time to cross day boundaries and expiries).
+pub async fn serve_with_clock(
+    config: LedgerConfig,
+    shutdown: Shutdown,
+    clock: Clock,
+) -> Result<RunningLedger, ServeError> {
+    let settings = settings(&config)?;
+    let operator = load_or_create_key(&config.operator_key_file)?;
+    let db = open_store(&config)?;
+    let ledger = Ledger::open(db, settings, operator, clock).await?;
+
+    let grpc_listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("binding gRPC on {}: {e}", config.listen))
+        })?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_listener = cbdc_runtime::metrics::bind(config.metrics_listen).await?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let (health_reporter, health) = cbdc_runtime::grpc::health();
+    health_reporter
+        .set_serving::<cbdc_proto::v1::ledger_service_server::LedgerServiceServer<service::LedgerGrpc>>()
+        .await;
+    let reflection = cbdc_runtime::grpc::reflection(cbdc_proto::FILE_DESCRIPTOR_SET)
+        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+    let grpc = cbdc_proto::v1::ledger_service_server::LedgerServiceServer::new(
+        service::LedgerGrpc::new(ledger.clone()),
+    )
+    .max_decoding_message_size(64 * 1024 * 1024);
+
+    let metrics_task = tokio::spawn(cbdc_runtime::metrics::serve(
+        metrics_listener,
+        ledger.metrics().registry.clone(),
+        shutdown.clone(),
+    ));
+    let stop = shutdown.clone();
+    let ledger_id = config.ledger_id;
+    let server = tokio::spawn(async move {
+        tracing::info!(ledger = ledger_id, %grpc_addr, %metrics_addr, "ledger serving");
+        let result = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                stop.wait().await;
+            })
+            .await;
+        let _ = metrics_task.await;
+        tracing::info!(ledger = ledger_id, "ledger stopped");
+        result.map_err(ServeError::from)
+    });
+    Ok(RunningLedger {
+        grpc_addr,
+        metrics_addr,
+        ledger,
+        shutdown,
+        server,
+    })
+}

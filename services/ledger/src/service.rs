@@ -1,0 +1,646 @@
+//! The gRPC face of the ledger: converts wire types (naming the field at fault), calls
+//! [`Ledger`], and maps every outcome to a precise status.
+
+use std::pin::Pin;
+use std::time::Instant;
+
+use cbdc_core::{Amount, Reject, Transfer, Txid, WalletStatus};
+use cbdc_proto::convert::{self, WireError};
+use cbdc_proto::v1;
+use futures::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::layout::STAMP_LEN;
+use crate::ledger::{Committed, HistoryItem, Ledger, LedgerError, WalletView, operator_message};
+
+/// Default entries per history page.
+pub const PAGE_SIZE_DEFAULT: u32 = 50;
+/// Entries a watcher may have queued before the stream waits for the client.
+pub const WATCH_QUEUE: usize = 256;
+
+impl From<LedgerError> for Status {
+    fn from(e: LedgerError) -> Status {
+        match e {
+            LedgerError::Reject(r) => convert::reject_status(&r),
+            LedgerError::InvalidArgument(m) => Status::invalid_argument(m),
+            LedgerError::NotFound(m) => Status::not_found(m),
+            LedgerError::FailedPrecondition(m) => Status::failed_precondition(m),
+            LedgerError::PermissionDenied(m) => Status::permission_denied(m),
+            LedgerError::Unavailable(m) => Status::unavailable(m),
+            LedgerError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+/// The `cbdc.v1.LedgerService` implementation.
+#[derive(Clone)]
+pub struct LedgerGrpc {
+    ledger: Ledger,
+}
+
+impl LedgerGrpc {
+    pub fn new(ledger: Ledger) -> LedgerGrpc {
+        LedgerGrpc { ledger }
+    }
+
+    fn address(&self, field: &'static str, text: &str) -> Result<cbdc_core::PublicKey, Status> {
+        let a = convert::address(field, text)?;
+        Ok(self.ledger.local_key(field, &a)?)
+    }
+
+    fn amount(&self, field: &'static str, text: &str) -> Result<Amount, Status> {
+        let a = convert::amount(field, text, self.ledger.settings().amount_max)?;
+        if a.is_zero() {
+            return Err(Status::invalid_argument(format!(
+                "{field}: must be more than zero"
+            )));
+        }
+        Ok(a)
+    }
+}
+
+fn wallet_msg(w: &WalletView) -> v1::Wallet {
+    v1::Wallet {
+        address: w.address.to_string(),
+        tier: convert::to_kyc_tier(w.tier) as i32,
+        status: convert::to_wallet_status(w.status) as i32,
+        balance: w.balance.to_string(),
+        spent_today: w.spent_today.to_string(),
+    }
+}
+
+fn committed_msg(c: &Committed) -> v1::TransferResult {
+    v1::TransferResult {
+        txid: c.txid.0.to_vec(),
+        outcome: Some(v1::transfer_result::Outcome::Committed(v1::Committed {
+            log_position: c.stamp.to_vec(),
+            committed_at_unix_ms: c.committed_at_ms,
+            already_committed: c.already,
+        })),
+    }
+}
+
+fn rejected_msg(txid: Option<Txid>, e: &LedgerError) -> v1::TransferResult {
+    let (code, message) = match e {
+        LedgerError::Reject(r) => (convert::reject_code(r).to_string(), r.to_string()),
+        other => {
+            let s: Status = LedgerError::Internal(other.to_string()).into();
+            let code = match other {
+                LedgerError::Unavailable(_) => "UNAVAILABLE",
+                LedgerError::InvalidArgument(_) => "INVALID_ARGUMENT",
+                LedgerError::NotFound(_) => "NOT_FOUND",
+                LedgerError::FailedPrecondition(_) => "FAILED_PRECONDITION",
+                LedgerError::PermissionDenied(_) => "PERMISSION_DENIED",
+                _ => "INTERNAL",
+            };
+            (code.to_string(), s.message().to_string())
+        }
+    };
+    v1::TransferResult {
+        txid: txid.map(|t| t.0.to_vec()).unwrap_or_default(),
+        outcome: Some(v1::transfer_result::Outcome::Rejected(v1::Rejected {
+            code,
+            message,
+        })),
+    }
+}
+
+fn entry_msg(item: &HistoryItem) -> v1::HistoryEntry {
+    v1::HistoryEntry {
+        txid: item.record.txid.0.to_vec(),
+        amount: item.record.amount.to_string(),
+        incoming: item.record.incoming,
+        log_position: item.stamp.to_vec(),
+        committed_at_unix_ms: item.record.committed_at_ms,
+        cursor: hex::encode(item.stamp),
+        memo: item.record.memo.clone(),
+    }
+}
+
+fn cursor(field: &'static str, text: &str) -> Result<Option<[u8; STAMP_LEN]>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bytes = hex::decode(text)
+        .ok()
+        .and_then(|b| <[u8; STAMP_LEN]>::try_from(b).ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{field}: not a cursor this ledger issued (expected {} hex digits)",
+                STAMP_LEN * 2
+            ))
+        })?;
+    Ok(Some(bytes))
+}
+
+/// Decodes a wire transfer, keeping a structural rejection as a per-item result.
+fn decode(t: &v1::SignedTransfer) -> Result<Transfer, Reject> {
+    match convert::signed_transfer("transfer", Some(t)) {
+        Ok(t) => Ok(t),
+        Err(WireError::Transfer { reject, .. }) => Err(reject),
+        Err(other) => unreachable!("a present transfer fails only as a transfer: {other}"),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::HistoryEntry, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::ledger_service_server::LedgerService for LedgerGrpc {
+    async fn open_wallet(
+        &self,
+        request: Request<v1::OpenWalletRequest>,
+    ) -> Result<Response<v1::Wallet>, Status> {
+        let r = request.into_inner();
+        let key = convert::public_key("public_key", &r.public_key)?;
+        let tier = convert::kyc_tier("tier", r.tier)?;
+        let phone_hash = if r.phone_hash.is_empty() {
+            None
+        } else {
+            Some(convert::bytes32("phone_hash", &r.phone_hash)?)
+        };
+        let w = self
+            .ledger
+            .open_wallet(key, tier, phone_hash, &r.signature)
+            .await?;
+        Ok(Response::new(wallet_msg(&w)))
+    }
+
+    async fn get_wallet(
+        &self,
+        request: Request<v1::GetWalletRequest>,
+    ) -> Result<Response<v1::Wallet>, Status> {
+        let key = self.address("address", &request.get_ref().address)?;
+        Ok(Response::new(wallet_msg(&self.ledger.wallet(&key).await?)))
+    }
+
+    async fn freeze_wallet(
+        &self,
+        request: Request<v1::WalletActionRequest>,
+    ) -> Result<Response<v1::Wallet>, Status> {
+        self.wallet_action(request.into_inner(), "freeze", WalletStatus::Frozen)
+            .await
+    }
+
+    async fn unfreeze_wallet(
+        &self,
+        request: Request<v1::WalletActionRequest>,
+    ) -> Result<Response<v1::Wallet>, Status> {
+        self.wallet_action(request.into_inner(), "unfreeze", WalletStatus::Active)
+            .await
+    }
+
+    async fn close_wallet(
+        &self,
+        request: Request<v1::WalletActionRequest>,
+    ) -> Result<Response<v1::Wallet>, Status> {
+        self.wallet_action(request.into_inner(), "close", WalletStatus::Closed)
+            .await
+    }
+
+    async fn submit_transfer(
+        &self,
+        request: Request<v1::SubmitTransferRequest>,
+    ) -> Result<Response<v1::TransferResult>, Status> {
+        let started = Instant::now();
+        let t = convert::signed_transfer("transfer", request.get_ref().transfer.as_ref())?;
+        let result = self.ledger.submit(vec![Ok(t)]).await.remove(0);
+        self.ledger.observe("SubmitTransfer", started);
+        Ok(Response::new(committed_msg(&result?)))
+    }
+
+    async fn submit_transfers(
+        &self,
+        request: Request<v1::SubmitTransfersRequest>,
+    ) -> Result<Response<v1::SubmitTransfersResponse>, Status> {
+        let started = Instant::now();
+        let r = request.into_inner();
+        let max = self.ledger.settings().max_batch;
+        if r.transfers.is_empty() {
+            return Err(Status::invalid_argument("transfers: the batch is empty"));
+        }
+        if r.transfers.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "transfers: {} transfers; at most {max} per request",
+                r.transfers.len()
+            )));
+        }
+        self.ledger
+            .metrics()
+            .request_batch
+            .observe(r.transfers.len() as f64);
+        let decoded: Vec<Result<Transfer, Reject>> = r.transfers.iter().map(decode).collect();
+        let txids: Vec<Option<Txid>> = r
+            .transfers
+            .iter()
+            .zip(&decoded)
+            .map(|(w, d)| match d {
+                Ok(t) => Some(t.txid()),
+                Err(_) if w.body.len() <= cbdc_core::transfer::MAX_BODY_BYTES => {
+                    Some(Txid::of_body(&w.body))
+                }
+                Err(_) => None,
+            })
+            .collect();
+        let results = self.ledger.submit(decoded).await;
+        let results = results
+            .iter()
+            .zip(txids)
+            .map(|(r, txid)| match r {
+                Ok(c) => committed_msg(c),
+                Err(e) => rejected_msg(txid, e),
+            })
+            .collect();
+        self.ledger.observe("SubmitTransfers", started);
+        Ok(Response::new(v1::SubmitTransfersResponse { results }))
+    }
+
+    async fn get_transfer(
+        &self,
+        request: Request<v1::GetTransferRequest>,
+    ) -> Result<Response<v1::GetTransferResponse>, Status> {
+        let txid = convert::txid("txid", &request.get_ref().txid)?;
+        let Some(info) = self.ledger.transfer(&txid).await? else {
+            return Ok(Response::new(v1::GetTransferResponse {
+                status: v1::TransferStatus::Unknown as i32,
+                ..Default::default()
+            }));
+        };
+        let status = if info.settling {
+            v1::TransferStatus::Settling
+        } else {
+            v1::TransferStatus::Committed
+        };
+        Ok(Response::new(v1::GetTransferResponse {
+            status: status as i32,
+            transfer: Some(v1::SignedTransfer {
+                body: info.record.body.clone(),
+                witnesses: info
+                    .record
+                    .witnesses
+                    .iter()
+                    .map(|(k, s)| v1::Witness {
+                        public_key: k.to_vec(),
+                        signature: s.to_vec(),
+                    })
+                    .collect(),
+            }),
+            log_position: info.record.stamp.to_vec(),
+            committed_at_unix_ms: info.record.committed_at_ms,
+        }))
+    }
+
+    async fn build_transfer(
+        &self,
+        request: Request<v1::BuildTransferRequest>,
+    ) -> Result<Response<v1::BuildTransferResponse>, Status> {
+        let r = request.into_inner();
+        let from = self.address("from_address", &r.from_address)?;
+        let mut payments = Vec::with_capacity(r.payments.len());
+        for p in &r.payments {
+            let to = convert::address("payments.to_address", &p.to_address)?;
+            payments.push((to, self.amount("payments.amount", &p.amount)?));
+        }
+        let built = self
+            .ledger
+            .build(from, &payments, r.memo, r.valid_for_s)
+            .await?;
+        Ok(Response::new(v1::BuildTransferResponse {
+            body: built.body,
+            txid: built.txid.0.to_vec(),
+            inputs: built
+                .inputs
+                .iter()
+                .map(|(o, out)| v1::Coin {
+                    outpoint: Some(convert::to_outpoint(o)),
+                    output: Some(convert::to_output(out)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<v1::GetBalanceRequest>,
+    ) -> Result<Response<v1::GetBalanceResponse>, Status> {
+        let key = self.address("address", &request.get_ref().address)?;
+        let w = self.ledger.wallet(&key).await?;
+        Ok(Response::new(v1::GetBalanceResponse {
+            balance: w.balance.to_string(),
+            unspent_outputs: u32::try_from(w.unspent_outputs).unwrap_or(u32::MAX),
+            spent_today: w.spent_today.to_string(),
+        }))
+    }
+
+    async fn list_history(
+        &self,
+        request: Request<v1::ListHistoryRequest>,
+    ) -> Result<Response<v1::ListHistoryResponse>, Status> {
+        let r = request.into_inner();
+        let key = self.address("address", &r.address)?;
+        let page = r.page.unwrap_or_default();
+        let max = self.ledger.settings().page_size_max;
+        let size = match page.page_size {
+            0 => PAGE_SIZE_DEFAULT.min(max),
+            n if n > max => {
+                return Err(Status::invalid_argument(format!(
+                    "page.page_size: {n}; at most {max}"
+                )));
+            }
+            n => n,
+        };
+        let after = cursor("page.cursor", &page.cursor)?;
+        // Make sure the wallet exists, so a typo is not an empty history.
+        self.ledger.wallet(&key).await?;
+        let mut items = self.ledger.history(&key, after, size as usize + 1).await?;
+        let more = items.len() > size as usize;
+        items.truncate(size as usize);
+        let next_cursor = match (more, items.last()) {
+            (true, Some(last)) => hex::encode(last.stamp),
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListHistoryResponse {
+            entries: items.iter().map(entry_msg).collect(),
+            page: Some(v1::PageResponse { next_cursor }),
+        }))
+    }
+
+    type WatchWalletStream = WatchStream;
+
+    async fn watch_wallet(
+        &self,
+        request: Request<v1::WatchWalletRequest>,
+    ) -> Result<Response<Self::WatchWalletStream>, Status> {
+        let r = request.into_inner();
+        let key = self.address("address", &r.address)?;
+        let after = cursor("cursor", &r.cursor)?;
+        self.ledger.wallet(&key).await?;
+        // Subscribe before reading the store, so nothing committed in between is missed.
+        let live = self.ledger.subscribe();
+        let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
+        tokio::spawn(watch(self.ledger.clone(), key, after, live, sender));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<v1::ExchangeRequest>,
+    ) -> Result<Response<v1::TransferResult>, Status> {
+        use v1::exchange_request::Direction;
+        let r = request.into_inner();
+        let key = self.address("address", &r.address)?;
+        let amount = self.amount("amount", &r.amount)?;
+        if r.request_id.is_empty() || r.request_id.len() > 128 {
+            return Err(Status::invalid_argument(
+                "request_id: required, at most 128 bytes",
+            ));
+        }
+        let direction = Direction::try_from(r.direction)
+            .ok()
+            .filter(|d| *d != Direction::Unspecified)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "direction: unknown or unspecified value {}",
+                    r.direction
+                ))
+            })?;
+        let wallet_transfer = match direction {
+            Direction::WalletToDeposit => Some(convert::signed_transfer(
+                "wallet_transfer",
+                r.wallet_transfer.as_ref(),
+            )?),
+            _ => None,
+        };
+        let txid = wallet_transfer
+            .as_ref()
+            .map(|t| t.txid().0.to_vec())
+            .unwrap_or_default();
+        let message = operator_message(&[
+            b"exchange",
+            r.address.as_bytes(),
+            r.request_id.as_bytes(),
+            r.amount.as_bytes(),
+            &[r.direction as u8],
+            &txid,
+        ]);
+        self.ledger
+            .check_operator(&message, &r.operator_signature)?;
+        let committed = match wallet_transfer {
+            None => {
+                self.ledger
+                    .pay_from_vault(key, amount, &r.request_id)
+                    .await?
+            }
+            Some(t) => {
+                let payer_ok = t.witnesses().iter().any(|w| w.key == key);
+                if !payer_ok {
+                    return Err(Status::invalid_argument(
+                        "wallet_transfer: not signed by the wallet named in address",
+                    ));
+                }
+                self.ledger
+                    .redeem_to_vault(t, amount, &r.request_id)
+                    .await?
+            }
+        };
+        Ok(Response::new(committed_msg(&committed)))
+    }
+
+    async fn get_receipt(
+        &self,
+        _request: Request<v1::GetReceiptRequest>,
+    ) -> Result<Response<v1::Receipt>, Status> {
+        Err(Status::unimplemented(
+            "receipts need the ledger's Merkle audit log, which this version does not keep yet",
+        ))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        _request: Request<v1::GetCheckpointRequest>,
+    ) -> Result<Response<v1::Checkpoint>, Status> {
+        Err(Status::unimplemented(
+            "checkpoints need the ledger's Merkle audit log, which this version does not keep yet",
+        ))
+    }
+
+    async fn deliver_inbound(
+        &self,
+        request: Request<v1::DeliverInboundRequest>,
+    ) -> Result<Response<v1::DeliverInboundResponse>, Status> {
+        let r = request.into_inner();
+        let s = r
+            .settlement
+            .ok_or_else(|| Status::invalid_argument("settlement: required field is missing"))?;
+        let t = convert::signed_transfer("settlement.transfer", s.transfer.as_ref())?;
+        if s.to_ledger_id != self.ledger.id().0 {
+            return Err(Status::invalid_argument(format!(
+                "settlement.to_ledger_id: {}, but this is ledger {}",
+                s.to_ledger_id,
+                self.ledger.id().0
+            )));
+        }
+        let amount = self.amount("settlement.amount", &s.amount)?;
+        let c = self
+            .ledger
+            .deliver_inbound(
+                t,
+                cbdc_core::LedgerId(s.from_ledger_id),
+                amount,
+                &s.central_bank_signature,
+            )
+            .await?;
+        Ok(Response::new(v1::DeliverInboundResponse {
+            already_delivered: c.already,
+        }))
+    }
+}
+
+impl LedgerGrpc {
+    async fn wallet_action(
+        &self,
+        r: v1::WalletActionRequest,
+        action: &str,
+        target: WalletStatus,
+    ) -> Result<Response<v1::Wallet>, Status> {
+        let key = self.address("address", &r.address)?;
+        if r.request_id.is_empty() || r.request_id.len() > 128 {
+            return Err(Status::invalid_argument(
+                "request_id: required, at most 128 bytes",
+            ));
+        }
+        let message = operator_message(&[
+            action.as_bytes(),
+            r.address.as_bytes(),
+            r.request_id.as_bytes(),
+            r.reason.as_bytes(),
+        ]);
+        self.ledger
+            .check_operator(&message, &r.operator_signature)?;
+        let w = self.ledger.set_status(key, target).await?;
+        tracing::info!(action, address = %r.address, reason = %r.reason, request_id = %r.request_id, "operator wallet action");
+        Ok(Response::new(wallet_msg(&w)))
+    }
+}
+
+/// Feeds a watcher: history after `after` from the store, then live commits; if the live
+/// feed overflows, catches up from the store again. Ends when the client goes away.
+async fn watch(
+    ledger: Ledger,
+    key: cbdc_core::PublicKey,
+    after: Option<[u8; STAMP_LEN]>,
+    mut live: broadcast::Receiver<std::sync::Arc<crate::ledger::CommitEvent>>,
+    sender: mpsc::Sender<Result<v1::HistoryEntry, Status>>,
+) {
+    // Everything at or below `caught_up` has been sent from the store.
+    let mut caught_up: Option<[u8; STAMP_LEN]> = None;
+    let mut from_store = after.is_some();
+    let mut cursor = after;
+    // Live entries sent above `caught_up` (commits are acknowledged slightly out of order).
+    let mut sent_live: std::collections::BTreeSet<[u8; STAMP_LEN]> = Default::default();
+    loop {
+        if from_store {
+            loop {
+                let page = match ledger.history(&key, cursor, 256).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = sender.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let done = page.len() < 256;
+                for item in page {
+                    cursor = Some(item.stamp);
+                    if sent_live.contains(&item.stamp) {
+                        continue;
+                    }
+                    if sender.send(Ok(entry_msg(&item))).await.is_err() {
+                        return;
+                    }
+                }
+                if done {
+                    break;
+                }
+            }
+            caught_up = cursor;
+            sent_live.clear();
+            from_store = false;
+        }
+        match live.recv().await {
+            Ok(event) => {
+                if caught_up.is_some_and(|c| event.stamp <= c) {
+                    continue;
+                }
+                for (owner, record) in &event.lines {
+                    if *owner != key {
+                        continue;
+                    }
+                    let item = HistoryItem {
+                        stamp: event.stamp,
+                        record: record.clone(),
+                    };
+                    if sender.send(Ok(entry_msg(&item))).await.is_err() {
+                        return;
+                    }
+                    sent_live.insert(event.stamp);
+                    if cursor.is_none_or(|c| event.stamp > c) {
+                        cursor = Some(event.stamp);
+                    }
+                }
+                if sent_live.len() > WATCH_QUEUE * 16 {
+                    // Re-anchor on the store rather than remember without bound.
+                    cursor = caught_up.or(cursor);
+                    from_store = true;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                cursor = caught_up.or(after).or(cursor);
+                from_store = true;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Helper for clients and tests: an operator signature for a wallet action.
+pub fn sign_wallet_action(
+    operator: &cbdc_core::Keypair,
+    action: &str,
+    address: &str,
+    request_id: &str,
+    reason: &str,
+) -> Vec<u8> {
+    operator
+        .sign(&operator_message(&[
+            action.as_bytes(),
+            address.as_bytes(),
+            request_id.as_bytes(),
+            reason.as_bytes(),
+        ]))
+        .to_vec()
+}
+
+/// Helper for clients and tests: an operator signature for an exchange.
+pub fn sign_exchange(
+    operator: &cbdc_core::Keypair,
+    address: &str,
+    request_id: &str,
+    amount: &str,
+    direction: i32,
+    wallet_transfer_txid: Option<&Txid>,
+) -> Vec<u8> {
+    let txid = wallet_transfer_txid
+        .map(|t| t.0.to_vec())
+        .unwrap_or_default();
+    operator
+        .sign(&operator_message(&[
+            b"exchange",
+            address.as_bytes(),
+            request_id.as_bytes(),
+            amount.as_bytes(),
+            &[direction as u8],
+            &txid,
+        ]))
+        .to_vec()
+}

@@ -1,0 +1,13 @@
+//! `cbdc-runtime`: what every service of the network needs to run, written once.
+//!
+//! - [`config`]: TOML file plus environment overrides, unknown keys refused.
+//! - [`telemetry`]: structured logs (`tracing`), text or JSON.
+//! - [`metrics`]: a Prometheus `/metrics` HTTP endpoint over a registry.
+//! - [`grpc`]: the standard health and reflection services for a tonic server.
+//! - [`shutdown`]: one signal (SIGINT, SIGTERM or a test's trigger) that servers drain on.
+
+pub mod config;
+pub mod grpc;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
