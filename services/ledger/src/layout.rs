@@ -89,6 +89,20 @@ impl Layout {
         })
     }
 
+    /// `[begin, end)` of all output states.
+    pub fn outputs(&self) -> (Vec<u8>, Vec<u8>) {
+        let p = self.sub.pack(&("u",));
+        let end = strinc(&p).expect("prefix has a non-0xff byte");
+        (p, end)
+    }
+
+    /// `[begin, end)` of all balances.
+    pub fn balances(&self) -> (Vec<u8>, Vec<u8>) {
+        let p = self.sub.pack(&("b",));
+        let end = strinc(&p).expect("prefix has a non-0xff byte");
+        (p, end)
+    }
+
     pub fn transfer(&self, txid: &Txid) -> Vec<u8> {
         self.sub.pack(&("t", txid.0.as_slice()))
     }

@@ -195,6 +195,15 @@ pub struct Built {
     pub inputs: Vec<(OutPoint, Output)>,
 }
 
+/// Figures for an audit of one ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub unspent: Amount,
+    pub unspent_outputs: u64,
+    pub balances: Amount,
+    pub log_entries: u64,
+}
+
 /// Settings the ledger runs with (from its configuration).
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -563,7 +572,6 @@ impl Ledger {
             .collect();
         for r in &results {
             match r {
-                Ok(c) if !c.already => self.inner.metrics.committed.inc(),
                 Ok(_) => {}
                 Err(LedgerError::Reject(reject)) => self
                     .inner
@@ -654,6 +662,7 @@ impl Ledger {
                 already: true,
             },
             Applied::New(lines) => {
+                self.inner.metrics.committed.inc();
                 let _ = self
                     .inner
                     .events
@@ -1267,6 +1276,78 @@ impl Ledger {
             .enumerate()
             .filter_map(|(i, (k, s))| Witness::new(i, PublicKey::from_bytes(*k), *s).ok())
             .collect()
+    }
+
+    /// Audit figures, computed two independent ways: the sum of unspent outputs, the sum of
+    /// wallet balances, and the number of commit-log entries. Each range is scanned in pages
+    /// of `limits::RANGE_ROWS_MAX` rows; on a busy ledger the pages see different moments.
+    pub async fn totals(&self) -> Result<Totals, LedgerError> {
+        let l = self.layout();
+        let mut totals = Totals::default();
+        let (b, e) = l.outputs();
+        self.scan(&b, &e, |_, v| {
+            if let OutputState::Unspent(o) = OutputState::decode(v)? {
+                totals.unspent = totals.unspent.checked_add(o.value).ok_or(Corrupt {
+                    what: "unspent total",
+                })?;
+                totals.unspent_outputs += 1;
+            }
+            Ok(())
+        })
+        .await?;
+        let (b, e) = l.balances();
+        self.scan(&b, &e, |_, v| {
+            totals.balances = totals
+                .balances
+                .checked_add(counter_amount(Some(v))?)
+                .ok_or(Corrupt {
+                    what: "balance total",
+                })?;
+            Ok(())
+        })
+        .await?;
+        let b = l.log_prefix();
+        let e = cbdc_store::keys::strinc(&b).expect("prefix has a non-0xff byte");
+        self.scan(&b, &e, |_, _| {
+            totals.log_entries += 1;
+            Ok(())
+        })
+        .await?;
+        Ok(totals)
+    }
+
+    async fn scan(
+        &self,
+        begin: &[u8],
+        end: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Corrupt>,
+    ) -> Result<(), LedgerError> {
+        let mut from = begin.to_vec();
+        loop {
+            let mut tx = self.inner.db.create_transaction()?;
+            let limit = cbdc_store::limits::RANGE_ROWS_MAX;
+            let rows = tx
+                .get_range(
+                    &from,
+                    end,
+                    RangeOptions {
+                        limit,
+                        snapshot: true,
+                        ..RangeOptions::default()
+                    },
+                )
+                .await?;
+            for (k, v) in &rows {
+                f(k, v)?;
+            }
+            match rows.last() {
+                Some((k, _)) if rows.len() == limit => {
+                    from = k.clone();
+                    from.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Time spent since `started`, recorded under `rpc`.

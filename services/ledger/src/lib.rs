@@ -190,7 +190,7 @@ pub async fn serve_with_clock(
     let reflection = cbdc_runtime::grpc::reflection(cbdc_proto::FILE_DESCRIPTOR_SET)
         .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
     let grpc = cbdc_proto::v1::ledger_service_server::LedgerServiceServer::new(
-        service::LedgerGrpc::new(ledger.clone()),
+        service::LedgerGrpc::new(ledger.clone(), shutdown.clone()),
     )
     .max_decoding_message_size(64 * 1024 * 1024);
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use cbdc_core::{Amount, Reject, Transfer, Txid, WalletStatus};
 use cbdc_proto::convert::{self, WireError};
 use cbdc_proto::v1;
+use cbdc_runtime::shutdown::Shutdown;
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,11 +39,13 @@ impl From<LedgerError> for Status {
 #[derive(Clone)]
 pub struct LedgerGrpc {
     ledger: Ledger,
+    /// Ends open watch streams, so a graceful shutdown does not wait for them.
+    shutdown: Shutdown,
 }
 
 impl LedgerGrpc {
-    pub fn new(ledger: Ledger) -> LedgerGrpc {
-        LedgerGrpc { ledger }
+    pub fn new(ledger: Ledger, shutdown: Shutdown) -> LedgerGrpc {
+        LedgerGrpc { ledger, shutdown }
     }
 
     fn address(&self, field: &'static str, text: &str) -> Result<cbdc_core::PublicKey, Status> {
@@ -379,7 +382,14 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         // Subscribe before reading the store, so nothing committed in between is missed.
         let live = self.ledger.subscribe();
         let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
-        tokio::spawn(watch(self.ledger.clone(), key, after, live, sender));
+        tokio::spawn(watch(
+            self.ledger.clone(),
+            key,
+            after,
+            live,
+            sender,
+            self.shutdown.clone(),
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
@@ -532,6 +542,7 @@ async fn watch(
     after: Option<[u8; STAMP_LEN]>,
     mut live: broadcast::Receiver<std::sync::Arc<crate::ledger::CommitEvent>>,
     sender: mpsc::Sender<Result<v1::HistoryEntry, Status>>,
+    shutdown: Shutdown,
 ) {
     // Everything at or below `caught_up` has been sent from the store.
     let mut caught_up: Option<[u8; STAMP_LEN]> = None;
@@ -567,7 +578,18 @@ async fn watch(
             sent_live.clear();
             from_store = false;
         }
-        match live.recv().await {
+        let next = tokio::select! {
+            next = live.recv() => next,
+            () = shutdown.wait() => {
+                let _ = sender
+                    .send(Err(Status::unavailable(
+                        "the ledger is shutting down; watch again from the last cursor",
+                    )))
+                    .await;
+                return;
+            }
+        };
+        match next {
             Ok(event) => {
                 if caught_up.is_some_and(|c| event.stamp <= c) {
                     continue;

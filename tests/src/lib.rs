@@ -1,0 +1,347 @@
+//! The harness of the end-to-end tests: services started in-process on 127.0.0.1 with
+//! ephemeral ports and durable stores in a temporary directory, real gRPC clients, and the
+//! central bank's role played by a key the test holds (until the issuance service exists).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cbdc_core::transfer::sign_body;
+use cbdc_core::{
+    Address, Amount, Keypair, KycTier, LedgerId, Lock, OutPoint, PublicKey, Transfer,
+    TransferBuilder, Txid, UnixSeconds,
+};
+use cbdc_ledger::config::LedgerConfig;
+use cbdc_ledger::ledger::{Clock, open_message, settle_message};
+use cbdc_ledger::service::{sign_exchange, sign_wallet_action};
+use cbdc_ledger::{RunningLedger, serve_with_clock};
+use cbdc_proto::convert::to_signed_transfer;
+use cbdc_proto::v1;
+use cbdc_proto::v1::ledger_service_client::LedgerServiceClient;
+use cbdc_runtime::shutdown::Shutdown;
+use sha2::Digest;
+use tonic::transport::Channel;
+
+pub use cbdc_proto::v1::exchange_request::Direction;
+
+/// The central bank's ledger id in issuance transfers.
+pub const CENTRAL_BANK_LEDGER: LedgerId = LedgerId(0);
+
+/// One ledger service under test, with the keys to drive it.
+pub struct LedgerNet {
+    pub dir: tempfile::TempDir,
+    pub config: LedgerConfig,
+    pub central_bank: Keypair,
+    pub operator: Keypair,
+    pub clock_ms: Arc<AtomicU64>,
+    pub running: Option<RunningLedger>,
+    pub client: LedgerServiceClient<Channel>,
+    issued: u64,
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+impl LedgerNet {
+    pub async fn start(ledger_id: u32) -> LedgerNet {
+        LedgerNet::start_with(ledger_id, |_| {}).await
+    }
+
+    /// Starts with a configuration adjusted by `adjust`.
+    pub async fn start_with(ledger_id: u32, adjust: impl FnOnce(&mut LedgerConfig)) -> LedgerNet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let central_bank = Keypair::from_seed(&[0xcb; 32]);
+        let mut config = LedgerConfig::local(ledger_id, dir.path());
+        config.central_bank_public_key = Some(hex::encode(central_bank.public().as_bytes()));
+        adjust(&mut config);
+        let clock_ms = Arc::new(AtomicU64::new(wall_ms()));
+        let (running, client) = launch(&config, &clock_ms).await;
+        let operator = running.ledger.operator_key();
+        let operator = {
+            let seed = std::fs::read_to_string(&config.operator_key_file).expect("key file");
+            let seed: [u8; 32] = hex::decode(seed.trim()).unwrap().try_into().unwrap();
+            let k = Keypair::from_seed(&seed);
+            assert_eq!(k.public(), operator);
+            k
+        };
+        LedgerNet {
+            dir,
+            config,
+            central_bank,
+            operator,
+            clock_ms,
+            running: Some(running),
+            client,
+            issued: 0,
+        }
+    }
+
+    pub fn ledger_id(&self) -> LedgerId {
+        LedgerId(self.config.ledger_id)
+    }
+
+    pub fn ledger(&self) -> &cbdc_ledger::ledger::Ledger {
+        &self.running.as_ref().expect("running").ledger
+    }
+
+    pub fn running(&self) -> &RunningLedger {
+        self.running.as_ref().expect("running")
+    }
+
+    /// Stops the service gracefully (in-flight requests finish) and starts it again on the
+    /// same store and keys.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (running, client) = launch(&self.config, &self.clock_ms).await;
+        self.running = Some(running);
+        self.client = client;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean stop");
+        }
+    }
+
+    pub fn advance_clock(&self, ms: u64) {
+        self.clock_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+
+    pub fn now_s(&self) -> u64 {
+        self.clock_ms.load(Ordering::SeqCst) / 1000
+    }
+
+    pub fn address(&self, key: &PublicKey) -> String {
+        Address::new(self.ledger_id(), *key).to_string()
+    }
+
+    /// The central bank issues `yuan` to this bank's vault (a countersigned inbound
+    /// delivery, as the issuance service will send it).
+    pub async fn issue(&mut self, amount: Amount) -> Txid {
+        self.issued += 1;
+        let source = OutPoint {
+            txid: Txid(sha2::Sha256::digest(format!("reserve-{}", self.issued)).into()),
+            index: 0,
+        };
+        let t = TransferBuilder::new(UnixSeconds(self.now_s() + 600))
+            .input(source, amount)
+            .output(self.ledger_id(), amount, Lock::Key(self.operator.public()))
+            .memo(b"issuance".to_vec())
+            .sign(&[&self.central_bank])
+            .expect("signs");
+        let settlement = self.settlement(&t, amount, &self.central_bank);
+        self.client
+            .deliver_inbound(v1::DeliverInboundRequest {
+                settlement: Some(settlement),
+            })
+            .await
+            .expect("issuance delivered");
+        t.txid()
+    }
+
+    /// A settlement of `t` to this ledger countersigned by `signer`.
+    pub fn settlement(&self, t: &Transfer, amount: Amount, signer: &Keypair) -> v1::Settlement {
+        v1::Settlement {
+            transfer: Some(to_signed_transfer(t)),
+            from_ledger_id: CENTRAL_BANK_LEDGER.0,
+            to_ledger_id: self.ledger_id().0,
+            amount: amount.to_string(),
+            central_bank_signature: signer
+                .sign(&settle_message(&t.txid(), self.ledger_id()))
+                .to_vec(),
+        }
+    }
+
+    /// Opens a wallet with a fresh key at `tier`.
+    pub async fn open_wallet(&mut self, seed: u8, tier: KycTier) -> Keypair {
+        let k = Keypair::from_seed(&[seed; 32]);
+        self.open_wallet_key(&k, tier).await.expect("opens");
+        k
+    }
+
+    pub async fn open_wallet_key(
+        &mut self,
+        k: &Keypair,
+        tier: KycTier,
+    ) -> Result<v1::Wallet, tonic::Status> {
+        let phone_hash = if tier == KycTier::Class4Anonymous {
+            sha2::Sha256::digest(b"+86 138 0000 0000").to_vec()
+        } else {
+            Vec::new()
+        };
+        self.client
+            .open_wallet(v1::OpenWalletRequest {
+                public_key: k.public().as_bytes().to_vec(),
+                tier: cbdc_proto::convert::to_kyc_tier(tier) as i32,
+                phone_hash,
+                signature: k
+                    .sign(&open_message(self.ledger_id(), &k.public()))
+                    .to_vec(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// The bank pays `amount` from its vault to `to` (deposits exchanged for e-CNY).
+    pub async fn exchange_in(
+        &mut self,
+        to: &PublicKey,
+        amount: &str,
+        request_id: &str,
+    ) -> Result<v1::TransferResult, tonic::Status> {
+        let address = self.address(to);
+        let direction = Direction::DepositToWallet as i32;
+        let sig = sign_exchange(
+            &self.operator,
+            &address,
+            request_id,
+            amount,
+            direction,
+            None,
+        );
+        self.client
+            .exchange(v1::ExchangeRequest {
+                address,
+                amount: amount.into(),
+                direction,
+                request_id: request_id.into(),
+                wallet_transfer: None,
+                operator_signature: sig,
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Builds (server-side coin selection), signs and submits a payment.
+    pub async fn pay(
+        &mut self,
+        from: &Keypair,
+        to: &str,
+        amount: &str,
+    ) -> Result<v1::TransferResult, tonic::Status> {
+        let t = self.build_signed(from, &[(to, amount)]).await?;
+        self.submit(&t).await
+    }
+
+    pub async fn build_signed(
+        &mut self,
+        from: &Keypair,
+        payments: &[(&str, &str)],
+    ) -> Result<Transfer, tonic::Status> {
+        let built = self
+            .client
+            .build_transfer(v1::BuildTransferRequest {
+                from_address: self.address(&from.public()),
+                payments: payments
+                    .iter()
+                    .map(|(to, amount)| v1::Payment {
+                        to_address: to.to_string(),
+                        amount: amount.to_string(),
+                    })
+                    .collect(),
+                memo: Vec::new(),
+                valid_for_s: 0,
+            })
+            .await?
+            .into_inner();
+        Ok(sign_body(built.body, &[from]).expect("signs"))
+    }
+
+    pub async fn submit(&mut self, t: &Transfer) -> Result<v1::TransferResult, tonic::Status> {
+        self.client
+            .submit_transfer(v1::SubmitTransferRequest {
+                transfer: Some(to_signed_transfer(t)),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn balance(&mut self, key: &PublicKey) -> String {
+        self.client
+            .get_balance(v1::GetBalanceRequest {
+                address: self.address(key),
+            })
+            .await
+            .expect("balance")
+            .into_inner()
+            .balance
+    }
+
+    pub fn wallet_action(
+        &self,
+        signer: &Keypair,
+        action: &str,
+        key: &PublicKey,
+        request_id: &str,
+    ) -> v1::WalletActionRequest {
+        let address = self.address(key);
+        let reason = "court order 2026-117";
+        v1::WalletActionRequest {
+            operator_signature: sign_wallet_action(signer, action, &address, request_id, reason),
+            address,
+            reason: reason.into(),
+            request_id: request_id.into(),
+        }
+    }
+
+    /// Audit: unspent outputs and wallet balances must both equal everything issued.
+    pub async fn assert_conserved(&self, issued: Amount) -> cbdc_ledger::ledger::Totals {
+        let totals = self.ledger().totals().await.expect("totals");
+        assert_eq!(
+            totals.unspent, issued,
+            "unspent outputs vs issued: {totals:?}"
+        );
+        assert_eq!(
+            totals.balances, issued,
+            "wallet balances vs issued: {totals:?}"
+        );
+        totals
+    }
+}
+
+async fn launch(
+    config: &LedgerConfig,
+    clock_ms: &Arc<AtomicU64>,
+) -> (RunningLedger, LedgerServiceClient<Channel>) {
+    let running = serve_with_clock(
+        config.clone(),
+        Shutdown::new(),
+        Clock::manual(Arc::clone(clock_ms)),
+    )
+    .await
+    .expect("ledger starts");
+    let client = LedgerServiceClient::connect(format!("http://{}", running.grpc_addr))
+        .await
+        .expect("connects")
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    (running, client)
+}
+
+/// Yuan as an amount.
+pub fn yuan(text: &str) -> Amount {
+    Amount::parse(text).expect("amount")
+}
+
+/// The rejection of a `TransferResult`, or panics.
+pub fn rejected(r: &v1::TransferResult) -> &v1::Rejected {
+    match &r.outcome {
+        Some(v1::transfer_result::Outcome::Rejected(x)) => x,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+/// The commitment of a `TransferResult`, or panics.
+pub fn committed(r: &v1::TransferResult) -> &v1::Committed {
+    match &r.outcome {
+        Some(v1::transfer_result::Outcome::Committed(x)) => x,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+/// Keeps the tier names in one place for tests.
+pub const ANON: KycTier = KycTier::Class4Anonymous;
