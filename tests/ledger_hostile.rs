@@ -1,1 +1,754 @@
+//! Hostile requests against the ledger service over gRPC: each is answered with a precise
+//! status and message, and none of them changes a balance, a wallet or the log.
 
+use cbdc_core::transfer::sign_body;
+use cbdc_core::{
+    Address, Amount, Keypair, KycTier, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, Txid,
+    UnixSeconds,
+};
+use cbdc_ledger::ledger::open_message;
+use cbdc_proto::convert::to_signed_transfer;
+use cbdc_proto::v1;
+use cbdc_tests::{ANON, Direction, LedgerNet, yuan};
+use tonic::Code;
+
+/// Everything a hostile request must leave unchanged.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    totals: cbdc_ledger::ledger::Totals,
+    wallets: Vec<(String, i32, String, String, usize)>,
+}
+
+async fn snapshot(net: &mut LedgerNet, keys: &[cbdc_core::PublicKey]) -> Snapshot {
+    let totals = net.ledger().totals().await.unwrap();
+    let mut wallets = Vec::new();
+    for k in keys {
+        let w = net
+            .client
+            .get_wallet(v1::GetWalletRequest {
+                address: net.address(k),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let history = net.ledger().history(k, None, 10_000).await.unwrap().len();
+        wallets.push((w.address, w.status, w.balance, w.spent_today, history));
+    }
+    Snapshot { totals, wallets }
+}
+
+struct Table {
+    rows: Vec<String>,
+}
+
+impl Table {
+    fn check<T: std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        result: Result<T, tonic::Status>,
+        code: Code,
+        needle: &str,
+    ) {
+        let status = match result {
+            Ok(v) => panic!("{name}: expected {code:?}, got success {v:?}"),
+            Err(s) => s,
+        };
+        assert_eq!(status.code(), code, "{name}: {}", status.message());
+        assert!(
+            status.message().contains(needle),
+            "{name}: message {:?} should contain {needle:?}",
+            status.message()
+        );
+        self.rows
+            .push(format!("{name}: {code:?} {}", status.message()));
+    }
+}
+
+fn with_body(t: &Transfer, body: Vec<u8>) -> v1::SignedTransfer {
+    let mut w = to_signed_transfer(t);
+    w.body = body;
+    w
+}
+
+fn submit_req(w: v1::SignedTransfer) -> v1::SubmitTransferRequest {
+    v1::SubmitTransferRequest { transfer: Some(w) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_precisely_and_change_nothing() {
+    let mut net = LedgerNet::start_with(1, |c| c.max_batch = 64).await;
+    let issued = yuan("1000000");
+    net.issue(issued).await;
+    let alice = net.open_wallet(1, KycTier::Class1).await;
+    let anon = net.open_wallet(2, ANON).await;
+    let full = net.open_wallet(3, ANON).await;
+    let frozen = net.open_wallet(4, KycTier::Class1).await;
+    let mallory = Keypair::from_seed(&[66; 32]);
+    let stranger = Keypair::from_seed(&[77; 32]); // never opened
+    net.exchange_in(&alice.public(), "10000.00", "a")
+        .await
+        .unwrap();
+    net.exchange_in(&anon.public(), "9000.00", "b")
+        .await
+        .unwrap();
+    net.exchange_in(&full.public(), "9999.00", "c")
+        .await
+        .unwrap();
+    net.exchange_in(&frozen.public(), "100.00", "d")
+        .await
+        .unwrap();
+    let alice_addr = net.address(&alice.public());
+    // Anon spends 5,000 today: at its daily cap.
+    for amount in ["2000.00", "2000.00", "1000.00"] {
+        net.pay(&anon, &alice_addr, amount).await.unwrap();
+    }
+    // A coin of Alice's that is then spent, for the replay case.
+    let spent = net
+        .build_signed(&alice, &[(&net.address(&anon.public()), "1.00")])
+        .await
+        .unwrap();
+    net.submit(&spent).await.unwrap();
+    let freeze = net.wallet_action(&net.operator, "freeze", &frozen.public(), "fz");
+    net.client.freeze_wallet(freeze).await.unwrap();
+
+    let keys = [
+        alice.public(),
+        anon.public(),
+        full.public(),
+        frozen.public(),
+        net.operator.public(),
+    ];
+    let before = snapshot(&mut net, &keys).await;
+
+    let good = net
+        .build_signed(&alice, &[(&net.address(&anon.public()), "1.00")])
+        .await
+        .unwrap();
+    let coin = good.body().inputs[0];
+    let valid_until = good.body().valid_until;
+    let ledger = net.ledger_id();
+    let to_anon = Lock::Key(anon.public());
+    let mut t = Table { rows: Vec::new() };
+
+    // ----- malformed transfers -----
+    let r = net
+        .client
+        .submit_transfer(v1::SubmitTransferRequest { transfer: None })
+        .await;
+    t.check(
+        "missing transfer",
+        r,
+        Code::InvalidArgument,
+        "transfer: required field is missing",
+    );
+    let r = net
+        .client
+        .submit_transfer(submit_req(with_body(&good, b"\x01garbage".to_vec())))
+        .await;
+    t.check("garbage body", r, Code::InvalidArgument, "MALFORMED");
+    let mut trailing = good.body_bytes().to_vec();
+    trailing.push(0);
+    let r = net
+        .client
+        .submit_transfer(submit_req(with_body(&good, trailing)))
+        .await;
+    t.check(
+        "trailing bytes",
+        r,
+        Code::InvalidArgument,
+        "1 trailing bytes",
+    );
+    let mut version = good.body_bytes().to_vec();
+    version[0] = 9;
+    let r = net
+        .client
+        .submit_transfer(submit_req(with_body(&good, version)))
+        .await;
+    t.check(
+        "unknown body version",
+        r,
+        Code::InvalidArgument,
+        "version 9 is unknown",
+    );
+    let mut flipped = to_signed_transfer(&good);
+    flipped.witnesses[0].signature[10] ^= 0x40;
+    let r = net.client.submit_transfer(submit_req(flipped)).await;
+    t.check(
+        "flipped signature bit",
+        r,
+        Code::PermissionDenied,
+        "BAD_SIGNATURE",
+    );
+    let mut unsigned = to_signed_transfer(&good);
+    unsigned.witnesses.clear();
+    let r = net.client.submit_transfer(submit_req(unsigned)).await;
+    t.check(
+        "no signature",
+        r,
+        Code::InvalidArgument,
+        "carries no witness",
+    );
+    let mut short_key = to_signed_transfer(&good);
+    short_key.witnesses[0].public_key.pop();
+    let r = net.client.submit_transfer(submit_req(short_key)).await;
+    t.check(
+        "31-byte witness key",
+        r,
+        Code::InvalidArgument,
+        "public key is 31 bytes",
+    );
+    let mut short_sig = to_signed_transfer(&good);
+    short_sig.witnesses[0].signature.pop();
+    let r = net.client.submit_transfer(submit_req(short_sig)).await;
+    t.check(
+        "63-byte signature",
+        r,
+        Code::InvalidArgument,
+        "signature is 63 bytes",
+    );
+    let mut nine = to_signed_transfer(&good);
+    nine.witnesses = vec![nine.witnesses[0].clone(); 9];
+    let r = net.client.submit_transfer(submit_req(nine)).await;
+    t.check(
+        "nine witnesses",
+        r,
+        Code::InvalidArgument,
+        "at most 8 are allowed",
+    );
+    let long_memo = TransferBuilder::new(valid_until)
+        .input(coin.outpoint, coin.value)
+        .output(ledger, coin.value, to_anon)
+        .memo(vec![b'x'; 300]);
+    let body = long_memo.body().encode();
+    let r = net
+        .client
+        .submit_transfer(submit_req(with_body(&good, body)))
+        .await;
+    t.check(
+        "memo of 300 bytes",
+        r,
+        Code::InvalidArgument,
+        "memo is 300 bytes",
+    );
+
+    // ----- values -----
+    let build = |input: (OutPoint, Amount),
+                 outputs: &[(Amount, Lock)],
+                 until: UnixSeconds,
+                 signer: &Keypair| {
+        let mut b = TransferBuilder::new(until).input(input.0, input.1);
+        for (v, l) in outputs {
+            b = b.output(ledger, *v, *l);
+        }
+        b.sign(&[signer]).unwrap()
+    };
+    let c = (coin.outpoint, coin.value);
+    let r = net
+        .submit(&build(
+            c,
+            &[(
+                coin.value.checked_add(Amount::from_fen(1)).unwrap(),
+                to_anon,
+            )],
+            valid_until,
+            &alice,
+        ))
+        .await;
+    t.check(
+        "outputs exceed inputs",
+        r,
+        Code::InvalidArgument,
+        "NOT_CONSERVED",
+    );
+    let r = net
+        .submit(&build(
+            c,
+            &[(coin.value, to_anon), (Amount::ZERO, to_anon)],
+            valid_until,
+            &alice,
+        ))
+        .await;
+    t.check(
+        "zero output",
+        r,
+        Code::InvalidArgument,
+        "output 1 has zero value",
+    );
+    let dup = TransferBuilder::new(valid_until)
+        .input(coin.outpoint, coin.value)
+        .input(coin.outpoint, coin.value)
+        .output(ledger, Amount::from_fen(coin.value.fen() * 2), to_anon)
+        .sign(&[&alice])
+        .unwrap();
+    let r = net.submit(&dup).await;
+    t.check(
+        "duplicate input",
+        r,
+        Code::InvalidArgument,
+        "spent twice in the same transfer",
+    );
+    let overstated = Amount::from_fen(coin.value.fen() + 100);
+    let r = net
+        .submit(&build(
+            (coin.outpoint, overstated),
+            &[(overstated, to_anon)],
+            valid_until,
+            &alice,
+        ))
+        .await;
+    t.check(
+        "input value overstated",
+        r,
+        Code::InvalidArgument,
+        "INPUT_VALUE_MISMATCH",
+    );
+    let r = net
+        .submit(&build(
+            c,
+            &[(coin.value, to_anon)],
+            UnixSeconds(net.now_s() - 1),
+            &alice,
+        ))
+        .await;
+    t.check("expired", r, Code::FailedPrecondition, "EXPIRED");
+
+    // ----- inputs and authority -----
+    let nowhere = OutPoint {
+        txid: Txid([0xee; 32]),
+        index: 0,
+    };
+    let r = net
+        .submit(&build(
+            (nowhere, coin.value),
+            &[(coin.value, to_anon)],
+            valid_until,
+            &alice,
+        ))
+        .await;
+    t.check("unknown input", r, Code::NotFound, "INPUT_MISSING");
+    let old = spent.body().inputs[0];
+    let r = net
+        .submit(&build(
+            (old.outpoint, old.value),
+            &[(old.value, to_anon)],
+            valid_until,
+            &alice,
+        ))
+        .await;
+    t.check(
+        "replayed spent input",
+        r,
+        Code::FailedPrecondition,
+        &format!("already spent by transfer {}", spent.txid()),
+    );
+    let r = net
+        .submit(&build(
+            c,
+            &[(coin.value, Lock::Key(mallory.public()))],
+            valid_until,
+            &mallory,
+        ))
+        .await;
+    t.check(
+        "signed by a stranger",
+        r,
+        Code::PermissionDenied,
+        "NOT_AUTHORISED",
+    );
+    let r = net
+        .submit(&build(
+            c,
+            &[(coin.value, Lock::Key(stranger.public()))],
+            valid_until,
+            &alice,
+        ))
+        .await;
+    t.check(
+        "pay an unopened wallet",
+        r,
+        Code::NotFound,
+        "UNKNOWN_WALLET",
+    );
+
+    // ----- wallets and limits -----
+    let frozen_addr = net.address(&frozen.public());
+    let frozen_t = TransferBuilder::new(valid_until);
+    let _ = frozen_t;
+    let built = net
+        .client
+        .build_transfer(v1::BuildTransferRequest {
+            from_address: frozen_addr.clone(),
+            payments: vec![v1::Payment {
+                to_address: alice_addr.clone(),
+                amount: "1.00".into(),
+            }],
+            memo: Vec::new(),
+            valid_for_s: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let r = net
+        .submit(&sign_body(built.body, &[&frozen]).unwrap())
+        .await;
+    t.check(
+        "frozen wallet spends",
+        r,
+        Code::FailedPrecondition,
+        "WALLET_FROZEN",
+    );
+    let r = net.pay(&anon, &alice_addr, "2000.01").await;
+    t.check(
+        "per-payment cap",
+        r,
+        Code::FailedPrecondition,
+        "per-payment cap of 2000.00 exceeded by a payment of 2000.01",
+    );
+    let r = net.pay(&anon, &alice_addr, "0.01").await;
+    t.check(
+        "daily cap",
+        r,
+        Code::FailedPrecondition,
+        "daily outgoing cap of 5000.00 exceeded by a payment of 0.01 (would reach 5000.01)",
+    );
+    let r = net.pay(&alice, &net.address(&full.public()), "1.01").await;
+    t.check(
+        "balance cap",
+        r,
+        Code::FailedPrecondition,
+        "balance cap of 10000.00 exceeded by a payment of 1.01 (would reach 10000.01)",
+    );
+
+    // ----- batches -----
+    let r = net
+        .client
+        .submit_transfers(v1::SubmitTransfersRequest {
+            transfers: vec![to_signed_transfer(&good); 65],
+        })
+        .await;
+    t.check(
+        "oversized batch",
+        r,
+        Code::InvalidArgument,
+        "65 transfers; at most 64 per request",
+    );
+    let r = net
+        .client
+        .submit_transfers(v1::SubmitTransfersRequest { transfers: vec![] })
+        .await;
+    t.check(
+        "empty batch",
+        r,
+        Code::InvalidArgument,
+        "the batch is empty",
+    );
+
+    // ----- amounts and addresses at the boundary -----
+    for (name, amount, needle) in [
+        ("negative amount", "-5.00", "payments.amount"),
+        ("three decimal places", "1.234", "3 decimal places"),
+        (
+            "overflowing amount",
+            "18446744073709551616",
+            "payments.amount",
+        ),
+        ("exponent", "1e3", "payments.amount"),
+        ("zero amount", "0.00", "must be more than zero"),
+    ] {
+        let r = net
+            .client
+            .build_transfer(v1::BuildTransferRequest {
+                from_address: alice_addr.clone(),
+                payments: vec![v1::Payment {
+                    to_address: net.address(&anon.public()),
+                    amount: amount.into(),
+                }],
+                memo: Vec::new(),
+                valid_for_s: 0,
+            })
+            .await;
+        t.check(name, r, Code::InvalidArgument, needle);
+    }
+    let r = net
+        .client
+        .build_transfer(v1::BuildTransferRequest {
+            from_address: alice_addr.clone(),
+            payments: vec![v1::Payment {
+                to_address: net.address(&anon.public()),
+                amount: "999999.00".into(),
+            }],
+            memo: Vec::new(),
+            valid_for_s: 0,
+        })
+        .await;
+    t.check(
+        "insufficient funds",
+        r,
+        Code::FailedPrecondition,
+        "insufficient funds",
+    );
+    let elsewhere = Address::new(LedgerId(9), alice.public()).to_string();
+    let r = net
+        .client
+        .get_balance(v1::GetBalanceRequest { address: elsewhere })
+        .await;
+    t.check(
+        "address on another ledger",
+        r,
+        Code::InvalidArgument,
+        "address is on ledger 9, this is ledger 1",
+    );
+    let mut typo = alice_addr.clone();
+    let last = typo.pop().unwrap();
+    typo.push(if last == 'q' { 'p' } else { 'q' });
+    let r = net
+        .client
+        .get_balance(v1::GetBalanceRequest { address: typo })
+        .await;
+    t.check("address typo", r, Code::InvalidArgument, "address:");
+
+    // ----- operator authority -----
+    let mut unsigned = net.wallet_action(&net.operator, "freeze", &alice.public(), "x1");
+    unsigned.operator_signature.clear();
+    let r = net.client.freeze_wallet(unsigned).await;
+    t.check(
+        "freeze without operator signature",
+        r,
+        Code::PermissionDenied,
+        "operator_signature: 0 bytes",
+    );
+    let forged = net.wallet_action(&mallory, "freeze", &alice.public(), "x2");
+    let r = net.client.freeze_wallet(forged).await;
+    t.check(
+        "freeze signed by a stranger",
+        r,
+        Code::PermissionDenied,
+        "does not verify",
+    );
+    let mut swapped = net.wallet_action(&net.operator, "unfreeze", &alice.public(), "x3");
+    swapped.reason = "changed after signing".into();
+    let r = net.client.freeze_wallet(swapped).await;
+    t.check(
+        "freeze with a signature for another action",
+        r,
+        Code::PermissionDenied,
+        "does not verify",
+    );
+    let sig = cbdc_ledger::service::sign_exchange(
+        &mallory,
+        &net.address(&mallory.public()),
+        "steal",
+        "1000.00",
+        Direction::DepositToWallet as i32,
+        None,
+    );
+    let r = net
+        .client
+        .exchange(v1::ExchangeRequest {
+            address: net.address(&anon.public()),
+            amount: "1000.00".into(),
+            direction: Direction::DepositToWallet as i32,
+            request_id: "steal".into(),
+            wallet_transfer: None,
+            operator_signature: sig,
+        })
+        .await;
+    t.check(
+        "exchange with a forged operator signature",
+        r,
+        Code::PermissionDenied,
+        "operator_signature",
+    );
+    let r = net
+        .client
+        .exchange(v1::ExchangeRequest {
+            address: net.address(&anon.public()),
+            amount: "1.00".into(),
+            direction: 0,
+            request_id: "nodir".into(),
+            wallet_transfer: None,
+            operator_signature: vec![0; 64],
+        })
+        .await;
+    t.check(
+        "exchange without a direction",
+        r,
+        Code::InvalidArgument,
+        "direction",
+    );
+    let to_vault = net
+        .build_signed(&alice, &[(&net.address(&net.operator.public()), "5.00")])
+        .await
+        .unwrap();
+    let sig = cbdc_ledger::service::sign_exchange(
+        &net.operator,
+        &alice_addr,
+        "red",
+        "6.00",
+        Direction::WalletToDeposit as i32,
+        Some(&to_vault.txid()),
+    );
+    let r = net
+        .client
+        .exchange(v1::ExchangeRequest {
+            address: alice_addr.clone(),
+            amount: "6.00".into(),
+            direction: Direction::WalletToDeposit as i32,
+            request_id: "red".into(),
+            wallet_transfer: Some(to_signed_transfer(&to_vault)),
+            operator_signature: sig,
+        })
+        .await;
+    t.check(
+        "redeem paying the vault another amount",
+        r,
+        Code::InvalidArgument,
+        "pays the vault 5.00, but amount is 6.00",
+    );
+
+    // ----- opening wallets -----
+    let newcomer = Keypair::from_seed(&[88; 32]);
+    let r = net
+        .client
+        .open_wallet(v1::OpenWalletRequest {
+            public_key: newcomer.public().as_bytes().to_vec(),
+            tier: v1::KycTier::Class2 as i32,
+            phone_hash: Vec::new(),
+            signature: mallory
+                .sign(&open_message(ledger, &newcomer.public()))
+                .to_vec(),
+        })
+        .await;
+    t.check(
+        "open with a forged proof of key",
+        r,
+        Code::PermissionDenied,
+        "does not prove possession",
+    );
+    let r = net
+        .client
+        .open_wallet(v1::OpenWalletRequest {
+            public_key: newcomer.public().as_bytes().to_vec(),
+            tier: v1::KycTier::Class4Anonymous as i32,
+            phone_hash: Vec::new(),
+            signature: newcomer
+                .sign(&open_message(ledger, &newcomer.public()))
+                .to_vec(),
+        })
+        .await;
+    t.check(
+        "anonymous wallet without phone hash",
+        r,
+        Code::InvalidArgument,
+        "phone_hash",
+    );
+    let r = net
+        .client
+        .open_wallet(v1::OpenWalletRequest {
+            public_key: newcomer.public().as_bytes().to_vec(),
+            tier: v1::KycTier::Operator as i32,
+            phone_hash: Vec::new(),
+            signature: newcomer
+                .sign(&open_message(ledger, &newcomer.public()))
+                .to_vec(),
+        })
+        .await;
+    t.check(
+        "open an operator-tier wallet",
+        r,
+        Code::InvalidArgument,
+        "operator tier",
+    );
+
+    // ----- the central bank's countersignature -----
+    let mint = TransferBuilder::new(UnixSeconds(net.now_s() + 60))
+        .input(
+            OutPoint {
+                txid: Txid([0xcc; 32]),
+                index: 0,
+            },
+            yuan("1000000"),
+        )
+        .output(ledger, yuan("1000000"), Lock::Key(mallory.public()))
+        .sign(&[&mallory])
+        .unwrap();
+    let forged = net.settlement(&mint, yuan("1000000"), &mallory);
+    let r = net
+        .client
+        .deliver_inbound(v1::DeliverInboundRequest {
+            settlement: Some(forged),
+        })
+        .await;
+    t.check(
+        "issuance with a forged central bank signature",
+        r,
+        Code::PermissionDenied,
+        "central_bank_signature",
+    );
+    let mut misrouted = net.settlement(&mint, yuan("1000000"), &net.central_bank);
+    misrouted.to_ledger_id = 2;
+    let r = net
+        .client
+        .deliver_inbound(v1::DeliverInboundRequest {
+            settlement: Some(misrouted),
+        })
+        .await;
+    t.check(
+        "settlement for another ledger",
+        r,
+        Code::InvalidArgument,
+        "to_ledger_id: 2",
+    );
+
+    // ----- reads -----
+    let r = net
+        .client
+        .list_history(v1::ListHistoryRequest {
+            address: alice_addr.clone(),
+            page: Some(v1::PageRequest {
+                page_size: 5000,
+                cursor: String::new(),
+            }),
+        })
+        .await;
+    t.check(
+        "page size over the maximum",
+        r,
+        Code::InvalidArgument,
+        "page.page_size: 5000; at most 1000",
+    );
+    let r = net
+        .client
+        .list_history(v1::ListHistoryRequest {
+            address: alice_addr.clone(),
+            page: Some(v1::PageRequest {
+                page_size: 10,
+                cursor: "not-a-cursor".into(),
+            }),
+        })
+        .await;
+    t.check("forged cursor", r, Code::InvalidArgument, "page.cursor");
+    let r = net
+        .client
+        .get_transfer(v1::GetTransferRequest { txid: vec![1; 5] })
+        .await;
+    t.check(
+        "txid of 5 bytes",
+        r,
+        Code::InvalidArgument,
+        "txid: 5 bytes, expected 32",
+    );
+
+    assert!(t.rows.len() >= 25, "{} hostile cases", t.rows.len());
+    let after = snapshot(&mut net, &keys).await;
+    assert_eq!(before, after, "a hostile request changed the ledger");
+    net.assert_conserved(issued).await;
+    for row in &t.rows {
+        println!("{row}");
+    }
+    println!(
+        "{} hostile requests refused, ledger unchanged",
+        t.rows.len()
+    );
+    net.stop().await;
+}

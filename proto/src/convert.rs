@@ -282,7 +282,7 @@ impl From<WireError> for tonic::Status {
         match &e {
             WireError::Transfer { reject, .. } => {
                 let status = reject_status(reject);
-                tonic::Status::new(status.code(), format!("{e}"))
+                tonic::Status::new(status.code(), format!("{}: {e}", reject_code(reject)))
             }
             _ => tonic::Status::invalid_argument(e.to_string()),
         }

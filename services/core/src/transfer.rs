@@ -47,6 +47,13 @@ pub const MAX_BODY_BYTES: usize =
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UnixSeconds(pub u64);
 
+/// Seconds since the epoch, as messages show them.
+impl std::fmt::Display for UnixSeconds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unix time {}", self.0)
+    }
+}
+
 /// `SHA-256(TXID_TAG ‖ body)`.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Txid(pub [u8; 32]);

@@ -54,7 +54,7 @@ pub enum Reject {
     // 2. duplicates
     #[error("input {outpoint} is spent twice in the same transfer")]
     DuplicateInput { outpoint: OutPoint },
-    #[error("two witnesses carry the same key {key:?}")]
+    #[error("two witnesses carry the same key {key}")]
     DuplicateWitness { key: PublicKey },
     // 3. values
     #[error("input {index} has zero value")]
@@ -67,7 +67,7 @@ pub enum Reject {
     #[error("value not conserved: inputs total {inputs}, outputs total {outputs}")]
     NotConserved { inputs: Amount, outputs: Amount },
     // 5. expiry
-    #[error("transfer expired: valid until {valid_until:?}, now {now:?}")]
+    #[error("transfer expired: valid until {valid_until}, now {now}")]
     Expired {
         valid_until: UnixSeconds,
         now: UnixSeconds,
@@ -89,42 +89,42 @@ pub enum Reject {
     // 8. spending conditions
     #[error("input {input}: not signed by {needed}")]
     NotAuthorised { input: usize, needed: &'static str },
-    #[error("input {input}: hold expired at {expires_at:?}; only the payer may reclaim it now")]
+    #[error("input {input}: hold expired at {expires_at}; only the payer may reclaim it now")]
     HoldExpired {
         input: usize,
         expires_at: UnixSeconds,
     },
     #[error(
-        "input {input}: hold is active until {expires_at:?}; the payer alone may reclaim it only after that"
+        "input {input}: hold is active until {expires_at}; the payer alone may reclaim it only after that"
     )]
     HoldActive {
         input: usize,
         expires_at: UnixSeconds,
     },
-    #[error("input {input}: mandate expired at {expires_at:?}; only the owner may spend it now")]
+    #[error("input {input}: mandate expired at {expires_at}; only the owner may spend it now")]
     MandateExpired {
         input: usize,
         expires_at: UnixSeconds,
     },
     #[error(
-        "mandate of owner {owner:?}: merchant takes {taken}, more than the per-payment maximum {per_payment_max}"
+        "mandate of owner {owner}: merchant takes {taken}, more than the per-payment maximum {per_payment_max}"
     )]
     MandateExceeded {
         owner: PublicKey,
         taken: Amount,
         per_payment_max: Amount,
     },
-    #[error("witness {index} (key {key:?}) is not needed by any input")]
+    #[error("witness {index} (key {key}) is not needed by any input")]
     UnusedWitness { index: usize, key: PublicKey },
     // 9. wallets and limits
-    #[error("wallet {key:?} is not open on ledger {ledger}")]
+    #[error("wallet key {key} is not open on {ledger}")]
     UnknownWallet { ledger: LedgerId, key: PublicKey },
-    #[error("wallet {key:?} is frozen and cannot spend")]
+    #[error("wallet key {key} is frozen and cannot spend")]
     WalletFrozen { key: PublicKey },
-    #[error("wallet {key:?} is closed")]
+    #[error("wallet key {key} is closed")]
     WalletClosed { key: PublicKey },
     #[error(
-        "wallet {key:?}: {limit} of {cap} exceeded by a payment of {amount} (would reach {would_be})"
+        "wallet key {key}: {limit} of {cap} exceeded by a payment of {amount} (would reach {would_be})"
     )]
     LimitExceeded {
         key: PublicKey,
