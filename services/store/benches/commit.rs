@@ -25,7 +25,13 @@ struct Sample {
     latency_us_p99: f64,
 }
 
-async fn run_once(db: &Database, concurrency: usize, seconds: f64, id_base: u64) -> Sample {
+async fn run_once(
+    db: &Database,
+    concurrency: usize,
+    seconds: f64,
+    id_base: u64,
+    shape: (usize, usize),
+) -> Sample {
     let stop = Arc::new(AtomicBool::new(false));
     let next_id = Arc::new(AtomicU64::new(id_base));
     let before = db.stats().expect("embedded");
@@ -44,12 +50,17 @@ async fn run_once(db: &Database, concurrency: usize, seconds: f64, id_base: u64)
                 let account = (x % ACCOUNTS as u64) as i64;
                 let t0 = Instant::now();
                 let mut tx = db.create_transaction().expect("begin");
-                let balance = tx.get(&pack(&("acct", account))).await.expect("read");
-                assert!(balance.is_some());
+                for r in 0..shape.0 {
+                    let a = (account + r as i64 * 7919) % ACCOUNTS;
+                    let balance = tx.get(&pack(&("acct", a))).await.expect("read");
+                    assert!(balance.is_some());
+                }
                 tx.set(&pack(&("transfer", id)), &[7u8; 100])
                     .expect("write");
-                tx.set(&pack(&("by-account", account, id)), b"")
-                    .expect("write");
+                for w in 1..shape.1 {
+                    tx.set(&pack(&("by-account", account, id, w as i64)), b"")
+                        .expect("write");
+                }
                 tx.commit().await.expect("commit");
                 latencies.push(t0.elapsed().as_micros() as u32);
             }
@@ -105,9 +116,20 @@ async fn main() {
         .unwrap_or(3.0);
     // CBDC_BENCH_FSYNC=0 measures the CPU ceiling without fsync, for comparison only.
     let fsync = std::env::var("CBDC_BENCH_FSYNC").map_or(true, |v| v != "0");
+    // CBDC_BENCH_READS / CBDC_BENCH_WRITES change the transaction's shape (default 1 / 2).
+    let count = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+            .max(1)
+    };
+    let shape = (count("CBDC_BENCH_READS", 1), count("CBDC_BENCH_WRITES", 2));
     println!(
-        "embedded store, fsync {}, read 1 key + write 2 keys per transaction, {seconds} s per run, median of {RUNS} runs",
-        if fsync { "on" } else { "OFF" }
+        "embedded store, fsync {}, read {} key(s) + write {} keys per transaction, {seconds} s per run, median of {RUNS} runs",
+        if fsync { "on" } else { "OFF" },
+        shape.0,
+        shape.1
     );
     println!(
         "{:>11} {:>12} {:>10} {:>14} {:>10} {:>10}",
@@ -127,7 +149,7 @@ async fn main() {
         let db = seeded(dir.path(), fsync).await;
         let mut samples = Vec::new();
         for _ in 0..RUNS {
-            samples.push(run_once(&db, concurrency, seconds, id_base).await);
+            samples.push(run_once(&db, concurrency, seconds, id_base, shape).await);
             id_base += 100_000_000;
         }
         let commits = median(samples.iter().map(|s| s.commits_per_s).collect());

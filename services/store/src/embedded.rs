@@ -7,6 +7,8 @@
 //!   version and the key ranges it read; at commit the resolver refuses it
 //!   ([`StoreError::NotCommitted`]) if any key in those ranges was written by a transaction
 //!   that committed after that read version. Blind writes and atomic adds never conflict.
+//!   Open transactions register their read version; the resolver forgets writes at or below
+//!   the oldest one (and any older than the window), so it holds only what can still matter.
 //! - **Group commit**, pipelined over two threads: commits queue on a bounded channel to the
 //!   resolver thread, which takes everything queued (up to `max_batch`), resolves each
 //!   transaction in order and assigns its version; the writer thread applies resolved batches
@@ -18,8 +20,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -93,7 +95,32 @@ struct Shared {
     committed: AtomicU64,
     /// The fjall sequence number that makes exactly the durable batches visible.
     visible: AtomicU64,
+    /// Read versions of open transactions (version → how many). The resolver forgets writes
+    /// at or below the oldest, since no open transaction can conflict with them.
+    active: Mutex<BTreeMap<u64, u32>>,
     stats: EngineStats,
+}
+
+impl Shared {
+    /// The version below which no open transaction reads: the oldest open read version, or
+    /// the committed version when none is open.
+    fn oldest_reader(&self) -> u64 {
+        let active = self.active.lock().expect("active readers lock");
+        match active.keys().next() {
+            Some(v) => *v,
+            None => self.committed.load(Ordering::Acquire),
+        }
+    }
+
+    fn release_reader(&self, version: u64) {
+        let mut active = self.active.lock().expect("active readers lock");
+        if let Some(n) = active.get_mut(&version) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&version);
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -121,6 +148,7 @@ impl Engine {
             meta,
             committed: AtomicU64::new(version),
             visible: AtomicU64::new(visible),
+            active: Mutex::new(BTreeMap::new()),
             stats: EngineStats::default(),
         });
         let (sender, receiver) = mpsc::channel(options.queue_depth.max(1));
@@ -147,11 +175,19 @@ impl Engine {
     pub(crate) fn begin(&self) -> Result<EmbeddedTx, StoreError> {
         // Read the version first: the snapshot opened after it is at least that new, so the
         // conflict check (writes newer than the read version) can only be conservative.
-        let read_version = self.shared.committed.load(Ordering::Acquire);
+        // Registering under the lock the resolver reads keeps it from forgetting writes this
+        // transaction may still conflict with.
+        let read_version = {
+            let mut active = self.shared.active.lock().expect("active readers lock");
+            let v = self.shared.committed.load(Ordering::Acquire);
+            *active.entry(v).or_default() += 1;
+            v
+        };
         let seqno = self.shared.visible.load(Ordering::Acquire);
         let snapshot = self.shared.data.snapshot_at(seqno);
         Ok(EmbeddedTx {
             read_version,
+            shared: Arc::clone(&self.shared),
             snapshot,
             sender: self.sender.clone().ok_or(StoreError::Closed)?,
             writes: BTreeMap::new(),
@@ -217,6 +253,8 @@ struct CommitRequest {
 /// One embedded transaction: a fjall snapshot plus a local write buffer.
 pub(crate) struct EmbeddedTx {
     read_version: u64,
+    /// For releasing the read version when the transaction ends.
+    shared: Arc<Shared>,
     snapshot: fjall::Snapshot,
     sender: mpsc::Sender<CommitRequest>,
     writes: BTreeMap<Vec<u8>, LocalOp>,
@@ -245,6 +283,12 @@ fn apply_add(base: Option<&[u8]>, delta: i64) -> Vec<u8> {
         .wrapping_add(delta)
         .to_le_bytes()
         .to_vec()
+}
+
+impl Drop for EmbeddedTx {
+    fn drop(&mut self) {
+        self.shared.release_reader(self.read_version);
+    }
 }
 
 impl EmbeddedTx {
@@ -499,9 +543,11 @@ impl Resolver {
         self.history.push_back((now, version, keys));
     }
 
-    fn expire(&mut self, now: Instant) {
+    /// Forgets writes no open transaction can conflict with (at or below `oldest_reader`),
+    /// and any older than the conflict window.
+    fn expire(&mut self, now: Instant, oldest_reader: u64) {
         while let Some((when, version, _)) = self.history.front() {
-            if now.duration_since(*when) < CONFLICT_WINDOW {
+            if *version > oldest_reader && now.duration_since(*when) < CONFLICT_WINDOW {
                 break;
             }
             let version = *version;
@@ -514,7 +560,7 @@ impl Resolver {
             self.oldest_checkable = self.oldest_checkable.max(version);
         }
         while let Some((_, _, version, when)) = self.range_writes.front() {
-            if now.duration_since(*when) < CONFLICT_WINDOW {
+            if *version > oldest_reader && now.duration_since(*when) < CONFLICT_WINDOW {
                 break;
             }
             self.oldest_checkable = self.oldest_checkable.max(*version);
@@ -553,7 +599,7 @@ fn resolver_loop(
             }
         }
         let now = Instant::now();
-        resolver.expire(now);
+        resolver.expire(now, shared.oldest_reader());
         let mut resolved = Vec::with_capacity(batch.len());
         for request in batch.drain(..) {
             if request.read_version < resolver.oldest_checkable {

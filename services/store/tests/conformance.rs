@@ -105,6 +105,25 @@ async fn concurrent_spends_of_one_key_exactly_one_commits() {
 }
 
 #[tokio::test]
+async fn a_long_open_reader_still_sees_its_conflict_after_many_commits() {
+    for f in backends("long-reader") {
+        let k = f.key("k", 0);
+        put(&f, &k, b"old").await;
+        let mut reader = f.db.create_transaction().unwrap();
+        assert_eq!(reader.get(&k).await.unwrap().as_deref(), Some(&b"old"[..]));
+        put(&f, &k, b"new").await;
+        // Many later commits, each its own batch: the conflict must not be forgotten while
+        // the reader is still open.
+        for i in 0..200 {
+            put(&f, &f.key("other", i), b"x").await;
+        }
+        reader.set(&f.key("derived", 0), b"from old").unwrap();
+        assert_eq!(reader.commit().await, Err(StoreError::NotCommitted));
+        assert_eq!(read(&f, &f.key("derived", 0)).await, None);
+    }
+}
+
+#[tokio::test]
 async fn write_skew_is_prevented() {
     for f in backends("skew") {
         // Invariant: x + y >= 1. Each transaction checks it and zeroes one of them.
