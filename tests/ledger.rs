@@ -41,7 +41,7 @@ async fn wallets_vault_payments_history_and_replay() {
     let bob_addr = net.address(&bob.public());
     let paid = net.pay(&alice, &bob_addr, "123.45").await.unwrap();
     let c = committed(&paid).clone();
-    assert_eq!(c.log_position.len(), 10);
+    assert_eq!(c.log_position.len(), 12);
     assert_eq!(net.balance(&alice.public()).await, "4876.55");
     assert_eq!(net.balance(&bob.public()).await, "123.45");
 

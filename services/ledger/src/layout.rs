@@ -8,9 +8,9 @@
 //! | `("d", key, day)` | outgoing total of that local day, i64 LE, atomic add |
 //! | `("u", txid, index)` | output state: `0 ‖ output` unspent or `1 ‖ spender txid` spent |
 //! | `("o", key, txid, index)` | owner index of unspent outputs: value, u64 BE |
-//! | `("t", txid)` | transfer record (commit versionstamp first) |
-//! | `("h", key) ‖ stamp` | a wallet's history in commit order (versionstamped key) |
-//! | `("l",) ‖ stamp` | the ledger's commit log: txid (versionstamped key) |
+//! | `("t", txid)` | transfer record (log position first) |
+//! | `("h", key) ‖ position` | a wallet's history in commit order (versionstamped key) |
+//! | `("l",) ‖ position` | the ledger's commit log: txid (versionstamped key) |
 //! | `("x", request_id)` | an operator request done: its txid or outcome |
 //! | `("ob", txid, index)` | outbox: a committed output for another ledger, until delivered |
 //!
@@ -21,8 +21,12 @@
 use cbdc_core::{LedgerId, OutPoint, PublicKey, Txid};
 use cbdc_store::keys::{Subspace, ledger_subspace, strinc};
 
-/// The length of a commit versionstamp appended to history and log keys.
+/// The length of a commit versionstamp.
 pub const STAMP_LEN: usize = 10;
+/// The length of a log position: the commit's versionstamp, then the transfer's order within
+/// that commit (u16, big-endian), since one store transaction may commit several transfers.
+/// History and log keys end with it.
+pub const POSITION_LEN: usize = STAMP_LEN + 2;
 
 #[derive(Clone, Debug)]
 pub struct Layout {

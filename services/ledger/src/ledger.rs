@@ -14,7 +14,8 @@ use cbdc_core::{
 use cbdc_store::{Database, RangeOptions, StoreError, Transaction, TxError};
 use tokio::sync::broadcast;
 
-use crate::layout::{Layout, STAMP_LEN};
+use crate::batcher::Batcher;
+use crate::layout::{Layout, POSITION_LEN, STAMP_LEN};
 use crate::metrics::LedgerMetrics;
 use crate::records::{
     Corrupt, HistoryRecord, OutputState, TransferKind, TransferRecord, WalletRecord, counter,
@@ -31,6 +32,10 @@ pub const SETTLE_TAG: &[u8] = b"cbdc/v1/settle";
 /// Committed transfers buffered for watchers; a watcher that falls further behind catches up
 /// from the store.
 pub const EVENT_BUFFER: usize = 4096;
+/// Transfers committed in one store transaction, at most.
+pub const COMMIT_GROUP_MAX: usize = 128;
+/// Store transactions of grouped transfers in flight, at most.
+pub const COMMIT_GROUPS_IN_FLIGHT: usize = 64;
 /// Owner-index rows examined by coin selection, at most.
 pub const COIN_SCAN_MAX: usize = 1000;
 
@@ -58,6 +63,14 @@ pub fn settle_message(txid: &Txid, to_ledger: LedgerId) -> Vec<u8> {
     m.extend_from_slice(&txid.0);
     m.extend_from_slice(&to_ledger.0.to_be_bytes());
     m
+}
+
+/// A log position: the commit's versionstamp, then the order within that commit.
+pub fn position(stamp: [u8; STAMP_LEN], order: u16) -> [u8; POSITION_LEN] {
+    let mut p = [0u8; POSITION_LEN];
+    p[..STAMP_LEN].copy_from_slice(&stamp);
+    p[STAMP_LEN..].copy_from_slice(&order.to_be_bytes());
+    p
 }
 
 /// Wall-clock milliseconds since the Unix epoch; replaceable in tests.
@@ -100,6 +113,19 @@ pub enum LedgerError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+}
+
+/// A copy of a ledger error (results are shared by duplicate submissions).
+fn clone_error(e: &LedgerError) -> LedgerError {
+    match e {
+        LedgerError::Reject(r) => LedgerError::Reject(r.clone()),
+        LedgerError::InvalidArgument(m) => LedgerError::InvalidArgument(m.clone()),
+        LedgerError::NotFound(m) => LedgerError::NotFound(m.clone()),
+        LedgerError::FailedPrecondition(m) => LedgerError::FailedPrecondition(m.clone()),
+        LedgerError::PermissionDenied(m) => LedgerError::PermissionDenied(m.clone()),
+        LedgerError::Unavailable(m) => LedgerError::Unavailable(m.clone()),
+        LedgerError::Internal(m) => LedgerError::Internal(m.clone()),
+    }
 }
 
 impl From<Corrupt> for LedgerError {
@@ -152,8 +178,8 @@ pub struct WalletView {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Committed {
     pub txid: Txid,
-    /// The commit's versionstamp: its position in the ledger's log.
-    pub stamp: [u8; STAMP_LEN],
+    /// Its position in the ledger's log (commit versionstamp, then order in that commit).
+    pub position: [u8; POSITION_LEN],
     pub committed_at_ms: u64,
     /// This txid was committed before; nothing was applied now.
     pub already: bool,
@@ -162,14 +188,14 @@ pub struct Committed {
 /// One wallet's line in a committed transfer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryItem {
-    pub stamp: [u8; STAMP_LEN],
+    pub position: [u8; POSITION_LEN],
     pub record: HistoryRecord,
 }
 
 /// A committed transfer, as broadcast to watchers.
 #[derive(Clone, Debug)]
 pub struct CommitEvent {
-    pub stamp: [u8; STAMP_LEN],
+    pub position: [u8; POSITION_LEN],
     pub lines: Vec<(PublicKey, HistoryRecord)>,
 }
 
@@ -224,6 +250,7 @@ struct Inner {
     operator: cbdc_core::Keypair,
     clock: Clock,
     verifier: Verifier,
+    committer: Batcher<Transfer, Result<Committed, LedgerError>>,
     events: broadcast::Sender<Arc<CommitEvent>>,
     metrics: LedgerMetrics,
 }
@@ -250,18 +277,43 @@ impl Ledger {
             metrics.verify_batch.clone(),
         );
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let ledger = Ledger {
-            inner: Arc::new(Inner {
+        let group_sizes = metrics.commit_group.clone();
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let weak = weak.clone();
+            let committer = Batcher::start(
+                "committer",
+                COMMIT_GROUP_MAX,
+                crate::verifier::QUEUE_DEPTH,
+                COMMIT_GROUPS_IN_FLIGHT,
+                move |n| group_sizes.observe(n as f64),
+                move |transfers: Vec<Transfer>| {
+                    let inner = weak.upgrade();
+                    async move {
+                        match inner {
+                            Some(inner) => Ledger { inner }.commit_group(transfers).await,
+                            None => transfers
+                                .iter()
+                                .map(|_| {
+                                    Err(LedgerError::Unavailable("the ledger has stopped".into()))
+                                })
+                                .collect(),
+                        }
+                    }
+                },
+            );
+            Inner {
                 db,
                 layout: Layout::new(settings.ledger),
                 settings,
                 operator,
                 clock,
                 verifier,
+                committer,
                 events,
                 metrics,
-            }),
-        };
+            }
+        });
+        let ledger = Ledger { inner };
         let vault = ledger.inner.operator.public();
         let me = ledger.clone();
         let now = ledger.now_ms();
@@ -515,7 +567,8 @@ impl Ledger {
 
     /// Submits transfers (decoded at the boundary, or refused there). Each gets its own
     /// result, in order. Signatures are verified in batches shared with concurrent callers;
-    /// each valid transfer then commits in its own store transaction (group commit).
+    /// the valid transfers then commit through the committer stage, which puts many
+    /// transfers (also from concurrent callers) into one store transaction.
     pub async fn submit(
         &self,
         transfers: Vec<Result<Transfer, Reject>>,
@@ -534,37 +587,48 @@ impl Ledger {
                 Err(r) => results.push(Some(Err(r.into()))),
             }
         }
+        let unavailable = |e: &dyn std::fmt::Display| LedgerError::Unavailable(e.to_string());
         let checked = match self.inner.verifier.check(to_check).await {
             Ok(c) => c,
             Err(stopped) => {
                 return results
                     .into_iter()
-                    .map(|r| {
-                        r.unwrap_or_else(|| Err(LedgerError::Unavailable(stopped.to_string())))
-                    })
+                    .map(|r| r.unwrap_or_else(|| Err(unavailable(&stopped))))
                     .collect();
             }
         };
-        let commits = checked.0.into_iter().zip(checked.1).map(|(t, verdict)| {
-            let me = self.clone();
-            async move {
-                match verdict {
-                    Ok(()) => me.commit(t, None).await,
-                    Err(Reject::Expired { .. }) => {
-                        // A committed transfer resubmitted after it expired: same answer.
-                        match me.committed(&t.txid()).await {
-                            Ok(Some(c)) => Ok(c),
-                            Ok(None) => Err(verdict.expect_err("expired").into()),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(r) => Err(r.into()),
+        let mut valid = Vec::new();
+        let mut valid_slots = Vec::new();
+        let mut expired = Vec::new();
+        for (slot, (t, verdict)) in slots.into_iter().zip(checked) {
+            match verdict {
+                Ok(()) => {
+                    valid_slots.push(slot);
+                    valid.push(t);
+                }
+                // A committed transfer resubmitted after it expired gets the same answer.
+                Err(r @ Reject::Expired { .. }) => expired.push((slot, t.txid(), r)),
+                Err(r) => results[slot] = Some(Err(r.into())),
+            }
+        }
+        for (slot, txid, reject) in expired {
+            results[slot] = Some(match self.committed(&txid).await {
+                Ok(Some(c)) => Ok(c),
+                Ok(None) => Err(reject.into()),
+                Err(e) => Err(e),
+            });
+        }
+        match self.inner.committer.run(valid).await {
+            Ok(done) => {
+                for (slot, r) in valid_slots.into_iter().zip(done) {
+                    results[slot] = Some(r);
                 }
             }
-        });
-        let done = futures::future::join_all(commits).await;
-        for (slot, r) in slots.into_iter().zip(done) {
-            results[slot] = Some(r);
+            Err(stopped) => {
+                for slot in valid_slots {
+                    results[slot] = Some(Err(unavailable(&stopped)));
+                }
+            }
         }
         let results: Vec<_> = results
             .into_iter()
@@ -600,7 +664,7 @@ impl Ledger {
                     let r = TransferRecord::decode(&bytes)?;
                     Some(Committed {
                         txid: *txid,
-                        stamp: r.stamp,
+                        position: r.position,
                         committed_at_ms: r.committed_at_ms,
                         already: true,
                     })
@@ -631,7 +695,7 @@ impl Ledger {
                 let request = request.clone();
                 counted.fetch_add(1, Ordering::Relaxed);
                 Box::pin(async move {
-                    let applied = me.apply(tx, &t, now_ms, TransferKind::Local).await?;
+                    let applied = me.apply(tx, &t, now_ms, TransferKind::Local, 0).await?;
                     if let (Applied::New(_), Some((k, v))) = (&applied, &request) {
                         tx.set(k, v)?;
                     }
@@ -644,7 +708,103 @@ impl Ledger {
             self.inner.metrics.store_retries.inc_by(retries);
         }
         let (applied, stamp) = outcome?;
-        Ok(self.finish(transfer.txid(), applied, stamp.0, now_ms))
+        Ok(self.finish(transfer.txid(), applied, stamp.0, 0, now_ms))
+    }
+
+    /// Commits transfers that passed the stateless checks in one store transaction, each
+    /// validated against the state the earlier ones left (a double spend inside the group is
+    /// refused like any other). If the group cannot commit (conflicts past the retry bound, or
+    /// a limit), each transfer commits on its own instead.
+    async fn commit_group(&self, transfers: Vec<Transfer>) -> Vec<Result<Committed, LedgerError>> {
+        if transfers.len() == 1 {
+            let t = transfers.into_iter().next().expect("one");
+            return vec![self.commit(t, None).await];
+        }
+        // The same transfer twice in a group: commit it once, answer both.
+        let mut index_of: std::collections::HashMap<Txid, usize> = Default::default();
+        let mut unique: Vec<Transfer> = Vec::with_capacity(transfers.len());
+        let mut slot_of = Vec::with_capacity(transfers.len());
+        let mut repeat = Vec::with_capacity(transfers.len());
+        for t in transfers {
+            match index_of.get(&t.txid()) {
+                Some(&i) => {
+                    slot_of.push(i);
+                    repeat.push(true);
+                }
+                None => {
+                    index_of.insert(t.txid(), unique.len());
+                    slot_of.push(unique.len());
+                    repeat.push(false);
+                    unique.push(t);
+                }
+            }
+        }
+        let group = Arc::new(unique);
+        let now_ms = self.now_ms();
+        let attempts = Arc::new(AtomicU64::new(0));
+        let me = self.clone();
+        let g = Arc::clone(&group);
+        let counted = Arc::clone(&attempts);
+        let outcome = self
+            .inner
+            .db
+            .run_stamped(move |tx| {
+                let me = me.clone();
+                let g = Arc::clone(&g);
+                counted.fetch_add(1, Ordering::Relaxed);
+                Box::pin(async move {
+                    let mut results = Vec::with_capacity(g.len());
+                    let mut order: u16 = 0;
+                    for t in g.iter() {
+                        match me.apply(tx, t, now_ms, TransferKind::Local, order).await {
+                            Ok(applied) => {
+                                let used = order;
+                                if matches!(applied, Applied::New(_)) {
+                                    order += 1;
+                                }
+                                results.push(Ok((applied, used)));
+                            }
+                            Err(TxError::Abort(e)) => results.push(Err(e)),
+                            Err(TxError::Store(e)) => return Err(TxError::Store(e)),
+                        }
+                    }
+                    Ok::<_, TxError<LedgerError>>(results)
+                })
+            })
+            .await;
+        let retries = attempts.load(Ordering::Relaxed).saturating_sub(1);
+        if retries > 0 {
+            self.inner.metrics.store_retries.inc_by(retries);
+        }
+        let unique_results: Vec<Result<Committed, LedgerError>> = match outcome {
+            Ok((results, stamp)) => results
+                .into_iter()
+                .zip(group.iter())
+                .map(|(r, t)| {
+                    r.map(|(applied, order)| self.finish(t.txid(), applied, stamp.0, order, now_ms))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %LedgerError::from(e), size = group.len(), "group commit failed; committing one by one");
+                let group = Arc::try_unwrap(group).unwrap_or_else(|g| (*g).clone());
+                let singles = group.into_iter().map(|t| {
+                    let me = self.clone();
+                    async move { me.commit(t, None).await }
+                });
+                futures::future::join_all(singles).await
+            }
+        };
+        slot_of
+            .into_iter()
+            .zip(repeat)
+            .map(|(i, again)| match &unique_results[i] {
+                Ok(c) => Ok(Committed {
+                    already: c.already || again,
+                    ..*c
+                }),
+                Err(e) => Err(clone_error(e)),
+            })
+            .collect()
     }
 
     fn finish(
@@ -652,12 +812,14 @@ impl Ledger {
         txid: Txid,
         applied: Applied,
         stamp: [u8; STAMP_LEN],
+        order: u16,
         now_ms: u64,
     ) -> Committed {
+        let position = position(stamp, order);
         match applied {
             Applied::Already(record) => Committed {
                 txid,
-                stamp: record.stamp,
+                position: record.position,
                 committed_at_ms: record.committed_at_ms,
                 already: true,
             },
@@ -666,10 +828,10 @@ impl Ledger {
                 let _ = self
                     .inner
                     .events
-                    .send(Arc::new(CommitEvent { stamp, lines }));
+                    .send(Arc::new(CommitEvent { position, lines }));
                 Committed {
                     txid,
-                    stamp,
+                    position,
                     committed_at_ms: now_ms,
                     already: false,
                 }
@@ -684,6 +846,7 @@ impl Ledger {
         t: &Transfer,
         now_ms: u64,
         kind: TransferKind,
+        order: u16,
     ) -> Result<Applied, TxError<LedgerError>> {
         let l = self.layout();
         let txid = t.txid();
@@ -820,10 +983,10 @@ impl Ledger {
                 committed_at_ms: now_ms,
                 memo: memo.clone(),
             };
-            self.write_history(tx, &change.key, &record)?;
+            self.write_history(tx, &change.key, &record, order)?;
             lines.push((change.key, record));
         }
-        self.write_transfer(tx, t, now_ms, TransferKind::Local)?;
+        self.write_transfer(tx, t, now_ms, TransferKind::Local, order)?;
         Ok(Applied::New(lines))
     }
 
@@ -832,10 +995,11 @@ impl Ledger {
         tx: &mut Transaction,
         key: &PublicKey,
         record: &HistoryRecord,
+        order: u16,
     ) -> Result<(), StoreError> {
         let mut hk = self.layout().history_prefix(key);
         let offset = hk.len() as u32;
-        hk.extend_from_slice(&[0; STAMP_LEN]);
+        hk.extend_from_slice(&position([0; STAMP_LEN], order));
         tx.set_versionstamped_key(&hk, offset, &record.encode())
     }
 
@@ -845,9 +1009,10 @@ impl Ledger {
         t: &Transfer,
         now_ms: u64,
         kind: TransferKind,
+        order: u16,
     ) -> Result<(), StoreError> {
         let record = TransferRecord {
-            stamp: [0; STAMP_LEN],
+            position: position([0; STAMP_LEN], order),
             committed_at_ms: now_ms,
             kind,
             body: t.body_bytes().to_vec(),
@@ -856,7 +1021,7 @@ impl Ledger {
         tx.set_versionstamped_value(&self.layout().transfer(&t.txid()), &record.encode(), 0)?;
         let mut lk = self.layout().log_prefix();
         let offset = lk.len() as u32;
-        lk.extend_from_slice(&[0; STAMP_LEN]);
+        lk.extend_from_slice(&position([0; STAMP_LEN], order));
         tx.set_versionstamped_key(&lk, offset, &t.txid().0)
     }
 
@@ -1013,17 +1178,17 @@ impl Ledger {
         Ok(chosen)
     }
 
-    /// A page of `key`'s history after `cursor` (a stamp), oldest first.
+    /// A page of `key`'s history after `after` (a log position), oldest first.
     pub async fn history(
         &self,
         key: &PublicKey,
-        after: Option<[u8; STAMP_LEN]>,
+        after: Option<[u8; POSITION_LEN]>,
         limit: usize,
     ) -> Result<Vec<HistoryItem>, LedgerError> {
         let prefix = self.layout().history_prefix(key);
         let mut begin = prefix.clone();
-        if let Some(stamp) = after {
-            begin.extend_from_slice(&stamp);
+        if let Some(after) = after {
+            begin.extend_from_slice(&after);
             begin.push(0);
         }
         let end = cbdc_store::keys::strinc(&prefix).expect("prefix has a non-0xff byte");
@@ -1041,14 +1206,14 @@ impl Ledger {
             .await?;
         rows.into_iter()
             .map(|(k, v)| {
-                let stamp: [u8; STAMP_LEN] = k
+                let position: [u8; POSITION_LEN] = k
                     .get(prefix.len()..)
                     .and_then(|s| s.try_into().ok())
                     .ok_or(Corrupt {
                         what: "history key",
                     })?;
                 Ok(HistoryItem {
-                    stamp,
+                    position,
                     record: HistoryRecord::decode(&v)?,
                 })
             })
@@ -1126,13 +1291,13 @@ impl Ledger {
         if let Some(done) = self.request_done(&rk).await? {
             return Ok(done);
         }
-        let (mut ts, mut verdicts) = self
+        let (t, verdict) = self
             .inner
             .verifier
             .check(vec![transfer])
             .await
-            .map_err(|e| LedgerError::Unavailable(e.to_string()))?;
-        let (t, verdict) = (ts.remove(0), verdicts.remove(0));
+            .map_err(|e| LedgerError::Unavailable(e.to_string()))?
+            .remove(0);
         verdict?;
         let txid = t.txid();
         self.commit(t, Some((rk, txid.0.to_vec()))).await
@@ -1257,15 +1422,15 @@ impl Ledger {
                             committed_at_ms: now_ms,
                             memo: t.body().memo.clone(),
                         };
-                        me.write_history(tx, &owner, &record)?;
+                        me.write_history(tx, &owner, &record, 0)?;
                         lines.push((owner, record));
                     }
-                    me.write_transfer(tx, &t, now_ms, TransferKind::Inbound)?;
+                    me.write_transfer(tx, &t, now_ms, TransferKind::Inbound, 0)?;
                     Ok(Applied::New(lines))
                 })
             })
             .await?;
-        Ok(self.finish(t.txid(), applied, stamp.0, now_ms))
+        Ok(self.finish(t.txid(), applied, stamp.0, 0, now_ms))
     }
 
     /// Decodes a stored transfer record back into its wire parts.

@@ -7,6 +7,7 @@
 //! - [`serve`]: runs it all from a [`config::LedgerConfig`] — gRPC with health and
 //!   reflection, Prometheus `/metrics`, graceful shutdown.
 
+pub mod batcher;
 pub mod config;
 pub mod layout;
 pub mod ledger;

@@ -17,6 +17,8 @@ pub struct LedgerMetrics {
     pub verify_batch: Histogram,
     /// Transfers per `SubmitTransfers` request.
     pub request_batch: Histogram,
+    /// Transfers per store transaction of the committer stage.
+    pub commit_group: Histogram,
     /// Store transactions run again after a conflict or other retryable error.
     pub store_retries: IntCounter,
 }
@@ -60,6 +62,14 @@ impl LedgerMetrics {
             .buckets(sizes),
         )
         .expect("metric");
+        let commit_group = Histogram::with_opts(
+            HistogramOpts::new(
+                "commit_group_size",
+                "Transfers per grouped store transaction",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("metric");
         let store_retries = IntCounter::new(
             "store_retries_total",
             "Store transactions retried after a conflict or retryable error",
@@ -71,6 +81,7 @@ impl LedgerMetrics {
             Box::new(latency.clone()),
             Box::new(verify_batch.clone()),
             Box::new(request_batch.clone()),
+            Box::new(commit_group.clone()),
             Box::new(store_retries.clone()),
         ] {
             registry.register(m).expect("unique metric");
@@ -82,6 +93,7 @@ impl LedgerMetrics {
             latency,
             verify_batch,
             request_batch,
+            commit_group,
             store_retries,
         }
     }

@@ -3,7 +3,7 @@
 
 use cbdc_core::{Amount, KycTier, Output, PublicKey, Txid, WalletStatus, Witness};
 
-use crate::layout::STAMP_LEN;
+use crate::layout::POSITION_LEN;
 
 /// A stored record that does not decode.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -156,11 +156,11 @@ pub enum TransferKind {
     Inbound = 1,
 }
 
-/// What the ledger stores for a committed transfer. The first [`STAMP_LEN`] bytes are the
-/// commit versionstamp, filled in by the store at commit.
+/// What the ledger stores for a committed transfer. The first [`POSITION_LEN`] bytes are its
+/// log position: the commit versionstamp (filled in by the store at commit) and its order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransferRecord {
-    pub stamp: [u8; STAMP_LEN],
+    pub position: [u8; POSITION_LEN],
     pub committed_at_ms: u64,
     pub kind: TransferKind,
     pub body: Vec<u8>,
@@ -175,12 +175,12 @@ impl TransferRecord {
             .collect()
     }
 
-    /// Encoded with a zero stamp, for `set_versionstamped_value` at offset 0.
+    /// Encoded for `set_versionstamped_value` at offset 0 (the stamp's 10 bytes are replaced).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(
-            STAMP_LEN + 8 + 1 + 4 + self.body.len() + 1 + 96 * self.witnesses.len() + 4,
+            POSITION_LEN + 8 + 1 + 4 + self.body.len() + 1 + 96 * self.witnesses.len() + 4,
         );
-        out.extend_from_slice(&self.stamp);
+        out.extend_from_slice(&self.position);
         out.extend_from_slice(&self.committed_at_ms.to_be_bytes());
         out.push(self.kind as u8);
         out.extend_from_slice(&(self.body.len() as u32).to_be_bytes());
@@ -195,18 +195,18 @@ impl TransferRecord {
 
     pub fn decode(b: &[u8]) -> Result<TransferRecord, Corrupt> {
         let what = "transfer";
-        let stamp: [u8; STAMP_LEN] = b
-            .get(..STAMP_LEN)
+        let position: [u8; POSITION_LEN] = b
+            .get(..POSITION_LEN)
             .ok_or(corrupt(what))?
             .try_into()
-            .expect("10 bytes");
-        let committed_at_ms = u64_at(b, STAMP_LEN, what)?;
-        let kind = match b.get(STAMP_LEN + 8) {
+            .expect("12 bytes");
+        let committed_at_ms = u64_at(b, POSITION_LEN, what)?;
+        let kind = match b.get(POSITION_LEN + 8) {
             Some(0) => TransferKind::Local,
             Some(1) => TransferKind::Inbound,
             _ => return Err(corrupt(what)),
         };
-        let at = STAMP_LEN + 9;
+        let at = POSITION_LEN + 9;
         let len = b
             .get(at..at + 4)
             .map(|s| u32::from_be_bytes(s.try_into().expect("4 bytes")) as usize)
@@ -228,7 +228,7 @@ impl TransferRecord {
             return Err(corrupt(what));
         }
         Ok(TransferRecord {
-            stamp,
+            position,
             committed_at_ms,
             kind,
             body,
@@ -303,7 +303,7 @@ mod tests {
         });
         assert_eq!(OutputState::decode(&o.encode()), Ok(o));
         let t = TransferRecord {
-            stamp: [4; 10],
+            position: [4; 12],
             committed_at_ms: 9,
             kind: TransferKind::Inbound,
             body: vec![1, 2, 3],
@@ -319,6 +319,6 @@ mod tests {
         };
         assert_eq!(HistoryRecord::decode(&h.encode()), Ok(h));
         assert!(WalletRecord::decode(&[1]).is_err());
-        assert!(TransferRecord::decode(&[0; 12]).is_err());
+        assert!(TransferRecord::decode(&[0; 14]).is_err());
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::layout::STAMP_LEN;
+use crate::layout::POSITION_LEN;
 use crate::ledger::{Committed, HistoryItem, Ledger, LedgerError, WalletView, operator_message};
 
 /// Default entries per history page.
@@ -78,7 +78,7 @@ fn committed_msg(c: &Committed) -> v1::TransferResult {
     v1::TransferResult {
         txid: c.txid.0.to_vec(),
         outcome: Some(v1::transfer_result::Outcome::Committed(v1::Committed {
-            log_position: c.stamp.to_vec(),
+            log_position: c.position.to_vec(),
             committed_at_unix_ms: c.committed_at_ms,
             already_committed: c.already,
         })),
@@ -115,24 +115,24 @@ fn entry_msg(item: &HistoryItem) -> v1::HistoryEntry {
         txid: item.record.txid.0.to_vec(),
         amount: item.record.amount.to_string(),
         incoming: item.record.incoming,
-        log_position: item.stamp.to_vec(),
+        log_position: item.position.to_vec(),
         committed_at_unix_ms: item.record.committed_at_ms,
-        cursor: hex::encode(item.stamp),
+        cursor: hex::encode(item.position),
         memo: item.record.memo.clone(),
     }
 }
 
-fn cursor(field: &'static str, text: &str) -> Result<Option<[u8; STAMP_LEN]>, Status> {
+fn cursor(field: &'static str, text: &str) -> Result<Option<[u8; POSITION_LEN]>, Status> {
     if text.is_empty() {
         return Ok(None);
     }
     let bytes = hex::decode(text)
         .ok()
-        .and_then(|b| <[u8; STAMP_LEN]>::try_from(b).ok())
+        .and_then(|b| <[u8; POSITION_LEN]>::try_from(b).ok())
         .ok_or_else(|| {
             Status::invalid_argument(format!(
                 "{field}: not a cursor this ledger issued (expected {} hex digits)",
-                STAMP_LEN * 2
+                POSITION_LEN * 2
             ))
         })?;
     Ok(Some(bytes))
@@ -289,7 +289,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                     })
                     .collect(),
             }),
-            log_position: info.record.stamp.to_vec(),
+            log_position: info.record.position.to_vec(),
             committed_at_unix_ms: info.record.committed_at_ms,
         }))
     }
@@ -360,7 +360,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let more = items.len() > size as usize;
         items.truncate(size as usize);
         let next_cursor = match (more, items.last()) {
-            (true, Some(last)) => hex::encode(last.stamp),
+            (true, Some(last)) => hex::encode(last.position),
             _ => String::new(),
         };
         Ok(Response::new(v1::ListHistoryResponse {
@@ -539,17 +539,17 @@ impl LedgerGrpc {
 async fn watch(
     ledger: Ledger,
     key: cbdc_core::PublicKey,
-    after: Option<[u8; STAMP_LEN]>,
+    after: Option<[u8; POSITION_LEN]>,
     mut live: broadcast::Receiver<std::sync::Arc<crate::ledger::CommitEvent>>,
     sender: mpsc::Sender<Result<v1::HistoryEntry, Status>>,
     shutdown: Shutdown,
 ) {
     // Everything at or below `caught_up` has been sent from the store.
-    let mut caught_up: Option<[u8; STAMP_LEN]> = None;
+    let mut caught_up: Option<[u8; POSITION_LEN]> = None;
     let mut from_store = after.is_some();
     let mut cursor = after;
     // Live entries sent above `caught_up` (commits are acknowledged slightly out of order).
-    let mut sent_live: std::collections::BTreeSet<[u8; STAMP_LEN]> = Default::default();
+    let mut sent_live: std::collections::BTreeSet<[u8; POSITION_LEN]> = Default::default();
     loop {
         if from_store {
             loop {
@@ -562,8 +562,8 @@ async fn watch(
                 };
                 let done = page.len() < 256;
                 for item in page {
-                    cursor = Some(item.stamp);
-                    if sent_live.contains(&item.stamp) {
+                    cursor = Some(item.position);
+                    if sent_live.contains(&item.position) {
                         continue;
                     }
                     if sender.send(Ok(entry_msg(&item))).await.is_err() {
@@ -591,7 +591,7 @@ async fn watch(
         };
         match next {
             Ok(event) => {
-                if caught_up.is_some_and(|c| event.stamp <= c) {
+                if caught_up.is_some_and(|c| event.position <= c) {
                     continue;
                 }
                 for (owner, record) in &event.lines {
@@ -599,15 +599,15 @@ async fn watch(
                         continue;
                     }
                     let item = HistoryItem {
-                        stamp: event.stamp,
+                        position: event.position,
                         record: record.clone(),
                     };
                     if sender.send(Ok(entry_msg(&item))).await.is_err() {
                         return;
                     }
-                    sent_live.insert(event.stamp);
-                    if cursor.is_none_or(|c| event.stamp > c) {
-                        cursor = Some(event.stamp);
+                    sent_live.insert(event.position);
+                    if cursor.is_none_or(|c| event.position > c) {
+                        cursor = Some(event.position);
                     }
                 }
                 if sent_live.len() > WATCH_QUEUE * 16 {

@@ -1,0 +1,154 @@
+//! Coalescing concurrent requests into batches: callers hand in items, one task gathers
+//! whatever is queued (up to a maximum), runs the batch function once, and hands each caller
+//! its own results. Used twice on the hot path: for Ed25519 batch verification and for
+//! committing many transfers in one store transaction.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// The batcher's task has stopped (the service is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the {0} stage has stopped")]
+pub struct Stopped(pub &'static str);
+
+struct Job<T, R> {
+    items: Vec<T>,
+    reply: oneshot::Sender<Vec<R>>,
+}
+
+/// A handle to a batching task.
+pub struct Batcher<T, R> {
+    name: &'static str,
+    max: usize,
+    sender: mpsc::Sender<Job<T, R>>,
+}
+
+impl<T, R> Clone for Batcher<T, R> {
+    fn clone(&self) -> Self {
+        Batcher {
+            name: self.name,
+            max: self.max,
+            sender: self.sender.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    /// Starts the task on the current runtime. `run` gets each batch (at most `max` items
+    /// unless one caller's chunk is larger) and must return one result per item, in order.
+    /// At most `in_flight` batches run at once; `observe` sees each batch's size.
+    pub fn start<F, Fut>(
+        name: &'static str,
+        max: usize,
+        queue_depth: usize,
+        in_flight: usize,
+        observe: impl Fn(usize) + Send + 'static,
+        run: F,
+    ) -> Batcher<T, R>
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let (sender, receiver) = mpsc::channel(queue_depth.max(1));
+        tokio::spawn(gather(
+            receiver,
+            max.max(1),
+            in_flight.max(1),
+            observe,
+            Arc::new(run),
+        ));
+        Batcher {
+            name,
+            max: max.max(1),
+            sender,
+        }
+    }
+
+    /// Runs `items` (split into chunks of at most the batch maximum), returning one result
+    /// per item in order.
+    pub async fn run(&self, items: Vec<T>) -> Result<Vec<R>, Stopped> {
+        if items.len() <= self.max {
+            return self.run_chunk(items).await;
+        }
+        let mut chunks = Vec::new();
+        let mut rest = items;
+        while rest.len() > self.max {
+            let tail = rest.split_off(self.max);
+            chunks.push(rest);
+            rest = tail;
+        }
+        chunks.push(rest);
+        let parts = futures::future::join_all(chunks.into_iter().map(|c| self.run_chunk(c))).await;
+        let mut all = Vec::new();
+        for part in parts {
+            all.extend(part?);
+        }
+        Ok(all)
+    }
+
+    async fn run_chunk(&self, items: Vec<T>) -> Result<Vec<R>, Stopped> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Job { items, reply })
+            .await
+            .map_err(|_| Stopped(self.name))?;
+        answer.await.map_err(|_| Stopped(self.name))
+    }
+}
+
+async fn gather<T, R, F, Fut>(
+    mut receiver: mpsc::Receiver<Job<T, R>>,
+    max: usize,
+    in_flight: usize,
+    observe: impl Fn(usize),
+    run: Arc<F>,
+) where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<R>> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(in_flight));
+    while let Some(first) = receiver.recv().await {
+        // Wait for a free slot before gathering: while all are busy, the queue fills and
+        // the next batch is bigger.
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let mut total = first.items.len();
+        let mut jobs = vec![first];
+        while total < max {
+            match receiver.try_recv() {
+                Ok(job) => {
+                    total += job.items.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        observe(total);
+        let mut sizes = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        let mut items = Vec::with_capacity(total);
+        for job in jobs {
+            sizes.push(job.items.len());
+            replies.push(job.reply);
+            items.extend(job.items);
+        }
+        let run = Arc::clone(&run);
+        tokio::spawn(async move {
+            let results = run(items).await;
+            drop(permit);
+            let mut results = results.into_iter();
+            for (size, reply) in sizes.into_iter().zip(replies) {
+                let mine: Vec<R> = results.by_ref().take(size).collect();
+                let _ = reply.send(mine);
+            }
+        });
+    }
+}
