@@ -1,7 +1,8 @@
 //! Ledger service throughput, end to end through gRPC on loopback with durability on:
 //! presigned 1-input/2-output transfers via `SubmitTransfers` batches and via single
 //! `SubmitTransfer` calls, with p50/p99 latency, printed beside the raw Ed25519 batch-verify
-//! rate measured in the same run.
+//! rate measured in the same run, and the same batches through `Ledger::submit` in process
+//! (what gRPC costs).
 //!
 //! Run: `cargo bench -p cbdc-ledger --bench ledger`. `CBDC_BENCH_TRANSFERS` (default 60000)
 //! sets the transfers per mode; `CBDC_BENCH_BATCH` (512) the batch size.
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use cbdc_core::validate::check_stateless_batch;
 use cbdc_core::{
-    Amount, Keypair, KycTier, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, UnixSeconds,
+    Amount, Keypair, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, UnixSeconds,
 };
 use cbdc_ledger::config::LedgerConfig;
 use cbdc_ledger::ledger::{open_message, settle_message};
@@ -35,6 +36,15 @@ fn env(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A distinct key seed per (mode, wallet, role).
+fn seed(tag: u8, i: usize, role: u8) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[0] = tag;
+    s[1] = i as u8;
+    s[2] = role;
+    s
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -77,20 +87,10 @@ async fn setup(
     tag: u8,
 ) -> Vec<Transfer> {
     let payers: Vec<Arc<Keypair>> = (0..WALLETS)
-        .map(|i| {
-            Arc::new(Keypair::from_seed(&[
-                tag, i as u8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0, 0, 0, 0, 0, 0,
-            ]))
-        })
+        .map(|i| Arc::new(Keypair::from_seed(&seed(tag, i, 1))))
         .collect();
     let payees: Vec<Keypair> = (0..WALLETS)
-        .map(|i| {
-            Keypair::from_seed(&[
-                tag, i as u8, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                0, 0, 0, 0, 0, 0, 0,
-            ])
-        })
+        .map(|i| Keypair::from_seed(&seed(tag, i, 2)))
         .collect();
     let mut client = clients[0].clone();
     for k in payers.iter().map(|k| k.as_ref()).chain(payees.iter()) {
@@ -104,7 +104,6 @@ async fn setup(
             .await
             .expect("opens");
     }
-    let _ = KycTier::Class1;
     let coin = Amount::from_fen(10_000);
     let valid_until = UnixSeconds(
         std::time::SystemTime::now()
@@ -128,10 +127,7 @@ async fn setup(
                 let payer = &payers[(m * MINT_OUTPUTS + o) % WALLETS];
                 b = b.output(LEDGER, coin, Lock::Key(payer.public()));
             }
-            (
-                b,
-                Arc::new(Keypair::from_seed(&central_bank.seed().to_owned())),
-            )
+            (b, Arc::new(Keypair::from_seed(central_bank.seed())))
         })
         .collect();
     let mints = sign_all(mints).await;
@@ -286,6 +282,54 @@ async fn run_singles(setup: &Setup, callers: usize) -> Figures {
     }
 }
 
+/// The same batches straight into `Ledger::submit`, without gRPC: what the wire costs.
+async fn run_in_process(
+    ledger: &cbdc_ledger::ledger::Ledger,
+    transfers: Vec<Transfer>,
+    batch: usize,
+    in_flight: usize,
+) -> Figures {
+    let n = transfers.len();
+    let chunks: Arc<std::sync::Mutex<Vec<Vec<Transfer>>>> = Arc::new(std::sync::Mutex::new(
+        transfers.chunks(batch).rev().map(|c| c.to_vec()).collect(),
+    ));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let chunks = Arc::clone(&chunks);
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut ok = 0;
+            loop {
+                let Some(c) = chunks.lock().unwrap().pop() else {
+                    break;
+                };
+                let t0 = Instant::now();
+                let r = ledger.submit(c.into_iter().map(Ok).collect()).await;
+                lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                ok += r.iter().filter(|r| r.is_ok()).count();
+            }
+            (lat, ok)
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut ok = 0;
+    for t in tasks {
+        let (l, o) = t.await.unwrap();
+        lat.extend(l);
+        ok += o;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(ok, n, "every presigned transfer commits");
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Figures {
+        per_s: n as f64 / elapsed,
+        p50_ms: pct(&lat, 0.5),
+        p99_ms: pct(&lat, 0.99),
+    }
+}
+
 /// Raw `check_stateless_batch` over 1024-transfer batches on one core: transfers/s.
 fn raw_batch_verify(transfers: &[Transfer]) -> f64 {
     let sample = &transfers[..transfers.len().min(8192)];
@@ -336,9 +380,10 @@ async fn main() {
         transfers: setup(&clients, &central_bank, n, 2).await,
         clients: clients.clone(),
     };
+    let direct = setup(&clients, &central_bank, n, 3).await;
     println!(
         "setup (minting and presigning {} transfers): {:.1} s",
-        2 * n,
+        3 * n,
         t0.elapsed().as_secs_f64()
     );
 
@@ -346,6 +391,8 @@ async fn main() {
     let b = run_batches(&batched, batch, 8).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = run_singles(&singles, 512).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d = run_in_process(&running.ledger, direct, batch, 8).await;
     let raw2 = raw_batch_verify(&singles.transfers);
     let raw = (raw + raw2) / 2.0;
     println!(
@@ -362,6 +409,13 @@ async fn main() {
     println!(
         "{:<42} {:>12.0} {:>10.2} {:>10.2}",
         "SubmitTransfer, 512 concurrent callers", s.per_s, s.p50_ms, s.p99_ms
+    );
+    println!(
+        "{:<42} {:>12.0} {:>10.2} {:>10.2}",
+        format!("Ledger::submit in process (no gRPC), {batch}"),
+        d.per_s,
+        d.p50_ms,
+        d.p99_ms
     );
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!(

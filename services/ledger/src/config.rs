@@ -152,3 +152,37 @@ impl LedgerConfig {
         Ok(table)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_loads() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/ledger.toml");
+        let config: LedgerConfig =
+            cbdc_runtime::config::load(Some(&path), "CBDC_LEDGER_TEST_UNSET_").expect("loads");
+        assert_eq!(config.ledger_id, 1);
+        assert_eq!(config.utc_offset_minutes, 480);
+        assert_eq!(config.tier_table().unwrap(), TierTable::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_caps_are_named() {
+        let err = cbdc_runtime::config::from_toml_str::<LedgerConfig>(
+            "ledger_id = 1\ndata_dir = \"d\"\noperator_key_file = \"k\"\nlisten_port = 9",
+            "CBDC_LEDGER_TEST_UNSET_",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        let config = cbdc_runtime::config::from_toml_str::<LedgerConfig>(
+            "ledger_id = 1\ndata_dir = \"d\"\noperator_key_file = \"k\"\n[tiers.class2]\nbalance_cap = \"1.234\"",
+            "CBDC_LEDGER_TEST_UNSET_",
+        )
+        .unwrap();
+        let err = config.tier_table().unwrap_err();
+        assert!(err.starts_with("tiers.class2.balance_cap:"), "{err}");
+    }
+}

@@ -1154,7 +1154,7 @@ impl Ledger {
                 candidates.push((outpoint, o));
             }
         }
-        candidates.sort_by(|a, b| b.1.value.cmp(&a.1.value));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.1.value));
         let mut chosen = Vec::new();
         let mut sum = Amount::ZERO;
         for c in candidates {
