@@ -270,9 +270,10 @@ pub fn reject_status(r: &Reject) -> tonic::Status {
         | HoldActive { .. }
         | MandateExpired { .. } => tonic::Status::failed_precondition(message),
         InputMissing { .. } | UnknownWallet { .. } => tonic::Status::not_found(message),
-        BadSignature { .. } | NotAuthorised { .. } | UnusedWitness { .. } => {
-            tonic::Status::permission_denied(message)
-        }
+        BadSignature { .. }
+        | NotAuthorised { .. }
+        | UnusedWitness { .. }
+        | MandateExceeded { .. } => tonic::Status::permission_denied(message),
         _ => tonic::Status::invalid_argument(message),
     }
 }
