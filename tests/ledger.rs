@@ -188,6 +188,49 @@ async fn wallets_vault_payments_history_and_replay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_id_pays_once_even_when_raced() {
+    let mut net = LedgerNet::start(1).await;
+    net.issue(yuan("1000")).await;
+    let a = net.open_wallet(1, KycTier::Class1).await;
+    let address = net.address(&a.public());
+    let direction = Direction::DepositToWallet as i32;
+    let sig = cbdc_ledger::service::sign_exchange(
+        &net.operator,
+        &address,
+        "same",
+        "10.00",
+        direction,
+        None,
+    );
+    let calls = (0..8).map(|_| {
+        let mut client = net.client.clone();
+        let request = v1::ExchangeRequest {
+            address: address.clone(),
+            amount: "10.00".into(),
+            direction,
+            request_id: "same".into(),
+            wallet_transfer: None,
+            operator_signature: sig.clone(),
+        };
+        async move { client.exchange(request).await.map(|r| r.into_inner()) }
+    });
+    let results = futures::future::join_all(calls).await;
+    let txids: std::collections::BTreeSet<Vec<u8>> = results
+        .iter()
+        .map(|r| r.as_ref().expect("every attempt answers").txid.clone())
+        .collect();
+    assert_eq!(txids.len(), 1, "one request id, one transfer");
+    let first = results
+        .iter()
+        .filter(|r| !committed(r.as_ref().unwrap()).already_committed)
+        .count();
+    assert_eq!(first, 1);
+    assert_eq!(net.balance(&a.public()).await, "10.00");
+    net.assert_conserved(yuan("1000")).await;
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_report_each_transfer() {
     let mut net = LedgerNet::start(1).await;
     net.issue(yuan("10000")).await;

@@ -36,6 +36,8 @@ pub const EVENT_BUFFER: usize = 4096;
 pub const COMMIT_GROUP_MAX: usize = 128;
 /// Store transactions of grouped transfers in flight, at most.
 pub const COMMIT_GROUPS_IN_FLIGHT: usize = 64;
+/// Coin selections the vault tries when other payments take its coins first, at most.
+pub const VAULT_ATTEMPTS: u32 = 3;
 /// Owner-index rows examined by coin selection, at most.
 pub const COIN_SCAN_MAX: usize = 1000;
 
@@ -673,12 +675,14 @@ impl Ledger {
         )
     }
 
-    /// Commits one transfer that passed the stateless checks. `request` (key, value) is
-    /// written in the same transaction (operator request idempotency).
+    /// Commits one transfer that passed the stateless checks. `request` is an operator
+    /// request's key: read (with a conflict) and written with the txid in the same
+    /// transaction, so one request id commits at most one transfer even when two attempts
+    /// race; a request already done answers with its transfer.
     async fn commit(
         &self,
         transfer: Transfer,
-        request: Option<(Vec<u8>, Vec<u8>)>,
+        request: Option<Vec<u8>>,
     ) -> Result<Committed, LedgerError> {
         let transfer = Arc::new(transfer);
         let now_ms = self.now_ms();
@@ -695,11 +699,27 @@ impl Ledger {
                 let request = request.clone();
                 counted.fetch_add(1, Ordering::Relaxed);
                 Box::pin(async move {
-                    let applied = me.apply(tx, &t, now_ms, TransferKind::Local, 0).await?;
-                    if let (Applied::New(_), Some((k, v))) = (&applied, &request) {
-                        tx.set(k, v)?;
+                    if let Some(k) = &request
+                        && let Some(done) = tx.get(k).await?
+                    {
+                        let txid = Txid(
+                            done.try_into()
+                                .map_err(|_| corrupt(Corrupt { what: "request" }))?,
+                        );
+                        let record =
+                            tx.get(&me.layout().transfer(&txid)).await?.ok_or_else(|| {
+                                corrupt(Corrupt {
+                                    what: "request's transfer",
+                                })
+                            })?;
+                        let record = TransferRecord::decode(&record).map_err(corrupt)?;
+                        return Ok((Applied::Already(record), txid));
                     }
-                    Ok(applied)
+                    let applied = me.apply(tx, &t, now_ms, TransferKind::Local, 0).await?;
+                    if let (Applied::New(_), Some(k)) = (&applied, &request) {
+                        tx.set(k, &t.txid().0)?;
+                    }
+                    Ok((applied, t.txid()))
                 })
             })
             .await;
@@ -707,8 +727,8 @@ impl Ledger {
         if retries > 0 {
             self.inner.metrics.store_retries.inc_by(retries);
         }
-        let (applied, stamp) = outcome?;
-        Ok(self.finish(transfer.txid(), applied, stamp.0, 0, now_ms))
+        let ((applied, txid), stamp) = outcome?;
+        Ok(self.finish(txid, applied, stamp.0, 0, now_ms))
     }
 
     /// Commits transfers that passed the stateless checks in one store transaction, each
@@ -1235,32 +1255,33 @@ impl Ledger {
             return Ok(done);
         }
         let to = Address::new(self.id(), to);
-        let built = self
-            .build(self.operator_key(), &[(to, amount)], Vec::new(), 0)
-            .await
-            .map_err(|e| match e {
-                LedgerError::FailedPrecondition(m) => LedgerError::FailedPrecondition(
-                    m.replace("from_address", "amount")
-                        .replace("insufficient funds", "the vault has insufficient funds"),
-                ),
-                other => other,
-            })?;
-        let transfer = cbdc_core::transfer::sign_body(built.body, &[&self.inner.operator])?;
-        let txid = transfer.txid();
-        let result = self
-            .commit(transfer, Some((rk.clone(), txid.0.to_vec())))
-            .await;
-        match result {
-            // Another attempt with the same request id won the race: report its transfer.
-            Err(LedgerError::Reject(Reject::InputSpent { .. })) => {
-                match self.request_done(&rk).await? {
-                    Some(done) => Ok(done),
-                    None => Err(LedgerError::Unavailable(
-                        "the vault's outputs changed while paying; try again".into(),
-                    )),
+        // Another exchange may spend the vault coins this one selected: select again, a
+        // bounded number of times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let built = self
+                .build(self.operator_key(), &[(to, amount)], Vec::new(), 0)
+                .await
+                .map_err(|e| match e {
+                    LedgerError::FailedPrecondition(m) => LedgerError::FailedPrecondition(
+                        m.replace("from_address", "amount")
+                            .replace("insufficient funds", "the vault has insufficient funds"),
+                    ),
+                    other => other,
+                })?;
+            let transfer = cbdc_core::transfer::sign_body(built.body, &[&self.inner.operator])?;
+            match self.commit(transfer, Some(rk.clone())).await {
+                Err(LedgerError::Reject(Reject::InputSpent { .. })) if attempt < VAULT_ATTEMPTS => {
+                    continue;
                 }
+                Err(LedgerError::Reject(Reject::InputSpent { .. })) => {
+                    return Err(LedgerError::Unavailable(format!(
+                        "the vault's outputs kept changing while paying ({VAULT_ATTEMPTS} attempts); try again"
+                    )));
+                }
+                other => return other,
             }
-            other => other,
         }
     }
 
@@ -1299,8 +1320,7 @@ impl Ledger {
             .map_err(|e| LedgerError::Unavailable(e.to_string()))?
             .remove(0);
         verdict?;
-        let txid = t.txid();
-        self.commit(t, Some((rk, txid.0.to_vec()))).await
+        self.commit(t, Some(rk)).await
     }
 
     async fn request_done(&self, rk: &[u8]) -> Result<Option<Committed>, LedgerError> {
@@ -1366,6 +1386,12 @@ impl Ledger {
             .filter(|(_, o)| o.ledger == self.id())
             .map(|(i, o)| (i as u16, *o))
             .collect();
+        if let Some((index, _)) = ours.iter().find(|(_, o)| o.value.is_zero()) {
+            return Err(Reject::ZeroOutput {
+                index: usize::from(*index),
+            }
+            .into());
+        }
         let total =
             Amount::checked_sum(ours.iter().map(|(_, o)| o.value)).ok_or(Reject::ValueOverflow)?;
         if ours.is_empty() || total != amount {

@@ -89,7 +89,6 @@ fn rejected_msg(txid: Option<Txid>, e: &LedgerError) -> v1::TransferResult {
     let (code, message) = match e {
         LedgerError::Reject(r) => (convert::reject_code(r).to_string(), r.to_string()),
         other => {
-            let s: Status = LedgerError::Internal(other.to_string()).into();
             let code = match other {
                 LedgerError::Unavailable(_) => "UNAVAILABLE",
                 LedgerError::InvalidArgument(_) => "INVALID_ARGUMENT",
@@ -98,7 +97,7 @@ fn rejected_msg(txid: Option<Txid>, e: &LedgerError) -> v1::TransferResult {
                 LedgerError::PermissionDenied(_) => "PERMISSION_DENIED",
                 _ => "INTERNAL",
             };
-            (code.to_string(), s.message().to_string())
+            (code.to_string(), other.to_string())
         }
     };
     v1::TransferResult {
