@@ -126,10 +126,14 @@ impl Shared {
 impl Engine {
     pub(crate) fn open(dir: &Path, options: EmbeddedOptions) -> Result<Engine, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io(format!("creating {}: {e}", dir.display())))?;
+        // Size-tiered compaction: the ledger writes many small fresh keys and reads points
+        // through bloom filters, so write amplification matters more than read amplification
+        // (measured: +15% store transactions of a transfer's shape, +10% ledger transfers).
+        let data_options = PartitionCreateOptions::default().compaction_strategy(
+            fjall::compaction::Strategy::SizeTiered(fjall::compaction::SizeTiered::default()),
+        );
         let keyspace = fjall::Config::new(dir).open().map_err(io)?;
-        let data = keyspace
-            .open_partition(DATA, PartitionCreateOptions::default())
-            .map_err(io)?;
+        let data = keyspace.open_partition(DATA, data_options).map_err(io)?;
         let meta = keyspace
             .open_partition(META, PartitionCreateOptions::default())
             .map_err(io)?;
