@@ -6,6 +6,9 @@ use cbdc_core::{
     Txid, UnixSeconds, WalletStatus, Witness,
 };
 
+use cbdc_core::keys::KeyError;
+use ed25519_dalek::VerifyingKey;
+
 use crate::v1;
 
 /// A wire value that cannot become a core value.
@@ -79,6 +82,15 @@ pub fn signed_transfer(
     field: &'static str,
     t: Option<&v1::SignedTransfer>,
 ) -> Result<Transfer, WireError> {
+    signed_transfer_with(field, t, &PublicKey::verifying_key)
+}
+
+/// [`signed_transfer`] with witness keys decompressed by `decompress` (a cache).
+pub fn signed_transfer_with(
+    field: &'static str,
+    t: Option<&v1::SignedTransfer>,
+    decompress: &dyn Fn(&PublicKey) -> Result<VerifyingKey, KeyError>,
+) -> Result<Transfer, WireError> {
     let t = t.ok_or(WireError::Missing { field })?;
     let reject = |reject| WireError::Transfer { field, reject };
     if t.witnesses.len() > cbdc_core::transfer::MAX_WITNESSES {
@@ -91,7 +103,7 @@ pub fn signed_transfer(
         .witnesses
         .iter()
         .enumerate()
-        .map(|(i, w)| Witness::from_slices(i, &w.public_key, &w.signature))
+        .map(|(i, w)| Witness::from_slices_with(i, &w.public_key, &w.signature, decompress))
         .collect::<Result<Vec<_>, _>>()
         .map_err(reject)?;
     Transfer::decode(t.body.clone(), witnesses).map_err(reject)

@@ -412,3 +412,18 @@ fn batch_finds_the_one_bad_transfer() {
         }
     }
 }
+
+#[test]
+fn a_witness_key_from_a_cache_must_be_the_same_key() {
+    use cbdc_core::Witness;
+    let alice = Keypair::from_seed(&[41; 32]);
+    let mallory = Keypair::from_seed(&[42; 32]);
+    let sig = [7u8; 64];
+    // A cache answering with another key's decompression is ignored.
+    let w = Witness::from_slices_with(0, alice.public().as_bytes(), &sig, |_| {
+        Ok(*mallory.verifying_key())
+    })
+    .unwrap();
+    assert_eq!(w.verifying_key(), alice.verifying_key());
+    assert_eq!(w.key, alice.public());
+}

@@ -9,6 +9,7 @@
 
 pub mod batcher;
 pub mod config;
+pub mod keycache;
 pub mod layout;
 pub mod ledger;
 pub mod metrics;

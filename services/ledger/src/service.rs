@@ -39,13 +39,19 @@ impl From<LedgerError> for Status {
 #[derive(Clone)]
 pub struct LedgerGrpc {
     ledger: Ledger,
+    /// Decompressed witness keys of recent signers.
+    keys: std::sync::Arc<crate::keycache::KeyCache>,
     /// Ends open watch streams, so a graceful shutdown does not wait for them.
     shutdown: Shutdown,
 }
 
 impl LedgerGrpc {
     pub fn new(ledger: Ledger, shutdown: Shutdown) -> LedgerGrpc {
-        LedgerGrpc { ledger, shutdown }
+        LedgerGrpc {
+            ledger,
+            keys: Default::default(),
+            shutdown,
+        }
     }
 
     fn address(&self, field: &'static str, text: &str) -> Result<cbdc_core::PublicKey, Status> {
@@ -138,8 +144,8 @@ fn cursor(field: &'static str, text: &str) -> Result<Option<[u8; POSITION_LEN]>,
 }
 
 /// Decodes a wire transfer, keeping a structural rejection as a per-item result.
-fn decode(t: &v1::SignedTransfer) -> Result<Transfer, Reject> {
-    match convert::signed_transfer("transfer", Some(t)) {
+fn decode(keys: &crate::keycache::KeyCache, t: &v1::SignedTransfer) -> Result<Transfer, Reject> {
+    match convert::signed_transfer_with("transfer", Some(t), &|k| keys.verifying_key(k)) {
         Ok(t) => Ok(t),
         Err(WireError::Transfer { reject, .. }) => Err(reject),
         Err(other) => unreachable!("a present transfer fails only as a transfer: {other}"),
@@ -206,7 +212,10 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         request: Request<v1::SubmitTransferRequest>,
     ) -> Result<Response<v1::TransferResult>, Status> {
         let started = Instant::now();
-        let t = convert::signed_transfer("transfer", request.get_ref().transfer.as_ref())?;
+        let t =
+            convert::signed_transfer_with("transfer", request.get_ref().transfer.as_ref(), &|k| {
+                self.keys.verifying_key(k)
+            })?;
         let result = self.ledger.submit(vec![Ok(t)]).await.remove(0);
         self.ledger.observe("SubmitTransfer", started);
         Ok(Response::new(committed_msg(&result?)))
@@ -232,7 +241,8 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             .metrics()
             .request_batch
             .observe(r.transfers.len() as f64);
-        let decoded: Vec<Result<Transfer, Reject>> = r.transfers.iter().map(decode).collect();
+        let decoded: Vec<Result<Transfer, Reject>> =
+            r.transfers.iter().map(|t| decode(&self.keys, t)).collect();
         let txids: Vec<Option<Txid>> = r
             .transfers
             .iter()
