@@ -371,8 +371,11 @@ async fn main() {
     println!(
         "ledger service, embedded store with fsync, gRPC on loopback, {n} presigned 1-input/2-output transfers per mode"
     );
-    // CBDC_BENCH_ONLY=direct runs just the in-process mode (for profiling).
-    let only_direct = std::env::var("CBDC_BENCH_ONLY").is_ok_and(|v| v == "direct");
+    // CBDC_BENCH_ONLY=direct runs just the in-process mode, =singles just single calls (for
+    // profiling).
+    let only = std::env::var("CBDC_BENCH_ONLY").unwrap_or_default();
+    let only_direct = only == "direct";
+    let only_singles = only == "singles";
     let t0 = Instant::now();
     let modes = if only_direct { 1 } else { 3 };
     let (batched, singles) = if only_direct {
@@ -402,8 +405,8 @@ async fn main() {
         p99_ms: 0.0,
     };
     let b = match &batched {
-        Some(batched) => run_batches(batched, batch, 8).await,
-        None => none(),
+        Some(batched) if !only_singles => run_batches(batched, batch, 8).await,
+        _ => none(),
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let s = match &singles {
@@ -411,7 +414,11 @@ async fn main() {
         None => none(),
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let d = run_in_process(&running.ledger, direct, batch, 8).await;
+    let d = if only_singles {
+        none()
+    } else {
+        run_in_process(&running.ledger, direct, batch, 8).await
+    };
     println!(
         "{:<42} {:>12} {:>10} {:>10}",
         "mode", "transfers/s", "p50 ms", "p99 ms"
