@@ -650,6 +650,7 @@ fn writer_loop(
     receiver: std::sync::mpsc::Receiver<Vec<Resolved>>,
     fsync: bool,
 ) {
+    let mut counters = CounterCache::default();
     while let Ok(mut batch) = receiver.recv() {
         // Whatever else is already resolved joins this fsync (bounded by the channel).
         while let Ok(more) = receiver.try_recv() {
@@ -658,7 +659,7 @@ fn writer_loop(
         let Some(last) = batch.last().map(|r| r.stamp.version()) else {
             continue;
         };
-        match apply_batch(&shared, &batch, last, fsync) {
+        match apply_batch(&shared, &batch, last, fsync, &mut counters) {
             Ok(()) => {
                 // Seqno first, then version: a reader that sees the new version also sees
                 // the new data; one that sees only the new data conflicts conservatively.
@@ -684,6 +685,17 @@ fn writer_loop(
     }
 }
 
+/// Values of keys recently changed by atomic adds, as the writer last wrote them. The writer
+/// is the only one writing, so these are the stored values and an add needs no storage read
+/// for a hot counter (a busy wallet's balance). Bounded: when full it starts over.
+#[derive(Default)]
+struct CounterCache {
+    values: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// Counter values kept by the writer, at most.
+const COUNTER_CACHE_MAX: usize = 65_536;
+
 /// Applies resolved transactions, in order, as one atomic fjall write batch and one journal
 /// fsync.
 fn apply_batch(
@@ -691,12 +703,31 @@ fn apply_batch(
     batch: &[Resolved],
     last_version: u64,
     fsync: bool,
+    counters: &mut CounterCache,
 ) -> Result<(), StoreError> {
+    let result = write_batch(shared, batch, last_version, fsync, counters);
+    if result.is_err() {
+        // What reached storage is uncertain: forget rather than guess.
+        counters.values.clear();
+    }
+    result
+}
+
+fn write_batch(
+    shared: &Shared,
+    batch: &[Resolved],
+    last_version: u64,
+    fsync: bool,
+    counters: &mut CounterCache,
+) -> Result<(), StoreError> {
+    let mut added: Vec<&[u8]> = Vec::new();
+    let mut range_cleared = false;
     // The batch's own writes so far (None = cleared), so that later transactions of the batch
     // build on earlier ones (atomic adds, range clears) before anything reaches fjall.
     let mut overlay: BTreeMap<Cow<'_, [u8]>, Option<Cow<'_, [u8]>>> = BTreeMap::new();
     for tx in batch {
         for (b, e) in &tx.cleared {
+            range_cleared = true;
             for row in shared.data.range(b.clone()..e.clone()) {
                 let (k, _) = row.map_err(io)?;
                 overlay.insert(Cow::Owned(k.to_vec()), None);
@@ -713,14 +744,38 @@ fn apply_batch(
                 LocalOp::Set(v) => Some(Cow::Borrowed(v.as_slice())),
                 LocalOp::Clear => None,
                 LocalOp::Add(delta) => {
+                    added.push(key.as_slice());
                     let base = match overlay.get(key.as_slice()) {
                         Some(v) => v.as_deref().map(|v| v.to_vec()),
+                        None if !range_cleared => match counters.values.get(key.as_slice()) {
+                            Some(cached) => cached.clone(),
+                            None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
+                        },
                         None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
                     };
                     Some(Cow::Owned(apply_add(base.as_deref(), *delta)))
                 }
             };
             overlay.insert(Cow::Borrowed(key.as_slice()), value);
+        }
+    }
+    // The cache after this batch: a range clear forgets everything; otherwise added keys take
+    // their new values and other written keys are forgotten.
+    if range_cleared {
+        counters.values.clear();
+    } else {
+        if counters.values.len() + added.len() > COUNTER_CACHE_MAX {
+            counters.values.clear();
+        }
+        added.sort_unstable();
+        for (key, value) in &overlay {
+            if added.binary_search(&key.as_ref()).is_ok() {
+                counters
+                    .values
+                    .insert(key.to_vec(), value.as_ref().map(|v| v.to_vec()));
+            } else if !counters.values.is_empty() {
+                counters.values.remove(key.as_ref());
+            }
         }
     }
     let mut write = shared.keyspace.batch();

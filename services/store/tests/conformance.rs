@@ -124,6 +124,45 @@ async fn a_long_open_reader_still_sees_its_conflict_after_many_commits() {
 }
 
 #[tokio::test]
+async fn atomic_adds_build_on_sets_clears_and_range_clears_of_earlier_commits() {
+    for f in backends("add-after-writes") {
+        let k = f.key("counter", 0);
+        let add = |delta: i64| {
+            let (db, k) = (f.db.clone(), k.clone());
+            async move {
+                let mut tx = db.create_transaction().unwrap();
+                tx.atomic_add(&k, delta).unwrap();
+                tx.commit().await.unwrap();
+            }
+        };
+        let value = || async { read(&f, &k).await.map(|v| i64::from_le_bytes(v.try_into().unwrap())) };
+        add(5).await;
+        add(2).await;
+        assert_eq!(value().await, Some(7));
+        put(&f, &k, &100i64.to_le_bytes()).await;
+        add(1).await;
+        assert_eq!(value().await, Some(101));
+        let mut tx = f.db.create_transaction().unwrap();
+        tx.clear(&k).unwrap();
+        tx.commit().await.unwrap();
+        add(3).await;
+        assert_eq!(value().await, Some(3));
+        let (b, e) = f.range();
+        let mut tx = f.db.create_transaction().unwrap();
+        tx.clear_range(&b, &e).unwrap();
+        tx.commit().await.unwrap();
+        add(4).await;
+        assert_eq!(value().await, Some(4));
+        // Many adds from concurrent tasks after all that: the exact sum.
+        let tasks: Vec<_> = (0..32).map(|_| tokio::spawn(add(1))).collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(value().await, Some(36));
+    }
+}
+
+#[tokio::test]
 async fn write_skew_is_prevented() {
     for f in backends("skew") {
         // Invariant: x + y >= 1. Each transaction checks it and zeroes one of them.
