@@ -497,11 +497,11 @@ impl EmbeddedTx {
 /// FoundationDB-style conflict detection over recently committed writes.
 struct Resolver {
     /// Newest commit version that wrote each key, for keys written within the window.
-    point_writes: BTreeMap<Vec<u8>, u64>,
+    point_writes: BTreeMap<Arc<[u8]>, u64>,
     /// Cleared ranges within the window: (begin, end, version, when).
     range_writes: VecDeque<(Vec<u8>, Vec<u8>, u64, Instant)>,
     /// For expiry: (when, version, keys written).
-    history: VecDeque<(Instant, u64, Vec<Vec<u8>>)>,
+    history: VecDeque<(Instant, u64, Vec<Arc<[u8]>>)>,
     /// Read versions older than this can no longer be checked.
     oldest_checkable: u64,
 }
@@ -537,8 +537,10 @@ impl Resolver {
     ) {
         let mut keys = Vec::with_capacity(writes.len());
         for (k, _) in writes {
-            self.point_writes.insert(k.clone(), version);
-            keys.push(k.clone());
+            // One copy of the key, shared by the map and the expiry list.
+            let k: Arc<[u8]> = Arc::from(k.as_slice());
+            self.point_writes.insert(Arc::clone(&k), version);
+            keys.push(k);
         }
         for (b, e) in ranges {
             self.range_writes
@@ -557,8 +559,8 @@ impl Resolver {
             let version = *version;
             let (_, _, keys) = self.history.pop_front().expect("present");
             for k in keys {
-                if self.point_writes.get(&k) == Some(&version) {
-                    self.point_writes.remove(&k);
+                if self.point_writes.get(&*k) == Some(&version) {
+                    self.point_writes.remove(&*k);
                 }
             }
             self.oldest_checkable = self.oldest_checkable.max(version);

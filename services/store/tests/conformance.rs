@@ -135,7 +135,11 @@ async fn atomic_adds_build_on_sets_clears_and_range_clears_of_earlier_commits() 
                 tx.commit().await.unwrap();
             }
         };
-        let value = || async { read(&f, &k).await.map(|v| i64::from_le_bytes(v.try_into().unwrap())) };
+        let value = || async {
+            read(&f, &k)
+                .await
+                .map(|v| i64::from_le_bytes(v.try_into().unwrap()))
+        };
         add(5).await;
         add(2).await;
         assert_eq!(value().await, Some(7));
