@@ -494,6 +494,9 @@ impl EmbeddedTx {
     }
 }
 
+/// The keys one transaction wrote, shared with the resolver's map.
+type WrittenKeys = Vec<Arc<[u8]>>;
+
 /// FoundationDB-style conflict detection over recently committed writes.
 struct Resolver {
     /// Newest commit version that wrote each key, for keys written within the window.
@@ -501,7 +504,7 @@ struct Resolver {
     /// Cleared ranges within the window: (begin, end, version, when).
     range_writes: VecDeque<(Vec<u8>, Vec<u8>, u64, Instant)>,
     /// For expiry: (when, version, keys written).
-    history: VecDeque<(Instant, u64, Vec<Arc<[u8]>>)>,
+    history: VecDeque<(Instant, u64, WrittenKeys)>,
     /// Read versions older than this can no longer be checked.
     oldest_checkable: u64,
 }
