@@ -231,6 +231,53 @@ async fn one_request_id_pays_once_even_when_raced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_exchanges_from_one_vault_all_complete() {
+    let mut net = LedgerNet::start(1).await;
+    net.issue(yuan("100000")).await;
+    let mut wallets = Vec::new();
+    for i in 0..64u8 {
+        wallets.push(net.open_wallet(100 + i, KycTier::Class1).await);
+    }
+    // Warm up: the vault splits its change while it holds few coins.
+    net.exchange_in(&wallets[0].public(), "1.00", "warm")
+        .await
+        .unwrap();
+    let direction = Direction::DepositToWallet as i32;
+    let calls = wallets.iter().enumerate().map(|(i, w)| {
+        let mut client = net.client.clone();
+        let address = net.address(&w.public());
+        let id = format!("dep-{i}");
+        let sig = cbdc_ledger::service::sign_exchange(
+            &net.operator,
+            &address,
+            &id,
+            "50.00",
+            direction,
+            None,
+        );
+        async move {
+            client
+                .exchange(v1::ExchangeRequest {
+                    address,
+                    amount: "50.00".into(),
+                    direction,
+                    request_id: id,
+                    wallet_transfer: None,
+                    operator_signature: sig,
+                })
+                .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    assert_eq!(net.balance(&wallets[5].public()).await, "50.00");
+    net.assert_conserved(yuan("100000")).await;
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_report_each_transfer() {
     let mut net = LedgerNet::start(1).await;
     net.issue(yuan("10000")).await;

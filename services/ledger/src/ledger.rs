@@ -37,7 +37,21 @@ pub const COMMIT_GROUP_MAX: usize = 128;
 /// Store transactions of grouped transfers in flight, at most.
 pub const COMMIT_GROUPS_IN_FLIGHT: usize = 64;
 /// Coin selections the vault tries when other payments take its coins first, at most.
-pub const VAULT_ATTEMPTS: u32 = 3;
+pub const VAULT_ATTEMPTS: u32 = 5;
+/// While the vault holds fewer coins than this, it splits its change.
+pub const VAULT_MIN_COINS: usize = 64;
+/// Pieces the vault splits its change into, at most.
+pub const VAULT_SPLIT: usize = 8;
+
+/// How coins are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CoinPolicy {
+    /// Largest first, one change output: few inputs, few outputs.
+    Wallet,
+    /// One covering coin at random, change split while coins are few: many concurrent
+    /// payments from one vault.
+    Vault,
+}
 /// Owner-index rows examined by coin selection, at most.
 pub const COIN_SCAN_MAX: usize = 1000;
 
@@ -1078,6 +1092,18 @@ impl Ledger {
         memo: Vec<u8>,
         valid_for_s: u64,
     ) -> Result<Built, LedgerError> {
+        self.build_with(from, payments, memo, valid_for_s, CoinPolicy::Wallet)
+            .await
+    }
+
+    async fn build_with(
+        &self,
+        from: PublicKey,
+        payments: &[(Address, Amount)],
+        memo: Vec<u8>,
+        valid_for_s: u64,
+        policy: CoinPolicy,
+    ) -> Result<Built, LedgerError> {
         if payments.is_empty() {
             return Err(LedgerError::InvalidArgument(
                 "payments: at least one payment is needed".into(),
@@ -1100,7 +1126,7 @@ impl Ledger {
         let total = Amount::checked_sum(payments.iter().map(|(_, a)| *a)).ok_or_else(|| {
             LedgerError::InvalidArgument("payments: amounts overflow when summed".into())
         })?;
-        let coins = self.coins(&from, total).await?;
+        let (coins, held) = self.coins(&from, total, policy).await?;
         let valid_for = if valid_for_s == 0 {
             self.inner.settings.default_valid_for_s
         } else {
@@ -1128,12 +1154,29 @@ impl Ledger {
         let gathered = Amount::checked_sum(coins.iter().map(|(_, o)| o.value))
             .ok_or_else(|| LedgerError::Internal("wallet outputs overflow".into()))?;
         let change = gathered.saturating_sub(total);
+        // The vault splits its change while it holds few coins, so that concurrent exchanges
+        // find different coins to spend instead of queueing on one.
+        let pieces = match policy {
+            CoinPolicy::Vault if held < VAULT_MIN_COINS => VAULT_SPLIT
+                .min(cbdc_core::transfer::MAX_OUTPUTS - body.outputs.len())
+                .min(usize::try_from(change.fen()).unwrap_or(usize::MAX))
+                .max(1),
+            _ => 1,
+        };
         if !change.is_zero() {
-            body.outputs.push(Output {
-                ledger: self.id(),
-                value: change,
-                lock: Lock::Key(from),
-            });
+            let piece = change.fen() / pieces as u64;
+            for i in 0..pieces {
+                let value = if i + 1 == pieces {
+                    change.fen() - piece * (pieces as u64 - 1)
+                } else {
+                    piece
+                };
+                body.outputs.push(Output {
+                    ledger: self.id(),
+                    value: Amount::from_fen(value),
+                    lock: Lock::Key(from),
+                });
+            }
         }
         let bytes = body.encode();
         Ok(Built {
@@ -1143,12 +1186,14 @@ impl Ledger {
         })
     }
 
-    /// Unspent outputs of `owner` locked to its key alone, worth at least `total`.
+    /// Unspent outputs of `owner` locked to its key alone, worth at least `total`, and how
+    /// many such outputs the owner holds (among the first [`COIN_SCAN_MAX`]).
     async fn coins(
         &self,
         owner: &PublicKey,
         total: Amount,
-    ) -> Result<Vec<(OutPoint, Output)>, LedgerError> {
+        policy: CoinPolicy,
+    ) -> Result<(Vec<(OutPoint, Output)>, usize), LedgerError> {
         let mut tx = self.inner.db.create_transaction()?;
         let (b, e) = self.layout().owned_range(owner);
         let rows = tx
@@ -1174,6 +1219,17 @@ impl Ledger {
                 candidates.push((outpoint, o));
             }
         }
+        let held = candidates.len();
+        if policy == CoinPolicy::Vault {
+            // Any one coin that covers the payment, chosen at random: concurrent exchanges
+            // rarely pick the same one.
+            let covering: Vec<_> = candidates.iter().filter(|c| c.1.value >= total).collect();
+            if !covering.is_empty() {
+                use rand::Rng;
+                let pick = rand::thread_rng().gen_range(0..covering.len());
+                return Ok((vec![*covering[pick]], held));
+            }
+        }
         candidates.sort_by_key(|c| std::cmp::Reverse(c.1.value));
         let mut chosen = Vec::new();
         let mut sum = Amount::ZERO;
@@ -1195,7 +1251,7 @@ impl Ledger {
                 "from_address: insufficient funds: spendable {sum}, needed {total}"
             )));
         }
-        Ok(chosen)
+        Ok((chosen, held))
     }
 
     /// A page of `key`'s history after `after` (a log position), oldest first.
@@ -1261,7 +1317,13 @@ impl Ledger {
         loop {
             attempt += 1;
             let built = self
-                .build(self.operator_key(), &[(to, amount)], Vec::new(), 0)
+                .build_with(
+                    self.operator_key(),
+                    &[(to, amount)],
+                    Vec::new(),
+                    0,
+                    CoinPolicy::Vault,
+                )
                 .await
                 .map_err(|e| match e {
                     LedgerError::FailedPrecondition(m) => LedgerError::FailedPrecondition(
