@@ -442,6 +442,19 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         Code::InvalidArgument,
         "the batch is empty",
     );
+    let limit = cbdc_ledger::request_bytes_max(64);
+    let r = net
+        .client
+        .submit_transfers(v1::SubmitTransfersRequest {
+            transfers: vec![with_body(&good, vec![0; limit + 1])],
+        })
+        .await;
+    t.check(
+        "request over the size limit",
+        r,
+        Code::OutOfRange,
+        "too large",
+    );
 
     // ----- amounts and addresses at the boundary -----
     for (name, amount, needle) in [

@@ -143,6 +143,15 @@ fn settings(config: &LedgerConfig) -> Result<Settings, ServeError> {
     })
 }
 
+/// The largest request the server decodes: a full `SubmitTransfers` batch of the largest
+/// transfers (body, eight witnesses, framing), plus slack for the other fields.
+pub fn request_bytes_max(max_batch: usize) -> usize {
+    let per_transfer = cbdc_core::transfer::MAX_BODY_BYTES
+        + cbdc_core::transfer::MAX_WITNESSES * (32 + 64 + 8)
+        + 16;
+    max_batch * per_transfer + 64 * 1024
+}
+
 fn open_store(config: &LedgerConfig) -> Result<Database, ServeError> {
     match &config.fdb_cluster_file {
         #[cfg(feature = "fdb")]
@@ -194,7 +203,7 @@ pub async fn serve_with_clock(
     let grpc = cbdc_proto::v1::ledger_service_server::LedgerServiceServer::new(
         service::LedgerGrpc::new(ledger.clone(), shutdown.clone()),
     )
-    .max_decoding_message_size(64 * 1024 * 1024);
+    .max_decoding_message_size(request_bytes_max(config.max_batch));
 
     let metrics_task = tokio::spawn(cbdc_runtime::metrics::serve(
         metrics_listener,

@@ -20,6 +20,8 @@ use crate::ledger::{Committed, HistoryItem, Ledger, LedgerError, WalletView, ope
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
 /// Entries a watcher may have queued before the stream waits for the client.
 pub const WATCH_QUEUE: usize = 256;
+/// Open `WatchWallet` streams, at most; beyond this the call is `RESOURCE_EXHAUSTED`.
+pub const WATCHERS_MAX: usize = 10_000;
 
 impl From<LedgerError> for Status {
     fn from(e: LedgerError) -> Status {
@@ -41,6 +43,8 @@ pub struct LedgerGrpc {
     ledger: Ledger,
     /// Decompressed witness keys of recent signers.
     keys: std::sync::Arc<crate::keycache::KeyCache>,
+    /// One permit per open watch stream.
+    watchers: std::sync::Arc<tokio::sync::Semaphore>,
     /// Ends open watch streams, so a graceful shutdown does not wait for them.
     shutdown: Shutdown,
 }
@@ -50,6 +54,7 @@ impl LedgerGrpc {
         LedgerGrpc {
             ledger,
             keys: Default::default(),
+            watchers: std::sync::Arc::new(tokio::sync::Semaphore::new(WATCHERS_MAX)),
             shutdown,
         }
     }
@@ -388,17 +393,21 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let key = self.address("address", &r.address)?;
         let after = cursor("cursor", &r.cursor)?;
         self.ledger.wallet(&key).await?;
+        let permit = std::sync::Arc::clone(&self.watchers)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{WATCHERS_MAX} watch streams are open on this ledger; try again later"
+                ))
+            })?;
         // Subscribe before reading the store, so nothing committed in between is missed.
         let live = self.ledger.subscribe();
         let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
-        tokio::spawn(watch(
-            self.ledger.clone(),
-            key,
-            after,
-            live,
-            sender,
-            self.shutdown.clone(),
-        ));
+        let (ledger, shutdown) = (self.ledger.clone(), self.shutdown.clone());
+        tokio::spawn(async move {
+            watch(ledger, key, after, live, sender, shutdown).await;
+            drop(permit);
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
