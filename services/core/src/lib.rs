@@ -12,11 +12,13 @@
 //!   byte encoding (`txid = SHA-256(tag ‖ body)`).
 //! - [`validate`]: the ordered checks returning one exhaustive [`Reject`].
 //! - [`kyc`]: wallet tiers, their limits and wallet status.
+//! - [`merkle`]: RFC 6962 audit-log hashing, inclusion and consistency proofs.
 
 pub mod amount;
 pub mod codec;
 pub mod keys;
 pub mod kyc;
+pub mod merkle;
 pub mod transfer;
 pub mod validate;
 
