@@ -64,7 +64,7 @@ pub fn subtree_root(start: u64, len: u64, node: &mut impl FnMut(u32, u64) -> Has
     if len == 0 {
         return empty_root();
     }
-    if len.is_power_of_two() && start % len == 0 {
+    if len.is_power_of_two() && start.is_multiple_of(len) {
         let level = len.trailing_zeros();
         return node(level, start >> level);
     }
