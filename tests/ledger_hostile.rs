@@ -621,57 +621,38 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
 
     // ----- opening wallets -----
     let newcomer = Keypair::from_seed(&[88; 32]);
-    let r = net
-        .client
-        .open_wallet(v1::OpenWalletRequest {
-            public_key: newcomer.public().as_bytes().to_vec(),
-            tier: v1::KycTier::Class2 as i32,
-            phone_hash: Vec::new(),
-            signature: mallory
-                .sign(&open_message(ledger, &newcomer.public()))
-                .to_vec(),
-        })
-        .await;
-    t.check(
-        "open with a forged proof of key",
-        r,
-        Code::PermissionDenied,
-        "does not prove possession",
-    );
-    let r = net
-        .client
-        .open_wallet(v1::OpenWalletRequest {
-            public_key: newcomer.public().as_bytes().to_vec(),
-            tier: v1::KycTier::Class4Anonymous as i32,
-            phone_hash: Vec::new(),
-            signature: newcomer
-                .sign(&open_message(ledger, &newcomer.public()))
-                .to_vec(),
-        })
-        .await;
-    t.check(
-        "anonymous wallet without phone hash",
-        r,
-        Code::InvalidArgument,
-        "phone_hash",
-    );
-    let r = net
-        .client
-        .open_wallet(v1::OpenWalletRequest {
-            public_key: newcomer.public().as_bytes().to_vec(),
-            tier: v1::KycTier::Operator as i32,
-            phone_hash: Vec::new(),
-            signature: newcomer
-                .sign(&open_message(ledger, &newcomer.public()))
-                .to_vec(),
-        })
-        .await;
-    t.check(
-        "open an operator-tier wallet",
-        r,
-        Code::InvalidArgument,
-        "operator tier",
-    );
+    // An open request for the newcomer's key at `tier`, its proof signed by `signer`.
+    let open = |tier: v1::KycTier, signer: &Keypair| v1::OpenWalletRequest {
+        public_key: newcomer.public().as_bytes().to_vec(),
+        tier: tier as i32,
+        phone_hash: Vec::new(),
+        signature: signer
+            .sign(&open_message(ledger, &newcomer.public()))
+            .to_vec(),
+    };
+    for (name, request, code, needle) in [
+        (
+            "open with a forged proof of key",
+            open(v1::KycTier::Class2, &mallory),
+            Code::PermissionDenied,
+            "does not prove possession",
+        ),
+        (
+            "anonymous wallet without phone hash",
+            open(v1::KycTier::Class4Anonymous, &newcomer),
+            Code::InvalidArgument,
+            "phone_hash",
+        ),
+        (
+            "open an operator-tier wallet",
+            open(v1::KycTier::Operator, &newcomer),
+            Code::InvalidArgument,
+            "operator tier",
+        ),
+    ] {
+        let r = net.client.open_wallet(request).await;
+        t.check(name, r, code, needle);
+    }
 
     // ----- the central bank's countersignature -----
     let mint = TransferBuilder::new(UnixSeconds(net.now_s() + 60))

@@ -176,6 +176,30 @@ async fn setup(
     sign_all(jobs).await
 }
 
+/// Joins the workers (each returning its latencies in ms and how many transfers committed),
+/// checks every transfer committed, and computes the figures.
+async fn finish(
+    tasks: Vec<tokio::task::JoinHandle<(Vec<f64>, usize)>>,
+    started: Instant,
+    expected: usize,
+) -> Figures {
+    let mut lat = Vec::new();
+    let mut ok = 0;
+    for t in tasks {
+        let (l, o) = t.await.expect("worker");
+        lat.extend(l);
+        ok += o;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(ok, expected, "every presigned transfer commits");
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Figures {
+        per_s: ok as f64 / elapsed,
+        p50_ms: pct(&lat, 0.5),
+        p99_ms: pct(&lat, 0.99),
+    }
+}
+
 struct Figures {
     per_s: f64,
     p50_ms: f64,
@@ -222,25 +246,7 @@ async fn run_batches(setup: &Setup, batch: usize, in_flight: usize) -> Figures {
             (lat, ok)
         }));
     }
-    let mut lat = Vec::new();
-    let mut ok = 0;
-    for t in tasks {
-        let (l, o) = t.await.unwrap();
-        lat.extend(l);
-        ok += o;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(
-        ok,
-        setup.transfers.len(),
-        "every presigned transfer commits"
-    );
-    lat.sort_by(|a, b| a.total_cmp(b));
-    Figures {
-        per_s: ok as f64 / elapsed,
-        p50_ms: pct(&lat, 0.5),
-        p99_ms: pct(&lat, 0.99),
-    }
+    finish(tasks, started, setup.transfers.len()).await
 }
 
 async fn run_singles(setup: &Setup, callers: usize) -> Figures {
@@ -266,20 +272,11 @@ async fn run_singles(setup: &Setup, callers: usize) -> Figures {
                     .expect("commits");
                 lat.push(t0.elapsed().as_secs_f64() * 1e3);
             }
-            lat
+            let ok = lat.len();
+            (lat, ok)
         }));
     }
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    lat.sort_by(|a, b| a.total_cmp(b));
-    Figures {
-        per_s: lat.len() as f64 / elapsed,
-        p50_ms: pct(&lat, 0.5),
-        p99_ms: pct(&lat, 0.99),
-    }
+    finish(tasks, started, setup.transfers.len()).await
 }
 
 /// The same batches straight into `Ledger::submit`, without gRPC: what the wire costs.
@@ -313,21 +310,7 @@ async fn run_in_process(
             (lat, ok)
         }));
     }
-    let mut lat = Vec::new();
-    let mut ok = 0;
-    for t in tasks {
-        let (l, o) = t.await.unwrap();
-        lat.extend(l);
-        ok += o;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(ok, n, "every presigned transfer commits");
-    lat.sort_by(|a, b| a.total_cmp(b));
-    Figures {
-        per_s: n as f64 / elapsed,
-        p50_ms: pct(&lat, 0.5),
-        p99_ms: pct(&lat, 0.99),
-    }
+    finish(tasks, started, n).await
 }
 
 /// Raw `check_stateless_batch` over 1024-transfer batches on one core: transfers/s.

@@ -89,6 +89,27 @@ pub fn position(stamp: [u8; STAMP_LEN], order: u16) -> [u8; POSITION_LEN] {
     p
 }
 
+/// Checks an Ed25519 signature from the wire: `field` names it in the error, `signer` says
+/// whose it should be, `failure` what a wrong signature means. Both failures are
+/// `PERMISSION_DENIED`.
+fn verify_signature(
+    key: &ed25519_dalek::VerifyingKey,
+    message: &[u8],
+    signature: &[u8],
+    field: &str,
+    signer: &str,
+    failure: &str,
+) -> Result<(), LedgerError> {
+    let signature: [u8; 64] = signature.try_into().map_err(|_| {
+        LedgerError::PermissionDenied(format!(
+            "{field}: {} bytes, expected a 64-byte Ed25519 signature by {signer}",
+            signature.len()
+        ))
+    })?;
+    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
+        .map_err(|_| LedgerError::PermissionDenied(format!("{field}: {failure}")))
+}
+
 /// Wall-clock milliseconds since the Unix epoch; replaceable in tests.
 #[derive(Clone)]
 pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
@@ -407,21 +428,14 @@ impl Ledger {
 
     /// Checks an operator signature over `message`.
     pub fn check_operator(&self, message: &[u8], signature: &[u8]) -> Result<(), LedgerError> {
-        let signature: [u8; 64] = signature.try_into().map_err(|_| {
-            LedgerError::PermissionDenied(format!(
-                "operator_signature: {} bytes, expected a 64-byte Ed25519 signature by the bank's operator key",
-                signature.len()
-            ))
-        })?;
-        self.inner
-            .operator
-            .verifying_key()
-            .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
-            .map_err(|_| {
-                LedgerError::PermissionDenied(
-                    "operator_signature: does not verify against the bank's operator key".into(),
-                )
-            })
+        verify_signature(
+            self.inner.operator.verifying_key(),
+            message,
+            signature,
+            "operator_signature",
+            "the bank's operator key",
+            "does not verify against the bank's operator key",
+        )
     }
 
     // ----- wallets -----
@@ -443,24 +457,17 @@ impl Ledger {
                 "phone_hash: the anonymous tier needs the SHA-256 of a phone number".into(),
             ));
         }
-        let signature: [u8; 64] = signature.try_into().map_err(|_| {
-            LedgerError::InvalidArgument(format!(
-                "signature: {} bytes, expected 64 (proof of key possession)",
-                signature.len()
-            ))
-        })?;
         let vk = key
             .verifying_key()
             .map_err(|e| LedgerError::InvalidArgument(format!("public_key: {e}")))?;
-        vk.verify_strict(
+        verify_signature(
+            &vk,
             &open_message(self.id(), &key),
-            &ed25519_dalek::Signature::from_bytes(&signature),
-        )
-        .map_err(|_| {
-            LedgerError::PermissionDenied(
-                "signature: does not prove possession of public_key (signs \"cbdc/v1/open\" ‖ ledger id ‖ key)".into(),
-            )
-        })?;
+            signature,
+            "signature",
+            "public_key (proof of key possession)",
+            "does not prove possession of public_key (signs \"cbdc/v1/open\" ‖ ledger id ‖ key)",
+        )?;
         let now = self.now_ms();
         let me = self.clone();
         self.inner
@@ -1416,25 +1423,17 @@ impl Ledger {
                 "this ledger has no central bank key configured".into(),
             ));
         };
-        let sig: [u8; 64] = countersignature.try_into().map_err(|_| {
-            LedgerError::PermissionDenied(format!(
-                "settlement.central_bank_signature: {} bytes, expected 64",
-                countersignature.len()
-            ))
-        })?;
         let vk = cb
             .verifying_key()
             .map_err(|e| LedgerError::Internal(format!("central bank key: {e}")))?;
-        vk.verify_strict(
+        verify_signature(
+            &vk,
             &settle_message(&transfer.txid(), self.id()),
-            &ed25519_dalek::Signature::from_bytes(&sig),
-        )
-        .map_err(|_| {
-            LedgerError::PermissionDenied(
-                "settlement.central_bank_signature: does not verify against the central bank's key"
-                    .into(),
-            )
-        })?;
+            countersignature,
+            "settlement.central_bank_signature",
+            "the central bank's key",
+            "does not verify against the central bank's key",
+        )?;
         if from_ledger == self.id() {
             return Err(LedgerError::InvalidArgument(
                 "settlement.from_ledger_id: a delivery cannot come from this ledger itself".into(),

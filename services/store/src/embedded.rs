@@ -682,6 +682,8 @@ fn writer_loop(
                 }
             }
             Err(e) => {
+                // What reached storage is uncertain: forget cached counters rather than guess.
+                counters.values.clear();
                 for r in batch {
                     let _ = r.reply.send(Err(e.clone()));
                 }
@@ -704,21 +706,6 @@ const COUNTER_CACHE_MAX: usize = 65_536;
 /// Applies resolved transactions, in order, as one atomic fjall write batch and one journal
 /// fsync.
 fn apply_batch(
-    shared: &Shared,
-    batch: &[Resolved],
-    last_version: u64,
-    fsync: bool,
-    counters: &mut CounterCache,
-) -> Result<(), StoreError> {
-    let result = write_batch(shared, batch, last_version, fsync, counters);
-    if result.is_err() {
-        // What reached storage is uncertain: forget rather than guess.
-        counters.values.clear();
-    }
-    result
-}
-
-fn write_batch(
     shared: &Shared,
     batch: &[Resolved],
     last_version: u64,
