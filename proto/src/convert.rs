@@ -359,3 +359,85 @@ mod tests {
         );
     }
 }
+
+/// A checkpoint and its signature on the wire.
+pub fn to_checkpoint(cp: &cbdc_core::audit::Checkpoint, signature: &[u8]) -> v1::Checkpoint {
+    v1::Checkpoint {
+        ledger_id: cp.ledger.0,
+        size: cp.size,
+        root: cp.root.to_vec(),
+        outstanding: cp.outstanding.to_string(),
+        timestamp_unix_ms: cp.timestamp_ms,
+        signature: signature.to_vec(),
+        inbound: cp.inbound.to_string(),
+        settled_out: cp.settled_out.to_string(),
+    }
+}
+
+/// A checkpoint from the wire (the signature is returned, not checked).
+pub fn checkpoint(
+    c: &v1::Checkpoint,
+) -> Result<(cbdc_core::audit::Checkpoint, Vec<u8>), WireError> {
+    Ok((
+        cbdc_core::audit::Checkpoint {
+            ledger: LedgerId(c.ledger_id),
+            size: c.size,
+            root: bytes32("checkpoint.root", &c.root)?,
+            outstanding: amount(
+                "checkpoint.outstanding",
+                &c.outstanding,
+                Amount::DEFAULT_MAX,
+            )?,
+            inbound: amount("checkpoint.inbound", &c.inbound, Amount::DEFAULT_MAX)?,
+            settled_out: amount(
+                "checkpoint.settled_out",
+                &c.settled_out,
+                Amount::DEFAULT_MAX,
+            )?,
+            timestamp_ms: c.timestamp_unix_ms,
+        },
+        c.signature.clone(),
+    ))
+}
+
+/// A receipt from the wire.
+pub fn receipt(r: &v1::Receipt) -> Result<cbdc_core::audit::Receipt, WireError> {
+    let transfer = signed_transfer("receipt.transfer", r.transfer.as_ref())?;
+    let (checkpoint, checkpoint_signature) =
+        checkpoint(r.checkpoint.as_ref().ok_or(WireError::Missing {
+            field: "receipt.checkpoint",
+        })?)?;
+    let position = r
+        .log_position
+        .as_slice()
+        .try_into()
+        .map_err(|_| WireError::Length {
+            field: "receipt.log_position",
+            len: r.log_position.len(),
+            expected: cbdc_core::audit::POSITION_LEN,
+        })?;
+    let proof = r
+        .inclusion_proof
+        .iter()
+        .map(|h| bytes32("receipt.inclusion_proof", h))
+        .collect::<Result<_, _>>()?;
+    Ok(cbdc_core::audit::Receipt {
+        transfer,
+        position,
+        index: r.log_index,
+        proof,
+        checkpoint,
+        checkpoint_signature,
+    })
+}
+
+/// A receipt on the wire.
+pub fn to_receipt(r: &cbdc_core::audit::Receipt) -> v1::Receipt {
+    v1::Receipt {
+        transfer: Some(to_signed_transfer(&r.transfer)),
+        log_index: r.index,
+        inclusion_proof: r.proof.iter().map(|h| h.to_vec()).collect(),
+        checkpoint: Some(to_checkpoint(&r.checkpoint, &r.checkpoint_signature)),
+        log_position: r.position.to_vec(),
+    }
+}

@@ -13,12 +13,16 @@
 //! - [`validate`]: the ordered checks returning one exhaustive [`Reject`].
 //! - [`kyc`]: wallet tiers, their limits and wallet status.
 //! - [`merkle`]: RFC 6962 audit-log hashing, inclusion and consistency proofs.
+//! - [`messages`]: the signed messages between services and their domain tags.
+//! - [`audit`]: log leaves, signed checkpoints, and offline receipt verification.
 
 pub mod amount;
+pub mod audit;
 pub mod codec;
 pub mod keys;
 pub mod kyc;
 pub mod merkle;
+pub mod messages;
 pub mod transfer;
 pub mod validate;
 

@@ -159,6 +159,14 @@ pub fn check_stateless(transfer: &Transfer, now: UnixSeconds) -> Result<(), Reje
     verify_strict_each(transfer)
 }
 
+/// The stateless checks for a transfer another party already committed (the central bank
+/// settling a bank's outbox): everything [`check_stateless`] checks except expiry, since a
+/// committed transfer may be delivered after its `valid_until`.
+pub fn check_committed(transfer: &Transfer) -> Result<(), Reject> {
+    check_values(transfer, transfer.body().valid_until)?;
+    verify_strict_each(transfer)
+}
+
 /// Checks 2–6 for many transfers, verifying all their signatures in one Ed25519 batch. Only
 /// when the batch fails are signatures checked one by one, to find which transfer is bad.
 pub fn check_stateless_batch<'a, I>(transfers: I, now: UnixSeconds) -> Vec<Result<(), Reject>>

@@ -32,6 +32,19 @@ pub struct LedgerConfig {
     /// The central bank's public key (hex), which countersigns issuance and inbound moves.
     #[serde(default)]
     pub central_bank_public_key: Option<String>,
+    /// The central bank's gRPC endpoint (e.g. `http://127.0.0.1:50051`): where the outbox
+    /// settles and checkpoints go. Without it, outbound transfers wait in the outbox.
+    #[serde(default)]
+    pub central_bank_endpoint: Option<String>,
+    /// How often the audit-log sequencer looks for new commits, in milliseconds.
+    #[serde(default = "default_sequencer_interval")]
+    pub sequencer_interval_ms: u64,
+    /// How often the outbox is delivered, in milliseconds.
+    #[serde(default = "default_outbox_interval")]
+    pub outbox_interval_ms: u64,
+    /// How often the latest checkpoint is submitted to the central bank, in milliseconds.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_ms: u64,
     /// The local day for daily caps starts at midnight at this offset from UTC, in minutes.
     /// China Standard Time (UTC+8, no daylight saving) by default.
     #[serde(default = "default_offset")]
@@ -80,6 +93,15 @@ fn default_listen() -> SocketAddr {
 fn default_metrics() -> SocketAddr {
     "127.0.0.1:9461".parse().expect("address")
 }
+fn default_sequencer_interval() -> u64 {
+    100
+}
+fn default_outbox_interval() -> u64 {
+    100
+}
+fn default_checkpoint_interval() -> u64 {
+    1000
+}
 fn default_offset() -> i32 {
     8 * 60
 }
@@ -104,6 +126,10 @@ impl LedgerConfig {
             fdb_cluster_file: None,
             operator_key_file: dir.join("operator.key"),
             central_bank_public_key: None,
+            central_bank_endpoint: None,
+            sequencer_interval_ms: default_sequencer_interval(),
+            outbox_interval_ms: default_outbox_interval(),
+            checkpoint_interval_ms: default_checkpoint_interval(),
             utc_offset_minutes: default_offset(),
             max_batch: default_max_batch(),
             page_size_max: default_page_max(),

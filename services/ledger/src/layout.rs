@@ -13,6 +13,11 @@
 //! | `("l",) ‖ position` | the ledger's commit log: txid (versionstamped key) |
 //! | `("x", request_id)` | an operator request done: its txid or outcome |
 //! | `("ob", txid, index)` | outbox: a committed output for another ledger, until delivered |
+//! | `("ms",)` | audit-log sequencer: leaves sequenced, last log position, right-edge hashes |
+//! | `("mn", level, index)` | audit log: hash of the perfect subtree `(level, index)` |
+//! | `("mx", txid)` | audit log: the transfer's leaf index, u64 BE |
+//! | `("ck",)` | the latest signed checkpoint |
+//! | `("ct", "in" \| "out")` | value delivered in / settled out, i64 LE, atomic add |
 //!
 //! Double spends conflict on `("u", outpoint)`; payments into one wallet touch only its
 //! atomic counters and fresh keys, so a busy merchant's incoming payments never conflict
@@ -133,5 +138,47 @@ impl Layout {
         let p = self.sub.pack(&("ob", txid.0.as_slice()));
         let end = strinc(&p).expect("prefix has a non-0xff byte");
         (p, end)
+    }
+
+    pub fn sequencer(&self) -> Vec<u8> {
+        self.sub.pack(&("ms",))
+    }
+
+    pub fn node(&self, level: u32, index: u64) -> Vec<u8> {
+        self.sub.pack(&("mn", i64::from(level), index as i64))
+    }
+
+    pub fn leaf_index(&self, txid: &Txid) -> Vec<u8> {
+        self.sub.pack(&("mx", txid.0.as_slice()))
+    }
+
+    pub fn checkpoint(&self) -> Vec<u8> {
+        self.sub.pack(&("ck",))
+    }
+
+    /// Running total of value delivered in (issuance and moves from other ledgers).
+    pub fn inbound_total(&self) -> Vec<u8> {
+        self.sub.pack(&("ct", "in"))
+    }
+
+    /// Running total of value that left and the central bank acknowledged.
+    pub fn settled_out_total(&self) -> Vec<u8> {
+        self.sub.pack(&("ct", "out"))
+    }
+
+    /// `[begin, end)` of the whole outbox.
+    pub fn outbox_all(&self) -> (Vec<u8>, Vec<u8>) {
+        let p = self.sub.pack(&("ob",));
+        let end = strinc(&p).expect("prefix has a non-0xff byte");
+        (p, end)
+    }
+
+    /// The outpoint of an outbox key.
+    pub fn outbox_outpoint(&self, key: &[u8]) -> Option<OutPoint> {
+        let (_, txid, index): (String, Vec<u8>, i64) = self.sub.unpack(key).ok()?;
+        Some(OutPoint {
+            txid: Txid(txid.try_into().ok()?),
+            index: u16::try_from(index).ok()?,
+        })
     }
 }

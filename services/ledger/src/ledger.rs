@@ -27,8 +27,7 @@ use crate::verifier::Verifier;
 pub const OPEN_TAG: &[u8] = b"cbdc/v1/open";
 /// Domain tag of operator-signed requests.
 pub const OPERATOR_TAG: &[u8] = b"cbdc/v1/op";
-/// Domain tag of the central bank's countersignature on a settlement.
-pub const SETTLE_TAG: &[u8] = b"cbdc/v1/settle";
+pub use cbdc_core::messages::{SETTLE_TAG, settle_message};
 /// Committed transfers buffered for watchers; a watcher that falls further behind catches up
 /// from the store.
 pub const EVENT_BUFFER: usize = 4096;
@@ -48,9 +47,10 @@ pub const VAULT_SPLIT: usize = 8;
 enum CoinPolicy {
     /// Largest first, one change output: few inputs, few outputs.
     Wallet,
-    /// One covering coin at random, change split while coins are few: many concurrent
-    /// payments from one vault.
-    Vault,
+    /// One covering coin picked by the given spread (a hash of the request), change split
+    /// while coins are few: many concurrent payments from one vault rarely pick the same
+    /// coin, and a replayed request picks the same way.
+    Vault(u64),
 }
 /// Owner-index rows examined by coin selection, at most.
 pub const COIN_SCAN_MAX: usize = 1000;
@@ -70,14 +70,6 @@ pub fn operator_message(parts: &[&[u8]]) -> Vec<u8> {
         m.extend_from_slice(p);
         m.push(0);
     }
-    m
-}
-
-/// The message the central bank signs to countersign a move of `txid` to `to_ledger`.
-pub fn settle_message(txid: &Txid, to_ledger: LedgerId) -> Vec<u8> {
-    let mut m = SETTLE_TAG.to_vec();
-    m.extend_from_slice(&txid.0);
-    m.extend_from_slice(&to_ledger.0.to_be_bytes());
     m
 }
 
@@ -108,6 +100,16 @@ fn verify_signature(
     })?;
     key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
         .map_err(|_| LedgerError::PermissionDenied(format!("{field}: {failure}")))
+}
+
+/// A number spread evenly by `request_id` and `attempt`, to pick among the vault's coins.
+fn spread(request_id: &str, attempt: u32) -> u64 {
+    use sha2::Digest;
+    let d = sha2::Sha256::new()
+        .chain_update(request_id.as_bytes())
+        .chain_update(attempt.to_be_bytes())
+        .finalize();
+    u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
 }
 
 /// Wall-clock milliseconds since the Unix epoch; replaceable in tests.
@@ -410,8 +412,16 @@ impl Ledger {
         (now_ms as i64 + offset).div_euclid(86_400_000)
     }
 
-    fn layout(&self) -> &Layout {
+    pub(crate) fn layout(&self) -> &Layout {
         &self.inner.layout
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub(crate) fn operator(&self) -> &cbdc_core::Keypair {
+        &self.inner.operator
     }
 
     /// Refuses an address of another ledger.
@@ -1164,7 +1174,7 @@ impl Ledger {
         // The vault splits its change while it holds few coins, so that concurrent exchanges
         // find different coins to spend instead of queueing on one.
         let pieces = match policy {
-            CoinPolicy::Vault if held < VAULT_MIN_COINS => VAULT_SPLIT
+            CoinPolicy::Vault(_) if held < VAULT_MIN_COINS => VAULT_SPLIT
                 .min(cbdc_core::transfer::MAX_OUTPUTS - body.outputs.len())
                 .min(usize::try_from(change.fen()).unwrap_or(usize::MAX))
                 .max(1),
@@ -1227,13 +1237,12 @@ impl Ledger {
             }
         }
         let held = candidates.len();
-        if policy == CoinPolicy::Vault {
-            // Any one coin that covers the payment, chosen at random: concurrent exchanges
-            // rarely pick the same one.
+        if let CoinPolicy::Vault(spread) = policy {
+            // Any one coin that covers the payment, picked by the request's spread:
+            // concurrent exchanges rarely pick the same one.
             let covering: Vec<_> = candidates.iter().filter(|c| c.1.value >= total).collect();
             if !covering.is_empty() {
-                use rand::Rng;
-                let pick = rand::thread_rng().gen_range(0..covering.len());
+                let pick = (spread % covering.len() as u64) as usize;
                 return Ok((vec![*covering[pick]], held));
             }
         }
@@ -1313,11 +1322,37 @@ impl Ledger {
         amount: Amount,
         request_id: &str,
     ) -> Result<Committed, LedgerError> {
+        self.vault_pay(Address::new(self.id(), to), amount, request_id)
+            .await
+    }
+
+    /// Returns `amount` from the vault to the central bank (redemption): a transfer to
+    /// ledger 0, which waits in the outbox until the central bank acknowledges it. Done
+    /// once per `request_id`.
+    pub async fn redeem(&self, amount: Amount, request_id: &str) -> Result<Committed, LedgerError> {
+        let Some(cb) = self.inner.settings.central_bank else {
+            return Err(LedgerError::FailedPrecondition(
+                "this ledger has no central bank key configured".into(),
+            ));
+        };
+        self.vault_pay(
+            Address::new(cbdc_core::messages::CENTRAL_BANK, cb),
+            amount,
+            request_id,
+        )
+        .await
+    }
+
+    async fn vault_pay(
+        &self,
+        to: Address,
+        amount: Amount,
+        request_id: &str,
+    ) -> Result<Committed, LedgerError> {
         let rk = self.layout().request(request_id);
         if let Some(done) = self.request_done(&rk).await? {
             return Ok(done);
         }
-        let to = Address::new(self.id(), to);
         // Another exchange may spend the vault coins this one selected: select again, a
         // bounded number of times.
         let mut attempt = 0;
@@ -1329,7 +1364,7 @@ impl Ledger {
                     &[(to, amount)],
                     Vec::new(),
                     0,
-                    CoinPolicy::Vault,
+                    CoinPolicy::Vault(spread(request_id, attempt)),
                 )
                 .await
                 .map_err(|e| match e {
@@ -1513,6 +1548,7 @@ impl Ledger {
                         lines.push((owner, record));
                     }
                     me.write_transfer(tx, &t, now_ms, TransferKind::Inbound, 0)?;
+                    tx.atomic_add(&l.inbound_total(), amount.fen() as i64)?;
                     Ok(Applied::New(lines))
                 })
             })

@@ -3,16 +3,21 @@
 //! - [`ledger::Ledger`]: wallets, transfers, the operator vault and inbound deliveries over
 //!   `cbdc-store`, with validation from `cbdc-core`.
 //! - [`verifier`]: stateless checks and Ed25519 batch verification shared across requests.
+//! - [`audit`]: the Merkle audit log's sequencer, checkpoints, receipts.
+//! - [`outbox`]: settlement of outbound transfers and checkpoint submission to the central
+//!   bank.
 //! - [`service::LedgerGrpc`]: the `cbdc.v1.LedgerService` gRPC face.
 //! - [`serve`]: runs it all from a [`config::LedgerConfig`] — gRPC with health and
 //!   reflection, Prometheus `/metrics`, graceful shutdown.
 
+pub mod audit;
 pub mod batcher;
 pub mod config;
 pub mod keycache;
 pub mod layout;
 pub mod ledger;
 pub mod metrics;
+pub mod outbox;
 pub mod records;
 pub mod service;
 pub mod verifier;
@@ -205,6 +210,24 @@ pub async fn serve_with_clock(
     )
     .max_decoding_message_size(request_bytes_max(config.max_batch));
 
+    let sequencer = tokio::spawn(audit::run_sequencer(
+        ledger.clone(),
+        std::time::Duration::from_millis(config.sequencer_interval_ms.max(1)),
+        shutdown.clone(),
+    ));
+    let outbox = match &config.central_bank_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let link = outbox::GrpcCentralBank::new(endpoint)
+                .map_err(|e| ServeError::Config(format!("central_bank_endpoint: {e}")))?;
+            let worker = outbox::OutboxWorker::new(ledger.clone(), std::sync::Arc::new(link));
+            Some(tokio::spawn(worker.run(
+                std::time::Duration::from_millis(config.outbox_interval_ms.max(1)),
+                std::time::Duration::from_millis(config.checkpoint_interval_ms.max(1)),
+                shutdown.clone(),
+            )))
+        }
+    };
     let metrics_task = tokio::spawn(cbdc_runtime::metrics::serve(
         metrics_listener,
         ledger.metrics().registry.clone(),
@@ -223,6 +246,10 @@ pub async fn serve_with_clock(
             })
             .await;
         let _ = metrics_task.await;
+        let _ = sequencer.await;
+        if let Some(outbox) = outbox {
+            let _ = outbox.await;
+        }
         tracing::info!(ledger = ledger_id, "ledger stopped");
         result.map_err(ServeError::from)
     });

@@ -21,6 +21,12 @@ pub struct LedgerMetrics {
     pub commit_group: Histogram,
     /// Store transactions run again after a conflict or other retryable error.
     pub store_retries: IntCounter,
+    /// Outbound transfers the central bank acknowledged.
+    pub outbox_settled: IntCounter,
+    /// Failed attempts to hand outbound transfers or checkpoints to the central bank.
+    pub central_bank_errors: IntCounter,
+    /// Leaves in the audit log.
+    pub audit_log_size: prometheus::IntGauge,
 }
 
 impl LedgerMetrics {
@@ -75,6 +81,18 @@ impl LedgerMetrics {
             "Store transactions retried after a conflict or retryable error",
         )
         .expect("metric");
+        let outbox_settled = IntCounter::new(
+            "outbox_settled_total",
+            "Outbound transfers the central bank acknowledged",
+        )
+        .expect("metric");
+        let central_bank_errors = IntCounter::new(
+            "central_bank_errors_total",
+            "Failed attempts to reach the central bank (settlements and checkpoints)",
+        )
+        .expect("metric");
+        let audit_log_size =
+            prometheus::IntGauge::new("audit_log_size", "Leaves in the audit log").expect("metric");
         for m in [
             Box::new(committed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rejected.clone()),
@@ -83,6 +101,9 @@ impl LedgerMetrics {
             Box::new(request_batch.clone()),
             Box::new(commit_group.clone()),
             Box::new(store_retries.clone()),
+            Box::new(outbox_settled.clone()),
+            Box::new(central_bank_errors.clone()),
+            Box::new(audit_log_size.clone()),
         ] {
             registry.register(m).expect("unique metric");
         }
@@ -95,6 +116,9 @@ impl LedgerMetrics {
             request_batch,
             commit_group,
             store_retries,
+            outbox_settled,
+            central_bank_errors,
+            audit_log_size,
         }
     }
 }

@@ -475,22 +475,46 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         Ok(Response::new(committed_msg(&committed)))
     }
 
+    async fn redeem(
+        &self,
+        request: Request<v1::RedeemRequest>,
+    ) -> Result<Response<v1::TransferResult>, Status> {
+        let r = request.into_inner();
+        let amount = self.amount("amount", &r.amount)?;
+        if r.request_id.is_empty() || r.request_id.len() > 128 {
+            return Err(Status::invalid_argument(
+                "request_id: required, at most 128 bytes",
+            ));
+        }
+        let message = operator_message(&[b"redeem", r.amount.as_bytes(), r.request_id.as_bytes()]);
+        self.ledger
+            .check_operator(&message, &r.operator_signature)?;
+        let committed = self.ledger.redeem(amount, &r.request_id).await?;
+        Ok(Response::new(committed_msg(&committed)))
+    }
+
     async fn get_receipt(
         &self,
-        _request: Request<v1::GetReceiptRequest>,
+        request: Request<v1::GetReceiptRequest>,
     ) -> Result<Response<v1::Receipt>, Status> {
-        Err(Status::unimplemented(
-            "receipts need the ledger's Merkle audit log, which this version does not keep yet",
-        ))
+        let txid = convert::txid("txid", &request.into_inner().txid)?;
+        let receipt = self.ledger.receipt(&txid).await?;
+        Ok(Response::new(convert::to_receipt(&receipt)))
     }
 
     async fn get_checkpoint(
         &self,
         _request: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::Checkpoint>, Status> {
-        Err(Status::unimplemented(
-            "checkpoints need the ledger's Merkle audit log, which this version does not keep yet",
-        ))
+        let signed = self.ledger.checkpoint().await?.ok_or_else(|| {
+            Status::failed_precondition(
+                "the audit log has not signed a checkpoint yet; try again shortly",
+            )
+        })?;
+        Ok(Response::new(convert::to_checkpoint(
+            &signed.checkpoint,
+            &signed.signature,
+        )))
     }
 
     async fn deliver_inbound(
