@@ -302,64 +302,6 @@ impl From<WireError> for tonic::Status {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cbdc_core::{Keypair, TransferBuilder};
-
-    #[test]
-    fn transfer_round_trips_through_the_wire() {
-        let k = Keypair::from_seed(&[1; 32]);
-        let t = TransferBuilder::new(UnixSeconds(10))
-            .input(
-                OutPoint {
-                    txid: Txid([2; 32]),
-                    index: 1,
-                },
-                Amount::from_fen(5),
-            )
-            .output(LedgerId(1), Amount::from_fen(5), Lock::Key(k.public()))
-            .sign(&[&k])
-            .unwrap();
-        let wire = to_signed_transfer(&t);
-        assert_eq!(signed_transfer("transfer", Some(&wire)), Ok(t));
-    }
-
-    #[test]
-    fn errors_name_the_field() {
-        let e = amount("payments[0].amount", "1.234", Amount::DEFAULT_MAX).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "payments[0].amount: amount has 3 decimal places; at most 2 are allowed (1 fen = 0.01)"
-        );
-        let e = signed_transfer("transfer", None).unwrap_err();
-        assert_eq!(e.to_string(), "transfer: required field is missing");
-        let bad = v1::SignedTransfer {
-            body: vec![1],
-            witnesses: vec![v1::Witness {
-                public_key: vec![0; 31],
-                signature: vec![0; 64],
-            }],
-        };
-        let status: tonic::Status = signed_transfer("transfer", Some(&bad)).unwrap_err().into();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert!(
-            status
-                .message()
-                .contains("witness 0: public key is 31 bytes"),
-            "{}",
-            status.message()
-        );
-        assert_eq!(
-            kyc_tier("tier", 0),
-            Err(WireError::Enum {
-                field: "tier",
-                value: 0
-            })
-        );
-    }
-}
-
 /// A checkpoint and its signature on the wire.
 pub fn to_checkpoint(cp: &cbdc_core::audit::Checkpoint, signature: &[u8]) -> v1::Checkpoint {
     v1::Checkpoint {
@@ -439,5 +381,63 @@ pub fn to_receipt(r: &cbdc_core::audit::Receipt) -> v1::Receipt {
         inclusion_proof: r.proof.iter().map(|h| h.to_vec()).collect(),
         checkpoint: Some(to_checkpoint(&r.checkpoint, &r.checkpoint_signature)),
         log_position: r.position.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cbdc_core::{Keypair, TransferBuilder};
+
+    #[test]
+    fn transfer_round_trips_through_the_wire() {
+        let k = Keypair::from_seed(&[1; 32]);
+        let t = TransferBuilder::new(UnixSeconds(10))
+            .input(
+                OutPoint {
+                    txid: Txid([2; 32]),
+                    index: 1,
+                },
+                Amount::from_fen(5),
+            )
+            .output(LedgerId(1), Amount::from_fen(5), Lock::Key(k.public()))
+            .sign(&[&k])
+            .unwrap();
+        let wire = to_signed_transfer(&t);
+        assert_eq!(signed_transfer("transfer", Some(&wire)), Ok(t));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = amount("payments[0].amount", "1.234", Amount::DEFAULT_MAX).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "payments[0].amount: amount has 3 decimal places; at most 2 are allowed (1 fen = 0.01)"
+        );
+        let e = signed_transfer("transfer", None).unwrap_err();
+        assert_eq!(e.to_string(), "transfer: required field is missing");
+        let bad = v1::SignedTransfer {
+            body: vec![1],
+            witnesses: vec![v1::Witness {
+                public_key: vec![0; 31],
+                signature: vec![0; 64],
+            }],
+        };
+        let status: tonic::Status = signed_transfer("transfer", Some(&bad)).unwrap_err().into();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(
+            status
+                .message()
+                .contains("witness 0: public key is 31 bytes"),
+            "{}",
+            status.message()
+        );
+        assert_eq!(
+            kyc_tier("tier", 0),
+            Err(WireError::Enum {
+                field: "tier",
+                value: 0
+            })
+        );
     }
 }

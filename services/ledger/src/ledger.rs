@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use cbdc_core::validate::{InputState, StatefulContext, check_stateful, parties};
 use cbdc_core::{
@@ -28,6 +28,7 @@ pub const OPEN_TAG: &[u8] = b"cbdc/v1/open";
 /// Domain tag of operator-signed requests.
 pub const OPERATOR_TAG: &[u8] = b"cbdc/v1/op";
 pub use cbdc_core::messages::{SETTLE_TAG, settle_message};
+pub use cbdc_runtime::clock::Clock;
 /// Committed transfers buffered for watchers; a watcher that falls further behind catches up
 /// from the store.
 pub const EVENT_BUFFER: usize = 4096;
@@ -110,29 +111,6 @@ fn spread(request_id: &str, attempt: u32) -> u64 {
         .chain_update(attempt.to_be_bytes())
         .finalize();
     u64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
-}
-
-/// Wall-clock milliseconds since the Unix epoch; replaceable in tests.
-#[derive(Clone)]
-pub struct Clock(Arc<dyn Fn() -> u64 + Send + Sync>);
-
-impl Clock {
-    pub fn system() -> Clock {
-        Clock(Arc::new(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-        }))
-    }
-
-    /// A clock that reads `ms` (tests move it).
-    pub fn manual(ms: Arc<AtomicU64>) -> Clock {
-        Clock(Arc::new(move || ms.load(Ordering::SeqCst)))
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        (self.0)()
-    }
 }
 
 /// Why a ledger call failed; `service.rs` maps each to a gRPC status.

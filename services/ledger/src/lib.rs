@@ -86,26 +86,9 @@ pub fn load_or_create_key(path: &Path) -> Result<Keypair, ServeError> {
         path: path.display().to_string(),
         message,
     };
-    if path.exists() {
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let seed: [u8; 32] = hex::decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| err("expected 64 hex digits (a 32-byte Ed25519 seed)".into()))?;
-        return Ok(Keypair::from_seed(&seed));
-    }
-    let key = Keypair::generate(&mut rand::rngs::OsRng);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    use std::io::Write;
-    let mut file = options.open(path).map_err(|e| err(e.to_string()))?;
-    writeln!(file, "{}", hex::encode(key.seed())).map_err(|e| err(e.to_string()))?;
-    Ok(key)
+    cbdc_runtime::secret::load_or_create_seed(path)
+        .map(|seed| Keypair::from_seed(&seed))
+        .map_err(err)
 }
 
 fn settings(config: &LedgerConfig) -> Result<Settings, ServeError> {

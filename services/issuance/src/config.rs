@@ -1,0 +1,64 @@
+//! The central bank's configuration: TOML plus `CBDC_ISSUANCE_*` environment variables (see
+//! `cbdc_runtime::config`). Unknown keys are refused.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The environment prefix of issuance settings.
+pub const ENV_PREFIX: &str = "CBDC_ISSUANCE_";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuanceConfig {
+    /// gRPC listen address; port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address; port 0 picks a free port.
+    #[serde(default = "default_metrics")]
+    pub metrics_listen: SocketAddr,
+    /// The embedded store's directory (ignored when `fdb_cluster_file` is set).
+    pub data_dir: PathBuf,
+    /// A FoundationDB cluster file; when set (and built with `fdb`), the store is FoundationDB.
+    #[serde(default)]
+    pub fdb_cluster_file: Option<PathBuf>,
+    /// The central bank's signing key (issues and countersignatures): a file holding the
+    /// 32-byte Ed25519 seed in hex, created with mode 0600 if absent.
+    pub signing_key_file: PathBuf,
+    /// The administrator's public key (hex), which signs registrations, status changes and
+    /// issues.
+    pub admin_public_key: String,
+    /// How often queued settlements are delivered, in milliseconds.
+    #[serde(default = "default_delivery_interval")]
+    pub delivery_interval_ms: u64,
+    /// One JSON object per log line.
+    #[serde(default)]
+    pub log_json: bool,
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:50051".parse().expect("address")
+}
+fn default_metrics() -> SocketAddr {
+    "127.0.0.1:9451".parse().expect("address")
+}
+fn default_delivery_interval() -> u64 {
+    100
+}
+
+impl IssuanceConfig {
+    /// A configuration for tests and devnets: loopback, ephemeral ports, files under `dir`.
+    pub fn local(dir: &std::path::Path, admin_public_key: &cbdc_core::PublicKey) -> IssuanceConfig {
+        IssuanceConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            metrics_listen: "127.0.0.1:0".parse().expect("address"),
+            data_dir: dir.join("store"),
+            fdb_cluster_file: None,
+            signing_key_file: dir.join("signing.key"),
+            admin_public_key: hex::encode(admin_public_key.as_bytes()),
+            delivery_interval_ms: default_delivery_interval(),
+            log_json: false,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! `cbdc-issuance`: the central bank (tier one).
+//!
+//! - [`bank::CentralBank`]: the operator registry, issuance, settlement of cross-ledger moves
+//!   and redemptions, checkpoints and the audit, over `cbdc-store`.
+//! - [`delivery`]: delivery of countersigned settlements to the destination ledgers, with
+//!   retries.
+//! - [`service::IssuanceGrpc`]: the `cbdc.v1.IssuanceService` gRPC face.
+//! - [`serve`]: runs it all from a [`config::IssuanceConfig`].
+//!
+//! Authentication is by signed requests: the administrator signs registrations, status
+//! changes and issues; a bank's operator key signs its settlements and checkpoints. Every
+//! signature covers the request's fields and a domain tag, so it is checked end to end
+//! whatever carries it; a deployment adds mutual TLS between services for transport
+//! confidentiality (see `deploy/README.md`).
+
+pub mod bank;
+pub mod config;
+pub mod delivery;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cbdc_core::{Keypair, PublicKey};
+use cbdc_runtime::clock::Clock;
+use cbdc_runtime::shutdown::Shutdown;
+use cbdc_store::{Database, EmbeddedOptions};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::bank::CentralBank;
+use crate::config::IssuanceConfig;
+
+/// A central bank that failed to start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("store: {0}")]
+    Store(#[from] cbdc_store::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A running central bank.
+pub struct RunningIssuance {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub bank: CentralBank,
+    shutdown: Shutdown,
+    server: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningIssuance {
+    /// Stops accepting, finishes in-flight requests, closes the store.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.shutdown.trigger();
+        let result = self
+            .server
+            .await
+            .map_err(|e| std::io::Error::other(format!("server task: {e}")))?;
+        drop(self.bank);
+        result
+    }
+
+    /// Waits until the server stops (after its shutdown signal fires).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        self.server
+            .await
+            .map_err(|e| std::io::Error::other(format!("server task: {e}")))?
+    }
+}
+
+fn open_store(config: &IssuanceConfig) -> Result<Database, ServeError> {
+    match &config.fdb_cluster_file {
+        #[cfg(feature = "fdb")]
+        Some(cluster) => Ok(Database::open_fdb(cluster)?),
+        #[cfg(not(feature = "fdb"))]
+        Some(_) => Err(ServeError::Config(
+            "fdb_cluster_file: this build has no FoundationDB support (build with --features fdb)"
+                .into(),
+        )),
+        None => Ok(Database::open_embedded(
+            &config.data_dir,
+            EmbeddedOptions::default(),
+        )?),
+    }
+}
+
+/// Parses a hex public key, naming `field` in errors.
+pub fn parse_public_key(field: &str, text: &str) -> Result<PublicKey, String> {
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{field}: expected 64 hex digits"))?;
+    PublicKey::checked(&bytes).map_err(|e| format!("{field}: {e}"))
+}
+
+/// Starts the central bank described by `config` and serves until `shutdown` fires.
+pub async fn serve(
+    config: IssuanceConfig,
+    shutdown: Shutdown,
+) -> Result<RunningIssuance, ServeError> {
+    serve_with_clock(config, shutdown, Clock::system()).await
+}
+
+/// [`serve`] with a given clock.
+pub async fn serve_with_clock(
+    config: IssuanceConfig,
+    shutdown: Shutdown,
+    clock: Clock,
+) -> Result<RunningIssuance, ServeError> {
+    let admin = parse_public_key("admin_public_key", &config.admin_public_key)
+        .map_err(ServeError::Config)?;
+    let seed =
+        cbdc_runtime::secret::load_or_create_seed(&config.signing_key_file).map_err(|e| {
+            ServeError::Config(format!(
+                "signing_key_file {}: {e}",
+                config.signing_key_file.display()
+            ))
+        })?;
+    let db = open_store(&config)?;
+    let bank = CentralBank::new(db, Keypair::from_seed(&seed), admin, clock);
+
+    let grpc_listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(e.kind(), format!("binding gRPC on {}: {e}", config.listen))
+        })?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_listener = cbdc_runtime::metrics::bind(config.metrics_listen).await?;
+    let metrics_addr = metrics_listener.local_addr()?;
+
+    let (health_reporter, health) = cbdc_runtime::grpc::health();
+    health_reporter
+        .set_serving::<cbdc_proto::v1::issuance_service_server::IssuanceServiceServer<service::IssuanceGrpc>>()
+        .await;
+    let reflection = cbdc_runtime::grpc::reflection(cbdc_proto::FILE_DESCRIPTOR_SET)
+        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+    let grpc = cbdc_proto::v1::issuance_service_server::IssuanceServiceServer::new(
+        service::IssuanceGrpc::new(bank.clone()),
+    );
+    let registry = prometheus::Registry::new_custom(Some("cbdc_issuance".into()), None)
+        .map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let worker =
+        delivery::DeliveryWorker::new(bank.clone(), Arc::new(delivery::GrpcLedgers::default()))
+            .with_metrics(&registry);
+    let delivery_task = tokio::spawn(worker.run(
+        Duration::from_millis(config.delivery_interval_ms.max(1)),
+        shutdown.clone(),
+    ));
+    let metrics_task = tokio::spawn(cbdc_runtime::metrics::serve(
+        metrics_listener,
+        registry,
+        shutdown.clone(),
+    ));
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        tracing::info!(%grpc_addr, %metrics_addr, "central bank serving");
+        let result = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(grpc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                stop.wait().await;
+            })
+            .await;
+        let _ = metrics_task.await;
+        let _ = delivery_task.await;
+        tracing::info!("central bank stopped");
+        result.map_err(ServeError::from)
+    });
+    Ok(RunningIssuance {
+        grpc_addr,
+        metrics_addr,
+        bank,
+        shutdown,
+        server,
+    })
+}
