@@ -1,6 +1,7 @@
 //! The harness of the end-to-end tests: services started in-process on 127.0.0.1 with
-//! ephemeral ports and durable stores in a temporary directory, real gRPC clients, and the
-//! central bank's role played by a key the test holds (until the issuance service exists).
+//! ephemeral ports and durable stores in a temporary directory, and real gRPC clients.
+//! [`LedgerNet`] is one ledger whose central bank is a key the test holds; [`network::Network`]
+//! is the central bank service with several ledgers.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +40,9 @@ pub struct LedgerNet {
     issued: u64,
 }
 
-fn wall_ms() -> u64 {
+pub mod network;
+
+pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")

@@ -245,6 +245,11 @@ pub struct Totals {
     pub unspent_outputs: u64,
     pub balances: Amount,
     pub log_entries: u64,
+    /// Value in the outbox: committed here, not yet acknowledged by the central bank.
+    pub outbox: Amount,
+    /// Running totals: value delivered in, and value out the central bank acknowledged.
+    pub inbound: Amount,
+    pub settled_out: Amount,
 }
 
 /// Settings the ledger runs with (from its configuration).
@@ -1544,8 +1549,9 @@ impl Ledger {
             .collect()
     }
 
-    /// Audit figures, computed two independent ways: the sum of unspent outputs, the sum of
-    /// wallet balances, and the number of commit-log entries. Each range is scanned in pages
+    /// Audit figures, computed independently: the sum of unspent outputs, the sum of wallet
+    /// balances, the number of commit-log entries, the outbox, and the running totals in
+    /// and out (an honest ledger has unspent + outbox = inbound − settled out). Each range is scanned in pages
     /// of `limits::RANGE_ROWS_MAX` rows; on a busy ledger the pages see different moments.
     pub async fn totals(&self) -> Result<Totals, LedgerError> {
         let l = self.layout();
@@ -1579,6 +1585,19 @@ impl Ledger {
             Ok(())
         })
         .await?;
+        let (b, e) = l.outbox_all();
+        self.scan(&b, &e, |_, v| {
+            let o = Output::decode(v).map_err(|_| Corrupt { what: "outbox" })?;
+            totals.outbox = totals.outbox.checked_add(o.value).ok_or(Corrupt {
+                what: "outbox total",
+            })?;
+            Ok(())
+        })
+        .await?;
+        let mut tx = self.inner.db.create_transaction()?;
+        totals.inbound = counter_amount(tx.get_snapshot(&l.inbound_total()).await?.as_deref())?;
+        totals.settled_out =
+            counter_amount(tx.get_snapshot(&l.settled_out_total()).await?.as_deref())?;
         Ok(totals)
     }
 

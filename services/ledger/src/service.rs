@@ -284,8 +284,16 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                 ..Default::default()
             }));
         };
+        let leaves = info.record.kind == crate::records::TransferKind::Local
+            && cbdc_core::TransferBody::decode(&info.record.body)
+                .map_err(|_| Status::internal("corrupt transfer record"))?
+                .outputs
+                .iter()
+                .any(|o| o.ledger != self.ledger.id());
         let status = if info.settling {
             v1::TransferStatus::Settling
+        } else if leaves {
+            v1::TransferStatus::Settled
         } else {
             v1::TransferStatus::Committed
         };

@@ -1,0 +1,526 @@
+//! The two tiers end to end through real gRPC on loopback: the central bank (`cbdc-issuance`)
+//! and two bank ledgers, each with its own durable store. Mint → distribute to wallets →
+//! cross-ledger payment → redemption, with the audit balanced at every step; receipts
+//! verified offline; and hostile inputs to the central bank refused with nothing changed.
+
+use cbdc_core::audit::{Checkpoint, verify_receipt};
+use cbdc_core::messages::{admin_message, bank_settle_message};
+use cbdc_core::{Amount, Keypair, KycTier, LedgerId, PublicKey, Txid};
+use cbdc_ledger::ledger::operator_message;
+use cbdc_proto::convert;
+use cbdc_proto::v1;
+use cbdc_tests::network::Network;
+use cbdc_tests::{committed, yuan};
+use tonic::Code;
+
+fn txid_of(r: &v1::TransferResult) -> Txid {
+    Txid(r.txid.as_slice().try_into().expect("32 bytes"))
+}
+
+async fn status_of(net: &mut Network, bank: u32, txid: &Txid) -> v1::TransferStatus {
+    let r = net
+        .bank(bank)
+        .client
+        .get_transfer(v1::GetTransferRequest {
+            txid: txid.0.to_vec(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    v1::TransferStatus::try_from(r.status).expect("status")
+}
+
+fn ledger_audit(a: &v1::AuditResponse, id: u32) -> &v1::LedgerAudit {
+    a.ledgers
+        .iter()
+        .find(|l| l.ledger_id == id)
+        .expect("ledger in audit")
+}
+
+async fn redeem(
+    net: &mut Network,
+    bank: u32,
+    amount: &str,
+    request_id: &str,
+) -> v1::TransferResult {
+    let b = net.bank(bank);
+    let sig = b.operator.sign(&operator_message(&[
+        b"redeem",
+        amount.as_bytes(),
+        request_id.as_bytes(),
+    ]));
+    b.client
+        .redeem(v1::RedeemRequest {
+            amount: amount.into(),
+            request_id: request_id.into(),
+            operator_signature: sig.to_vec(),
+        })
+        .await
+        .expect("redeem")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mint_distribute_pay_across_banks_redeem_and_verify_a_receipt_with_the_audit_balanced() {
+    let mut net = Network::start(2).await;
+
+    // Mint to both banks; the audit balances once the deliveries land.
+    let m1 = net.mint(1, "1000.00", "mint-1").await.expect("mints");
+    assert_eq!(m1.outstanding, "1000.00");
+    assert!(!m1.already_minted);
+    net.mint(2, "500.00", "mint-2").await.expect("mints");
+    let a = net.quiesce().await;
+    assert_eq!(
+        (a.issued.as_str(), a.outstanding.as_str()),
+        ("1500.00", "1500.00")
+    );
+    assert!(a.balanced, "{a:#?}");
+    let vault1 = net.bank(1).operator.public();
+    assert_eq!(net.bank(1).balance(&vault1).await, "1000.00");
+    // A repeated mint request issues nothing more.
+    let again = net.mint(1, "1000.00", "mint-1").await.expect("answers");
+    assert!(again.already_minted);
+    assert_eq!(again.transfer, m1.transfer);
+    assert_eq!(net.audit().await.issued, "1500.00");
+
+    // Distribute to wallets.
+    let alice = net.bank(1).open_wallet(0xa1, KycTier::Class2).await;
+    let bob = net.bank(2).open_wallet(0xb0, KycTier::Class2).await;
+    net.bank(1)
+        .exchange_in(&alice.public(), "300.00", "x-alice")
+        .await
+        .expect("exchange");
+    net.bank(2)
+        .exchange_in(&bob.public(), "100.00", "x-bob")
+        .await
+        .expect("exchange");
+    let a = net.quiesce().await;
+    assert!(a.balanced);
+
+    // Alice (bank 1) pays Bob (bank 2).
+    let bob_addr = net.bank(2).address(&bob.public());
+    let paid = net
+        .bank(1)
+        .pay(&alice, &bob_addr, "120.00")
+        .await
+        .expect("pays");
+    let txid = txid_of(committed_result(&paid));
+    let a = net.quiesce().await;
+    assert!(a.balanced, "{a:#?}");
+    assert_eq!(net.bank(1).balance(&alice.public()).await, "180.00");
+    assert_eq!(net.bank(2).balance(&bob.public()).await, "220.00");
+    assert_eq!(
+        status_of(&mut net, 1, &txid).await,
+        v1::TransferStatus::Settled
+    );
+    assert_eq!(ledger_audit(&a, 1).outstanding_books, "880.00");
+    assert_eq!(ledger_audit(&a, 2).outstanding_books, "620.00");
+    assert_eq!(ledger_audit(&a, 1).outstanding_reported, "880.00");
+
+    // Bank 2 redeems 200 from its vault.
+    let r = redeem(&mut net, 2, "200.00", "redeem-1").await;
+    committed_result(&r);
+    let again = redeem(&mut net, 2, "200.00", "redeem-1").await;
+    assert_eq!(again.txid, r.txid, "once per request id");
+    let a = net.quiesce().await;
+    assert!(a.balanced, "{a:#?}");
+    assert_eq!(
+        (
+            a.issued.as_str(),
+            a.redeemed.as_str(),
+            a.outstanding.as_str()
+        ),
+        ("1500.00", "200.00", "1300.00")
+    );
+    assert_eq!(ledger_audit(&a, 2).outstanding_books, "420.00");
+    let vault2 = net.bank(2).operator.public();
+    assert_eq!(net.bank(2).balance(&vault2).await, "200.00");
+
+    // Both ledgers' own scans agree with the central bank's books.
+    assert_eq!(net.assert_ledgers_conserve().await, yuan("1300.00"));
+
+    // A receipt for the cross-ledger payment verifies offline with the operator's key from
+    // the registry; tampered receipts do not.
+    let receipt = net
+        .bank(1)
+        .client
+        .get_receipt(v1::GetReceiptRequest {
+            txid: txid.0.to_vec(),
+        })
+        .await
+        .expect("receipt")
+        .into_inner();
+    let ops = net
+        .cb
+        .list_operators(v1::ListOperatorsRequest { page: None })
+        .await
+        .expect("operators")
+        .into_inner()
+        .operators;
+    let key1 = PublicKey::from_bytes(ops[0].operator_public_key.as_slice().try_into().unwrap());
+    let key2 = PublicKey::from_bytes(ops[1].operator_public_key.as_slice().try_into().unwrap());
+    let decoded = convert::receipt(&receipt).expect("decodes");
+    assert_eq!(decoded.transfer.txid(), txid);
+    verify_receipt(&decoded, LedgerId(1), &key1).expect("verifies offline");
+    assert!(
+        verify_receipt(&decoded, LedgerId(1), &key2).is_err(),
+        "another bank's key"
+    );
+    let mut bad = decoded.clone();
+    bad.index ^= 1;
+    assert!(
+        verify_receipt(&bad, LedgerId(1), &key1).is_err(),
+        "wrong index"
+    );
+    let mut bad = decoded.clone();
+    bad.position[11] ^= 1;
+    assert!(
+        verify_receipt(&bad, LedgerId(1), &key1).is_err(),
+        "wrong position"
+    );
+    let mut bad = decoded.clone();
+    bad.checkpoint.size += 1;
+    assert!(
+        verify_receipt(&bad, LedgerId(1), &key1).is_err(),
+        "altered checkpoint"
+    );
+
+    net.stop().await;
+}
+
+fn committed_result(r: &v1::TransferResult) -> &v1::TransferResult {
+    committed(r);
+    r
+}
+
+/// A checkpoint of bank `id` signed with its real operator key.
+fn forged_checkpoint(
+    op: &Keypair,
+    id: u32,
+    size: u64,
+    root: [u8; 32],
+    inbound: &str,
+    out: &str,
+) -> v1::Checkpoint {
+    let inbound = yuan(inbound);
+    let settled_out = yuan(out);
+    let cp = Checkpoint {
+        ledger: LedgerId(id),
+        size,
+        root,
+        outstanding: inbound.checked_sub(settled_out).expect("in ≥ out"),
+        inbound,
+        settled_out,
+        timestamp_ms: 1,
+    };
+    convert::to_checkpoint(&cp, &op.sign(&cp.message()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
+    let mut net = Network::start(2).await;
+    net.mint(1, "1000.00", "mint-1").await.expect("mints");
+    let alice = net.bank(1).open_wallet(0xa1, KycTier::Class2).await;
+    let bob = net.bank(2).open_wallet(0xb0, KycTier::Class2).await;
+    net.quiesce().await;
+    net.bank(1)
+        .exchange_in(&alice.public(), "300.00", "x-alice")
+        .await
+        .expect("exchange");
+    let bob_addr = net.bank(2).address(&bob.public());
+    let paid = net
+        .bank(1)
+        .pay(&alice, &bob_addr, "50.00")
+        .await
+        .expect("pays");
+    let txid = txid_of(&paid);
+    let before = net.quiesce().await;
+    let bob_before = net.bank(2).balance(&bob.public()).await;
+    assert_eq!(bob_before, "50.00");
+    let t = {
+        let r = net
+            .bank(1)
+            .client
+            .get_transfer(v1::GetTransferRequest {
+                txid: txid.0.to_vec(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        r.transfer.expect("transfer")
+    };
+    let op1 = Keypair::from_seed(net.bank(1).operator.seed());
+    let settle = |from: u32, signer: &Keypair| v1::SettleRequest {
+        transfer: Some(t.clone()),
+        from_ledger_id: from,
+        operator_signature: signer
+            .sign(&bank_settle_message(LedgerId(from), &txid))
+            .to_vec(),
+    };
+    let stranger = Keypair::from_seed(&[0x55; 32]);
+
+    let mut cases: Vec<(&str, Result<(), tonic::Status>, Code, String)> = Vec::new();
+    // An unregistered bank.
+    let e = net.cb.settle(settle(9, &stranger)).await.map(|_| ());
+    cases.push((
+        "unregistered bank settles",
+        e,
+        Code::PermissionDenied,
+        "from_ledger_id: ledger 9 is not a registered bank".into(),
+    ));
+    // A forged bank signature.
+    let e = net.cb.settle(settle(1, &stranger)).await.map(|_| ());
+    cases.push((
+        "forged bank signature",
+        e,
+        Code::PermissionDenied,
+        "operator_signature: does not verify against the operator key of ledger 1".into(),
+    ));
+    // Mint to an unregistered ledger; a forged administrator signature.
+    let e = net.mint(7, "1.00", "mint-7").await.map(|_| ());
+    cases.push((
+        "mint to an unregistered ledger",
+        e,
+        Code::PermissionDenied,
+        "ledger_id: ledger 7 is not a registered bank".into(),
+    ));
+    let mut forged = net.mint_request(1, "1000000.00", "mint-forged");
+    forged.admin_signature = stranger.sign(b"anything").to_vec();
+    let e = net.cb.mint(forged).await.map(|_| ());
+    cases.push((
+        "forged administrator signature",
+        e,
+        Code::PermissionDenied,
+        "admin_signature: does not verify against the central bank administrator's key".into(),
+    ));
+    let mut reg = net.register_request(&net.banks[0]);
+    reg.operator.as_mut().unwrap().operator_public_key = stranger.public().as_bytes().to_vec();
+    let e = net.cb.register_operator(reg).await.map(|_| ());
+    cases.push((
+        "re-register without the admin key",
+        e,
+        Code::PermissionDenied,
+        "admin_signature: does not verify".into(),
+    ));
+    // A forged countersignature, delivered straight to bank 2.
+    let forged_settlement = v1::Settlement {
+        transfer: Some(t.clone()),
+        from_ledger_id: 1,
+        to_ledger_id: 2,
+        amount: "50.00".into(),
+        central_bank_signature: stranger
+            .sign(&cbdc_core::messages::settle_message(&txid, LedgerId(2)))
+            .to_vec(),
+    };
+    let e = net
+        .bank(2)
+        .client
+        .deliver_inbound(v1::DeliverInboundRequest {
+            settlement: Some(forged_settlement),
+        })
+        .await
+        .map(|_| ());
+    cases.push((
+        "forged countersignature",
+        e,
+        Code::PermissionDenied,
+        "settlement.central_bank_signature: does not verify against the central bank's key".into(),
+    ));
+    // Checkpoints that shrink the log or change its history, or claim more than was sent.
+    let held = ledger_audit(&before, 1).checkpoint_size;
+    assert!(held >= 3, "{before:#?}");
+    let cp = forged_checkpoint(&op1, 1, held - 1, [7; 32], "1000.00", "50.00");
+    let e = net
+        .cb
+        .submit_checkpoint(v1::SubmitCheckpointRequest {
+            checkpoint: Some(cp),
+            old_size: held,
+            consistency_proof: vec![],
+        })
+        .await
+        .map(|_| ());
+    cases.push((
+        "checkpoint shrinks the log",
+        e,
+        Code::FailedPrecondition,
+        format!(
+            "checkpoint.size: {} would shrink the log from the accepted {held}",
+            held - 1
+        ),
+    ));
+    let cp = forged_checkpoint(&op1, 1, held + 1, [7; 32], "1000.00", "50.00");
+    let e = net
+        .cb
+        .submit_checkpoint(v1::SubmitCheckpointRequest {
+            checkpoint: Some(cp),
+            old_size: held,
+            consistency_proof: vec![vec![9; 32]; 3],
+        })
+        .await
+        .map(|_| ());
+    cases.push((
+        "checkpoint changes history",
+        e,
+        Code::FailedPrecondition,
+        format!("checkpoint.root: does not extend the accepted log of {held} leaves"),
+    ));
+    let proof = net.bank(1).ledger().consistency(held, held).await.unwrap();
+    let real = net
+        .bank(1)
+        .ledger()
+        .checkpoint()
+        .await
+        .unwrap()
+        .unwrap()
+        .checkpoint;
+    let cp = forged_checkpoint(&op1, 1, real.size, real.root, "2000.00", "50.00");
+    let e = net
+        .cb
+        .submit_checkpoint(v1::SubmitCheckpointRequest {
+            checkpoint: Some(cp),
+            old_size: held,
+            consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
+        })
+        .await
+        .map(|_| ());
+    cases.push((
+        "checkpoint claims more than was sent",
+        e,
+        Code::FailedPrecondition,
+        "checkpoint.inbound: 2000.00 exceeds the 1000.00 the central bank ever sent ledger 1"
+            .into(),
+    ));
+    let mut cp = forged_checkpoint(&op1, 1, held, [7; 32], "1000.00", "50.00");
+    cp.signature = stranger.sign(b"x").to_vec();
+    let e = net
+        .cb
+        .submit_checkpoint(v1::SubmitCheckpointRequest {
+            checkpoint: Some(cp),
+            old_size: held,
+            consistency_proof: vec![],
+        })
+        .await
+        .map(|_| ());
+    cases.push((
+        "checkpoint not signed by the bank",
+        e,
+        Code::PermissionDenied,
+        "checkpoint.signature: the checkpoint's signature does not verify".into(),
+    ));
+
+    for (name, outcome, code, message) in &cases {
+        let err = outcome.as_ref().expect_err(name);
+        assert_eq!(err.code(), *code, "{name}: {err:?}");
+        assert!(
+            err.message().contains(message.as_str()),
+            "{name}: {:?} does not contain {message:?}",
+            err.message()
+        );
+    }
+
+    // Replays answer the first result and apply nothing.
+    let replay = net
+        .cb
+        .settle(settle(1, &op1))
+        .await
+        .expect("replay answered")
+        .into_inner();
+    assert!(replay.already_settled);
+    let delivered = net
+        .bank(2)
+        .client
+        .deliver_inbound(v1::DeliverInboundRequest {
+            settlement: Some(replay.settlements[0].clone()),
+        })
+        .await
+        .expect("replay answered")
+        .into_inner();
+    assert!(delivered.already_delivered);
+
+    // Nothing changed.
+    let after = net.quiesce().await;
+    assert_eq!(after.issued, before.issued);
+    for (b, a) in before.ledgers.iter().zip(&after.ledgers) {
+        assert_eq!(b.outstanding_books, a.outstanding_books);
+    }
+    assert_eq!(net.bank(2).balance(&bob.public()).await, bob_before);
+
+    // A suspended bank's outbox waits; reactivated, it settles.
+    let set_status = |net: &Network, status: v1::OperatorStatus, word: &str, id: &str| {
+        v1::SetOperatorStatusRequest {
+            ledger_id: 1,
+            status: status as i32,
+            request_id: id.into(),
+            admin_signature: net
+                .admin
+                .sign(&admin_message(
+                    "status",
+                    &[b"1", word.as_bytes(), id.as_bytes()],
+                ))
+                .to_vec(),
+        }
+    };
+    let r = set_status(&net, v1::OperatorStatus::Suspended, "suspended", "s1");
+    net.cb.set_operator_status(r).await.expect("suspends");
+    let paid = net
+        .bank(1)
+        .pay(&alice, &bob_addr, "25.00")
+        .await
+        .expect("commits locally");
+    let txid = txid_of(&paid);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        status_of(&mut net, 1, &txid).await,
+        v1::TransferStatus::Settling
+    );
+    assert_eq!(net.bank(2).balance(&bob.public()).await, "50.00");
+    let a = net.audit().await;
+    assert!(a.balanced, "value in the outbox still counts: {a:#?}");
+    let r = set_status(&net, v1::OperatorStatus::Active, "active", "s2");
+    net.cb.set_operator_status(r).await.expect("reactivates");
+    // Retries back off exponentially; move the clock past the longest wait.
+    net.bank(1).advance_clock(31_000);
+    let a = net.quiesce().await;
+    assert!(a.balanced);
+    assert_eq!(net.bank(2).balance(&bob.public()).await, "75.00");
+    assert_eq!(
+        net.assert_ledgers_conserve().await,
+        Amount::from_fen(100_000)
+    );
+
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_central_bank_and_ledger_lose_nothing_in_flight() {
+    let mut net = Network::start(2).await;
+    net.mint(1, "1000.00", "mint-1").await.expect("mints");
+    let alice = net.bank(1).open_wallet(0xa1, KycTier::Class2).await;
+    let bob = net.bank(2).open_wallet(0xb0, KycTier::Class2).await;
+    net.quiesce().await;
+    net.bank(1)
+        .exchange_in(&alice.public(), "500.00", "x-alice")
+        .await
+        .expect("exchange");
+    let bob_addr = net.bank(2).address(&bob.public());
+    for i in 0..10 {
+        net.bank(1)
+            .pay(&alice, &bob_addr, "10.00")
+            .await
+            .unwrap_or_else(|e| panic!("payment {i}: {e}"));
+        if i == 3 {
+            net.restart_central_bank().await;
+        }
+        if i == 6 {
+            net.bank(2).restart().await;
+        }
+    }
+    net.bank(1).advance_clock(31_000);
+    net.bank(2).advance_clock(31_000);
+    let a = net.quiesce().await;
+    assert!(a.balanced, "{a:#?}");
+    assert_eq!(net.bank(2).balance(&bob.public()).await, "100.00");
+    assert_eq!(net.bank(1).balance(&alice.public()).await, "400.00");
+    assert_eq!(net.assert_ledgers_conserve().await, yuan("1000.00"));
+    net.stop().await;
+}
