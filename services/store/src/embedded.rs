@@ -48,7 +48,8 @@ pub struct EmbeddedOptions {
     pub max_batch: usize,
     /// Commits waiting for the resolver, at most; beyond this, commit waits (backpressure).
     pub queue_depth: usize,
-    /// fsync every batch before acknowledging it. Only benchmarks turn this off.
+    /// fsync every batch before acknowledging it. Only benchmarks and simulations (whose
+    /// crashes are in-process, so the OS keeps what was written) turn this off.
     pub fsync: bool,
 }
 
