@@ -54,9 +54,9 @@ fn wallet_key(bank: usize, i: usize) -> Keypair {
 
 /// A message held back, to arrive late (out of order, possibly after it was answered).
 enum Late {
-    Settle(v1::SettleRequest),
+    Settle(v1::SettleBatchRequest),
     Checkpoint(v1::SubmitCheckpointRequest),
-    Deliver(usize, v1::DeliverInboundRequest),
+    Deliver(usize, v1::DeliverInboundBatchRequest),
 }
 
 /// The simulated network: the handlers of the nodes that are up, and the faults.
@@ -110,10 +110,10 @@ struct CbLink {
 }
 
 impl CentralBankLink for CbLink {
-    fn settle(
+    fn settle_batch(
         &self,
-        r: v1::SettleRequest,
-    ) -> BoxFuture<'static, Result<v1::SettleResponse, Status>> {
+        r: v1::SettleBatchRequest,
+    ) -> BoxFuture<'static, Result<v1::SettleBatchResponse, Status>> {
         let net = Arc::clone(&self.net);
         let fate = net.fate(self.from, 0);
         Box::pin(async move {
@@ -124,17 +124,24 @@ impl CentralBankLink for CbLink {
                 Fate::LoseRequest => Err(lost()),
                 Fate::DelayCopy => {
                     net.late.lock().unwrap().push(Late::Settle(r.clone()));
-                    cb.settle(Request::new(r)).await.map(|r| r.into_inner())
+                    cb.settle_batch(Request::new(r))
+                        .await
+                        .map(|r| r.into_inner())
                 }
                 Fate::Duplicate => {
-                    let _ = cb.settle(Request::new(r.clone())).await;
-                    cb.settle(Request::new(r)).await.map(|r| r.into_inner())
+                    let _ = cb.settle_batch(Request::new(r.clone())).await;
+                    cb.settle_batch(Request::new(r))
+                        .await
+                        .map(|r| r.into_inner())
                 }
                 Fate::LoseResponse => {
-                    let _ = cb.settle(Request::new(r)).await;
+                    let _ = cb.settle_batch(Request::new(r)).await;
                     Err(lost())
                 }
-                Fate::Deliver => cb.settle(Request::new(r)).await.map(|r| r.into_inner()),
+                Fate::Deliver => cb
+                    .settle_batch(Request::new(r))
+                    .await
+                    .map(|r| r.into_inner()),
             }
         })
     }
@@ -182,12 +189,12 @@ struct LedgersLink {
 }
 
 impl LedgerLink for LedgersLink {
-    fn deliver(
+    fn deliver_batch(
         &self,
         ledger: LedgerId,
         _endpoint: &str,
-        r: v1::DeliverInboundRequest,
-    ) -> BoxFuture<'static, Result<v1::DeliverInboundResponse, Status>> {
+        r: v1::DeliverInboundBatchRequest,
+    ) -> BoxFuture<'static, Result<v1::DeliverInboundBatchResponse, Status>> {
         let net = Arc::clone(&self.net);
         let i = ledger.0 as usize;
         let fate = net.fate(0, i);
@@ -199,22 +206,22 @@ impl LedgerLink for LedgersLink {
                 Fate::LoseRequest => Err(lost()),
                 Fate::DelayCopy => {
                     net.late.lock().unwrap().push(Late::Deliver(i, r.clone()));
-                    l.deliver_inbound(Request::new(r))
+                    l.deliver_inbound_batch(Request::new(r))
                         .await
                         .map(|r| r.into_inner())
                 }
                 Fate::Duplicate => {
-                    let _ = l.deliver_inbound(Request::new(r.clone())).await;
-                    l.deliver_inbound(Request::new(r))
+                    let _ = l.deliver_inbound_batch(Request::new(r.clone())).await;
+                    l.deliver_inbound_batch(Request::new(r))
                         .await
                         .map(|r| r.into_inner())
                 }
                 Fate::LoseResponse => {
-                    let _ = l.deliver_inbound(Request::new(r)).await;
+                    let _ = l.deliver_inbound_batch(Request::new(r)).await;
                     Err(lost())
                 }
                 Fate::Deliver => l
-                    .deliver_inbound(Request::new(r))
+                    .deliver_inbound_batch(Request::new(r))
                     .await
                     .map(|r| r.into_inner()),
             }
@@ -339,7 +346,7 @@ impl Sim {
             net: Arc::clone(&self.net),
         });
         self.cb = Some(CbNode {
-            worker: DeliveryWorker::new(bank.clone(), link),
+            worker: DeliveryWorker::new(bank.clone(), link).with_concurrency(1),
             bank,
         });
     }
@@ -371,7 +378,7 @@ impl Sim {
             from: b,
         });
         self.banks[b - 1] = Some(BankNode {
-            worker: OutboxWorker::new(ledger.clone(), link),
+            worker: OutboxWorker::new(ledger.clone(), link).with_concurrency(1),
             ledger,
         });
     }
@@ -546,7 +553,10 @@ impl Sim {
         let cb = self.net.cb.lock().unwrap().clone();
         let line = match late {
             Late::Settle(r) => match cb {
-                Some(cb) => format!("late settle: {}", cb.settle(Request::new(r)).await.is_ok()),
+                Some(cb) => format!(
+                    "late settle: {}",
+                    cb.settle_batch(Request::new(r)).await.is_ok()
+                ),
                 None => "late settle: lost".into(),
             },
             Late::Checkpoint(r) => match cb {
@@ -564,9 +574,9 @@ impl Sim {
                 match l {
                     Some(l) => format!(
                         "late delivery: {:?}",
-                        l.deliver_inbound(Request::new(r))
+                        l.deliver_inbound_batch(Request::new(r))
                             .await
-                            .map(|r| r.into_inner().already_delivered)
+                            .map(|r| r.into_inner().results.len())
                             .map_err(|s| s.code())
                     ),
                     None => "late delivery: lost".into(),

@@ -29,6 +29,17 @@ pub fn bank_settle_message(from: LedgerId, txid: &Txid) -> Vec<u8> {
     m
 }
 
+/// The message a bank's operator signs to hand a batch of transfers to the central bank.
+pub fn bank_settle_batch_message(from: LedgerId, txids: &[Txid]) -> Vec<u8> {
+    let mut m = BANK_TAG.to_vec();
+    m.extend_from_slice(b"settle-batch\0");
+    m.extend_from_slice(&from.0.to_be_bytes());
+    for t in txids {
+        m.extend_from_slice(&t.0);
+    }
+    m
+}
+
 /// The message the administrator signs for `action`: the tag, the action, then each part,
 /// each followed by 0.
 pub fn admin_message(action: &str, parts: &[&[u8]]) -> Vec<u8> {

@@ -159,12 +159,14 @@ pub fn check_stateless(transfer: &Transfer, now: UnixSeconds) -> Result<(), Reje
     verify_strict_each(transfer)
 }
 
-/// The stateless checks for a transfer another party already committed (the central bank
-/// settling a bank's outbox): everything [`check_stateless`] checks except expiry, since a
-/// committed transfer may be delivered after its `valid_until`.
-pub fn check_committed(transfer: &Transfer) -> Result<(), Reject> {
-    check_values(transfer, transfer.body().valid_until)?;
-    verify_strict_each(transfer)
+/// The stateless checks for transfers another party already committed (the central bank
+/// settling a bank's outbox), batched like [`check_stateless_batch`]: everything it checks
+/// except expiry, since a committed transfer may be delivered after its `valid_until`.
+pub fn check_committed_batch<'a, I>(transfers: I) -> Vec<Result<(), Reject>>
+where
+    I: IntoIterator<Item = &'a Transfer>,
+{
+    batch_with(transfers, |t| t.body().valid_until)
 }
 
 /// Checks 2–6 for many transfers, verifying all their signatures in one Ed25519 batch. Only
@@ -173,9 +175,19 @@ pub fn check_stateless_batch<'a, I>(transfers: I, now: UnixSeconds) -> Vec<Resul
 where
     I: IntoIterator<Item = &'a Transfer>,
 {
+    batch_with(transfers, |_| now)
+}
+
+fn batch_with<'a, I>(
+    transfers: I,
+    now: impl Fn(&Transfer) -> UnixSeconds,
+) -> Vec<Result<(), Reject>>
+where
+    I: IntoIterator<Item = &'a Transfer>,
+{
     let transfers: Vec<&Transfer> = transfers.into_iter().collect();
     let mut results: Vec<Result<(), Reject>> =
-        transfers.iter().map(|t| check_values(t, now)).collect();
+        transfers.iter().map(|t| check_values(t, now(t))).collect();
     let passing: Vec<usize> = (0..transfers.len())
         .filter(|&i| results[i].is_ok())
         .collect();

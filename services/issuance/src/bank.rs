@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 use cbdc_core::audit::Checkpoint;
 use cbdc_core::messages::{
-    CENTRAL_BANK, admin_message, bank_settle_message, reserve_txid, settle_message,
+    CENTRAL_BANK, admin_message, bank_settle_batch_message, bank_settle_message, reserve_txid,
+    settle_message,
 };
 use cbdc_core::{
     Amount, Keypair, LedgerId, Lock, OutPoint, PublicKey, Transfer, TransferBuilder, Txid,
@@ -38,8 +39,10 @@ use prost::Message;
 
 /// Registered operators listed, at most (the registry is small: one row per bank).
 pub const OPERATORS_MAX: usize = 10_000;
+/// Transfers per `SettleBatch` request, at most.
+pub const SETTLE_BATCH_MAX: usize = 1024;
 /// Queued deliveries read per step, at most.
-pub const QUEUE_SCAN_MAX: usize = 512;
+pub const QUEUE_SCAN_MAX: usize = 4096;
 /// An issue's transfer is valid for this long (it is delivered as a countersigned
 /// settlement, which ledgers accept after expiry, so this only bounds the body).
 pub const MINT_VALID_FOR_S: u64 = 86_400;
@@ -88,6 +91,26 @@ impl From<WireError> for IssuanceError {
     fn from(e: WireError) -> Self {
         IssuanceError::InvalidArgument(e.to_string())
     }
+}
+
+/// What settling one transfer writes: the response (countersigned settlements), the value
+/// redeemed, and the value per destination ledger.
+type Plan = (v1::SettleResponse, Amount, BTreeMap<LedgerId, Amount>);
+
+/// A copy of an error, for every item of a batch it fails.
+fn clone_error(e: &IssuanceError) -> IssuanceError {
+    match e {
+        IssuanceError::InvalidArgument(m) => IssuanceError::InvalidArgument(m.clone()),
+        IssuanceError::NotFound(m) => IssuanceError::NotFound(m.clone()),
+        IssuanceError::FailedPrecondition(m) => IssuanceError::FailedPrecondition(m.clone()),
+        IssuanceError::PermissionDenied(m) => IssuanceError::PermissionDenied(m.clone()),
+        IssuanceError::Unavailable(m) => IssuanceError::Unavailable(m.clone()),
+        IssuanceError::Internal(m) => IssuanceError::Internal(m.clone()),
+    }
+}
+
+fn fail_all<T>(n: usize, e: &IssuanceError) -> Vec<Result<T, IssuanceError>> {
+    (0..n).map(|_| Err(clone_error(e))).collect()
 }
 
 fn corrupt(what: &str) -> IssuanceError {
@@ -581,7 +604,39 @@ impl CentralBank {
         from: LedgerId,
         signature: &[u8],
     ) -> Result<v1::SettleResponse, IssuanceError> {
-        let txid = transfer.txid();
+        let message = bank_settle_message(from, &transfer.txid());
+        self.authenticate_bank(from, &message, signature).await?;
+        self.settle_verified(from, vec![transfer]).await.remove(0)
+    }
+
+    /// [`CentralBank::settle`] for many transfers under one operator signature: the payers'
+    /// signatures are checked in one Ed25519 batch and the moves recorded in one store
+    /// transaction. One result per transfer.
+    pub async fn settle_batch(
+        &self,
+        from: LedgerId,
+        transfers: Vec<Transfer>,
+        signature: &[u8],
+    ) -> Result<Vec<Result<v1::SettleResponse, IssuanceError>>, IssuanceError> {
+        if transfers.is_empty() || transfers.len() > SETTLE_BATCH_MAX {
+            return Err(IssuanceError::InvalidArgument(format!(
+                "transfers: {} transfers; between 1 and {SETTLE_BATCH_MAX} are accepted",
+                transfers.len()
+            )));
+        }
+        let txids: Vec<Txid> = transfers.iter().map(Transfer::txid).collect();
+        self.authenticate_bank(from, &bank_settle_batch_message(from, &txids), signature)
+            .await?;
+        Ok(self.settle_verified(from, transfers).await)
+    }
+
+    /// `from` is a registered bank and `signature` its operator's over `message`.
+    async fn authenticate_bank(
+        &self,
+        from: LedgerId,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), IssuanceError> {
         let op = self.operator(from).await?.ok_or_else(|| {
             IssuanceError::PermissionDenied(format!(
                 "from_ledger_id: ledger {} is not a registered bank",
@@ -596,22 +651,134 @@ impl CentralBank {
         );
         verify(
             &key,
-            &bank_settle_message(from, &txid),
+            message,
             signature,
             "operator_signature",
             &format!("the operator key of ledger {}", from.0),
-        )?;
-        if let Some(mut done) = self.settled(&txid).await? {
-            done.already_settled = true;
-            return Ok(done);
+        )
+    }
+
+    /// Settles transfers whose sender is authenticated.
+    async fn settle_verified(
+        &self,
+        from: LedgerId,
+        transfers: Vec<Transfer>,
+    ) -> Vec<Result<v1::SettleResponse, IssuanceError>> {
+        let n = transfers.len();
+        let mut results: Vec<Option<Result<v1::SettleResponse, IssuanceError>>> =
+            (0..n).map(|_| None).collect();
+        // Repeats answer the first result, even from a bank suspended since.
+        match self.settled_many(&transfers).await {
+            Ok(done) => {
+                for (i, d) in done.into_iter().enumerate() {
+                    if let Some(mut d) = d {
+                        d.already_settled = true;
+                        results[i] = Some(Ok(d));
+                    }
+                }
+            }
+            Err(e) => return fail_all(n, &e),
         }
-        self.active_operator(from, "from_ledger_id").await?;
-        cbdc_core::validate::check_committed(&transfer)
-            .map_err(|r| IssuanceError::InvalidArgument(format!("transfer: {r}")))?;
+        if let Err(e) = self.active_operator(from, "from_ledger_id").await {
+            for r in results.iter_mut().filter(|r| r.is_none()) {
+                *r = Some(Err(clone_error(&e)));
+            }
+            return results.into_iter().map(Option::unwrap).collect();
+        }
+        let open: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
+        let verdicts =
+            cbdc_core::validate::check_committed_batch(open.iter().map(|&i| &transfers[i]));
+        let mut registered: BTreeMap<LedgerId, bool> = BTreeMap::new();
+        let mut plans: Vec<(usize, Txid, Plan)> = Vec::new();
+        for (&i, verdict) in open.iter().zip(verdicts) {
+            let t = &transfers[i];
+            let plan = match verdict {
+                Err(r) => Err(IssuanceError::InvalidArgument(format!("transfer: {r}"))),
+                Ok(()) => self.plan(t, from, &mut registered).await,
+            };
+            match plan {
+                Ok(plan) => plans.push((i, t.txid(), plan)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !plans.is_empty() {
+            let me = self.clone();
+            let plans = Arc::new(plans);
+            let p = Arc::clone(&plans);
+            let outcome = self
+                .inner
+                .db
+                .run(move |tx| {
+                    let me = me.clone();
+                    let p = Arc::clone(&p);
+                    Box::pin(async move {
+                        let k = me.keys();
+                        let mut out = Vec::with_capacity(p.len());
+                        for (_, txid, (response, redeemed, to)) in p.iter() {
+                            if let Some(mut done) =
+                                get_proto::<v1::SettleResponse>(tx, &k.settled(txid), "settlement")
+                                    .await?
+                            {
+                                done.already_settled = true;
+                                out.push(done);
+                                continue;
+                            }
+                            let leaving = to
+                                .values()
+                                .try_fold(*redeemed, |a, b| a.checked_add(*b))
+                                .ok_or_else(|| {
+                                    abort(IssuanceError::InvalidArgument(
+                                        "transfer: values overflow".into(),
+                                    ))
+                                })?;
+                            tx.set(&k.settled(txid), &response.encode_to_vec())?;
+                            tx.atomic_add(&k.book_out(from), leaving.fen() as i64)?;
+                            for ((l, a), s) in to.iter().zip(&response.settlements) {
+                                tx.atomic_add(&k.book_in(*l), a.fen() as i64)?;
+                                tx.set(&k.queued(*l, txid), &s.encode_to_vec())?;
+                            }
+                            if !redeemed.is_zero() {
+                                tx.atomic_add(&k.redeemed(), redeemed.fen() as i64)?;
+                            }
+                            out.push(response.clone());
+                        }
+                        Ok::<_, TxError<IssuanceError>>(out)
+                    })
+                })
+                .await;
+            match outcome {
+                Ok(responses) => {
+                    for ((i, ..), r) in plans.iter().zip(responses) {
+                        results[*i] = Some(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    let e = IssuanceError::from(e);
+                    for (i, ..) in plans.iter() {
+                        results[*i] = Some(Err(clone_error(&e)));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every transfer answered"))
+            .collect()
+    }
+
+    /// What settling `t` does: the response (countersigned settlements), the value redeemed,
+    /// and the value per destination ledger.
+    async fn plan(
+        &self,
+        t: &Transfer,
+        from: LedgerId,
+        registered: &mut BTreeMap<LedgerId, bool>,
+    ) -> Result<Plan, IssuanceError> {
+        let overflow = || IssuanceError::InvalidArgument("transfer: values overflow".into());
         let mut to: BTreeMap<LedgerId, Amount> = BTreeMap::new();
         let mut redeemed = Amount::ZERO;
         let cb_lock = Lock::Key(self.public_key());
-        for (i, o) in transfer.body().outputs.iter().enumerate() {
+        for (i, o) in t.body().outputs.iter().enumerate() {
             if o.ledger == from {
                 continue;
             }
@@ -621,21 +788,25 @@ impl CentralBank {
                         "transfer.outputs[{i}]: an output to ledger 0 is a redemption and must be locked to the central bank's key"
                     )));
                 }
-                redeemed = redeemed.checked_add(o.value).ok_or_else(|| {
-                    IssuanceError::InvalidArgument("transfer: values overflow".into())
-                })?;
+                redeemed = redeemed.checked_add(o.value).ok_or_else(overflow)?;
                 continue;
             }
-            if self.operator(o.ledger).await?.is_none() {
+            let known = match registered.get(&o.ledger) {
+                Some(k) => *k,
+                None => {
+                    let k = self.operator(o.ledger).await?.is_some();
+                    registered.insert(o.ledger, k);
+                    k
+                }
+            };
+            if !known {
                 return Err(IssuanceError::FailedPrecondition(format!(
                     "transfer.outputs[{i}]: ledger {} is not a registered bank",
                     o.ledger.0
                 )));
             }
             let sum = to.entry(o.ledger).or_default();
-            *sum = sum.checked_add(o.value).ok_or_else(|| {
-                IssuanceError::InvalidArgument("transfer: values overflow".into())
-            })?;
+            *sum = sum.checked_add(o.value).ok_or_else(overflow)?;
         }
         if to.is_empty() && redeemed.is_zero() {
             return Err(IssuanceError::InvalidArgument(format!(
@@ -643,59 +814,36 @@ impl CentralBank {
                 from.0
             )));
         }
-        let leaving = to
-            .values()
-            .try_fold(redeemed, |a, b| a.checked_add(*b))
-            .ok_or_else(|| IssuanceError::InvalidArgument("transfer: values overflow".into()))?;
-        let settlements: Vec<v1::Settlement> = to
-            .iter()
-            .map(|(l, a)| self.settlement(&transfer, from, *l, *a))
-            .collect();
         let response = v1::SettleResponse {
-            settlements,
+            settlements: to
+                .iter()
+                .map(|(l, a)| self.settlement(t, from, *l, *a))
+                .collect(),
             already_settled: false,
             redeemed: redeemed.to_string(),
         };
-        let me = self.clone();
-        let out = self
-            .inner
-            .db
-            .run(move |tx| {
-                let me = me.clone();
-                let response = response.clone();
-                let to = to.clone();
-                Box::pin(async move {
-                    let k = me.keys();
-                    if let Some(mut done) =
-                        get_proto::<v1::SettleResponse>(tx, &k.settled(&txid), "settlement").await?
-                    {
-                        done.already_settled = true;
-                        return Ok(done);
-                    }
-                    tx.set(&k.settled(&txid), &response.encode_to_vec())?;
-                    tx.atomic_add(&k.book_out(from), leaving.fen() as i64)?;
-                    for ((l, a), s) in to.iter().zip(&response.settlements) {
-                        tx.atomic_add(&k.book_in(*l), a.fen() as i64)?;
-                        tx.set(&k.queued(*l, &txid), &s.encode_to_vec())?;
-                    }
-                    if !redeemed.is_zero() {
-                        tx.atomic_add(&k.redeemed(), redeemed.fen() as i64)?;
-                    }
-                    Ok::<_, TxError<IssuanceError>>(response)
-                })
-            })
-            .await?;
-        Ok(out)
+        Ok((response, redeemed, to))
     }
 
-    async fn settled(&self, txid: &Txid) -> Result<Option<v1::SettleResponse>, IssuanceError> {
+    /// The recorded settlement of each transfer, if any, in one snapshot.
+    async fn settled_many(
+        &self,
+        transfers: &[Transfer],
+    ) -> Result<Vec<Option<v1::SettleResponse>>, IssuanceError> {
         let mut tx = self.inner.db.create_transaction()?;
-        match tx.get_snapshot(&self.keys().settled(txid)).await? {
-            None => Ok(None),
-            Some(v) => v1::SettleResponse::decode(v.as_slice())
-                .map(Some)
-                .map_err(|_| corrupt("settlement")),
+        let mut out = Vec::with_capacity(transfers.len());
+        for t in transfers {
+            out.push(
+                match tx.get_snapshot(&self.keys().settled(&t.txid())).await? {
+                    None => None,
+                    Some(v) => Some(
+                        v1::SettleResponse::decode(v.as_slice())
+                            .map_err(|_| corrupt("settlement"))?,
+                    ),
+                },
+            );
         }
+        Ok(out)
     }
 
     // ----- delivery queue -----
@@ -732,15 +880,21 @@ impl CentralBank {
             .collect()
     }
 
-    /// Removes a delivered settlement from the queue.
-    pub async fn delivered(&self, ledger: LedgerId, txid: &Txid) -> Result<(), IssuanceError> {
-        let k = self.keys().queued(ledger, txid);
+    /// Removes delivered settlements from the queue, in one transaction.
+    pub async fn delivered(&self, done: &[(LedgerId, Txid)]) -> Result<(), IssuanceError> {
+        let keys: Arc<Vec<Vec<u8>>> = Arc::new(
+            done.iter()
+                .map(|(l, txid)| self.keys().queued(*l, txid))
+                .collect(),
+        );
         self.inner
             .db
             .run(move |tx| {
-                let k = k.clone();
+                let keys = Arc::clone(&keys);
                 Box::pin(async move {
-                    tx.clear(&k)?;
+                    for k in keys.iter() {
+                        tx.clear(k)?;
+                    }
                     Ok::<_, TxError<IssuanceError>>(())
                 })
             })

@@ -16,8 +16,12 @@ use cbdc_runtime::shutdown::Shutdown;
 use futures::future::BoxFuture;
 use tonic::Status;
 
-use crate::bank::{CentralBank, IssuanceError};
+use crate::bank::{CentralBank, IssuanceError, Queued};
 
+/// Settlements per `DeliverInboundBatch` request, at most.
+pub const DELIVER_BATCH: usize = 256;
+/// `DeliverInboundBatch` requests in flight at once, at most (by default).
+pub const DELIVERY_CONCURRENCY: usize = 4;
 /// The first retry waits this long; each failure doubles it, up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts for one delivery.
@@ -26,12 +30,12 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The bank ledgers as the central bank sees them. The gRPC client implements it; a
 /// simulation may put a faulty network in between.
 pub trait LedgerLink: Send + Sync + 'static {
-    fn deliver(
+    fn deliver_batch(
         &self,
         ledger: LedgerId,
         endpoint: &str,
-        request: v1::DeliverInboundRequest,
-    ) -> BoxFuture<'static, Result<v1::DeliverInboundResponse, Status>>;
+        request: v1::DeliverInboundBatchRequest,
+    ) -> BoxFuture<'static, Result<v1::DeliverInboundBatchResponse, Status>>;
 }
 
 /// [`LedgerLink`] over gRPC: one lazily connected channel per endpoint.
@@ -44,12 +48,12 @@ pub struct GrpcLedgers {
 pub const CHANNELS_MAX: usize = 10_000;
 
 impl LedgerLink for GrpcLedgers {
-    fn deliver(
+    fn deliver_batch(
         &self,
         _ledger: LedgerId,
         endpoint: &str,
-        request: v1::DeliverInboundRequest,
-    ) -> BoxFuture<'static, Result<v1::DeliverInboundResponse, Status>> {
+        request: v1::DeliverInboundBatchRequest,
+    ) -> BoxFuture<'static, Result<v1::DeliverInboundBatchResponse, Status>> {
         let channel = {
             let mut channels = self.channels.lock().expect("channel map");
             match channels.get(endpoint) {
@@ -70,14 +74,19 @@ impl LedgerLink for GrpcLedgers {
             }
         };
         Box::pin(async move {
-            let mut client = v1::ledger_service_client::LedgerServiceClient::new(channel?);
+            let mut client = v1::ledger_service_client::LedgerServiceClient::new(channel?)
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(64 << 20);
             client
-                .deliver_inbound(request)
+                .deliver_inbound_batch(request)
                 .await
                 .map(tonic::Response::into_inner)
         })
     }
 }
+
+/// One queued settlement's delivery outcome.
+type Outcome = ((LedgerId, Txid), Result<(), String>);
 
 #[derive(Clone, Copy, Debug)]
 struct Backoff {
@@ -99,6 +108,7 @@ pub struct DeliveryWorker {
     link: Arc<dyn LedgerLink>,
     backoff: HashMap<(LedgerId, Txid), Backoff>,
     metrics: Option<DeliveryMetrics>,
+    concurrency: usize,
 }
 
 #[derive(Clone)]
@@ -109,6 +119,13 @@ struct DeliveryMetrics {
 }
 
 impl DeliveryWorker {
+    /// Deliveries in flight at once (at least 1). A simulation uses 1, so that the order of
+    /// messages follows from its seed alone.
+    pub fn with_concurrency(mut self, n: usize) -> DeliveryWorker {
+        self.concurrency = n.max(1);
+        self
+    }
+
     /// Registers the worker's metrics (deliveries, failures, queue length) in `registry`.
     pub fn with_metrics(mut self, registry: &prometheus::Registry) -> DeliveryWorker {
         let m = DeliveryMetrics {
@@ -145,11 +162,15 @@ impl DeliveryWorker {
             link,
             backoff: HashMap::new(),
             metrics: None,
+            concurrency: DELIVERY_CONCURRENCY,
         }
     }
 
-    /// Tries every due queued settlement once.
+    /// Tries every due queued settlement once, up to `concurrency` at a time (see
+    /// [`DeliveryWorker::with_concurrency`]), then removes every delivered one from the queue
+    /// in one store transaction.
     pub async fn step(&mut self) -> Result<DeliveryStep, IssuanceError> {
+        use futures::StreamExt;
         let queued = self.bank.queued().await?;
         self.backoff
             .retain(|k, _| queued.iter().any(|q| (q.ledger, q.txid) == *k));
@@ -158,35 +179,80 @@ impl DeliveryWorker {
         }
         let now = self.bank.now_ms();
         let mut step = DeliveryStep::default();
+        let mut endpoints: HashMap<LedgerId, Option<String>> = HashMap::new();
+        let mut due = Vec::new();
         for q in queued {
-            let key = (q.ledger, q.txid);
-            if self.backoff.get(&key).is_some_and(|b| b.next_ms > now) {
+            if self
+                .backoff
+                .get(&(q.ledger, q.txid))
+                .is_some_and(|b| b.next_ms > now)
+            {
                 step.waiting += 1;
                 continue;
             }
-            let outcome = match self.bank.operator(q.ledger).await? {
-                None => Err(format!("ledger {} is not registered", q.ledger.0)),
-                Some(op) => self
-                    .link
-                    .deliver(
-                        q.ledger,
-                        &op.endpoint,
-                        v1::DeliverInboundRequest {
-                            settlement: Some(q.settlement),
-                        },
-                    )
-                    .await
-                    .map_err(|s| format!("{}: {}", s.code(), s.message())),
-            };
-            match outcome {
-                Ok(_) => {
-                    self.bank.delivered(q.ledger, &q.txid).await?;
-                    self.backoff.remove(&key);
-                    step.delivered += 1;
-                    if let Some(m) = &self.metrics {
-                        m.delivered.inc();
-                    }
+            let endpoint = match endpoints.get(&q.ledger) {
+                Some(e) => e.clone(),
+                None => {
+                    let e = self.bank.operator(q.ledger).await?.map(|o| o.endpoint);
+                    endpoints.insert(q.ledger, e.clone());
+                    e
                 }
+            };
+            due.push((q, endpoint));
+        }
+        // Batches per destination ledger, in queue order.
+        let mut batches: Vec<(LedgerId, Option<String>, Vec<Queued>)> = Vec::new();
+        for (q, endpoint) in due {
+            match batches.last_mut() {
+                Some((l, _, items)) if *l == q.ledger && items.len() < DELIVER_BATCH => {
+                    items.push(q)
+                }
+                _ => batches.push((q.ledger, endpoint, vec![q])),
+            }
+        }
+        let link = &self.link;
+        let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(batches)
+            .map(|(ledger, endpoint, items)| async move {
+                let keys: Vec<(LedgerId, Txid)> =
+                    items.iter().map(|q| (q.ledger, q.txid)).collect();
+                let all = |e: String| keys.iter().map(|k| (*k, Err(e.clone()))).collect();
+                let Some(endpoint) = endpoint else {
+                    return all(format!("ledger {} is not registered", ledger.0));
+                };
+                let request = v1::DeliverInboundBatchRequest {
+                    settlements: items.into_iter().map(|q| q.settlement).collect(),
+                };
+                match link.deliver_batch(ledger, &endpoint, request).await {
+                    Err(s) => all(format!("{}: {}", s.code(), s.message())),
+                    Ok(r) if r.results.len() != keys.len() => all(format!(
+                        "{} results for {} settlements",
+                        r.results.len(),
+                        keys.len()
+                    )),
+                    Ok(r) => keys
+                        .iter()
+                        .zip(r.results)
+                        .map(|(k, r)| {
+                            let outcome = match r.outcome {
+                                Some(v1::deliver_inbound_result::Outcome::Delivered(_)) => Ok(()),
+                                Some(v1::deliver_inbound_result::Outcome::Failed(f)) => {
+                                    Err(format!("{:?}: {}", tonic::Code::from(f.code), f.message))
+                                }
+                                None => Err("empty result".into()),
+                            };
+                            (*k, outcome)
+                        })
+                        .collect(),
+                }
+            })
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
+        let mut delivered = Vec::new();
+        for (key, outcome) in outcomes {
+            match outcome {
+                Ok(()) => delivered.push(key),
                 Err(e) => {
                     step.failed += 1;
                     if let Some(m) = &self.metrics {
@@ -201,8 +267,18 @@ impl DeliveryWorker {
                         .saturating_mul(1u32 << b.failures.min(16).saturating_sub(1))
                         .min(BACKOFF_MAX);
                     b.next_ms = now + wait.as_millis() as u64;
-                    tracing::warn!(ledger = q.ledger.0, txid = %q.txid, error = %e, failures = b.failures, "delivery failed; retrying later");
+                    tracing::warn!(ledger = key.0.0, txid = %key.1, error = %e, failures = b.failures, "delivery failed; retrying later");
                 }
+            }
+        }
+        if !delivered.is_empty() {
+            self.bank.delivered(&delivered).await?;
+            for key in &delivered {
+                self.backoff.remove(key);
+            }
+            step.delivered = delivered.len();
+            if let Some(m) = &self.metrics {
+                m.delivered.inc_by(delivered.len() as u64);
             }
         }
         Ok(step)

@@ -144,6 +144,41 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         ))
     }
 
+    async fn settle_batch(
+        &self,
+        request: Request<v1::SettleBatchRequest>,
+    ) -> Result<Response<v1::SettleBatchResponse>, Status> {
+        let r = request.into_inner();
+        let transfers = r
+            .transfers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                convert::signed_transfer("transfers", Some(t))
+                    .map_err(|e| Status::invalid_argument(format!("transfers[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let results = self
+            .bank
+            .settle_batch(LedgerId(r.from_ledger_id), transfers, &r.operator_signature)
+            .await?
+            .into_iter()
+            .map(|r| v1::SettleResult {
+                outcome: Some(match r {
+                    Ok(s) => v1::settle_result::Outcome::Settled(s),
+                    Err(e) => {
+                        let s = Status::from(e);
+                        v1::settle_result::Outcome::Failed(v1::Failure {
+                            code: s.code() as i32,
+                            message: s.message().to_string(),
+                        })
+                    }
+                }),
+            })
+            .collect();
+        Ok(Response::new(v1::SettleBatchResponse { results }))
+    }
+
     async fn submit_checkpoint(
         &self,
         request: Request<v1::SubmitCheckpointRequest>,

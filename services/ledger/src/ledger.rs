@@ -238,6 +238,20 @@ pub struct Built {
     pub inputs: Vec<(OutPoint, Output)>,
 }
 
+/// A delivery from the central bank: a transfer, where it comes from, the amount for this
+/// ledger, and the central bank's countersignature.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub transfer: Transfer,
+    pub from_ledger: LedgerId,
+    pub amount: Amount,
+    pub countersignature: Vec<u8>,
+}
+
+/// An inbound delivery ready to apply: its slot in the request, the transfer, the outputs
+/// this ledger credits, and the amount.
+type InboundItem = (usize, Arc<Transfer>, Arc<Vec<(u16, Output)>>, Amount);
+
 /// Figures for an audit of one ledger.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -275,6 +289,8 @@ struct Inner {
     committer: Batcher<Transfer, Result<Committed, LedgerError>>,
     events: broadcast::Sender<Arc<CommitEvent>>,
     metrics: LedgerMetrics,
+    /// The central bank's key, decompressed once.
+    central_bank_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 /// One bank ledger. Cheap to clone; clones share everything.
@@ -324,6 +340,7 @@ impl Ledger {
                 },
             );
             Inner {
+                central_bank_key: settings.central_bank.and_then(|k| k.verifying_key().ok()),
                 db,
                 layout: Layout::new(settings.ledger),
                 settings,
@@ -1428,7 +1445,7 @@ impl Ledger {
     // ----- inbound from the central bank -----
 
     /// Credits the outputs of a transfer the central bank countersigned for this ledger
-    /// (issuance to the vault, or a move from another ledger). Idempotent by outpoint.
+    /// (issuance to the vault, or a move from another ledger). Idempotent by txid.
     pub async fn deliver_inbound(
         &self,
         transfer: Transfer,
@@ -1436,28 +1453,175 @@ impl Ledger {
         amount: Amount,
         countersignature: &[u8],
     ) -> Result<Committed, LedgerError> {
-        let Some(cb) = self.inner.settings.central_bank else {
-            return Err(LedgerError::FailedPrecondition(
-                "this ledger has no central bank key configured".into(),
-            ));
+        self.deliver_inbound_batch(vec![Inbound {
+            transfer,
+            from_ledger,
+            amount,
+            countersignature: countersignature.to_vec(),
+        }])
+        .await
+        .remove(0)
+    }
+
+    /// [`Ledger::deliver_inbound`] for many deliveries: the countersignatures are checked
+    /// with one Ed25519 batch verification and the deliveries applied in one store
+    /// transaction (each on its own if that transaction cannot commit). One result per item.
+    pub async fn deliver_inbound_batch(
+        &self,
+        items: Vec<Inbound>,
+    ) -> Vec<Result<Committed, LedgerError>> {
+        let mut results: Vec<Option<Result<Committed, LedgerError>>> =
+            (0..items.len()).map(|_| None).collect();
+        let checked = self.check_countersignatures(&items);
+        let mut good: Vec<InboundItem> = Vec::new();
+        for (i, (item, ok)) in items.into_iter().zip(checked).enumerate() {
+            match ok.and_then(|()| self.inbound_outputs(&item)) {
+                Ok(ours) => good.push((i, Arc::new(item.transfer), Arc::new(ours), item.amount)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !good.is_empty() {
+            let now_ms = self.now_ms();
+            let me = self.clone();
+            let batch = Arc::new(good);
+            let b = Arc::clone(&batch);
+            let outcome = self
+                .inner
+                .db
+                .run_stamped(move |tx| {
+                    let me = me.clone();
+                    let b = Arc::clone(&b);
+                    Box::pin(async move {
+                        let mut out = Vec::with_capacity(b.len());
+                        let mut order: u16 = 0;
+                        for (_, t, ours, amount) in b.iter() {
+                            match me.apply_inbound(tx, t, ours, *amount, now_ms, order).await {
+                                Ok(applied) => {
+                                    let used = order;
+                                    if matches!(applied, Applied::New(_)) {
+                                        order += 1;
+                                    }
+                                    out.push(Ok((applied, used)));
+                                }
+                                Err(TxError::Abort(e)) => out.push(Err(e)),
+                                Err(TxError::Store(e)) => return Err(TxError::Store(e)),
+                            }
+                        }
+                        Ok::<_, TxError<LedgerError>>(out)
+                    })
+                })
+                .await;
+            match outcome {
+                Ok((applied, stamp)) => {
+                    for ((i, t, _, _), r) in batch.iter().zip(applied) {
+                        results[*i] = Some(r.map(|(applied, order)| {
+                            self.finish(t.txid(), applied, stamp.0, order, now_ms)
+                        }));
+                    }
+                }
+                Err(e) if batch.len() == 1 => {
+                    results[batch[0].0] = Some(Err(e.into()));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %LedgerError::from(e), "inbound batch failed; applying one by one");
+                    for (i, t, ours, amount) in batch.iter() {
+                        let single = (0, Arc::clone(t), Arc::clone(ours), *amount);
+                        results[*i] = Some(self.apply_inbound_alone(single).await);
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every item answered"))
+            .collect()
+    }
+
+    async fn apply_inbound_alone(
+        &self,
+        (_, t, ours, amount): InboundItem,
+    ) -> Result<Committed, LedgerError> {
+        let now_ms = self.now_ms();
+        let me = self.clone();
+        let tt = Arc::clone(&t);
+        let (applied, stamp) = self
+            .inner
+            .db
+            .run_stamped(move |tx| {
+                let me = me.clone();
+                let t = Arc::clone(&tt);
+                let ours = Arc::clone(&ours);
+                Box::pin(async move { me.apply_inbound(tx, &t, &ours, amount, now_ms, 0).await })
+            })
+            .await?;
+        Ok(self.finish(t.txid(), applied, stamp.0, 0, now_ms))
+    }
+
+    /// Checks every item's countersignature with one batch verification (one by one only
+    /// if the batch fails, to name the bad ones).
+    fn check_countersignatures(&self, items: &[Inbound]) -> Vec<Result<(), LedgerError>> {
+        let Some(vk) = self.inner.central_bank_key else {
+            return items
+                .iter()
+                .map(|_| {
+                    Err(LedgerError::FailedPrecondition(
+                        "this ledger has no central bank key configured".into(),
+                    ))
+                })
+                .collect();
         };
-        let vk = cb
-            .verifying_key()
-            .map_err(|e| LedgerError::Internal(format!("central bank key: {e}")))?;
-        verify_signature(
-            &vk,
-            &settle_message(&transfer.txid(), self.id()),
-            countersignature,
-            "settlement.central_bank_signature",
-            "the central bank's key",
-            "does not verify against the central bank's key",
-        )?;
-        if from_ledger == self.id() {
+        let field = "settlement.central_bank_signature";
+        let mut results: Vec<Result<(), LedgerError>> = items
+            .iter()
+            .map(|item| {
+                if item.countersignature.len() == 64 {
+                    Ok(())
+                } else {
+                    Err(LedgerError::PermissionDenied(format!(
+                        "{field}: {} bytes, expected a 64-byte Ed25519 signature by the central bank's key",
+                        item.countersignature.len()
+                    )))
+                }
+            })
+            .collect();
+        let passing: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_ok()).collect();
+        let messages: Vec<Vec<u8>> = passing
+            .iter()
+            .map(|&i| settle_message(&items[i].transfer.txid(), self.id()))
+            .collect();
+        let signatures: Vec<ed25519_dalek::Signature> = passing
+            .iter()
+            .map(|&i| {
+                ed25519_dalek::Signature::from_slice(&items[i].countersignature).expect("64 bytes")
+            })
+            .collect();
+        let refs: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+        let keys = vec![vk; passing.len()];
+        if !passing.is_empty() && ed25519_dalek::verify_batch(&refs, &signatures, &keys).is_err() {
+            for (slot, &i) in passing.iter().enumerate() {
+                results[i] = verify_signature(
+                    &vk,
+                    &messages[slot],
+                    &items[i].countersignature,
+                    field,
+                    "the central bank's key",
+                    "does not verify against the central bank's key",
+                );
+            }
+        }
+        results
+    }
+
+    /// The outputs of an inbound delivery that this ledger credits, after the checks that
+    /// need no storage.
+    fn inbound_outputs(&self, item: &Inbound) -> Result<Vec<(u16, Output)>, LedgerError> {
+        if item.from_ledger == self.id() {
             return Err(LedgerError::InvalidArgument(
                 "settlement.from_ledger_id: a delivery cannot come from this ledger itself".into(),
             ));
         }
-        let ours: Vec<(u16, Output)> = transfer
+        let ours: Vec<(u16, Output)> = item
+            .transfer
             .body()
             .outputs
             .iter()
@@ -1473,70 +1637,71 @@ impl Ledger {
         }
         let total =
             Amount::checked_sum(ours.iter().map(|(_, o)| o.value)).ok_or(Reject::ValueOverflow)?;
-        if ours.is_empty() || total != amount {
+        if ours.is_empty() || total != item.amount {
             return Err(LedgerError::InvalidArgument(format!(
-                "settlement.amount: {amount}, but the transfer's outputs for ledger {} total {total}",
+                "settlement.amount: {}, but the transfer's outputs for ledger {} total {total}",
+                item.amount,
                 self.id().0
             )));
         }
-        let now_ms = self.now_ms();
-        let me = self.clone();
-        let t = Arc::new(transfer);
-        let tt = Arc::clone(&t);
-        let ours = Arc::new(ours);
-        let (applied, stamp) = self
-            .inner
-            .db
-            .run_stamped(move |tx| {
-                let me = me.clone();
-                let t = Arc::clone(&tt);
-                let ours = Arc::clone(&ours);
-                Box::pin(async move {
-                    let l = me.layout();
-                    let txid = t.txid();
-                    if let Some(bytes) = tx.get(&l.transfer(&txid)).await? {
-                        return Ok(Applied::Already(
-                            TransferRecord::decode(&bytes).map_err(corrupt)?,
-                        ));
-                    }
-                    let mut lines = Vec::new();
-                    for (index, output) in ours.iter() {
-                        let owner = output.lock.owner();
-                        let wallet = tx.get(&l.wallet(&owner)).await?;
-                        if wallet.is_none() {
-                            return Err(abort(Reject::UnknownWallet {
-                                ledger: me.id(),
-                                key: owner,
-                            }));
-                        }
-                        let outpoint = t.outpoint(*index);
-                        tx.set(
-                            &l.output(&outpoint),
-                            &OutputState::Unspent(*output).encode(),
-                        )?;
-                        tx.set(
-                            &l.owned(&owner, &outpoint),
-                            &output.value.fen().to_be_bytes(),
-                        )?;
-                        tx.atomic_add(&l.utxo_count(&owner), 1)?;
-                        tx.atomic_add(&l.balance(&owner), output.value.fen() as i64)?;
-                        let record = HistoryRecord {
-                            txid,
-                            amount: output.value,
-                            incoming: true,
-                            committed_at_ms: now_ms,
-                            memo: t.body().memo.clone(),
-                        };
-                        me.write_history(tx, &owner, &record, 0)?;
-                        lines.push((owner, record));
-                    }
-                    me.write_transfer(tx, &t, now_ms, TransferKind::Inbound, 0)?;
-                    tx.atomic_add(&l.inbound_total(), amount.fen() as i64)?;
-                    Ok(Applied::New(lines))
-                })
-            })
-            .await?;
-        Ok(self.finish(t.txid(), applied, stamp.0, 0, now_ms))
+        Ok(ours)
+    }
+
+    /// Applies one inbound delivery inside `tx`: every payee wallet is checked before
+    /// anything is written, so a refused delivery leaves nothing behind in a shared
+    /// transaction.
+    async fn apply_inbound(
+        &self,
+        tx: &mut Transaction,
+        t: &Transfer,
+        ours: &[(u16, Output)],
+        amount: Amount,
+        now_ms: u64,
+        order: u16,
+    ) -> Result<Applied, TxError<LedgerError>> {
+        let l = self.layout();
+        let txid = t.txid();
+        if let Some(bytes) = tx.get(&l.transfer(&txid)).await? {
+            return Ok(Applied::Already(
+                TransferRecord::decode(&bytes).map_err(corrupt)?,
+            ));
+        }
+        for (_, output) in ours {
+            let owner = output.lock.owner();
+            if tx.get(&l.wallet(&owner)).await?.is_none() {
+                return Err(abort(Reject::UnknownWallet {
+                    ledger: self.id(),
+                    key: owner,
+                }));
+            }
+        }
+        let mut lines = Vec::new();
+        for (index, output) in ours {
+            let owner = output.lock.owner();
+            let outpoint = t.outpoint(*index);
+            tx.set(
+                &l.output(&outpoint),
+                &OutputState::Unspent(*output).encode(),
+            )?;
+            tx.set(
+                &l.owned(&owner, &outpoint),
+                &output.value.fen().to_be_bytes(),
+            )?;
+            tx.atomic_add(&l.utxo_count(&owner), 1)?;
+            tx.atomic_add(&l.balance(&owner), output.value.fen() as i64)?;
+            let record = HistoryRecord {
+                txid,
+                amount: output.value,
+                incoming: true,
+                committed_at_ms: now_ms,
+                memo: t.body().memo.clone(),
+            };
+            self.write_history(tx, &owner, &record, order)?;
+            lines.push((owner, record));
+        }
+        self.write_transfer(tx, t, now_ms, TransferKind::Inbound, order)?;
+        tx.atomic_add(&l.inbound_total(), amount.fen() as i64)?;
+        Ok(Applied::New(lines))
     }
 
     /// Decodes a stored transfer record back into its wire parts.

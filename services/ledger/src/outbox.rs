@@ -27,7 +27,11 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::records::{Corrupt, TransferRecord};
 
 /// Outbox rows read per step, at most.
-pub const OUTBOX_SCAN_MAX: usize = 512;
+pub const OUTBOX_SCAN_MAX: usize = 4096;
+/// Transfers per `SettleBatch` request, at most.
+pub const SETTLE_BATCH: usize = 256;
+/// `SettleBatch` requests in flight at once, at most (by default).
+pub const SETTLE_CONCURRENCY: usize = 4;
 /// The first retry waits this long; each failure doubles it, up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts for one transfer.
@@ -36,10 +40,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The central bank as the ledger sees it. The gRPC client implements it; a simulation
 /// may put a faulty network in between.
 pub trait CentralBankLink: Send + Sync + 'static {
-    fn settle(
+    fn settle_batch(
         &self,
-        request: v1::SettleRequest,
-    ) -> BoxFuture<'static, Result<v1::SettleResponse, Status>>;
+        request: v1::SettleBatchRequest,
+    ) -> BoxFuture<'static, Result<v1::SettleBatchResponse, Status>>;
     fn submit_checkpoint(
         &self,
         request: v1::SubmitCheckpointRequest,
@@ -66,14 +70,14 @@ impl GrpcCentralBank {
 }
 
 impl CentralBankLink for GrpcCentralBank {
-    fn settle(
+    fn settle_batch(
         &self,
-        request: v1::SettleRequest,
-    ) -> BoxFuture<'static, Result<v1::SettleResponse, Status>> {
+        request: v1::SettleBatchRequest,
+    ) -> BoxFuture<'static, Result<v1::SettleBatchResponse, Status>> {
         let mut client = self.client.clone();
         Box::pin(async move {
             client
-                .settle(request)
+                .settle_batch(request)
                 .await
                 .map(tonic::Response::into_inner)
         })
@@ -117,6 +121,7 @@ pub struct OutboxWorker {
     backoff: HashMap<Txid, Backoff>,
     /// The checkpoint size the central bank holds, once known.
     known_size: Option<u64>,
+    concurrency: usize,
 }
 
 impl OutboxWorker {
@@ -126,7 +131,15 @@ impl OutboxWorker {
             link,
             backoff: HashMap::new(),
             known_size: None,
+            concurrency: SETTLE_CONCURRENCY,
         }
+    }
+
+    /// Settlements in flight at once (at least 1). A simulation uses 1, so that the order of
+    /// messages follows from its seed alone.
+    pub fn with_concurrency(mut self, n: usize) -> OutboxWorker {
+        self.concurrency = n.max(1);
+        self
     }
 
     /// The outbox's transfers (among the first [`OUTBOX_SCAN_MAX`] rows) and the value
@@ -160,26 +173,43 @@ impl OutboxWorker {
         Ok(out)
     }
 
-    /// Hands every due outbox transfer to the central bank once.
+    /// Hands every due outbox transfer to the central bank once, in `SettleBatch` requests
+    /// of up to [`SETTLE_BATCH`] with `concurrency` requests in flight (see
+    /// [`OutboxWorker::with_concurrency`]), then clears every acknowledged one in one store
+    /// transaction. A transfer the central bank refused, or whose request failed, waits for
+    /// its backoff.
     pub async fn step(&mut self) -> Result<OutboxStep, LedgerError> {
+        use futures::StreamExt;
         let pending = self.pending().await?;
         self.backoff.retain(|txid, _| pending.contains_key(txid));
         let now = self.ledger.now_ms();
         let mut step = OutboxStep::default();
-        for txid in pending.keys() {
-            if self.backoff.get(txid).is_some_and(|b| b.next_ms > now) {
-                step.waiting += 1;
-                continue;
-            }
-            match self.settle_one(txid).await {
-                Ok(()) => {
-                    self.backoff.remove(txid);
-                    step.settled += 1;
+        let due: Vec<Txid> = pending
+            .keys()
+            .filter(|txid| {
+                let wait = self.backoff.get(txid).is_some_and(|b| b.next_ms > now);
+                if wait {
+                    step.waiting += 1;
                 }
+                !wait
+            })
+            .copied()
+            .collect();
+        let this = &*self;
+        let outcomes: Vec<Vec<(Txid, Result<(), String>)>> =
+            futures::stream::iter(due.chunks(SETTLE_BATCH).map(<[Txid]>::to_vec))
+                .map(|chunk| async move { this.settle_chunk(chunk).await })
+                .buffered(self.concurrency)
+                .collect()
+                .await;
+        let mut acknowledged = Vec::new();
+        for (txid, outcome) in outcomes.into_iter().flatten() {
+            match outcome {
+                Ok(()) => acknowledged.push(txid),
                 Err(e) => {
                     step.failed += 1;
                     self.ledger.metrics().central_bank_errors.inc();
-                    let b = self.backoff.entry(*txid).or_insert(Backoff {
+                    let b = self.backoff.entry(txid).or_insert(Backoff {
                         failures: 0,
                         next_ms: now,
                     });
@@ -192,36 +222,97 @@ impl OutboxWorker {
                 }
             }
         }
+        if !acknowledged.is_empty() {
+            self.ledger.clear_outbox(&acknowledged).await?;
+            for txid in &acknowledged {
+                self.backoff.remove(txid);
+            }
+            step.settled = acknowledged.len();
+            self.ledger
+                .metrics()
+                .outbox_settled
+                .inc_by(acknowledged.len() as u64);
+        }
         Ok(step)
     }
 
-    async fn settle_one(&self, txid: &Txid) -> Result<(), LedgerError> {
+    /// Hands `txids` to the central bank in one request; each one's outcome.
+    async fn settle_chunk(&self, txids: Vec<Txid>) -> Vec<(Txid, Result<(), String>)> {
+        let request = match self.settle_request(&txids).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = e.to_string();
+                return txids.into_iter().map(|t| (t, Err(e.clone()))).collect();
+            }
+        };
+        match self.link.settle_batch(request).await {
+            Err(s) => {
+                let e = format!("central bank: {}: {}", s.code(), s.message());
+                txids.into_iter().map(|t| (t, Err(e.clone()))).collect()
+            }
+            Ok(r) if r.results.len() != txids.len() => {
+                let e = format!(
+                    "central bank: {} results for {} transfers",
+                    r.results.len(),
+                    txids.len()
+                );
+                txids.into_iter().map(|t| (t, Err(e.clone()))).collect()
+            }
+            Ok(r) => txids
+                .into_iter()
+                .zip(r.results)
+                .map(|(t, r)| {
+                    let outcome = match r.outcome {
+                        Some(v1::settle_result::Outcome::Settled(_)) => Ok(()),
+                        Some(v1::settle_result::Outcome::Failed(f)) => Err(format!(
+                            "central bank: {:?}: {}",
+                            tonic::Code::from(f.code),
+                            f.message
+                        )),
+                        None => Err("central bank: empty result".into()),
+                    };
+                    (t, outcome)
+                })
+                .collect(),
+        }
+    }
+
+    /// The signed `SettleBatch` request for `txids`, read in one snapshot.
+    async fn settle_request(&self, txids: &[Txid]) -> Result<v1::SettleBatchRequest, LedgerError> {
         let ledger = &self.ledger;
         let mut tx = ledger.db().create_transaction()?;
-        let record = tx
-            .get_snapshot(&ledger.layout().transfer(txid))
-            .await?
-            .ok_or(Corrupt {
-                what: "outbox transfer",
-            })?;
-        drop(tx);
-        let record = TransferRecord::decode(&record)?;
-        let transfer =
-            cbdc_core::Transfer::decode(record.body.clone(), Ledger::record_witnesses(&record))?;
-        let request = v1::SettleRequest {
-            transfer: Some(convert::to_signed_transfer(&transfer)),
+        let mut transfers = Vec::with_capacity(txids.len());
+        for txid in txids {
+            let record = tx
+                .get_snapshot(&ledger.layout().transfer(txid))
+                .await?
+                .ok_or(Corrupt {
+                    what: "outbox transfer",
+                })?;
+            let record = TransferRecord::decode(&record)?;
+            transfers.push(v1::SignedTransfer {
+                witnesses: record
+                    .witnesses
+                    .iter()
+                    .map(|(k, sig)| v1::Witness {
+                        public_key: k.to_vec(),
+                        signature: sig.to_vec(),
+                    })
+                    .collect(),
+                body: record.body,
+            });
+        }
+        Ok(v1::SettleBatchRequest {
             from_ledger_id: ledger.id().0,
+            transfers,
             operator_signature: ledger
                 .operator()
-                .sign(&cbdc_core::messages::bank_settle_message(ledger.id(), txid))
+                .sign(&cbdc_core::messages::bank_settle_batch_message(
+                    ledger.id(),
+                    txids,
+                ))
                 .to_vec(),
-        };
-        self.link.settle(request).await.map_err(|s| {
-            LedgerError::Unavailable(format!("central bank: {}: {}", s.code(), s.message()))
-        })?;
-        ledger.clear_outbox(txid).await?;
-        ledger.metrics().outbox_settled.inc();
-        Ok(())
+        })
     }
 
     /// Submits the latest checkpoint, with a consistency proof from the size the central
@@ -287,33 +378,38 @@ impl OutboxWorker {
 }
 
 impl Ledger {
-    /// Clears `txid`'s outbox rows after the central bank acknowledged it and adds their
-    /// value to the settled-out total, in one transaction; rows already cleared are not
+    /// Clears the outbox rows of `txids` after the central bank acknowledged them and adds
+    /// their value to the settled-out total, in one transaction; rows already cleared are not
     /// counted again. Returns the value cleared now.
-    pub async fn clear_outbox(&self, txid: &Txid) -> Result<Amount, LedgerError> {
+    pub async fn clear_outbox(&self, txids: &[Txid]) -> Result<Amount, LedgerError> {
         let me = self.clone();
-        let txid = *txid;
+        let txids: Arc<Vec<Txid>> = Arc::new(txids.to_vec());
         let cleared = self
             .db()
             .run(move |tx| {
                 let me = me.clone();
+                let txids = Arc::clone(&txids);
                 Box::pin(async move {
                     let l = me.layout();
-                    let (b, e) = l.outbox_of(&txid);
-                    let rows = tx.get_range(&b, &e, RangeOptions::default()).await?;
                     let mut sum = Amount::ZERO;
-                    for (_, v) in &rows {
-                        let o = Output::decode(v).map_err(|_| {
-                            TxError::Abort(LedgerError::from(Corrupt { what: "outbox" }))
-                        })?;
-                        sum = sum.checked_add(o.value).ok_or_else(|| {
-                            TxError::Abort(LedgerError::from(Corrupt {
-                                what: "outbox total",
-                            }))
-                        })?;
+                    for txid in txids.iter() {
+                        let (b, e) = l.outbox_of(txid);
+                        let rows = tx.get_range(&b, &e, RangeOptions::default()).await?;
+                        for (_, v) in &rows {
+                            let o = Output::decode(v).map_err(|_| {
+                                TxError::Abort(LedgerError::from(Corrupt { what: "outbox" }))
+                            })?;
+                            sum = sum.checked_add(o.value).ok_or_else(|| {
+                                TxError::Abort(LedgerError::from(Corrupt {
+                                    what: "outbox total",
+                                }))
+                            })?;
+                        }
+                        if !rows.is_empty() {
+                            tx.clear_range(&b, &e)?;
+                        }
                     }
-                    if !rows.is_empty() {
-                        tx.clear_range(&b, &e)?;
+                    if !sum.is_zero() {
                         tx.atomic_add(&l.settled_out_total(), sum.fen() as i64)?;
                     }
                     Ok::<_, TxError<LedgerError>>(sum)

@@ -14,7 +14,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::layout::POSITION_LEN;
-use crate::ledger::{Committed, HistoryItem, Ledger, LedgerError, WalletView, operator_message};
+use crate::ledger::{
+    Committed, HistoryItem, Inbound, Ledger, LedgerError, WalletView, operator_message,
+};
 
 /// Default entries per history page.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
@@ -533,7 +535,78 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let s = r
             .settlement
             .ok_or_else(|| Status::invalid_argument("settlement: required field is missing"))?;
-        let t = convert::signed_transfer("settlement.transfer", s.transfer.as_ref())?;
+        let item = self.inbound(s)?;
+        let c = self
+            .ledger
+            .deliver_inbound_batch(vec![item])
+            .await
+            .remove(0)?;
+        Ok(Response::new(v1::DeliverInboundResponse {
+            already_delivered: c.already,
+        }))
+    }
+
+    async fn deliver_inbound_batch(
+        &self,
+        request: Request<v1::DeliverInboundBatchRequest>,
+    ) -> Result<Response<v1::DeliverInboundBatchResponse>, Status> {
+        let settlements = request.into_inner().settlements;
+        if settlements.is_empty() || settlements.len() > DELIVER_BATCH_MAX {
+            return Err(Status::invalid_argument(format!(
+                "settlements: {} settlements; between 1 and {DELIVER_BATCH_MAX} are accepted",
+                settlements.len()
+            )));
+        }
+        let mut slots: Vec<Result<usize, Status>> = Vec::with_capacity(settlements.len());
+        let mut items = Vec::new();
+        for s in settlements {
+            slots.push(self.inbound(s).map(|item| {
+                items.push(item);
+                items.len() - 1
+            }));
+        }
+        let mut applied: Vec<Option<Result<Committed, LedgerError>>> = self
+            .ledger
+            .deliver_inbound_batch(items)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect();
+        let results = slots
+            .into_iter()
+            .map(|slot| {
+                let outcome = slot.and_then(|i| {
+                    applied[i]
+                        .take()
+                        .expect("one result per item")
+                        .map_err(Status::from)
+                });
+                v1::DeliverInboundResult {
+                    outcome: Some(match outcome {
+                        Ok(c) => v1::deliver_inbound_result::Outcome::Delivered(
+                            v1::DeliverInboundResponse {
+                                already_delivered: c.already,
+                            },
+                        ),
+                        Err(s) => v1::deliver_inbound_result::Outcome::Failed(v1::Failure {
+                            code: s.code() as i32,
+                            message: s.message().to_string(),
+                        }),
+                    }),
+                }
+            })
+            .collect();
+        Ok(Response::new(v1::DeliverInboundBatchResponse { results }))
+    }
+}
+
+/// Settlements per `DeliverInboundBatch` request, at most.
+pub const DELIVER_BATCH_MAX: usize = 1024;
+
+impl LedgerGrpc {
+    /// A settlement from the wire, checked for this ledger.
+    fn inbound(&self, s: v1::Settlement) -> Result<Inbound, Status> {
+        let transfer = convert::signed_transfer("settlement.transfer", s.transfer.as_ref())?;
         if s.to_ledger_id != self.ledger.id().0 {
             return Err(Status::invalid_argument(format!(
                 "settlement.to_ledger_id: {}, but this is ledger {}",
@@ -542,22 +615,14 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             )));
         }
         let amount = self.amount("settlement.amount", &s.amount)?;
-        let c = self
-            .ledger
-            .deliver_inbound(
-                t,
-                cbdc_core::LedgerId(s.from_ledger_id),
-                amount,
-                &s.central_bank_signature,
-            )
-            .await?;
-        Ok(Response::new(v1::DeliverInboundResponse {
-            already_delivered: c.already,
-        }))
+        Ok(Inbound {
+            transfer,
+            from_ledger: cbdc_core::LedgerId(s.from_ledger_id),
+            amount,
+            countersignature: s.central_bank_signature,
+        })
     }
-}
 
-impl LedgerGrpc {
     async fn wallet_action(
         &self,
         r: v1::WalletActionRequest,
