@@ -326,6 +326,33 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
         Code::PermissionDenied,
         "settlement.central_bank_signature: does not verify against the central bank's key".into(),
     ));
+    // A genuine countersignature over a transfer whose payer signature is forged: the
+    // receiving ledger checks both.
+    let mut forged_witness = t.clone();
+    forged_witness.witnesses[0].signature[5] ^= 1;
+    let cb_key = Keypair::from_seed(&cbdc_tests::network::CENTRAL_BANK_SEED);
+    let e = net
+        .bank(2)
+        .client
+        .deliver_inbound(v1::DeliverInboundRequest {
+            settlement: Some(v1::Settlement {
+                transfer: Some(forged_witness),
+                from_ledger_id: 1,
+                to_ledger_id: 2,
+                amount: "50.00".into(),
+                central_bank_signature: cb_key
+                    .sign(&cbdc_core::messages::settle_message(&txid, LedgerId(2)))
+                    .to_vec(),
+            }),
+        })
+        .await
+        .map(|_| ());
+    cases.push((
+        "countersigned, but the payer's signature is forged",
+        e,
+        Code::PermissionDenied,
+        "BAD_SIGNATURE: witness 0: signature does not verify for this txid".into(),
+    ));
     // Checkpoints that shrink the log or change its history, or claim more than was sent.
     let held = ledger_audit(&before, 1).checkpoint_size;
     assert!(held >= 3, "{before:#?}");

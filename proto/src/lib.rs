@@ -1,9 +1,11 @@
 //! The gRPC contract of the CBDC network and its conversions to `cbdc-core` types.
 //!
 //! Generated code lives in [`v1`]; [`convert`] is the only place where wire types become core
-//! types, returning a [`convert::WireError`] that names the field at fault.
+//! types, returning a [`convert::WireError`] that names the field at fault. [`keycache`] keeps
+//! the decompressed keys of recent signers for decoding.
 
 pub mod convert;
+pub mod keycache;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {

@@ -62,3 +62,31 @@ impl IssuanceConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configuration_loads_and_its_placeholder_key_is_refused_by_name() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/issuance.toml");
+        let config: IssuanceConfig =
+            cbdc_runtime::config::load(Some(&path), "CBDC_ISSUANCE_TEST_UNSET_").expect("loads");
+        assert_eq!(config.listen.port(), 50051);
+        let err = crate::parse_public_key("admin_public_key", &config.admin_public_key)
+            .expect_err("the placeholder is not a usable key");
+        assert!(err.starts_with("admin_public_key:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = cbdc_runtime::config::from_toml_str::<IssuanceConfig>(
+            "data_dir = \"d\"\nsigning_key_file = \"k\"\nadmin_public_key = \"00\"\nlisten_port = 9",
+            "CBDC_ISSUANCE_TEST_UNSET_",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+}

@@ -28,11 +28,24 @@ pub const PAGE_MAX: u32 = 1000;
 #[derive(Clone)]
 pub struct IssuanceGrpc {
     bank: CentralBank,
+    /// Decompressed witness keys of recent payers.
+    keys: std::sync::Arc<cbdc_proto::keycache::KeyCache>,
 }
 
 impl IssuanceGrpc {
     pub fn new(bank: CentralBank) -> IssuanceGrpc {
-        IssuanceGrpc { bank }
+        IssuanceGrpc {
+            bank,
+            keys: Default::default(),
+        }
+    }
+
+    fn transfer(
+        &self,
+        field: &'static str,
+        t: Option<&v1::SignedTransfer>,
+    ) -> Result<cbdc_core::Transfer, convert::WireError> {
+        convert::signed_transfer_with(field, t, &|k| self.keys.verifying_key(k))
     }
 }
 
@@ -136,7 +149,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         request: Request<v1::SettleRequest>,
     ) -> Result<Response<v1::SettleResponse>, Status> {
         let r = request.into_inner();
-        let t = convert::signed_transfer("transfer", r.transfer.as_ref())?;
+        let t = self.transfer("transfer", r.transfer.as_ref())?;
         Ok(Response::new(
             self.bank
                 .settle(t, LedgerId(r.from_ledger_id), &r.operator_signature)
@@ -154,7 +167,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                convert::signed_transfer("transfers", Some(t))
+                self.transfer("transfers", Some(t))
                     .map_err(|e| Status::invalid_argument(format!("transfers[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -1472,7 +1472,29 @@ impl Ledger {
     ) -> Vec<Result<Committed, LedgerError>> {
         let mut results: Vec<Option<Result<Committed, LedgerError>>> =
             (0..items.len()).map(|_| None).collect();
-        let checked = self.check_countersignatures(&items);
+        // Both signatures: the central bank's countersignature and the payers' own (without
+        // expiry: a committed transfer may arrive after its `valid_until`), each kind in one
+        // batch verification, off the async threads.
+        let me = self.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let countersigned = me.check_countersignatures(&items);
+            let witnessed =
+                cbdc_core::validate::check_committed_batch(items.iter().map(|i| &i.transfer));
+            let checked: Vec<Result<(), LedgerError>> = countersigned
+                .into_iter()
+                .zip(witnessed)
+                .map(|(c, w)| c.and_then(|()| w.map_err(LedgerError::from)))
+                .collect();
+            (items, checked)
+        })
+        .await;
+        let (items, checked) = match checked {
+            Ok(done) => done,
+            Err(e) => {
+                let e = LedgerError::Unavailable(format!("signature check: {e}"));
+                return results.iter().map(|_| Err(clone_error(&e))).collect();
+            }
+        };
         let mut good: Vec<InboundItem> = Vec::new();
         for (i, (item, ok)) in items.into_iter().zip(checked).enumerate() {
             match ok.and_then(|()| self.inbound_outputs(&item)) {
@@ -1702,6 +1724,17 @@ impl Ledger {
         self.write_transfer(tx, t, now_ms, TransferKind::Inbound, order)?;
         tx.atomic_add(&l.inbound_total(), amount.fen() as i64)?;
         Ok(Applied::New(lines))
+    }
+
+    /// The running totals: value delivered in, and value out the central bank acknowledged
+    /// (two counter reads; `totals` scans everything).
+    pub async fn running_totals(&self) -> Result<(Amount, Amount), LedgerError> {
+        let l = self.layout();
+        let mut tx = self.inner.db.create_transaction()?;
+        Ok((
+            counter_amount(tx.get_snapshot(&l.inbound_total()).await?.as_deref())?,
+            counter_amount(tx.get_snapshot(&l.settled_out_total()).await?.as_deref())?,
+        ))
     }
 
     /// Decodes a stored transfer record back into its wire parts.

@@ -13,7 +13,6 @@
 pub mod audit;
 pub mod batcher;
 pub mod config;
-pub mod keycache;
 pub mod layout;
 pub mod ledger;
 pub mod metrics;

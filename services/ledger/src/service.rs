@@ -44,7 +44,7 @@ impl From<LedgerError> for Status {
 pub struct LedgerGrpc {
     ledger: Ledger,
     /// Decompressed witness keys of recent signers.
-    keys: std::sync::Arc<crate::keycache::KeyCache>,
+    keys: std::sync::Arc<cbdc_proto::keycache::KeyCache>,
     /// One permit per open watch stream.
     watchers: std::sync::Arc<tokio::sync::Semaphore>,
     /// Ends open watch streams, so a graceful shutdown does not wait for them.
@@ -151,7 +151,10 @@ fn cursor(field: &'static str, text: &str) -> Result<Option<[u8; POSITION_LEN]>,
 }
 
 /// Decodes a wire transfer, keeping a structural rejection as a per-item result.
-fn decode(keys: &crate::keycache::KeyCache, t: &v1::SignedTransfer) -> Result<Transfer, Reject> {
+fn decode(
+    keys: &cbdc_proto::keycache::KeyCache,
+    t: &v1::SignedTransfer,
+) -> Result<Transfer, Reject> {
     match convert::signed_transfer_with("transfer", Some(t), &|k| keys.verifying_key(k)) {
         Ok(t) => Ok(t),
         Err(WireError::Transfer { reject, .. }) => Err(reject),
@@ -606,7 +609,10 @@ pub const DELIVER_BATCH_MAX: usize = 1024;
 impl LedgerGrpc {
     /// A settlement from the wire, checked for this ledger.
     fn inbound(&self, s: v1::Settlement) -> Result<Inbound, Status> {
-        let transfer = convert::signed_transfer("settlement.transfer", s.transfer.as_ref())?;
+        let transfer =
+            convert::signed_transfer_with("settlement.transfer", s.transfer.as_ref(), &|k| {
+                self.keys.verifying_key(k)
+            })?;
         if s.to_ledger_id != self.ledger.id().0 {
             return Err(Status::invalid_argument(format!(
                 "settlement.to_ledger_id: {}, but this is ledger {}",
