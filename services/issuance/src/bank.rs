@@ -671,9 +671,9 @@ impl CentralBank {
         match self.settled_many(&transfers).await {
             Ok(done) => {
                 for (i, d) in done.into_iter().enumerate() {
-                    if let Some(mut d) = d {
-                        d.already_settled = true;
-                        results[i] = Some(Ok(d));
+                    if let Some(d) = d {
+                        let t = convert::to_signed_transfer(&transfers[i]);
+                        results[i] = Some(Ok(replayed(d, &t)));
                     }
                 }
             }
@@ -715,12 +715,16 @@ impl CentralBank {
                         let k = me.keys();
                         let mut out = Vec::with_capacity(p.len());
                         for (_, txid, (response, redeemed, to)) in p.iter() {
-                            if let Some(mut done) =
+                            if let Some(done) =
                                 get_proto::<v1::SettleResponse>(tx, &k.settled(txid), "settlement")
                                     .await?
                             {
-                                done.already_settled = true;
-                                out.push(done);
+                                let t = response
+                                    .settlements
+                                    .first()
+                                    .and_then(|s| s.transfer.clone())
+                                    .unwrap_or_default();
+                                out.push(replayed(done, &t));
                                 continue;
                             }
                             let leaving = to
@@ -731,7 +735,7 @@ impl CentralBank {
                                         "transfer: values overflow".into(),
                                     ))
                                 })?;
-                            tx.set(&k.settled(txid), &response.encode_to_vec())?;
+                            tx.set(&k.settled(txid), &compact(response).encode_to_vec())?;
                             tx.atomic_add(&k.book_out(from), leaving.fen() as i64)?;
                             for ((l, a), s) in to.iter().zip(&response.settlements) {
                                 tx.atomic_add(&k.book_in(*l), a.fen() as i64)?;
@@ -1077,6 +1081,31 @@ impl CentralBank {
             balanced,
         })
     }
+}
+
+/// A settlement record as stored: without the transfer, which the request carries again on
+/// a replay (its txid is the key).
+fn compact(response: &v1::SettleResponse) -> v1::SettleResponse {
+    v1::SettleResponse {
+        settlements: response
+            .settlements
+            .iter()
+            .map(|s| v1::Settlement {
+                transfer: None,
+                ..s.clone()
+            })
+            .collect(),
+        ..response.clone()
+    }
+}
+
+/// The first answer to a settlement, for a replay of it with transfer `t`.
+fn replayed(mut done: v1::SettleResponse, t: &v1::SignedTransfer) -> v1::SettleResponse {
+    done.already_settled = true;
+    for s in &mut done.settlements {
+        s.transfer = Some(t.clone());
+    }
+    done
 }
 
 fn transfer_txid(t: &v1::SignedTransfer) -> Result<Txid, TxError<IssuanceError>> {

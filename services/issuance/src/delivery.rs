@@ -19,7 +19,7 @@ use tonic::Status;
 use crate::bank::{CentralBank, IssuanceError, Queued};
 
 /// Settlements per `DeliverInboundBatch` request, at most.
-pub const DELIVER_BATCH: usize = 256;
+pub const DELIVER_BATCH: usize = 1024;
 /// `DeliverInboundBatch` requests in flight at once, at most (by default).
 pub const DELIVERY_CONCURRENCY: usize = 4;
 /// The first retry waits this long; each failure doubles it, up to [`BACKOFF_MAX`].
@@ -284,11 +284,14 @@ impl DeliveryWorker {
         Ok(step)
     }
 
-    /// Runs steps every `interval` until `shutdown`.
+    /// Runs steps until `shutdown`: straight on while there is work, else every `interval`.
     pub async fn run(mut self, interval: Duration, shutdown: Shutdown) {
         loop {
-            if let Err(e) = self.step().await {
-                tracing::warn!(error = %e, "delivery step failed");
+            // Straight on after a step that delivered something: there may be more.
+            match self.step().await {
+                Ok(s) if s.delivered > 0 && !shutdown.is_triggered() => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "delivery step failed"),
             }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}

@@ -29,7 +29,7 @@ use crate::records::{Corrupt, TransferRecord};
 /// Outbox rows read per step, at most.
 pub const OUTBOX_SCAN_MAX: usize = 4096;
 /// Transfers per `SettleBatch` request, at most.
-pub const SETTLE_BATCH: usize = 256;
+pub const SETTLE_BATCH: usize = 1024;
 /// `SettleBatch` requests in flight at once, at most (by default).
 pub const SETTLE_CONCURRENCY: usize = 4;
 /// The first retry waits this long; each failure doubles it, up to [`BACKOFF_MAX`].
@@ -355,19 +355,27 @@ impl OutboxWorker {
         ))
     }
 
-    /// Runs steps every `interval` until `shutdown`, submitting a checkpoint every
-    /// `checkpoint_every`.
+    /// Runs steps until `shutdown`: straight on while there is work, else every
+    /// `interval`; submits a checkpoint every `checkpoint_every`.
     pub async fn run(mut self, interval: Duration, checkpoint_every: Duration, shutdown: Shutdown) {
         let mut last_checkpoint = tokio::time::Instant::now() - checkpoint_every;
         loop {
-            if let Err(e) = self.step().await {
-                tracing::warn!(error = %e, "outbox step failed");
-            }
+            // Straight on after a step that settled something: there may be more.
+            let busy = match self.step().await {
+                Ok(s) => s.settled > 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox step failed");
+                    false
+                }
+            };
             if last_checkpoint.elapsed() >= checkpoint_every {
                 last_checkpoint = tokio::time::Instant::now();
                 if let Err(e) = self.push_checkpoint().await {
                     tracing::warn!(error = %e, "checkpoint submission failed");
                 }
+            }
+            if busy && !shutdown.is_triggered() {
+                continue;
             }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
