@@ -103,6 +103,37 @@ fn lost() -> Status {
     Status::unavailable("simulated network: message lost")
 }
 
+/// Carries request `r` to a handler (`call`) as `fate` decides; a delayed copy is kept as
+/// `late(r)` to arrive again later.
+async fn carry<Req, Resp, Fut>(
+    net: &Net,
+    fate: Fate,
+    r: Req,
+    late: impl FnOnce(Req) -> Late,
+    call: impl Fn(Req) -> Fut,
+) -> Result<Resp, Status>
+where
+    Req: Clone,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    match fate {
+        Fate::LoseRequest => Err(lost()),
+        Fate::DelayCopy => {
+            net.late.lock().unwrap().push(late(r.clone()));
+            call(r).await.map(tonic::Response::into_inner)
+        }
+        Fate::Duplicate => {
+            let _ = call(r.clone()).await;
+            call(r).await.map(tonic::Response::into_inner)
+        }
+        Fate::LoseResponse => {
+            let _ = call(r).await;
+            Err(lost())
+        }
+        Fate::Deliver => call(r).await.map(tonic::Response::into_inner),
+    }
+}
+
 /// One ledger's view of the central bank through the simulated network.
 struct CbLink {
     net: Arc<Net>,
@@ -120,29 +151,11 @@ impl CentralBankLink for CbLink {
             let Some(cb) = net.cb.lock().unwrap().clone() else {
                 return Err(lost());
             };
-            match fate {
-                Fate::LoseRequest => Err(lost()),
-                Fate::DelayCopy => {
-                    net.late.lock().unwrap().push(Late::Settle(r.clone()));
-                    cb.settle_batch(Request::new(r))
-                        .await
-                        .map(|r| r.into_inner())
-                }
-                Fate::Duplicate => {
-                    let _ = cb.settle_batch(Request::new(r.clone())).await;
-                    cb.settle_batch(Request::new(r))
-                        .await
-                        .map(|r| r.into_inner())
-                }
-                Fate::LoseResponse => {
-                    let _ = cb.settle_batch(Request::new(r)).await;
-                    Err(lost())
-                }
-                Fate::Deliver => cb
-                    .settle_batch(Request::new(r))
-                    .await
-                    .map(|r| r.into_inner()),
-            }
+            carry(&net, fate, r, Late::Settle, |r| {
+                let cb = cb.clone();
+                async move { cb.settle_batch(Request::new(r)).await }
+            })
+            .await
         })
     }
 
@@ -156,29 +169,11 @@ impl CentralBankLink for CbLink {
             let Some(cb) = net.cb.lock().unwrap().clone() else {
                 return Err(lost());
             };
-            match fate {
-                Fate::LoseRequest => Err(lost()),
-                Fate::DelayCopy => {
-                    net.late.lock().unwrap().push(Late::Checkpoint(r.clone()));
-                    cb.submit_checkpoint(Request::new(r))
-                        .await
-                        .map(|r| r.into_inner())
-                }
-                Fate::Duplicate => {
-                    let _ = cb.submit_checkpoint(Request::new(r.clone())).await;
-                    cb.submit_checkpoint(Request::new(r))
-                        .await
-                        .map(|r| r.into_inner())
-                }
-                Fate::LoseResponse => {
-                    let _ = cb.submit_checkpoint(Request::new(r)).await;
-                    Err(lost())
-                }
-                Fate::Deliver => cb
-                    .submit_checkpoint(Request::new(r))
-                    .await
-                    .map(|r| r.into_inner()),
-            }
+            carry(&net, fate, r, Late::Checkpoint, |r| {
+                let cb = cb.clone();
+                async move { cb.submit_checkpoint(Request::new(r)).await }
+            })
+            .await
         })
     }
 }
@@ -202,29 +197,17 @@ impl LedgerLink for LedgersLink {
             let Some(l) = net.ledgers.lock().unwrap()[i - 1].clone() else {
                 return Err(lost());
             };
-            match fate {
-                Fate::LoseRequest => Err(lost()),
-                Fate::DelayCopy => {
-                    net.late.lock().unwrap().push(Late::Deliver(i, r.clone()));
-                    l.deliver_inbound_batch(Request::new(r))
-                        .await
-                        .map(|r| r.into_inner())
-                }
-                Fate::Duplicate => {
-                    let _ = l.deliver_inbound_batch(Request::new(r.clone())).await;
-                    l.deliver_inbound_batch(Request::new(r))
-                        .await
-                        .map(|r| r.into_inner())
-                }
-                Fate::LoseResponse => {
-                    let _ = l.deliver_inbound_batch(Request::new(r)).await;
-                    Err(lost())
-                }
-                Fate::Deliver => l
-                    .deliver_inbound_batch(Request::new(r))
-                    .await
-                    .map(|r| r.into_inner()),
-            }
+            carry(
+                &net,
+                fate,
+                r,
+                |r| Late::Deliver(i, r),
+                |r| {
+                    let l = l.clone();
+                    async move { l.deliver_inbound_batch(Request::new(r)).await }
+                },
+            )
+            .await
         })
     }
 }

@@ -419,15 +419,7 @@ impl CentralBank {
         let (b, e) = self.keys().ops();
         let mut tx = self.inner.db.create_transaction()?;
         let rows = tx
-            .get_range(
-                &b,
-                &e,
-                RangeOptions {
-                    limit: OPERATORS_MAX,
-                    snapshot: true,
-                    ..RangeOptions::default()
-                },
-            )
+            .get_range(&b, &e, RangeOptions::snapshot(OPERATORS_MAX))
             .await?;
         rows.iter()
             .map(|(_, v)| v1::Operator::decode(v.as_slice()).map_err(|_| corrupt("operator")))
@@ -857,15 +849,7 @@ impl CentralBank {
         let (b, e) = self.keys().queue();
         let mut tx = self.inner.db.create_transaction()?;
         let rows = tx
-            .get_range(
-                &b,
-                &e,
-                RangeOptions {
-                    limit: QUEUE_SCAN_MAX,
-                    snapshot: true,
-                    ..RangeOptions::default()
-                },
-            )
+            .get_range(&b, &e, RangeOptions::snapshot(QUEUE_SCAN_MAX))
             .await?;
         rows.iter()
             .map(|(k, v)| {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use cbdc_core::{LedgerId, Txid};
 use cbdc_proto::v1;
+use cbdc_runtime::backoff::Backoffs;
 use cbdc_runtime::shutdown::Shutdown;
 use futures::future::BoxFuture;
 use tonic::Status;
@@ -22,10 +23,6 @@ use crate::bank::{CentralBank, IssuanceError, Queued};
 pub const DELIVER_BATCH: usize = 1024;
 /// `DeliverInboundBatch` requests in flight at once, at most (by default).
 pub const DELIVERY_CONCURRENCY: usize = 4;
-/// The first retry waits this long; each failure doubles it, up to [`BACKOFF_MAX`].
-pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// The longest wait between two attempts for one delivery.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The bank ledgers as the central bank sees them. The gRPC client implements it; a
 /// simulation may put a faulty network in between.
@@ -88,12 +85,6 @@ impl LedgerLink for GrpcLedgers {
 /// One queued settlement's delivery outcome.
 type Outcome = ((LedgerId, Txid), Result<(), String>);
 
-#[derive(Clone, Copy, Debug)]
-struct Backoff {
-    failures: u32,
-    next_ms: u64,
-}
-
 /// What one delivery step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryStep {
@@ -106,7 +97,7 @@ pub struct DeliveryStep {
 pub struct DeliveryWorker {
     bank: CentralBank,
     link: Arc<dyn LedgerLink>,
-    backoff: HashMap<(LedgerId, Txid), Backoff>,
+    backoff: Backoffs<(LedgerId, Txid)>,
     metrics: Option<DeliveryMetrics>,
     concurrency: usize,
 }
@@ -160,7 +151,7 @@ impl DeliveryWorker {
         DeliveryWorker {
             bank,
             link,
-            backoff: HashMap::new(),
+            backoff: Backoffs::default(),
             metrics: None,
             concurrency: DELIVERY_CONCURRENCY,
         }
@@ -173,7 +164,7 @@ impl DeliveryWorker {
         use futures::StreamExt;
         let queued = self.bank.queued().await?;
         self.backoff
-            .retain(|k, _| queued.iter().any(|q| (q.ledger, q.txid) == *k));
+            .retain(|k| queued.iter().any(|q| (q.ledger, q.txid) == *k));
         if let Some(m) = &self.metrics {
             m.queued.set(queued.len() as i64);
         }
@@ -182,11 +173,7 @@ impl DeliveryWorker {
         let mut endpoints: HashMap<LedgerId, Option<String>> = HashMap::new();
         let mut due = Vec::new();
         for q in queued {
-            if self
-                .backoff
-                .get(&(q.ledger, q.txid))
-                .is_some_and(|b| b.next_ms > now)
-            {
+            if !self.backoff.due(&(q.ledger, q.txid), now) {
                 step.waiting += 1;
                 continue;
             }
@@ -258,23 +245,15 @@ impl DeliveryWorker {
                     if let Some(m) = &self.metrics {
                         m.failures.inc();
                     }
-                    let b = self.backoff.entry(key).or_insert(Backoff {
-                        failures: 0,
-                        next_ms: now,
-                    });
-                    b.failures = b.failures.saturating_add(1);
-                    let wait = BACKOFF_BASE
-                        .saturating_mul(1u32 << b.failures.min(16).saturating_sub(1))
-                        .min(BACKOFF_MAX);
-                    b.next_ms = now + wait.as_millis() as u64;
-                    tracing::warn!(ledger = key.0.0, txid = %key.1, error = %e, failures = b.failures, "delivery failed; retrying later");
+                    let (failures, wait) = self.backoff.failed(key, now);
+                    tracing::warn!(ledger = key.0.0, txid = %key.1, error = %e, failures, ?wait, "delivery failed; retrying later");
                 }
             }
         }
         if !delivered.is_empty() {
             self.bank.delivered(&delivered).await?;
             for key in &delivered {
-                self.backoff.remove(key);
+                self.backoff.succeeded(key);
             }
             step.delivered = delivered.len();
             if let Some(m) = &self.metrics {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use cbdc_core::{Keypair, PublicKey};
 use cbdc_runtime::clock::Clock;
 use cbdc_runtime::shutdown::Shutdown;
-use cbdc_store::{Database, EmbeddedOptions};
+use cbdc_store::Database;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -75,19 +75,10 @@ impl RunningIssuance {
 }
 
 fn open_store(config: &IssuanceConfig) -> Result<Database, ServeError> {
-    match &config.fdb_cluster_file {
-        #[cfg(feature = "fdb")]
-        Some(cluster) => Ok(Database::open_fdb(cluster)?),
-        #[cfg(not(feature = "fdb"))]
-        Some(_) => Err(ServeError::Config(
-            "fdb_cluster_file: this build has no FoundationDB support (build with --features fdb)"
-                .into(),
-        )),
-        None => Ok(Database::open_embedded(
-            &config.data_dir,
-            EmbeddedOptions::default(),
-        )?),
-    }
+    Ok(Database::open_configured(
+        &config.data_dir,
+        config.fdb_cluster_file.as_deref(),
+    )?)
 }
 
 /// Parses a hex public key, naming `field` in errors.

@@ -202,15 +202,7 @@ impl Ledger {
             }
         };
         let rows = tx
-            .get_range(
-                &begin,
-                &end,
-                RangeOptions {
-                    limit: SEQUENCE_BATCH_MAX,
-                    snapshot: true,
-                    ..RangeOptions::default()
-                },
-            )
+            .get_range(&begin, &end, RangeOptions::snapshot(SEQUENCE_BATCH_MAX))
             .await?;
         let appended = rows.len() as u64;
         for (k, v) in &rows {

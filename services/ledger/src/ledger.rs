@@ -1083,17 +1083,7 @@ impl Ledger {
         };
         let record = TransferRecord::decode(&bytes)?;
         let (b, e) = self.layout().outbox_of(txid);
-        let pending = tx
-            .get_range(
-                &b,
-                &e,
-                RangeOptions {
-                    limit: 1,
-                    snapshot: true,
-                    ..RangeOptions::default()
-                },
-            )
-            .await?;
+        let pending = tx.get_range(&b, &e, RangeOptions::snapshot(1)).await?;
         Ok(Some(TransferInfo {
             record,
             settling: !pending.is_empty(),
@@ -1214,15 +1204,7 @@ impl Ledger {
         let mut tx = self.inner.db.create_transaction()?;
         let (b, e) = self.layout().owned_range(owner);
         let rows = tx
-            .get_range(
-                &b,
-                &e,
-                RangeOptions {
-                    limit: COIN_SCAN_MAX,
-                    snapshot: true,
-                    ..RangeOptions::default()
-                },
-            )
+            .get_range(&b, &e, RangeOptions::snapshot(COIN_SCAN_MAX))
             .await?;
         let mut candidates = Vec::with_capacity(rows.len());
         for (k, _) in rows {

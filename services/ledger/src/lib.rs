@@ -26,7 +26,7 @@ use std::path::Path;
 
 use cbdc_core::{Keypair, PublicKey};
 use cbdc_runtime::shutdown::Shutdown;
-use cbdc_store::{Database, EmbeddedOptions};
+use cbdc_store::Database;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -140,19 +140,10 @@ pub fn request_bytes_max(max_batch: usize) -> usize {
 }
 
 fn open_store(config: &LedgerConfig) -> Result<Database, ServeError> {
-    match &config.fdb_cluster_file {
-        #[cfg(feature = "fdb")]
-        Some(cluster) => Ok(Database::open_fdb(cluster)?),
-        #[cfg(not(feature = "fdb"))]
-        Some(_) => Err(ServeError::Config(
-            "fdb_cluster_file: this build has no FoundationDB support (build with --features fdb)"
-                .into(),
-        )),
-        None => Ok(Database::open_embedded(
-            &config.data_dir,
-            EmbeddedOptions::default(),
-        )?),
-    }
+    Ok(Database::open_configured(
+        &config.data_dir,
+        config.fdb_cluster_file.as_deref(),
+    )?)
 }
 
 /// Starts the ledger service described by `config`: binds both listeners, opens the store

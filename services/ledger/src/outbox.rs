@@ -11,13 +11,14 @@
 //! The worker also submits the latest signed checkpoint with a consistency proof from the
 //! size the central bank last accepted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cbdc_core::{Amount, Output, Txid};
 use cbdc_proto::convert;
 use cbdc_proto::v1;
+use cbdc_runtime::backoff::Backoffs;
 use cbdc_runtime::shutdown::Shutdown;
 use cbdc_store::{RangeOptions, TxError};
 use futures::future::BoxFuture;
@@ -32,10 +33,6 @@ pub const OUTBOX_SCAN_MAX: usize = 4096;
 pub const SETTLE_BATCH: usize = 1024;
 /// `SettleBatch` requests in flight at once, at most (by default).
 pub const SETTLE_CONCURRENCY: usize = 4;
-/// The first retry waits this long; each failure doubles it, up to [`BACKOFF_MAX`].
-pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
-/// The longest wait between two attempts for one transfer.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The central bank as the ledger sees it. The gRPC client implements it; a simulation
 /// may put a faulty network in between.
@@ -97,12 +94,6 @@ impl CentralBankLink for GrpcCentralBank {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Backoff {
-    failures: u32,
-    next_ms: u64,
-}
-
 /// What one outbox step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutboxStep {
@@ -118,7 +109,7 @@ pub struct OutboxStep {
 pub struct OutboxWorker {
     ledger: Ledger,
     link: Arc<dyn CentralBankLink>,
-    backoff: HashMap<Txid, Backoff>,
+    backoff: Backoffs<Txid>,
     /// The checkpoint size the central bank holds, once known.
     known_size: Option<u64>,
     concurrency: usize,
@@ -129,7 +120,7 @@ impl OutboxWorker {
         OutboxWorker {
             ledger,
             link,
-            backoff: HashMap::new(),
+            backoff: Backoffs::default(),
             known_size: None,
             concurrency: SETTLE_CONCURRENCY,
         }
@@ -149,15 +140,7 @@ impl OutboxWorker {
         let (b, e) = l.outbox_all();
         let mut tx = self.ledger.db().create_transaction()?;
         let rows = tx
-            .get_range(
-                &b,
-                &e,
-                RangeOptions {
-                    limit: OUTBOX_SCAN_MAX,
-                    snapshot: true,
-                    ..RangeOptions::default()
-                },
-            )
+            .get_range(&b, &e, RangeOptions::snapshot(OUTBOX_SCAN_MAX))
             .await?;
         let mut out: BTreeMap<Txid, Amount> = BTreeMap::new();
         for (k, v) in rows {
@@ -181,13 +164,13 @@ impl OutboxWorker {
     pub async fn step(&mut self) -> Result<OutboxStep, LedgerError> {
         use futures::StreamExt;
         let pending = self.pending().await?;
-        self.backoff.retain(|txid, _| pending.contains_key(txid));
+        self.backoff.retain(|txid| pending.contains_key(txid));
         let now = self.ledger.now_ms();
         let mut step = OutboxStep::default();
         let due: Vec<Txid> = pending
             .keys()
             .filter(|txid| {
-                let wait = self.backoff.get(txid).is_some_and(|b| b.next_ms > now);
+                let wait = !self.backoff.due(txid, now);
                 if wait {
                     step.waiting += 1;
                 }
@@ -209,23 +192,15 @@ impl OutboxWorker {
                 Err(e) => {
                     step.failed += 1;
                     self.ledger.metrics().central_bank_errors.inc();
-                    let b = self.backoff.entry(txid).or_insert(Backoff {
-                        failures: 0,
-                        next_ms: now,
-                    });
-                    b.failures = b.failures.saturating_add(1);
-                    let wait = BACKOFF_BASE
-                        .saturating_mul(1u32 << b.failures.min(16).saturating_sub(1))
-                        .min(BACKOFF_MAX);
-                    b.next_ms = now + wait.as_millis() as u64;
-                    tracing::warn!(%txid, error = %e, failures = b.failures, "settlement failed; retrying later");
+                    let (failures, wait) = self.backoff.failed(txid, now);
+                    tracing::warn!(%txid, error = %e, failures, ?wait, "settlement failed; retrying later");
                 }
             }
         }
         if !acknowledged.is_empty() {
             self.ledger.clear_outbox(&acknowledged).await?;
             for txid in &acknowledged {
-                self.backoff.remove(txid);
+                self.backoff.succeeded(txid);
             }
             step.settled = acknowledged.len();
             self.ledger

@@ -23,6 +23,8 @@ pub enum StoreError {
         "versionstamp offset {offset} does not leave 10 bytes inside a {len}-byte key or value"
     )]
     VersionstampOffset { offset: u32, len: usize },
+    #[error("fdb_cluster_file: this build has no FoundationDB support (build with --features fdb)")]
+    NoFdbSupport,
     #[error("gave up after {attempts} attempts; last error: {last}")]
     RetryLimit {
         attempts: u32,

@@ -92,6 +92,22 @@ impl Database {
         })
     }
 
+    /// What a service's configuration asks for: FoundationDB through `fdb_cluster_file` if
+    /// one is given (an error naming the setting if this build lacks the `fdb` feature),
+    /// else the embedded store in `data_dir` with default options.
+    pub fn open_configured(
+        data_dir: &Path,
+        fdb_cluster_file: Option<&Path>,
+    ) -> Result<Database, StoreError> {
+        match fdb_cluster_file {
+            #[cfg(feature = "fdb")]
+            Some(cluster) => Database::open_fdb(cluster),
+            #[cfg(not(feature = "fdb"))]
+            Some(_) => Err(StoreError::NoFdbSupport),
+            None => Database::open_embedded(data_dir, EmbeddedOptions::default()),
+        }
+    }
+
     pub fn with_retry(mut self, retry: RetryOptions) -> Database {
         self.retry = retry;
         self

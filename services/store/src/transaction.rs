@@ -40,6 +40,17 @@ pub struct RangeOptions {
     pub snapshot: bool,
 }
 
+impl RangeOptions {
+    /// A snapshot read of at most `limit` rows, in key order.
+    pub fn snapshot(limit: usize) -> RangeOptions {
+        RangeOptions {
+            limit,
+            snapshot: true,
+            ..RangeOptions::default()
+        }
+    }
+}
+
 /// A transaction. Reads see a consistent snapshot plus this transaction's own writes; commit
 /// succeeds only if nothing it read (non-snapshot) was overwritten since its read version.
 pub struct Transaction {
