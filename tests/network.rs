@@ -193,6 +193,38 @@ fn committed_result(r: &v1::TransferResult) -> &v1::TransferResult {
     r
 }
 
+async fn submit_checkpoint(
+    net: &mut Network,
+    cp: v1::Checkpoint,
+    old_size: u64,
+    proof: Vec<Vec<u8>>,
+) -> Result<(), tonic::Status> {
+    net.cb
+        .submit_checkpoint(v1::SubmitCheckpointRequest {
+            checkpoint: Some(cp),
+            old_size,
+            consistency_proof: proof,
+        })
+        .await
+        .map(|_| ())
+}
+
+/// Two banks; 1,000.00 minted to bank 1; Alice on bank 1 holding `alice_holds`, Bob on
+/// bank 2 with nothing. Returns the network, Alice, Bob and Bob's address.
+async fn alice_and_bob(alice_holds: &str) -> (Network, Keypair, Keypair, String) {
+    let mut net = Network::start(2).await;
+    net.mint(1, "1000.00", "mint-1").await.expect("mints");
+    let alice = net.bank(1).open_wallet(0xa1, KycTier::Class2).await;
+    let bob = net.bank(2).open_wallet(0xb0, KycTier::Class2).await;
+    net.quiesce().await;
+    net.bank(1)
+        .exchange_in(&alice.public(), alice_holds, "x-alice")
+        .await
+        .expect("exchange");
+    let bob_addr = net.bank(2).address(&bob.public());
+    (net, alice, bob, bob_addr)
+}
+
 /// A checkpoint of bank `id` signed with its real operator key.
 fn forged_checkpoint(
     op: &Keypair,
@@ -218,16 +250,7 @@ fn forged_checkpoint(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
-    let mut net = Network::start(2).await;
-    net.mint(1, "1000.00", "mint-1").await.expect("mints");
-    let alice = net.bank(1).open_wallet(0xa1, KycTier::Class2).await;
-    let bob = net.bank(2).open_wallet(0xb0, KycTier::Class2).await;
-    net.quiesce().await;
-    net.bank(1)
-        .exchange_in(&alice.public(), "300.00", "x-alice")
-        .await
-        .expect("exchange");
-    let bob_addr = net.bank(2).address(&bob.public());
+    let (mut net, alice, bob, bob_addr) = alice_and_bob("300.00").await;
     let paid = net
         .bank(1)
         .pay(&alice, &bob_addr, "50.00")
@@ -357,15 +380,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
     let held = ledger_audit(&before, 1).checkpoint_size;
     assert!(held >= 3, "{before:#?}");
     let cp = forged_checkpoint(&op1, 1, held - 1, [7; 32], "1000.00", "50.00");
-    let e = net
-        .cb
-        .submit_checkpoint(v1::SubmitCheckpointRequest {
-            checkpoint: Some(cp),
-            old_size: held,
-            consistency_proof: vec![],
-        })
-        .await
-        .map(|_| ());
+    let e = submit_checkpoint(&mut net, cp, held, vec![]).await;
     cases.push((
         "checkpoint shrinks the log",
         e,
@@ -376,15 +391,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
         ),
     ));
     let cp = forged_checkpoint(&op1, 1, held + 1, [7; 32], "1000.00", "50.00");
-    let e = net
-        .cb
-        .submit_checkpoint(v1::SubmitCheckpointRequest {
-            checkpoint: Some(cp),
-            old_size: held,
-            consistency_proof: vec![vec![9; 32]; 3],
-        })
-        .await
-        .map(|_| ());
+    let e = submit_checkpoint(&mut net, cp, held, vec![vec![9; 32]; 3]).await;
     cases.push((
         "checkpoint changes history",
         e,
@@ -401,15 +408,13 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
         .unwrap()
         .checkpoint;
     let cp = forged_checkpoint(&op1, 1, real.size, real.root, "2000.00", "50.00");
-    let e = net
-        .cb
-        .submit_checkpoint(v1::SubmitCheckpointRequest {
-            checkpoint: Some(cp),
-            old_size: held,
-            consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
-        })
-        .await
-        .map(|_| ());
+    let e = submit_checkpoint(
+        &mut net,
+        cp,
+        held,
+        proof.iter().map(|h| h.to_vec()).collect(),
+    )
+    .await;
     cases.push((
         "checkpoint claims more than was sent",
         e,
@@ -419,15 +424,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
     ));
     let mut cp = forged_checkpoint(&op1, 1, held, [7; 32], "1000.00", "50.00");
     cp.signature = stranger.sign(b"x").to_vec();
-    let e = net
-        .cb
-        .submit_checkpoint(v1::SubmitCheckpointRequest {
-            checkpoint: Some(cp),
-            old_size: held,
-            consistency_proof: vec![],
-        })
-        .await
-        .map(|_| ());
+    let e = submit_checkpoint(&mut net, cp, held, vec![]).await;
     cases.push((
         "checkpoint not signed by the bank",
         e,
@@ -520,16 +517,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_central_bank_and_ledger_lose_nothing_in_flight() {
-    let mut net = Network::start(2).await;
-    net.mint(1, "1000.00", "mint-1").await.expect("mints");
-    let alice = net.bank(1).open_wallet(0xa1, KycTier::Class2).await;
-    let bob = net.bank(2).open_wallet(0xb0, KycTier::Class2).await;
-    net.quiesce().await;
-    net.bank(1)
-        .exchange_in(&alice.public(), "500.00", "x-alice")
-        .await
-        .expect("exchange");
-    let bob_addr = net.bank(2).address(&bob.public());
+    let (mut net, alice, bob, bob_addr) = alice_and_bob("500.00").await;
     for i in 0..10 {
         net.bank(1)
             .pay(&alice, &bob_addr, "10.00")

@@ -113,6 +113,16 @@ fn fail_all<T>(n: usize, e: &IssuanceError) -> Vec<Result<T, IssuanceError>> {
     (0..n).map(|_| Err(clone_error(e))).collect()
 }
 
+/// A registered operator's key (checked when registered).
+fn operator_key(op: &v1::Operator) -> Result<PublicKey, IssuanceError> {
+    Ok(PublicKey::from_bytes(
+        op.operator_public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| corrupt("operator"))?,
+    ))
+}
+
 fn corrupt(what: &str) -> IssuanceError {
     IssuanceError::Internal(format!("corrupt {what} record"))
 }
@@ -445,12 +455,7 @@ impl CentralBank {
                 ledger.0
             )));
         }
-        let key = PublicKey::from_bytes(
-            op.operator_public_key
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt("operator"))?,
-        );
+        let key = operator_key(&op)?;
         Ok((op, key))
     }
 
@@ -635,12 +640,7 @@ impl CentralBank {
                 from.0
             ))
         })?;
-        let key = PublicKey::from_bytes(
-            op.operator_public_key
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt("operator"))?,
-        );
+        let key = operator_key(&op)?;
         verify(
             &key,
             message,
@@ -909,12 +909,7 @@ impl CentralBank {
                 cp.ledger.0
             ))
         })?;
-        let key = PublicKey::from_bytes(
-            op.operator_public_key
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt("operator"))?,
-        );
+        let key = operator_key(&op)?;
         cp.verify(&key, &signature).map_err(|e| match e {
             cbdc_core::audit::AuditError::Unbalanced { .. } => {
                 IssuanceError::InvalidArgument(format!("checkpoint: {e}"))
