@@ -1,0 +1,639 @@
+//! The command line: arguments (clap) and what each command does. Every failure is one line
+//! a person can act on; `--json` prints results as JSON for scripts.
+
+use std::path::{Path, PathBuf};
+
+use cbdc_core::messages::admin_message;
+use cbdc_core::transfer::sign_body;
+use cbdc_core::{Address, Amount, Keypair, KycTier, LedgerId, Txid};
+use cbdc_ledger::ledger::open_message;
+use cbdc_ledger::service::sign_wallet_action;
+use cbdc_proto::convert;
+use cbdc_proto::v1;
+use cbdc_runtime::shutdown::Shutdown;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::client;
+use crate::devnet::{Devnet, DevnetFile};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cbdc",
+    version,
+    about = "A two-tier digital-currency payment ledger: services, devnet, demo, wallet and admin commands"
+)]
+pub struct Cli {
+    /// Print results as JSON (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one service from a configuration file (examples in deploy/).
+    Serve {
+        #[arg(value_enum)]
+        service: Service,
+        /// The TOML configuration; environment variables override it.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the central bank and N bank ledgers on loopback, with durable stores under DIR;
+    /// restarting on the same DIR resumes with all data.
+    Devnet {
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        banks: u32,
+    },
+    /// Start a devnet in a temporary directory and run a narrated scenario; exits 0 only if
+    /// every step did what it said.
+    Demo,
+    /// Wallet commands against a running network.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+    /// A bank operator's commands.
+    #[command(subcommand)]
+    Bank(BankCommand),
+    /// The central bank's commands.
+    #[command(subcommand, name = "central-bank")]
+    CentralBank(CentralBankCommand),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Service {
+    Issuance,
+    Ledger,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Tier {
+    Class1,
+    Class2,
+    Class3,
+    Anonymous,
+}
+
+impl From<Tier> for KycTier {
+    fn from(t: Tier) -> KycTier {
+        match t {
+            Tier::Class1 => KycTier::Class1,
+            Tier::Class2 => KycTier::Class2,
+            Tier::Class3 => KycTier::Class3,
+            Tier::Anonymous => KycTier::Class4Anonymous,
+        }
+    }
+}
+
+/// Where the services are: a devnet directory, or an explicit endpoint.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// A devnet directory (its devnet.json names every endpoint).
+    #[arg(long, default_value = "devnet")]
+    pub devnet: PathBuf,
+    /// An explicit endpoint (e.g. http://127.0.0.1:50061), instead of the devnet's.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+}
+
+impl Target {
+    fn bank(&self, ledger: LedgerId) -> Result<String, String> {
+        match &self.endpoint {
+            Some(e) => Ok(e.clone()),
+            None => DevnetFile::load(&self.devnet)?.bank_url(ledger.0),
+        }
+    }
+
+    fn central_bank(&self) -> Result<String, String> {
+        match &self.endpoint {
+            Some(e) => Ok(e.clone()),
+            None => Ok(DevnetFile::load(&self.devnet)?.central_bank_url()),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WalletCommand {
+    /// Create a wallet key file (mode 0600).
+    New {
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Open the wallet of KEY on a bank ledger.
+    Open {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        ledger: u32,
+        #[arg(long, value_enum, default_value = "class2")]
+        tier: Tier,
+        /// The phone number, for the anonymous tier (only its SHA-256 is sent).
+        #[arg(long)]
+        phone: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The balance of an address.
+    Balance {
+        address: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Pay AMOUNT (yuan, e.g. 12.30) from the wallet of KEY on LEDGER to an address.
+    Pay {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        ledger: u32,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        amount: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// An address's history, oldest first.
+    History {
+        address: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Fetch the receipt of TXID from LEDGER and verify it offline against the operator key
+    /// in the central bank's registry.
+    Receipt {
+        txid: String,
+        #[arg(long)]
+        ledger: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BankCommand {
+    /// Freeze a wallet (it can receive, not spend).
+    Freeze(WalletAction),
+    /// Unfreeze a wallet.
+    Unfreeze(WalletAction),
+}
+
+#[derive(Args, Debug)]
+pub struct WalletAction {
+    pub address: String,
+    /// The legal order's reference.
+    #[arg(long)]
+    pub reason: String,
+    /// The bank's operator key file (default: the devnet's for the address's ledger).
+    #[arg(long)]
+    pub operator_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CentralBankCommand {
+    /// Issue AMOUNT to the vault of bank LEDGER.
+    Mint {
+        #[arg(long)]
+        ledger: u32,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        request_id: String,
+        #[arg(long, default_value = "devnet reserve")]
+        reserve_reference: String,
+        /// The administrator's key file (default: the devnet's).
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Reconcile the books with every ledger's checkpoint.
+    Audit {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn read_key(path: &Path) -> Result<Keypair, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "key file {}: {e} (create one with `cbdc wallet new --key {}`)",
+            path.display(),
+            path.display()
+        )
+    })?;
+    let seed: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("key file {}: expected 64 hex digits", path.display()))?;
+    Ok(Keypair::from_seed(&seed))
+}
+
+fn address(text: &str) -> Result<Address, String> {
+    text.parse().map_err(|e| format!("address {text:?}: {e}"))
+}
+
+fn amount(text: &str) -> Result<Amount, String> {
+    Amount::parse(text).map_err(|e| format!("amount {text:?}: {e}"))
+}
+
+/// Output: a line for people, or JSON.
+struct Out {
+    json: bool,
+    lines: Vec<String>,
+}
+
+impl Out {
+    fn emit(&mut self, human: String, value: serde_json::Value) {
+        self.lines
+            .push(if self.json { value.to_string() } else { human });
+    }
+}
+
+/// Runs a command; returns what it prints. Long-running commands (serve, devnet) print as
+/// they go and return when shut down.
+pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
+    let mut out = Out {
+        json: cli.json,
+        lines: Vec::new(),
+    };
+    match cli.command {
+        Command::Serve { service, config } => serve(service, &config).await?,
+        Command::Devnet { dir, banks } => {
+            let shutdown = Shutdown::new().on_signals();
+            let devnet = Devnet::start(&dir, banks, shutdown.clone()).await?;
+            let f = &devnet.file;
+            println!(
+                "devnet in {} (Ctrl-C stops it; run again on the same --dir to resume)",
+                dir.display()
+            );
+            println!("  central bank  http://{}", f.central_bank);
+            for (i, b) in f.banks.iter().enumerate() {
+                println!("  bank {}        http://{b}", i + 1);
+            }
+            println!("  admin key     {}", f.admin_key.display());
+            shutdown.wait().await;
+            devnet.stop().await?;
+        }
+        Command::Demo => {
+            let json = cli.json;
+            crate::demo::run(Box::new(move |line| {
+                if !json {
+                    println!("{line}");
+                }
+            }))
+            .await?;
+            out.emit(
+                "demo: every step did what it said".into(),
+                json!({"ok": true}),
+            );
+        }
+        Command::Wallet(w) => wallet(w, &mut out).await?,
+        Command::Bank(b) => bank(b, &mut out).await?,
+        Command::CentralBank(c) => central_bank(c, &mut out).await?,
+    }
+    Ok(out.lines)
+}
+
+async fn serve(service: Service, config: &Path) -> Result<(), String> {
+    let shutdown = Shutdown::new().on_signals();
+    match service {
+        Service::Ledger => {
+            let c: cbdc_ledger::config::LedgerConfig =
+                cbdc_runtime::config::load(Some(config), cbdc_ledger::config::ENV_PREFIX)
+                    .map_err(|e| e.to_string())?;
+            cbdc_runtime::telemetry::init(c.log_json);
+            let running = cbdc_ledger::serve(c, shutdown)
+                .await
+                .map_err(|e| e.to_string())?;
+            running.wait().await.map_err(|e| e.to_string())
+        }
+        Service::Issuance => {
+            let c: cbdc_issuance::config::IssuanceConfig =
+                cbdc_runtime::config::load(Some(config), cbdc_issuance::config::ENV_PREFIX)
+                    .map_err(|e| e.to_string())?;
+            cbdc_runtime::telemetry::init(c.log_json);
+            let running = cbdc_issuance::serve(c, shutdown)
+                .await
+                .map_err(|e| e.to_string())?;
+            running.wait().await.map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String> {
+    match w {
+        WalletCommand::New { key } => {
+            if key.exists() {
+                return Err(format!(
+                    "key file {} already exists; not overwriting it",
+                    key.display()
+                ));
+            }
+            let seed = cbdc_runtime::secret::load_or_create_seed(&key)
+                .map_err(|e| format!("key file {}: {e}", key.display()))?;
+            let k = Keypair::from_seed(&seed);
+            let pk = hex::encode(k.public().as_bytes());
+            out.emit(
+                format!(
+                    "new wallet key in {} (mode 0600); public key {pk}",
+                    key.display()
+                ),
+                json!({"key_file": key, "public_key": pk}),
+            );
+        }
+        WalletCommand::Open {
+            key,
+            ledger,
+            tier,
+            phone,
+            target,
+        } => {
+            let k = read_key(&key)?;
+            let ledger = LedgerId(ledger);
+            let tier = KycTier::from(tier);
+            let phone_hash = match (tier, phone) {
+                (KycTier::Class4Anonymous, None) => {
+                    return Err("--phone: the anonymous tier needs a phone number".into());
+                }
+                (_, Some(p)) => {
+                    use sha2::Digest;
+                    sha2::Sha256::digest(p.as_bytes()).to_vec()
+                }
+                (_, None) => Vec::new(),
+            };
+            let mut c = client::ledger(&target.bank(ledger)?).await?;
+            let w = c
+                .open_wallet(v1::OpenWalletRequest {
+                    public_key: k.public().as_bytes().to_vec(),
+                    tier: convert::to_kyc_tier(tier) as i32,
+                    phone_hash,
+                    signature: k.sign(&open_message(ledger, &k.public())).to_vec(),
+                })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            out.emit(
+                format!("opened {}", w.address),
+                json!({"address": w.address, "balance": w.balance}),
+            );
+        }
+        WalletCommand::Balance { address: a, target } => {
+            let addr = address(&a)?;
+            let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
+            let b = c
+                .get_balance(v1::GetBalanceRequest { address: a.clone() })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            out.emit(
+                format!("{a}: {} (spent today {})", b.balance, b.spent_today),
+                json!({"address": a, "balance": b.balance, "spent_today": b.spent_today, "unspent_outputs": b.unspent_outputs}),
+            );
+        }
+        WalletCommand::Pay {
+            key,
+            ledger,
+            to,
+            amount: a,
+            target,
+        } => {
+            let k = read_key(&key)?;
+            let to_addr = address(&to)?;
+            amount(&a)?;
+            let ledger = LedgerId(ledger);
+            let mut c = client::ledger(&target.bank(ledger)?).await?;
+            let built = c
+                .build_transfer(v1::BuildTransferRequest {
+                    from_address: Address::new(ledger, k.public()).to_string(),
+                    payments: vec![v1::Payment {
+                        to_address: to_addr.to_string(),
+                        amount: a.clone(),
+                    }],
+                    memo: Vec::new(),
+                    valid_for_s: 0,
+                })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            let t = sign_body(built.body, &[&k]).map_err(|e| e.to_string())?;
+            c.submit_transfer(v1::SubmitTransferRequest {
+                transfer: Some(convert::to_signed_transfer(&t)),
+            })
+            .await
+            .map_err(|s| client::status(&s))?;
+            out.emit(
+                format!("paid {a} to {to}: txid {}", t.txid()),
+                json!({"txid": t.txid().to_string(), "amount": a, "to": to}),
+            );
+        }
+        WalletCommand::History { address: a, target } => {
+            let addr = address(&a)?;
+            let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
+            let h = c
+                .list_history(v1::ListHistoryRequest {
+                    address: a.clone(),
+                    page: None,
+                })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            for e in &h.entries {
+                out.emit(
+                    format!(
+                        "{} {} {}",
+                        if e.incoming { "in " } else { "out" },
+                        e.amount,
+                        hex::encode(&e.txid)
+                    ),
+                    json!({"incoming": e.incoming, "amount": e.amount, "txid": hex::encode(&e.txid)}),
+                );
+            }
+        }
+        WalletCommand::Receipt {
+            txid,
+            ledger,
+            target,
+        } => {
+            let id = Txid(
+                hex::decode(&txid)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| format!("txid {txid:?}: expected 64 hex digits"))?,
+            );
+            let ledger = LedgerId(ledger);
+            let mut c = client::ledger(&target.bank(ledger)?).await?;
+            let r = c
+                .get_receipt(v1::GetReceiptRequest {
+                    txid: id.0.to_vec(),
+                })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            let mut cb = client::issuance(&target.central_bank()?).await?;
+            let ops = cb
+                .list_operators(v1::ListOperatorsRequest { page: None })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner()
+                .operators;
+            let op = ops
+                .iter()
+                .find(|o| o.ledger_id == ledger.0)
+                .ok_or_else(|| {
+                    format!("ledger {}: not in the central bank's registry", ledger.0)
+                })?;
+            let key = cbdc_core::PublicKey::from_bytes(
+                op.operator_public_key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| "the registry's key is malformed".to_string())?,
+            );
+            let receipt = convert::receipt(&r).map_err(|e| e.to_string())?;
+            cbdc_core::audit::verify_receipt(&receipt, ledger, &key)
+                .map_err(|e| format!("the receipt does not verify: {e}"))?;
+            out.emit(
+                format!(
+                    "verified: txid {txid} is leaf {} of the {}-leaf log of ledger {}, checkpoint signed by its operator",
+                    receipt.index, receipt.checkpoint.size, ledger.0
+                ),
+                json!({"verified": true, "index": receipt.index, "size": receipt.checkpoint.size, "root": hex::encode(receipt.checkpoint.root)}),
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn bank(b: BankCommand, out: &mut Out) -> Result<(), String> {
+    let (action, a) = match b {
+        BankCommand::Freeze(a) => ("freeze", a),
+        BankCommand::Unfreeze(a) => ("unfreeze", a),
+    };
+    let addr = address(&a.address)?;
+    let key_file = match &a.operator_key {
+        Some(k) => k.clone(),
+        None => DevnetFile::load(&a.target.devnet)?
+            .operator_keys
+            .get((addr.ledger.0 as usize).wrapping_sub(1))
+            .cloned()
+            .ok_or_else(|| format!("ledger {}: no such bank in the devnet", addr.ledger.0))?,
+    };
+    let operator = read_key(&key_file)?;
+    let request_id = format!("{action}-{}-{}", a.address, a.reason);
+    let request = v1::WalletActionRequest {
+        operator_signature: sign_wallet_action(
+            &operator,
+            action,
+            &a.address,
+            &request_id,
+            &a.reason,
+        ),
+        address: a.address.clone(),
+        reason: a.reason.clone(),
+        request_id,
+    };
+    let mut c = client::ledger(&a.target.bank(addr.ledger)?).await?;
+    let w = if action == "freeze" {
+        c.freeze_wallet(request).await
+    } else {
+        c.unfreeze_wallet(request).await
+    }
+    .map_err(|s| client::status(&s))?
+    .into_inner();
+    let status = format!(
+        "{:?}",
+        v1::WalletStatus::try_from(w.status).unwrap_or_default()
+    );
+    out.emit(
+        format!("{}: {status}", w.address),
+        json!({"address": w.address, "status": status}),
+    );
+    Ok(())
+}
+
+async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result<(), String> {
+    match c {
+        CentralBankCommand::Mint {
+            ledger,
+            amount: a,
+            request_id,
+            reserve_reference,
+            admin_key,
+            target,
+        } => {
+            amount(&a)?;
+            let admin_file = match admin_key {
+                Some(k) => k,
+                None => DevnetFile::load(&target.devnet)?.admin_key,
+            };
+            let admin = read_key(&admin_file)?;
+            let idt = ledger.to_string();
+            let sig = admin.sign(&admin_message(
+                "mint",
+                &[
+                    request_id.as_bytes(),
+                    idt.as_bytes(),
+                    a.as_bytes(),
+                    reserve_reference.as_bytes(),
+                ],
+            ));
+            let mut cb = client::issuance(&target.central_bank()?).await?;
+            let r = cb
+                .mint(v1::MintRequest {
+                    request_id,
+                    ledger_id: ledger,
+                    amount: a.clone(),
+                    reserve_reference,
+                    admin_signature: sig.to_vec(),
+                })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            out.emit(
+                format!(
+                    "{} {a} to bank {ledger}; its outstanding is {}",
+                    if r.already_minted { "already issued" } else { "issued" },
+                    r.outstanding
+                ),
+                json!({"ledger": ledger, "amount": a, "outstanding": r.outstanding, "already_minted": r.already_minted}),
+            );
+        }
+        CentralBankCommand::Audit { target } => {
+            let mut cb = client::issuance(&target.central_bank()?).await?;
+            let a = cb
+                .audit(v1::AuditRequest {})
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            out.emit(
+                format!(
+                    "issued {} − redeemed {} = {}; {}",
+                    a.issued,
+                    a.redeemed,
+                    a.outstanding,
+                    if a.balanced { "balanced" } else { "NOT balanced" }
+                ),
+                json!({"issued": a.issued, "redeemed": a.redeemed, "outstanding": a.outstanding, "balanced": a.balanced}),
+            );
+            for l in &a.ledgers {
+                out.emit(
+                    format!(
+                        "  bank {}: books {}, reported {}, in flight {}, unacknowledged {}{}",
+                        l.ledger_id,
+                        l.outstanding_books,
+                        l.outstanding_reported,
+                        l.in_flight_in,
+                        l.unacknowledged_out,
+                        if l.balanced { "" } else { " — NOT balanced" }
+                    ),
+                    json!({"ledger": l.ledger_id, "books": l.outstanding_books, "reported": l.outstanding_reported, "balanced": l.balanced}),
+                );
+            }
+        }
+    }
+    Ok(())
+}

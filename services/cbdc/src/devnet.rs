@@ -1,0 +1,198 @@
+//! A development network on loopback: the central bank and N bank ledgers, each a real
+//! service with a durable embedded store under one directory. Keys are created on the first
+//! start; the ports chosen then are kept in `devnet.json`, so a restart on the same directory
+//! resumes with all data at the same addresses.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cbdc_core::messages::admin_message;
+use cbdc_core::{Keypair, LedgerId};
+use cbdc_issuance::RunningIssuance;
+use cbdc_issuance::config::IssuanceConfig;
+use cbdc_ledger::RunningLedger;
+use cbdc_ledger::config::LedgerConfig;
+use cbdc_proto::v1;
+use cbdc_runtime::shutdown::Shutdown;
+use serde::{Deserialize, Serialize};
+
+/// Bank ledgers a devnet runs, at most.
+pub const BANKS_MAX: u32 = 16;
+
+/// What a devnet directory records about itself (`devnet.json`), read by the CLI.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevnetFile {
+    pub central_bank: SocketAddr,
+    pub banks: Vec<SocketAddr>,
+    /// Key files: the administrator's, and each bank's operator key.
+    pub admin_key: PathBuf,
+    pub operator_keys: Vec<PathBuf>,
+}
+
+impl DevnetFile {
+    pub fn load(dir: &Path) -> Result<DevnetFile, String> {
+        let path = dir.join("devnet.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "{}: {e} (is a devnet running from this directory? start one with `cbdc devnet --dir {}`)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn central_bank_url(&self) -> String {
+        format!("http://{}", self.central_bank)
+    }
+
+    pub fn bank_url(&self, ledger: u32) -> Result<String, String> {
+        self.banks
+            .get((ledger as usize).wrapping_sub(1))
+            .map(|a| format!("http://{a}"))
+            .ok_or_else(|| {
+                format!(
+                    "ledger {ledger}: this devnet has banks 1 to {}",
+                    self.banks.len()
+                )
+            })
+    }
+}
+
+/// A running devnet.
+pub struct Devnet {
+    pub dir: PathBuf,
+    pub file: DevnetFile,
+    pub admin: Keypair,
+    pub central_bank: RunningIssuance,
+    pub banks: Vec<RunningLedger>,
+    pub operators: Vec<Keypair>,
+}
+
+fn key(path: &Path) -> Result<Keypair, String> {
+    cbdc_runtime::secret::load_or_create_seed(path)
+        .map(|s| Keypair::from_seed(&s))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl Devnet {
+    /// Starts (or resumes) the devnet in `dir` with `banks` ledgers.
+    pub async fn start(dir: &Path, banks: u32, shutdown: Shutdown) -> Result<Devnet, String> {
+        if banks == 0 || banks > BANKS_MAX {
+            return Err(format!(
+                "--banks {banks}: between 1 and {BANKS_MAX} are supported"
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let previous = DevnetFile::load(dir).ok();
+        if let Some(p) = &previous
+            && p.banks.len() != banks as usize
+        {
+            return Err(format!(
+                "{} holds a devnet of {} banks; start it with --banks {} or use another directory",
+                dir.display(),
+                p.banks.len(),
+                p.banks.len()
+            ));
+        }
+        let admin_key = dir.join("admin.key");
+        let admin = key(&admin_key)?;
+        let cb_dir = dir.join("central-bank");
+        let mut cb_config = IssuanceConfig::local(&cb_dir, &admin.public());
+        if let Some(p) = &previous {
+            cb_config.listen = p.central_bank;
+        }
+        cb_config.delivery_interval_ms = 20;
+        let cb_key = key(&cb_config.signing_key_file)?;
+        let central_bank = cbdc_issuance::serve(cb_config, shutdown.clone())
+            .await
+            .map_err(|e| format!("central bank: {e}"))?;
+        let mut running = Vec::new();
+        let mut operators = Vec::new();
+        let mut operator_keys = Vec::new();
+        for id in 1..=banks {
+            let bank_dir = dir.join(format!("bank-{id}"));
+            let mut c = LedgerConfig::local(id, &bank_dir);
+            if let Some(p) = &previous {
+                c.listen = p.banks[id as usize - 1];
+            }
+            c.central_bank_public_key = Some(hex::encode(cb_key.public().as_bytes()));
+            c.central_bank_endpoint = Some(format!("http://{}", central_bank.grpc_addr));
+            c.outbox_interval_ms = 20;
+            c.sequencer_interval_ms = 50;
+            c.checkpoint_interval_ms = 500;
+            let operator = key(&c.operator_key_file)?;
+            operator_keys.push(c.operator_key_file.clone());
+            let ledger = cbdc_ledger::serve(c, shutdown.clone())
+                .await
+                .map_err(|e| format!("bank {id}: {e}"))?;
+            running.push(ledger);
+            operators.push(operator);
+        }
+        let file = DevnetFile {
+            central_bank: central_bank.grpc_addr,
+            banks: running.iter().map(|r| r.grpc_addr).collect(),
+            admin_key,
+            operator_keys,
+        };
+        std::fs::write(
+            dir.join("devnet.json"),
+            serde_json::to_string_pretty(&file).expect("serialisable"),
+        )
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let devnet = Devnet {
+            dir: dir.to_path_buf(),
+            file,
+            admin,
+            central_bank,
+            banks: running,
+            operators,
+        };
+        devnet.register_all().await?;
+        Ok(devnet)
+    }
+
+    /// Registers every bank with the central bank (again, harmlessly, on a restart).
+    async fn register_all(&self) -> Result<(), String> {
+        let mut cb = crate::client::issuance(&self.file.central_bank_url()).await?;
+        for (i, (bank, op)) in self.banks.iter().zip(&self.operators).enumerate() {
+            let id = (i + 1) as u32;
+            let operator = v1::Operator {
+                ledger_id: id,
+                name: format!("Bank {id}"),
+                operator_public_key: op.public().as_bytes().to_vec(),
+                endpoint: format!("http://{}", bank.grpc_addr),
+                status: v1::OperatorStatus::Active as i32,
+            };
+            let idt = id.to_string();
+            let sig = self.admin.sign(&admin_message(
+                "register",
+                &[
+                    idt.as_bytes(),
+                    operator.name.as_bytes(),
+                    &operator.operator_public_key,
+                    operator.endpoint.as_bytes(),
+                ],
+            ));
+            cb.register_operator(v1::RegisterOperatorRequest {
+                operator: Some(operator),
+                admin_signature: sig.to_vec(),
+            })
+            .await
+            .map_err(|s| format!("registering bank {id}: {}", s.message()))?;
+        }
+        Ok(())
+    }
+
+    pub fn ledger_id(i: usize) -> LedgerId {
+        LedgerId(i as u32 + 1)
+    }
+
+    /// Stops every service gracefully.
+    pub async fn stop(self) -> Result<(), String> {
+        for b in self.banks {
+            b.stop().await.map_err(|e| e.to_string())?;
+        }
+        self.central_bank.stop().await.map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,309 @@
+//! The `cbdc` commands, run in process: the demo scenario, a devnet driven by the wallet and
+//! admin commands, and the errors a person sees for a mistyped address, a bad amount and an
+//! unreachable server.
+
+use cbdc::cli::{Cli, run};
+use clap::Parser;
+
+async fn cbdc(args: &[&str]) -> Result<Vec<String>, String> {
+    let mut argv = vec!["cbdc"];
+    argv.extend_from_slice(args);
+    run(Cli::try_parse_from(argv).map_err(|e| e.to_string())?).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_does_what_it_says() {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&lines);
+    cbdc::demo::run(Box::new(move |l| sink.lock().unwrap().push(l.to_string())))
+        .await
+        .expect("every step");
+    let text = lines.lock().unwrap().join("\n");
+    for expected in [
+        "per-payment cap of 2000.00 exceeded",
+        "was already spent by transfer",
+        "SETTLED on bank 1",
+        "supply conserved",
+        "Every step did what it said.",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallet_and_admin_commands_against_a_devnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let devnet =
+        cbdc::devnet::Devnet::start(dir.path(), 2, cbdc_runtime::shutdown::Shutdown::new())
+            .await
+            .expect("devnet");
+    let key = dir.path().join("alice.key");
+    let key = key.to_str().unwrap();
+    let out = cbdc(&["wallet", "new", "--key", key]).await.unwrap();
+    assert!(out[0].contains("mode 0600"), "{out:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let err = cbdc(&["wallet", "new", "--key", key]).await.unwrap_err();
+    assert!(err.contains("already exists"), "{err}");
+
+    let out = cbdc(&[
+        "--json", "wallet", "open", "--key", key, "--ledger", "1", "--devnet", &d,
+    ])
+    .await
+    .unwrap();
+    let opened: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
+    let alice = opened["address"].as_str().unwrap().to_string();
+
+    let out = cbdc(&[
+        "central-bank",
+        "mint",
+        "--ledger",
+        "1",
+        "--amount",
+        "1000.00",
+        "--request-id",
+        "m1",
+        "--devnet",
+        &d,
+    ])
+    .await
+    .unwrap();
+    assert!(out[0].starts_with("issued 1000.00 to bank 1"), "{out:?}");
+    let out = cbdc(&[
+        "central-bank",
+        "mint",
+        "--ledger",
+        "1",
+        "--amount",
+        "1000.00",
+        "--request-id",
+        "m1",
+        "--devnet",
+        &d,
+    ])
+    .await
+    .unwrap();
+    assert!(out[0].starts_with("already issued"), "{out:?}");
+
+    // The vault pays Alice through an exchange (the bank's job), then Alice pays herself back
+    // a part to check pay and history.
+    let bank1 = &devnet.banks[0];
+    let operator = cbdc_core::Keypair::from_seed(devnet.operators[0].seed());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = bank1.ledger.wallet(&operator.public()).await.unwrap();
+        if v.balance == cbdc_core::Amount::parse("1000.00").unwrap() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the issue never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let alice_key = alice.parse::<cbdc_core::Address>().unwrap().key;
+    bank1
+        .ledger
+        .pay_from_vault(alice_key, cbdc_core::Amount::parse("300.00").unwrap(), "x1")
+        .await
+        .unwrap();
+    let out = cbdc(&["wallet", "balance", &alice, "--devnet", &d])
+        .await
+        .unwrap();
+    assert!(out[0].contains(": 300.00"), "{out:?}");
+
+    let bob_key = dir.path().join("bob.key");
+    let bob_key = bob_key.to_str().unwrap();
+    cbdc(&["wallet", "new", "--key", bob_key]).await.unwrap();
+    let out = cbdc(&[
+        "--json", "wallet", "open", "--key", bob_key, "--ledger", "2", "--devnet", &d,
+    ])
+    .await
+    .unwrap();
+    let bob: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
+    let bob = bob["address"].as_str().unwrap().to_string();
+    let out = cbdc(&[
+        "--json", "wallet", "pay", "--key", key, "--ledger", "1", "--to", &bob, "--amount",
+        "12.30", "--devnet", &d,
+    ])
+    .await
+    .unwrap();
+    let paid: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
+    let txid = paid["txid"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = cbdc(&["wallet", "balance", &bob, "--devnet", &d])
+            .await
+            .unwrap();
+        if out[0].contains(": 12.30") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let out = cbdc(&["wallet", "history", &alice, "--devnet", &d])
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(out[1].starts_with("out 12.30"), "{out:?}");
+
+    // The receipt, once the audit log has signed a checkpoint covering it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let out = loop {
+        match cbdc(&["wallet", "receipt", &txid, "--ledger", "1", "--devnet", &d]).await {
+            Ok(out) => break out,
+            Err(e) if e.contains("not yet in a signed checkpoint") => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(out[0].starts_with("verified:"), "{out:?}");
+
+    let out = cbdc(&[
+        "bank", "freeze", &alice, "--reason", "order 7", "--devnet", &d,
+    ])
+    .await
+    .unwrap();
+    assert!(out[0].ends_with("Frozen"), "{out:?}");
+    let err = cbdc(&[
+        "wallet", "pay", "--key", key, "--ledger", "1", "--to", &bob, "--amount", "1.00",
+        "--devnet", &d,
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.contains("frozen"), "{err}");
+    let out = cbdc(&[
+        "bank", "unfreeze", &alice, "--reason", "order 8", "--devnet", &d,
+    ])
+    .await
+    .unwrap();
+    assert!(out[0].ends_with("Active"), "{out:?}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = cbdc(&["central-bank", "audit", "--devnet", &d])
+            .await
+            .unwrap();
+        if out[0].ends_with("; balanced") && !out.iter().any(|l| l.contains("NOT")) {
+            assert!(
+                out[0].starts_with("issued 1000.00 − redeemed 0.00 = 1000.00"),
+                "{out:?}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    devnet.stop().await.unwrap();
+
+    // Restarted on the same directory, the devnet resumes with its data and addresses.
+    let devnet =
+        cbdc::devnet::Devnet::start(dir.path(), 2, cbdc_runtime::shutdown::Shutdown::new())
+            .await
+            .expect("resumes");
+    let out = cbdc(&["wallet", "balance", &bob, "--devnet", &d])
+        .await
+        .unwrap();
+    assert!(out[0].contains(": 12.30"), "{out:?}");
+    devnet.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn errors_a_person_can_act_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k.key");
+    let key = key.to_str().unwrap();
+    cbdc(&["wallet", "new", "--key", key]).await.unwrap();
+    let good = cbdc_core::Address::new(
+        cbdc_core::LedgerId(1),
+        cbdc_core::Keypair::from_seed(&[1; 32]).public(),
+    )
+    .to_string();
+    // A one-character typo in an address.
+    let mut typo: Vec<char> = good.chars().collect();
+    let last = typo.len() - 1;
+    typo[last] = if typo[last] == 'q' { 'p' } else { 'q' };
+    let typo: String = typo.into_iter().collect();
+    let err = cbdc(&[
+        "wallet",
+        "balance",
+        &typo,
+        "--endpoint",
+        "http://127.0.0.1:1",
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.starts_with(&format!("address {typo:?}:")), "{err}");
+    assert!(err.contains("checksum"), "{err}");
+    // Three decimal places.
+    let err = cbdc(&[
+        "wallet",
+        "pay",
+        "--key",
+        key,
+        "--ledger",
+        "1",
+        "--to",
+        &good,
+        "--amount",
+        "1.234",
+        "--endpoint",
+        "http://127.0.0.1:1",
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.starts_with("amount \"1.234\":"), "{err}");
+    // Nobody listening.
+    let err = cbdc(&[
+        "wallet",
+        "balance",
+        &good,
+        "--endpoint",
+        "http://127.0.0.1:1",
+    ])
+    .await
+    .unwrap_err();
+    assert!(
+        err.starts_with("cannot reach the bank ledger at http://127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(err.contains("is it running?"), "{err}");
+    // No devnet in the directory.
+    let err = cbdc(&[
+        "central-bank",
+        "audit",
+        "--devnet",
+        dir.path().to_str().unwrap(),
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.contains("start one with `cbdc devnet"), "{err}");
+    // A missing key file.
+    let err = cbdc(&[
+        "wallet",
+        "pay",
+        "--key",
+        "/nonexistent.key",
+        "--ledger",
+        "1",
+        "--to",
+        &good,
+        "--amount",
+        "1.00",
+        "--endpoint",
+        "http://127.0.0.1:1",
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.contains("create one with `cbdc wallet new"), "{err}");
+    // An unknown command is clap's error with usage.
+    let err = cbdc(&["walet"]).await.unwrap_err();
+    assert!(err.contains("unrecognized subcommand"), "{err}");
+}
