@@ -117,10 +117,14 @@ impl Target {
 
 #[derive(Subcommand, Debug)]
 pub enum WalletCommand {
-    /// Create a wallet key file (mode 0600).
+    /// Create a wallet key file (mode 0600), encrypted with a passphrase if one is given.
     New {
         #[arg(long)]
         key: PathBuf,
+        /// The name of an environment variable holding a passphrase to encrypt the key with
+        /// (age, scrypt); commands using the key then need it in CBDC_WALLET_PASSPHRASE.
+        #[arg(long)]
+        passphrase_env: Option<String>,
     },
     /// Open the wallet of KEY on a bank ledger.
     Open {
@@ -161,9 +165,28 @@ pub enum WalletCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Receipts: proof that a transfer is in a ledger's audit log.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+    /// Follow an address's incoming and outgoing transfers as they commit (Ctrl-C stops;
+    /// `--count N` stops after N).
+    Watch {
+        address: String,
+        /// Resume after this history cursor (from `history --json`); empty for "from now".
+        #[arg(long, default_value = "")]
+        cursor: String,
+        #[arg(long)]
+        count: Option<usize>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReceiptCommand {
     /// Fetch the receipt of TXID from LEDGER and verify it offline against the operator key
     /// in the central bank's registry.
-    Receipt {
+    Verify {
         txid: String,
         #[arg(long)]
         ledger: u32,
@@ -211,6 +234,21 @@ pub enum CentralBankCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Bank LEDGER returns AMOUNT from its vault to the central bank (redemption): a
+    /// transfer to ledger 0 that settles through the bank's outbox.
+    Redeem {
+        #[arg(long)]
+        ledger: u32,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        request_id: String,
+        /// The bank's operator key file (default: the devnet's).
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Reconcile the books with every ledger's checkpoint.
     Audit {
         #[command(flatten)]
@@ -218,19 +256,84 @@ pub enum CentralBankCommand {
     },
 }
 
+/// The environment variable that unlocks encrypted key files for the other commands.
+pub const PASSPHRASE_ENV: &str = "CBDC_WALLET_PASSPHRASE";
+
+fn passphrase(var: &str) -> Result<String, String> {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Ok(p),
+        _ => Err(format!(
+            "--passphrase-env {var}: the variable is not set or empty"
+        )),
+    }
+}
+
+/// Encrypts `text` with `pass` (age's scrypt recipient).
+fn seal(text: &str, pass: &str) -> Result<Vec<u8>, String> {
+    let recipient = age::scrypt::Recipient::new(age::secrecy::SecretString::from(pass.to_string()));
+    age::encrypt(&recipient, text.as_bytes()).map_err(|e| format!("encrypting the key: {e}"))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("key file {}: {e}", path.display()))?;
+    file.write_all(bytes)
+        .map_err(|e| format!("key file {}: {e}", path.display()))
+}
+
 fn read_key(path: &Path) -> Result<Keypair, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         format!(
             "key file {}: {e} (create one with `cbdc wallet new --key {}`)",
             path.display(),
             path.display()
         )
     })?;
+    let text = if bytes.starts_with(b"age-encryption.org/") {
+        let pass = std::env::var(PASSPHRASE_ENV).map_err(|_| {
+            format!(
+                "key file {} is encrypted; put its passphrase in {PASSPHRASE_ENV}",
+                path.display()
+            )
+        })?;
+        let identity = age::scrypt::Identity::new(age::secrecy::SecretString::from(pass));
+        let plain = age::decrypt(&identity, &bytes).map_err(|e| {
+            format!(
+                "key file {}: cannot decrypt it ({e}); is {PASSPHRASE_ENV} right?",
+                path.display()
+            )
+        })?;
+        String::from_utf8(plain).map_err(|_| format!("key file {}: not a key", path.display()))?
+    } else {
+        String::from_utf8(bytes).map_err(|_| format!("key file {}: not a key", path.display()))?
+    };
     let seed: [u8; 32] = hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| format!("key file {}: expected 64 hex digits", path.display()))?;
     Ok(Keypair::from_seed(&seed))
+}
+
+/// The operator key file given, or the devnet's for `ledger`.
+fn operator_key_file(
+    given: Option<PathBuf>,
+    target: &Target,
+    ledger: LedgerId,
+) -> Result<PathBuf, String> {
+    match given {
+        Some(k) => Ok(k),
+        None => DevnetFile::load(&target.devnet)?
+            .operator_keys
+            .get((ledger.0 as usize).wrapping_sub(1))
+            .cloned()
+            .ok_or_else(|| format!("ledger {}: no such bank in the devnet", ledger.0)),
+    }
 }
 
 fn address(text: &str) -> Result<Address, String> {
@@ -327,15 +430,26 @@ async fn serve(service: Service, config: &Path) -> Result<(), String> {
 
 async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String> {
     match w {
-        WalletCommand::New { key } => {
+        WalletCommand::New {
+            key,
+            passphrase_env,
+        } => {
             if key.exists() {
                 return Err(format!(
                     "key file {} already exists; not overwriting it",
                     key.display()
                 ));
             }
-            let seed = cbdc_runtime::secret::load_or_create_seed(&key)
-                .map_err(|e| format!("key file {}: {e}", key.display()))?;
+            let seed = match passphrase_env {
+                None => cbdc_runtime::secret::load_or_create_seed(&key)
+                    .map_err(|e| format!("key file {}: {e}", key.display()))?,
+                Some(var) => {
+                    let k = Keypair::generate(&mut rand::rngs::OsRng);
+                    let sealed = seal(&hex::encode(k.seed()), &passphrase(&var)?)?;
+                    write_private(&key, &sealed)?;
+                    *k.seed()
+                }
+            };
             let k = Keypair::from_seed(&seed);
             let pk = hex::encode(k.public().as_bytes());
             out.emit(
@@ -454,11 +568,46 @@ async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String> {
                 );
             }
         }
-        WalletCommand::Receipt {
+        WalletCommand::Watch {
+            address: a,
+            cursor,
+            count,
+            target,
+        } => {
+            let addr = address(&a)?;
+            let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
+            let mut stream = c
+                .watch_wallet(v1::WatchWalletRequest {
+                    address: a.clone(),
+                    cursor,
+                })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            let mut seen = 0usize;
+            while count.is_none_or(|n| seen < n) {
+                let Some(e) = stream.message().await.map_err(|s| client::status(&s))? else {
+                    break;
+                };
+                seen += 1;
+                let line = if out.json {
+                    json!({"incoming": e.incoming, "amount": e.amount, "txid": hex::encode(&e.txid), "cursor": e.cursor}).to_string()
+                } else {
+                    format!(
+                        "{} {} {}",
+                        if e.incoming { "in " } else { "out" },
+                        e.amount,
+                        hex::encode(&e.txid)
+                    )
+                };
+                println!("{line}");
+            }
+        }
+        WalletCommand::Receipt(ReceiptCommand::Verify {
             txid,
             ledger,
             target,
-        } => {
+        }) => {
             let id = Txid(
                 hex::decode(&txid)
                     .ok()
@@ -514,14 +663,7 @@ async fn bank(b: BankCommand, out: &mut Out) -> Result<(), String> {
         BankCommand::Unfreeze(a) => ("unfreeze", a),
     };
     let addr = address(&a.address)?;
-    let key_file = match &a.operator_key {
-        Some(k) => k.clone(),
-        None => DevnetFile::load(&a.target.devnet)?
-            .operator_keys
-            .get((addr.ledger.0 as usize).wrapping_sub(1))
-            .cloned()
-            .ok_or_else(|| format!("ledger {}: no such bank in the devnet", addr.ledger.0))?,
-    };
+    let key_file = operator_key_file(a.operator_key.clone(), &a.target, addr.ledger)?;
     let operator = read_key(&key_file)?;
     let request_id = format!("{action}-{}-{}", a.address, a.reason);
     let request = v1::WalletActionRequest {
@@ -600,6 +742,38 @@ async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result<(), String
                     r.outstanding
                 ),
                 json!({"ledger": ledger, "amount": a, "outstanding": r.outstanding, "already_minted": r.already_minted}),
+            );
+        }
+        CentralBankCommand::Redeem {
+            ledger,
+            amount: a,
+            request_id,
+            operator_key,
+            target,
+        } => {
+            amount(&a)?;
+            let operator = read_key(&operator_key_file(operator_key, &target, LedgerId(ledger))?)?;
+            let sig = operator.sign(&cbdc_ledger::ledger::operator_message(&[
+                b"redeem",
+                a.as_bytes(),
+                request_id.as_bytes(),
+            ]));
+            let mut c = client::ledger(&target.bank(LedgerId(ledger))?).await?;
+            let r = c
+                .redeem(v1::RedeemRequest {
+                    amount: a.clone(),
+                    request_id,
+                    operator_signature: sig.to_vec(),
+                })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            out.emit(
+                format!(
+                    "bank {ledger} returns {a} to the central bank: txid {}",
+                    hex::encode(&r.txid)
+                ),
+                json!({"ledger": ledger, "amount": a, "txid": hex::encode(&r.txid)}),
             );
         }
         CentralBankCommand::Audit { target } => {

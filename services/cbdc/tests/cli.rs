@@ -146,16 +146,39 @@ async fn wallet_and_admin_commands_against_a_devnet() {
         assert!(std::time::Instant::now() < deadline, "{out:?}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    // A watcher sees Bob's next incoming payment.
+    let watcher = {
+        let (bob, d) = (bob.clone(), d.clone());
+        tokio::spawn(async move {
+            cbdc(&["wallet", "watch", &bob, "--count", "1", "--devnet", &d]).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    cbdc(&[
+        "wallet", "pay", "--key", key, "--ledger", "1", "--to", &bob, "--amount", "0.70",
+        "--devnet", &d,
+    ])
+    .await
+    .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(20), watcher)
+        .await
+        .expect("the watcher saw the payment")
+        .unwrap()
+        .unwrap();
     let out = cbdc(&["wallet", "history", &alice, "--devnet", &d])
         .await
         .unwrap();
-    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out.len(), 3, "{out:?}");
     assert!(out[1].starts_with("out 12.30"), "{out:?}");
 
     // The receipt, once the audit log has signed a checkpoint covering it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let out = loop {
-        match cbdc(&["wallet", "receipt", &txid, "--ledger", "1", "--devnet", &d]).await {
+        match cbdc(&[
+            "wallet", "receipt", "verify", &txid, "--ledger", "1", "--devnet", &d,
+        ])
+        .await
+        {
             Ok(out) => break out,
             Err(e) if e.contains("not yet in a signed checkpoint") => {
                 assert!(std::time::Instant::now() < deadline, "{e}");
@@ -186,14 +209,32 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     .unwrap();
     assert!(out[0].ends_with("Active"), "{out:?}");
 
+    let out = cbdc(&[
+        "central-bank",
+        "redeem",
+        "--ledger",
+        "1",
+        "--amount",
+        "200.00",
+        "--request-id",
+        "r1",
+        "--devnet",
+        &d,
+    ])
+    .await
+    .unwrap();
+    assert!(out[0].starts_with("bank 1 returns 200.00"), "{out:?}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let out = cbdc(&["central-bank", "audit", "--devnet", &d])
             .await
             .unwrap();
-        if out[0].ends_with("; balanced") && !out.iter().any(|l| l.contains("NOT")) {
+        if out[0].ends_with("; balanced")
+            && out[0].contains("redeemed 200.00")
+            && !out.iter().any(|l| l.contains("NOT"))
+        {
             assert!(
-                out[0].starts_with("issued 1000.00 − redeemed 0.00 = 1000.00"),
+                out[0].starts_with("issued 1000.00 − redeemed 200.00 = 800.00"),
                 "{out:?}"
             );
             break;
@@ -211,7 +252,7 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     let out = cbdc(&["wallet", "balance", &bob, "--devnet", &d])
         .await
         .unwrap();
-    assert!(out[0].contains(": 12.30"), "{out:?}");
+    assert!(out[0].contains(": 13.00"), "{out:?}");
     devnet.stop().await.unwrap();
 }
 
@@ -306,4 +347,72 @@ async fn errors_a_person_can_act_on() {
     // An unknown command is clap's error with usage.
     let err = cbdc(&["walet"]).await.unwrap_err();
     assert!(err.contains("unrecognized subcommand"), "{err}");
+}
+
+/// The binary itself, with an encrypted key: refused without the passphrase or with a wrong
+/// one, used with the right one.
+#[test]
+fn an_encrypted_key_needs_its_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secret.key");
+    let bin = env!("CARGO_BIN_EXE_cbdc");
+    let run = |args: &[&str], pass: Option<&str>| {
+        let mut c = std::process::Command::new(bin);
+        c.args(args)
+            .env("TEST_PASSPHRASE", "correct horse battery staple");
+        match pass {
+            Some(p) => c.env("CBDC_WALLET_PASSPHRASE", p),
+            None => c.env_remove("CBDC_WALLET_PASSPHRASE"),
+        };
+        let out = c.output().expect("runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let k = key.to_str().unwrap();
+    let (ok, stdout, stderr) = run(
+        &[
+            "wallet",
+            "new",
+            "--key",
+            k,
+            "--passphrase-env",
+            "TEST_PASSPHRASE",
+        ],
+        None,
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        std::fs::read(&key)
+            .unwrap()
+            .starts_with(b"age-encryption.org/")
+    );
+    let open = [
+        "wallet",
+        "open",
+        "--key",
+        k,
+        "--ledger",
+        "1",
+        "--endpoint",
+        "http://127.0.0.1:1",
+    ];
+    let (ok, _, stderr) = run(&open, None);
+    assert!(!ok);
+    assert!(
+        stderr.contains("is encrypted; put its passphrase in CBDC_WALLET_PASSPHRASE"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = run(&open, Some("wrong"));
+    assert!(!ok);
+    assert!(stderr.contains("cannot decrypt it"), "{stderr}");
+    // The right passphrase gets past the key to the network.
+    let (ok, _, stderr) = run(&open, Some("correct horse battery staple"));
+    assert!(!ok);
+    assert!(stderr.contains("cannot reach the bank ledger"), "{stderr}");
+    // --help on a command.
+    let (ok, stdout, _) = run(&["wallet", "pay", "--help"], None);
+    assert!(ok && stdout.contains("--amount"), "{stdout}");
 }
