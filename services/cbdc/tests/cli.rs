@@ -416,3 +416,42 @@ fn an_encrypted_key_needs_its_passphrase() {
     let (ok, stdout, _) = run(&["wallet", "pay", "--help"], None);
     assert!(ok && stdout.contains("--amount"), "{stdout}");
 }
+
+/// `cbdc serve ledger` from the example configuration (its listeners and files moved by
+/// environment variables), stopped by SIGTERM: it serves, then exits cleanly.
+#[cfg(unix)]
+#[test]
+fn serve_runs_a_service_from_its_config_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/ledger.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
+        .args(["serve", "ledger", "--config", config.to_str().unwrap()])
+        .env("CBDC_LEDGER_LISTEN", "127.0.0.1:0")
+        .env("CBDC_LEDGER_METRICS_LISTEN", "127.0.0.1:0")
+        .env("CBDC_LEDGER_DATA_DIR", dir.path().join("store"))
+        .env(
+            "CBDC_LEDGER_OPERATOR_KEY_FILE",
+            dir.path().join("operator.key"),
+        )
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .any(|l| l.contains("ledger serving"));
+    assert!(serving, "the ledger did not report serving");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(dir.path().join("operator.key").exists());
+}
