@@ -622,7 +622,14 @@ impl Sim {
                 self.checkpoint(b).await;
             }
             let a = self.cb().bank.audit().await.expect("audit");
-            let queue_empty = self.cb().bank.queued().await.expect("queue").is_empty();
+            let queue_empty = self
+                .cb()
+                .bank
+                .queued(None)
+                .await
+                .expect("queue")
+                .0
+                .is_empty();
             let mut quiet = queue_empty
                 && a.ledgers
                     .iter()

@@ -844,14 +844,31 @@ impl CentralBank {
 
     // ----- delivery queue -----
 
-    /// Settlements waiting for delivery (the first [`QUEUE_SCAN_MAX`]).
-    pub async fn queued(&self) -> Result<Vec<Queued>, IssuanceError> {
+    /// Settlements waiting for delivery: a page of at most [`QUEUE_SCAN_MAX`] from `from`
+    /// (the start when `None`), and where the next page starts if this one was full.
+    pub async fn queued(
+        &self,
+        from: Option<&[u8]>,
+    ) -> Result<(Vec<Queued>, Option<Vec<u8>>), IssuanceError> {
         let (b, e) = self.keys().queue();
         let mut tx = self.inner.db.create_transaction()?;
         let rows = tx
-            .get_range(&b, &e, RangeOptions::snapshot(QUEUE_SCAN_MAX))
+            .get_range(
+                from.unwrap_or(&b),
+                &e,
+                RangeOptions::snapshot(QUEUE_SCAN_MAX),
+            )
             .await?;
-        rows.iter()
+        let next = match rows.last() {
+            Some((k, _)) if rows.len() == QUEUE_SCAN_MAX => {
+                let mut n = k.clone();
+                n.push(0);
+                Some(n)
+            }
+            _ => None,
+        };
+        let page = rows
+            .iter()
             .map(|(k, v)| {
                 let (ledger, txid) = self
                     .keys()
@@ -865,7 +882,8 @@ impl CentralBank {
                     settlement,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, IssuanceError>>()?;
+        Ok((page, next))
     }
 
     /// Removes delivered settlements from the queue, in one transaction.

@@ -19,6 +19,9 @@ use tonic::Status;
 
 use crate::bank::{CentralBank, IssuanceError, Queued};
 
+/// Retry schedules kept, at most, before those of deliveries not in the current page are
+/// dropped.
+pub const BACKOFF_ENTRIES_MAX: usize = 65_536;
 /// Settlements per `DeliverInboundBatch` request, at most.
 pub const DELIVER_BATCH: usize = 1024;
 /// `DeliverInboundBatch` requests in flight at once, at most (by default).
@@ -100,6 +103,8 @@ pub struct DeliveryWorker {
     backoff: Backoffs<(LedgerId, Txid)>,
     metrics: Option<DeliveryMetrics>,
     concurrency: usize,
+    /// Where the next queue page starts, after a full page.
+    resume: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -154,6 +159,7 @@ impl DeliveryWorker {
             backoff: Backoffs::default(),
             metrics: None,
             concurrency: DELIVERY_CONCURRENCY,
+            resume: None,
         }
     }
 
@@ -162,9 +168,18 @@ impl DeliveryWorker {
     /// in one store transaction.
     pub async fn step(&mut self) -> Result<DeliveryStep, IssuanceError> {
         use futures::StreamExt;
-        let queued = self.bank.queued().await?;
-        self.backoff
-            .retain(|k| queued.iter().any(|q| (q.ledger, q.txid) == *k));
+        // Page through the whole queue, so deliveries waiting for their backoff at the front
+        // never hide the ones behind them.
+        let from = self.resume.take();
+        let whole = from.is_none();
+        let (queued, next) = self.bank.queued(from.as_deref()).await?;
+        let whole = whole && next.is_none();
+        self.resume = next;
+        if whole || self.backoff.len() > BACKOFF_ENTRIES_MAX {
+            let keys: std::collections::HashSet<(LedgerId, Txid)> =
+                queued.iter().map(|q| (q.ledger, q.txid)).collect();
+            self.backoff.retain(|k| keys.contains(k));
+        }
         if let Some(m) = &self.metrics {
             m.queued.set(queued.len() as i64);
         }

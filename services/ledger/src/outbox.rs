@@ -27,6 +27,9 @@ use tonic::Status;
 use crate::ledger::{Ledger, LedgerError};
 use crate::records::{Corrupt, TransferRecord};
 
+/// Retry schedules kept, at most, before those of transfers not in the current page are
+/// dropped.
+pub const BACKOFF_ENTRIES_MAX: usize = 65_536;
 /// Outbox rows read per step, at most.
 pub const OUTBOX_SCAN_MAX: usize = 4096;
 /// Transfers per `SettleBatch` request, at most.
@@ -113,6 +116,8 @@ pub struct OutboxWorker {
     /// The checkpoint size the central bank holds, once known.
     known_size: Option<u64>,
     concurrency: usize,
+    /// Where the next outbox page starts, after a full page.
+    resume: Option<Vec<u8>>,
 }
 
 impl OutboxWorker {
@@ -123,6 +128,7 @@ impl OutboxWorker {
             backoff: Backoffs::default(),
             known_size: None,
             concurrency: SETTLE_CONCURRENCY,
+            resume: None,
         }
     }
 
@@ -135,13 +141,29 @@ impl OutboxWorker {
 
     /// The outbox's transfers (among the first [`OUTBOX_SCAN_MAX`] rows) and the value
     /// each sends away.
-    async fn pending(&self) -> Result<BTreeMap<Txid, Amount>, LedgerError> {
+    ///
+    /// Successive calls page through the whole outbox (a page starts after the last row of
+    /// the previous full one), so transfers waiting for their backoff at the front never hide
+    /// the ones behind them. Returns whether this page was the whole outbox.
+    async fn pending(&mut self) -> Result<(BTreeMap<Txid, Amount>, bool), LedgerError> {
         let l = self.ledger.layout();
         let (b, e) = l.outbox_all();
+        let from = self.resume.take();
+        let whole = from.is_none();
         let mut tx = self.ledger.db().create_transaction()?;
         let rows = tx
-            .get_range(&b, &e, RangeOptions::snapshot(OUTBOX_SCAN_MAX))
+            .get_range(
+                from.as_deref().unwrap_or(&b),
+                &e,
+                RangeOptions::snapshot(OUTBOX_SCAN_MAX),
+            )
             .await?;
+        let full = rows.len() == OUTBOX_SCAN_MAX;
+        if full && let Some((k, _)) = rows.last() {
+            let mut next = k.clone();
+            next.push(0);
+            self.resume = Some(next);
+        }
         let mut out: BTreeMap<Txid, Amount> = BTreeMap::new();
         for (k, v) in rows {
             let o = l
@@ -153,7 +175,7 @@ impl OutboxWorker {
                 what: "outbox total",
             })?;
         }
-        Ok(out)
+        Ok((out, whole && !full))
     }
 
     /// Hands every due outbox transfer to the central bank once, in `SettleBatch` requests
@@ -163,8 +185,12 @@ impl OutboxWorker {
     /// its backoff.
     pub async fn step(&mut self) -> Result<OutboxStep, LedgerError> {
         use futures::StreamExt;
-        let pending = self.pending().await?;
-        self.backoff.retain(|txid| pending.contains_key(txid));
+        let (pending, whole) = self.pending().await?;
+        // Forget the schedules of transfers no longer in the outbox: known only when this
+        // page was the whole outbox (or the map grew past its bound).
+        if whole || self.backoff.len() > BACKOFF_ENTRIES_MAX {
+            self.backoff.retain(|txid| pending.contains_key(txid));
+        }
         let now = self.ledger.now_ms();
         let mut step = OutboxStep::default();
         let due: Vec<Txid> = pending

@@ -56,6 +56,15 @@ impl<K: Eq + Hash> Backoffs<K> {
         self.entries.remove(key);
     }
 
+    /// How many items have a schedule.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Keeps only the keys `keep` accepts (the items still pending), so the map stays
     /// bounded by the work in hand.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
