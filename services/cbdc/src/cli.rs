@@ -197,6 +197,20 @@ pub enum ReceiptCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum BankCommand {
+    /// A customer exchanges bank deposits for e-CNY: the bank pays AMOUNT from its vault to
+    /// the address (once per request id).
+    Exchange {
+        address: String,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        request_id: String,
+        /// The bank's operator key file (default: the devnet's for the address's ledger).
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Freeze a wallet (it can receive, not spend).
     Freeze(WalletAction),
     /// Unfreeze a wallet.
@@ -659,6 +673,47 @@ async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String> {
 
 async fn bank(b: BankCommand, out: &mut Out) -> Result<(), String> {
     let (action, a) = match b {
+        BankCommand::Exchange {
+            address: a,
+            amount: x,
+            request_id,
+            operator_key,
+            target,
+        } => {
+            let addr = address(&a)?;
+            amount(&x)?;
+            let operator = read_key(&operator_key_file(operator_key, &target, addr.ledger)?)?;
+            let direction = v1::exchange_request::Direction::DepositToWallet as i32;
+            let sig = cbdc_ledger::service::sign_exchange(
+                &operator,
+                &a,
+                &request_id,
+                &x,
+                direction,
+                None,
+            );
+            let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
+            let r = c
+                .exchange(v1::ExchangeRequest {
+                    address: a.clone(),
+                    amount: x.clone(),
+                    direction,
+                    request_id,
+                    wallet_transfer: None,
+                    operator_signature: sig,
+                })
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            out.emit(
+                format!(
+                    "paid {x} from the vault to {a}: txid {}",
+                    hex::encode(&r.txid)
+                ),
+                json!({"address": a, "amount": x, "txid": hex::encode(&r.txid)}),
+            );
+            return Ok(());
+        }
         BankCommand::Freeze(a) => ("freeze", a),
         BankCommand::Unfreeze(a) => ("unfreeze", a),
     };

@@ -106,12 +106,23 @@ async fn wallet_and_admin_commands_against_a_devnet() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let alice_key = alice.parse::<cbdc_core::Address>().unwrap().key;
-    bank1
-        .ledger
-        .pay_from_vault(alice_key, cbdc_core::Amount::parse("300.00").unwrap(), "x1")
-        .await
-        .unwrap();
+    let out = cbdc(&[
+        "bank",
+        "exchange",
+        &alice,
+        "--amount",
+        "300.00",
+        "--request-id",
+        "x1",
+        "--devnet",
+        &d,
+    ])
+    .await
+    .unwrap();
+    assert!(
+        out[0].starts_with("paid 300.00 from the vault to"),
+        "{out:?}"
+    );
     let out = cbdc(&["wallet", "balance", &alice, "--devnet", &d])
         .await
         .unwrap();
