@@ -24,9 +24,8 @@ use std::time::Duration;
 
 use cbdc_core::{Keypair, PublicKey};
 use cbdc_runtime::clock::Clock;
-use cbdc_runtime::shutdown::Shutdown;
+use cbdc_runtime::shutdown::{ServerTask, Shutdown};
 use cbdc_store::Database;
-use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::bank::CentralBank;
@@ -50,27 +49,20 @@ pub struct RunningIssuance {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub bank: CentralBank,
-    shutdown: Shutdown,
-    server: JoinHandle<Result<(), ServeError>>,
+    server: ServerTask<ServeError>,
 }
 
 impl RunningIssuance {
     /// Stops accepting, finishes in-flight requests, closes the store.
     pub async fn stop(self) -> Result<(), ServeError> {
-        self.shutdown.trigger();
-        let result = self
-            .server
-            .await
-            .map_err(|e| std::io::Error::other(format!("server task: {e}")))?;
+        let result = self.server.stop().await;
         drop(self.bank);
         result
     }
 
     /// Waits until the server stops (after its shutdown signal fires).
     pub async fn wait(self) -> Result<(), ServeError> {
-        self.server
-            .await
-            .map_err(|e| std::io::Error::other(format!("server task: {e}")))?
+        self.server.wait().await
     }
 }
 
@@ -168,7 +160,6 @@ pub async fn serve_with_clock(
         grpc_addr,
         metrics_addr,
         bank,
-        shutdown,
-        server,
+        server: ServerTask::new(shutdown, server),
     })
 }

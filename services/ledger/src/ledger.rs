@@ -103,6 +103,28 @@ fn verify_signature(
         .map_err(|_| LedgerError::PermissionDenied(format!("{field}: {failure}")))
 }
 
+/// One item's outcome inside a transaction shared by several: applied anew, it takes the next
+/// order number within the commit; refused, the refusal is its own result; a store error ends
+/// the whole transaction.
+type Ordered = Result<(Applied, u16), LedgerError>;
+
+fn in_order(
+    order: &mut u16,
+    r: Result<Applied, TxError<LedgerError>>,
+) -> Result<Ordered, TxError<LedgerError>> {
+    match r {
+        Ok(applied) => {
+            let used = *order;
+            if matches!(applied, Applied::New(_)) {
+                *order += 1;
+            }
+            Ok(Ok((applied, used)))
+        }
+        Err(TxError::Abort(e)) => Ok(Err(e)),
+        Err(TxError::Store(e)) => Err(TxError::Store(e)),
+    }
+}
+
 /// A number spread evenly by `request_id` and `attempt`, to pick among the vault's coins.
 fn spread(request_id: &str, attempt: u32) -> u64 {
     use sha2::Digest;
@@ -807,17 +829,8 @@ impl Ledger {
                     let mut results = Vec::with_capacity(g.len());
                     let mut order: u16 = 0;
                     for t in g.iter() {
-                        match me.apply(tx, t, now_ms, TransferKind::Local, order).await {
-                            Ok(applied) => {
-                                let used = order;
-                                if matches!(applied, Applied::New(_)) {
-                                    order += 1;
-                                }
-                                results.push(Ok((applied, used)));
-                            }
-                            Err(TxError::Abort(e)) => results.push(Err(e)),
-                            Err(TxError::Store(e)) => return Err(TxError::Store(e)),
-                        }
+                        let r = me.apply(tx, t, now_ms, TransferKind::Local, order).await;
+                        results.push(in_order(&mut order, r)?);
                     }
                     Ok::<_, TxError<LedgerError>>(results)
                 })
@@ -1499,17 +1512,8 @@ impl Ledger {
                         let mut out = Vec::with_capacity(b.len());
                         let mut order: u16 = 0;
                         for (_, t, ours, amount) in b.iter() {
-                            match me.apply_inbound(tx, t, ours, *amount, now_ms, order).await {
-                                Ok(applied) => {
-                                    let used = order;
-                                    if matches!(applied, Applied::New(_)) {
-                                        order += 1;
-                                    }
-                                    out.push(Ok((applied, used)));
-                                }
-                                Err(TxError::Abort(e)) => out.push(Err(e)),
-                                Err(TxError::Store(e)) => return Err(TxError::Store(e)),
-                            }
+                            let r = me.apply_inbound(tx, t, ours, *amount, now_ms, order).await;
+                            out.push(in_order(&mut order, r)?);
                         }
                         Ok::<_, TxError<LedgerError>>(out)
                     })

@@ -25,9 +25,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use cbdc_core::{Keypair, PublicKey};
-use cbdc_runtime::shutdown::Shutdown;
+use cbdc_runtime::shutdown::{ServerTask, Shutdown};
 use cbdc_store::Database;
-use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::LedgerConfig;
@@ -55,27 +54,20 @@ pub struct RunningLedger {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub ledger: Ledger,
-    shutdown: Shutdown,
-    server: JoinHandle<Result<(), ServeError>>,
+    server: ServerTask<ServeError>,
 }
 
 impl RunningLedger {
     /// Stops accepting, finishes in-flight requests (and so their commits), closes the store.
     pub async fn stop(self) -> Result<(), ServeError> {
-        self.shutdown.trigger();
-        let result = self
-            .server
-            .await
-            .map_err(|e| std::io::Error::other(format!("server task: {e}")))?;
+        let result = self.server.stop().await;
         drop(self.ledger);
         result
     }
 
     /// Waits until the server stops (after its shutdown signal fires).
     pub async fn wait(self) -> Result<(), ServeError> {
-        self.server
-            .await
-            .map_err(|e| std::io::Error::other(format!("server task: {e}")))?
+        self.server.wait().await
     }
 }
 
@@ -230,7 +222,6 @@ pub async fn serve_with_clock(
         grpc_addr,
         metrics_addr,
         ledger,
-        shutdown,
-        server,
+        server: ServerTask::new(shutdown, server),
     })
 }

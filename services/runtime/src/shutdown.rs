@@ -58,3 +58,28 @@ impl Shutdown {
         let _ = receiver.wait_for(|fired| *fired).await;
     }
 }
+
+/// A server running as a task, stopped through its shutdown signal.
+pub struct ServerTask<E> {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+}
+
+impl<E: From<std::io::Error>> ServerTask<E> {
+    pub fn new(shutdown: Shutdown, task: tokio::task::JoinHandle<Result<(), E>>) -> Self {
+        ServerTask { shutdown, task }
+    }
+
+    /// Fires the shutdown signal and waits for the server to finish in-flight requests.
+    pub async fn stop(self) -> Result<(), E> {
+        self.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after its shutdown signal fires).
+    pub async fn wait(self) -> Result<(), E> {
+        self.task
+            .await
+            .map_err(|e| E::from(std::io::Error::other(format!("server task: {e}"))))?
+    }
+}
