@@ -47,6 +47,55 @@ fn seed(tag: u8, i: usize, role: u8) -> [u8; 32] {
     s
 }
 
+/// This process's CPU time (user + system) so far, in seconds, from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command (which is in parentheses and may hold spaces): utime and
+    // stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds so far of this process's threads, summed by thread name.
+fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_string();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
+}
+
+/// Per thread name, CPU microseconds per transfer between `before` and now (threads that
+/// ended in between are not counted).
+fn thread_breakdown(before: &std::collections::BTreeMap<String, f64>, n: usize) -> String {
+    let mut parts: Vec<(String, f64)> = cpu_by_thread()
+        .into_iter()
+        .map(|(name, after)| {
+            let spent = after - before.get(&name).copied().unwrap_or(0.0);
+            (name, spent * 1e6 / n.max(1) as f64)
+        })
+        .filter(|(_, us)| *us >= 0.5)
+        .collect();
+    parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+    parts
+        .iter()
+        .map(|(name, us)| format!("{name} {us:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
@@ -181,6 +230,7 @@ async fn setup(
 async fn finish(
     tasks: Vec<tokio::task::JoinHandle<(Vec<f64>, usize)>>,
     started: Instant,
+    cpu_started: (f64, std::collections::BTreeMap<String, f64>),
     expected: usize,
 ) -> Figures {
     let mut lat = Vec::new();
@@ -191,12 +241,16 @@ async fn finish(
         ok += o;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_started.0;
+    let threads = thread_breakdown(&cpu_started.1, expected);
     assert_eq!(ok, expected, "every presigned transfer commits");
     lat.sort_by(|a, b| a.total_cmp(b));
     Figures {
         per_s: ok as f64 / elapsed,
         p50_ms: pct(&lat, 0.5),
         p99_ms: pct(&lat, 0.99),
+        cpu_us: cpu * 1e6 / ok.max(1) as f64,
+        threads,
     }
 }
 
@@ -204,6 +258,10 @@ struct Figures {
     per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU time of the whole process (server and client) per transfer, in microseconds.
+    cpu_us: f64,
+    /// The same, by thread name.
+    threads: String,
 }
 
 async fn run_batches(setup: &Setup, batch: usize, in_flight: usize) -> Figures {
@@ -215,7 +273,7 @@ async fn run_batches(setup: &Setup, batch: usize, in_flight: usize) -> Figures {
             .collect(),
     );
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let (started, cpu_started) = (Instant::now(), (cpu_seconds(), cpu_by_thread()));
     let mut tasks = Vec::new();
     for w in 0..in_flight {
         let (chunks, next) = (Arc::clone(&chunks), Arc::clone(&next));
@@ -246,14 +304,14 @@ async fn run_batches(setup: &Setup, batch: usize, in_flight: usize) -> Figures {
             (lat, ok)
         }));
     }
-    finish(tasks, started, setup.transfers.len()).await
+    finish(tasks, started, cpu_started, setup.transfers.len()).await
 }
 
 async fn run_singles(setup: &Setup, callers: usize) -> Figures {
     let wires: Arc<Vec<v1::SignedTransfer>> =
         Arc::new(setup.transfers.iter().map(to_signed_transfer).collect());
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let (started, cpu_started) = (Instant::now(), (cpu_seconds(), cpu_by_thread()));
     let mut tasks = Vec::new();
     for w in 0..callers {
         let (wires, next) = (Arc::clone(&wires), Arc::clone(&next));
@@ -276,7 +334,7 @@ async fn run_singles(setup: &Setup, callers: usize) -> Figures {
             (lat, ok)
         }));
     }
-    finish(tasks, started, setup.transfers.len()).await
+    finish(tasks, started, cpu_started, setup.transfers.len()).await
 }
 
 /// The same batches straight into `Ledger::submit`, without gRPC: what the wire costs.
@@ -290,7 +348,7 @@ async fn run_in_process(
     let chunks: Arc<std::sync::Mutex<Vec<Vec<Transfer>>>> = Arc::new(std::sync::Mutex::new(
         transfers.chunks(batch).rev().map(|c| c.to_vec()).collect(),
     ));
-    let started = Instant::now();
+    let (started, cpu_started) = (Instant::now(), (cpu_seconds(), cpu_by_thread()));
     let mut tasks = Vec::new();
     for _ in 0..in_flight {
         let chunks = Arc::clone(&chunks);
@@ -310,7 +368,7 @@ async fn run_in_process(
             (lat, ok)
         }));
     }
-    finish(tasks, started, n).await
+    finish(tasks, started, cpu_started, n).await
 }
 
 /// Raw `check_stateless_batch` over 1024-transfer batches on one core: transfers/s.
@@ -386,6 +444,8 @@ async fn main() {
         per_s: 0.0,
         p50_ms: 0.0,
         p99_ms: 0.0,
+        cpu_us: 0.0,
+        threads: String::new(),
     };
     let b = match &batched {
         Some(batched) if !only_singles => run_batches(batched, batch, 8).await,
@@ -403,27 +463,24 @@ async fn main() {
         run_in_process(&running.ledger, direct, batch, 8).await
     };
     println!(
-        "{:<42} {:>12} {:>10} {:>10}",
-        "mode", "transfers/s", "p50 ms", "p99 ms"
+        "{:<46} {:>12} {:>9} {:>9} {:>14}",
+        "mode", "transfers/s", "p50 ms", "p99 ms", "CPU us/transfer"
     );
-    println!(
-        "{:<42} {:>12.0} {:>10.2} {:>10.2}",
-        format!("SubmitTransfers, batches of {batch}, 8 in flight"),
-        b.per_s,
-        b.p50_ms,
-        b.p99_ms
-    );
-    println!(
-        "{:<42} {:>12.0} {:>10.2} {:>10.2}",
-        "SubmitTransfer, 512 concurrent callers", s.per_s, s.p50_ms, s.p99_ms
-    );
-    println!(
-        "{:<42} {:>12.0} {:>10.2} {:>10.2}",
-        format!("Ledger::submit in process (no gRPC), {batch}"),
-        d.per_s,
-        d.p50_ms,
-        d.p99_ms
-    );
+    let row = |name: String, f: &Figures| {
+        println!(
+            "{:<46} {:>12.0} {:>9.2} {:>9.2} {:>14.1}",
+            name, f.per_s, f.p50_ms, f.p99_ms, f.cpu_us
+        )
+    };
+    row(format!("SubmitTransfers, batches of {batch}, 8 in flight"), &b);
+    row("SubmitTransfer, 512 concurrent callers".into(), &s);
+    row(format!("Ledger::submit in process (no gRPC), {batch}"), &d);
+    println!("CPU us/transfer by thread:");
+    for (name, f) in [("batches", &b), ("singles", &s), ("in process", &d)] {
+        if !f.threads.is_empty() {
+            println!("  {name}: {}", f.threads);
+        }
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!(
         "raw check_stateless_batch (1024 per batch), one core: {raw:.0} transfers/s ({:.0} on {cores} cores)",

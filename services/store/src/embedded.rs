@@ -495,17 +495,68 @@ impl EmbeddedTx {
     }
 }
 
-/// The keys one transaction wrote, shared with the resolver's map.
-type WrittenKeys = Vec<Arc<[u8]>>;
+/// The keys one transaction wrote, in one buffer (key `i` ends at `ends[i]`), for checking
+/// range reads, which are rare: point reads use the resolver's hash map.
+struct WrittenKeys {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl WrittenKeys {
+    fn new(writes: &[(Vec<u8>, LocalOp)]) -> WrittenKeys {
+        let mut bytes = Vec::with_capacity(writes.iter().map(|(k, _)| k.len()).sum());
+        let mut ends = Vec::with_capacity(writes.len());
+        for (k, _) in writes {
+            bytes.extend_from_slice(k);
+            ends.push(bytes.len() as u32);
+        }
+        WrittenKeys { bytes, ends }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(b, e)| &self.bytes[b as usize..e as usize])
+    }
+
+    fn any_in(&self, begin: &[u8], end: &[u8]) -> bool {
+        self.iter().any(|k| begin <= k && k < end)
+    }
+}
+
+/// The 64-bit hash standing for a key in the resolver's map. Two keys with the same hash
+/// share an entry, which can only make a conflict more likely, never miss one.
+fn key_hash(key: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(key);
+    h.finish()
+}
+
+/// Whether `[begin, end)` holds exactly `begin`: a point read.
+fn is_point(begin: &[u8], end: &[u8]) -> bool {
+    end.len() == begin.len() + 1 && end.last() == Some(&0) && end.starts_with(begin)
+}
+
+/// One committed transaction's writes, remembered until no open transaction can conflict
+/// with them.
+struct Written {
+    when: Instant,
+    version: u64,
+    hashes: Vec<u64>,
+    keys: WrittenKeys,
+}
 
 /// FoundationDB-style conflict detection over recently committed writes.
 struct Resolver {
-    /// Newest commit version that wrote each key, for keys written within the window.
-    point_writes: BTreeMap<Arc<[u8]>, u64>,
+    /// Newest commit version that wrote a key of each hash, for keys written within the
+    /// window.
+    point_writes: rustc_hash::FxHashMap<u64, u64>,
     /// Cleared ranges within the window: (begin, end, version, when).
     range_writes: VecDeque<(Vec<u8>, Vec<u8>, u64, Instant)>,
-    /// For expiry: (when, version, keys written).
-    history: VecDeque<(Instant, u64, WrittenKeys)>,
+    /// The writes within the window, oldest first.
+    history: VecDeque<Written>,
     /// Read versions older than this can no longer be checked.
     oldest_checkable: u64,
 }
@@ -513,7 +564,7 @@ struct Resolver {
 impl Resolver {
     fn new(version: u64) -> Resolver {
         Resolver {
-            point_writes: BTreeMap::new(),
+            point_writes: Default::default(),
             range_writes: VecDeque::new(),
             history: VecDeque::new(),
             oldest_checkable: version,
@@ -522,9 +573,18 @@ impl Resolver {
 
     fn conflicts(&self, read_version: u64, reads: &[(Vec<u8>, Vec<u8>)]) -> bool {
         reads.iter().any(|(b, e)| {
-            self.point_writes
-                .range::<[u8], _>((Bound::Included(b.as_slice()), Bound::Excluded(e.as_slice())))
-                .any(|(_, v)| *v > read_version)
+            let written = if is_point(b, e) {
+                self.point_writes
+                    .get(&key_hash(b))
+                    .is_some_and(|v| *v > read_version)
+            } else {
+                self.history
+                    .iter()
+                    .rev()
+                    .take_while(|w| w.version > read_version)
+                    .any(|w| w.keys.any_in(b, e))
+            };
+            written
                 || self
                     .range_writes
                     .iter()
@@ -539,35 +599,38 @@ impl Resolver {
         writes: &[(Vec<u8>, LocalOp)],
         ranges: &[(Vec<u8>, Vec<u8>)],
     ) {
-        let mut keys = Vec::with_capacity(writes.len());
+        let mut hashes = Vec::with_capacity(writes.len());
         for (k, _) in writes {
-            // One copy of the key, shared by the map and the expiry list.
-            let k: Arc<[u8]> = Arc::from(k.as_slice());
-            self.point_writes.insert(Arc::clone(&k), version);
-            keys.push(k);
+            let h = key_hash(k);
+            self.point_writes.insert(h, version);
+            hashes.push(h);
         }
         for (b, e) in ranges {
             self.range_writes
                 .push_back((b.clone(), e.clone(), version, now));
         }
-        self.history.push_back((now, version, keys));
+        self.history.push_back(Written {
+            when: now,
+            version,
+            hashes,
+            keys: WrittenKeys::new(writes),
+        });
     }
 
     /// Forgets writes no open transaction can conflict with (at or below `oldest_reader`),
     /// and any older than the conflict window.
     fn expire(&mut self, now: Instant, oldest_reader: u64) {
-        while let Some((when, version, _)) = self.history.front() {
-            if *version > oldest_reader && now.duration_since(*when) < CONFLICT_WINDOW {
+        while let Some(w) = self.history.front() {
+            if w.version > oldest_reader && now.duration_since(w.when) < CONFLICT_WINDOW {
                 break;
             }
-            let version = *version;
-            let (_, _, keys) = self.history.pop_front().expect("present");
-            for k in keys {
-                if self.point_writes.get(&*k) == Some(&version) {
-                    self.point_writes.remove(&*k);
+            let w = self.history.pop_front().expect("present");
+            for h in w.hashes {
+                if self.point_writes.get(&h) == Some(&w.version) {
+                    self.point_writes.remove(&h);
                 }
             }
-            self.oldest_checkable = self.oldest_checkable.max(version);
+            self.oldest_checkable = self.oldest_checkable.max(w.version);
         }
         while let Some((_, _, version, when)) = self.range_writes.front() {
             if *version > oldest_reader && now.duration_since(*when) < CONFLICT_WINDOW {
@@ -698,7 +761,7 @@ fn writer_loop(
 /// for a hot counter (a busy wallet's balance). Bounded: when full it starts over.
 #[derive(Default)]
 struct CounterCache {
-    values: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    values: rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 /// Counter values kept by the writer, at most.
@@ -713,40 +776,41 @@ fn apply_batch(
     fsync: bool,
     counters: &mut CounterCache,
 ) -> Result<(), StoreError> {
-    let mut added: Vec<&[u8]> = Vec::new();
     let mut range_cleared = false;
-    // The batch's own writes so far (None = cleared), so that later transactions of the batch
-    // build on earlier ones (atomic adds, range clears) before anything reaches fjall.
-    let mut overlay: BTreeMap<Cow<'_, [u8]>, Option<Cow<'_, [u8]>>> = BTreeMap::new();
+    // The batch's own writes so far (value None = cleared; flag = changed by an atomic add),
+    // so that later transactions of the batch build on earlier ones (atomic adds, range
+    // clears) before anything reaches fjall. A hash map: the keys' order does not matter to
+    // the write batch, and range clears, which need it, are rare.
+    type Overlay<'a> = rustc_hash::FxHashMap<Cow<'a, [u8]>, (Option<Cow<'a, [u8]>>, bool)>;
+    let mut overlay: Overlay<'_> = Default::default();
+    overlay.reserve(batch.iter().map(|tx| tx.writes.len()).sum());
     for tx in batch {
         for (b, e) in &tx.cleared {
             range_cleared = true;
+            for (k, (v, _)) in overlay.iter_mut() {
+                if b.as_slice() <= k.as_ref() && k.as_ref() < e.as_slice() {
+                    *v = None;
+                }
+            }
             for row in shared.data.range(b.clone()..e.clone()) {
                 let (k, _) = row.map_err(io)?;
-                overlay.insert(Cow::Owned(k.to_vec()), None);
-            }
-            for (_, v) in overlay.range_mut::<[u8], _>((
-                Bound::Included(b.as_slice()),
-                Bound::Excluded(e.as_slice()),
-            )) {
-                *v = None;
+                overlay.insert(Cow::Owned(k.to_vec()), (None, false));
             }
         }
         for (key, op) in &tx.writes {
             let value = match op {
-                LocalOp::Set(v) => Some(Cow::Borrowed(v.as_slice())),
-                LocalOp::Clear => None,
+                LocalOp::Set(v) => (Some(Cow::Borrowed(v.as_slice())), false),
+                LocalOp::Clear => (None, false),
                 LocalOp::Add(delta) => {
-                    added.push(key.as_slice());
                     let base = match overlay.get(key.as_slice()) {
-                        Some(v) => v.as_deref().map(|v| v.to_vec()),
+                        Some((v, _)) => v.as_deref().map(|v| v.to_vec()),
                         None if !range_cleared => match counters.values.get(key.as_slice()) {
                             Some(cached) => cached.clone(),
                             None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
                         },
                         None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
                     };
-                    Some(Cow::Owned(apply_add(base.as_deref(), *delta)))
+                    (Some(Cow::Owned(apply_add(base.as_deref(), *delta))), true)
                 }
             };
             overlay.insert(Cow::Borrowed(key.as_slice()), value);
@@ -757,12 +821,12 @@ fn apply_batch(
     if range_cleared {
         counters.values.clear();
     } else {
-        if counters.values.len() + added.len() > COUNTER_CACHE_MAX {
+        let added = overlay.values().filter(|(_, added)| *added).count();
+        if counters.values.len() + added > COUNTER_CACHE_MAX {
             counters.values.clear();
         }
-        added.sort_unstable();
-        for (key, value) in &overlay {
-            if added.binary_search(&key.as_ref()).is_ok() {
+        for (key, (value, added)) in &overlay {
+            if *added {
                 counters
                     .values
                     .insert(key.to_vec(), value.as_ref().map(|v| v.to_vec()));
@@ -771,8 +835,13 @@ fn apply_batch(
             }
         }
     }
+    // In key order: consecutive inserts into the memtable's skiplist then walk mostly the
+    // same (cached) nodes.
+    let mut rows: Vec<(Cow<'_, [u8]>, Option<Cow<'_, [u8]>>)> =
+        overlay.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut write = shared.keyspace.batch();
-    for (key, value) in overlay {
+    for (key, value) in rows {
         match value {
             Some(v) => write.insert(&shared.data, key.as_ref(), v.as_ref()),
             None => write.remove(&shared.data, key.as_ref()),
