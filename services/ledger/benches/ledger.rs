@@ -54,7 +54,12 @@ fn cpu_seconds() -> f64 {
     // stime are the 12th and 13th.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -71,7 +76,12 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
         };
         let name = stat[open + 1..close].to_string();
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
         *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
     }
     out
@@ -400,7 +410,7 @@ async fn main() {
         .await
         .expect("serves");
     let mut clients = Vec::new();
-    for _ in 0..CHANNELS {
+    for _ in 0..env("CBDC_BENCH_CHANNELS", CHANNELS) {
         clients.push(
             LedgerServiceClient::connect(format!("http://{}", running.grpc_addr))
                 .await
@@ -412,34 +422,37 @@ async fn main() {
     println!(
         "ledger service, embedded store with fsync, gRPC on loopback, {n} presigned 1-input/2-output transfers per mode"
     );
-    // CBDC_BENCH_ONLY=direct runs just the in-process mode, =singles just single calls (for
-    // profiling).
+    // CBDC_BENCH_ONLY=batches|singles|direct runs just that mode (for profiling).
     let only = std::env::var("CBDC_BENCH_ONLY").unwrap_or_default();
-    let only_direct = only == "direct";
-    let only_singles = only == "singles";
+    let runs = |mode: &str| only.is_empty() || only == mode;
+    let callers = env("CBDC_BENCH_CALLERS", 512);
     let t0 = Instant::now();
-    let modes = if only_direct { 1 } else { 3 };
-    let (batched, singles) = if only_direct {
-        (None, None)
-    } else {
-        let b = Setup {
-            transfers: setup(&clients, &central_bank, n, 1).await,
+    let mut modes = 0;
+    let mut prepare = async |mode: &str, tag: u8| {
+        if !runs(mode) {
+            return None;
+        }
+        modes += 1;
+        Some(Setup {
+            transfers: setup(&clients, &central_bank, n, tag).await,
             clients: clients.clone(),
-        };
-        let s = Setup {
-            transfers: setup(&clients, &central_bank, n, 2).await,
-            clients: clients.clone(),
-        };
-        (Some(b), Some(s))
+        })
     };
-    let direct = setup(&clients, &central_bank, n, 3).await;
+    let batched = prepare("batches", 1).await;
+    let singles = prepare("singles", 2).await;
+    let direct = prepare("direct", 3).await;
     println!(
         "setup (minting and presigning {} transfers): {:.1} s",
         modes * n,
         t0.elapsed().as_secs_f64()
     );
 
-    let raw = raw_batch_verify(&direct);
+    let sample = [&batched, &singles, &direct]
+        .into_iter()
+        .flatten()
+        .next()
+        .expect("a mode runs");
+    let raw = raw_batch_verify(&sample.transfers);
     let none = || Figures {
         per_s: 0.0,
         p50_ms: 0.0,
@@ -448,19 +461,18 @@ async fn main() {
         threads: String::new(),
     };
     let b = match &batched {
-        Some(batched) if !only_singles => run_batches(batched, batch, 8).await,
-        _ => none(),
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let s = match &singles {
-        Some(singles) => run_singles(singles, 512).await,
+        Some(batched) => run_batches(batched, batch, 8).await,
         None => none(),
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let d = if only_singles {
-        none()
-    } else {
-        run_in_process(&running.ledger, direct, batch, 8).await
+    let s = match &singles {
+        Some(singles) => run_singles(singles, callers).await,
+        None => none(),
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d = match direct {
+        Some(direct) => run_in_process(&running.ledger, direct.transfers, batch, 8).await,
+        None => none(),
     };
     println!(
         "{:<46} {:>12} {:>9} {:>9} {:>14}",
@@ -472,8 +484,11 @@ async fn main() {
             name, f.per_s, f.p50_ms, f.p99_ms, f.cpu_us
         )
     };
-    row(format!("SubmitTransfers, batches of {batch}, 8 in flight"), &b);
-    row("SubmitTransfer, 512 concurrent callers".into(), &s);
+    row(
+        format!("SubmitTransfers, batches of {batch}, 8 in flight"),
+        &b,
+    );
+    row(format!("SubmitTransfer, {callers} concurrent callers"), &s);
     row(format!("Ledger::submit in process (no gRPC), {batch}"), &d);
     println!("CPU us/transfer by thread:");
     for (name, f) in [("batches", &b), ("singles", &s), ("in process", &d)] {

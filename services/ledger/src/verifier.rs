@@ -13,7 +13,7 @@ use prometheus::Histogram;
 use crate::batcher::{Batcher, Stopped};
 
 /// Transfers verified together, at most.
-pub const CHUNK: usize = 256;
+pub const CHUNK: usize = 1024;
 /// Submissions waiting for the verifier, at most; beyond this, submitters wait.
 pub const QUEUE_DEPTH: usize = 4096;
 
