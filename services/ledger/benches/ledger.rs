@@ -106,6 +106,25 @@ fn thread_breakdown(before: &std::collections::BTreeMap<String, f64>, n: usize) 
         .join(", ")
 }
 
+/// (sum, count) of the verifier's batch sizes and of the commit groups so far.
+fn batching(m: &cbdc_ledger::metrics::LedgerMetrics) -> [(f64, u64); 2] {
+    [
+        (m.verify_batch.get_sample_sum(), m.verify_batch.get_sample_count()),
+        (m.commit_group.get_sample_sum(), m.commit_group.get_sample_count()),
+    ]
+}
+
+/// Mean verify batch and mean commit group since `before`.
+fn batching_since(m: &cbdc_ledger::metrics::LedgerMetrics, before: [(f64, u64); 2]) -> String {
+    let now = batching(m);
+    let mean = |i: usize| (now[i].0 - before[i].0) / (now[i].1 - before[i].1).max(1) as f64;
+    format!(
+        "mean verify batch {:.0}, mean commit group {:.0}",
+        mean(0),
+        mean(1)
+    )
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
@@ -460,20 +479,28 @@ async fn main() {
         cpu_us: 0.0,
         threads: String::new(),
     };
+    let metrics = running.ledger.metrics().clone();
+    let mut batches_seen = Vec::new();
+    let before = batching(&metrics);
     let b = match &batched {
         Some(batched) => run_batches(batched, batch, 8).await,
         None => none(),
     };
+    batches_seen.push(batching_since(&metrics, before));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = batching(&metrics);
     let s = match &singles {
         Some(singles) => run_singles(singles, callers).await,
         None => none(),
     };
+    batches_seen.push(batching_since(&metrics, before));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = batching(&metrics);
     let d = match direct {
         Some(direct) => run_in_process(&running.ledger, direct.transfers, batch, 8).await,
         None => none(),
     };
+    batches_seen.push(batching_since(&metrics, before));
     println!(
         "{:<46} {:>12} {:>9} {:>9} {:>14}",
         "mode", "transfers/s", "p50 ms", "p99 ms", "CPU us/transfer"
@@ -491,9 +518,12 @@ async fn main() {
     row(format!("SubmitTransfer, {callers} concurrent callers"), &s);
     row(format!("Ledger::submit in process (no gRPC), {batch}"), &d);
     println!("CPU us/transfer by thread:");
-    for (name, f) in [("batches", &b), ("singles", &s), ("in process", &d)] {
+    for ((name, f), seen) in [("batches", &b), ("singles", &s), ("in process", &d)]
+        .into_iter()
+        .zip(&batches_seen)
+    {
         if !f.threads.is_empty() {
-            println!("  {name}: {}", f.threads);
+            println!("  {name}: {}; {seen}", f.threads);
         }
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
