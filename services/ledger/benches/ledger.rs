@@ -109,8 +109,14 @@ fn thread_breakdown(before: &std::collections::BTreeMap<String, f64>, n: usize) 
 /// (sum, count) of the verifier's batch sizes and of the commit groups so far.
 fn batching(m: &cbdc_ledger::metrics::LedgerMetrics) -> [(f64, u64); 2] {
     [
-        (m.verify_batch.get_sample_sum(), m.verify_batch.get_sample_count()),
-        (m.commit_group.get_sample_sum(), m.commit_group.get_sample_count()),
+        (
+            m.verify_batch.get_sample_sum(),
+            m.verify_batch.get_sample_count(),
+        ),
+        (
+            m.commit_group.get_sample_sum(),
+            m.commit_group.get_sample_count(),
+        ),
     ]
 }
 
