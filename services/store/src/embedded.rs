@@ -841,8 +841,7 @@ fn apply_batch(
     }
     // In key order: consecutive inserts into the memtable's skiplist then walk mostly the
     // same (cached) nodes.
-    let mut rows: Vec<(Cow<'_, [u8]>, Option<Cow<'_, [u8]>>)> =
-        overlay.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    let mut rows: Vec<_> = overlay.into_iter().map(|(k, (v, _))| (k, v)).collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut write = shared.keyspace.batch();
     for (key, value) in rows {
