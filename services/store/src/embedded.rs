@@ -203,6 +203,7 @@ impl Engine {
             cleared: Vec::new(),
             versionstamped: Vec::new(),
             reads: Vec::new(),
+            point_reads: Default::default(),
         })
     }
 
@@ -252,6 +253,9 @@ struct VersionstampedOp {
 
 struct CommitRequest {
     read_version: u64,
+    /// Keys read one at a time with a conflict.
+    points: Vec<Vec<u8>>,
+    /// Ranges read with a conflict, `[begin, end)`.
     reads: Vec<(Vec<u8>, Vec<u8>)>,
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
     writes: Vec<(Vec<u8>, LocalOp)>,
@@ -269,8 +273,18 @@ pub(crate) struct EmbeddedTx {
     writes: BTreeMap<Vec<u8>, LocalOp>,
     cleared: Vec<(Vec<u8>, Vec<u8>)>,
     versionstamped: Vec<VersionstampedOp>,
-    /// Read conflict ranges, `[begin, end)`.
+    /// Read conflict ranges, `[begin, end)`, of range reads.
     reads: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys read one at a time: the stored value once fetched (the snapshot never changes,
+    /// so a key read again, like a wallet paying twice in one group, costs no lookup) and
+    /// whether the read is a conflict (each key goes to the resolver once).
+    point_reads: rustc_hash::FxHashMap<Vec<u8>, PointRead>,
+}
+
+#[derive(Default)]
+struct PointRead {
+    stored: Option<Option<Vec<u8>>>,
+    conflict: bool,
 }
 
 fn key_after(key: &[u8]) -> Vec<u8> {
@@ -307,12 +321,33 @@ impl EmbeddedTx {
             .any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
     }
 
-    fn stored(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.snapshot.get(key).map_err(io)?.map(|v| v.to_vec()))
+    fn point_read(&mut self, key: &[u8]) -> &mut PointRead {
+        if !self.point_reads.contains_key(key) {
+            self.point_reads.insert(key.to_vec(), PointRead::default());
+        }
+        self.point_reads.get_mut(key).expect("inserted")
+    }
+
+    /// Records a conflict on `key` (once per key).
+    fn note_read(&mut self, key: &[u8]) {
+        self.point_read(key).conflict = true;
+    }
+
+    /// The value in the snapshot, fetched once per key.
+    fn stored(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(PointRead {
+            stored: Some(v), ..
+        }) = self.point_reads.get(key)
+        {
+            return Ok(v.clone());
+        }
+        let v = self.snapshot.get(key).map_err(io)?.map(|v| v.to_vec());
+        self.point_read(key).stored = Some(v.clone());
+        Ok(v)
     }
 
     /// The value as this transaction sees it, before its local write to `key` (if any).
-    fn base(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    fn base(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         if self.in_cleared(key) {
             return Ok(None);
         }
@@ -330,7 +365,7 @@ impl EmbeddedTx {
             Some(LocalOp::Add(delta)) => {
                 let delta = *delta;
                 if !snapshot {
-                    self.reads.push((key.to_vec(), key_after(key)));
+                    self.note_read(key);
                 }
                 let base = self.base(key)?;
                 return Ok(Some(apply_add(base.as_deref(), delta)));
@@ -341,7 +376,7 @@ impl EmbeddedTx {
             return Ok(None);
         }
         if !snapshot {
-            self.reads.push((key.to_vec(), key_after(key)));
+            self.note_read(key);
         }
         self.stored(key)
     }
@@ -484,6 +519,11 @@ impl EmbeddedTx {
         let (reply, answer) = oneshot::channel();
         let request = CommitRequest {
             read_version: self.read_version,
+            points: std::mem::take(&mut self.point_reads)
+                .into_iter()
+                .filter(|(_, r)| r.conflict)
+                .map(|(k, _)| k)
+                .collect(),
             reads: std::mem::take(&mut self.reads),
             cleared: std::mem::take(&mut self.cleared),
             writes: std::mem::take(&mut self.writes).into_iter().collect(),
@@ -575,8 +615,28 @@ impl Resolver {
         }
     }
 
-    fn conflicts(&self, read_version: u64, reads: &[(Vec<u8>, Vec<u8>)]) -> bool {
-        reads.iter().any(|(b, e)| {
+    /// Whether any key of `points` or any range of `ranges` was written after
+    /// `read_version`.
+    fn conflicts(
+        &self,
+        read_version: u64,
+        points: &[Vec<u8>],
+        ranges: &[(Vec<u8>, Vec<u8>)],
+    ) -> bool {
+        let cleared_after = |b: &[u8], e: &[u8]| {
+            self.range_writes
+                .iter()
+                .any(|(wb, we, v, _)| *v > read_version && wb.as_slice() < e && b < we.as_slice())
+        };
+        points.iter().any(|k| {
+            self.point_writes
+                .get(&key_hash(k))
+                .is_some_and(|v| *v > read_version)
+                || self
+                    .range_writes
+                    .iter()
+                    .any(|(wb, we, v, _)| *v > read_version && wb <= k && k < we)
+        }) || ranges.iter().any(|(b, e)| {
             let written = if is_point(b, e) {
                 self.point_writes
                     .get(&key_hash(b))
@@ -588,11 +648,7 @@ impl Resolver {
                     .take_while(|w| w.version > read_version)
                     .any(|w| w.keys.any_in(b, e))
             };
-            written
-                || self
-                    .range_writes
-                    .iter()
-                    .any(|(wb, we, v, _)| *v > read_version && wb < e && b < we)
+            written || cleared_after(b, e)
         })
     }
 
@@ -683,7 +739,7 @@ fn resolver_loop(
                 let _ = request.reply.send(Err(StoreError::TransactionTooOld));
                 continue;
             }
-            if resolver.conflicts(request.read_version, &request.reads) {
+            if resolver.conflicts(request.read_version, &request.points, &request.reads) {
                 shared.stats.conflicts.fetch_add(1, Ordering::Relaxed);
                 let _ = request.reply.send(Err(StoreError::NotCommitted));
                 continue;
@@ -866,6 +922,24 @@ fn apply_batch(
 mod tests {
     use super::*;
 
+    impl Resolver {
+        /// Ranges of one key go in as points, as transactions send them.
+        fn conflicts_in(&self, v: u64, ranges: &[(Vec<u8>, Vec<u8>)]) -> bool {
+            let (points, ranges): (Vec<_>, Vec<_>) =
+                ranges.iter().cloned().partition(|(b, e)| is_point(b, e));
+            let points: Vec<Vec<u8>> = points.into_iter().map(|(b, _)| b).collect();
+            let by_point = self.conflicts(v, &points, &ranges);
+            // The same reads as plain ranges give the same answer.
+            let all: Vec<_> = ranges
+                .iter()
+                .cloned()
+                .chain(points.iter().map(|k| (k.clone(), key_after(k))))
+                .collect();
+            assert_eq!(by_point, self.conflicts(v, &[], &all));
+            by_point
+        }
+    }
+
     fn set(key: &[u8]) -> (Vec<u8>, LocalOp) {
         (key.to_vec(), LocalOp::Set(b"v".to_vec()))
     }
@@ -880,21 +954,21 @@ mod tests {
         let mut r = Resolver::new(0);
         r.record(5, now, &[set(b"b"), set(b"d\x00x")], &[]);
         // A point read of a written key, newer than the read version.
-        assert!(r.conflicts(4, &[point(b"b")]));
-        assert!(!r.conflicts(5, &[point(b"b")]));
+        assert!(r.conflicts_in(4, &[point(b"b")]));
+        assert!(!r.conflicts_in(5, &[point(b"b")]));
         // Neighbours of a written key are not written.
-        assert!(!r.conflicts(0, &[point(b"a")]));
-        assert!(!r.conflicts(0, &[point(b"d")]));
+        assert!(!r.conflicts_in(0, &[point(b"a")]));
+        assert!(!r.conflicts_in(0, &[point(b"d")]));
         // Ranges: inside, and at both ends ([begin, end)).
-        assert!(r.conflicts(4, &[(b"c".to_vec(), b"e".to_vec())]));
-        assert!(r.conflicts(4, &[(b"b".to_vec(), b"c".to_vec())]));
-        assert!(!r.conflicts(4, &[(b"a".to_vec(), b"b".to_vec())]));
-        assert!(!r.conflicts(4, &[(b"b\x00\x00".to_vec(), b"d".to_vec())]));
-        assert!(!r.conflicts(5, &[(b"a".to_vec(), b"z".to_vec())]));
+        assert!(r.conflicts_in(4, &[(b"c".to_vec(), b"e".to_vec())]));
+        assert!(r.conflicts_in(4, &[(b"b".to_vec(), b"c".to_vec())]));
+        assert!(!r.conflicts_in(4, &[(b"a".to_vec(), b"b".to_vec())]));
+        assert!(!r.conflicts_in(4, &[(b"b\x00\x00".to_vec(), b"d".to_vec())]));
+        assert!(!r.conflicts_in(5, &[(b"a".to_vec(), b"z".to_vec())]));
         // Cleared ranges conflict with point reads inside them.
         r.record(6, now, &[], &[(b"m".to_vec(), b"p".to_vec())]);
-        assert!(r.conflicts(5, &[point(b"n")]));
-        assert!(!r.conflicts(5, &[point(b"p")]));
+        assert!(r.conflicts_in(5, &[point(b"n")]));
+        assert!(!r.conflicts_in(5, &[point(b"p")]));
     }
 
     #[test]
@@ -905,7 +979,7 @@ mod tests {
         r.record(2, now, &[set(b"k")], &[]);
         // A reader at version 1 still conflicts with the write at 2.
         r.expire(now, 1);
-        assert!(r.conflicts(1, &[point(b"k")]));
+        assert!(r.conflicts_in(1, &[point(b"k")]));
         assert_eq!(r.oldest_checkable, 1);
         // With no reader below 2, everything is forgotten and older reads are refused.
         r.expire(now, 2);
