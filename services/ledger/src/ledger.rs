@@ -914,12 +914,6 @@ impl Ledger {
     ) -> Result<Applied, TxError<LedgerError>> {
         let l = self.layout();
         let txid = t.txid();
-        let tk = l.transfer(&txid);
-        if let Some(bytes) = tx.get(&tk).await? {
-            return Ok(Applied::Already(
-                TransferRecord::decode(&bytes).map_err(corrupt)?,
-            ));
-        }
         let body = t.body();
         let mut states = Vec::with_capacity(body.inputs.len());
         for input in &body.inputs {
@@ -930,6 +924,22 @@ impl Ledger {
                     OutputState::Spent { by } => InputState::Spent { by },
                 },
             });
+        }
+        // A transfer committed here spent its inputs under its own txid, and one delivered
+        // from another ledger has no inputs here: only then can its record exist. A fresh
+        // transfer (every input unspent) skips the lookup, which would miss in every
+        // segment of the store. Two racing copies of one transfer both write its first
+        // input, so the loser retries and finds it spent by this txid.
+        let maybe_done = body.inputs.is_empty()
+            || states.iter().any(|s| match s {
+                InputState::Missing => true,
+                InputState::Spent { by } => *by == txid,
+                InputState::Unspent(_) => false,
+            });
+        if maybe_done && let Some(bytes) = tx.get(&l.transfer(&txid)).await? {
+            return Ok(Applied::Already(
+                TransferRecord::decode(&bytes).map_err(corrupt)?,
+            ));
         }
         // Refuse a missing or spent input before reading any wallet.
         for (input, state) in body.inputs.iter().zip(&states) {
