@@ -397,6 +397,75 @@ async fn concurrent_double_spends_exactly_one_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_transfer_submitted_concurrently_commits_once() {
+    let mut net = LedgerNet::start(1).await;
+    net.issue(yuan("10000")).await;
+    let payer = net.open_wallet(1, KycTier::Class1).await;
+    let payee = net.open_wallet(2, KycTier::Class1).await;
+    net.exchange_in(&payer.public(), "50.00", "d")
+        .await
+        .unwrap();
+    let t = net
+        .build_signed(&payer, &[(&net.address(&payee.public()), "20.00")])
+        .await
+        .unwrap();
+    let wire = to_signed_transfer(&t);
+    // Eight single calls and two batches holding it twice each, all at once.
+    let singles = (0..8).map(|_| {
+        let mut client = net.client.clone();
+        let wire = wire.clone();
+        async move {
+            let r = client
+                .submit_transfer(v1::SubmitTransferRequest {
+                    transfer: Some(wire),
+                })
+                .await
+                .expect("commits");
+            vec![r.into_inner()]
+        }
+    });
+    let batches = (0..2).map(|_| {
+        let mut client = net.client.clone();
+        let wire = wire.clone();
+        async move {
+            client
+                .submit_transfers(v1::SubmitTransfersRequest {
+                    transfers: vec![wire.clone(), wire],
+                })
+                .await
+                .expect("answers")
+                .into_inner()
+                .results
+        }
+    });
+    let (a, b) = futures::future::join(
+        futures::future::join_all(singles),
+        futures::future::join_all(batches),
+    )
+    .await;
+    let results: Vec<v1::TransferResult> = a.into_iter().chain(b).flatten().collect();
+    assert_eq!(results.len(), 12);
+    let committed: Vec<&v1::Committed> = results
+        .iter()
+        .map(|r| match &r.outcome {
+            Some(v1::transfer_result::Outcome::Committed(c)) => c,
+            other => panic!("not committed: {other:?}"),
+        })
+        .collect();
+    assert!(results.iter().all(|r| r.txid == t.txid().0.to_vec()));
+    assert_eq!(committed.iter().filter(|c| !c.already_committed).count(), 1);
+    assert!(
+        committed
+            .iter()
+            .all(|c| c.log_position == committed[0].log_position)
+    );
+    assert_eq!(net.balance(&payee.public()).await, "20.00");
+    assert_eq!(net.balance(&payer.public()).await, "30.00");
+    net.assert_conserved(yuan("10000")).await;
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_mid_stream_keeps_every_acknowledged_transfer() {
     let mut net = LedgerNet::start(1).await;
     net.issue(yuan("100000")).await;
