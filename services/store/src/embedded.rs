@@ -539,8 +539,8 @@ impl EmbeddedTx {
     }
 }
 
-/// The keys one transaction wrote, in one buffer (key `i` ends at `ends[i]`), for checking
-/// range reads, which are rare: point reads use the resolver's hash map.
+/// The keys one transaction wrote, sorted, in one buffer (key `i` ends at `ends[i]`), for
+/// checking range reads by binary search; point reads use the resolver's hash map.
 struct WrittenKeys {
     bytes: Vec<u8>,
     ends: Vec<u32>,
@@ -548,24 +548,37 @@ struct WrittenKeys {
 
 impl WrittenKeys {
     fn new(writes: &[(Vec<u8>, LocalOp)]) -> WrittenKeys {
-        let mut bytes = Vec::with_capacity(writes.iter().map(|(k, _)| k.len()).sum());
-        let mut ends = Vec::with_capacity(writes.len());
-        for (k, _) in writes {
+        let mut keys: Vec<&[u8]> = writes.iter().map(|(k, _)| k.as_slice()).collect();
+        // The transaction's writes arrive sorted, with its versionstamped keys after them:
+        // a stable sort finds those two runs and merges them.
+        keys.sort();
+        let mut bytes = Vec::with_capacity(keys.iter().map(|k| k.len()).sum());
+        let mut ends = Vec::with_capacity(keys.len());
+        for k in keys {
             bytes.extend_from_slice(k);
             ends.push(bytes.len() as u32);
         }
         WrittenKeys { bytes, ends }
     }
 
-    fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .map(|(b, e)| &self.bytes[b as usize..e as usize])
+    fn key(&self, i: usize) -> &[u8] {
+        let begin = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[begin..self.ends[i] as usize]
     }
 
+    /// Whether a key in `[begin, end)` was written.
     fn any_in(&self, begin: &[u8], end: &[u8]) -> bool {
-        self.iter().any(|k| begin <= k && k < end)
+        // The first key at or after `begin`, by binary search over the sorted keys.
+        let (mut lo, mut hi) = (0, self.ends.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.key(mid) < begin {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo < self.ends.len() && self.key(lo) < end
     }
 }
 
@@ -969,6 +982,12 @@ mod tests {
         r.record(6, now, &[], &[(b"m".to_vec(), b"p".to_vec())]);
         assert!(r.conflicts_in(5, &[point(b"n")]));
         assert!(!r.conflicts_in(5, &[point(b"p")]));
+        // Versionstamped keys come after the sorted writes, out of order.
+        r.record(7, now, &[set(b"q"), set(b"s"), set(b"e")], &[]);
+        assert!(r.conflicts_in(6, &[(b"e".to_vec(), b"f".to_vec())]));
+        assert!(!r.conflicts_in(6, &[(b"r".to_vec(), b"s".to_vec())]));
+        assert!(r.conflicts_in(6, &[(b"r".to_vec(), b"t".to_vec())]));
+        assert!(!r.conflicts_in(6, &[(b"f".to_vec(), b"m".to_vec())]));
     }
 
     #[test]
