@@ -10,8 +10,8 @@
 //!   Open transactions register their read version; the resolver forgets writes at or below
 //!   the oldest one (and any older than the window), so it holds only what can still matter.
 //!   Written keys are looked up by a 64-bit hash for point reads (a collision can only add a
-//!   conflict, never hide one); range reads, rare on the hot path, scan the keys written
-//!   since their read version.
+//!   conflict, never hide one); range reads, rare on the hot path, binary-search the sorted
+//!   keys of each transaction committed since their read version.
 //! - **Group commit**, pipelined over two threads: commits queue on a bounded channel to the
 //!   resolver thread, which takes everything queued (up to `max_batch`), resolves each
 //!   transaction in order and assigns its version; the writer thread applies resolved batches
