@@ -155,14 +155,12 @@ pub async fn serve_with_clock(
     let db = open_store(&config)?;
     let ledger = Ledger::open(db, settings, operator, clock).await?;
 
-    let grpc_listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| {
-            std::io::Error::new(e.kind(), format!("binding gRPC on {}: {e}", config.listen))
-        })?;
-    let grpc_addr = grpc_listener.local_addr()?;
-    let metrics_listener = cbdc_runtime::metrics::bind(config.metrics_listen).await?;
-    let metrics_addr = metrics_listener.local_addr()?;
+    let cbdc_runtime::grpc::Listeners {
+        grpc: grpc_listener,
+        grpc_addr,
+        metrics: metrics_listener,
+        metrics_addr,
+    } = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
 
     let (health_reporter, health) = cbdc_runtime::grpc::health();
     health_reporter

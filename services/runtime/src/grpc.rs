@@ -24,3 +24,29 @@ pub fn reflection(
         .register_encoded_file_descriptor_set(descriptor_set)
         .build_v1()
 }
+
+/// The two listeners every service binds, with the addresses they got (port 0 picks one).
+pub struct Listeners {
+    pub grpc: tokio::net::TcpListener,
+    pub grpc_addr: std::net::SocketAddr,
+    pub metrics: tokio::net::TcpListener,
+    pub metrics_addr: std::net::SocketAddr,
+}
+
+/// Binds the gRPC listener on `grpc` and the Prometheus one on `metrics`; an error names the
+/// address that could not be bound.
+pub async fn bind(
+    grpc: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
+) -> std::io::Result<Listeners> {
+    let grpc_listener = tokio::net::TcpListener::bind(grpc)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("binding gRPC on {grpc}: {e}")))?;
+    let metrics_listener = crate::metrics::bind(metrics).await?;
+    Ok(Listeners {
+        grpc_addr: grpc_listener.local_addr()?,
+        grpc: grpc_listener,
+        metrics_addr: metrics_listener.local_addr()?,
+        metrics: metrics_listener,
+    })
+}
