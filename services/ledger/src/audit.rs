@@ -215,14 +215,14 @@ impl Ledger {
                 .try_into()
                 .map_err(|_| tx_corrupt(Corrupt { what: "log entry" }))?;
             let leaf = merkle::leaf_hash(&cbdc_core::audit::leaf_data(self.id(), &position, &txid));
-            tx.set(&l.leaf_index(&Txid(txid)), &state.size.to_be_bytes())?;
+            tx.set(l.leaf_index(&Txid(txid)), &state.size.to_be_bytes())?;
             for (level, index, h) in state.append(leaf) {
-                tx.set(&l.node(level, index), &h)?;
+                tx.set(l.node(level, index), &h)?;
             }
             state.last = Some(position);
         }
         if appended > 0 {
-            tx.set(&sk, &state.encode())?;
+            tx.set(&sk, state.encode())?;
         }
         let caught_up = rows.len() < SEQUENCE_BATCH_MAX;
         if caught_up {
@@ -260,7 +260,7 @@ impl Ledger {
                     checkpoint,
                     signature,
                 };
-                tx.set(&l.checkpoint(), &signed.encode())?;
+                tx.set(l.checkpoint(), signed.encode())?;
             }
         }
         Ok(Sequenced {

@@ -24,7 +24,7 @@
 //! (unless its tier caps the balance, which then must be read).
 
 use cbdc_core::{LedgerId, OutPoint, PublicKey, Txid};
-use cbdc_store::keys::{Subspace, ledger_subspace, strinc};
+use cbdc_store::keys::{Subspace, TuplePack, ledger_subspace, pack_into, strinc};
 
 /// The length of a commit versionstamp.
 pub const STAMP_LEN: usize = 10;
@@ -36,12 +36,50 @@ pub const POSITION_LEN: usize = STAMP_LEN + 2;
 #[derive(Clone, Debug)]
 pub struct Layout {
     sub: Subspace,
+    /// The packed `(subspace, tag)` prefixes of the hot-path key families, so that building a
+    /// key packs only its variable part into a buffer allocated once at its final size.
+    wallet: Vec<u8>,
+    balance: Vec<u8>,
+    utxo_count: Vec<u8>,
+    daily: Vec<u8>,
+    output: Vec<u8>,
+    owned: Vec<u8>,
+    transfer: Vec<u8>,
+    history: Vec<u8>,
+    log: Vec<u8>,
+    node: Vec<u8>,
+    leaf_index: Vec<u8>,
+}
+
+/// Room for a packed 32-byte string (with a few escaped zero bytes) and an integer or two.
+const VARIABLE_PART: usize = 56;
+
+/// `prefix` followed by the packed `rest`: equal to packing the whole tuple, since a tuple
+/// packs as the concatenation of its packed elements.
+fn packed(prefix: &[u8], rest: &impl TuplePack) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + VARIABLE_PART);
+    k.extend_from_slice(prefix);
+    pack_into(rest, &mut k);
+    k
 }
 
 impl Layout {
     pub fn new(ledger: LedgerId) -> Layout {
+        let sub = ledger_subspace(ledger.0);
+        let tag = |t: &str| sub.pack(&(t,));
         Layout {
-            sub: ledger_subspace(ledger.0),
+            wallet: tag("w"),
+            balance: tag("b"),
+            utxo_count: tag("c"),
+            daily: tag("d"),
+            output: tag("u"),
+            owned: tag("o"),
+            transfer: tag("t"),
+            history: tag("h"),
+            log: tag("l"),
+            node: tag("mn"),
+            leaf_index: tag("mx"),
+            sub,
         }
     }
 
@@ -50,7 +88,7 @@ impl Layout {
     }
 
     pub fn wallet(&self, key: &PublicKey) -> Vec<u8> {
-        self.sub.pack(&("w", Self::k(key)))
+        packed(&self.wallet, &(Self::k(key),))
     }
 
     pub fn wallets(&self) -> (Vec<u8>, Vec<u8>) {
@@ -60,25 +98,26 @@ impl Layout {
     }
 
     pub fn balance(&self, key: &PublicKey) -> Vec<u8> {
-        self.sub.pack(&("b", Self::k(key)))
+        packed(&self.balance, &(Self::k(key),))
     }
 
     pub fn utxo_count(&self, key: &PublicKey) -> Vec<u8> {
-        self.sub.pack(&("c", Self::k(key)))
+        packed(&self.utxo_count, &(Self::k(key),))
     }
 
     pub fn daily(&self, key: &PublicKey, day: i64) -> Vec<u8> {
-        self.sub.pack(&("d", Self::k(key), day))
+        packed(&self.daily, &(Self::k(key), day))
     }
 
     pub fn output(&self, o: &OutPoint) -> Vec<u8> {
-        self.sub
-            .pack(&("u", o.txid.0.as_slice(), i64::from(o.index)))
+        packed(&self.output, &(o.txid.0.as_slice(), i64::from(o.index)))
     }
 
     pub fn owned(&self, key: &PublicKey, o: &OutPoint) -> Vec<u8> {
-        self.sub
-            .pack(&("o", Self::k(key), o.txid.0.as_slice(), i64::from(o.index)))
+        packed(
+            &self.owned,
+            &(Self::k(key), o.txid.0.as_slice(), i64::from(o.index)),
+        )
     }
 
     /// `[begin, end)` of a wallet's owner index.
@@ -113,16 +152,18 @@ impl Layout {
     }
 
     pub fn transfer(&self, txid: &Txid) -> Vec<u8> {
-        self.sub.pack(&("t", txid.0.as_slice()))
+        packed(&self.transfer, &(txid.0.as_slice(),))
     }
 
     /// The prefix of a wallet's history; entries append a versionstamp.
     pub fn history_prefix(&self, key: &PublicKey) -> Vec<u8> {
-        self.sub.pack(&("h", Self::k(key)))
+        packed(&self.history, &(Self::k(key),))
     }
 
     pub fn log_prefix(&self) -> Vec<u8> {
-        self.sub.pack(&("l",))
+        let mut k = Vec::with_capacity(self.log.len() + crate::layout::POSITION_LEN);
+        k.extend_from_slice(&self.log);
+        k
     }
 
     pub fn request(&self, request_id: &str) -> Vec<u8> {
@@ -145,11 +186,11 @@ impl Layout {
     }
 
     pub fn node(&self, level: u32, index: u64) -> Vec<u8> {
-        self.sub.pack(&("mn", i64::from(level), index as i64))
+        packed(&self.node, &(i64::from(level), index as i64))
     }
 
     pub fn leaf_index(&self, txid: &Txid) -> Vec<u8> {
-        self.sub.pack(&("mx", txid.0.as_slice()))
+        packed(&self.leaf_index, &(txid.0.as_slice(),))
     }
 
     pub fn checkpoint(&self) -> Vec<u8> {
@@ -180,5 +221,45 @@ impl Layout {
             txid: Txid(txid.try_into().ok()?),
             index: u16::try_from(index).ok()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prefix-and-rest keys are byte for byte the keys packed from whole tuples.
+    #[test]
+    fn keys_equal_whole_tuple_packing() {
+        let ledger = LedgerId(7);
+        let l = Layout::new(ledger);
+        let sub = ledger_subspace(ledger.0);
+        // Bytes that need escaping (0x00) and ones that do not.
+        for fill in [0u8, 1, 0xff] {
+            let key = PublicKey::from_bytes([fill; 32]);
+            let txid = Txid([fill; 32]);
+            let k = key.as_bytes().as_slice();
+            for index in [0u16, 1, 255, 256, u16::MAX] {
+                let o = OutPoint { txid, index };
+                let t = txid.0.as_slice();
+                let i = i64::from(index);
+                assert_eq!(l.output(&o), sub.pack(&("u", t, i)));
+                assert_eq!(l.owned(&key, &o), sub.pack(&("o", k, t, i)));
+                assert_eq!(
+                    l.node(u32::from(index), u64::from(index) << 40),
+                    sub.pack(&("mn", i, i << 40))
+                );
+            }
+            let t = txid.0.as_slice();
+            assert_eq!(l.wallet(&key), sub.pack(&("w", k)));
+            assert_eq!(l.balance(&key), sub.pack(&("b", k)));
+            assert_eq!(l.utxo_count(&key), sub.pack(&("c", k)));
+            assert_eq!(l.daily(&key, -3), sub.pack(&("d", k, -3i64)));
+            assert_eq!(l.daily(&key, 20_000), sub.pack(&("d", k, 20_000i64)));
+            assert_eq!(l.transfer(&txid), sub.pack(&("t", t)));
+            assert_eq!(l.history_prefix(&key), sub.pack(&("h", k)));
+            assert_eq!(l.leaf_index(&txid), sub.pack(&("mx", t)));
+        }
+        assert_eq!(l.log_prefix(), sub.pack(&("l",)));
     }
 }

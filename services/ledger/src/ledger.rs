@@ -391,7 +391,7 @@ impl Ledger {
                             opened_at_ms: now,
                             phone_hash: None,
                         };
-                        tx.set(&key, &record.encode())?;
+                        tx.set(&key, record.encode())?;
                     }
                     Ok::<(), TxError<LedgerError>>(())
                 })
@@ -525,7 +525,7 @@ impl Ledger {
                                 opened_at_ms: now,
                                 phone_hash,
                             };
-                            tx.set(&wk, &record.encode())?;
+                            tx.set(&wk, record.encode())?;
                         }
                     }
                     Ok(())
@@ -610,7 +610,7 @@ impl Ledger {
                         }
                     }
                     record.status = target;
-                    tx.set(&wk, &record.encode())?;
+                    tx.set(&wk, record.encode())?;
                     Ok(())
                 })
             })
@@ -1008,26 +1008,23 @@ impl Ledger {
                 unreachable!("checked above");
             };
             let owner = output.lock.owner();
-            tx.set(&l.output(outpoint), &spent_marker)?;
-            tx.clear(&l.owned(&owner, outpoint))?;
+            tx.set(l.output(outpoint), &spent_marker)?;
+            tx.clear(l.owned(&owner, outpoint))?;
             *utxo_delta.entry(owner).or_default() -= 1;
         }
         // Create.
         for (outpoint, output) in &effects.created {
             let owner = output.lock.owner();
-            tx.set(&l.output(outpoint), &OutputState::Unspent(*output).encode())?;
-            tx.set(
-                &l.owned(&owner, outpoint),
-                &output.value.fen().to_be_bytes(),
-            )?;
+            tx.set(l.output(outpoint), OutputState::Unspent(*output).encode())?;
+            tx.set(l.owned(&owner, outpoint), &output.value.fen().to_be_bytes())?;
             *utxo_delta.entry(owner).or_default() += 1;
         }
         for (outpoint, output) in &effects.outbound {
-            tx.set(&l.outbox(outpoint), &output.encode())?;
+            tx.set(l.outbox(outpoint), output.encode())?;
         }
         for (key, delta) in utxo_delta {
             if delta != 0 {
-                tx.atomic_add(&l.utxo_count(&key), delta)?;
+                tx.atomic_add(l.utxo_count(&key), delta)?;
             }
         }
         let memo = &body.memo;
@@ -1035,14 +1032,14 @@ impl Ledger {
         for change in &effects.wallet_changes {
             let net = change.incoming.fen() as i64 - change.outgoing.fen() as i64;
             if net != 0 {
-                tx.atomic_add(&l.balance(&change.key), net)?;
+                tx.atomic_add(l.balance(&change.key), net)?;
             }
             if !change.outgoing.is_zero() {
                 let capped = wallets
                     .get(&change.key)
                     .is_some_and(|w| tiers.limits(w.tier).daily_outgoing_cap.is_some());
                 if capped {
-                    tx.atomic_add(&l.daily(&change.key, day), change.outgoing.fen() as i64)?;
+                    tx.atomic_add(l.daily(&change.key, day), change.outgoing.fen() as i64)?;
                 }
             }
             let (amount, incoming) = if change.incoming.is_zero() {
@@ -1074,7 +1071,7 @@ impl Ledger {
         let mut hk = self.layout().history_prefix(key);
         let offset = hk.len() as u32;
         hk.extend_from_slice(&position([0; STAMP_LEN], order));
-        tx.set_versionstamped_key(&hk, offset, &record.encode())
+        tx.set_versionstamped_key(hk, offset, record.encode())
     }
 
     fn write_transfer(
@@ -1092,11 +1089,11 @@ impl Ledger {
             body: t.body_bytes().to_vec(),
             witnesses: TransferRecord::witnesses_of(t.witnesses()),
         };
-        tx.set_versionstamped_value(&self.layout().transfer(&t.txid()), &record.encode(), 0)?;
+        tx.set_versionstamped_value(self.layout().transfer(&t.txid()), record.encode(), 0)?;
         let mut lk = self.layout().log_prefix();
         let offset = lk.len() as u32;
         lk.extend_from_slice(&position([0; STAMP_LEN], order));
-        tx.set_versionstamped_key(&lk, offset, &t.txid().0)
+        tx.set_versionstamped_key(lk, offset, t.txid().0)
     }
 
     pub async fn transfer(&self, txid: &Txid) -> Result<Option<TransferInfo>, LedgerError> {
@@ -1697,16 +1694,13 @@ impl Ledger {
         for (index, output) in ours {
             let owner = output.lock.owner();
             let outpoint = t.outpoint(*index);
+            tx.set(l.output(&outpoint), OutputState::Unspent(*output).encode())?;
             tx.set(
-                &l.output(&outpoint),
-                &OutputState::Unspent(*output).encode(),
-            )?;
-            tx.set(
-                &l.owned(&owner, &outpoint),
+                l.owned(&owner, &outpoint),
                 &output.value.fen().to_be_bytes(),
             )?;
-            tx.atomic_add(&l.utxo_count(&owner), 1)?;
-            tx.atomic_add(&l.balance(&owner), output.value.fen() as i64)?;
+            tx.atomic_add(l.utxo_count(&owner), 1)?;
+            tx.atomic_add(l.balance(&owner), output.value.fen() as i64)?;
             let record = HistoryRecord {
                 txid,
                 amount: output.value,
@@ -1718,7 +1712,7 @@ impl Ledger {
             lines.push((owner, record));
         }
         self.write_transfer(tx, t, now_ms, TransferKind::Inbound, order)?;
-        tx.atomic_add(&l.inbound_total(), amount.fen() as i64)?;
+        tx.atomic_add(l.inbound_total(), amount.fen() as i64)?;
         Ok(Applied::New(lines))
     }
 

@@ -460,13 +460,12 @@ impl EmbeddedTx {
         Ok(out)
     }
 
-    pub(crate) fn set(&mut self, key: &[u8], value: &[u8]) {
-        self.writes
-            .insert(key.to_vec(), LocalOp::Set(value.to_vec()));
+    pub(crate) fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, LocalOp::Set(value));
     }
 
-    pub(crate) fn clear(&mut self, key: &[u8]) {
-        self.writes.insert(key.to_vec(), LocalOp::Clear);
+    pub(crate) fn clear(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, LocalOp::Clear);
     }
 
     pub(crate) fn clear_range(&mut self, begin: &[u8], end: &[u8]) {
@@ -484,28 +483,28 @@ impl EmbeddedTx {
         self.cleared.push((begin.to_vec(), end.to_vec()));
     }
 
-    pub(crate) fn atomic_add(&mut self, key: &[u8], delta: i64) {
-        let cleared = self.in_cleared(key);
-        let op = match self.writes.get(key) {
+    pub(crate) fn atomic_add(&mut self, key: Vec<u8>, delta: i64) {
+        let cleared = self.in_cleared(&key);
+        let op = match self.writes.get(&key) {
             Some(LocalOp::Set(v)) => LocalOp::Set(apply_add(Some(v), delta)),
             Some(LocalOp::Clear) => LocalOp::Set(apply_add(None, delta)),
             Some(LocalOp::Add(d)) => LocalOp::Add(d.wrapping_add(delta)),
             None if cleared => LocalOp::Set(apply_add(None, delta)),
             None => LocalOp::Add(delta),
         };
-        self.writes.insert(key.to_vec(), op);
+        self.writes.insert(key, op);
     }
 
     pub(crate) fn set_versionstamped(
         &mut self,
-        key: &[u8],
-        value: &[u8],
+        key: Vec<u8>,
+        value: Vec<u8>,
         offset: u32,
         in_key: bool,
     ) {
         self.versionstamped.push(VersionstampedOp {
-            key: key.to_vec(),
-            value: value.to_vec(),
+            key,
+            value,
             offset,
             in_key,
         });

@@ -2,7 +2,7 @@
 //! `foundationdb-tuple` crate), so keys sort the same way on both backends and a FoundationDB
 //! cluster's data can be read with any tuple-layer tool.
 
-pub use foundationdb_tuple::{Element, Subspace, TuplePack, TupleUnpack, pack, unpack};
+pub use foundationdb_tuple::{Element, Subspace, TuplePack, TupleUnpack, pack, pack_into, unpack};
 
 /// The end of the range of all keys starting with `prefix`: `prefix` with its last non-0xff
 /// byte incremented (FoundationDB's `strinc`). `None` if `prefix` is all 0xff.

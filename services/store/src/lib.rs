@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 pub use embedded::{EmbeddedOptions, StoreStats};
 pub use error::{StoreError, TxError};
-pub use transaction::{RangeOptions, Transaction, Versionstamp};
+pub use transaction::{Bytes, RangeOptions, Transaction, Versionstamp};
 
 /// FoundationDB's limits, enforced on every backend.
 pub mod limits {
