@@ -357,7 +357,7 @@ impl CentralBank {
                             record.ledger_id
                         ))));
                     }
-                    tx.set(&k, &record.encode_to_vec())?;
+                    tx.set(&k, record.encode_to_vec())?;
                     Ok(record)
                 })
             })
@@ -406,7 +406,7 @@ impl CentralBank {
                         ))));
                     };
                     op.status = status as i32;
-                    tx.set(&k, &op.encode_to_vec())?;
+                    tx.set(&k, op.encode_to_vec())?;
                     Ok(op)
                 })
             })
@@ -538,10 +538,10 @@ impl CentralBank {
                         return Ok((done, true));
                     }
                     let txid = transfer_txid(&signed)?;
-                    tx.set(&k.mint(&request_id), &signed.encode_to_vec())?;
-                    tx.set(&k.queued(ledger, &txid), &settlement.encode_to_vec())?;
-                    tx.atomic_add(&k.book_in(ledger), amount.fen() as i64)?;
-                    tx.atomic_add(&k.issued(), amount.fen() as i64)?;
+                    tx.set(k.mint(&request_id), signed.encode_to_vec())?;
+                    tx.set(k.queued(ledger, &txid), settlement.encode_to_vec())?;
+                    tx.atomic_add(k.book_in(ledger), amount.fen() as i64)?;
+                    tx.atomic_add(k.issued(), amount.fen() as i64)?;
                     Ok::<_, TxError<IssuanceError>>((signed, false))
                 })
             })
@@ -727,14 +727,14 @@ impl CentralBank {
                                         "transfer: values overflow".into(),
                                     ))
                                 })?;
-                            tx.set(&k.settled(txid), &compact(response).encode_to_vec())?;
-                            tx.atomic_add(&k.book_out(from), leaving.fen() as i64)?;
+                            tx.set(k.settled(txid), compact(response).encode_to_vec())?;
+                            tx.atomic_add(k.book_out(from), leaving.fen() as i64)?;
                             for ((l, a), s) in to.iter().zip(&response.settlements) {
-                                tx.atomic_add(&k.book_in(*l), a.fen() as i64)?;
-                                tx.set(&k.queued(*l, txid), &s.encode_to_vec())?;
+                                tx.atomic_add(k.book_in(*l), a.fen() as i64)?;
+                                tx.set(k.queued(*l, txid), s.encode_to_vec())?;
                             }
                             if !redeemed.is_zero() {
-                                tx.atomic_add(&k.redeemed(), redeemed.fen() as i64)?;
+                                tx.atomic_add(k.redeemed(), redeemed.fen() as i64)?;
                             }
                             out.push(response.clone());
                         }
@@ -979,7 +979,7 @@ impl CentralBank {
                             cp.settled_out, out, cp.ledger.0
                         ))));
                     }
-                    tx.set(&k.checkpoint(cp.ledger), &wire.encode_to_vec())?;
+                    tx.set(k.checkpoint(cp.ledger), wire.encode_to_vec())?;
                     Ok::<_, TxError<IssuanceError>>(v1::SubmitCheckpointResponse { accepted: true, known_size: cp.size })
                 })
             })

@@ -215,9 +215,9 @@ impl Ledger {
                 .try_into()
                 .map_err(|_| tx_corrupt(Corrupt { what: "log entry" }))?;
             let leaf = merkle::leaf_hash(&cbdc_core::audit::leaf_data(self.id(), &position, &txid));
-            tx.set(l.leaf_index(&Txid(txid)), &state.size.to_be_bytes())?;
+            tx.set(l.leaf_index(&Txid(txid)), state.size.to_be_bytes())?;
             for (level, index, h) in state.append(leaf) {
-                tx.set(l.node(level, index), &h)?;
+                tx.set(l.node(level, index), h)?;
             }
             state.last = Some(position);
         }

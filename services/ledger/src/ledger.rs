@@ -770,7 +770,7 @@ impl Ledger {
                     }
                     let applied = me.apply(tx, &t, now_ms, TransferKind::Local, 0).await?;
                     if let (Applied::New(_), Some(k)) = (&applied, &request) {
-                        tx.set(k, &t.txid().0)?;
+                        tx.set(k, t.txid().0)?;
                     }
                     Ok((applied, t.txid()))
                 })
@@ -1016,7 +1016,7 @@ impl Ledger {
         for (outpoint, output) in &effects.created {
             let owner = output.lock.owner();
             tx.set(l.output(outpoint), OutputState::Unspent(*output).encode())?;
-            tx.set(l.owned(&owner, outpoint), &output.value.fen().to_be_bytes())?;
+            tx.set(l.owned(&owner, outpoint), output.value.fen().to_be_bytes())?;
             *utxo_delta.entry(owner).or_default() += 1;
         }
         for (outpoint, output) in &effects.outbound {
@@ -1695,10 +1695,7 @@ impl Ledger {
             let owner = output.lock.owner();
             let outpoint = t.outpoint(*index);
             tx.set(l.output(&outpoint), OutputState::Unspent(*output).encode())?;
-            tx.set(
-                l.owned(&owner, &outpoint),
-                &output.value.fen().to_be_bytes(),
-            )?;
+            tx.set(l.owned(&owner, &outpoint), output.value.fen().to_be_bytes())?;
             tx.atomic_add(l.utxo_count(&owner), 1)?;
             tx.atomic_add(l.balance(&owner), output.value.fen() as i64)?;
             let record = HistoryRecord {

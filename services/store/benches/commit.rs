@@ -55,10 +55,9 @@ async fn run_once(
                     let balance = tx.get(&pack(&("acct", a))).await.expect("read");
                     assert!(balance.is_some());
                 }
-                tx.set(&pack(&("transfer", id)), &[7u8; 100])
-                    .expect("write");
+                tx.set(pack(&("transfer", id)), [7u8; 100]).expect("write");
                 for w in 1..shape.1 {
-                    tx.set(&pack(&("by-account", account, id, w as i64)), b"")
+                    tx.set(pack(&("by-account", account, id, w as i64)), b"")
                         .expect("write");
                 }
                 tx.commit().await.expect("commit");
@@ -95,7 +94,7 @@ async fn seeded(dir: &std::path::Path, fsync: bool) -> Database {
     for chunk in 0..(ACCOUNTS / 10_000) {
         let mut tx = db.create_transaction().expect("begin");
         for a in chunk * 10_000..(chunk + 1) * 10_000 {
-            tx.set(&pack(&("acct", a)), &1_000i64.to_le_bytes())
+            tx.set(pack(&("acct", a)), 1_000i64.to_le_bytes())
                 .expect("seed");
         }
         tx.commit().await.expect("seed commit");

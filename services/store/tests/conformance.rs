@@ -117,7 +117,7 @@ async fn a_long_open_reader_still_sees_its_conflict_after_many_commits() {
         for i in 0..200 {
             put(&f, &f.key("other", i), b"x").await;
         }
-        reader.set(&f.key("derived", 0), b"from old").unwrap();
+        reader.set(f.key("derived", 0), b"from old").unwrap();
         assert_eq!(reader.commit().await, Err(StoreError::NotCommitted));
         assert_eq!(read(&f, &f.key("derived", 0)).await, None);
     }
@@ -195,7 +195,7 @@ async fn snapshot_reads_do_not_conflict_and_blind_writes_do_not_conflict() {
         let mut reader = f.db.create_transaction().unwrap();
         let mut blind = f.db.create_transaction().unwrap();
         assert!(reader.get_snapshot(&k).await.unwrap().is_some());
-        reader.set(&f.key("other", 0), b"x").unwrap();
+        reader.set(f.key("other", 0), b"x").unwrap();
         blind.set(&k, b"b").unwrap();
         blind.commit().await.unwrap();
         reader.commit().await.unwrap();
@@ -242,7 +242,7 @@ async fn range_reads_have_foundationdb_semantics() {
     for f in backends("range") {
         let mut tx = f.db.create_transaction().unwrap();
         for i in 0..10 {
-            tx.set(&f.key("r", i), &[i as u8]).unwrap();
+            tx.set(f.key("r", i), [i as u8]).unwrap();
         }
         tx.commit().await.unwrap();
         let mut tx = f.db.create_transaction().unwrap();
@@ -281,8 +281,8 @@ async fn range_reads_have_foundationdb_semantics() {
             .unwrap();
         assert_eq!(keys(rows), vec![9, 8, 7]);
         // Local writes merge into the scan in order, both directions.
-        tx.set(&f.key("r", 4), &[40]).unwrap();
-        tx.clear(&f.key("r", 5)).unwrap();
+        tx.set(f.key("r", 4), [40]).unwrap();
+        tx.clear(f.key("r", 5)).unwrap();
         let rows = tx
             .get_range(&f.key("r", 3), &f.key("r", 7), RangeOptions::default())
             .await
@@ -311,12 +311,12 @@ async fn range_reads_have_foundationdb_semantics() {
             .get_range(&f.key("r", 0), &f.key("r", 3), RangeOptions::default())
             .await
             .unwrap();
-        reader.set(&f.key("out", 0), b"x").unwrap();
+        reader.set(f.key("out", 0), b"x").unwrap();
         let mut outside = f.db.create_transaction().unwrap();
-        outside.set(&f.key("r", 3), b"y").unwrap();
+        outside.set(f.key("r", 3), b"y").unwrap();
         outside.commit().await.unwrap();
         let mut inside = f.db.create_transaction().unwrap();
-        inside.set(&f.key("r", 1), b"y").unwrap();
+        inside.set(f.key("r", 1), b"y").unwrap();
         inside.commit().await.unwrap();
         assert_eq!(reader.commit().await, Err(StoreError::NotCommitted));
     }
@@ -359,7 +359,7 @@ async fn versionstamps_increase_strictly_in_commit_order() {
         let mut last = None;
         for i in 0..20 {
             let mut tx = f.db.create_transaction().unwrap();
-            tx.set(&f.key("seq", i), b"x").unwrap();
+            tx.set(f.key("seq", i), b"x").unwrap();
             let stamp = tx.commit().await.unwrap();
             assert!(last < Some(stamp), "{last:?} then {stamp:?}");
             last = Some(stamp);
@@ -375,7 +375,7 @@ async fn versionstamps_increase_strictly_in_commit_order() {
                 let mut key = log.bytes().to_vec();
                 let offset = key.len() as u32;
                 key.extend_from_slice(&Versionstamp::PLACEHOLDER);
-                tx.set_versionstamped_key(&key, offset, &i.to_be_bytes())
+                tx.set_versionstamped_key(&key, offset, i.to_be_bytes())
                     .unwrap();
                 tx.commit().await.unwrap()
             }));
@@ -422,7 +422,7 @@ async fn every_limit_has_its_error() {
         );
         let big_value = vec![0u8; limits::VALUE_BYTES_MAX + 1];
         assert_eq!(
-            tx.set(&f.key("v", 0), &big_value),
+            tx.set(f.key("v", 0), &big_value),
             Err(StoreError::ValueTooLarge { len: 100_001 })
         );
         assert_eq!(
@@ -432,7 +432,7 @@ async fn every_limit_has_its_error() {
         let value = vec![0u8; limits::VALUE_BYTES_MAX];
         let mut result = Ok(());
         for i in 0..101 {
-            result = tx.set(&f.key("big", i), &value);
+            result = tx.set(f.key("big", i), &value);
             if result.is_err() {
                 break;
             }
@@ -499,7 +499,7 @@ async fn retries_stop_at_their_bound() {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         // A non-retryable error is returned at once.
         let result: Result<(), TxError<()>> = db
-            .run(|tx| Box::pin(async move { tx.set(&[0u8; 10_001], b"x").map_err(TxError::from) }))
+            .run(|tx| Box::pin(async move { tx.set([0u8; 10_001], b"x").map_err(TxError::from) }))
             .await;
         assert!(matches!(
             result,
@@ -526,7 +526,7 @@ async fn run_retries_conflicts_until_it_commits() {
                                 .get(&k)
                                 .await?
                                 .map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
-                            tx.set(&k, &(n + 1).to_be_bytes())?;
+                            tx.set(&k, (n + 1).to_be_bytes())?;
                             Ok::<(), TxError<()>>(())
                         })
                     })

@@ -33,9 +33,9 @@ async fn main() {
                 let id = next.fetch_add(1, Ordering::SeqCst);
                 let mut tx = db.create_transaction().expect("begin");
                 let value = format!("value-{id}");
-                tx.set(&pack(&("a", id)), value.as_bytes()).expect("set");
-                tx.set(&pack(&("b", id)), value.as_bytes()).expect("set");
-                tx.atomic_add(&pack(&("count",)), 1).expect("add");
+                tx.set(pack(&("a", id)), value.as_bytes()).expect("set");
+                tx.set(pack(&("b", id)), value.as_bytes()).expect("set");
+                tx.atomic_add(pack(&("count",)), 1).expect("add");
                 tx.commit().await.expect("commit");
                 if acks.send(id).await.is_err() {
                     return;
