@@ -88,8 +88,13 @@ impl fmt::Debug for PublicKey {
 pub struct Keypair(SigningKey);
 
 impl Keypair {
+    /// A fresh key from 32 bytes of `rng` (what `SigningKey::generate` does).
     pub fn generate<R: CryptoRngCore + ?Sized>(rng: &mut R) -> Keypair {
-        Keypair(SigningKey::generate(rng))
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let key = Keypair(SigningKey::from_bytes(&seed));
+        seed.fill(0);
+        key
     }
 
     pub fn from_seed(seed: &[u8; 32]) -> Keypair {
