@@ -93,17 +93,27 @@ fn cpu_by_thread() -> std::collections::BTreeMap<String, f64> {
     out
 }
 
-/// Per thread name, CPU microseconds per transfer between `before` and now (threads that
-/// ended in between are not counted).
-fn thread_breakdown(before: &std::collections::BTreeMap<String, f64>, n: usize) -> String {
+/// Per thread name, CPU microseconds per transfer between `before` and now, given the
+/// process's CPU seconds spent in between. Threads that ended in between (the store's flush
+/// and compaction workers come and go) show only in the process total: what the live threads
+/// do not account for is listed as "ended threads".
+fn thread_breakdown(
+    before: &std::collections::BTreeMap<String, f64>,
+    process_cpu: f64,
+    n: usize,
+) -> String {
+    let per = |seconds: f64| seconds * 1e6 / n.max(1) as f64;
+    let mut live = 0.0;
     let mut parts: Vec<(String, f64)> = cpu_by_thread()
         .into_iter()
         .map(|(name, after)| {
-            let spent = after - before.get(&name).copied().unwrap_or(0.0);
-            (name, spent * 1e6 / n.max(1) as f64)
+            let spent = (after - before.get(&name).copied().unwrap_or(0.0)).max(0.0);
+            live += spent;
+            (name, per(spent))
         })
-        .filter(|(_, us)| *us >= 0.5)
         .collect();
+    parts.push(("ended threads".to_string(), per((process_cpu - live).max(0.0))));
+    parts.retain(|(_, us)| *us >= 0.5);
     parts.sort_by(|a, b| b.1.total_cmp(&a.1));
     parts
         .iter()
@@ -283,7 +293,7 @@ async fn finish(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_started.0;
-    let threads = thread_breakdown(&cpu_started.1, expected);
+    let threads = thread_breakdown(&cpu_started.1, cpu, expected);
     assert_eq!(ok, expected, "every presigned transfer commits");
     lat.sort_by(|a, b| a.total_cmp(b));
     Figures {
