@@ -122,28 +122,42 @@ fn thread_breakdown(
         .join(", ")
 }
 
-/// (sum, count) of the verifier's batch sizes and of the commit groups so far.
-fn batching(m: &cbdc_ledger::metrics::LedgerMetrics) -> [(f64, u64); 2] {
-    [
-        (
-            m.verify_batch.get_sample_sum(),
-            m.verify_batch.get_sample_count(),
-        ),
-        (
-            m.commit_group.get_sample_sum(),
-            m.commit_group.get_sample_count(),
-        ),
-    ]
+/// (sum, count) of the verifier's batch sizes and of the commit groups so far, and the
+/// store's transactions committed and durable batches (fsyncs) so far.
+fn batching(ledger: &cbdc_ledger::ledger::Ledger) -> ([(f64, u64); 2], (u64, u64)) {
+    let m = ledger.metrics();
+    let store = ledger.store_stats().unwrap_or_default();
+    (
+        [
+            (
+                m.verify_batch.get_sample_sum(),
+                m.verify_batch.get_sample_count(),
+            ),
+            (
+                m.commit_group.get_sample_sum(),
+                m.commit_group.get_sample_count(),
+            ),
+        ],
+        (store.commits, store.batches),
+    )
 }
 
-/// Mean verify batch and mean commit group since `before`.
-fn batching_since(m: &cbdc_ledger::metrics::LedgerMetrics, before: [(f64, u64); 2]) -> String {
-    let now = batching(m);
-    let mean = |i: usize| (now[i].0 - before[i].0) / (now[i].1 - before[i].1).max(1) as f64;
+/// Mean verify batch, mean commit group and store transactions per fsync since `before`.
+fn batching_since(
+    ledger: &cbdc_ledger::ledger::Ledger,
+    before: ([(f64, u64); 2], (u64, u64)),
+    seconds: f64,
+) -> String {
+    let (now, store) = batching(ledger);
+    let (then, store_then) = before;
+    let mean = |i: usize| (now[i].0 - then[i].0) / (now[i].1 - then[i].1).max(1) as f64;
+    let (commits, fsyncs) = (store.0 - store_then.0, store.1 - store_then.1);
     format!(
-        "mean verify batch {:.0}, mean commit group {:.0}",
+        "mean verify batch {:.0}, mean commit group {:.0}, {:.0} fsyncs/s of {:.1} store transactions each",
         mean(0),
-        mean(1)
+        mean(1),
+        fsyncs as f64 / seconds.max(1e-9),
+        commits as f64 / fsyncs.max(1) as f64
     )
 }
 
@@ -501,28 +515,28 @@ async fn main() {
         cpu_us: 0.0,
         threads: String::new(),
     };
-    let metrics = running.ledger.metrics().clone();
+    let ledger = running.ledger.clone();
     let mut batches_seen = Vec::new();
-    let before = batching(&metrics);
+    let (before, t) = (batching(&ledger), Instant::now());
     let b = match &batched {
         Some(batched) => run_batches(batched, batch, 8).await,
         None => none(),
     };
-    batches_seen.push(batching_since(&metrics, before));
+    batches_seen.push(batching_since(&ledger, before, t.elapsed().as_secs_f64()));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = batching(&metrics);
+    let (before, t) = (batching(&ledger), Instant::now());
     let s = match &singles {
         Some(singles) => run_singles(singles, callers).await,
         None => none(),
     };
-    batches_seen.push(batching_since(&metrics, before));
+    batches_seen.push(batching_since(&ledger, before, t.elapsed().as_secs_f64()));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = batching(&metrics);
+    let (before, t) = (batching(&ledger), Instant::now());
     let d = match direct {
         Some(direct) => run_in_process(&running.ledger, direct.transfers, batch, 8).await,
         None => none(),
     };
-    batches_seen.push(batching_since(&metrics, before));
+    batches_seen.push(batching_since(&ledger, before, t.elapsed().as_secs_f64()));
     println!(
         "{:<46} {:>12} {:>9} {:>9} {:>14}",
         "mode", "transfers/s", "p50 ms", "p99 ms", "CPU us/transfer"

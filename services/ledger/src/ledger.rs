@@ -442,6 +442,11 @@ impl Ledger {
         &self.inner.db
     }
 
+    /// The embedded store's counters (transactions committed, fsyncs); `None` on FoundationDB.
+    pub fn store_stats(&self) -> Option<cbdc_store::StoreStats> {
+        self.inner.db.stats()
+    }
+
     pub(crate) fn operator(&self) -> &cbdc_core::Keypair {
         &self.inner.operator
     }

@@ -899,9 +899,14 @@ fn apply_batch(
         }
         for (key, (value, added)) in &overlay {
             if *added {
-                counters
-                    .values
-                    .insert(key.to_vec(), value.as_ref().map(|v| v.to_vec()));
+                let value = value.as_ref().map(|v| v.to_vec());
+                // A hot counter keeps its cached key; only its value is replaced.
+                match counters.values.get_mut(key.as_ref()) {
+                    Some(cached) => *cached = value,
+                    None => {
+                        counters.values.insert(key.to_vec(), value);
+                    }
+                }
             } else if !counters.values.is_empty() {
                 counters.values.remove(key.as_ref());
             }
@@ -911,7 +916,10 @@ fn apply_batch(
     // same (cached) nodes.
     let mut rows: Vec<_> = overlay.into_iter().map(|(k, (v, _))| (k, v)).collect();
     rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut write = shared.keyspace.batch();
+    // Sized up front: the batch's items are large, and growing it moved them all each time.
+    // Buffer durability is what `Keyspace::batch` sets; the fsync follows below.
+    let mut write = fjall::Batch::with_capacity(shared.keyspace.clone(), rows.len() + 1)
+        .durability(Some(PersistMode::Buffer));
     for (key, value) in rows {
         match value {
             Some(v) => write.insert(&shared.data, key.as_ref(), v.as_ref()),
