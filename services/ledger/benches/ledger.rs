@@ -14,7 +14,6 @@
 //! client's connections; `CBDC_BENCH_ONLY=batches|singles|direct` runs one mode.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cbdc_core::validate::check_stateless_batch;
@@ -112,7 +111,10 @@ fn thread_breakdown(
             (name, per(spent))
         })
         .collect();
-    parts.push(("ended threads".to_string(), per((process_cpu - live).max(0.0))));
+    parts.push((
+        "ended threads".to_string(),
+        per((process_cpu - live).max(0.0)),
+    ));
     parts.retain(|(_, us)| *us >= 0.5);
     parts.sort_by(|a, b| b.1.total_cmp(&a.1));
     parts
@@ -330,30 +332,31 @@ struct Figures {
 }
 
 async fn run_batches(setup: &Setup, batch: usize, in_flight: usize) -> Figures {
-    let chunks: Arc<Vec<Vec<v1::SignedTransfer>>> = Arc::new(
-        setup
-            .transfers
-            .chunks(batch)
-            .map(|c| c.iter().map(to_signed_transfer).collect())
-            .collect(),
-    );
-    let next = Arc::new(AtomicUsize::new(0));
+    // Each request is built before the clock starts and sent once, moved into the call.
+    let chunks: Arc<std::sync::Mutex<Vec<Vec<v1::SignedTransfer>>>> =
+        Arc::new(std::sync::Mutex::new(
+            setup
+                .transfers
+                .chunks(batch)
+                .rev()
+                .map(|c| c.iter().map(to_signed_transfer).collect())
+                .collect(),
+        ));
     let (started, cpu_started) = (Instant::now(), (cpu_seconds(), cpu_by_thread()));
     let mut tasks = Vec::new();
     for w in 0..in_flight {
-        let (chunks, next) = (Arc::clone(&chunks), Arc::clone(&next));
+        let chunks = Arc::clone(&chunks);
         let mut client = setup.clients[w % setup.clients.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut ok = 0usize;
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(c) = chunks.get(i) else { break };
+                let Some(transfers) = chunks.lock().unwrap().pop() else {
+                    break;
+                };
                 let t0 = Instant::now();
                 let r = client
-                    .submit_transfers(v1::SubmitTransfersRequest {
-                        transfers: c.clone(),
-                    })
+                    .submit_transfers(v1::SubmitTransfersRequest { transfers })
                     .await
                     .expect("batch");
                 lat.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -373,23 +376,29 @@ async fn run_batches(setup: &Setup, batch: usize, in_flight: usize) -> Figures {
 }
 
 async fn run_singles(setup: &Setup, callers: usize) -> Figures {
-    let wires: Arc<Vec<v1::SignedTransfer>> =
-        Arc::new(setup.transfers.iter().map(to_signed_transfer).collect());
-    let next = Arc::new(AtomicUsize::new(0));
+    let wires: Arc<std::sync::Mutex<Vec<v1::SignedTransfer>>> = Arc::new(std::sync::Mutex::new(
+        setup
+            .transfers
+            .iter()
+            .rev()
+            .map(to_signed_transfer)
+            .collect(),
+    ));
     let (started, cpu_started) = (Instant::now(), (cpu_seconds(), cpu_by_thread()));
     let mut tasks = Vec::new();
     for w in 0..callers {
-        let (wires, next) = (Arc::clone(&wires), Arc::clone(&next));
+        let wires = Arc::clone(&wires);
         let mut client = setup.clients[w % setup.clients.len()].clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(t) = wires.get(i) else { break };
+                let Some(transfer) = wires.lock().unwrap().pop() else {
+                    break;
+                };
                 let t0 = Instant::now();
                 client
                     .submit_transfer(v1::SubmitTransferRequest {
-                        transfer: Some(t.clone()),
+                        transfer: Some(transfer),
                     })
                     .await
                     .expect("commits");

@@ -10,6 +10,7 @@ use crate::{Backend, limits};
 /// Bytes a write takes: borrowed (copied by the embedded backend) or an owned buffer (kept
 /// as is, so a key built for one write is not copied again on the hot path).
 pub trait Bytes: AsRef<[u8]> {
+    /// The bytes as an owned buffer: free for a `Vec`, a copy for borrowed bytes.
     fn into_vec(self) -> Vec<u8>;
 }
 
