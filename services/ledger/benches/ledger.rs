@@ -126,7 +126,7 @@ fn thread_breakdown(
 
 /// (sum, count) of the verifier's batch sizes and of the commit groups so far, and the
 /// store's transactions committed and durable batches (fsyncs) so far.
-fn batching(ledger: &cbdc_ledger::ledger::Ledger) -> ([(f64, u64); 2], (u64, u64)) {
+fn batching(ledger: &cbdc_ledger::ledger::Ledger) -> ([(f64, u64); 2], (u64, u64, u64)) {
     let m = ledger.metrics();
     let store = ledger.store_stats().unwrap_or_default();
     (
@@ -140,26 +140,30 @@ fn batching(ledger: &cbdc_ledger::ledger::Ledger) -> ([(f64, u64); 2], (u64, u64
                 m.commit_group.get_sample_count(),
             ),
         ],
-        (store.commits, store.batches),
+        (store.commits, store.batches, store.rows),
     )
 }
 
-/// Mean verify batch, mean commit group and store transactions per fsync since `before`.
+/// Mean verify batch, mean commit group, store transactions per fsync and keys written per
+/// transfer since `before`.
 fn batching_since(
     ledger: &cbdc_ledger::ledger::Ledger,
-    before: ([(f64, u64); 2], (u64, u64)),
+    before: ([(f64, u64); 2], (u64, u64, u64)),
     seconds: f64,
+    transfers: usize,
 ) -> String {
     let (now, store) = batching(ledger);
     let (then, store_then) = before;
     let mean = |i: usize| (now[i].0 - then[i].0) / (now[i].1 - then[i].1).max(1) as f64;
     let (commits, fsyncs) = (store.0 - store_then.0, store.1 - store_then.1);
+    let rows = store.2 - store_then.2;
     format!(
-        "mean verify batch {:.0}, mean commit group {:.0}, {:.0} fsyncs/s of {:.1} store transactions each",
+        "mean verify batch {:.0}, mean commit group {:.0}, {:.0} fsyncs/s of {:.1} store transactions each, {:.1} keys written per transfer",
         mean(0),
         mean(1),
         fsyncs as f64 / seconds.max(1e-9),
-        commits as f64 / fsyncs.max(1) as f64
+        commits as f64 / fsyncs.max(1) as f64,
+        rows as f64 / transfers.max(1) as f64
     )
 }
 
@@ -531,21 +535,36 @@ async fn main() {
         Some(batched) => run_batches(batched, batch, 8).await,
         None => none(),
     };
-    batches_seen.push(batching_since(&ledger, before, t.elapsed().as_secs_f64()));
+    batches_seen.push(batching_since(
+        &ledger,
+        before,
+        t.elapsed().as_secs_f64(),
+        n,
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (before, t) = (batching(&ledger), Instant::now());
     let s = match &singles {
         Some(singles) => run_singles(singles, callers).await,
         None => none(),
     };
-    batches_seen.push(batching_since(&ledger, before, t.elapsed().as_secs_f64()));
+    batches_seen.push(batching_since(
+        &ledger,
+        before,
+        t.elapsed().as_secs_f64(),
+        n,
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (before, t) = (batching(&ledger), Instant::now());
     let d = match direct {
         Some(direct) => run_in_process(&running.ledger, direct.transfers, batch, 8).await,
         None => none(),
     };
-    batches_seen.push(batching_since(&ledger, before, t.elapsed().as_secs_f64()));
+    batches_seen.push(batching_since(
+        &ledger,
+        before,
+        t.elapsed().as_secs_f64(),
+        n,
+    ));
     println!(
         "{:<46} {:>12} {:>9} {:>9} {:>14}",
         "mode", "transfers/s", "p50 ms", "p99 ms", "CPU us/transfer"
