@@ -7,8 +7,8 @@
 //! conflict (so two sequencers, say on two replicas, never both advance), reads the log after
 //! the last position it sequenced — a commit always gets a versionstamp above every version
 //! already readable, so nothing can appear behind it — and for each entry writes the leaf
-//! index `("mx", txid)` and the hashes of the perfect subtrees the leaf completes
-//! `("mn", level, index)`. It keeps the tree's right edge (one hash per set bit of the size)
+//! index `("mx", txid)` and, in one key `("mn", leaf)`, the hashes of the perfect subtrees
+//! the leaf completes (its own hash first, then one per level it closes). It keeps the tree's right edge (one hash per set bit of the size)
 //! in its state, so appending needs no reads of the tree and the root is a fold of the edge.
 //!
 //! When the sequencer has caught up, it reads the running totals in the same transaction
@@ -215,10 +215,14 @@ impl Ledger {
                 .try_into()
                 .map_err(|_| tx_corrupt(Corrupt { what: "log entry" }))?;
             let leaf = merkle::leaf_hash(&cbdc_core::audit::leaf_data(self.id(), &position, &txid));
-            tx.set(l.leaf_index(&Txid(txid)), state.size.to_be_bytes())?;
-            for (level, index, h) in state.append(leaf) {
-                tx.set(l.node(level, index), h)?;
+            let index = state.size;
+            tx.set(l.leaf_index(&Txid(txid)), index.to_be_bytes())?;
+            let made = state.append(leaf);
+            let mut hashes = Vec::with_capacity(32 * made.len());
+            for (_, _, h) in made {
+                hashes.extend_from_slice(&h);
             }
+            tx.set(l.nodes_of_leaf(index), hashes)?;
             state.last = Some(position);
         }
         if appended > 0 {
@@ -297,23 +301,38 @@ impl Ledger {
         })
     }
 
-    /// Reads the perfect-subtree hashes `want` in one snapshot.
+    /// Reads the perfect-subtree hashes `want` in one snapshot. Subtree `(level, index)` was
+    /// completed by its last leaf, `((index + 1) << level) - 1`, and is stored with that
+    /// leaf's hashes at position `level`.
     async fn nodes(
         &self,
         want: BTreeSet<(u32, u64)>,
     ) -> Result<BTreeMap<(u32, u64), Hash>, LedgerError> {
+        let missing = || Corrupt {
+            what: "audit log (missing node)",
+        };
         let mut tx = self.db().create_transaction()?;
         let mut out = BTreeMap::new();
+        let mut by_leaf: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for (level, index) in want {
-            let v = tx
-                .get_snapshot(&self.layout().node(level, index))
-                .await?
-                .ok_or(Corrupt {
-                    what: "audit log (missing node)",
-                })?;
-            let h: Hash = v.as_slice().try_into().map_err(|_| Corrupt {
-                what: "audit log node",
-            })?;
+            // The subtree's last leaf; a level or index past the tree's size cannot exist.
+            let leaf = index
+                .checked_add(1)
+                .filter(|n| level < 64 && n.leading_zeros() >= level)
+                .map(|n| (n << level) - 1)
+                .ok_or_else(missing)?;
+            if !by_leaf.contains_key(&leaf) {
+                let v = tx
+                    .get_snapshot(&self.layout().nodes_of_leaf(leaf))
+                    .await?
+                    .ok_or_else(missing)?;
+                by_leaf.insert(leaf, v);
+            }
+            let at = 32 * level as usize;
+            let h: Hash = by_leaf[&leaf]
+                .get(at..at + 32)
+                .and_then(|h| h.try_into().ok())
+                .ok_or_else(missing)?;
             out.insert((level, index), h);
         }
         Ok(out)

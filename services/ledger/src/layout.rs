@@ -14,7 +14,7 @@
 //! | `("x", request_id)` | an operator request done: its txid or outcome |
 //! | `("ob", txid, index)` | outbox: a committed output for another ledger, until delivered |
 //! | `("ms",)` | audit-log sequencer: leaves sequenced, last log position, right-edge hashes |
-//! | `("mn", level, index)` | audit log: hash of the perfect subtree `(level, index)` |
+//! | `("mn", leaf)` | audit log: the hashes of the perfect subtrees leaf `leaf` completes, 32 bytes each by level from 0 (the leaf's own hash); subtree `(level, index)` is at leaf `((index + 1) << level) - 1` |
 //! | `("mx", txid)` | audit log: the transfer's leaf index, u64 BE |
 //! | `("ck",)` | the latest signed checkpoint |
 //! | `("ct", "in" \| "out")` | value delivered in / settled out, i64 LE, atomic add |
@@ -185,8 +185,9 @@ impl Layout {
         self.sub.pack(&("ms",))
     }
 
-    pub fn node(&self, level: u32, index: u64) -> Vec<u8> {
-        packed(&self.node, &(i64::from(level), index as i64))
+    /// The key holding the perfect subtrees completed by appending leaf `leaf`.
+    pub fn nodes_of_leaf(&self, leaf: u64) -> Vec<u8> {
+        packed(&self.node, &(leaf as i64,))
     }
 
     pub fn leaf_index(&self, txid: &Txid) -> Vec<u8> {
@@ -246,8 +247,8 @@ mod tests {
                 assert_eq!(l.output(&o), sub.pack(&("u", t, i)));
                 assert_eq!(l.owned(&key, &o), sub.pack(&("o", k, t, i)));
                 assert_eq!(
-                    l.node(u32::from(index), u64::from(index) << 40),
-                    sub.pack(&("mn", i, i << 40))
+                    l.nodes_of_leaf(u64::from(index) << 40),
+                    sub.pack(&("mn", i << 40))
                 );
             }
             let t = txid.0.as_slice();
