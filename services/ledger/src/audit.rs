@@ -321,15 +321,16 @@ impl Ledger {
                 .filter(|n| level < 64 && n.leading_zeros() >= level)
                 .map(|n| (n << level) - 1)
                 .ok_or_else(missing)?;
-            if !by_leaf.contains_key(&leaf) {
-                let v = tx
-                    .get_snapshot(&self.layout().nodes_of_leaf(leaf))
-                    .await?
-                    .ok_or_else(missing)?;
-                by_leaf.insert(leaf, v);
-            }
+            let hashes = match by_leaf.entry(leaf) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(
+                    tx.get_snapshot(&self.layout().nodes_of_leaf(leaf))
+                        .await?
+                        .ok_or_else(missing)?,
+                ),
+            };
             let at = 32 * level as usize;
-            let h: Hash = by_leaf[&leaf]
+            let h: Hash = hashes
                 .get(at..at + 32)
                 .and_then(|h| h.try_into().ok())
                 .ok_or_else(missing)?;
