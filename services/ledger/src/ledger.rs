@@ -442,7 +442,8 @@ impl Ledger {
         &self.inner.db
     }
 
-    /// The embedded store's counters (transactions committed, fsyncs); `None` on FoundationDB.
+    /// The embedded store's counters (transactions committed, fsyncs, keys written); `None` on
+    /// FoundationDB.
     pub fn store_stats(&self) -> Option<cbdc_store::StoreStats> {
         self.inner.db.stats()
     }

@@ -279,7 +279,8 @@ enum Write<'a> {
 /// A committing transaction's writes, packed into one buffer: the transaction's thread frees
 /// its many small keys and values itself, and the writer thread, which applies them, frees
 /// two buffers (freeing another thread's small allocations had cost the writer ~15% of its
-/// time).
+/// time). Offsets are `u32`: a transaction holds at most
+/// [`crate::limits::TRANSACTION_BYTES_MAX`] bytes.
 #[derive(Default)]
 struct WriteSet {
     bytes: Vec<u8>,
