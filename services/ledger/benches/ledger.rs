@@ -5,8 +5,8 @@
 //! (what gRPC costs).
 //!
 //! Each mode also prints the process's CPU time per transfer (server and client together),
-//! by thread, and its mean verify batch and commit group: on a shared machine these move
-//! less than transfers/s do.
+//! by thread, its mean verify batch and commit group, its fsyncs per second and the keys the
+//! store wrote per transfer: on a shared machine these move less than transfers/s do.
 //!
 //! Run: `cargo bench -p cbdc-ledger --bench ledger`. `CBDC_BENCH_TRANSFERS` (default 60000)
 //! sets the transfers per mode; `CBDC_BENCH_BATCH` (512) the batch size;
@@ -125,7 +125,7 @@ fn thread_breakdown(
 }
 
 /// (sum, count) of the verifier's batch sizes and of the commit groups so far, and the
-/// store's transactions committed and durable batches (fsyncs) so far.
+/// store's transactions committed, durable batches (fsyncs) and keys written so far.
 fn batching(ledger: &cbdc_ledger::ledger::Ledger) -> ([(f64, u64); 2], (u64, u64, u64)) {
     let m = ledger.metrics();
     let store = ledger.store_stats().unwrap_or_default();
