@@ -488,10 +488,27 @@ impl EmbeddedTx {
         if self.in_cleared(key) {
             return Ok(None);
         }
-        if !snapshot {
-            self.note_read(key);
+        // One lookup when the key was read before; a miss fetches and records it in one go.
+        if let Some(read) = self.point_reads.get_mut(key) {
+            read.conflict |= !snapshot;
+            if let Some(v) = &read.stored {
+                return Ok(v.clone());
+            }
         }
-        self.stored(key)
+        let v = self.snapshot.get(key).map_err(io)?.map(|v| v.to_vec());
+        match self.point_reads.get_mut(key) {
+            Some(read) => read.stored = Some(v.clone()),
+            None => {
+                self.point_reads.insert(
+                    key.to_vec(),
+                    PointRead {
+                        stored: Some(v.clone()),
+                        conflict: !snapshot,
+                    },
+                );
+            }
+        }
+        Ok(v)
     }
 
     pub(crate) async fn get_range(
