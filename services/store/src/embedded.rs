@@ -434,63 +434,12 @@ impl EmbeddedTx {
             .any(|(b, e)| b.as_slice() <= key && key < e.as_slice())
     }
 
-    fn point_read(&mut self, key: &[u8]) -> &mut PointRead {
-        if !self.point_reads.contains_key(key) {
-            self.point_reads.insert(key.to_vec(), PointRead::default());
-        }
-        self.point_reads.get_mut(key).expect("inserted")
-    }
-
-    /// Records a conflict on `key` (once per key).
-    fn note_read(&mut self, key: &[u8]) {
-        self.point_read(key).conflict = true;
-    }
-
-    /// The value in the snapshot, fetched once per key.
-    fn stored(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(PointRead {
-            stored: Some(v), ..
-        }) = self.point_reads.get(key)
-        {
-            return Ok(v.clone());
-        }
-        let v = self.snapshot.get(key).map_err(io)?.map(|v| v.to_vec());
-        self.point_read(key).stored = Some(v.clone());
-        Ok(v)
-    }
-
-    /// The value as this transaction sees it, before its local write to `key` (if any).
-    fn base(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.in_cleared(key) {
-            return Ok(None);
-        }
-        self.stored(key)
-    }
-
-    pub(crate) async fn get(
-        &mut self,
-        key: &[u8],
-        snapshot: bool,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.writes.get(key) {
-            Some(LocalOp::Set(v)) => return Ok(Some(v.clone())),
-            Some(LocalOp::Clear) => return Ok(None),
-            Some(LocalOp::Add(delta)) => {
-                let delta = *delta;
-                if !snapshot {
-                    self.note_read(key);
-                }
-                let base = self.base(key)?;
-                return Ok(Some(apply_add(base.as_deref(), delta)));
-            }
-            None => {}
-        }
-        if self.in_cleared(key) {
-            return Ok(None);
-        }
-        // One lookup when the key was read before; a miss fetches and records it in one go.
+    /// The value in the snapshot, fetched once per key; `conflict` records a read conflict
+    /// on it (sent to the resolver once). One lookup when the key was read before; a miss
+    /// fetches and records it in one insert.
+    fn stored(&mut self, key: &[u8], conflict: bool) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(read) = self.point_reads.get_mut(key) {
-            read.conflict |= !snapshot;
+            read.conflict |= conflict;
             if let Some(v) = &read.stored {
                 return Ok(v.clone());
             }
@@ -503,12 +452,45 @@ impl EmbeddedTx {
                     key.to_vec(),
                     PointRead {
                         stored: Some(v.clone()),
-                        conflict: !snapshot,
+                        conflict,
                     },
                 );
             }
         }
         Ok(v)
+    }
+
+    /// The value as this transaction sees it before its local write to `key` (if any): none
+    /// under a range it cleared (the read still conflicts), else the stored one.
+    fn base(&mut self, key: &[u8], conflict: bool) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.in_cleared(key) {
+            if conflict {
+                self.point_reads.entry(key.to_vec()).or_default().conflict = true;
+            }
+            return Ok(None);
+        }
+        self.stored(key, conflict)
+    }
+
+    pub(crate) async fn get(
+        &mut self,
+        key: &[u8],
+        snapshot: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.writes.get(key) {
+            Some(LocalOp::Set(v)) => return Ok(Some(v.clone())),
+            Some(LocalOp::Clear) => return Ok(None),
+            Some(LocalOp::Add(delta)) => {
+                let delta = *delta;
+                let base = self.base(key, !snapshot)?;
+                return Ok(Some(apply_add(base.as_deref(), delta)));
+            }
+            None => {}
+        }
+        if self.in_cleared(key) {
+            return Ok(None);
+        }
+        self.stored(key, !snapshot)
     }
 
     pub(crate) async fn get_range(
