@@ -1,7 +1,9 @@
 //! Coalescing concurrent requests into batches: callers hand in items, one task gathers
 //! whatever is queued (up to a maximum), runs the batch function once, and hands each caller
 //! its own results. Used twice on the hot path: for Ed25519 batch verification and for
-//! committing many transfers in one store transaction.
+//! committing many transfers in one store transaction. The first stage hands what passes on
+//! to the second itself ([`Batcher::enqueue_each`]), so a batch verified together is
+//! committed together.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,10 +15,15 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 #[error("the {0} stage has stopped")]
 pub struct Stopped(pub &'static str);
 
+/// Queued items and who gets their results: each reply takes the next `size` results.
 struct Job<T, R> {
     items: Vec<T>,
-    reply: oneshot::Sender<Vec<R>>,
+    replies: Vec<(usize, oneshot::Sender<Vec<R>>)>,
 }
+
+/// Where one item's result arrives (see [`Batcher::enqueue_each`]); an error means the
+/// batcher stopped before answering.
+pub type Ticket<R> = oneshot::Receiver<Vec<R>>;
 
 /// A handle to a batching task.
 pub struct Batcher<T, R> {
@@ -93,11 +100,41 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
+        let size = items.len();
         self.sender
-            .send(Job { items, reply })
+            .send(Job {
+                items,
+                replies: vec![(size, reply)],
+            })
             .await
             .map_err(|_| Stopped(self.name))?;
         answer.await.map_err(|_| Stopped(self.name))
+    }
+
+    /// Queues `items` without waiting for their results, in jobs of at most the batch
+    /// maximum, and returns a ticket per item, in order. Used by a stage that hands its
+    /// output on to the next: one queued job keeps the items together, so the next stage
+    /// batches them as the first one did, however its callers are woken.
+    pub async fn enqueue_each(&self, items: Vec<T>) -> Result<Vec<Ticket<R>>, Stopped> {
+        let mut tickets = Vec::with_capacity(items.len());
+        let mut rest = items.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<T> = rest.by_ref().take(self.max).collect();
+            let mut replies = Vec::with_capacity(chunk.len());
+            for _ in 0..chunk.len() {
+                let (reply, ticket) = oneshot::channel();
+                replies.push((1, reply));
+                tickets.push(ticket);
+            }
+            self.sender
+                .send(Job {
+                    items: chunk,
+                    replies,
+                })
+                .await
+                .map_err(|_| Stopped(self.name))?;
+        }
+        Ok(tickets)
     }
 }
 
@@ -132,12 +169,10 @@ async fn gather<T, R, F, Fut>(
             }
         }
         observe(total);
-        let mut sizes = Vec::with_capacity(jobs.len());
         let mut replies = Vec::with_capacity(jobs.len());
         let mut items = Vec::with_capacity(total);
         for job in jobs {
-            sizes.push(job.items.len());
-            replies.push(job.reply);
+            replies.extend(job.replies);
             items.extend(job.items);
         }
         let run = Arc::clone(&run);
@@ -145,7 +180,7 @@ async fn gather<T, R, F, Fut>(
             let results = run(items).await;
             drop(permit);
             let mut results = results.into_iter();
-            for (size, reply) in sizes.into_iter().zip(replies) {
+            for (size, reply) in replies {
                 let mine: Vec<R> = results.by_ref().take(size).collect();
                 let _ = reply.send(mine);
             }

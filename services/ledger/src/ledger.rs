@@ -14,14 +14,14 @@ use cbdc_core::{
 use cbdc_store::{Database, RangeOptions, StoreError, Transaction, TxError};
 use tokio::sync::broadcast;
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batcher, Stopped};
 use crate::layout::{Layout, POSITION_LEN, STAMP_LEN};
 use crate::metrics::LedgerMetrics;
 use crate::records::{
     Corrupt, HistoryRecord, OutputState, TransferKind, TransferRecord, WalletRecord, counter,
     counter_amount,
 };
-use crate::verifier::Verifier;
+use crate::verifier::{Verdict, Verifier};
 
 /// Domain tag of a wallet's proof of key possession when it is opened.
 pub const OPEN_TAG: &[u8] = b"cbdc/v1/open";
@@ -308,7 +308,6 @@ struct Inner {
     operator: cbdc_core::Keypair,
     clock: Clock,
     verifier: Verifier,
-    committer: Batcher<Transfer, Result<Committed, LedgerError>>,
     events: broadcast::Sender<Arc<CommitEvent>>,
     metrics: LedgerMetrics,
     /// The central bank's key, decompressed once.
@@ -331,11 +330,6 @@ impl Ledger {
         clock: Clock,
     ) -> Result<Ledger, LedgerError> {
         let metrics = LedgerMetrics::new(settings.ledger.0);
-        let verifier_clock = clock.clone();
-        let verifier = Verifier::start(
-            move || UnixSeconds(verifier_clock.now_ms() / 1000),
-            metrics.verify_batch.clone(),
-        );
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let group_sizes = metrics.commit_group.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
@@ -361,6 +355,12 @@ impl Ledger {
                     }
                 },
             );
+            let verifier_clock = clock.clone();
+            let verifier = Verifier::start(
+                move || UnixSeconds(verifier_clock.now_ms() / 1000),
+                metrics.verify_batch.clone(),
+                committer.clone(),
+            );
             Inner {
                 central_bank_key: settings.central_bank.and_then(|k| k.verifying_key().ok()),
                 db,
@@ -369,7 +369,6 @@ impl Ledger {
                 operator,
                 clock,
                 verifier,
-                committer,
                 events,
                 metrics,
             }
@@ -628,8 +627,8 @@ impl Ledger {
 
     /// Submits transfers (decoded at the boundary, or refused there). Each gets its own
     /// result, in order. Signatures are verified in batches shared with concurrent callers;
-    /// the valid transfers then commit through the committer stage, which puts many
-    /// transfers (also from concurrent callers) into one store transaction.
+    /// the verifier hands each batch's valid transfers on to the committer stage together,
+    /// which puts many transfers (also from concurrent callers) into one store transaction.
     pub async fn submit(
         &self,
         transfers: Vec<Result<Transfer, Reject>>,
@@ -649,8 +648,8 @@ impl Ledger {
             }
         }
         let unavailable = |e: &dyn std::fmt::Display| LedgerError::Unavailable(e.to_string());
-        let checked = match self.inner.verifier.check(to_check).await {
-            Ok(c) => c,
+        let verdicts = match self.inner.verifier.check_and_commit(to_check).await {
+            Ok(v) => v,
             Err(stopped) => {
                 return results
                     .into_iter()
@@ -658,18 +657,21 @@ impl Ledger {
                     .collect();
             }
         };
-        let mut valid = Vec::new();
-        let mut valid_slots = Vec::new();
+        let mut queued = Vec::new();
         let mut expired = Vec::new();
-        for (slot, (t, verdict)) in slots.into_iter().zip(checked) {
+        for (slot, verdict) in slots.into_iter().zip(verdicts) {
             match verdict {
-                Ok(()) => {
-                    valid_slots.push(slot);
-                    valid.push(t);
-                }
+                Verdict::Queued(ticket) => queued.push((slot, ticket)),
                 // A committed transfer resubmitted after it expired gets the same answer.
-                Err(r @ Reject::Expired { .. }) => expired.push((slot, t.txid(), r)),
-                Err(r) => results[slot] = Some(Err(r.into())),
+                Verdict::Refused(t, r @ Reject::Expired { .. }) => {
+                    expired.push((slot, t.txid(), r))
+                }
+                Verdict::Refused(_, r) => results[slot] = Some(Err(r.into())),
+                Verdict::Valid(_) => {
+                    results[slot] = Some(Err(LedgerError::Internal(
+                        "the verifier did not queue a valid transfer".into(),
+                    )))
+                }
             }
         }
         for (slot, txid, reject) in expired {
@@ -679,17 +681,11 @@ impl Ledger {
                 Err(e) => Err(e),
             });
         }
-        match self.inner.committer.run(valid).await {
-            Ok(done) => {
-                for (slot, r) in valid_slots.into_iter().zip(done) {
-                    results[slot] = Some(r);
-                }
-            }
-            Err(stopped) => {
-                for slot in valid_slots {
-                    results[slot] = Some(Err(unavailable(&stopped)));
-                }
-            }
+        for (slot, ticket) in queued {
+            results[slot] = Some(match ticket.await.ok().and_then(|mut r| r.pop()) {
+                Some(r) => r,
+                None => Err(unavailable(&Stopped("committer"))),
+            });
         }
         let results: Vec<_> = results
             .into_iter()

@@ -4,33 +4,49 @@
 //! queues here. The verifier takes whatever is queued, up to [`CHUNK`] transfers, and checks
 //! them together with one Ed25519 batch verification (`check_stateless_batch`) on a blocking
 //! thread, with at most one chunk per CPU in flight. Under load the chunks fill up; when idle
-//! a lone transfer goes straight through.
+//! a lone transfer goes straight through. What passes goes on to the committer in one queued
+//! job, so a chunk verified together (often many callers' single transfers) commits in the
+//! same store transactions instead of reaching the committer one caller at a time.
 
 use cbdc_core::validate::check_stateless_batch;
 use cbdc_core::{Reject, Transfer, UnixSeconds};
 use prometheus::Histogram;
 
-use crate::batcher::{Batcher, Stopped};
+use crate::batcher::{Batcher, Stopped, Ticket};
+use crate::ledger::{Committed, LedgerError};
 
 /// Transfers verified together, at most.
 pub const CHUNK: usize = 1024;
 /// Submissions waiting for the verifier, at most; beyond this, submitters wait.
 pub const QUEUE_DEPTH: usize = 4096;
 
-/// A transfer and its verdict.
-pub type Checked = (Transfer, Result<(), Reject>);
+/// The committer stage: transfers in, one commit result each.
+pub type Committer = Batcher<Transfer, Result<Committed, LedgerError>>;
+
+/// What became of one transfer.
+pub enum Verdict {
+    /// Passed the checks; handed back (the caller asked for the checks only).
+    Valid(Transfer),
+    /// Passed the checks and queued to commit, together with the rest of its verified batch
+    /// that passed: the commit result arrives on the ticket.
+    Queued(Ticket<Result<Committed, LedgerError>>),
+    /// Refused by the checks.
+    Refused(Transfer, Reject),
+}
 
 /// A handle to the verifier task.
 #[derive(Clone)]
 pub struct Verifier {
-    batcher: Batcher<Transfer, Checked>,
+    batcher: Batcher<(Transfer, bool), Verdict>,
 }
 
 impl Verifier {
-    /// Starts the verifier on the current runtime. `now` is read once per chunk.
+    /// Starts the verifier on the current runtime, handing transfers that pass and are to be
+    /// committed on to `committer`. `now` is read once per chunk.
     pub fn start(
         now: impl Fn() -> UnixSeconds + Send + Sync + 'static,
         batch_sizes: Histogram,
+        committer: Committer,
     ) -> Verifier {
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
         let now = std::sync::Arc::new(now);
@@ -40,15 +56,43 @@ impl Verifier {
             QUEUE_DEPTH,
             parallelism,
             move |n| batch_sizes.observe(n as f64),
-            move |transfers: Vec<Transfer>| {
+            move |items: Vec<(Transfer, bool)>| {
                 let now = now();
+                let committer = committer.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || {
+                    let n = items.len();
+                    let Ok(checked) = tokio::task::spawn_blocking(move || {
+                        let (transfers, commit): (Vec<Transfer>, Vec<bool>) =
+                            items.into_iter().unzip();
                         let verdicts = check_stateless_batch(&transfers, now);
-                        transfers.into_iter().zip(verdicts).collect::<Vec<_>>()
+                        (transfers, commit, verdicts)
                     })
                     .await
-                    .unwrap_or_default()
+                    else {
+                        return Vec::new(); // the caller answers "stopped"
+                    };
+                    let (transfers, commit, verdicts) = checked;
+                    let mut out: Vec<Option<Verdict>> = Vec::with_capacity(n);
+                    let mut to_commit = Vec::new();
+                    let mut queued = Vec::new();
+                    for ((t, commit), verdict) in transfers.into_iter().zip(commit).zip(verdicts) {
+                        out.push(match verdict {
+                            Err(r) => Some(Verdict::Refused(t, r)),
+                            Ok(()) if commit => {
+                                queued.push(out.len());
+                                to_commit.push(t);
+                                None
+                            }
+                            Ok(()) => Some(Verdict::Valid(t)),
+                        });
+                    }
+                    // A stopped committer drops the tickets' senders: the callers answer
+                    // "stopped".
+                    let tickets = committer.enqueue_each(to_commit).await.unwrap_or_default();
+                    for (slot, ticket) in queued.into_iter().zip(tickets) {
+                        out[slot] = Some(Verdict::Queued(ticket));
+                    }
+                    out.into_iter().map_while(|v| v).collect()
                 }
             },
         );
@@ -57,12 +101,39 @@ impl Verifier {
 
     /// Checks `transfers` (stateless checks and signatures); returns each with its verdict,
     /// in order.
-    pub async fn check(&self, transfers: Vec<Transfer>) -> Result<Vec<Checked>, Stopped> {
+    pub async fn check(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> Result<Vec<(Transfer, Result<(), Reject>)>, Stopped> {
+        let verdicts = self.run(transfers, false).await?;
+        Ok(verdicts
+            .into_iter()
+            .map(|v| match v {
+                Verdict::Valid(t) => (t, Ok(())),
+                Verdict::Refused(t, r) => (t, Err(r)),
+                Verdict::Queued(_) => unreachable!("only asked to check"),
+            })
+            .collect())
+    }
+
+    /// Checks `transfers` and queues those that pass to commit; returns each one's verdict,
+    /// in order.
+    pub async fn check_and_commit(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> Result<Vec<Verdict>, Stopped> {
+        self.run(transfers, true).await
+    }
+
+    async fn run(&self, transfers: Vec<Transfer>, commit: bool) -> Result<Vec<Verdict>, Stopped> {
         let n = transfers.len();
-        let checked = self.batcher.run(transfers).await?;
-        if checked.len() != n {
+        let verdicts = self
+            .batcher
+            .run(transfers.into_iter().map(|t| (t, commit)).collect())
+            .await?;
+        if verdicts.len() != n {
             return Err(Stopped("verifier"));
         }
-        Ok(checked)
+        Ok(verdicts)
     }
 }
