@@ -859,3 +859,79 @@ async fn every_receipt_verifies_and_checkpoints_stay_consistent() {
     }
     net.stop().await;
 }
+
+/// The commit log keeps one entry per store transaction and the audit tree one key per chunk
+/// of leaves: transfers committed together take consecutive leaves in their order, and
+/// receipts and consistency proofs hold across commits and across chunk boundaries.
+#[tokio::test]
+async fn grouped_commits_take_consecutive_leaves_across_tree_chunks() {
+    use cbdc_core::audit::verify_receipt;
+    use cbdc_core::merkle::verify_consistency;
+    use cbdc_core::{OutPoint, UnixSeconds};
+    use cbdc_ledger::layout::NODE_CHUNK_LEAVES;
+    use sha2::Digest;
+
+    let mut net = LedgerNet::start(1).await;
+    let ledger = net.ledger().clone();
+    let vault = ledger.operator_key();
+    let amount = yuan("1.00");
+    let mut txids = Vec::new();
+    let mut checkpoints = Vec::new();
+    // Deliveries in batches (one store transaction each), sequenced after some of them, so
+    // that chunks and commits start and end at different leaves.
+    let batches = [5usize, 700, 1, 400, 300];
+    for (b, &n) in batches.iter().enumerate() {
+        let settlements = (0..n)
+            .map(|i| {
+                let source = OutPoint {
+                    txid: Txid(sha2::Sha256::digest(format!("reserve-{b}-{i}")).into()),
+                    index: 0,
+                };
+                let t = TransferBuilder::new(UnixSeconds(net.now_s() + 600))
+                    .input(source, amount)
+                    .output(net.ledger_id(), amount, Lock::Key(vault))
+                    .sign(&[&net.central_bank])
+                    .expect("signs");
+                txids.push(t.txid());
+                net.settlement(&t, amount, &net.central_bank)
+            })
+            .collect();
+        let results = net
+            .client
+            .clone()
+            .deliver_inbound_batch(v1::DeliverInboundBatchRequest { settlements })
+            .await
+            .expect("delivered")
+            .into_inner()
+            .results;
+        assert_eq!(results.len(), n);
+        if b % 2 == 1 {
+            ledger.sequence_all().await.unwrap();
+            checkpoints.push(ledger.checkpoint().await.unwrap().expect("a checkpoint"));
+        }
+    }
+    ledger.sequence_all().await.unwrap();
+    let last = ledger.checkpoint().await.unwrap().expect("a checkpoint");
+    let total = txids.len() as u64;
+    assert!(total > NODE_CHUNK_LEAVES + 1);
+    assert_eq!(last.checkpoint.size, total);
+    assert_eq!(ledger.totals().await.unwrap().log_entries, total);
+    // Delivered in order, one batch per commit: the leaves are the delivery order.
+    for (i, txid) in txids.iter().enumerate() {
+        let receipt = ledger.receipt(txid).await.unwrap();
+        assert_eq!(receipt.index, i as u64, "leaf of delivery {i}");
+        verify_receipt(&receipt, ledger.id(), &vault).expect("verifies offline");
+    }
+    checkpoints.push(last);
+    for old in &checkpoints {
+        for new in &checkpoints {
+            let (o, n) = (old.checkpoint.size, new.checkpoint.size);
+            if o <= n {
+                let proof = ledger.consistency(o, n).await.unwrap();
+                verify_consistency(o, n, &proof, &old.checkpoint.root, &new.checkpoint.root)
+                    .expect("consistent");
+            }
+        }
+    }
+    net.stop().await;
+}

@@ -2,14 +2,20 @@
 //! index in an RFC 6962 Merkle tree, in commit order, and signs checkpoints over it; and the
 //! receipts and consistency proofs built from the stored tree.
 //!
-//! The commit path writes only `("l",) ‖ position → txid` (a versionstamped key). The
-//! sequencer follows that log in its own store transactions: it reads the state key with a
-//! conflict (so two sequencers, say on two replicas, never both advance), reads the log after
-//! the last position it sequenced — a commit always gets a versionstamp above every version
-//! already readable, so nothing can appear behind it — and for each entry writes the leaf
-//! index `("mx", txid)` and, in one key `("mn", leaf)`, the hashes of the perfect subtrees
-//! the leaf completes (its own hash first, then one per level it closes). It keeps the tree's right edge (one hash per set bit of the size)
-//! in its state, so appending needs no reads of the tree and the root is a fold of the edge.
+//! The commit path writes only the commit log: one versionstamped key per store transaction,
+//! `("l",) ‖ position`, holding the txids it committed in order (a commit of more than
+//! [`crate::layout::LOG_ENTRY_TXIDS_MAX`] writes several entries). The sequencer follows that
+//! log in its own store transactions: it reads the state key with a conflict (so two
+//! sequencers, say on two replicas, never both advance), reads the log after the last
+//! position it sequenced — a commit always gets a versionstamp above every version already
+//! readable, so nothing can appear behind it — and gives each txid the next leaf. It stores,
+//! per commit, the leaf of its first transfer (`("mx", stamp)`; the others follow in order),
+//! and per chunk of up to [`crate::layout::NODE_CHUNK_LEAVES`] consecutive leaves one key
+//! `("mn", first)` with every leaf's completed perfect-subtree hashes (its own hash first,
+//! then one per level it closes). Keys per commit and per chunk rather than per transfer keep
+//! the audit log's share of the writes small. It keeps the tree's right edge (one hash per set
+//! bit of the size) in its state, so appending needs no reads of the tree and the root is a
+//! fold of the edge.
 //!
 //! When the sequencer has caught up, it reads the running totals in the same transaction
 //! and signs a checkpoint, so a checkpoint's figures are those of exactly the log it covers.
@@ -21,12 +27,16 @@ use cbdc_runtime::shutdown::Shutdown;
 use cbdc_store::{RangeOptions, Transaction, TxError};
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::layout::POSITION_LEN;
-use crate::ledger::{Ledger, LedgerError};
+use crate::layout::{NODE_CHUNK_LEAVES, POSITION_LEN, STAMP_LEN};
+use crate::ledger::{Ledger, LedgerError, position};
 use crate::records::{Corrupt, TransferRecord, counter_amount};
 
-/// Log entries sequenced in one store transaction, at most.
+/// Log entries (commits) read by one sequencer step, at most.
 pub const SEQUENCE_BATCH_MAX: usize = 2048;
+/// Leaves one sequencer step appends before it stops taking more log entries (it finishes
+/// the entry it is in, so a step appends fewer than this plus
+/// [`crate::layout::LOG_ENTRY_TXIDS_MAX`]).
+pub const SEQUENCE_LEAVES_MAX: u64 = 4096;
 
 /// The sequencer's state: leaves so far, the last log position sequenced, the right edge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -167,6 +177,20 @@ fn tx_corrupt(e: Corrupt) -> TxError<LedgerError> {
     TxError::Abort(e.into())
 }
 
+/// Subtree hashes completed by leaves `0..n`: each leaf `i` completes
+/// `trailing_ones(i) + 1` of them, which sum to `2n − popcount(n)`.
+fn nodes_before(n: u64) -> u64 {
+    2 * n - u64::from(n.count_ones())
+}
+
+/// Where, in the chunk starting at leaf `first` and `len` bytes long, the hash of the
+/// level-`level` subtree completed by leaf `leaf` is; `None` if the chunk does not hold it.
+fn node_offset(first: u64, leaf: u64, level: u32, len: usize) -> Option<(u64, usize)> {
+    let hashes = nodes_before(leaf).checked_sub(nodes_before(first))? + u64::from(level);
+    let at = usize::try_from(hashes.checked_mul(32)?.checked_add(8)?).ok()?;
+    (leaf >= first && at.checked_add(32)? <= len).then_some((first, at))
+}
+
 impl Ledger {
     /// One sequencer step: appends up to [`SEQUENCE_BATCH_MAX`] log entries to the Merkle
     /// tree; if that reached the end of the log, signs a new checkpoint when the size or the
@@ -204,31 +228,63 @@ impl Ledger {
         let rows = tx
             .get_range(&begin, &end, RangeOptions::snapshot(SEQUENCE_BATCH_MAX))
             .await?;
-        let appended = rows.len() as u64;
+        let log_entry = || tx_corrupt(Corrupt { what: "log entry" });
+        let mut appended = 0u64;
+        let mut read_all = true;
+        // The tree's new leaves go into chunks of at most NODE_CHUNK_LEAVES leaves, one key
+        // each: `first` then every leaf's completed-subtree hashes.
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut chunk_first = state.size;
         for (k, v) in &rows {
-            let position: [u8; POSITION_LEN] = k
-                .get(prefix.len()..)
-                .and_then(|p| p.try_into().ok())
-                .ok_or_else(|| tx_corrupt(Corrupt { what: "log key" }))?;
-            let txid: [u8; 32] = v
-                .as_slice()
-                .try_into()
-                .map_err(|_| tx_corrupt(Corrupt { what: "log entry" }))?;
-            let leaf = merkle::leaf_hash(&cbdc_core::audit::leaf_data(self.id(), &position, &txid));
-            let index = state.size;
-            tx.set(l.leaf_index(&Txid(txid)), index.to_be_bytes())?;
-            let made = state.append(leaf);
-            let mut hashes = Vec::with_capacity(32 * made.len());
-            for (_, _, h) in made {
-                hashes.extend_from_slice(&h);
+            if appended >= SEQUENCE_LEAVES_MAX {
+                read_all = false;
+                break;
             }
-            tx.set(l.nodes_of_leaf(index), hashes)?;
-            state.last = Some(position);
+            let first: [u8; POSITION_LEN] =
+                k.get(prefix.len()..)
+                    .and_then(|p| p.try_into().ok())
+                    .ok_or_else(|| tx_corrupt(Corrupt { what: "log key" }))?;
+            if v.is_empty() || v.len() % 32 != 0 {
+                return Err(log_entry());
+            }
+            let stamp: [u8; STAMP_LEN] = first[..STAMP_LEN].try_into().expect("stamp");
+            let first_order = u16::from_be_bytes(first[STAMP_LEN..].try_into().expect("order"));
+            if first_order == 0 {
+                // The commit's other transfers take the following leaves, in order.
+                tx.set(l.first_leaf(&stamp), state.size.to_be_bytes())?;
+            }
+            for (i, txid) in v.chunks_exact(32).enumerate() {
+                let order = u16::try_from(i)
+                    .ok()
+                    .and_then(|i| first_order.checked_add(i))
+                    .ok_or_else(log_entry)?;
+                let txid: [u8; 32] = txid.try_into().expect("32 bytes");
+                let leaf = merkle::leaf_hash(&cbdc_core::audit::leaf_data(
+                    self.id(),
+                    &position(stamp, order),
+                    &txid,
+                ));
+                if chunk.is_empty() {
+                    chunk_first = state.size;
+                    chunk.extend_from_slice(&chunk_first.to_be_bytes());
+                }
+                for (_, _, h) in state.append(leaf) {
+                    chunk.extend_from_slice(&h);
+                }
+                appended += 1;
+                if state.size - chunk_first == NODE_CHUNK_LEAVES {
+                    tx.set(l.node_chunk(chunk_first), std::mem::take(&mut chunk))?;
+                }
+            }
+            state.last = Some(first);
+        }
+        if !chunk.is_empty() {
+            tx.set(l.node_chunk(chunk_first), chunk)?;
         }
         if appended > 0 {
             tx.set(&sk, state.encode())?;
         }
-        let caught_up = rows.len() < SEQUENCE_BATCH_MAX;
+        let caught_up = read_all && rows.len() < SEQUENCE_BATCH_MAX;
         if caught_up {
             let inbound = counter_amount(tx.get_snapshot(&l.inbound_total()).await?.as_deref())
                 .map_err(tx_corrupt)?;
@@ -303,7 +359,7 @@ impl Ledger {
 
     /// Reads the perfect-subtree hashes `want` in one snapshot. Subtree `(level, index)` was
     /// completed by its last leaf, `((index + 1) << level) - 1`, and is stored with that
-    /// leaf's hashes at position `level`.
+    /// leaf's hashes in the chunk holding the leaf (the last chunk starting at or before it).
     async fn nodes(
         &self,
         want: BTreeSet<(u32, u64)>,
@@ -313,7 +369,7 @@ impl Ledger {
         };
         let mut tx = self.db().create_transaction()?;
         let mut out = BTreeMap::new();
-        let mut by_leaf: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut chunks: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
         for (level, index) in want {
             // The subtree's last leaf; a level or index past the tree's size cannot exist.
             let leaf = index
@@ -321,19 +377,40 @@ impl Ledger {
                 .filter(|n| level < 64 && n.leading_zeros() >= level)
                 .map(|n| (n << level) - 1)
                 .ok_or_else(missing)?;
-            let hashes = match by_leaf.entry(leaf) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(
-                    tx.get_snapshot(&self.layout().nodes_of_leaf(leaf))
+            // A leaf completes subtrees of levels 0 to its number of trailing one bits.
+            if level > leaf.trailing_ones() {
+                return Err(missing().into());
+            }
+            let cached = chunks
+                .range(..=leaf)
+                .next_back()
+                .and_then(|(first, bytes)| node_offset(*first, leaf, level, bytes.len()));
+            let (first, at) = match cached {
+                Some(found) => found,
+                None => {
+                    let (b, e) = self.layout().node_chunks_upto(leaf);
+                    let options = RangeOptions {
+                        limit: 1,
+                        reverse: true,
+                        snapshot: true,
+                    };
+                    let (_, bytes) = tx
+                        .get_range(&b, &e, options)
                         .await?
-                        .ok_or_else(missing)?,
-                ),
+                        .pop()
+                        .ok_or_else(missing)?;
+                    let first = bytes
+                        .get(..8)
+                        .map(|f| u64::from_be_bytes(f.try_into().expect("8")))
+                        .ok_or_else(missing)?;
+                    let found = node_offset(first, leaf, level, bytes.len()).ok_or_else(missing)?;
+                    chunks.insert(first, bytes);
+                    found
+                }
             };
-            let at = 32 * level as usize;
-            let h: Hash = hashes
-                .get(at..at + 32)
-                .and_then(|h| h.try_into().ok())
-                .ok_or_else(missing)?;
+            let h: Hash = chunks[&first][at..at + 32]
+                .try_into()
+                .expect("node_offset checked the bounds");
             out.insert((level, index), h);
         }
         Ok(out)
@@ -369,13 +446,25 @@ impl Ledger {
                 "txid: {txid} is committed but not yet in a signed checkpoint; try again shortly"
             ))
         };
-        let index = match tx.get_snapshot(&self.layout().leaf_index(txid)).await? {
+        // The commit's first transfer has the leaf stored under its versionstamp; the others
+        // follow in their order within the commit.
+        let stamp: [u8; STAMP_LEN] = record.position[..STAMP_LEN]
+            .try_into()
+            .expect("a position starts with its stamp");
+        let order = u16::from_be_bytes(
+            record.position[STAMP_LEN..]
+                .try_into()
+                .expect("a position ends with its order"),
+        );
+        let index = match tx.get_snapshot(&self.layout().first_leaf(&stamp)).await? {
             None => return Err(not_yet()),
             Some(v) => u64::from_be_bytes(
                 v.as_slice()
                     .try_into()
                     .map_err(|_| Corrupt { what: "leaf index" })?,
-            ),
+            )
+            .checked_add(u64::from(order))
+            .ok_or(Corrupt { what: "leaf index" })?,
         };
         let signed = self.checkpoint().await?.ok_or_else(not_yet)?;
         if index >= signed.checkpoint.size {

@@ -10,12 +10,12 @@
 //! | `("o", key, txid, index)` | owner index of unspent outputs: value, u64 BE |
 //! | `("t", txid)` | transfer record (log position first) |
 //! | `("h", key) ‖ position` | a wallet's history in commit order (versionstamped key) |
-//! | `("l",) ‖ position` | the ledger's commit log: txid (versionstamped key) |
+//! | `("l",) ‖ position` | the ledger's commit log: the txids of the transfers one store transaction committed from `position` on, in order, 32 bytes each, at most [`LOG_ENTRY_TXIDS_MAX`] per entry (versionstamped key) |
 //! | `("x", request_id)` | an operator request done: its txid or outcome |
 //! | `("ob", txid, index)` | outbox: a committed output for another ledger, until delivered |
 //! | `("ms",)` | audit-log sequencer: leaves sequenced, last log position, right-edge hashes |
-//! | `("mn", leaf)` | audit log: the hashes of the perfect subtrees leaf `leaf` completes, 32 bytes each by level from 0 (the leaf's own hash); subtree `(level, index)` is at leaf `((index + 1) << level) - 1` |
-//! | `("mx", txid)` | audit log: the transfer's leaf index, u64 BE |
+//! | `("mn", first)` | audit log: a chunk of at most [`NODE_CHUNK_LEAVES`] consecutive leaves from `first` on: `first` (u64 BE), then for each leaf the hashes of the perfect subtrees it completes, 32 bytes each by level from 0 (the leaf's own hash); subtree `(level, index)` is stored with leaf `((index + 1) << level) - 1` |
+//! | `("mx", stamp)` | audit log: the leaf index of the first transfer the store transaction with that versionstamp committed, u64 BE (the others follow in order) |
 //! | `("ck",)` | the latest signed checkpoint |
 //! | `("ct", "in" \| "out")` | value delivered in / settled out, i64 LE, atomic add |
 //!
@@ -32,6 +32,16 @@ pub const STAMP_LEN: usize = 10;
 /// that commit (u16, big-endian), since one store transaction may commit several transfers.
 /// History and log keys end with it.
 pub const POSITION_LEN: usize = STAMP_LEN + 2;
+/// Txids in one commit-log entry, at most: a commit of more writes several entries (keeping
+/// each value under the store's value limit).
+pub const LOG_ENTRY_TXIDS_MAX: usize = 1024;
+/// Leaves in one stored chunk of the audit tree, at most (a chunk's value then stays under the
+/// store's value limit: leaves complete fewer than two subtrees each on average).
+pub const NODE_CHUNK_LEAVES: u64 = 1024;
+
+const _: () = assert!(LOG_ENTRY_TXIDS_MAX * 32 <= cbdc_store::limits::VALUE_BYTES_MAX);
+const _: () =
+    assert!(8 + (2 * NODE_CHUNK_LEAVES as usize + 64) * 32 <= cbdc_store::limits::VALUE_BYTES_MAX);
 
 #[derive(Clone, Debug)]
 pub struct Layout {
@@ -185,13 +195,21 @@ impl Layout {
         self.sub.pack(&("ms",))
     }
 
-    /// The key holding the perfect subtrees completed by appending leaf `leaf`.
-    pub fn nodes_of_leaf(&self, leaf: u64) -> Vec<u8> {
-        packed(&self.node, &(leaf as i64,))
+    /// The key of the audit-tree chunk starting at leaf `first`.
+    pub fn node_chunk(&self, first: u64) -> Vec<u8> {
+        packed(&self.node, &(first as i64,))
     }
 
-    pub fn leaf_index(&self, txid: &Txid) -> Vec<u8> {
-        packed(&self.leaf_index, &(txid.0.as_slice(),))
+    /// The range whose last key is the chunk holding leaf `leaf` (read it in reverse, one row).
+    pub fn node_chunks_upto(&self, leaf: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut end = self.node_chunk(leaf);
+        end.push(0);
+        (self.node.clone(), end)
+    }
+
+    /// The key holding the first leaf index of the transfers committed under `stamp`.
+    pub fn first_leaf(&self, stamp: &[u8; STAMP_LEN]) -> Vec<u8> {
+        packed(&self.leaf_index, &(stamp.as_slice(),))
     }
 
     pub fn checkpoint(&self) -> Vec<u8> {
@@ -247,7 +265,7 @@ mod tests {
                 assert_eq!(l.output(&o), sub.pack(&("u", t, i)));
                 assert_eq!(l.owned(&key, &o), sub.pack(&("o", k, t, i)));
                 assert_eq!(
-                    l.nodes_of_leaf(u64::from(index) << 40),
+                    l.node_chunk(u64::from(index) << 40),
                     sub.pack(&("mn", i << 40))
                 );
             }
@@ -259,7 +277,8 @@ mod tests {
             assert_eq!(l.daily(&key, 20_000), sub.pack(&("d", k, 20_000i64)));
             assert_eq!(l.transfer(&txid), sub.pack(&("t", t)));
             assert_eq!(l.history_prefix(&key), sub.pack(&("h", k)));
-            assert_eq!(l.leaf_index(&txid), sub.pack(&("mx", t)));
+            let stamp = [fill; STAMP_LEN];
+            assert_eq!(l.first_leaf(&stamp), sub.pack(&("mx", stamp.as_slice())));
         }
         assert_eq!(l.log_prefix(), sub.pack(&("l",)));
     }

@@ -15,7 +15,7 @@ use cbdc_store::{Database, RangeOptions, StoreError, Transaction, TxError};
 use tokio::sync::broadcast;
 
 use crate::batcher::{Batcher, Stopped};
-use crate::layout::{Layout, POSITION_LEN, STAMP_LEN};
+use crate::layout::{LOG_ENTRY_TXIDS_MAX, Layout, POSITION_LEN, STAMP_LEN};
 use crate::metrics::LedgerMetrics;
 use crate::records::{
     Corrupt, HistoryRecord, OutputState, TransferKind, TransferRecord, WalletRecord, counter,
@@ -280,6 +280,7 @@ pub struct Totals {
     pub unspent: Amount,
     pub unspent_outputs: u64,
     pub balances: Amount,
+    /// Transfers in the commit log (each log entry holds one commit's transfers).
     pub log_entries: u64,
     /// Value in the outbox: committed here, not yet acknowledged by the central bank.
     pub outbox: Amount,
@@ -771,8 +772,11 @@ impl Ledger {
                         return Ok((Applied::Already(record), txid));
                     }
                     let applied = me.apply(tx, &t, now_ms, TransferKind::Local, 0).await?;
-                    if let (Applied::New(_), Some(k)) = (&applied, &request) {
-                        tx.set(k, t.txid().0)?;
+                    if let Applied::New(_) = &applied {
+                        me.write_log(tx, &[t.txid()])?;
+                        if let Some(k) = &request {
+                            tx.set(k, t.txid().0)?;
+                        }
                     }
                     Ok((applied, t.txid()))
                 })
@@ -830,10 +834,16 @@ impl Ledger {
                 Box::pin(async move {
                     let mut results = Vec::with_capacity(g.len());
                     let mut order: u16 = 0;
+                    let mut logged = Vec::with_capacity(g.len());
                     for t in g.iter() {
                         let r = me.apply(tx, t, now_ms, TransferKind::Local, order).await;
-                        results.push(in_order(&mut order, r)?);
+                        let r = in_order(&mut order, r)?;
+                        if let Ok((Applied::New(_), _)) = &r {
+                            logged.push(t.txid());
+                        }
+                        results.push(r);
                     }
+                    me.write_log(tx, &logged)?;
                     Ok::<_, TxError<LedgerError>>(results)
                 })
             })
@@ -1091,11 +1101,26 @@ impl Ledger {
             body: t.body_bytes().to_vec(),
             witnesses: TransferRecord::witnesses_of(t.witnesses()),
         };
-        tx.set_versionstamped_value(self.layout().transfer(&t.txid()), record.encode(), 0)?;
-        let mut lk = self.layout().log_prefix();
-        let offset = lk.len() as u32;
-        lk.extend_from_slice(&position([0; STAMP_LEN], order));
-        tx.set_versionstamped_key(lk, offset, t.txid().0)
+        tx.set_versionstamped_value(self.layout().transfer(&t.txid()), record.encode(), 0)
+    }
+
+    /// Appends the transfers a store transaction commits (`txids`, in order) to the commit
+    /// log: one entry per [`LOG_ENTRY_TXIDS_MAX`] of them, keyed by the position of its
+    /// first, rather than one key per transfer.
+    fn write_log(&self, tx: &mut Transaction, txids: &[Txid]) -> Result<(), StoreError> {
+        for (i, chunk) in txids.chunks(LOG_ENTRY_TXIDS_MAX).enumerate() {
+            // Orders are u16: one commit never holds more than 65,536 transfers.
+            let first = (i * LOG_ENTRY_TXIDS_MAX) as u16;
+            let mut lk = self.layout().log_prefix();
+            let offset = lk.len() as u32;
+            lk.extend_from_slice(&position([0; STAMP_LEN], first));
+            let mut v = Vec::with_capacity(32 * chunk.len());
+            for txid in chunk {
+                v.extend_from_slice(&txid.0);
+            }
+            tx.set_versionstamped_key(lk, offset, v)?;
+        }
+        Ok(())
     }
 
     pub async fn transfer(&self, txid: &Txid) -> Result<Option<TransferInfo>, LedgerError> {
@@ -1520,10 +1545,16 @@ impl Ledger {
                     Box::pin(async move {
                         let mut out = Vec::with_capacity(b.len());
                         let mut order: u16 = 0;
+                        let mut logged = Vec::with_capacity(b.len());
                         for (_, t, ours, amount) in b.iter() {
                             let r = me.apply_inbound(tx, t, ours, *amount, now_ms, order).await;
-                            out.push(in_order(&mut order, r)?);
+                            let r = in_order(&mut order, r)?;
+                            if let Ok((Applied::New(_), _)) = &r {
+                                logged.push(t.txid());
+                            }
+                            out.push(r);
                         }
+                        me.write_log(tx, &logged)?;
                         Ok::<_, TxError<LedgerError>>(out)
                     })
                 })
@@ -1568,7 +1599,13 @@ impl Ledger {
                 let me = me.clone();
                 let t = Arc::clone(&tt);
                 let ours = Arc::clone(&ours);
-                Box::pin(async move { me.apply_inbound(tx, &t, &ours, amount, now_ms, 0).await })
+                Box::pin(async move {
+                    let applied = me.apply_inbound(tx, &t, &ours, amount, now_ms, 0).await?;
+                    if let Applied::New(_) = &applied {
+                        me.write_log(tx, &[t.txid()])?;
+                    }
+                    Ok(applied)
+                })
             })
             .await?;
         Ok(self.finish(t.txid(), applied, stamp.0, 0, now_ms))
@@ -1737,7 +1774,7 @@ impl Ledger {
     }
 
     /// Audit figures, computed independently: the sum of unspent outputs, the sum of wallet
-    /// balances, the number of commit-log entries, the outbox, and the running totals in
+    /// balances, the number of transfers in the commit log, the outbox, and the running totals in
     /// and out (an honest ledger has unspent + outbox = inbound − settled out). Each range is scanned in pages
     /// of `limits::RANGE_ROWS_MAX` rows; on a busy ledger the pages see different moments.
     pub async fn totals(&self) -> Result<Totals, LedgerError> {
@@ -1767,8 +1804,11 @@ impl Ledger {
         .await?;
         let b = l.log_prefix();
         let e = cbdc_store::keys::strinc(&b).expect("prefix has a non-0xff byte");
-        self.scan(&b, &e, |_, _| {
-            totals.log_entries += 1;
+        self.scan(&b, &e, |_, v| {
+            if v.is_empty() || v.len() % 32 != 0 {
+                return Err(Corrupt { what: "log entry" });
+            }
+            totals.log_entries += (v.len() / 32) as u64;
             Ok(())
         })
         .await?;
