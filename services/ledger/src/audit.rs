@@ -543,4 +543,39 @@ mod tests {
             assert_eq!(decoded, state);
         }
     }
+
+    /// Chunks laid out as the sequencer writes them (every leaf's completed-subtree hashes in
+    /// order) are read back at the offsets `node_offset` computes, for chunks starting at
+    /// any leaf; a leaf outside a chunk is not found in it.
+    #[test]
+    fn node_offsets_match_the_chunk_layout() {
+        let mut state = SequencerState::default();
+        let mut made = Vec::new();
+        for i in 0u32..300 {
+            made.push(state.append(merkle::leaf_hash(&i.to_be_bytes())));
+        }
+        for first in [0u64, 1, 2, 3, 7, 8, 100, 255, 256] {
+            for end in [first + 1, first + 5, first + 44, 300] {
+                let end = end.min(300);
+                let mut chunk = first.to_be_bytes().to_vec();
+                for m in &made[first as usize..end as usize] {
+                    for (_, _, h) in m {
+                        chunk.extend_from_slice(h);
+                    }
+                }
+                for leaf in first..end {
+                    for (level, _, h) in &made[leaf as usize] {
+                        let (f, at) = node_offset(first, leaf, *level, chunk.len())
+                            .expect("the chunk holds it");
+                        assert_eq!(f, first);
+                        assert_eq!(&chunk[at..at + 32], h, "leaf {leaf} level {level}");
+                    }
+                }
+                assert_eq!(node_offset(first, end, 0, chunk.len()), None);
+                if first > 0 {
+                    assert_eq!(node_offset(first, first - 1, 0, chunk.len()), None);
+                }
+            }
+        }
+    }
 }
