@@ -43,8 +43,9 @@ impl<T, R> Clone for Batcher<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
-    /// Starts the task on the current runtime. `run` gets each batch (at most `max` items
-    /// unless one caller's chunk is larger) and must return one result per item, in order.
+    /// Starts the task on the current runtime. `run` gets each batch (at most `max` items:
+    /// [`Batcher::run`] and [`Batcher::enqueue_each`] queue at most that many at a time) and
+    /// must return one result per item, in order.
     /// At most `in_flight` batches run at once; `observe` sees each batch's size.
     pub fn start<F, Fut>(
         name: &'static str,
@@ -151,7 +152,16 @@ async fn gather<T, R, F, Fut>(
     Fut: Future<Output = Vec<R>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(in_flight));
-    while let Some(first) = receiver.recv().await {
+    // A job that would have taken the last batch past `max` starts the next one.
+    let mut held: Option<Job<T, R>> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match receiver.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
         // Wait for a free slot before gathering: while all are busy, the queue fills and
         // the next batch is bigger.
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
@@ -161,6 +171,10 @@ async fn gather<T, R, F, Fut>(
         let mut jobs = vec![first];
         while total < max {
             match receiver.try_recv() {
+                Ok(job) if total + job.items.len() > max => {
+                    held = Some(job);
+                    break;
+                }
                 Ok(job) => {
                     total += job.items.len();
                     jobs.push(job);
@@ -185,5 +199,48 @@ async fn gather<T, R, F, Fut>(
                 let _ = reply.send(mine);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Concurrent callers of every size get their own results in order; no batch goes past
+    /// the maximum; tickets answer one item each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_stay_within_the_maximum_and_answer_each_caller() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let batcher: Batcher<u32, u32> = Batcher::start(
+            "test",
+            10,
+            64,
+            2,
+            move |n| seen.lock().unwrap().push(n),
+            |items: Vec<u32>| async move {
+                tokio::task::yield_now().await;
+                items.into_iter().map(|i| i * 2).collect()
+            },
+        );
+        let callers = (0..40u32).map(|c| {
+            let b = batcher.clone();
+            tokio::spawn(async move {
+                let items: Vec<u32> = (0..(c % 13) + 1).map(|i| c * 100 + i).collect();
+                let want: Vec<u32> = items.iter().map(|i| i * 2).collect();
+                assert_eq!(b.run(items).await.unwrap(), want);
+                let tickets = b.enqueue_each(vec![c, c + 1, c + 2]).await.unwrap();
+                for (ticket, i) in tickets.into_iter().zip(c..) {
+                    assert_eq!(ticket.await.unwrap(), vec![i * 2]);
+                }
+            })
+        });
+        for caller in callers.collect::<Vec<_>>() {
+            caller.await.unwrap();
+        }
+        let sizes = sizes.lock().unwrap();
+        assert!(!sizes.is_empty());
+        assert!(sizes.iter().all(|&n| (1..=10).contains(&n)), "{sizes:?}");
     }
 }
