@@ -197,6 +197,36 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         Code::InvalidArgument,
         "public key is 31 bytes",
     );
+    // A small-order key (the identity point): one signature could be valid for many
+    // messages. Sent twice, so the second goes through the service's key cache too.
+    for round in ["", " again"] {
+        let mut weak_key = to_signed_transfer(&good);
+        weak_key.witnesses[0].public_key = {
+            let mut identity = vec![0u8; 32];
+            identity[0] = 1;
+            identity
+        };
+        let r = net.client.submit_transfer(submit_req(weak_key)).await;
+        t.check(
+            &format!("small-order witness key{round}"),
+            r,
+            Code::InvalidArgument,
+            "witness 0: public key is of small order (weak)",
+        );
+    }
+    let mut off_curve = to_signed_transfer(&good);
+    off_curve.witnesses[0].public_key = {
+        let mut not_a_point = vec![0u8; 32];
+        not_a_point[0] = 2;
+        not_a_point
+    };
+    let r = net.client.submit_transfer(submit_req(off_curve)).await;
+    t.check(
+        "witness key not on the curve",
+        r,
+        Code::InvalidArgument,
+        "witness 0: public key is not a valid Ed25519 point",
+    );
     let mut short_sig = to_signed_transfer(&good);
     short_sig.witnesses[0].signature.pop();
     let r = net.client.submit_transfer(submit_req(short_sig)).await;

@@ -6,8 +6,7 @@ use cbdc_core::{
     Txid, UnixSeconds, WalletStatus, Witness,
 };
 
-use cbdc_core::keys::KeyError;
-use ed25519_dalek::VerifyingKey;
+use cbdc_core::keys::{CheckedKey, KeyError};
 
 use crate::v1;
 
@@ -82,14 +81,14 @@ pub fn signed_transfer(
     field: &'static str,
     t: Option<&v1::SignedTransfer>,
 ) -> Result<Transfer, WireError> {
-    signed_transfer_with(field, t, &PublicKey::verifying_key)
+    signed_transfer_with(field, t, &PublicKey::checked_key)
 }
 
 /// [`signed_transfer`] with witness keys decompressed by `decompress` (a cache).
 pub fn signed_transfer_with(
     field: &'static str,
     t: Option<&v1::SignedTransfer>,
-    decompress: &dyn Fn(&PublicKey) -> Result<VerifyingKey, KeyError>,
+    decompress: &dyn Fn(&PublicKey) -> Result<CheckedKey, KeyError>,
 ) -> Result<Transfer, WireError> {
     let t = t.ok_or(WireError::Missing { field })?;
     let reject = |reject| WireError::Transfer { field, reject };

@@ -5,25 +5,24 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cbdc_core::PublicKey;
-use cbdc_core::keys::KeyError;
-use ed25519_dalek::VerifyingKey;
+use cbdc_core::keys::{CheckedKey, KeyError};
 
 /// Keys kept, at most; when full the cache starts over.
 pub const KEY_CACHE_MAX: usize = 65_536;
 
 #[derive(Default)]
 pub struct KeyCache {
-    keys: Mutex<HashMap<[u8; 32], VerifyingKey>>,
+    keys: Mutex<HashMap<[u8; 32], CheckedKey>>,
 }
 
 impl KeyCache {
     /// The key decompressed and checked (not of small order), from the cache if it is there.
     /// Keys that fail the check are not cached.
-    pub fn verifying_key(&self, key: &PublicKey) -> Result<VerifyingKey, KeyError> {
+    pub fn checked_key(&self, key: &PublicKey) -> Result<CheckedKey, KeyError> {
         if let Some(vk) = self.lock().get(key.as_bytes()) {
             return Ok(*vk);
         }
-        let vk = key.verifying_key()?;
+        let vk = key.checked_key()?;
         let mut keys = self.lock();
         if keys.len() >= KEY_CACHE_MAX {
             keys.clear();
@@ -32,7 +31,7 @@ impl KeyCache {
         Ok(vk)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], VerifyingKey>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], CheckedKey>> {
         // A panic while holding the lock cannot leave the map inconsistent.
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -46,18 +45,18 @@ mod tests {
     fn caches_good_keys_and_refuses_bad_ones() {
         let cache = KeyCache::default();
         let k = cbdc_core::Keypair::from_seed(&[3; 32]).public();
-        assert_eq!(cache.verifying_key(&k), k.verifying_key());
-        assert_eq!(cache.verifying_key(&k), k.verifying_key());
+        assert_eq!(cache.checked_key(&k), k.checked_key());
+        assert_eq!(cache.checked_key(&k), k.checked_key());
         let mut not_a_point = [0u8; 32];
         not_a_point[0] = 2;
         assert_eq!(
-            cache.verifying_key(&PublicKey::from_bytes(not_a_point)),
+            cache.checked_key(&PublicKey::from_bytes(not_a_point)),
             Err(KeyError::NotAPoint)
         );
         let mut identity = [0u8; 32];
         identity[0] = 1; // the identity point: small order
         assert_eq!(
-            cache.verifying_key(&PublicKey::from_bytes(identity)),
+            cache.checked_key(&PublicKey::from_bytes(identity)),
             Err(KeyError::Weak)
         );
         assert_eq!(cache.lock().len(), 1);

@@ -56,11 +56,30 @@ impl PublicKey {
 
     /// Decompresses the key (a few microseconds), refusing invalid and weak keys.
     pub fn verifying_key(&self) -> Result<VerifyingKey, KeyError> {
+        self.checked_key().map(|k| k.0)
+    }
+
+    /// [`PublicKey::verifying_key`], as a [`CheckedKey`] that need not be checked again.
+    pub fn checked_key(&self) -> Result<CheckedKey, KeyError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| KeyError::NotAPoint)?;
+        // The small-order test costs about as much again as the decompression (it compresses
+        // the cofactor multiple), which is why a checked key is worth keeping.
         if key.is_weak() {
             return Err(KeyError::Weak);
         }
-        Ok(key)
+        Ok(CheckedKey(key))
+    }
+}
+
+/// A decompressed Ed25519 key known to be a valid point not of small order: only
+/// [`PublicKey::checked_key`] and [`Keypair::checked_key`] make one, so whoever holds one (a
+/// cache of signers' keys, say) need not check it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckedKey(VerifyingKey);
+
+impl CheckedKey {
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.0
     }
 }
 
@@ -112,6 +131,11 @@ impl Keypair {
 
     pub fn verifying_key(&self) -> &VerifyingKey {
         self.0.as_ref()
+    }
+
+    /// The public key, checked: a key derived from a secret scalar is never of small order.
+    pub fn checked_key(&self) -> CheckedKey {
+        CheckedKey(*self.0.as_ref())
     }
 
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Amount;
 use crate::codec::{DecodeError, Reader};
-use crate::keys::{KeyError, Keypair, LedgerId, PublicKey};
+use crate::keys::{CheckedKey, KeyError, Keypair, LedgerId, PublicKey};
 use crate::validate::Reject;
 
 /// Domain tag hashed before the body to form the txid.
@@ -174,17 +174,18 @@ pub struct Witness {
 impl Witness {
     /// Builds a witness from wire bytes, refusing wrong lengths and unusable keys.
     pub fn from_slices(index: usize, key: &[u8], signature: &[u8]) -> Result<Witness, Reject> {
-        Witness::from_slices_with(index, key, signature, PublicKey::verifying_key)
+        Witness::from_slices_with(index, key, signature, PublicKey::checked_key)
     }
 
-    /// [`Witness::from_slices`] with the key decompressed by `decompress` (for example a
-    /// cache of wallets' keys: decompression costs about 5 µs). Whatever `decompress`
-    /// returns must be the same key and not of small order, or the witness is refused.
+    /// [`Witness::from_slices`] with the key decompressed and checked by `decompress` (for
+    /// example a cache of wallets' keys: decompressing and checking costs a few µs). A
+    /// [`CheckedKey`] is not of small order by construction; one that is not this key's is
+    /// ignored and the key decompressed here instead.
     pub fn from_slices_with(
         index: usize,
         key: &[u8],
         signature: &[u8],
-        decompress: impl FnOnce(&PublicKey) -> Result<VerifyingKey, KeyError>,
+        decompress: impl FnOnce(&PublicKey) -> Result<CheckedKey, KeyError>,
     ) -> Result<Witness, Reject> {
         let key: [u8; 32] = key.try_into().map_err(|_| Reject::WitnessKeyLength {
             index,
@@ -199,14 +200,12 @@ impl Witness {
                 })?;
         let key = PublicKey::from_bytes(key);
         let refuse = |error| Reject::WitnessKey { index, error };
-        let mut verifying_key = decompress(&key).map_err(refuse)?;
-        if verifying_key.as_bytes() != key.as_bytes() {
+        let mut checked = decompress(&key).map_err(refuse)?;
+        if checked.verifying_key().as_bytes() != key.as_bytes() {
             // Not this key's decompression: do it here instead.
-            verifying_key = key.verifying_key().map_err(refuse)?;
+            checked = key.checked_key().map_err(refuse)?;
         }
-        if verifying_key.is_weak() {
-            return Err(refuse(KeyError::Weak));
-        }
+        let verifying_key = *checked.verifying_key();
         Ok(Witness {
             key,
             verifying_key,

@@ -421,7 +421,7 @@ fn a_witness_key_from_a_cache_must_be_the_same_key() {
     let sig = [7u8; 64];
     // A cache answering with another key's decompression is ignored.
     let w = Witness::from_slices_with(0, alice.public().as_bytes(), &sig, |_| {
-        Ok(*mallory.verifying_key())
+        Ok(mallory.checked_key())
     })
     .unwrap();
     assert_eq!(w.verifying_key(), alice.verifying_key());

@@ -45,7 +45,7 @@ impl IssuanceGrpc {
         field: &'static str,
         t: Option<&v1::SignedTransfer>,
     ) -> Result<cbdc_core::Transfer, convert::WireError> {
-        convert::signed_transfer_with(field, t, &|k| self.keys.verifying_key(k))
+        convert::signed_transfer_with(field, t, &|k| self.keys.checked_key(k))
     }
 }
 

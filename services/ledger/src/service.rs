@@ -155,7 +155,7 @@ fn decode(
     keys: &cbdc_proto::keycache::KeyCache,
     t: &v1::SignedTransfer,
 ) -> Result<Transfer, Reject> {
-    match convert::signed_transfer_with("transfer", Some(t), &|k| keys.verifying_key(k)) {
+    match convert::signed_transfer_with("transfer", Some(t), &|k| keys.checked_key(k)) {
         Ok(t) => Ok(t),
         Err(WireError::Transfer { reject, .. }) => Err(reject),
         Err(other) => unreachable!("a present transfer fails only as a transfer: {other}"),
@@ -224,7 +224,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let started = Instant::now();
         let t =
             convert::signed_transfer_with("transfer", request.get_ref().transfer.as_ref(), &|k| {
-                self.keys.verifying_key(k)
+                self.keys.checked_key(k)
             })?;
         let result = self.ledger.submit(vec![Ok(t)]).await.remove(0);
         self.ledger.observe("SubmitTransfer", started);
@@ -611,7 +611,7 @@ impl LedgerGrpc {
     fn inbound(&self, s: v1::Settlement) -> Result<Inbound, Status> {
         let transfer =
             convert::signed_transfer_with("settlement.transfer", s.transfer.as_ref(), &|k| {
-                self.keys.verifying_key(k)
+                self.keys.checked_key(k)
             })?;
         if s.to_ledger_id != self.ledger.id().0 {
             return Err(Status::invalid_argument(format!(
