@@ -61,8 +61,10 @@ pub struct Layout {
     leaf_index: Vec<u8>,
 }
 
-/// Room for a packed 32-byte string (with a few escaped zero bytes) and an integer or two.
-const VARIABLE_PART: usize = 56;
+/// Room for the variable part of the longest hot key, the owner index's: two packed 32-byte
+/// strings (with a few escaped zero bytes) and an integer (a smaller guess made every owner
+/// key grow once).
+const VARIABLE_PART: usize = 88;
 
 /// `prefix` followed by the packed `rest`: equal to packing the whole tuple, since a tuple
 /// packs as the concatenation of its packed elements.
