@@ -8,13 +8,19 @@
 //! by thread, its mean verify batch and commit group, its fsyncs per second and the keys the
 //! store wrote per transfer: on a shared machine these move less than transfers/s do.
 //!
+//! Batches and single calls each run twice: at a moderate concurrency (8 batches of 512 in
+//! flight; 512 callers) and at a saturating one (32 batches; 2048 callers), which buys
+//! throughput with latency: the bigger store batches cost less per transfer.
+//!
 //! Run: `cargo bench -p cbdc-ledger --bench ledger`. `CBDC_BENCH_TRANSFERS` (default 60000)
 //! sets the transfers per mode; `CBDC_BENCH_BATCH` (512) the batch size;
-//! `CBDC_BENCH_CALLERS` (512) the concurrent single callers; `CBDC_BENCH_CHANNELS` (4) the
-//! client's connections; `CBDC_BENCH_ONLY=batches|singles|direct` runs one mode.
+//! `CBDC_BENCH_IN_FLIGHT` the batches in flight (one level instead of 8 and 32);
+//! `CBDC_BENCH_CALLERS` the concurrent single callers (one level instead of 512 and 2048);
+//! `CBDC_BENCH_CHANNELS` (4) the client's connections; `CBDC_BENCH_ONLY=batches|singles|direct`
+//! runs one kind.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cbdc_core::validate::check_stateless_batch;
 use cbdc_core::{
@@ -466,12 +472,44 @@ fn raw_batch_verify(transfers: &[Transfer]) -> f64 {
     rates[rates.len() / 2]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let n = env("CBDC_BENCH_TRANSFERS", 60_000);
-    let batch = env("CBDC_BENCH_BATCH", 512);
+/// What one row of the report drives.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// `SubmitTransfers`, this many batches in flight.
+    Batches(usize),
+    /// `SubmitTransfer`, this many concurrent callers.
+    Singles(usize),
+    /// `Ledger::submit` in process, batches in flight.
+    Direct(usize),
+}
+
+impl Mode {
+    fn kind(self) -> &'static str {
+        match self {
+            Mode::Batches(_) => "batches",
+            Mode::Singles(_) => "singles",
+            Mode::Direct(_) => "direct",
+        }
+    }
+
+    fn name(self, batch: usize) -> String {
+        match self {
+            Mode::Batches(k) => format!("SubmitTransfers, batches of {batch}, {k} in flight"),
+            Mode::Singles(k) => format!("SubmitTransfer, {k} concurrent callers"),
+            Mode::Direct(k) => format!("Ledger::submit in process (no gRPC), {batch} x {k}"),
+        }
+    }
+}
+
+/// A ledger service on a fresh store, and clients connected to it.
+struct Service {
+    running: cbdc_ledger::RunningLedger,
+    clients: Vec<LedgerServiceClient<Channel>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(central_bank: &Keypair) -> Service {
     let dir = tempfile::tempdir().expect("tempdir");
-    let central_bank = Keypair::from_seed(&[0xcb; 32]);
     let mut config = LedgerConfig::local(LEDGER.0, dir.path());
     config.central_bank_public_key = Some(hex::encode(central_bank.public().as_bytes()));
     let running = cbdc_ledger::serve(config, Shutdown::new())
@@ -487,120 +525,106 @@ async fn main() {
                 .max_encoding_message_size(64 << 20),
         );
     }
-    println!(
-        "ledger service, embedded store with fsync, gRPC on loopback, {n} presigned 1-input/2-output transfers per mode"
-    );
-    // CBDC_BENCH_ONLY=batches|singles|direct runs just that mode (for profiling).
-    let only = std::env::var("CBDC_BENCH_ONLY").unwrap_or_default();
-    let runs = |mode: &str| only.is_empty() || only == mode;
-    let callers = env("CBDC_BENCH_CALLERS", 512);
-    let t0 = Instant::now();
-    let mut modes = 0;
-    let mut prepare = async |mode: &str, tag: u8| {
-        if !runs(mode) {
-            return None;
-        }
-        modes += 1;
-        Some(Setup {
-            transfers: setup(&clients, &central_bank, n, tag).await,
-            clients: clients.clone(),
-        })
-    };
-    let batched = prepare("batches", 1).await;
-    let singles = prepare("singles", 2).await;
-    let direct = prepare("direct", 3).await;
-    println!(
-        "setup (minting and presigning {} transfers): {:.1} s",
-        modes * n,
-        t0.elapsed().as_secs_f64()
-    );
+    Service {
+        running,
+        clients,
+        _dir: dir,
+    }
+}
 
-    let sample = [&batched, &singles, &direct]
-        .into_iter()
-        .flatten()
-        .next()
-        .expect("a mode runs");
-    let raw = raw_batch_verify(&sample.transfers);
-    let none = || Figures {
-        per_s: 0.0,
-        p50_ms: 0.0,
-        p99_ms: 0.0,
-        cpu_us: 0.0,
-        threads: String::new(),
-    };
-    let ledger = running.ledger.clone();
-    let mut batches_seen = Vec::new();
-    let (before, t) = (batching(&ledger), Instant::now());
-    let b = match &batched {
-        Some(batched) => run_batches(batched, batch, 8).await,
-        None => none(),
-    };
-    batches_seen.push(batching_since(
-        &ledger,
-        before,
-        t.elapsed().as_secs_f64(),
-        n,
-    ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (before, t) = (batching(&ledger), Instant::now());
-    let s = match &singles {
-        Some(singles) => run_singles(singles, callers).await,
-        None => none(),
-    };
-    batches_seen.push(batching_since(
-        &ledger,
-        before,
-        t.elapsed().as_secs_f64(),
-        n,
-    ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (before, t) = (batching(&ledger), Instant::now());
-    let d = match direct {
-        Some(direct) => run_in_process(&running.ledger, direct.transfers, batch, 8).await,
-        None => none(),
-    };
-    batches_seen.push(batching_since(
-        &ledger,
-        before,
-        t.elapsed().as_secs_f64(),
-        n,
-    ));
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n = env("CBDC_BENCH_TRANSFERS", 60_000);
+    let batch = env("CBDC_BENCH_BATCH", 512);
+    let central_bank = Keypair::from_seed(&[0xcb; 32]);
     println!(
-        "{:<46} {:>12} {:>9} {:>9} {:>14}",
+        "ledger service, embedded store with fsync, gRPC on loopback, {n} presigned 1-input/2-output transfers per mode, each mode on a fresh store"
+    );
+    // The default concurrency of each kind, then a saturating one (more latency, more
+    // throughput); CBDC_BENCH_IN_FLIGHT and CBDC_BENCH_CALLERS pick one level instead.
+    let levels = |var: &str, default: [usize; 2]| match std::env::var(var).ok() {
+        Some(_) => vec![env(var, default[0])],
+        None => default.to_vec(),
+    };
+    let mut modes: Vec<Mode> = Vec::new();
+    modes.extend(
+        levels("CBDC_BENCH_IN_FLIGHT", [8, 32])
+            .into_iter()
+            .map(Mode::Batches),
+    );
+    modes.extend(
+        levels("CBDC_BENCH_CALLERS", [512, 2048])
+            .into_iter()
+            .map(Mode::Singles),
+    );
+    modes.push(Mode::Direct(8));
+    // CBDC_BENCH_ONLY=batches|singles|direct runs just that kind (for profiling).
+    let only = std::env::var("CBDC_BENCH_ONLY").unwrap_or_default();
+    modes.retain(|m| only.is_empty() || only == m.kind());
+    assert!(
+        !modes.is_empty(),
+        "CBDC_BENCH_ONLY: batches, singles or direct"
+    );
+    let mut raw = 0.0;
+    let mut retries = 0;
+    let mut results = Vec::new();
+    for (i, mode) in modes.iter().enumerate() {
+        let service = start(&central_bank).await;
+        let t0 = Instant::now();
+        let setup = Setup {
+            transfers: setup(&service.clients, &central_bank, n, i as u8 + 1).await,
+            clients: service.clients.clone(),
+        };
+        println!(
+            "{}: setup (minting and presigning {n} transfers) {:.1} s",
+            mode.name(batch),
+            t0.elapsed().as_secs_f64()
+        );
+        if i == 0 {
+            raw = raw_batch_verify(&setup.transfers);
+        }
+        let ledger = service.running.ledger.clone();
+        let (before, t) = (batching(&ledger), Instant::now());
+        let figures = match *mode {
+            Mode::Batches(k) => run_batches(&setup, batch, k).await,
+            Mode::Singles(k) => run_singles(&setup, k).await,
+            Mode::Direct(k) => run_in_process(&ledger, setup.transfers, batch, k).await,
+        };
+        let seen = batching_since(&ledger, before, t.elapsed().as_secs_f64(), n);
+        retries += ledger.metrics().store_retries.get();
+        results.push((*mode, figures, seen));
+        drop(ledger);
+        service.running.stop().await.expect("stops");
+    }
+    println!(
+        "{:<50} {:>12} {:>9} {:>9} {:>14}",
         "mode", "transfers/s", "p50 ms", "p99 ms", "CPU us/transfer"
     );
-    let row = |name: String, f: &Figures| {
+    for (mode, f, _) in &results {
         println!(
-            "{:<46} {:>12.0} {:>9.2} {:>9.2} {:>14.1}",
-            name, f.per_s, f.p50_ms, f.p99_ms, f.cpu_us
-        )
-    };
-    row(
-        format!("SubmitTransfers, batches of {batch}, 8 in flight"),
-        &b,
-    );
-    row(format!("SubmitTransfer, {callers} concurrent callers"), &s);
-    row(format!("Ledger::submit in process (no gRPC), {batch}"), &d);
+            "{:<50} {:>12.0} {:>9.2} {:>9.2} {:>14.1}",
+            mode.name(batch),
+            f.per_s,
+            f.p50_ms,
+            f.p99_ms,
+            f.cpu_us
+        );
+    }
     println!("CPU us/transfer by thread:");
-    for ((name, f), seen) in [("batches", &b), ("singles", &s), ("in process", &d)]
-        .into_iter()
-        .zip(&batches_seen)
-    {
-        if !f.threads.is_empty() {
-            println!("  {name}: {}; {seen}", f.threads);
-        }
+    for (mode, f, seen) in &results {
+        println!("  {}: {}; {seen}", mode.name(batch), f.threads);
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     println!(
         "raw check_stateless_batch (1024 per batch), one core: {raw:.0} transfers/s ({:.0} on {cores} cores)",
         raw * cores as f64
     );
-    println!(
-        "batched service rate = {:.2} x one core's raw batch verify; singles = {:.2} x",
-        b.per_s / raw,
-        s.per_s / raw
-    );
-    let stats = running.ledger.metrics();
-    println!("store retries: {}", stats.store_retries.get());
-    running.stop().await.expect("stops");
+    for (mode, f, _) in &results {
+        println!(
+            "{} = {:.2} x one core's raw batch verify",
+            mode.name(batch),
+            f.per_s / raw
+        );
+    }
+    println!("store retries: {retries}");
 }
