@@ -270,6 +270,7 @@ enum PackedOp {
 }
 
 /// A write as the resolver and the writer see it, borrowing from a [`WriteSet`].
+#[derive(Clone, Copy)]
 enum Write<'a> {
     Set(&'a [u8]),
     Clear,
@@ -954,74 +955,13 @@ fn apply_batch(
     fsync: bool,
     counters: &mut CounterCache,
 ) -> Result<(), StoreError> {
-    let mut range_cleared = false;
-    // The batch's own writes so far (value None = cleared; flag = changed by an atomic add),
-    // so that later transactions of the batch build on earlier ones (atomic adds, range
-    // clears) before anything reaches fjall. A hash map: the keys' order does not matter to
-    // the write batch, and range clears, which need it, are rare.
-    type Overlay<'a> = rustc_hash::FxHashMap<Cow<'a, [u8]>, (Option<Cow<'a, [u8]>>, bool)>;
-    let mut overlay: Overlay<'_> = Default::default();
-    overlay.reserve(batch.iter().map(|tx| tx.writes.len()).sum());
-    for tx in batch {
-        for (b, e) in &tx.cleared {
-            range_cleared = true;
-            for (k, (v, _)) in overlay.iter_mut() {
-                if b.as_slice() <= k.as_ref() && k.as_ref() < e.as_slice() {
-                    *v = None;
-                }
-            }
-            for row in shared.data.range(b.clone()..e.clone()) {
-                let (k, _) = row.map_err(io)?;
-                overlay.insert(Cow::Owned(k.to_vec()), (None, false));
-            }
-        }
-        for (key, op) in tx.writes.iter() {
-            let value = match op {
-                Write::Set(v) => (Some(Cow::Borrowed(v)), false),
-                Write::Clear => (None, false),
-                Write::Add(delta) => {
-                    let base = match overlay.get(key) {
-                        Some((v, _)) => v.as_deref().map(|v| v.to_vec()),
-                        None if !range_cleared => match counters.values.get(key) {
-                            Some(cached) => cached.clone(),
-                            None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
-                        },
-                        None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
-                    };
-                    (Some(Cow::Owned(apply_add(base.as_deref(), delta))), true)
-                }
-            };
-            overlay.insert(Cow::Borrowed(key), value);
-        }
-    }
-    // The cache after this batch: a range clear forgets everything; otherwise added keys take
-    // their new values and other written keys are forgotten.
-    if range_cleared {
-        counters.values.clear();
-    } else {
-        let added = overlay.values().filter(|(_, added)| *added).count();
-        if counters.values.len() + added > COUNTER_CACHE_MAX {
-            counters.values.clear();
-        }
-        for (key, (value, added)) in &overlay {
-            if *added {
-                let value = value.as_ref().map(|v| v.to_vec());
-                // A hot counter keeps its cached key; only its value is replaced.
-                match counters.values.get_mut(key.as_ref()) {
-                    Some(cached) => *cached = value,
-                    None => {
-                        counters.values.insert(key.to_vec(), value);
-                    }
-                }
-            } else if !counters.values.is_empty() {
-                counters.values.remove(key.as_ref());
-            }
-        }
-    }
     // In key order: consecutive inserts into the memtable's skiplist then walk mostly the
     // same (cached) nodes.
-    let mut rows: Vec<_> = overlay.into_iter().map(|(k, (v, _))| (k, v)).collect();
-    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let rows = if batch.iter().all(|tx| tx.cleared.is_empty()) {
+        merge_sorted(shared, batch, counters)?
+    } else {
+        merge_with_range_clears(shared, batch, counters)?
+    };
     // Sized up front: the batch's items are large, and growing it moved them all each time.
     // Buffer durability is what `Keyspace::batch` sets; the fsync follows below.
     let mut write = fjall::Batch::with_capacity(shared.keyspace.clone(), rows.len() + 1)
@@ -1046,6 +986,139 @@ fn apply_batch(
             .map_err(|_| StoreError::CommitUnknownResult)?;
     }
     Ok(())
+}
+
+/// A batch's net writes, one per key in key order (value `None` = cleared).
+type NetWrites<'a> = Vec<(Cow<'a, [u8]>, Option<Cow<'a, [u8]>>)>;
+
+/// The stored value of `key` before this batch, for an atomic add: the counter cache's if it
+/// has the key, else storage's.
+fn add_base(
+    shared: &Shared,
+    counters: &CounterCache,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match counters.values.get(key) {
+        Some(cached) => Ok(cached.clone()),
+        None => Ok(shared.data.get(key).map_err(io)?.map(|v| v.to_vec())),
+    }
+}
+
+/// The common case, a batch without range clears: every write, sorted by key (stably, so one
+/// key's writes stay in commit order), folded per key, later transactions building on
+/// earlier ones. One sort and no map: most keys are written once.
+fn merge_sorted<'a>(
+    shared: &Shared,
+    batch: &'a [Resolved],
+    counters: &mut CounterCache,
+) -> Result<NetWrites<'a>, StoreError> {
+    let mut all: Vec<(&'a [u8], Write<'a>)> =
+        Vec::with_capacity(batch.iter().map(|tx| tx.writes.len()).sum());
+    for tx in batch {
+        all.extend(tx.writes.iter());
+    }
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    let mut rows: NetWrites<'a> = Vec::with_capacity(all.len());
+    let mut i = 0;
+    while i < all.len() {
+        let key = all[i].0;
+        // The key's value so far in this batch (`None`: not written yet), and whether an
+        // atomic add wrote it last.
+        let mut value: Option<Option<Cow<'a, [u8]>>> = None;
+        let mut added = false;
+        while let Some(&(k, op)) = all.get(i)
+            && k == key
+        {
+            match op {
+                Write::Set(v) => {
+                    value = Some(Some(Cow::Borrowed(v)));
+                    added = false;
+                }
+                Write::Clear => {
+                    value = Some(None);
+                    added = false;
+                }
+                Write::Add(delta) => {
+                    let base = match value.take() {
+                        Some(v) => v.map(Cow::into_owned),
+                        None => add_base(shared, counters, key)?,
+                    };
+                    value = Some(Some(Cow::Owned(apply_add(base.as_deref(), delta))));
+                    added = true;
+                }
+            }
+            i += 1;
+        }
+        let value = value.expect("a run holds at least one write");
+        // The cache after this batch: added keys take their new values, other written keys
+        // are forgotten; when full it starts over.
+        if added {
+            let new = value.as_ref().map(|v| v.to_vec());
+            match counters.values.get_mut(key) {
+                // A hot counter keeps its cached key; only its value is replaced.
+                Some(cached) => *cached = new,
+                None => {
+                    if counters.values.len() >= COUNTER_CACHE_MAX {
+                        counters.values.clear();
+                    }
+                    counters.values.insert(key.to_vec(), new);
+                }
+            }
+        } else if !counters.values.is_empty() {
+            counters.values.remove(key);
+        }
+        rows.push((Cow::Borrowed(key), value));
+    }
+    Ok(rows)
+}
+
+/// A batch with range clears: the batch's writes in a map, so that a range clear also clears
+/// what earlier transactions of the batch wrote, and the cache is dropped.
+fn merge_with_range_clears<'a>(
+    shared: &Shared,
+    batch: &'a [Resolved],
+    counters: &mut CounterCache,
+) -> Result<NetWrites<'a>, StoreError> {
+    // The batch's own writes so far (value None = cleared), so that later transactions of the
+    // batch build on earlier ones before anything reaches fjall.
+    type Overlay<'a> = rustc_hash::FxHashMap<Cow<'a, [u8]>, Option<Cow<'a, [u8]>>>;
+    let mut overlay: Overlay<'_> = Default::default();
+    overlay.reserve(batch.iter().map(|tx| tx.writes.len()).sum());
+    let mut range_cleared = false;
+    for tx in batch {
+        for (b, e) in &tx.cleared {
+            range_cleared = true;
+            for (k, v) in overlay.iter_mut() {
+                if b.as_slice() <= k.as_ref() && k.as_ref() < e.as_slice() {
+                    *v = None;
+                }
+            }
+            for row in shared.data.range(b.clone()..e.clone()) {
+                let (k, _) = row.map_err(io)?;
+                overlay.insert(Cow::Owned(k.to_vec()), None);
+            }
+        }
+        for (key, op) in tx.writes.iter() {
+            let value = match op {
+                Write::Set(v) => Some(Cow::Borrowed(v)),
+                Write::Clear => None,
+                Write::Add(delta) => {
+                    let base = match overlay.get(key) {
+                        Some(v) => v.as_deref().map(|v| v.to_vec()),
+                        None if !range_cleared => add_base(shared, counters, key)?,
+                        None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
+                    };
+                    Some(Cow::Owned(apply_add(base.as_deref(), delta)))
+                }
+            };
+            overlay.insert(Cow::Borrowed(key), value);
+        }
+    }
+    // A range clear may have removed cached counters: forget them all.
+    counters.values.clear();
+    let mut rows: NetWrites<'a> = overlay.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(rows)
 }
 
 #[cfg(test)]

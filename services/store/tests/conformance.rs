@@ -352,6 +352,70 @@ async fn atomic_adds_from_many_tasks_never_conflict_and_sum_exactly() {
     }
 }
 
+/// Many concurrent blind transactions on a few keys (sets, clears, atomic adds and, in a
+/// second round, range clears over them) commit together in shared batches; the stored
+/// values are those of applying each transaction in versionstamp order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_blind_writes_land_as_if_applied_in_commit_order() {
+    #[derive(Clone, Copy, Debug)]
+    enum Op {
+        Set(i64),
+        Clear,
+        Add(i64),
+        ClearAll,
+    }
+    for with_range_clears in [false, true] {
+        for f in backends("mixed") {
+            let f = Arc::new(f);
+            let keys: Vec<Vec<u8>> = (0..3).map(|i| f.key("m", i)).collect();
+            let (all_b, all_e) = (f.key("m", 0), f.key("m", 3));
+            let mut tasks = Vec::new();
+            for t in 0..200i64 {
+                let (f, keys) = (Arc::clone(&f), keys.clone());
+                let (all_b, all_e) = (all_b.clone(), all_e.clone());
+                tasks.push(tokio::spawn(async move {
+                    let key = (t % 3) as usize;
+                    let op = match t % 7 {
+                        0 => Op::Set(t * 1000),
+                        1 => Op::Clear,
+                        5 if with_range_clears => Op::ClearAll,
+                        _ => Op::Add(t + 1),
+                    };
+                    let mut tx = f.db.create_transaction().unwrap();
+                    match op {
+                        Op::Set(v) => tx.set(&keys[key], v.to_le_bytes()).unwrap(),
+                        Op::Clear => tx.clear(&keys[key]).unwrap(),
+                        Op::Add(d) => tx.atomic_add(&keys[key], d).unwrap(),
+                        Op::ClearAll => tx.clear_range(&all_b, &all_e).unwrap(),
+                    }
+                    (tx.commit().await.unwrap(), key, op)
+                }));
+            }
+            let mut done = Vec::new();
+            for t in tasks {
+                done.push(t.await.unwrap());
+            }
+            done.sort_by_key(|(stamp, _, _)| *stamp);
+            let mut want: [Option<i64>; 3] = [None; 3];
+            for (_, key, op) in done {
+                match op {
+                    Op::Set(v) => want[key] = Some(v),
+                    Op::Clear => want[key] = None,
+                    Op::Add(d) => want[key] = Some(want[key].unwrap_or(0) + d),
+                    Op::ClearAll => want = [None; 3],
+                }
+            }
+            for (key, want) in keys.iter().zip(want) {
+                assert_eq!(
+                    read(&f, key).await,
+                    want.map(|v| v.to_le_bytes().to_vec()),
+                    "range clears: {with_range_clears}"
+                );
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versionstamps_increase_strictly_in_commit_order() {
     for f in backends("versionstamp") {
