@@ -86,8 +86,8 @@ impl Verifier {
                             Ok(()) => Some(Verdict::Valid(t)),
                         });
                     }
-                    // A stopped committer drops the tickets' senders: the callers answer
-                    // "stopped".
+                    // A stopped committer gives no tickets: the verdicts then end short and
+                    // the callers from the first missing one on answer "stopped".
                     let tickets = committer.enqueue_each(to_commit).await.unwrap_or_default();
                     for (slot, ticket) in queued.into_iter().zip(tickets) {
                         out[slot] = Some(Verdict::Queued(ticket));
