@@ -868,18 +868,22 @@ async fn grouped_commits_take_consecutive_leaves_across_tree_chunks() {
     use cbdc_core::audit::verify_receipt;
     use cbdc_core::merkle::verify_consistency;
     use cbdc_core::{OutPoint, UnixSeconds};
+    use cbdc_ledger::audit::SEQUENCE_LEAVES_MAX;
     use cbdc_ledger::layout::NODE_CHUNK_LEAVES;
     use sha2::Digest;
 
-    let mut net = LedgerNet::start(1).await;
+    // The test sequences by hand: the service's own sequencer steps once at start, then
+    // waits an hour.
+    let mut net = LedgerNet::start_with(1, |c| c.sequencer_interval_ms = 3_600_000).await;
     let ledger = net.ledger().clone();
     let vault = ledger.operator_key();
     let amount = yuan("1.00");
     let mut txids = Vec::new();
     let mut checkpoints = Vec::new();
     // Deliveries in batches (one store transaction each), sequenced after some of them, so
-    // that chunks and commits start and end at different leaves.
-    let batches = [5usize, 700, 1, 400, 300];
+    // that chunks and commits start and end at different leaves; the last sequencing has
+    // more leaves than one sequencer step takes.
+    let batches = [5usize, 700, 1, 400, 300, 1024, 1024, 1024, 1000, 7];
     for (b, &n) in batches.iter().enumerate() {
         let settlements = (0..n)
             .map(|i| {
@@ -905,11 +909,17 @@ async fn grouped_commits_take_consecutive_leaves_across_tree_chunks() {
             .into_inner()
             .results;
         assert_eq!(results.len(), n);
-        if b % 2 == 1 {
+        if b == 1 || b == 3 {
             ledger.sequence_all().await.unwrap();
             checkpoints.push(ledger.checkpoint().await.unwrap().expect("a checkpoint"));
         }
     }
+    let step = ledger.sequence().await.unwrap();
+    assert!(
+        !step.caught_up,
+        "one step stops after {SEQUENCE_LEAVES_MAX} leaves"
+    );
+    assert!(step.appended >= SEQUENCE_LEAVES_MAX);
     ledger.sequence_all().await.unwrap();
     let last = ledger.checkpoint().await.unwrap().expect("a checkpoint");
     let total = txids.len() as u64;

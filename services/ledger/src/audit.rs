@@ -31,8 +31,9 @@ use crate::layout::{NODE_CHUNK_LEAVES, POSITION_LEN, STAMP_LEN};
 use crate::ledger::{Ledger, LedgerError, position};
 use crate::records::{Corrupt, TransferRecord, counter_amount};
 
-/// Log entries (commits) read by one sequencer step, at most.
-pub const SEQUENCE_BATCH_MAX: usize = 2048;
+/// Log entries (commits) read by one sequencer step, at most: each holds up to
+/// [`crate::layout::LOG_ENTRY_TXIDS_MAX`] txids, so a step reads at most 16 MiB of log.
+pub const SEQUENCE_BATCH_MAX: usize = 512;
 /// Leaves one sequencer step appends before it stops taking more log entries (it finishes
 /// the entry it is in, so a step appends fewer than this plus
 /// [`crate::layout::LOG_ENTRY_TXIDS_MAX`]).
@@ -192,7 +193,8 @@ fn node_offset(first: u64, leaf: u64, level: u32, len: usize) -> Option<(u64, us
 }
 
 impl Ledger {
-    /// One sequencer step: appends up to [`SEQUENCE_BATCH_MAX`] log entries to the Merkle
+    /// One sequencer step: appends the transfers of up to [`SEQUENCE_BATCH_MAX`] log entries
+    /// (stopping after the entry that reaches [`SEQUENCE_LEAVES_MAX`] leaves) to the Merkle
     /// tree; if that reached the end of the log, signs a new checkpoint when the size or the
     /// totals changed.
     pub async fn sequence(&self) -> Result<Sequenced, LedgerError> {
