@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use cbdc_core::messages::{Signed, WalletAction};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{KycTier, Lock, TransferBuilder, Txid};
 use cbdc_proto::convert::to_signed_transfer;
@@ -157,14 +158,15 @@ async fn wallets_vault_payments_history_and_replay() {
     let t = net.build_signed(&bob, &[(&vault, "100.00")]).await.unwrap();
     let address = net.address(&bob.public());
     let direction = Direction::WalletToDeposit as i32;
-    let sig = cbdc_ledger::service::sign_exchange(
-        &net.operator,
-        &address,
-        "red-1",
-        "100.00",
+    let sig = cbdc_core::messages::OperatorOrder::Exchange {
+        address: &address,
+        request_id: "red-1",
+        amount: "100.00",
         direction,
-        Some(&t.txid()),
-    );
+        wallet_transfer: Some(t.txid()),
+    }
+    .sign(&net.operator)
+    .to_vec();
     let redeemed = net
         .client
         .exchange(v1::ExchangeRequest {
@@ -194,14 +196,15 @@ async fn one_request_id_pays_once_even_when_raced() {
     let a = net.open_wallet(1, KycTier::Class1).await;
     let address = net.address(&a.public());
     let direction = Direction::DepositToWallet as i32;
-    let sig = cbdc_ledger::service::sign_exchange(
-        &net.operator,
-        &address,
-        "same",
-        "10.00",
+    let sig = cbdc_core::messages::OperatorOrder::Exchange {
+        address: &address,
+        request_id: "same",
+        amount: "10.00",
         direction,
-        None,
-    );
+        wallet_transfer: None,
+    }
+    .sign(&net.operator)
+    .to_vec();
     let calls = (0..8).map(|_| {
         let mut client = net.client.clone();
         let request = v1::ExchangeRequest {
@@ -247,14 +250,15 @@ async fn concurrent_exchanges_from_one_vault_all_complete() {
         let mut client = net.client.clone();
         let address = net.address(&w.public());
         let id = format!("dep-{i}");
-        let sig = cbdc_ledger::service::sign_exchange(
-            &net.operator,
-            &address,
-            &id,
-            "50.00",
+        let sig = cbdc_core::messages::OperatorOrder::Exchange {
+            address: &address,
+            request_id: &id,
+            amount: "50.00",
             direction,
-            None,
-        );
+            wallet_transfer: None,
+        }
+        .sign(&net.operator)
+        .to_vec();
         async move {
             client
                 .exchange(v1::ExchangeRequest {
@@ -582,7 +586,7 @@ async fn daily_cap_resets_at_local_midnight_and_frozen_wallets_only_receive() {
     assert_eq!(net.balance(&anon.public()).await, "3999.99");
 
     // Frozen: cannot spend, can receive; unfrozen: spends again. Close needs zero balance.
-    let freeze = net.wallet_action(&net.operator, "freeze", &anon.public(), "f1");
+    let freeze = net.wallet_action(&net.operator, WalletAction::Freeze, &anon.public(), "f1");
     let w = net.client.freeze_wallet(freeze).await.unwrap().into_inner();
     assert_eq!(w.status, v1::WalletStatus::Frozen as i32);
     let err = net.pay(&anon, &shop_addr, "1.00").await.unwrap_err();
@@ -594,9 +598,9 @@ async fn daily_cap_resets_at_local_midnight_and_frozen_wallets_only_receive() {
     net.pay(&shop, &net.address(&anon.public()), "1.00")
         .await
         .unwrap();
-    let unfreeze = net.wallet_action(&net.operator, "unfreeze", &anon.public(), "f2");
+    let unfreeze = net.wallet_action(&net.operator, WalletAction::Unfreeze, &anon.public(), "f2");
     net.client.unfreeze_wallet(unfreeze).await.unwrap();
-    let close = net.wallet_action(&net.operator, "close", &anon.public(), "c1");
+    let close = net.wallet_action(&net.operator, WalletAction::Close, &anon.public(), "c1");
     let err = net.client.close_wallet(close.clone()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("zero balance"), "{}", err.message());

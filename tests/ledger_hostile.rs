@@ -1,12 +1,12 @@
 //! Hostile requests against the ledger service over gRPC: each is answered with a precise
 //! status and message, and none of them changes a balance, a wallet or the log.
 
+use cbdc_core::messages::{OpenProof, Signed, WalletAction};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{
     Address, Amount, Keypair, KycTier, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, Txid,
     UnixSeconds,
 };
-use cbdc_ledger::ledger::open_message;
 use cbdc_proto::convert::to_signed_transfer;
 use cbdc_proto::v1;
 use cbdc_tests::{ANON, Direction, LedgerNet, yuan};
@@ -108,7 +108,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         .await
         .unwrap();
     net.submit(&spent).await.unwrap();
-    let freeze = net.wallet_action(&net.operator, "freeze", &frozen.public(), "fz");
+    let freeze = net.wallet_action(&net.operator, WalletAction::Freeze, &frozen.public(), "fz");
     net.client.freeze_wallet(freeze).await.unwrap();
 
     let keys = [
@@ -545,7 +545,8 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     t.check("address typo", r, Code::InvalidArgument, "address:");
 
     // ----- operator authority -----
-    let mut unsigned = net.wallet_action(&net.operator, "freeze", &alice.public(), "x1");
+    let mut unsigned =
+        net.wallet_action(&net.operator, WalletAction::Freeze, &alice.public(), "x1");
     unsigned.operator_signature.clear();
     let r = net.client.freeze_wallet(unsigned).await;
     t.check(
@@ -554,7 +555,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         Code::PermissionDenied,
         "operator_signature: 0 bytes",
     );
-    let forged = net.wallet_action(&mallory, "freeze", &alice.public(), "x2");
+    let forged = net.wallet_action(&mallory, WalletAction::Freeze, &alice.public(), "x2");
     let r = net.client.freeze_wallet(forged).await;
     t.check(
         "freeze signed by a stranger",
@@ -562,7 +563,8 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         Code::PermissionDenied,
         "does not verify",
     );
-    let mut swapped = net.wallet_action(&net.operator, "unfreeze", &alice.public(), "x3");
+    let mut swapped =
+        net.wallet_action(&net.operator, WalletAction::Unfreeze, &alice.public(), "x3");
     swapped.reason = "changed after signing".into();
     let r = net.client.freeze_wallet(swapped).await;
     t.check(
@@ -571,14 +573,15 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         Code::PermissionDenied,
         "does not verify",
     );
-    let sig = cbdc_ledger::service::sign_exchange(
-        &mallory,
-        &net.address(&mallory.public()),
-        "steal",
-        "1000.00",
-        Direction::DepositToWallet as i32,
-        None,
-    );
+    let sig = cbdc_core::messages::OperatorOrder::Exchange {
+        address: &net.address(&mallory.public()),
+        request_id: "steal",
+        amount: "1000.00",
+        direction: Direction::DepositToWallet as i32,
+        wallet_transfer: None,
+    }
+    .sign(&mallory)
+    .to_vec();
     let r = net
         .client
         .exchange(v1::ExchangeRequest {
@@ -617,14 +620,15 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         .build_signed(&alice, &[(&net.address(&net.operator.public()), "5.00")])
         .await
         .unwrap();
-    let sig = cbdc_ledger::service::sign_exchange(
-        &net.operator,
-        &alice_addr,
-        "red",
-        "6.00",
-        Direction::WalletToDeposit as i32,
-        Some(&to_vault.txid()),
-    );
+    let sig = cbdc_core::messages::OperatorOrder::Exchange {
+        address: &alice_addr,
+        request_id: "red",
+        amount: "6.00",
+        direction: Direction::WalletToDeposit as i32,
+        wallet_transfer: Some(to_vault.txid()),
+    }
+    .sign(&net.operator)
+    .to_vec();
     let r = net
         .client
         .exchange(v1::ExchangeRequest {
@@ -650,9 +654,12 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         public_key: newcomer.public().as_bytes().to_vec(),
         tier: tier as i32,
         phone_hash: Vec::new(),
-        signature: signer
-            .sign(&open_message(ledger, &newcomer.public()))
-            .to_vec(),
+        signature: OpenProof {
+            ledger,
+            key: newcomer.public(),
+        }
+        .sign(signer)
+        .to_vec(),
     };
     for (name, request, code, needle) in [
         (

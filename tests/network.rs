@@ -4,9 +4,10 @@
 //! verified offline; and hostile inputs to the central bank refused with nothing changed.
 
 use cbdc_core::audit::{Checkpoint, verify_receipt};
-use cbdc_core::messages::{admin_message, bank_settle_message};
+use cbdc_core::messages::{
+    AdminOrder, BankRequest, Countersignature, OperatorOrder, OperatorStatus, Signed,
+};
 use cbdc_core::{Amount, Keypair, KycTier, LedgerId, PublicKey, Txid};
-use cbdc_ledger::ledger::operator_message;
 use cbdc_proto::convert;
 use cbdc_proto::v1;
 use cbdc_tests::network::Network;
@@ -44,11 +45,7 @@ async fn redeem(
     request_id: &str,
 ) -> v1::TransferResult {
     let b = net.bank(bank);
-    let sig = b.operator.sign(&operator_message(&[
-        b"redeem",
-        amount.as_bytes(),
-        request_id.as_bytes(),
-    ]));
+    let sig = OperatorOrder::Redeem { amount, request_id }.sign(&b.operator);
     b.client
         .redeem(v1::RedeemRequest {
             amount: amount.into(),
@@ -277,7 +274,13 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
         transfer: Some(t.clone()),
         from_ledger_id: from,
         operator_signature: signer
-            .sign(&bank_settle_message(LedgerId(from), &txid))
+            .sign(
+                &BankRequest::Settle {
+                    from: LedgerId(from),
+                    txid: &txid,
+                }
+                .signing_bytes(),
+            )
             .to_vec(),
     };
     let stranger = Keypair::from_seed(&[0x55; 32]);
@@ -331,9 +334,12 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
         from_ledger_id: 1,
         to_ledger_id: 2,
         amount: "50.00".into(),
-        central_bank_signature: stranger
-            .sign(&cbdc_core::messages::settle_message(&txid, LedgerId(2)))
-            .to_vec(),
+        central_bank_signature: Countersignature {
+            txid,
+            to_ledger: LedgerId(2),
+        }
+        .sign(&stranger)
+        .to_vec(),
     };
     let e = net
         .bank(2)
@@ -363,9 +369,12 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
                 from_ledger_id: 1,
                 to_ledger_id: 2,
                 amount: "50.00".into(),
-                central_bank_signature: cb_key
-                    .sign(&cbdc_core::messages::settle_message(&txid, LedgerId(2)))
-                    .to_vec(),
+                central_bank_signature: Countersignature {
+                    txid,
+                    to_ledger: LedgerId(2),
+                }
+                .sign(&cb_key)
+                .to_vec(),
             }),
         })
         .await
@@ -470,21 +479,25 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
     assert_eq!(net.bank(2).balance(&bob.public()).await, bob_before);
 
     // A suspended bank's outbox waits; reactivated, it settles.
-    let set_status = |net: &Network, status: v1::OperatorStatus, word: &str, id: &str| {
+    let set_status = |net: &Network, status: v1::OperatorStatus, id: &str| {
+        let signed = match status {
+            v1::OperatorStatus::Suspended => OperatorStatus::Suspended,
+            _ => OperatorStatus::Active,
+        };
         v1::SetOperatorStatusRequest {
             ledger_id: 1,
             status: status as i32,
             request_id: id.into(),
-            admin_signature: net
-                .admin
-                .sign(&admin_message(
-                    "status",
-                    &[b"1", word.as_bytes(), id.as_bytes()],
-                ))
-                .to_vec(),
+            admin_signature: AdminOrder::SetStatus {
+                ledger: LedgerId(1),
+                status: signed,
+                request_id: id,
+            }
+            .sign(&net.admin)
+            .to_vec(),
         }
     };
-    let r = set_status(&net, v1::OperatorStatus::Suspended, "suspended", "s1");
+    let r = set_status(&net, v1::OperatorStatus::Suspended, "s1");
     net.cb.set_operator_status(r).await.expect("suspends");
     let paid = net
         .bank(1)
@@ -500,7 +513,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
     assert_eq!(net.bank(2).balance(&bob.public()).await, "50.00");
     let a = net.audit().await;
     assert!(a.balanced, "value in the outbox still counts: {a:#?}");
-    let r = set_status(&net, v1::OperatorStatus::Active, "active", "s2");
+    let r = set_status(&net, v1::OperatorStatus::Active, "s2");
     net.cb.set_operator_status(r).await.expect("reactivates");
     // Retries back off exponentially; move the clock past the longest wait.
     net.bank(1).advance_clock(31_000);

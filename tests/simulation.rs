@@ -18,13 +18,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cbdc_core::messages::admin_message;
+use cbdc_core::messages::{AdminOrder, OpenProof, Signed};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{Address, Amount, Keypair, KycTier, LedgerId, TierTable, Txid};
-use cbdc_issuance::bank::CentralBank;
+use cbdc_issuance::bank::issue::{MintOrder, Minted};
+use cbdc_issuance::bank::registry::Registration;
+use cbdc_issuance::bank::{AuditReport, CentralBank};
 use cbdc_issuance::delivery::{DeliveryWorker, LedgerLink};
 use cbdc_issuance::service::IssuanceGrpc;
-use cbdc_ledger::ledger::{Clock, Ledger, Settings, open_message};
+use cbdc_ledger::ledger::{Clock, Ledger, Settings};
 use cbdc_ledger::outbox::{CentralBankLink, OutboxWorker};
 use cbdc_ledger::service::LedgerGrpc;
 use cbdc_proto::v1;
@@ -277,28 +279,35 @@ impl Sim {
         for b in 1..=BANKS {
             sim.start_bank(b).await;
             let op = Keypair::from_seed(&operator_seed(b));
-            let o = v1::Operator {
-                ledger_id: b as u32,
-                name: format!("Bank {b}"),
-                operator_public_key: op.public().as_bytes().to_vec(),
-                endpoint: format!("http://bank-{b}.sim"),
-                status: v1::OperatorStatus::Active as i32,
+            let name = format!("Bank {b}");
+            let endpoint = format!("http://bank-{b}.sim");
+            let key = op.public();
+            let registration = Registration {
+                ledger: LedgerId(b as u32),
+                name: &name,
+                operator_key: key.as_bytes(),
+                endpoint: &endpoint,
             };
-            let id = b.to_string();
-            let sig = admin.sign(&admin_message(
-                "register",
-                &[
-                    id.as_bytes(),
-                    o.name.as_bytes(),
-                    &o.operator_public_key,
-                    o.endpoint.as_bytes(),
-                ],
-            ));
-            sim.cb().bank.register(o, &sig).await.expect("registers");
+            let sig = AdminOrder::Register {
+                ledger: registration.ledger,
+                name: registration.name,
+                operator_key: registration.operator_key,
+                endpoint: registration.endpoint,
+            }
+            .sign(&admin);
+            sim.cb()
+                .bank
+                .register(registration, &sig)
+                .await
+                .expect("registers");
             let ledger = sim.ledger(b).clone();
             for i in 0..WALLETS {
                 let k = wallet_key(b, i);
-                let sig = k.sign(&open_message(LedgerId(b as u32), &k.public()));
+                let sig = OpenProof {
+                    ledger: LedgerId(b as u32),
+                    key: k.public(),
+                }
+                .sign(&k);
                 ledger
                     .open_wallet(k.public(), KycTier::Class2, None, &sig)
                     .await
@@ -412,25 +421,33 @@ impl Sim {
         let request_id = format!("mint-{id}");
         let amount = self.amount(100, 2000).to_string();
         let reference = format!("reserve {id}");
-        let idt = b.to_string();
-        let sig = Keypair::from_seed(&ADMIN_SEED).sign(&admin_message(
-            "mint",
-            &[
-                request_id.as_bytes(),
-                idt.as_bytes(),
-                amount.as_bytes(),
-                reference.as_bytes(),
-            ],
-        ));
+        let sig = AdminOrder::Mint {
+            request_id: &request_id,
+            ledger: LedgerId(b as u32),
+            amount: &amount,
+            reserve_reference: &reference,
+        }
+        .sign(&Keypair::from_seed(&ADMIN_SEED));
         let out = self
             .cb()
             .bank
-            .mint(&request_id, LedgerId(b as u32), &amount, &reference, &sig)
+            .mint(
+                MintOrder {
+                    request_id: &request_id,
+                    ledger: LedgerId(b as u32),
+                    amount: &amount,
+                    reserve_reference: &reference,
+                },
+                &sig,
+            )
             .await;
         match out {
-            Ok((t, _, already)) => {
+            Ok(Minted {
+                transfer, already, ..
+            }) => {
                 if !already {
-                    let value = t.body().outputs[0].value;
+                    let body = cbdc_core::TransferBody::decode(&transfer.body).expect("body");
+                    let value = body.outputs[0].value;
                     assert!(self.minted.insert(request_id.clone(), (b, value)).is_none());
                 }
                 self.log(format!(
@@ -609,7 +626,7 @@ impl Sim {
 
     /// Heals the network, stops the faults and lets every retry run until nothing is in
     /// flight. Returns the final audit.
-    async fn drain(&mut self) -> v1::AuditResponse {
+    async fn drain(&mut self) -> AuditReport {
         self.net.faulty.store(0, Ordering::SeqCst);
         *self.net.partitioned.lock().unwrap() = [false; BANKS + 1];
         for round in 0..40 {
@@ -633,7 +650,7 @@ impl Sim {
             let mut quiet = queue_empty
                 && a.ledgers
                     .iter()
-                    .all(|l| l.in_flight_in == "0.00" && l.unacknowledged_out == "0.00");
+                    .all(|l| l.in_flight_in.is_zero() && l.unacknowledged_out.is_zero());
             for b in 1..=BANKS {
                 quiet &= self
                     .ledger(b)
@@ -652,7 +669,7 @@ impl Sim {
     }
 
     /// The supply invariant and exactly-once delivery.
-    async fn check(&mut self, audit: &v1::AuditResponse) {
+    async fn check(&mut self, audit: &AuditReport) {
         let seed = self.seed;
         assert!(
             audit.balanced,
@@ -661,12 +678,8 @@ impl Sim {
         let issued = Amount::checked_sum(self.minted.values().map(|(_, a)| *a)).unwrap();
         let redeemed =
             Amount::checked_sum(self.moves.values().filter(|m| m.1 == 0).map(|m| m.2)).unwrap();
-        assert_eq!(audit.issued, issued.to_string(), "seed {seed}: issued");
-        assert_eq!(
-            audit.redeemed,
-            redeemed.to_string(),
-            "seed {seed}: redeemed"
-        );
+        assert_eq!(audit.issued, issued, "seed {seed}: issued");
+        assert_eq!(audit.redeemed, redeemed, "seed {seed}: redeemed");
         let mut held = Amount::ZERO;
         for b in 1..=BANKS {
             let t = self.ledger(b).totals().await.expect("totals");
@@ -698,17 +711,14 @@ impl Sim {
             let books = audit
                 .ledgers
                 .iter()
-                .find(|l| l.ledger_id == b as u32)
+                .find(|l| l.ledger == LedgerId(b as u32))
                 .unwrap();
             assert_eq!(
-                books.outstanding_books,
-                Amount::from_fen(u64::try_from(expect).unwrap()).to_string(),
+                books.books,
+                Amount::from_fen(u64::try_from(expect).unwrap()),
                 "seed {seed}: ledger {b} books vs the moves seen"
             );
-            assert_eq!(
-                books.outstanding_reported, books.outstanding_books,
-                "seed {seed}: ledger {b}"
-            );
+            assert_eq!(books.reported, books.books, "seed {seed}: ledger {b}");
         }
         assert_eq!(
             Some(held),
@@ -734,7 +744,7 @@ async fn close<T: Send + 'static>(node: T) {
         .expect("closes");
 }
 
-fn outcome<T: std::fmt::Debug>(r: &Result<T, cbdc_ledger::ledger::LedgerError>) -> String {
+fn outcome<T: std::fmt::Debug>(r: &Result<T, cbdc_ledger::ledger::ServiceError>) -> String {
     match r {
         Ok(v) => format!("ok {v:?}"),
         Err(e) => format!("refused: {e}"),

@@ -232,62 +232,10 @@ pub fn to_wallet_status(s: WalletStatus) -> v1::WalletStatus {
 
 /// A stable machine-readable code for each rejection, carried in `Rejected.code`.
 pub fn reject_code(r: &Reject) -> &'static str {
-    use Reject::*;
-    match r {
-        Malformed(_)
-        | BodyTooLarge { .. }
-        | NoInputs
-        | NoOutputs
-        | TooManyInputs { .. }
-        | TooManyOutputs { .. }
-        | MemoTooLong { .. }
-        | NoWitnesses
-        | TooManyWitnesses { .. }
-        | WitnessKeyLength { .. }
-        | WitnessSignatureLength { .. }
-        | WitnessKey { .. } => "MALFORMED",
-        DuplicateInput { .. } | DuplicateWitness { .. } => "DUPLICATE",
-        ZeroInput { .. } | ZeroOutput { .. } | ValueOverflow => "BAD_VALUE",
-        NotConserved { .. } => "NOT_CONSERVED",
-        Expired { .. } => "EXPIRED",
-        BadSignature { .. } => "BAD_SIGNATURE",
-        InputMissing { .. } => "INPUT_MISSING",
-        InputSpent { .. } => "INPUT_SPENT",
-        InputValueMismatch { .. } => "INPUT_VALUE_MISMATCH",
-        NotAuthorised { .. }
-        | HoldExpired { .. }
-        | HoldActive { .. }
-        | MandateExpired { .. }
-        | MandateExceeded { .. }
-        | UnusedWitness { .. } => "NOT_AUTHORISED",
-        UnknownWallet { .. } => "UNKNOWN_WALLET",
-        WalletFrozen { .. } => "WALLET_FROZEN",
-        WalletClosed { .. } => "WALLET_CLOSED",
-        LimitExceeded { .. } => "LIMIT_EXCEEDED",
-    }
+    r.code()
 }
 
-/// The gRPC status for a business rejection; the one place this mapping lives.
-pub fn reject_status(r: &Reject) -> tonic::Status {
-    use Reject::*;
-    let message = format!("{}: {r}", reject_code(r));
-    match r {
-        InputSpent { .. }
-        | WalletFrozen { .. }
-        | WalletClosed { .. }
-        | LimitExceeded { .. }
-        | Expired { .. }
-        | HoldExpired { .. }
-        | HoldActive { .. }
-        | MandateExpired { .. } => tonic::Status::failed_precondition(message),
-        InputMissing { .. } | UnknownWallet { .. } => tonic::Status::not_found(message),
-        BadSignature { .. }
-        | NotAuthorised { .. }
-        | UnusedWitness { .. }
-        | MandateExceeded { .. } => tonic::Status::permission_denied(message),
-        _ => tonic::Status::invalid_argument(message),
-    }
-}
+pub use cbdc_runtime::error::reject_status;
 
 impl From<WireError> for tonic::Status {
     fn from(e: WireError) -> tonic::Status {

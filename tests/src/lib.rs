@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cbdc_core::messages::{Countersignature, OpenProof, OperatorOrder, Signed, WalletAction};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{
     Address, Amount, Keypair, KycTier, LedgerId, Lock, OutPoint, PublicKey, Transfer,
     TransferBuilder, Txid, UnixSeconds,
 };
 use cbdc_ledger::config::LedgerConfig;
-use cbdc_ledger::ledger::{Clock, open_message, settle_message};
-use cbdc_ledger::service::{sign_exchange, sign_wallet_action};
+use cbdc_ledger::ledger::Clock;
 use cbdc_ledger::{RunningLedger, serve_with_clock};
 use cbdc_proto::convert::to_signed_transfer;
 use cbdc_proto::v1;
@@ -153,9 +153,12 @@ impl LedgerNet {
             from_ledger_id: CENTRAL_BANK_LEDGER.0,
             to_ledger_id: self.ledger_id().0,
             amount: amount.to_string(),
-            central_bank_signature: signer
-                .sign(&settle_message(&t.txid(), self.ledger_id()))
-                .to_vec(),
+            central_bank_signature: Countersignature {
+                txid: t.txid(),
+                to_ledger: self.ledger_id(),
+            }
+            .sign(signer)
+            .to_vec(),
         }
     }
 
@@ -181,9 +184,12 @@ impl LedgerNet {
                 public_key: k.public().as_bytes().to_vec(),
                 tier: cbdc_proto::convert::to_kyc_tier(tier) as i32,
                 phone_hash,
-                signature: k
-                    .sign(&open_message(self.ledger_id(), &k.public()))
-                    .to_vec(),
+                signature: OpenProof {
+                    ledger: self.ledger_id(),
+                    key: k.public(),
+                }
+                .sign(k)
+                .to_vec(),
             })
             .await
             .map(|r| r.into_inner())
@@ -198,14 +204,15 @@ impl LedgerNet {
     ) -> Result<v1::TransferResult, tonic::Status> {
         let address = self.address(to);
         let direction = Direction::DepositToWallet as i32;
-        let sig = sign_exchange(
-            &self.operator,
-            &address,
+        let sig = OperatorOrder::Exchange {
+            address: &address,
             request_id,
             amount,
             direction,
-            None,
-        );
+            wallet_transfer: None,
+        }
+        .sign(&self.operator)
+        .to_vec();
         self.client
             .exchange(v1::ExchangeRequest {
                 address,
@@ -277,14 +284,21 @@ impl LedgerNet {
     pub fn wallet_action(
         &self,
         signer: &Keypair,
-        action: &str,
+        action: WalletAction,
         key: &PublicKey,
         request_id: &str,
     ) -> v1::WalletActionRequest {
         let address = self.address(key);
         let reason = "court order 2026-117";
         v1::WalletActionRequest {
-            operator_signature: sign_wallet_action(signer, action, &address, request_id, reason),
+            operator_signature: OperatorOrder::Wallet {
+                action,
+                address: &address,
+                request_id,
+                reason,
+            }
+            .sign(signer)
+            .to_vec(),
             address,
             reason: reason.into(),
             request_id: request_id.into(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cbdc_core::messages::admin_message;
+use cbdc_core::messages::{AdminOrder, Signed};
 use cbdc_core::{Amount, Keypair, LedgerId};
 use cbdc_issuance::RunningIssuance;
 use cbdc_issuance::config::IssuanceConfig;
@@ -92,16 +92,13 @@ impl Network {
             endpoint: format!("http://{}", bank.running().grpc_addr),
             status: v1::OperatorStatus::Active as i32,
         };
-        let id = op.ledger_id.to_string();
-        let sig = self.admin.sign(&admin_message(
-            "register",
-            &[
-                id.as_bytes(),
-                op.name.as_bytes(),
-                &op.operator_public_key,
-                op.endpoint.as_bytes(),
-            ],
-        ));
+        let sig = AdminOrder::Register {
+            ledger: LedgerId(op.ledger_id),
+            name: &op.name,
+            operator_key: &op.operator_public_key,
+            endpoint: &op.endpoint,
+        }
+        .sign(&self.admin);
         v1::RegisterOperatorRequest {
             operator: Some(op),
             admin_signature: sig.to_vec(),
@@ -115,16 +112,13 @@ impl Network {
 
     pub fn mint_request(&self, ledger: u32, amount: &str, request_id: &str) -> v1::MintRequest {
         let reference = format!("reserve transfer {request_id}");
-        let id = ledger.to_string();
-        let sig = self.admin.sign(&admin_message(
-            "mint",
-            &[
-                request_id.as_bytes(),
-                id.as_bytes(),
-                amount.as_bytes(),
-                reference.as_bytes(),
-            ],
-        ));
+        let sig = AdminOrder::Mint {
+            request_id,
+            ledger: LedgerId(ledger),
+            amount,
+            reserve_reference: &reference,
+        }
+        .sign(&self.admin);
         v1::MintRequest {
             request_id: request_id.into(),
             ledger_id: ledger,

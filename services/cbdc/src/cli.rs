@@ -3,11 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use cbdc_core::messages::admin_message;
+use cbdc_core::messages::{self, AdminOrder, OpenProof, OperatorOrder, Signed};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{Address, Amount, Keypair, KycTier, LedgerId, Txid};
-use cbdc_ledger::ledger::open_message;
-use cbdc_ledger::service::sign_wallet_action;
 use cbdc_proto::convert;
 use cbdc_proto::v1;
 use cbdc_runtime::shutdown::Shutdown;
@@ -500,7 +498,12 @@ async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String> {
                     public_key: k.public().as_bytes().to_vec(),
                     tier: convert::to_kyc_tier(tier) as i32,
                     phone_hash,
-                    signature: k.sign(&open_message(ledger, &k.public())).to_vec(),
+                    signature: OpenProof {
+                        ledger,
+                        key: k.public(),
+                    }
+                    .sign(&k)
+                    .to_vec(),
                 })
                 .await
                 .map_err(|s| client::status(&s))?
@@ -684,14 +687,15 @@ async fn bank(b: BankCommand, out: &mut Out) -> Result<(), String> {
             amount(&x)?;
             let operator = read_key(&operator_key_file(operator_key, &target, addr.ledger)?)?;
             let direction = v1::exchange_request::Direction::DepositToWallet as i32;
-            let sig = cbdc_ledger::service::sign_exchange(
-                &operator,
-                &a,
-                &request_id,
-                &x,
+            let sig = OperatorOrder::Exchange {
+                address: &a,
+                request_id: &request_id,
+                amount: &x,
                 direction,
-                None,
-            );
+                wallet_transfer: None,
+            }
+            .sign(&operator)
+            .to_vec();
             let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
             let r = c
                 .exchange(v1::ExchangeRequest {
@@ -714,27 +718,28 @@ async fn bank(b: BankCommand, out: &mut Out) -> Result<(), String> {
             );
             return Ok(());
         }
-        BankCommand::Freeze(a) => ("freeze", a),
-        BankCommand::Unfreeze(a) => ("unfreeze", a),
+        BankCommand::Freeze(a) => (messages::WalletAction::Freeze, a),
+        BankCommand::Unfreeze(a) => (messages::WalletAction::Unfreeze, a),
     };
     let addr = address(&a.address)?;
     let key_file = operator_key_file(a.operator_key.clone(), &a.target, addr.ledger)?;
     let operator = read_key(&key_file)?;
-    let request_id = format!("{action}-{}-{}", a.address, a.reason);
+    let request_id = format!("{}-{}-{}", action.name(), a.address, a.reason);
     let request = v1::WalletActionRequest {
-        operator_signature: sign_wallet_action(
-            &operator,
+        operator_signature: OperatorOrder::Wallet {
             action,
-            &a.address,
-            &request_id,
-            &a.reason,
-        ),
+            address: &a.address,
+            request_id: &request_id,
+            reason: &a.reason,
+        }
+        .sign(&operator)
+        .to_vec(),
         address: a.address.clone(),
         reason: a.reason.clone(),
         request_id,
     };
     let mut c = client::ledger(&a.target.bank(addr.ledger)?).await?;
-    let w = if action == "freeze" {
+    let w = if action == messages::WalletAction::Freeze {
         c.freeze_wallet(request).await
     } else {
         c.unfreeze_wallet(request).await
@@ -768,16 +773,13 @@ async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result<(), String
                 None => DevnetFile::load(&target.devnet)?.admin_key,
             };
             let admin = read_key(&admin_file)?;
-            let idt = ledger.to_string();
-            let sig = admin.sign(&admin_message(
-                "mint",
-                &[
-                    request_id.as_bytes(),
-                    idt.as_bytes(),
-                    a.as_bytes(),
-                    reserve_reference.as_bytes(),
-                ],
-            ));
+            let sig = AdminOrder::Mint {
+                request_id: &request_id,
+                ledger: LedgerId(ledger),
+                amount: &a,
+                reserve_reference: &reserve_reference,
+            }
+            .sign(&admin);
             let mut cb = client::issuance(&target.central_bank()?).await?;
             let r = cb
                 .mint(v1::MintRequest {
@@ -808,11 +810,11 @@ async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result<(), String
         } => {
             amount(&a)?;
             let operator = read_key(&operator_key_file(operator_key, &target, LedgerId(ledger))?)?;
-            let sig = operator.sign(&cbdc_ledger::ledger::operator_message(&[
-                b"redeem",
-                a.as_bytes(),
-                request_id.as_bytes(),
-            ]));
+            let sig = OperatorOrder::Redeem {
+                amount: &a,
+                request_id: &request_id,
+            }
+            .sign(&operator);
             let mut c = client::ledger(&target.bank(LedgerId(ledger))?).await?;
             let r = c
                 .redeem(v1::RedeemRequest {

@@ -7,11 +7,9 @@
 use std::time::{Duration, Instant};
 
 use cbdc_core::audit::verify_receipt;
-use cbdc_core::messages::admin_message;
+use cbdc_core::messages::{AdminOrder, OpenProof, OperatorOrder, Signed};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{Address, Amount, Keypair, KycTier, LedgerId, PublicKey, Transfer};
-use cbdc_ledger::ledger::{open_message, operator_message};
-use cbdc_ledger::service::sign_exchange;
 use cbdc_proto::convert;
 use cbdc_proto::v1;
 use cbdc_proto::v1::ledger_service_client::LedgerServiceClient;
@@ -58,9 +56,12 @@ impl Demo {
                 public_key: k.public().as_bytes().to_vec(),
                 tier: convert::to_kyc_tier(tier) as i32,
                 phone_hash,
-                signature: k
-                    .sign(&open_message(LedgerId(ledger), &k.public()))
-                    .to_vec(),
+                signature: OpenProof {
+                    ledger: LedgerId(ledger),
+                    key: k.public(),
+                }
+                .sign(&k)
+                .to_vec(),
             })
             .await
             .map_err(|s| format!("opening a wallet: {}", client::status(&s)))?;
@@ -75,14 +76,14 @@ impl Demo {
             ledger,
             hex::encode(&to.as_bytes()[..4])
         );
-        let sig = sign_exchange(
-            &self.operators[ledger as usize - 1],
-            &address,
-            &request_id,
+        let sig = OperatorOrder::Exchange {
+            address: &address,
+            request_id: &request_id,
             amount,
             direction,
-            None,
-        );
+            wallet_transfer: None,
+        }
+        .sign(&self.operators[ledger as usize - 1]);
         self.bank(ledger)
             .exchange(v1::ExchangeRequest {
                 address,
@@ -90,7 +91,7 @@ impl Demo {
                 direction,
                 request_id,
                 wallet_transfer: None,
-                operator_signature: sig,
+                operator_signature: sig.to_vec(),
             })
             .await
             .map_err(|s| format!("exchange: {}", client::status(&s)))?;
@@ -208,16 +209,13 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
     for (ledger, amount) in [(1u32, "1000000.00"), (2, "500000.00")] {
         let request_id = format!("demo-mint-{ledger}");
         let reference = format!("reserve transfer for bank {ledger}");
-        let idt = ledger.to_string();
-        let sig = devnet.admin.sign(&admin_message(
-            "mint",
-            &[
-                request_id.as_bytes(),
-                idt.as_bytes(),
-                amount.as_bytes(),
-                reference.as_bytes(),
-            ],
-        ));
+        let sig = AdminOrder::Mint {
+            request_id: &request_id,
+            ledger: LedgerId(ledger),
+            amount,
+            reserve_reference: &reference,
+        }
+        .sign(&devnet.admin);
         cb.mint(v1::MintRequest {
             request_id,
             ledger_id: ledger,
@@ -396,11 +394,11 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
     // 8. Redemption.
     d.say("Bank 2 returns 100,000.00 from its vault to the central bank.");
     let op2 = Keypair::from_seed(d.operators[1].seed());
-    let sig = op2.sign(&operator_message(&[
-        b"redeem",
-        b"100000.00",
-        b"demo-redeem",
-    ]));
+    let sig = OperatorOrder::Redeem {
+        amount: "100000.00",
+        request_id: "demo-redeem",
+    }
+    .sign(&op2);
     d.bank(2)
         .redeem(v1::RedeemRequest {
             amount: "100000.00".into(),

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use cbdc_core::messages::admin_message;
+use cbdc_core::messages::{AdminOrder, Signed};
 use cbdc_core::{Keypair, LedgerId};
 use cbdc_issuance::RunningIssuance;
 use cbdc_issuance::config::IssuanceConfig;
@@ -164,16 +164,13 @@ impl Devnet {
                 endpoint: format!("http://{}", bank.grpc_addr),
                 status: v1::OperatorStatus::Active as i32,
             };
-            let idt = id.to_string();
-            let sig = self.admin.sign(&admin_message(
-                "register",
-                &[
-                    idt.as_bytes(),
-                    operator.name.as_bytes(),
-                    &operator.operator_public_key,
-                    operator.endpoint.as_bytes(),
-                ],
-            ));
+            let sig = AdminOrder::Register {
+                ledger: LedgerId(operator.ledger_id),
+                name: &operator.name,
+                operator_key: &operator.operator_public_key,
+                endpoint: &operator.endpoint,
+            }
+            .sign(&self.admin);
             cb.register_operator(v1::RegisterOperatorRequest {
                 operator: Some(operator),
                 admin_signature: sig.to_vec(),

@@ -135,6 +135,46 @@ pub enum Reject {
     },
 }
 
+impl Reject {
+    /// A stable machine-readable code for the rejection (carried in result rows and
+    /// metrics): several rejections of one family share a code.
+    pub fn code(&self) -> &'static str {
+        use Reject::*;
+        match self {
+            Malformed(_)
+            | BodyTooLarge { .. }
+            | NoInputs
+            | NoOutputs
+            | TooManyInputs { .. }
+            | TooManyOutputs { .. }
+            | MemoTooLong { .. }
+            | NoWitnesses
+            | TooManyWitnesses { .. }
+            | WitnessKeyLength { .. }
+            | WitnessSignatureLength { .. }
+            | WitnessKey { .. } => "MALFORMED",
+            DuplicateInput { .. } | DuplicateWitness { .. } => "DUPLICATE",
+            ZeroInput { .. } | ZeroOutput { .. } | ValueOverflow => "BAD_VALUE",
+            NotConserved { .. } => "NOT_CONSERVED",
+            Expired { .. } => "EXPIRED",
+            BadSignature { .. } => "BAD_SIGNATURE",
+            InputMissing { .. } => "INPUT_MISSING",
+            InputSpent { .. } => "INPUT_SPENT",
+            InputValueMismatch { .. } => "INPUT_VALUE_MISMATCH",
+            NotAuthorised { .. }
+            | HoldExpired { .. }
+            | HoldActive { .. }
+            | MandateExpired { .. }
+            | MandateExceeded { .. }
+            | UnusedWitness { .. } => "NOT_AUTHORISED",
+            UnknownWallet { .. } => "UNKNOWN_WALLET",
+            WalletFrozen { .. } => "WALLET_FROZEN",
+            WalletClosed { .. } => "WALLET_CLOSED",
+            LimitExceeded { .. } => "LIMIT_EXCEEDED",
+        }
+    }
+}
+
 /// Which KYC-tier cap a transfer breached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LimitKind {

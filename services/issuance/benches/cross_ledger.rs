@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cbdc_core::messages::admin_message;
+use cbdc_core::messages::{AdminOrder, OpenProof, Signed};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{
     Amount, Keypair, LedgerId, Lock, OutPoint, Output, Transfer, TransferBody, TransferBuilder,
@@ -21,7 +21,6 @@ use cbdc_core::{
 };
 use cbdc_issuance::config::IssuanceConfig;
 use cbdc_ledger::config::LedgerConfig;
-use cbdc_ledger::ledger::open_message;
 use cbdc_proto::convert::to_signed_transfer;
 use cbdc_proto::v1;
 use cbdc_proto::v1::issuance_service_client::IssuanceServiceClient;
@@ -220,16 +219,13 @@ async fn main() {
             endpoint: format!("http://{}", running.grpc_addr),
             status: v1::OperatorStatus::Active as i32,
         };
-        let idt = id.to_string();
-        let sig = admin.sign(&admin_message(
-            "register",
-            &[
-                idt.as_bytes(),
-                op.name.as_bytes(),
-                &op.operator_public_key,
-                op.endpoint.as_bytes(),
-            ],
-        ));
+        let sig = AdminOrder::Register {
+            ledger: LedgerId(op.ledger_id),
+            name: &op.name,
+            operator_key: &op.operator_public_key,
+            endpoint: &op.endpoint,
+        }
+        .sign(&admin);
         cb_client
             .register_operator(v1::RegisterOperatorRequest {
                 operator: Some(op),
@@ -259,7 +255,12 @@ async fn main() {
                     public_key: k.public().as_bytes().to_vec(),
                     tier: v1::KycTier::Class1 as i32,
                     phone_hash: Vec::new(),
-                    signature: k.sign(&open_message(ledger, &k.public())).to_vec(),
+                    signature: OpenProof {
+                        ledger,
+                        key: k.public(),
+                    }
+                    .sign(k)
+                    .to_vec(),
                 })
                 .await
                 .expect("opens");
@@ -270,15 +271,14 @@ async fn main() {
     let t0 = Instant::now();
     // FAN^levels coins of COIN each: the fan-out splits evenly.
     let total = Amount::from_fen(COIN * FAN.pow(levels) as u64);
-    let admin_sig = admin.sign(&admin_message(
-        "mint",
-        &[
-            b"bench",
-            b"1",
-            total.to_string().as_bytes(),
-            b"bench reserve",
-        ],
-    ));
+    let total_text = total.to_string();
+    let admin_sig = AdminOrder::Mint {
+        request_id: "bench",
+        ledger: LedgerId(1),
+        amount: &total_text,
+        reserve_reference: "bench reserve",
+    }
+    .sign(&admin);
     let minted = cb_client
         .mint(v1::MintRequest {
             request_id: "bench".into(),

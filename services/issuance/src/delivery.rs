@@ -12,18 +12,21 @@ use std::time::Duration;
 
 use cbdc_core::{LedgerId, Txid};
 use cbdc_proto::v1;
-use cbdc_runtime::backoff::Backoffs;
+use cbdc_runtime::error::rpc_failure;
+use cbdc_runtime::retry::{Failure, Item, RetryMetrics, RetryOptions, RetryQueue, Verdict};
 use cbdc_runtime::shutdown::Shutdown;
 use futures::future::BoxFuture;
 use tonic::Status;
 
-use crate::bank::{CentralBank, IssuanceError, Queued};
+use crate::bank::CentralBank;
+use crate::service::{settlement_msg, signed_msg};
+use cbdc_runtime::ServiceError;
 
-/// Retry schedules kept, at most, before those of deliveries not in the current page are
-/// dropped.
-pub const BACKOFF_ENTRIES_MAX: usize = 65_536;
 /// Settlements per `DeliverInboundBatch` request, at most.
 pub const DELIVER_BATCH: usize = 1024;
+/// Bytes of settlements per `DeliverInboundBatch` request, at most: under the 4 MiB a gRPC
+/// server decodes by default, with room for the rest of the request.
+pub const DELIVER_BYTES_MAX: usize = 3 << 20;
 /// `DeliverInboundBatch` requests in flight at once, at most (by default).
 pub const DELIVERY_CONCURRENCY: usize = 4;
 
@@ -86,7 +89,7 @@ impl LedgerLink for GrpcLedgers {
 }
 
 /// One queued settlement's delivery outcome.
-type Outcome = ((LedgerId, Txid), Result<(), String>);
+type Outcome = ((LedgerId, Txid), Result<(), Failure>);
 
 /// What one delivery step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -94,27 +97,41 @@ pub struct DeliveryStep {
     pub delivered: usize,
     pub failed: usize,
     pub waiting: usize,
+    /// Settlements a ledger refused for good, not retried.
+    pub dead: usize,
 }
 
 /// Delivers the central bank's queued settlements.
 pub struct DeliveryWorker {
     bank: CentralBank,
     link: Arc<dyn LedgerLink>,
-    backoff: Backoffs<(LedgerId, Txid)>,
+    queue: RetryQueue<(LedgerId, Txid)>,
     metrics: Option<DeliveryMetrics>,
     concurrency: usize,
-    /// Where the next queue page starts, after a full page.
-    resume: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
 struct DeliveryMetrics {
     delivered: prometheus::IntCounter,
     failures: prometheus::IntCounter,
-    queued: prometheus::IntGauge,
+    queue: RetryMetrics,
 }
 
 impl DeliveryWorker {
+    pub fn new(bank: CentralBank, link: Arc<dyn LedgerLink>) -> DeliveryWorker {
+        DeliveryWorker {
+            bank,
+            link,
+            queue: RetryQueue::new(RetryOptions {
+                chunk_items_max: DELIVER_BATCH,
+                chunk_bytes_max: DELIVER_BYTES_MAX,
+                ..RetryOptions::default()
+            }),
+            metrics: None,
+            concurrency: DELIVERY_CONCURRENCY,
+        }
+    }
+
     /// Deliveries in flight at once (at least 1). A simulation uses 1, so that the order of
     /// messages follows from its seed alone.
     pub fn with_concurrency(mut self, n: usize) -> DeliveryWorker {
@@ -122,115 +139,101 @@ impl DeliveryWorker {
         self
     }
 
-    /// Registers the worker's metrics (deliveries, failures, queue length) in `registry`.
+    /// Registers the worker's metrics (deliveries, failures, and the retry queue's depth,
+    /// schedules, dead letters and oldest failure) in `registry`.
     pub fn with_metrics(mut self, registry: &prometheus::Registry) -> DeliveryWorker {
-        let m = DeliveryMetrics {
-            delivered: prometheus::IntCounter::new(
-                "deliveries_total",
-                "Settlements delivered to destination ledgers",
-            )
-            .expect("metric"),
-            failures: prometheus::IntCounter::new(
-                "delivery_failures_total",
-                "Failed delivery attempts (retried)",
-            )
-            .expect("metric"),
-            queued: prometheus::IntGauge::new(
-                "delivery_queue",
-                "Settlements waiting for delivery (first page)",
-            )
-            .expect("metric"),
-        };
-        for c in [
-            Box::new(m.delivered.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.failures.clone()),
-            Box::new(m.queued.clone()),
-        ] {
-            registry.register(c).expect("unique metric");
-        }
-        self.metrics = Some(m);
+        let delivered = prometheus::IntCounter::new(
+            "deliveries_total",
+            "Settlements delivered to destination ledgers",
+        )
+        .expect("metric");
+        let failures = prometheus::IntCounter::new(
+            "delivery_failures_total",
+            "Failed delivery attempts (retried, or dead letters)",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(delivered.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(failures.clone()))
+            .expect("unique metric");
+        self.metrics = Some(DeliveryMetrics {
+            delivered,
+            failures,
+            queue: RetryMetrics::register(registry, "delivery", "settlements"),
+        });
         self
     }
 
-    pub fn new(bank: CentralBank, link: Arc<dyn LedgerLink>) -> DeliveryWorker {
-        DeliveryWorker {
-            bank,
-            link,
-            backoff: Backoffs::default(),
-            metrics: None,
-            concurrency: DELIVERY_CONCURRENCY,
-            resume: None,
-        }
-    }
-
-    /// Tries every due queued settlement once, up to `concurrency` at a time (see
-    /// [`DeliveryWorker::with_concurrency`]), then removes every delivered one from the queue
-    /// in one store transaction.
-    pub async fn step(&mut self) -> Result<DeliveryStep, IssuanceError> {
+    /// Tries every due queued settlement of the next page once, in requests per destination
+    /// bounded by [`DELIVER_BATCH`] settlements and [`DELIVER_BYTES_MAX`] bytes, up to
+    /// `concurrency` at a time (see [`DeliveryWorker::with_concurrency`]), then removes every
+    /// delivered one from the queue in one store transaction.
+    pub async fn step(&mut self) -> Result<DeliveryStep, ServiceError> {
         use futures::StreamExt;
-        // Page through the whole queue, so deliveries waiting for their backoff at the front
-        // never hide the ones behind them.
-        let from = self.resume.take();
-        let whole = from.is_none();
+        let from = self.queue.next_page();
         let (queued, next) = self.bank.queued(from.as_deref()).await?;
-        let whole = whole && next.is_none();
-        self.resume = next;
-        if whole || self.backoff.len() > BACKOFF_ENTRIES_MAX {
-            let keys: std::collections::HashSet<(LedgerId, Txid)> =
-                queued.iter().map(|q| (q.ledger, q.txid)).collect();
-            self.backoff.retain(|k| keys.contains(k));
-        }
-        if let Some(m) = &self.metrics {
-            m.queued.set(queued.len() as i64);
-        }
         let now = self.bank.now_ms();
-        let mut step = DeliveryStep::default();
+        let page = queued
+            .into_iter()
+            .map(|q| Item {
+                key: (q.ledger, q.txid),
+                group: u64::from(q.ledger.0),
+                bytes: q.bytes,
+                value: q,
+            })
+            .collect();
+        let plan = self.queue.plan(page, next, now);
+        let mut step = DeliveryStep {
+            waiting: plan.waiting,
+            dead: plan.dead,
+            ..DeliveryStep::default()
+        };
         let mut endpoints: HashMap<LedgerId, Option<String>> = HashMap::new();
-        let mut due = Vec::new();
-        for q in queued {
-            if !self.backoff.due(&(q.ledger, q.txid), now) {
-                step.waiting += 1;
-                continue;
-            }
-            let endpoint = match endpoints.get(&q.ledger) {
+        let mut batches = Vec::with_capacity(plan.chunks.len());
+        for chunk in plan.chunks {
+            let ledger = chunk[0].value.ledger;
+            let endpoint = match endpoints.get(&ledger) {
                 Some(e) => e.clone(),
                 None => {
-                    let e = self.bank.operator(q.ledger).await?.map(|o| o.endpoint);
-                    endpoints.insert(q.ledger, e.clone());
+                    let e = self.bank.operator(ledger).await?.map(|o| o.endpoint);
+                    endpoints.insert(ledger, e.clone());
                     e
                 }
             };
-            due.push((q, endpoint));
-        }
-        // Batches per destination ledger, in queue order.
-        let mut batches: Vec<(LedgerId, Option<String>, Vec<Queued>)> = Vec::new();
-        for (q, endpoint) in due {
-            match batches.last_mut() {
-                Some((l, _, items)) if *l == q.ledger && items.len() < DELIVER_BATCH => {
-                    items.push(q)
-                }
-                _ => batches.push((q.ledger, endpoint, vec![q])),
-            }
+            batches.push((ledger, endpoint, chunk));
         }
         let link = &self.link;
         let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(batches)
             .map(|(ledger, endpoint, items)| async move {
-                let keys: Vec<(LedgerId, Txid)> =
-                    items.iter().map(|q| (q.ledger, q.txid)).collect();
-                let all = |e: String| keys.iter().map(|k| (*k, Err(e.clone()))).collect();
+                let keys: Vec<(LedgerId, Txid)> = items.iter().map(|i| i.key).collect();
+                let all = |f: Failure| keys.iter().map(|k| (*k, Err(f.clone()))).collect();
                 let Some(endpoint) = endpoint else {
-                    return all(format!("ledger {} is not registered", ledger.0));
+                    return all(Failure::Retryable(format!(
+                        "ledger {} is not registered",
+                        ledger.0
+                    )));
                 };
                 let request = v1::DeliverInboundBatchRequest {
-                    settlements: items.into_iter().map(|q| q.settlement).collect(),
+                    settlements: items
+                        .iter()
+                        .map(|i| settlement_msg(&i.value.settlement, signed_msg(&i.value.transfer)))
+                        .collect(),
                 };
+                let peer = format!("ledger {}", ledger.0);
                 match link.deliver_batch(ledger, &endpoint, request).await {
-                    Err(s) => all(format!("{}: {}", s.code(), s.message())),
-                    Ok(r) if r.results.len() != keys.len() => all(format!(
-                        "{} results for {} settlements",
+                    // A refused request cannot be pinned on one settlement: all retry.
+                    Err(s) => all(Failure::Retryable(format!(
+                        "{peer}: {}: {}",
+                        s.code(),
+                        s.message()
+                    ))),
+                    Ok(r) if r.results.len() != keys.len() => all(Failure::Retryable(format!(
+                        "{peer}: {} results for {} settlements",
                         r.results.len(),
                         keys.len()
-                    )),
+                    ))),
                     Ok(r) => keys
                         .iter()
                         .zip(r.results)
@@ -238,9 +241,12 @@ impl DeliveryWorker {
                             let outcome = match r.outcome {
                                 Some(v1::deliver_inbound_result::Outcome::Delivered(_)) => Ok(()),
                                 Some(v1::deliver_inbound_result::Outcome::Failed(f)) => {
-                                    Err(format!("{:?}: {}", tonic::Code::from(f.code), f.message))
+                                    Err(rpc_failure(
+                                        &peer,
+                                        &Status::new(tonic::Code::from(f.code), f.message),
+                                    ))
                                 }
-                                None => Err("empty result".into()),
+                                None => Err(Failure::Retryable(format!("{peer}: empty result"))),
                             };
                             (*k, outcome)
                         })
@@ -250,30 +256,38 @@ impl DeliveryWorker {
             .buffered(self.concurrency)
             .collect()
             .await;
-        let outcomes: Vec<Outcome> = outcomes.into_iter().flatten().collect();
         let mut delivered = Vec::new();
-        for (key, outcome) in outcomes {
+        for (key, outcome) in outcomes.into_iter().flatten() {
             match outcome {
                 Ok(()) => delivered.push(key),
-                Err(e) => {
+                Err(failure) => {
                     step.failed += 1;
                     if let Some(m) = &self.metrics {
                         m.failures.inc();
                     }
-                    let (failures, wait) = self.backoff.failed(key, now);
-                    tracing::warn!(ledger = key.0.0, txid = %key.1, error = %e, failures, ?wait, "delivery failed; retrying later");
+                    match self.queue.failed(key, failure.clone(), now) {
+                        Verdict::Retry { failures, wait } => {
+                            tracing::warn!(ledger = key.0.0, txid = %key.1, ?failure, failures, ?wait, "delivery failed; retrying later")
+                        }
+                        Verdict::Dead => {
+                            tracing::error!(ledger = key.0.0, txid = %key.1, ?failure, "delivery refused for good; not retried")
+                        }
+                    }
                 }
             }
         }
         if !delivered.is_empty() {
             self.bank.delivered(&delivered).await?;
             for key in &delivered {
-                self.backoff.succeeded(key);
+                self.queue.succeeded(key);
             }
             step.delivered = delivered.len();
             if let Some(m) = &self.metrics {
                 m.delivered.inc_by(delivered.len() as u64);
             }
+        }
+        if let Some(m) = &self.metrics {
+            m.queue.set(self.queue.stats(now));
         }
         Ok(step)
     }

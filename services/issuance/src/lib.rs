@@ -16,6 +16,7 @@
 pub mod bank;
 pub mod config;
 pub mod delivery;
+pub mod records;
 pub mod service;
 
 use std::net::SocketAddr;

@@ -1,25 +1,18 @@
-//! The `cbdc.v1.IssuanceService` gRPC face: conversion, and every outcome's status in one
-//! place.
+//! The gRPC face of the central bank: converts wire types (naming the field at fault) into
+//! the domain types [`CentralBank`] works on, and its answers back. Errors become statuses in
+//! `cbdc_runtime::error`, the one place that mapping lives.
 
 use cbdc_core::LedgerId;
+use cbdc_core::messages::OperatorStatus;
 use cbdc_proto::convert;
 use cbdc_proto::v1;
 use tonic::{Request, Response, Status};
 
-use crate::bank::{CentralBank, IssuanceError};
-
-impl From<IssuanceError> for Status {
-    fn from(e: IssuanceError) -> Status {
-        match e {
-            IssuanceError::InvalidArgument(m) => Status::invalid_argument(m),
-            IssuanceError::NotFound(m) => Status::not_found(m),
-            IssuanceError::FailedPrecondition(m) => Status::failed_precondition(m),
-            IssuanceError::PermissionDenied(m) => Status::permission_denied(m),
-            IssuanceError::Unavailable(m) => Status::unavailable(m),
-            IssuanceError::Internal(m) => Status::internal(m),
-        }
-    }
-}
+use crate::bank::CentralBank;
+use crate::bank::issue::MintOrder;
+use crate::bank::registry::Registration;
+use crate::bank::{AuditReport, SettleOutcome};
+use crate::records::{Operator, Settlement, SignedParts};
 
 /// Operators listed per page, by default and at most.
 pub const PAGE_DEFAULT: u32 = 100;
@@ -59,9 +52,14 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         let op = r
             .operator
             .ok_or_else(|| Status::invalid_argument("operator: required field is missing"))?;
-        Ok(Response::new(
-            self.bank.register(op, &r.admin_signature).await?,
-        ))
+        let registration = Registration {
+            ledger: LedgerId(op.ledger_id),
+            name: &op.name,
+            operator_key: &op.operator_public_key,
+            endpoint: &op.endpoint,
+        };
+        let registered = self.bank.register(registration, &r.admin_signature).await?;
+        Ok(Response::new(operator_msg(&registered)))
     }
 
     async fn list_operators(
@@ -87,7 +85,8 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         };
         let all = self.bank.operators().await?;
         let operators: Vec<v1::Operator> = all
-            .into_iter()
+            .iter()
+            .map(operator_msg)
             .filter(|o| after.is_none_or(|a| o.ledger_id > a))
             .take(size as usize + 1)
             .collect();
@@ -108,18 +107,29 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         request: Request<v1::SetOperatorStatusRequest>,
     ) -> Result<Response<v1::Operator>, Status> {
         let r = request.into_inner();
-        let status = v1::OperatorStatus::try_from(r.status)
-            .map_err(|_| Status::invalid_argument(format!("status: unknown value {}", r.status)))?;
-        Ok(Response::new(
-            self.bank
-                .set_status(
-                    LedgerId(r.ledger_id),
-                    status,
-                    &r.request_id,
-                    &r.admin_signature,
-                )
-                .await?,
-        ))
+        let status = match v1::OperatorStatus::try_from(r.status) {
+            Ok(v1::OperatorStatus::Active) => OperatorStatus::Active,
+            Ok(v1::OperatorStatus::Suspended) => OperatorStatus::Suspended,
+            Ok(v1::OperatorStatus::Unspecified) => {
+                return Err(Status::invalid_argument("status: unspecified"));
+            }
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "status: unknown value {}",
+                    r.status
+                )));
+            }
+        };
+        let op = self
+            .bank
+            .set_status(
+                LedgerId(r.ledger_id),
+                status,
+                &r.request_id,
+                &r.admin_signature,
+            )
+            .await?;
+        Ok(Response::new(operator_msg(&op)))
     }
 
     async fn mint(
@@ -127,20 +137,17 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         request: Request<v1::MintRequest>,
     ) -> Result<Response<v1::MintResponse>, Status> {
         let r = request.into_inner();
-        let (t, outstanding, already) = self
-            .bank
-            .mint(
-                &r.request_id,
-                LedgerId(r.ledger_id),
-                &r.amount,
-                &r.reserve_reference,
-                &r.admin_signature,
-            )
-            .await?;
+        let order = MintOrder {
+            request_id: &r.request_id,
+            ledger: LedgerId(r.ledger_id),
+            amount: &r.amount,
+            reserve_reference: &r.reserve_reference,
+        };
+        let minted = self.bank.mint(order, &r.admin_signature).await?;
         Ok(Response::new(v1::MintResponse {
-            transfer: Some(convert::to_signed_transfer(&t)),
-            outstanding: outstanding.to_string(),
-            already_minted: already,
+            transfer: Some(signed_msg(&minted.transfer)),
+            outstanding: minted.outstanding.to_string(),
+            already_minted: minted.already,
         }))
     }
 
@@ -150,11 +157,12 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
     ) -> Result<Response<v1::SettleResponse>, Status> {
         let r = request.into_inner();
         let t = self.transfer("transfer", r.transfer.as_ref())?;
-        Ok(Response::new(
-            self.bank
-                .settle(t, LedgerId(r.from_ledger_id), &r.operator_signature)
-                .await?,
-        ))
+        let wire = convert::to_signed_transfer(&t);
+        let outcome = self
+            .bank
+            .settle(t, LedgerId(r.from_ledger_id), &r.operator_signature)
+            .await?;
+        Ok(Response::new(settle_msg(&outcome, &wire)))
     }
 
     async fn settle_batch(
@@ -173,12 +181,17 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             .collect::<Result<Vec<_>, _>>()?;
         let results = self
             .bank
-            .settle_batch(LedgerId(r.from_ledger_id), transfers, &r.operator_signature)
+            .settle_batch(
+                LedgerId(r.from_ledger_id),
+                &transfers,
+                &r.operator_signature,
+            )
             .await?
             .into_iter()
-            .map(|r| v1::SettleResult {
-                outcome: Some(match r {
-                    Ok(s) => v1::settle_result::Outcome::Settled(s),
+            .zip(&r.transfers)
+            .map(|(outcome, wire)| v1::SettleResult {
+                outcome: Some(match outcome {
+                    Ok(s) => v1::settle_result::Outcome::Settled(settle_msg(&s, wire)),
                     Err(e) => {
                         let s = Status::from(e);
                         v1::settle_result::Outcome::Failed(v1::Failure {
@@ -196,15 +209,104 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::SubmitCheckpointRequest>,
     ) -> Result<Response<v1::SubmitCheckpointResponse>, Status> {
-        Ok(Response::new(
-            self.bank.submit_checkpoint(request.into_inner()).await?,
-        ))
+        let r = request.into_inner();
+        let wire = r
+            .checkpoint
+            .ok_or_else(|| Status::invalid_argument("checkpoint: required field is missing"))?;
+        let (cp, signature) = convert::checkpoint(&wire)?;
+        let proof = r
+            .consistency_proof
+            .iter()
+            .map(|h| convert::bytes32("consistency_proof", h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let answer = self
+            .bank
+            .submit_checkpoint(cp, &signature, r.old_size, proof)
+            .await?;
+        Ok(Response::new(v1::SubmitCheckpointResponse {
+            accepted: answer.accepted,
+            known_size: answer.known_size,
+        }))
     }
 
     async fn audit(
         &self,
         _request: Request<v1::AuditRequest>,
     ) -> Result<Response<v1::AuditResponse>, Status> {
-        Ok(Response::new(self.bank.audit().await?))
+        Ok(Response::new(audit_msg(&self.bank.audit().await?)))
+    }
+}
+
+fn operator_msg(op: &Operator) -> v1::Operator {
+    v1::Operator {
+        ledger_id: op.ledger.0,
+        name: op.name.clone(),
+        operator_public_key: op.key.as_bytes().to_vec(),
+        endpoint: op.endpoint.clone(),
+        status: match op.status {
+            OperatorStatus::Active => v1::OperatorStatus::Active,
+            OperatorStatus::Suspended => v1::OperatorStatus::Suspended,
+        } as i32,
+    }
+}
+
+/// A transfer exactly as signed, on the wire.
+pub fn signed_msg(t: &SignedParts) -> v1::SignedTransfer {
+    v1::SignedTransfer {
+        body: t.body.clone(),
+        witnesses: t
+            .witnesses
+            .iter()
+            .map(|(k, s)| v1::Witness {
+                public_key: k.to_vec(),
+                signature: s.to_vec(),
+            })
+            .collect(),
+    }
+}
+
+/// A countersigned settlement on the wire, carrying `transfer`.
+pub fn settlement_msg(s: &Settlement, transfer: v1::SignedTransfer) -> v1::Settlement {
+    v1::Settlement {
+        transfer: Some(transfer),
+        from_ledger_id: s.from.0,
+        to_ledger_id: s.to.0,
+        amount: s.amount.to_string(),
+        central_bank_signature: s.countersignature.to_vec(),
+    }
+}
+
+fn settle_msg(outcome: &SettleOutcome, transfer: &v1::SignedTransfer) -> v1::SettleResponse {
+    v1::SettleResponse {
+        settlements: outcome
+            .settled
+            .settlements
+            .iter()
+            .map(|s| settlement_msg(s, transfer.clone()))
+            .collect(),
+        already_settled: outcome.already,
+        redeemed: outcome.settled.redeemed.to_string(),
+    }
+}
+
+fn audit_msg(a: &AuditReport) -> v1::AuditResponse {
+    v1::AuditResponse {
+        issued: a.issued.to_string(),
+        redeemed: a.redeemed.to_string(),
+        outstanding: a.outstanding.to_string(),
+        ledgers: a
+            .ledgers
+            .iter()
+            .map(|l| v1::LedgerAudit {
+                ledger_id: l.ledger.0,
+                outstanding_books: l.books.to_string(),
+                outstanding_reported: l.reported.to_string(),
+                in_flight_in: l.in_flight_in.to_string(),
+                unacknowledged_out: l.unacknowledged_out.to_string(),
+                balanced: l.balanced,
+                checkpoint_size: l.checkpoint_size,
+            })
+            .collect(),
+        balanced: a.balanced,
     }
 }

@@ -22,12 +22,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use cbdc_core::messages::{Countersignature, OpenProof, Signed};
 use cbdc_core::validate::check_stateless_batch;
 use cbdc_core::{
     Amount, Keypair, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, UnixSeconds,
 };
 use cbdc_ledger::config::LedgerConfig;
-use cbdc_ledger::ledger::{open_message, settle_message};
 use cbdc_proto::convert::to_signed_transfer;
 use cbdc_proto::v1;
 use cbdc_proto::v1::ledger_service_client::LedgerServiceClient;
@@ -225,7 +225,12 @@ async fn setup(
                 public_key: k.public().as_bytes().to_vec(),
                 tier: v1::KycTier::Class1 as i32,
                 phone_hash: Vec::new(),
-                signature: k.sign(&open_message(LEDGER, &k.public())).to_vec(),
+                signature: OpenProof {
+                    ledger: LEDGER,
+                    key: k.public(),
+                }
+                .sign(k)
+                .to_vec(),
             })
             .await
             .expect("opens");
@@ -266,9 +271,12 @@ async fn setup(
             from_ledger_id: 0,
             to_ledger_id: LEDGER.0,
             amount: Amount::from_fen(coin.fen() * MINT_OUTPUTS as u64).to_string(),
-            central_bank_signature: central_bank
-                .sign(&settle_message(&t.txid(), LEDGER))
-                .to_vec(),
+            central_bank_signature: Countersignature {
+                txid: t.txid(),
+                to_ledger: LEDGER,
+            }
+            .sign(central_bank)
+            .to_vec(),
         };
         let permit = Arc::clone(&sem).acquire_owned().await.unwrap();
         tasks.push(tokio::spawn(async move {

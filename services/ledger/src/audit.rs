@@ -28,7 +28,7 @@ use cbdc_store::{RangeOptions, Transaction, TxError};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::layout::{NODE_CHUNK_LEAVES, POSITION_LEN, STAMP_LEN};
-use crate::ledger::{Ledger, LedgerError, position};
+use crate::ledger::{Ledger, ServiceError, position};
 use crate::records::{Corrupt, TransferRecord, counter_amount};
 
 /// Log entries (commits) read by one sequencer step, at most: each holds up to
@@ -174,7 +174,7 @@ pub struct Sequenced {
     pub caught_up: bool,
 }
 
-fn tx_corrupt(e: Corrupt) -> TxError<LedgerError> {
+fn tx_corrupt(e: Corrupt) -> TxError<ServiceError> {
     TxError::Abort(e.into())
 }
 
@@ -197,7 +197,7 @@ impl Ledger {
     /// (stopping after the entry that reaches [`SEQUENCE_LEAVES_MAX`] leaves) to the Merkle
     /// tree; if that reached the end of the log, signs a new checkpoint when the size or the
     /// totals changed.
-    pub async fn sequence(&self) -> Result<Sequenced, LedgerError> {
+    pub async fn sequence(&self) -> Result<Sequenced, ServiceError> {
         let me = self.clone();
         let out = self
             .db()
@@ -209,7 +209,7 @@ impl Ledger {
         Ok(out)
     }
 
-    async fn sequence_in(&self, tx: &mut Transaction) -> Result<Sequenced, TxError<LedgerError>> {
+    async fn sequence_in(&self, tx: &mut Transaction) -> Result<Sequenced, TxError<ServiceError>> {
         let l = self.layout();
         let sk = l.sequencer();
         let mut state = match tx.get(&sk).await? {
@@ -333,7 +333,7 @@ impl Ledger {
     }
 
     /// Sequences until the log is caught up (a bounded number of steps).
-    pub async fn sequence_all(&self) -> Result<Sequenced, LedgerError> {
+    pub async fn sequence_all(&self) -> Result<Sequenced, ServiceError> {
         let mut total = 0;
         for _ in 0..1024 {
             let s = self.sequence().await?;
@@ -345,13 +345,13 @@ impl Ledger {
                 });
             }
         }
-        Err(LedgerError::Unavailable(
+        Err(ServiceError::Unavailable(
             "the audit log is far behind; still sequencing".into(),
         ))
     }
 
     /// The latest signed checkpoint, if the sequencer has signed one.
-    pub async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, LedgerError> {
+    pub async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, ServiceError> {
         let mut tx = self.db().create_transaction()?;
         Ok(match tx.get_snapshot(&self.layout().checkpoint()).await? {
             None => None,
@@ -365,7 +365,7 @@ impl Ledger {
     async fn nodes(
         &self,
         want: BTreeSet<(u32, u64)>,
-    ) -> Result<BTreeMap<(u32, u64), Hash>, LedgerError> {
+    ) -> Result<BTreeMap<(u32, u64), Hash>, ServiceError> {
         let missing = || Corrupt {
             what: "audit log (missing node)",
         };
@@ -423,28 +423,28 @@ impl Ledger {
     async fn with_nodes<T>(
         &self,
         build: impl Fn(&mut dyn FnMut(u32, u64) -> Hash) -> Result<T, merkle::MerkleError>,
-    ) -> Result<T, LedgerError> {
+    ) -> Result<T, ServiceError> {
         let mut want = BTreeSet::new();
         build(&mut |level, index| {
             want.insert((level, index));
             [0; 32]
         })
-        .map_err(|e| LedgerError::Internal(format!("audit log: {e}")))?;
+        .map_err(|e| ServiceError::Internal(format!("audit log: {e}")))?;
         let nodes = self.nodes(want).await?;
         build(&mut |level, index| nodes[&(level, index)])
-            .map_err(|e| LedgerError::Internal(format!("audit log: {e}")))
+            .map_err(|e| ServiceError::Internal(format!("audit log: {e}")))
     }
 
     /// A receipt for `txid` against the latest checkpoint.
-    pub async fn receipt(&self, txid: &Txid) -> Result<Receipt, LedgerError> {
+    pub async fn receipt(&self, txid: &Txid) -> Result<Receipt, ServiceError> {
         let mut tx = self.db().create_transaction()?;
         let record = tx
             .get_snapshot(&self.layout().transfer(txid))
             .await?
-            .ok_or_else(|| LedgerError::NotFound(format!("txid: {txid} is not committed here")))?;
+            .ok_or_else(|| ServiceError::NotFound(format!("txid: {txid} is not committed here")))?;
         let record = TransferRecord::decode(&record)?;
         let not_yet = || {
-            LedgerError::FailedPrecondition(format!(
+            ServiceError::FailedPrecondition(format!(
                 "txid: {txid} is committed but not yet in a signed checkpoint; try again shortly"
             ))
         };
@@ -488,7 +488,7 @@ impl Ledger {
     }
 
     /// The consistency proof from the tree of `old` leaves to the tree of `new`.
-    pub async fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, LedgerError> {
+    pub async fn consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, ServiceError> {
         self.with_nodes(|node| merkle::consistency_proof(old, new, &mut |l, i| node(l, i)))
             .await
     }

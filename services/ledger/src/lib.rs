@@ -42,7 +42,7 @@ pub enum ServeError {
     #[error("store: {0}")]
     Store(#[from] cbdc_store::StoreError),
     #[error("ledger: {0}")]
-    Ledger(#[from] ledger::LedgerError),
+    Ledger(#[from] ledger::ServiceError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("gRPC server: {0}")]

@@ -23,6 +23,8 @@ pub struct LedgerMetrics {
     pub store_retries: IntCounter,
     /// Outbound transfers the central bank acknowledged.
     pub outbox_settled: IntCounter,
+    /// The outbox worker's retry queue.
+    pub outbox: cbdc_runtime::retry::RetryMetrics,
     /// Failed attempts to hand outbound transfers or checkpoints to the central bank.
     pub central_bank_errors: IntCounter,
     /// Leaves in the audit log.
@@ -107,6 +109,8 @@ impl LedgerMetrics {
         ] {
             registry.register(m).expect("unique metric");
         }
+        let outbox =
+            cbdc_runtime::retry::RetryMetrics::register(&registry, "outbox", "outbox transfers");
         LedgerMetrics {
             registry,
             committed,
@@ -117,6 +121,7 @@ impl LedgerMetrics {
             commit_group,
             store_retries,
             outbox_settled,
+            outbox,
             central_bank_errors,
             audit_log_size,
         }

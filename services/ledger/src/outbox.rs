@@ -11,29 +11,32 @@
 //! The worker also submits the latest signed checkpoint with a consistency proof from the
 //! size the central bank last accepted.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cbdc_core::messages::{BankRequest, Signed};
 use cbdc_core::{Amount, Output, Txid};
 use cbdc_proto::convert;
 use cbdc_proto::v1;
-use cbdc_runtime::backoff::Backoffs;
+use cbdc_runtime::error::rpc_failure;
+use cbdc_runtime::retry::{Failure, Item, RetryMetrics, RetryOptions, RetryQueue, Verdict};
 use cbdc_runtime::shutdown::Shutdown;
 use cbdc_store::{RangeOptions, TxError};
 use futures::future::BoxFuture;
+use prost::Message;
 use tonic::Status;
 
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::{Ledger, ServiceError};
 use crate::records::{Corrupt, TransferRecord};
 
-/// Retry schedules kept, at most, before those of transfers not in the current page are
-/// dropped.
-pub const BACKOFF_ENTRIES_MAX: usize = 65_536;
 /// Outbox rows read per step, at most.
 pub const OUTBOX_SCAN_MAX: usize = 4096;
 /// Transfers per `SettleBatch` request, at most.
 pub const SETTLE_BATCH: usize = 1024;
+/// Bytes of transfers per `SettleBatch` request, at most: under the 4 MiB a gRPC server
+/// decodes by default, with room for the rest of the request.
+pub const SETTLE_BYTES_MAX: usize = 3 << 20;
 /// `SettleBatch` requests in flight at once, at most (by default).
 pub const SETTLE_CONCURRENCY: usize = 4;
 
@@ -102,33 +105,39 @@ impl CentralBankLink for GrpcCentralBank {
 pub struct OutboxStep {
     /// Transfers acknowledged and cleared.
     pub settled: usize,
-    /// Attempts that failed (retried later).
+    /// Attempts that failed (retried later, or dead letters).
     pub failed: usize,
     /// Transfers waiting for their backoff to pass.
     pub waiting: usize,
+    /// Transfers the central bank refused for good, not retried.
+    pub dead: usize,
 }
 
 /// Delivers a ledger's outbox and checkpoints to the central bank.
 pub struct OutboxWorker {
     ledger: Ledger,
     link: Arc<dyn CentralBankLink>,
-    backoff: Backoffs<Txid>,
+    queue: RetryQueue<Txid>,
+    metrics: RetryMetrics,
     /// The checkpoint size the central bank holds, once known.
     known_size: Option<u64>,
     concurrency: usize,
-    /// Where the next outbox page starts, after a full page.
-    resume: Option<Vec<u8>>,
 }
 
 impl OutboxWorker {
     pub fn new(ledger: Ledger, link: Arc<dyn CentralBankLink>) -> OutboxWorker {
+        let metrics = ledger.metrics().outbox.clone();
         OutboxWorker {
             ledger,
             link,
-            backoff: Backoffs::default(),
+            queue: RetryQueue::new(RetryOptions {
+                chunk_items_max: SETTLE_BATCH,
+                chunk_bytes_max: SETTLE_BYTES_MAX,
+                ..RetryOptions::default()
+            }),
+            metrics,
             known_size: None,
             concurrency: SETTLE_CONCURRENCY,
-            resume: None,
         }
     }
 
@@ -139,17 +148,16 @@ impl OutboxWorker {
         self
     }
 
-    /// The outbox's transfers (among the first [`OUTBOX_SCAN_MAX`] rows) and the value
-    /// each sends away.
-    ///
-    /// Successive calls page through the whole outbox (a page starts after the last row of
-    /// the previous full one), so transfers waiting for their backoff at the front never hide
-    /// the ones behind them. Returns whether this page was the whole outbox.
-    async fn pending(&mut self) -> Result<(BTreeMap<Txid, Amount>, bool), LedgerError> {
+    /// The next page of the outbox (at most [`OUTBOX_SCAN_MAX`] rows, in rotation), one
+    /// item per transfer, read in one snapshot. Transfers due now carry their signed
+    /// transfer (read from its record), the others nothing: the queue holds them back.
+    async fn page(
+        &mut self,
+        now_ms: u64,
+    ) -> Result<(Vec<Item<Txid, Option<v1::SignedTransfer>>>, Option<Vec<u8>>), ServiceError> {
         let l = self.ledger.layout();
         let (b, e) = l.outbox_all();
-        let from = self.resume.take();
-        let whole = from.is_none();
+        let from = self.queue.next_page();
         let mut tx = self.ledger.db().create_transaction()?;
         let rows = tx
             .get_range(
@@ -158,140 +166,35 @@ impl OutboxWorker {
                 RangeOptions::snapshot(OUTBOX_SCAN_MAX),
             )
             .await?;
-        let full = rows.len() == OUTBOX_SCAN_MAX;
-        if full && let Some((k, _)) = rows.last() {
-            let mut next = k.clone();
-            next.push(0);
-            self.resume = Some(next);
-        }
-        let mut out: BTreeMap<Txid, Amount> = BTreeMap::new();
-        for (k, v) in rows {
-            let o = l
-                .outbox_outpoint(&k)
-                .ok_or(Corrupt { what: "outbox key" })?;
-            let output = Output::decode(&v).map_err(|_| Corrupt { what: "outbox" })?;
-            let sum = out.entry(o.txid).or_default();
-            *sum = sum.checked_add(output.value).ok_or(Corrupt {
-                what: "outbox total",
-            })?;
-        }
-        Ok((out, whole && !full))
-    }
-
-    /// Hands every due outbox transfer to the central bank once, in `SettleBatch` requests
-    /// of up to [`SETTLE_BATCH`] with `concurrency` requests in flight (see
-    /// [`OutboxWorker::with_concurrency`]), then clears every acknowledged one in one store
-    /// transaction. A transfer the central bank refused, or whose request failed, waits for
-    /// its backoff.
-    pub async fn step(&mut self) -> Result<OutboxStep, LedgerError> {
-        use futures::StreamExt;
-        let (pending, whole) = self.pending().await?;
-        // Forget the schedules of transfers no longer in the outbox: known only when this
-        // page was the whole outbox (or the map grew past its bound).
-        if whole || self.backoff.len() > BACKOFF_ENTRIES_MAX {
-            self.backoff.retain(|txid| pending.contains_key(txid));
-        }
-        let now = self.ledger.now_ms();
-        let mut step = OutboxStep::default();
-        let due: Vec<Txid> = pending
-            .keys()
-            .filter(|txid| {
-                let wait = !self.backoff.due(txid, now);
-                if wait {
-                    step.waiting += 1;
-                }
-                !wait
-            })
-            .copied()
-            .collect();
-        let this = &*self;
-        let outcomes: Vec<Vec<(Txid, Result<(), String>)>> =
-            futures::stream::iter(due.chunks(SETTLE_BATCH).map(<[Txid]>::to_vec))
-                .map(|chunk| async move { this.settle_chunk(chunk).await })
-                .buffered(self.concurrency)
-                .collect()
-                .await;
-        let mut acknowledged = Vec::new();
-        for (txid, outcome) in outcomes.into_iter().flatten() {
-            match outcome {
-                Ok(()) => acknowledged.push(txid),
-                Err(e) => {
-                    step.failed += 1;
-                    self.ledger.metrics().central_bank_errors.inc();
-                    let (failures, wait) = self.backoff.failed(txid, now);
-                    tracing::warn!(%txid, error = %e, failures, ?wait, "settlement failed; retrying later");
-                }
+        let next = match rows.last() {
+            Some((k, _)) if rows.len() == OUTBOX_SCAN_MAX => {
+                let mut next = k.clone();
+                next.push(0);
+                Some(next)
             }
-        }
-        if !acknowledged.is_empty() {
-            self.ledger.clear_outbox(&acknowledged).await?;
-            for txid in &acknowledged {
-                self.backoff.succeeded(txid);
-            }
-            step.settled = acknowledged.len();
-            self.ledger
-                .metrics()
-                .outbox_settled
-                .inc_by(acknowledged.len() as u64);
-        }
-        Ok(step)
-    }
-
-    /// Hands `txids` to the central bank in one request; each one's outcome.
-    async fn settle_chunk(&self, txids: Vec<Txid>) -> Vec<(Txid, Result<(), String>)> {
-        let request = match self.settle_request(&txids).await {
-            Ok(r) => r,
-            Err(e) => {
-                let e = e.to_string();
-                return txids.into_iter().map(|t| (t, Err(e.clone()))).collect();
-            }
+            _ => None,
         };
-        match self.link.settle_batch(request).await {
-            Err(s) => {
-                let e = format!("central bank: {}: {}", s.code(), s.message());
-                txids.into_iter().map(|t| (t, Err(e.clone()))).collect()
-            }
-            Ok(r) if r.results.len() != txids.len() => {
-                let e = format!(
-                    "central bank: {} results for {} transfers",
-                    r.results.len(),
-                    txids.len()
-                );
-                txids.into_iter().map(|t| (t, Err(e.clone()))).collect()
-            }
-            Ok(r) => txids
-                .into_iter()
-                .zip(r.results)
-                .map(|(t, r)| {
-                    let outcome = match r.outcome {
-                        Some(v1::settle_result::Outcome::Settled(_)) => Ok(()),
-                        Some(v1::settle_result::Outcome::Failed(f)) => Err(format!(
-                            "central bank: {:?}: {}",
-                            tonic::Code::from(f.code),
-                            f.message
-                        )),
-                        None => Err("central bank: empty result".into()),
-                    };
-                    (t, outcome)
-                })
-                .collect(),
+        let mut txids: BTreeSet<Txid> = BTreeSet::new();
+        for (k, _) in &rows {
+            let o = l.outbox_outpoint(k).ok_or(Corrupt { what: "outbox key" })?;
+            txids.insert(o.txid);
         }
-    }
-
-    /// The signed `SettleBatch` request for `txids`, read in one snapshot.
-    async fn settle_request(&self, txids: &[Txid]) -> Result<v1::SettleBatchRequest, LedgerError> {
-        let ledger = &self.ledger;
-        let mut tx = ledger.db().create_transaction()?;
-        let mut transfers = Vec::with_capacity(txids.len());
+        let mut items = Vec::with_capacity(txids.len());
         for txid in txids {
-            let record = tx
-                .get_snapshot(&ledger.layout().transfer(txid))
-                .await?
-                .ok_or(Corrupt {
-                    what: "outbox transfer",
-                })?;
+            if !self.queue.due(&txid, now_ms) {
+                items.push(Item {
+                    key: txid,
+                    group: 0,
+                    bytes: 0,
+                    value: None,
+                });
+                continue;
+            }
+            let record = tx.get_snapshot(&l.transfer(&txid)).await?.ok_or(Corrupt {
+                what: "outbox transfer",
+            })?;
             let record = TransferRecord::decode(&record)?;
-            transfers.push(v1::SignedTransfer {
+            let signed = v1::SignedTransfer {
                 witnesses: record
                     .witnesses
                     .iter()
@@ -301,24 +204,127 @@ impl OutboxWorker {
                     })
                     .collect(),
                 body: record.body,
+            };
+            items.push(Item {
+                key: txid,
+                group: 0,
+                bytes: signed.encoded_len(),
+                value: Some(signed),
             });
         }
-        Ok(v1::SettleBatchRequest {
+        Ok((items, next))
+    }
+
+    /// Hands every due outbox transfer of the next page to the central bank once, in
+    /// `SettleBatch` requests bounded by [`SETTLE_BATCH`] transfers and
+    /// [`SETTLE_BYTES_MAX`] bytes, `concurrency` in flight (see
+    /// [`OutboxWorker::with_concurrency`]), then clears every acknowledged one in one store
+    /// transaction. A transfer whose request failed waits for its backoff; one the central
+    /// bank refused as invalid is a dead letter.
+    pub async fn step(&mut self) -> Result<OutboxStep, ServiceError> {
+        use futures::StreamExt;
+        let now = self.ledger.now_ms();
+        let (page, next) = self.page(now).await?;
+        let plan = self.queue.plan(page, next, now);
+        let mut step = OutboxStep {
+            waiting: plan.waiting,
+            dead: plan.dead,
+            ..OutboxStep::default()
+        };
+        let this = &*self;
+        let outcomes: Vec<Vec<(Txid, Result<(), Failure>)>> = futures::stream::iter(plan.chunks)
+            .map(|chunk| async move { this.settle_chunk(chunk).await })
+            .buffered(self.concurrency)
+            .collect()
+            .await;
+        let mut acknowledged = Vec::new();
+        for (txid, outcome) in outcomes.into_iter().flatten() {
+            match outcome {
+                Ok(()) => acknowledged.push(txid),
+                Err(failure) => {
+                    step.failed += 1;
+                    self.ledger.metrics().central_bank_errors.inc();
+                    match self.queue.failed(txid, failure.clone(), now) {
+                        Verdict::Retry { failures, wait } => {
+                            tracing::warn!(%txid, ?failure, failures, ?wait, "settlement failed; retrying later")
+                        }
+                        Verdict::Dead => {
+                            tracing::error!(%txid, ?failure, "settlement refused for good; not retried")
+                        }
+                    }
+                }
+            }
+        }
+        if !acknowledged.is_empty() {
+            self.ledger.clear_outbox(&acknowledged).await?;
+            for txid in &acknowledged {
+                self.queue.succeeded(txid);
+            }
+            step.settled = acknowledged.len();
+            self.ledger
+                .metrics()
+                .outbox_settled
+                .inc_by(acknowledged.len() as u64);
+        }
+        self.metrics.set(self.queue.stats(now));
+        Ok(step)
+    }
+
+    /// Hands one chunk to the central bank in one request, signed once by the operator;
+    /// each transfer's outcome.
+    async fn settle_chunk(
+        &self,
+        chunk: Vec<Item<Txid, Option<v1::SignedTransfer>>>,
+    ) -> Vec<(Txid, Result<(), Failure>)> {
+        let txids: Vec<Txid> = chunk.iter().map(|i| i.key).collect();
+        let ledger = &self.ledger;
+        let request = v1::SettleBatchRequest {
             from_ledger_id: ledger.id().0,
-            transfers,
-            operator_signature: ledger
-                .operator()
-                .sign(&cbdc_core::messages::bank_settle_batch_message(
-                    ledger.id(),
-                    txids,
-                ))
-                .to_vec(),
-        })
+            operator_signature: BankRequest::SettleBatch {
+                from: ledger.id(),
+                txids: &txids,
+            }
+            .sign(ledger.operator())
+            .to_vec(),
+            transfers: chunk.into_iter().filter_map(|i| i.value).collect(),
+        };
+        let all = |f: Failure| txids.iter().map(|t| (*t, Err(f.clone()))).collect();
+        if request.transfers.len() != txids.len() {
+            return all(Failure::Retryable("a planned transfer was not read".into()));
+        }
+        match self.link.settle_batch(request).await {
+            // A refused request cannot be pinned on one transfer: all wait and try again.
+            Err(s) => all(Failure::Retryable(format!(
+                "central bank: {}: {}",
+                s.code(),
+                s.message()
+            ))),
+            Ok(r) if r.results.len() != txids.len() => all(Failure::Retryable(format!(
+                "central bank: {} results for {} transfers",
+                r.results.len(),
+                txids.len()
+            ))),
+            Ok(r) => txids
+                .iter()
+                .zip(r.results)
+                .map(|(t, r)| {
+                    let outcome = match r.outcome {
+                        Some(v1::settle_result::Outcome::Settled(_)) => Ok(()),
+                        Some(v1::settle_result::Outcome::Failed(f)) => Err(rpc_failure(
+                            "central bank",
+                            &Status::new(tonic::Code::from(f.code), f.message),
+                        )),
+                        None => Err(Failure::Retryable("central bank: empty result".into())),
+                    };
+                    (*t, outcome)
+                })
+                .collect(),
+        }
     }
 
     /// Submits the latest checkpoint, with a consistency proof from the size the central
     /// bank holds. Returns whether the central bank accepted it (false: nothing to send).
-    pub async fn push_checkpoint(&mut self) -> Result<bool, LedgerError> {
+    pub async fn push_checkpoint(&mut self) -> Result<bool, ServiceError> {
         let Some(signed) = self.ledger.checkpoint().await? else {
             return Ok(false);
         };
@@ -339,7 +345,7 @@ impl OutboxWorker {
                 Ok(r) => r,
                 Err(s) => {
                     self.ledger.metrics().central_bank_errors.inc();
-                    return Err(LedgerError::Unavailable(format!(
+                    return Err(ServiceError::Unavailable(format!(
                         "central bank: {}: {}",
                         s.code(),
                         s.message()
@@ -351,7 +357,7 @@ impl OutboxWorker {
                 return Ok(true);
             }
         }
-        Err(LedgerError::Unavailable(
+        Err(ServiceError::Unavailable(
             "central bank: checkpoint not accepted after learning its size".into(),
         ))
     }
@@ -390,7 +396,7 @@ impl Ledger {
     /// Clears the outbox rows of `txids` after the central bank acknowledged them and adds
     /// their value to the settled-out total, in one transaction; rows already cleared are not
     /// counted again. Returns the value cleared now.
-    pub async fn clear_outbox(&self, txids: &[Txid]) -> Result<Amount, LedgerError> {
+    pub async fn clear_outbox(&self, txids: &[Txid]) -> Result<Amount, ServiceError> {
         let me = self.clone();
         let txids: Arc<Vec<Txid>> = Arc::new(txids.to_vec());
         let cleared = self
@@ -406,10 +412,10 @@ impl Ledger {
                         let rows = tx.get_range(&b, &e, RangeOptions::default()).await?;
                         for (k, v) in &rows {
                             let o = Output::decode(v).map_err(|_| {
-                                TxError::Abort(LedgerError::from(Corrupt { what: "outbox" }))
+                                TxError::Abort(ServiceError::from(Corrupt { what: "outbox" }))
                             })?;
                             sum = sum.checked_add(o.value).ok_or_else(|| {
-                                TxError::Abort(LedgerError::from(Corrupt {
+                                TxError::Abort(ServiceError::from(Corrupt {
                                     what: "outbox total",
                                 }))
                             })?;
@@ -421,7 +427,7 @@ impl Ledger {
                     if !sum.is_zero() {
                         tx.atomic_add(l.settled_out_total(), sum.fen() as i64)?;
                     }
-                    Ok::<_, TxError<LedgerError>>(sum)
+                    Ok::<_, TxError<ServiceError>>(sum)
                 })
             })
             .await?;

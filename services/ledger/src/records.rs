@@ -22,15 +22,7 @@ fn u64_at(b: &[u8], at: usize, what: &'static str) -> Result<u64, Corrupt> {
         .ok_or(corrupt(what))
 }
 
-/// A counter written by atomic add: i64 little-endian, absent = 0.
-pub fn counter(value: Option<&[u8]>) -> i64 {
-    let mut le = [0u8; 8];
-    if let Some(v) = value {
-        let n = v.len().min(8);
-        le[..n].copy_from_slice(&v[..n]);
-    }
-    i64::from_le_bytes(le)
-}
+pub use cbdc_store::counter;
 
 /// A counter as an amount; a negative counter is corruption.
 pub fn counter_amount(value: Option<&[u8]>) -> Result<Amount, Corrupt> {

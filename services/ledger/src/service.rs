@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::time::Instant;
 
+use cbdc_core::messages::{OperatorOrder, WalletAction};
 use cbdc_core::{Amount, Reject, Transfer, Txid, WalletStatus};
 use cbdc_proto::convert::{self, WireError};
 use cbdc_proto::v1;
@@ -14,9 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::layout::POSITION_LEN;
-use crate::ledger::{
-    Committed, HistoryItem, Inbound, Ledger, LedgerError, WalletView, operator_message,
-};
+use crate::ledger::{Committed, HistoryItem, Inbound, Ledger, ServiceError, WalletView};
 
 /// Default entries per history page.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
@@ -24,20 +23,6 @@ pub const PAGE_SIZE_DEFAULT: u32 = 50;
 pub const WATCH_QUEUE: usize = 256;
 /// Open `WatchWallet` streams, at most; beyond this the call is `RESOURCE_EXHAUSTED`.
 pub const WATCHERS_MAX: usize = 10_000;
-
-impl From<LedgerError> for Status {
-    fn from(e: LedgerError) -> Status {
-        match e {
-            LedgerError::Reject(r) => convert::reject_status(&r),
-            LedgerError::InvalidArgument(m) => Status::invalid_argument(m),
-            LedgerError::NotFound(m) => Status::not_found(m),
-            LedgerError::FailedPrecondition(m) => Status::failed_precondition(m),
-            LedgerError::PermissionDenied(m) => Status::permission_denied(m),
-            LedgerError::Unavailable(m) => Status::unavailable(m),
-            LedgerError::Internal(m) => Status::internal(m),
-        }
-    }
-}
 
 /// The `cbdc.v1.LedgerService` implementation.
 #[derive(Clone)]
@@ -98,21 +83,8 @@ fn committed_msg(c: &Committed) -> v1::TransferResult {
     }
 }
 
-fn rejected_msg(txid: Option<Txid>, e: &LedgerError) -> v1::TransferResult {
-    let (code, message) = match e {
-        LedgerError::Reject(r) => (convert::reject_code(r).to_string(), r.to_string()),
-        other => {
-            let code = match other {
-                LedgerError::Unavailable(_) => "UNAVAILABLE",
-                LedgerError::InvalidArgument(_) => "INVALID_ARGUMENT",
-                LedgerError::NotFound(_) => "NOT_FOUND",
-                LedgerError::FailedPrecondition(_) => "FAILED_PRECONDITION",
-                LedgerError::PermissionDenied(_) => "PERMISSION_DENIED",
-                _ => "INTERNAL",
-            };
-            (code.to_string(), other.to_string())
-        }
-    };
+fn rejected_msg(txid: Option<Txid>, e: &ServiceError) -> v1::TransferResult {
+    let (code, message) = (e.code().to_string(), e.to_string());
     v1::TransferResult {
         txid: txid.map(|t| t.0.to_vec()).unwrap_or_default(),
         outcome: Some(v1::transfer_result::Outcome::Rejected(v1::Rejected {
@@ -197,24 +169,36 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::WalletActionRequest>,
     ) -> Result<Response<v1::Wallet>, Status> {
-        self.wallet_action(request.into_inner(), "freeze", WalletStatus::Frozen)
-            .await
+        self.wallet_action(
+            request.into_inner(),
+            WalletAction::Freeze,
+            WalletStatus::Frozen,
+        )
+        .await
     }
 
     async fn unfreeze_wallet(
         &self,
         request: Request<v1::WalletActionRequest>,
     ) -> Result<Response<v1::Wallet>, Status> {
-        self.wallet_action(request.into_inner(), "unfreeze", WalletStatus::Active)
-            .await
+        self.wallet_action(
+            request.into_inner(),
+            WalletAction::Unfreeze,
+            WalletStatus::Active,
+        )
+        .await
     }
 
     async fn close_wallet(
         &self,
         request: Request<v1::WalletActionRequest>,
     ) -> Result<Response<v1::Wallet>, Status> {
-        self.wallet_action(request.into_inner(), "close", WalletStatus::Closed)
-            .await
+        self.wallet_action(
+            request.into_inner(),
+            WalletAction::Close,
+            WalletStatus::Closed,
+        )
+        .await
     }
 
     async fn submit_transfer(
@@ -453,20 +437,14 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             )?),
             _ => None,
         };
-        let txid = wallet_transfer
-            .as_ref()
-            .map(|t| t.txid().0.to_vec())
-            .unwrap_or_default();
-        let message = operator_message(&[
-            b"exchange",
-            r.address.as_bytes(),
-            r.request_id.as_bytes(),
-            r.amount.as_bytes(),
-            &[r.direction as u8],
-            &txid,
-        ]);
-        self.ledger
-            .check_operator(&message, &r.operator_signature)?;
+        let order = OperatorOrder::Exchange {
+            address: &r.address,
+            request_id: &r.request_id,
+            amount: &r.amount,
+            direction: r.direction,
+            wallet_transfer: wallet_transfer.as_ref().map(Transfer::txid),
+        };
+        self.ledger.check_operator(&order, &r.operator_signature)?;
         let committed = match wallet_transfer {
             None => {
                 self.ledger
@@ -499,9 +477,11 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                 "request_id: required, at most 128 bytes",
             ));
         }
-        let message = operator_message(&[b"redeem", r.amount.as_bytes(), r.request_id.as_bytes()]);
-        self.ledger
-            .check_operator(&message, &r.operator_signature)?;
+        let order = OperatorOrder::Redeem {
+            amount: &r.amount,
+            request_id: &r.request_id,
+        };
+        self.ledger.check_operator(&order, &r.operator_signature)?;
         let committed = self.ledger.redeem(amount, &r.request_id).await?;
         Ok(Response::new(committed_msg(&committed)))
     }
@@ -568,7 +548,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                 items.len() - 1
             }));
         }
-        let mut applied: Vec<Option<Result<Committed, LedgerError>>> = self
+        let mut applied: Vec<Option<Result<Committed, ServiceError>>> = self
             .ledger
             .deliver_inbound_batch(items)
             .await
@@ -632,7 +612,7 @@ impl LedgerGrpc {
     async fn wallet_action(
         &self,
         r: v1::WalletActionRequest,
-        action: &str,
+        action: WalletAction,
         target: WalletStatus,
     ) -> Result<Response<v1::Wallet>, Status> {
         let key = self.address("address", &r.address)?;
@@ -641,16 +621,15 @@ impl LedgerGrpc {
                 "request_id: required, at most 128 bytes",
             ));
         }
-        let message = operator_message(&[
-            action.as_bytes(),
-            r.address.as_bytes(),
-            r.request_id.as_bytes(),
-            r.reason.as_bytes(),
-        ]);
-        self.ledger
-            .check_operator(&message, &r.operator_signature)?;
+        let order = OperatorOrder::Wallet {
+            action,
+            address: &r.address,
+            request_id: &r.request_id,
+            reason: &r.reason,
+        };
+        self.ledger.check_operator(&order, &r.operator_signature)?;
         let w = self.ledger.set_status(key, target).await?;
-        tracing::info!(action, address = %r.address, reason = %r.reason, request_id = %r.request_id, "operator wallet action");
+        tracing::info!(action = action.name(), address = %r.address, reason = %r.reason, request_id = %r.request_id, "operator wallet action");
         Ok(Response::new(wallet_msg(&w)))
     }
 }
@@ -744,46 +723,4 @@ async fn watch(
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
-}
-
-/// Helper for clients and tests: an operator signature for a wallet action.
-pub fn sign_wallet_action(
-    operator: &cbdc_core::Keypair,
-    action: &str,
-    address: &str,
-    request_id: &str,
-    reason: &str,
-) -> Vec<u8> {
-    operator
-        .sign(&operator_message(&[
-            action.as_bytes(),
-            address.as_bytes(),
-            request_id.as_bytes(),
-            reason.as_bytes(),
-        ]))
-        .to_vec()
-}
-
-/// Helper for clients and tests: an operator signature for an exchange.
-pub fn sign_exchange(
-    operator: &cbdc_core::Keypair,
-    address: &str,
-    request_id: &str,
-    amount: &str,
-    direction: i32,
-    wallet_transfer_txid: Option<&Txid>,
-) -> Vec<u8> {
-    let txid = wallet_transfer_txid
-        .map(|t| t.0.to_vec())
-        .unwrap_or_default();
-    operator
-        .sign(&operator_message(&[
-            b"exchange",
-            address.as_bytes(),
-            request_id.as_bytes(),
-            amount.as_bytes(),
-            &[direction as u8],
-            &txid,
-        ]))
-        .to_vec()
 }

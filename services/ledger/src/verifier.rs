@@ -13,7 +13,7 @@ use cbdc_core::{Reject, Transfer, UnixSeconds};
 use prometheus::Histogram;
 
 use crate::batcher::{Batcher, Stopped, Ticket};
-use crate::ledger::{Committed, LedgerError};
+use crate::ledger::{Committed, ServiceError};
 
 /// Transfers verified together, at most.
 pub const CHUNK: usize = 1024;
@@ -21,7 +21,7 @@ pub const CHUNK: usize = 1024;
 pub const QUEUE_DEPTH: usize = 4096;
 
 /// The committer stage: transfers in, one commit result each.
-pub type Committer = Batcher<Transfer, Result<Committed, LedgerError>>;
+pub type Committer = Batcher<Transfer, Result<Committed, ServiceError>>;
 
 /// What became of one transfer.
 pub enum Verdict {
@@ -29,7 +29,7 @@ pub enum Verdict {
     Valid(Transfer),
     /// Passed the checks and queued to commit, together with the rest of its verified batch
     /// that passed: the commit result arrives on the ticket.
-    Queued(Ticket<Result<Committed, LedgerError>>),
+    Queued(Ticket<Result<Committed, ServiceError>>),
     /// Refused by the checks.
     Refused(Transfer, Reject),
 }

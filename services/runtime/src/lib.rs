@@ -1,19 +1,24 @@
 //! `cbdc-runtime`: what every service of the network needs to run, written once.
 //!
-//! - [`backoff`]: exponential backoff per item, for retrying workers.
 //! - [`clock`]: wall-clock time, replaceable in tests and simulations.
+//! - [`error`]: the one error kind of every service and its mapping to a gRPC status.
 //! - [`config`]: TOML file plus environment overrides, unknown keys refused.
 //! - [`telemetry`]: structured logs (`tracing`), text or JSON.
 //! - [`metrics`]: a Prometheus `/metrics` HTTP endpoint over a registry.
+//! - [`retry`]: the one sans-IO retry queue of every worker that hands rows on until
+//!   acknowledged (paging, backoff with jitter, bounded chunks, dead letters).
 //! - [`grpc`]: the standard health and reflection services for a tonic server.
 //! - [`secret`]: secret key files (hex seed, mode 0600).
 //! - [`shutdown`]: one signal (SIGINT, SIGTERM or a test's trigger) that servers drain on.
 
-pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod retry;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+
+pub use error::ServiceError;

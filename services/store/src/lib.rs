@@ -25,6 +25,17 @@ use std::time::{Duration, Instant};
 
 pub use embedded::{EmbeddedOptions, StoreStats};
 pub use error::{StoreError, TxError};
+
+/// The value of a counter written by [`Transaction::atomic_add`]: a 64-bit little-endian
+/// integer, shorter values zero-extended, an absent key 0 (FoundationDB's `ADD` semantics).
+pub fn counter(value: Option<&[u8]>) -> i64 {
+    let mut le = [0u8; 8];
+    if let Some(v) = value {
+        let n = v.len().min(8);
+        le[..n].copy_from_slice(&v[..n]);
+    }
+    i64::from_le_bytes(le)
+}
 pub use transaction::{Bytes, RangeOptions, Transaction, Versionstamp};
 
 /// FoundationDB's limits, enforced on every backend.

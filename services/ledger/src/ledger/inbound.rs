@@ -1,0 +1,275 @@
+//! Deliveries from the central bank: issuance to the vault and moves from other ledgers,
+//! countersigned, each credited once per txid.
+
+use super::*;
+
+impl Ledger {
+    // ----- inbound from the central bank -----
+
+    /// Credits the outputs of a transfer the central bank countersigned for this ledger
+    /// (issuance to the vault, or a move from another ledger). Idempotent by txid.
+    pub async fn deliver_inbound(
+        &self,
+        transfer: Transfer,
+        from_ledger: LedgerId,
+        amount: Amount,
+        countersignature: &[u8],
+    ) -> Result<Committed, ServiceError> {
+        self.deliver_inbound_batch(vec![Inbound {
+            transfer,
+            from_ledger,
+            amount,
+            countersignature: countersignature.to_vec(),
+        }])
+        .await
+        .remove(0)
+    }
+
+    /// [`Ledger::deliver_inbound`] for many deliveries: the countersignatures are checked
+    /// with one Ed25519 batch verification and the deliveries applied in one store
+    /// transaction (each on its own if that transaction cannot commit). One result per item.
+    pub async fn deliver_inbound_batch(
+        &self,
+        items: Vec<Inbound>,
+    ) -> Vec<Result<Committed, ServiceError>> {
+        let mut results: Vec<Option<Result<Committed, ServiceError>>> =
+            (0..items.len()).map(|_| None).collect();
+        // Both signatures: the central bank's countersignature and the payers' own (without
+        // expiry: a committed transfer may arrive after its `valid_until`), each kind in one
+        // batch verification, off the async threads.
+        let me = self.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let countersigned = me.check_countersignatures(&items);
+            let witnessed =
+                cbdc_core::validate::check_committed_batch(items.iter().map(|i| &i.transfer));
+            let checked: Vec<Result<(), ServiceError>> = countersigned
+                .into_iter()
+                .zip(witnessed)
+                .map(|(c, w)| c.and_then(|()| w.map_err(ServiceError::from)))
+                .collect();
+            (items, checked)
+        })
+        .await;
+        let (items, checked) = match checked {
+            Ok(done) => done,
+            Err(e) => {
+                let e = ServiceError::Unavailable(format!("signature check: {e}"));
+                return results.iter().map(|_| Err(e.clone())).collect();
+            }
+        };
+        let mut good: Vec<InboundItem> = Vec::new();
+        for (i, (item, ok)) in items.into_iter().zip(checked).enumerate() {
+            match ok.and_then(|()| self.inbound_outputs(&item)) {
+                Ok(ours) => good.push((i, Arc::new(item.transfer), Arc::new(ours), item.amount)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !good.is_empty() {
+            let now_ms = self.now_ms();
+            let me = self.clone();
+            let batch = Arc::new(good);
+            let b = Arc::clone(&batch);
+            let outcome = self
+                .inner
+                .db
+                .run_stamped(move |tx| {
+                    let me = me.clone();
+                    let b = Arc::clone(&b);
+                    Box::pin(async move {
+                        let mut out = Vec::with_capacity(b.len());
+                        let mut order: u16 = 0;
+                        let mut logged = Vec::with_capacity(b.len());
+                        for (_, t, ours, amount) in b.iter() {
+                            let r = me.apply_inbound(tx, t, ours, *amount, now_ms, order).await;
+                            let r = in_order(&mut order, r)?;
+                            if let Ok((Applied::New(_), _)) = &r {
+                                logged.push(t.txid());
+                            }
+                            out.push(r);
+                        }
+                        me.write_log(tx, &logged)?;
+                        Ok::<_, TxError<ServiceError>>(out)
+                    })
+                })
+                .await;
+            match outcome {
+                Ok((applied, stamp)) => {
+                    for ((i, t, _, _), r) in batch.iter().zip(applied) {
+                        results[*i] = Some(r.map(|(applied, order)| {
+                            self.finish(t.txid(), applied, stamp.0, order, now_ms)
+                        }));
+                    }
+                }
+                Err(e) if batch.len() == 1 => {
+                    results[batch[0].0] = Some(Err(e.into()));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %ServiceError::from(e), "inbound batch failed; applying one by one");
+                    for (i, t, ours, amount) in batch.iter() {
+                        let single = (0, Arc::clone(t), Arc::clone(ours), *amount);
+                        results[*i] = Some(self.apply_inbound_alone(single).await);
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every item answered"))
+            .collect()
+    }
+
+    async fn apply_inbound_alone(
+        &self,
+        (_, t, ours, amount): InboundItem,
+    ) -> Result<Committed, ServiceError> {
+        let now_ms = self.now_ms();
+        let me = self.clone();
+        let tt = Arc::clone(&t);
+        let (applied, stamp) = self
+            .inner
+            .db
+            .run_stamped(move |tx| {
+                let me = me.clone();
+                let t = Arc::clone(&tt);
+                let ours = Arc::clone(&ours);
+                Box::pin(async move {
+                    let applied = me.apply_inbound(tx, &t, &ours, amount, now_ms, 0).await?;
+                    if let Applied::New(_) = &applied {
+                        me.write_log(tx, &[t.txid()])?;
+                    }
+                    Ok(applied)
+                })
+            })
+            .await?;
+        Ok(self.finish(t.txid(), applied, stamp.0, 0, now_ms))
+    }
+
+    /// Checks every item's countersignature with one batch verification (one by one only
+    /// if the batch fails, to name the bad ones).
+    fn check_countersignatures(&self, items: &[Inbound]) -> Vec<Result<(), ServiceError>> {
+        let Some(vk) = self.inner.central_bank_key else {
+            return items
+                .iter()
+                .map(|_| {
+                    Err(ServiceError::FailedPrecondition(
+                        "this ledger has no central bank key configured".into(),
+                    ))
+                })
+                .collect();
+        };
+        let messages: Vec<Vec<u8>> = items
+            .iter()
+            .map(|item| {
+                Countersignature {
+                    txid: item.transfer.txid(),
+                    to_ledger: self.id(),
+                }
+                .signing_bytes()
+            })
+            .collect();
+        let checks: Vec<_> = items
+            .iter()
+            .zip(&messages)
+            .map(|(item, m)| (&vk, &m[..], &item.countersignature[..]))
+            .collect();
+        cbdc_core::messages::verify_each(&checks)
+            .into_iter()
+            .map(|r| {
+                r.map_err(|e| {
+                    signature_error(
+                        e,
+                        "settlement.central_bank_signature",
+                        "the central bank's key",
+                        "does not verify against the central bank's key",
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The outputs of an inbound delivery that this ledger credits, after the checks that
+    /// need no storage.
+    fn inbound_outputs(&self, item: &Inbound) -> Result<Vec<(u16, Output)>, ServiceError> {
+        if item.from_ledger == self.id() {
+            return Err(ServiceError::InvalidArgument(
+                "settlement.from_ledger_id: a delivery cannot come from this ledger itself".into(),
+            ));
+        }
+        let ours: Vec<(u16, Output)> = item
+            .transfer
+            .body()
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.ledger == self.id())
+            .map(|(i, o)| (i as u16, *o))
+            .collect();
+        if let Some((index, _)) = ours.iter().find(|(_, o)| o.value.is_zero()) {
+            return Err(Reject::ZeroOutput {
+                index: usize::from(*index),
+            }
+            .into());
+        }
+        let total =
+            Amount::checked_sum(ours.iter().map(|(_, o)| o.value)).ok_or(Reject::ValueOverflow)?;
+        if ours.is_empty() || total != item.amount {
+            return Err(ServiceError::InvalidArgument(format!(
+                "settlement.amount: {}, but the transfer's outputs for ledger {} total {total}",
+                item.amount,
+                self.id().0
+            )));
+        }
+        Ok(ours)
+    }
+
+    /// Applies one inbound delivery inside `tx`: every payee wallet is checked before
+    /// anything is written, so a refused delivery leaves nothing behind in a shared
+    /// transaction.
+    async fn apply_inbound(
+        &self,
+        tx: &mut Transaction,
+        t: &Transfer,
+        ours: &[(u16, Output)],
+        amount: Amount,
+        now_ms: u64,
+        order: u16,
+    ) -> Result<Applied, TxError<ServiceError>> {
+        let l = self.layout();
+        let txid = t.txid();
+        if let Some(bytes) = tx.get(&l.transfer(&txid)).await? {
+            return Ok(Applied::Already(
+                TransferRecord::decode(&bytes).map_err(corrupt)?,
+            ));
+        }
+        for (_, output) in ours {
+            let owner = output.lock.owner();
+            if tx.get(&l.wallet(&owner)).await?.is_none() {
+                return Err(abort(Reject::UnknownWallet {
+                    ledger: self.id(),
+                    key: owner,
+                }));
+            }
+        }
+        let mut lines = Vec::new();
+        for (index, output) in ours {
+            let owner = output.lock.owner();
+            let outpoint = t.outpoint(*index);
+            tx.set(l.output(&outpoint), OutputState::Unspent(*output).encode())?;
+            tx.set(l.owned(&owner, &outpoint), output.value.fen().to_be_bytes())?;
+            tx.atomic_add(l.utxo_count(&owner), 1)?;
+            tx.atomic_add(l.balance(&owner), output.value.fen() as i64)?;
+            let record = HistoryRecord {
+                txid,
+                amount: output.value,
+                incoming: true,
+                committed_at_ms: now_ms,
+                memo: t.body().memo.clone(),
+            };
+            self.write_history(tx, &owner, &record, order)?;
+            lines.push((owner, record));
+        }
+        self.write_transfer(tx, t, now_ms, TransferKind::Inbound, order)?;
+        tx.atomic_add(l.inbound_total(), amount.fen() as i64)?;
+        Ok(Applied::New(lines))
+    }
+}

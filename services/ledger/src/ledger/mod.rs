@@ -1,0 +1,398 @@
+//! The ledger's logic over the store: wallets, transfers, the operator vault, inbound
+//! deliveries. The gRPC layer (`service.rs`) only converts and calls in here.
+//!
+//! One room per seam: [`wallets`](self::wallets) (open, read, freeze/unfreeze/close), the
+//! commit path ([`commit`](self::commit): verifier → committer → store transactions;
+//! [`apply`](self::apply): one transfer's reads and writes inside a transaction), coin
+//! selection ([`coins`](self::coins)), the operator vault ([`vault`](self::vault)),
+//! deliveries from the central bank ([`inbound`](self::inbound)), and reads and audit
+//! figures ([`reads`](self::reads)). This file holds the `Ledger` handle and the types they
+//! share.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use cbdc_core::messages::{Countersignature, OpenProof, OperatorOrder, SignatureError, Signed};
+use cbdc_core::validate::{InputState, StatefulContext, check_stateful, parties};
+use cbdc_core::{
+    Address, Amount, Input, KycTier, LedgerId, Lock, OutPoint, Output, PublicKey, Reject,
+    TierTable, Transfer, TransferBody, Txid, UnixSeconds, WalletState, WalletStatus, Witness,
+};
+use cbdc_runtime::error::abort;
+use cbdc_store::{Database, RangeOptions, StoreError, Transaction, TxError};
+use tokio::sync::broadcast;
+
+use crate::batcher::{Batcher, Stopped};
+use crate::layout::{LOG_ENTRY_TXIDS_MAX, Layout, POSITION_LEN, STAMP_LEN};
+use crate::metrics::LedgerMetrics;
+use crate::records::{
+    Corrupt, HistoryRecord, OutputState, TransferKind, TransferRecord, WalletRecord, counter,
+    counter_amount,
+};
+use crate::verifier::{Verdict, Verifier};
+
+mod apply;
+mod coins;
+mod commit;
+mod inbound;
+mod reads;
+mod vault;
+mod wallets;
+
+pub use cbdc_runtime::ServiceError;
+pub use cbdc_runtime::clock::Clock;
+pub use coins::COIN_SCAN_MAX;
+pub use vault::{VAULT_ATTEMPTS, VAULT_MIN_COINS, VAULT_SPLIT};
+
+use coins::CoinPolicy;
+
+/// Committed transfers buffered for watchers; a watcher that falls further behind catches up
+/// from the store.
+pub const EVENT_BUFFER: usize = 4096;
+/// Transfers committed in one store transaction, at most.
+pub const COMMIT_GROUP_MAX: usize = 128;
+/// Store transactions of grouped transfers in flight, at most.
+pub const COMMIT_GROUPS_IN_FLIGHT: usize = 64;
+
+/// A log position: the commit's versionstamp, then the order within that commit.
+pub fn position(stamp: [u8; STAMP_LEN], order: u16) -> [u8; POSITION_LEN] {
+    let mut p = [0u8; POSITION_LEN];
+    p[..STAMP_LEN].copy_from_slice(&stamp);
+    p[STAMP_LEN..].copy_from_slice(&order.to_be_bytes());
+    p
+}
+
+/// A refused signature from the wire as `PERMISSION_DENIED`: `field` names it, `signer` says
+/// whose it should be, `failure` what a wrong one means.
+fn signature_error(e: SignatureError, field: &str, signer: &str, failure: &str) -> ServiceError {
+    match e {
+        SignatureError::Length(n) => ServiceError::PermissionDenied(format!(
+            "{field}: {n} bytes, expected a 64-byte Ed25519 signature by {signer}"
+        )),
+        SignatureError::Mismatch => ServiceError::PermissionDenied(format!("{field}: {failure}")),
+    }
+}
+
+/// One item's outcome inside a transaction shared by several: applied anew, it takes the next
+/// order number within the commit; refused, the refusal is its own result; a store error ends
+/// the whole transaction.
+type Ordered = Result<(Applied, u16), ServiceError>;
+
+fn in_order(
+    order: &mut u16,
+    r: Result<Applied, TxError<ServiceError>>,
+) -> Result<Ordered, TxError<ServiceError>> {
+    match r {
+        Ok(applied) => {
+            let used = *order;
+            if matches!(applied, Applied::New(_)) {
+                *order += 1;
+            }
+            Ok(Ok((applied, used)))
+        }
+        Err(TxError::Abort(e)) => Ok(Err(e)),
+        Err(TxError::Store(e)) => Err(TxError::Store(e)),
+    }
+}
+
+impl From<Corrupt> for ServiceError {
+    fn from(e: Corrupt) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
+}
+
+fn corrupt(e: Corrupt) -> TxError<ServiceError> {
+    TxError::Abort(e.into())
+}
+
+/// A wallet as the ledger reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalletView {
+    pub address: Address,
+    pub tier: KycTier,
+    pub status: WalletStatus,
+    pub balance: Amount,
+    pub spent_today: Amount,
+    pub unspent_outputs: u64,
+}
+
+/// A committed transfer's place in the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub txid: Txid,
+    /// Its position in the ledger's log (commit versionstamp, then order in that commit).
+    pub position: [u8; POSITION_LEN],
+    pub committed_at_ms: u64,
+    /// This txid was committed before; nothing was applied now.
+    pub already: bool,
+}
+
+/// One wallet's line in a committed transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryItem {
+    pub position: [u8; POSITION_LEN],
+    pub record: HistoryRecord,
+}
+
+/// A committed transfer, as broadcast to watchers.
+#[derive(Clone, Debug)]
+pub struct CommitEvent {
+    pub position: [u8; POSITION_LEN],
+    pub lines: Vec<(PublicKey, HistoryRecord)>,
+}
+
+/// What `apply` did inside a transaction.
+enum Applied {
+    Already(TransferRecord),
+    New(Vec<(PublicKey, HistoryRecord)>),
+}
+
+/// A transfer's status as `GetTransfer` reports it.
+#[derive(Clone, Debug)]
+pub struct TransferInfo {
+    pub record: TransferRecord,
+    /// Outputs for other ledgers not yet delivered.
+    pub settling: bool,
+}
+
+/// An unsigned transfer built for a wallet.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub body: Vec<u8>,
+    pub txid: Txid,
+    pub inputs: Vec<(OutPoint, Output)>,
+}
+
+/// A delivery from the central bank: a transfer, where it comes from, the amount for this
+/// ledger, and the central bank's countersignature.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub transfer: Transfer,
+    pub from_ledger: LedgerId,
+    pub amount: Amount,
+    pub countersignature: Vec<u8>,
+}
+
+/// An inbound delivery ready to apply: its slot in the request, the transfer, the outputs
+/// this ledger credits, and the amount.
+type InboundItem = (usize, Arc<Transfer>, Arc<Vec<(u16, Output)>>, Amount);
+
+/// Figures for an audit of one ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub unspent: Amount,
+    pub unspent_outputs: u64,
+    pub balances: Amount,
+    /// Transfers in the commit log (each log entry holds one commit's transfers).
+    pub log_entries: u64,
+    /// Value in the outbox: committed here, not yet acknowledged by the central bank.
+    pub outbox: Amount,
+    /// Running totals: value delivered in, and value out the central bank acknowledged.
+    pub inbound: Amount,
+    pub settled_out: Amount,
+}
+
+/// Settings the ledger runs with (from its configuration).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub ledger: LedgerId,
+    pub tiers: TierTable,
+    pub utc_offset_minutes: i32,
+    pub max_batch: usize,
+    pub page_size_max: u32,
+    pub default_valid_for_s: u64,
+    pub amount_max: Amount,
+    pub central_bank: Option<PublicKey>,
+}
+
+struct Inner {
+    db: Database,
+    layout: Layout,
+    settings: Settings,
+    operator: cbdc_core::Keypair,
+    clock: Clock,
+    verifier: Verifier,
+    events: broadcast::Sender<Arc<CommitEvent>>,
+    metrics: LedgerMetrics,
+    /// The central bank's key, decompressed once.
+    central_bank_key: Option<ed25519_dalek::VerifyingKey>,
+}
+
+/// One bank ledger. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+impl Ledger {
+    /// Opens the ledger on `db` and makes sure the operator vault wallet exists. Must run
+    /// inside a tokio runtime (the verifier is a task).
+    pub async fn open(
+        db: Database,
+        settings: Settings,
+        operator: cbdc_core::Keypair,
+        clock: Clock,
+    ) -> Result<Ledger, ServiceError> {
+        let metrics = LedgerMetrics::new(settings.ledger.0);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let group_sizes = metrics.commit_group.clone();
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let weak = weak.clone();
+            let committer = Batcher::start(
+                "committer",
+                COMMIT_GROUP_MAX,
+                crate::verifier::QUEUE_DEPTH,
+                COMMIT_GROUPS_IN_FLIGHT,
+                move |n| group_sizes.observe(n as f64),
+                move |transfers: Vec<Transfer>| {
+                    let inner = weak.upgrade();
+                    async move {
+                        match inner {
+                            Some(inner) => Ledger { inner }.commit_group(transfers).await,
+                            None => transfers
+                                .iter()
+                                .map(|_| {
+                                    Err(ServiceError::Unavailable("the ledger has stopped".into()))
+                                })
+                                .collect(),
+                        }
+                    }
+                },
+            );
+            let verifier_clock = clock.clone();
+            let verifier = Verifier::start(
+                move || UnixSeconds(verifier_clock.now_ms() / 1000),
+                metrics.verify_batch.clone(),
+                committer.clone(),
+            );
+            Inner {
+                central_bank_key: settings.central_bank.and_then(|k| k.verifying_key().ok()),
+                db,
+                layout: Layout::new(settings.ledger),
+                settings,
+                operator,
+                clock,
+                verifier,
+                events,
+                metrics,
+            }
+        });
+        let ledger = Ledger { inner };
+        let vault = ledger.inner.operator.public();
+        let me = ledger.clone();
+        let now = ledger.now_ms();
+        ledger
+            .inner
+            .db
+            .run(move |tx| {
+                let key = me.inner.layout.wallet(&vault);
+                Box::pin(async move {
+                    if tx.get(&key).await?.is_none() {
+                        let record = WalletRecord {
+                            status: WalletStatus::Active,
+                            tier: KycTier::Operator,
+                            opened_at_ms: now,
+                            phone_hash: None,
+                        };
+                        tx.set(&key, record.encode())?;
+                    }
+                    Ok::<(), TxError<ServiceError>>(())
+                })
+            })
+            .await?;
+        Ok(ledger)
+    }
+
+    pub fn id(&self) -> LedgerId {
+        self.inner.settings.ledger
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn metrics(&self) -> &LedgerMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn operator_key(&self) -> PublicKey {
+        self.inner.operator.public()
+    }
+
+    pub fn vault_address(&self) -> Address {
+        Address::new(self.id(), self.operator_key())
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommitEvent>> {
+        self.inner.events.subscribe()
+    }
+
+    /// The local day number (days since the epoch at the configured UTC offset).
+    fn day(&self, now_ms: u64) -> i64 {
+        let offset = i64::from(self.inner.settings.utc_offset_minutes) * 60_000;
+        (now_ms as i64 + offset).div_euclid(86_400_000)
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// The embedded store's counters (transactions committed, fsyncs, keys written); `None` on
+    /// FoundationDB.
+    pub fn store_stats(&self) -> Option<cbdc_store::StoreStats> {
+        self.inner.db.stats()
+    }
+
+    pub(crate) fn operator(&self) -> &cbdc_core::Keypair {
+        &self.inner.operator
+    }
+
+    /// Refuses an address of another ledger.
+    pub fn local_key(&self, field: &str, address: &Address) -> Result<PublicKey, ServiceError> {
+        if address.ledger != self.id() {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{field}: address is on ledger {}, this is ledger {}",
+                address.ledger.0,
+                self.id().0
+            )));
+        }
+        Ok(address.key)
+    }
+
+    /// Checks the operator's signature over `order`.
+    pub fn check_operator(
+        &self,
+        order: &OperatorOrder<'_>,
+        signature: &[u8],
+    ) -> Result<(), ServiceError> {
+        cbdc_core::messages::verify(self.inner.operator.verifying_key(), order, signature).map_err(
+            |e| {
+                signature_error(
+                    e,
+                    "operator_signature",
+                    "the bank's operator key",
+                    "does not verify against the bank's operator key",
+                )
+            },
+        )
+    }
+
+    /// Time spent since `started`, recorded under `rpc`.
+    pub fn observe(&self, rpc: &str, started: Instant) {
+        self.inner
+            .metrics
+            .latency
+            .with_label_values(&[rpc])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
