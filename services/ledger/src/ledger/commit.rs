@@ -149,7 +149,7 @@ impl Ledger {
                         let record = TransferRecord::decode(&record).map_err(corrupt)?;
                         return Ok((Applied::Already(record), txid));
                     }
-                    let applied = me.apply(tx, &t, now_ms, TransferKind::Local, 0).await?;
+                    let applied = me.apply(tx, &t, now_ms, 0).await?;
                     if let Applied::New(_) = &applied {
                         me.write_log(tx, &[t.txid()])?;
                         if let Some(k) = &request {
@@ -217,7 +217,7 @@ impl Ledger {
                     let mut order: u16 = 0;
                     let mut logged = Vec::with_capacity(g.len());
                     for t in g.iter() {
-                        let r = me.apply(tx, t, now_ms, TransferKind::Local, order).await;
+                        let r = me.apply(tx, t, now_ms, order).await;
                         let r = in_order(&mut order, r)?;
                         if let Ok((Applied::New(_), _)) = &r {
                             logged.push(t.txid());

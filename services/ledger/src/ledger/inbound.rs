@@ -1,6 +1,7 @@
 //! Deliveries from the central bank: issuance to the vault and moves from other ledgers,
 //! countersigned, each credited once per txid.
 
+use super::plan::{Write, history_write, transfer_write, write};
 use super::*;
 
 impl Ledger {
@@ -250,14 +251,21 @@ impl Ledger {
                 }));
             }
         }
-        let mut lines = Vec::new();
+        let mut lines = Vec::with_capacity(ours.len());
+        let mut writes = Vec::with_capacity(5 * ours.len() + 2);
         for (index, output) in ours {
             let owner = output.lock.owner();
             let outpoint = t.outpoint(*index);
-            tx.set(l.output(&outpoint), OutputState::Unspent(*output).encode())?;
-            tx.set(l.owned(&owner, &outpoint), output.value.fen().to_be_bytes())?;
-            tx.atomic_add(l.utxo_count(&owner), 1)?;
-            tx.atomic_add(l.balance(&owner), output.value.fen() as i64)?;
+            writes.push(Write::Set(
+                l.output(&outpoint),
+                OutputState::Unspent(*output).encode(),
+            ));
+            writes.push(Write::Set(
+                l.owned(&owner, &outpoint),
+                output.value.fen().to_be_bytes().to_vec(),
+            ));
+            writes.push(Write::Add(l.utxo_count(&owner), 1));
+            writes.push(Write::Add(l.balance(&owner), output.value.fen() as i64));
             let record = HistoryRecord {
                 txid,
                 amount: output.value,
@@ -265,11 +273,12 @@ impl Ledger {
                 committed_at_ms: now_ms,
                 memo: t.body().memo.clone(),
             };
-            self.write_history(tx, &owner, &record, order)?;
+            writes.push(history_write(l, &owner, &record, order));
             lines.push((owner, record));
         }
-        self.write_transfer(tx, t, now_ms, TransferKind::Inbound, order)?;
-        tx.atomic_add(l.inbound_total(), amount.fen() as i64)?;
+        writes.push(transfer_write(l, t, now_ms, TransferKind::Inbound, order));
+        writes.push(Write::Add(l.inbound_total(), amount.fen() as i64));
+        write(tx, writes)?;
         Ok(Applied::New(lines))
     }
 }

@@ -9,16 +9,14 @@
 //! figures ([`reads`](self::reads)). This file holds the `Ledger` handle and the types they
 //! share.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use cbdc_core::messages::{Countersignature, OpenProof, OperatorOrder, SignatureError, Signed};
-use cbdc_core::validate::{InputState, StatefulContext, check_stateful, parties};
 use cbdc_core::{
     Address, Amount, Input, KycTier, LedgerId, Lock, OutPoint, Output, PublicKey, Reject,
-    TierTable, Transfer, TransferBody, Txid, UnixSeconds, WalletState, WalletStatus, Witness,
+    TierTable, Transfer, TransferBody, Txid, UnixSeconds, WalletStatus, Witness,
 };
 use cbdc_runtime::error::abort;
 use cbdc_store::{Database, RangeOptions, StoreError, Transaction, TxError};
@@ -37,6 +35,7 @@ mod apply;
 mod coins;
 mod commit;
 mod inbound;
+mod plan;
 mod reads;
 mod vault;
 mod wallets;
