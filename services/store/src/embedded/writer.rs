@@ -1,0 +1,244 @@
+//! The writer thread: merges a resolved batch's writes per key, writes them as one atomic
+//! fjall batch, fsyncs the journal once, then publishes and acknowledges.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+
+use fjall::PersistMode;
+
+use super::resolver::Resolved;
+use super::writeset::{Write, apply_add};
+use std::sync::Arc;
+
+use super::{META_VERSION, Shared, io};
+use crate::error::StoreError;
+
+/// The writer thread: applies resolved batches in order, each as one atomic fjall write
+/// batch and one journal fsync, then publishes the new version and acknowledges.
+pub(super) fn writer_loop(
+    shared: Arc<Shared>,
+    receiver: std::sync::mpsc::Receiver<Vec<Resolved>>,
+    fsync: bool,
+) {
+    let mut counters = CounterCache::default();
+    while let Ok(mut batch) = receiver.recv() {
+        // Whatever else is already resolved joins this fsync (bounded by the channel).
+        while let Ok(more) = receiver.try_recv() {
+            batch.extend(more);
+        }
+        let Some(last) = batch.last().map(|r| r.stamp.version()) else {
+            continue;
+        };
+        match apply_batch(&shared, &batch, last, fsync, &mut counters) {
+            Ok(()) => {
+                // Seqno first, then version: a reader that sees the new version also sees
+                // the new data; one that sees only the new data conflicts conservatively.
+                shared
+                    .visible
+                    .store(shared.keyspace.instant(), Ordering::Release);
+                shared.committed.store(last, Ordering::Release);
+                shared
+                    .stats
+                    .commits
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+                for r in batch {
+                    let _ = r.reply.send(Ok(r.stamp));
+                }
+            }
+            Err(e) => {
+                // What reached storage is uncertain: forget cached counters rather than guess.
+                counters.values.clear();
+                for r in batch {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Values of keys recently changed by atomic adds, as the writer last wrote them. The writer
+/// is the only one writing, so these are the stored values and an add needs no storage read
+/// for a hot counter (a busy wallet's balance). Bounded: when full it starts over.
+#[derive(Default)]
+pub(super) struct CounterCache {
+    pub(super) values: rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// Counter values kept by the writer, at most.
+pub(super) const COUNTER_CACHE_MAX: usize = 65_536;
+
+/// Applies resolved transactions, in order, as one atomic fjall write batch and one journal
+/// fsync.
+pub(super) fn apply_batch(
+    shared: &Shared,
+    batch: &[Resolved],
+    last_version: u64,
+    fsync: bool,
+    counters: &mut CounterCache,
+) -> Result<(), StoreError> {
+    // In key order: consecutive inserts into the memtable's skiplist then walk mostly the
+    // same (cached) nodes.
+    let rows = if batch.iter().all(|tx| tx.cleared.is_empty()) {
+        merge_sorted(shared, batch, counters)?
+    } else {
+        merge_with_range_clears(shared, batch, counters)?
+    };
+    // Sized up front: the batch's items are large, and growing it moved them all each time.
+    // Buffer durability is what `Keyspace::batch` sets; the fsync follows below.
+    let mut write = fjall::Batch::with_capacity(shared.keyspace.clone(), rows.len() + 1)
+        .durability(Some(PersistMode::Buffer));
+    shared
+        .stats
+        .rows
+        .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    for (key, value) in rows {
+        match value {
+            Some(v) => write.insert(&shared.data, key.as_ref(), v.as_ref()),
+            None => write.remove(&shared.data, key.as_ref()),
+        }
+    }
+    write.insert(&shared.meta, META_VERSION, last_version.to_be_bytes());
+    write.commit().map_err(io)?;
+    if fsync {
+        // The batch is in the journal; if the fsync fails it may or may not survive a crash.
+        shared
+            .keyspace
+            .persist(PersistMode::SyncData)
+            .map_err(|_| StoreError::CommitUnknownResult)?;
+    }
+    Ok(())
+}
+
+/// A batch's net writes, one per key in key order (value `None` = cleared).
+pub(super) type NetWrites<'a> = Vec<(Cow<'a, [u8]>, Option<Cow<'a, [u8]>>)>;
+
+/// The stored value of `key` before this batch, for an atomic add: the counter cache's if it
+/// has the key, else storage's.
+pub(super) fn add_base(
+    shared: &Shared,
+    counters: &CounterCache,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    match counters.values.get(key) {
+        Some(cached) => Ok(cached.clone()),
+        None => Ok(shared.data.get(key).map_err(io)?.map(|v| v.to_vec())),
+    }
+}
+
+/// The common case, a batch without range clears: every write, sorted by key (stably, so one
+/// key's writes stay in commit order), folded per key, later transactions building on
+/// earlier ones. One sort and no map: most keys are written once.
+pub(super) fn merge_sorted<'a>(
+    shared: &Shared,
+    batch: &'a [Resolved],
+    counters: &mut CounterCache,
+) -> Result<NetWrites<'a>, StoreError> {
+    let mut all: Vec<(&'a [u8], Write<'a>)> =
+        Vec::with_capacity(batch.iter().map(|tx| tx.writes.len()).sum());
+    for tx in batch {
+        all.extend(tx.writes.iter());
+    }
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    let mut rows: NetWrites<'a> = Vec::with_capacity(all.len());
+    let mut i = 0;
+    while i < all.len() {
+        let key = all[i].0;
+        // The key's value so far in this batch (`None`: not written yet), and whether an
+        // atomic add wrote it last.
+        let mut value: Option<Option<Cow<'a, [u8]>>> = None;
+        let mut added = false;
+        while let Some(&(k, op)) = all.get(i)
+            && k == key
+        {
+            match op {
+                Write::Set(v) => {
+                    value = Some(Some(Cow::Borrowed(v)));
+                    added = false;
+                }
+                Write::Clear => {
+                    value = Some(None);
+                    added = false;
+                }
+                Write::Add(delta) => {
+                    let base = match value.take() {
+                        Some(v) => v.map(Cow::into_owned),
+                        None => add_base(shared, counters, key)?,
+                    };
+                    value = Some(Some(Cow::Owned(apply_add(base.as_deref(), delta))));
+                    added = true;
+                }
+            }
+            i += 1;
+        }
+        let value = value.expect("a run holds at least one write");
+        // The cache after this batch: added keys take their new values, other written keys
+        // are forgotten; when full it starts over.
+        if added {
+            let new = value.as_ref().map(|v| v.to_vec());
+            match counters.values.get_mut(key) {
+                // A hot counter keeps its cached key; only its value is replaced.
+                Some(cached) => *cached = new,
+                None => {
+                    if counters.values.len() >= COUNTER_CACHE_MAX {
+                        counters.values.clear();
+                    }
+                    counters.values.insert(key.to_vec(), new);
+                }
+            }
+        } else if !counters.values.is_empty() {
+            counters.values.remove(key);
+        }
+        rows.push((Cow::Borrowed(key), value));
+    }
+    Ok(rows)
+}
+
+/// A batch with range clears: the batch's writes in a map, so that a range clear also clears
+/// what earlier transactions of the batch wrote, and the cache is dropped.
+pub(super) fn merge_with_range_clears<'a>(
+    shared: &Shared,
+    batch: &'a [Resolved],
+    counters: &mut CounterCache,
+) -> Result<NetWrites<'a>, StoreError> {
+    // The batch's own writes so far (value None = cleared), so that later transactions of the
+    // batch build on earlier ones before anything reaches fjall.
+    type Overlay<'a> = rustc_hash::FxHashMap<Cow<'a, [u8]>, Option<Cow<'a, [u8]>>>;
+    let mut overlay: Overlay<'_> = Default::default();
+    overlay.reserve(batch.iter().map(|tx| tx.writes.len()).sum());
+    let mut range_cleared = false;
+    for tx in batch {
+        for (b, e) in &tx.cleared {
+            range_cleared = true;
+            for (k, v) in overlay.iter_mut() {
+                if b.as_slice() <= k.as_ref() && k.as_ref() < e.as_slice() {
+                    *v = None;
+                }
+            }
+            for row in shared.data.range(b.clone()..e.clone()) {
+                let (k, _) = row.map_err(io)?;
+                overlay.insert(Cow::Owned(k.to_vec()), None);
+            }
+        }
+        for (key, op) in tx.writes.iter() {
+            let value = match op {
+                Write::Set(v) => Some(Cow::Borrowed(v)),
+                Write::Clear => None,
+                Write::Add(delta) => {
+                    let base = match overlay.get(key) {
+                        Some(v) => v.as_deref().map(|v| v.to_vec()),
+                        None if !range_cleared => add_base(shared, counters, key)?,
+                        None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
+                    };
+                    Some(Cow::Owned(apply_add(base.as_deref(), delta)))
+                }
+            };
+            overlay.insert(Cow::Borrowed(key), value);
+        }
+    }
+    // A range clear may have removed cached counters: forget them all.
+    counters.values.clear();
+    let mut rows: NetWrites<'a> = overlay.into_iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(rows)
+}
