@@ -1,0 +1,261 @@
+//! The command line, as clap types: every command, argument and its help.
+
+use std::path::PathBuf;
+
+use cbdc_core::{KycTier, LedgerId};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::devnet::DevnetFile;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cbdc",
+    version,
+    about = "A two-tier digital-currency payment ledger: services, devnet, demo, wallet and admin commands"
+)]
+pub struct Cli {
+    /// Print results as JSON (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one service from a configuration file (examples in deploy/).
+    Serve {
+        #[arg(value_enum)]
+        service: Service,
+        /// The TOML configuration; environment variables override it.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run the central bank and N bank ledgers on loopback, with durable stores under DIR;
+    /// restarting on the same DIR resumes with all data.
+    Devnet {
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        banks: u32,
+    },
+    /// Start a devnet in a temporary directory and run a narrated scenario; exits 0 only if
+    /// every step did what it said.
+    Demo,
+    /// Wallet commands against a running network.
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+    /// A bank operator's commands.
+    #[command(subcommand)]
+    Bank(BankCommand),
+    /// The central bank's commands.
+    #[command(subcommand, name = "central-bank")]
+    CentralBank(CentralBankCommand),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Service {
+    Issuance,
+    Ledger,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Tier {
+    Class1,
+    Class2,
+    Class3,
+    Anonymous,
+}
+
+impl From<Tier> for KycTier {
+    fn from(t: Tier) -> KycTier {
+        match t {
+            Tier::Class1 => KycTier::Class1,
+            Tier::Class2 => KycTier::Class2,
+            Tier::Class3 => KycTier::Class3,
+            Tier::Anonymous => KycTier::Class4Anonymous,
+        }
+    }
+}
+
+/// Where the services are: a devnet directory, or an explicit endpoint.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// A devnet directory (its devnet.json names every endpoint).
+    #[arg(long, default_value = "devnet")]
+    pub devnet: PathBuf,
+    /// An explicit endpoint (e.g. http://127.0.0.1:50061), instead of the devnet's.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+}
+
+impl Target {
+    pub(super) fn bank(&self, ledger: LedgerId) -> Result<String, String> {
+        match &self.endpoint {
+            Some(e) => Ok(e.clone()),
+            None => DevnetFile::load(&self.devnet)?.bank_url(ledger.0),
+        }
+    }
+
+    pub(super) fn central_bank(&self) -> Result<String, String> {
+        match &self.endpoint {
+            Some(e) => Ok(e.clone()),
+            None => Ok(DevnetFile::load(&self.devnet)?.central_bank_url()),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WalletCommand {
+    /// Create a wallet key file (mode 0600), encrypted with a passphrase if one is given.
+    New {
+        #[arg(long)]
+        key: PathBuf,
+        /// The name of an environment variable holding a passphrase to encrypt the key with
+        /// (age, scrypt); commands using the key then need it in CBDC_WALLET_PASSPHRASE.
+        #[arg(long)]
+        passphrase_env: Option<String>,
+    },
+    /// Open the wallet of KEY on a bank ledger.
+    Open {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        ledger: u32,
+        #[arg(long, value_enum, default_value = "class2")]
+        tier: Tier,
+        /// The phone number, for the anonymous tier (only its SHA-256 is sent).
+        #[arg(long)]
+        phone: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The balance of an address.
+    Balance {
+        address: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Pay AMOUNT (yuan, e.g. 12.30) from the wallet of KEY on LEDGER to an address.
+    Pay {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        ledger: u32,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        amount: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// An address's history, oldest first.
+    History {
+        address: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Receipts: proof that a transfer is in a ledger's audit log.
+    #[command(subcommand)]
+    Receipt(ReceiptCommand),
+    /// Follow an address's incoming and outgoing transfers as they commit (Ctrl-C stops;
+    /// `--count N` stops after N).
+    Watch {
+        address: String,
+        /// Resume after this history cursor (from `history --json`); empty for "from now".
+        #[arg(long, default_value = "")]
+        cursor: String,
+        #[arg(long)]
+        count: Option<usize>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReceiptCommand {
+    /// Fetch the receipt of TXID from LEDGER and verify it offline against the operator key
+    /// in the central bank's registry.
+    Verify {
+        txid: String,
+        #[arg(long)]
+        ledger: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BankCommand {
+    /// A customer exchanges bank deposits for e-CNY: the bank pays AMOUNT from its vault to
+    /// the address (once per request id).
+    Exchange {
+        address: String,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        request_id: String,
+        /// The bank's operator key file (default: the devnet's for the address's ledger).
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Freeze a wallet (it can receive, not spend).
+    Freeze(WalletAction),
+    /// Unfreeze a wallet.
+    Unfreeze(WalletAction),
+}
+
+#[derive(Args, Debug)]
+pub struct WalletAction {
+    pub address: String,
+    /// The legal order's reference.
+    #[arg(long)]
+    pub reason: String,
+    /// The bank's operator key file (default: the devnet's for the address's ledger).
+    #[arg(long)]
+    pub operator_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CentralBankCommand {
+    /// Issue AMOUNT to the vault of bank LEDGER.
+    Mint {
+        #[arg(long)]
+        ledger: u32,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        request_id: String,
+        #[arg(long, default_value = "devnet reserve")]
+        reserve_reference: String,
+        /// The administrator's key file (default: the devnet's).
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Bank LEDGER returns AMOUNT from its vault to the central bank (redemption): a
+    /// transfer to ledger 0 that settles through the bank's outbox.
+    Redeem {
+        #[arg(long)]
+        ledger: u32,
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        request_id: String,
+        /// The bank's operator key file (default: the devnet's).
+        #[arg(long)]
+        operator_key: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Reconcile the books with every ledger's checkpoint.
+    Audit {
+        #[command(flatten)]
+        target: Target,
+    },
+}

@@ -1,0 +1,135 @@
+//! The commands (clap): `serve`, `devnet`, `demo`, and the wallet, bank and central-bank
+//! commands. Every failure is one line naming what to fix.
+//!
+//! [`args`] defines the command line; [`wallet`], [`bank`] and [`central_bank`] run those
+//! commands; key files are read and written by `cbdc_runtime::secret`; this file dispatches
+//! and holds what they share (output, parsing of addresses and amounts).
+
+use std::path::{Path, PathBuf};
+
+use cbdc_core::{Address, Amount, Keypair, LedgerId};
+use cbdc_runtime::shutdown::Shutdown;
+use serde_json::json;
+
+use crate::devnet::{Devnet, DevnetFile};
+
+mod args;
+mod bank;
+mod central_bank;
+mod wallet;
+
+pub use args::*;
+pub use cbdc_runtime::secret::PASSPHRASE_ENV;
+
+/// Reads a key file (see `cbdc_runtime::secret`).
+fn read_key(path: &Path) -> Result<Keypair, String> {
+    cbdc_runtime::secret::read_seed(path).map(|s| Keypair::from_seed(&s))
+}
+
+/// The operator key file given, or the devnet's for `ledger`.
+fn operator_key_file(
+    given: Option<PathBuf>,
+    target: &Target,
+    ledger: LedgerId,
+) -> Result<PathBuf, String> {
+    match given {
+        Some(k) => Ok(k),
+        None => DevnetFile::load(&target.devnet)?
+            .operator_keys
+            .get((ledger.0 as usize).wrapping_sub(1))
+            .cloned()
+            .ok_or_else(|| format!("ledger {}: no such bank in the devnet", ledger.0)),
+    }
+}
+
+fn address(text: &str) -> Result<Address, String> {
+    text.parse().map_err(|e| format!("address {text:?}: {e}"))
+}
+
+fn amount(text: &str) -> Result<Amount, String> {
+    Amount::parse(text).map_err(|e| format!("amount {text:?}: {e}"))
+}
+
+/// Output: a line for people, or JSON.
+struct Out {
+    json: bool,
+    lines: Vec<String>,
+}
+
+impl Out {
+    fn emit(&mut self, human: String, value: serde_json::Value) {
+        self.lines
+            .push(if self.json { value.to_string() } else { human });
+    }
+}
+
+/// Runs a command; returns what it prints. Long-running commands (serve, devnet) print as
+/// they go and return when shut down.
+pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
+    let mut out = Out {
+        json: cli.json,
+        lines: Vec::new(),
+    };
+    match cli.command {
+        Command::Serve { service, config } => serve(service, &config).await?,
+        Command::Devnet { dir, banks } => {
+            let shutdown = Shutdown::new().on_signals();
+            let devnet = Devnet::start(&dir, banks, shutdown.clone()).await?;
+            let f = &devnet.file;
+            println!(
+                "devnet in {} (Ctrl-C stops it; run again on the same --dir to resume)",
+                dir.display()
+            );
+            println!("  central bank  http://{}", f.central_bank);
+            for (i, b) in f.banks.iter().enumerate() {
+                println!("  bank {}        http://{b}", i + 1);
+            }
+            println!("  admin key     {}", f.admin_key.display());
+            shutdown.wait().await;
+            devnet.stop().await?;
+        }
+        Command::Demo => {
+            let json = cli.json;
+            crate::demo::run(Box::new(move |line| {
+                if !json {
+                    println!("{line}");
+                }
+            }))
+            .await?;
+            out.emit(
+                "demo: every step did what it said".into(),
+                json!({"ok": true}),
+            );
+        }
+        Command::Wallet(w) => wallet::wallet(w, &mut out).await?,
+        Command::Bank(b) => bank::bank(b, &mut out).await?,
+        Command::CentralBank(c) => central_bank::central_bank(c, &mut out).await?,
+    }
+    Ok(out.lines)
+}
+
+async fn serve(service: Service, config: &Path) -> Result<(), String> {
+    let shutdown = Shutdown::new().on_signals();
+    match service {
+        Service::Ledger => {
+            let c: cbdc_ledger::config::LedgerConfig =
+                cbdc_runtime::config::load(Some(config), cbdc_ledger::config::ENV_PREFIX)
+                    .map_err(|e| e.to_string())?;
+            cbdc_runtime::telemetry::init(c.log_json);
+            let running = cbdc_ledger::serve(c, shutdown)
+                .await
+                .map_err(|e| e.to_string())?;
+            running.wait().await.map_err(|e| e.to_string())
+        }
+        Service::Issuance => {
+            let c: cbdc_issuance::config::IssuanceConfig =
+                cbdc_runtime::config::load(Some(config), cbdc_issuance::config::ENV_PREFIX)
+                    .map_err(|e| e.to_string())?;
+            cbdc_runtime::telemetry::init(c.log_json);
+            let running = cbdc_issuance::serve(c, shutdown)
+                .await
+                .map_err(|e| e.to_string())?;
+            running.wait().await.map_err(|e| e.to_string())
+        }
+    }
+}
