@@ -27,7 +27,6 @@ use cbdc_core::{Keypair, PublicKey};
 use cbdc_runtime::clock::Clock;
 use cbdc_runtime::shutdown::{ServerTask, Shutdown};
 use cbdc_store::Database;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::bank::CentralBank;
 use crate::config::IssuanceConfig;
@@ -109,19 +108,8 @@ pub async fn serve_with_clock(
     let db = open_store(&config)?;
     let bank = CentralBank::new(db, Keypair::from_seed(&seed), admin, clock);
 
-    let cbdc_runtime::grpc::Listeners {
-        grpc: grpc_listener,
-        grpc_addr,
-        metrics: metrics_listener,
-        metrics_addr,
-    } = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
-
-    let (health_reporter, health) = cbdc_runtime::grpc::health();
-    health_reporter
-        .set_serving::<cbdc_proto::v1::issuance_service_server::IssuanceServiceServer<service::IssuanceGrpc>>()
-        .await;
-    let reflection = cbdc_runtime::grpc::reflection(cbdc_proto::FILE_DESCRIPTOR_SET)
-        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+    let listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
+    let (grpc_addr, metrics_addr) = (listeners.grpc_addr, listeners.metrics_addr);
     let grpc = cbdc_proto::v1::issuance_service_server::IssuanceServiceServer::new(
         service::IssuanceGrpc::new(bank.clone()),
     );
@@ -130,31 +118,21 @@ pub async fn serve_with_clock(
     let worker =
         delivery::DeliveryWorker::new(bank.clone(), Arc::new(delivery::GrpcLedgers::default()))
             .with_metrics(&registry);
-    let delivery_task = tokio::spawn(worker.run(
+    let workers = vec![tokio::spawn(worker.run(
         Duration::from_millis(config.delivery_interval_ms.max(1)),
         shutdown.clone(),
-    ));
-    let metrics_task = tokio::spawn(cbdc_runtime::metrics::serve(
-        metrics_listener,
+    ))];
+    let server = cbdc_runtime::grpc::serve(
+        "central bank",
+        listeners,
+        grpc,
+        cbdc_proto::FILE_DESCRIPTOR_SET,
         registry,
+        workers,
         shutdown.clone(),
-    ));
-    let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        tracing::info!(%grpc_addr, %metrics_addr, "central bank serving");
-        let result = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(grpc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                stop.wait().await;
-            })
-            .await;
-        let _ = metrics_task.await;
-        let _ = delivery_task.await;
-        tracing::info!("central bank stopped");
-        result.map_err(ServeError::from)
-    });
+    )
+    .await
+    .map_err(ServeError::Config)?;
     Ok(RunningIssuance {
         grpc_addr,
         metrics_addr,

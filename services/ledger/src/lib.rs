@@ -27,7 +27,6 @@ use std::path::Path;
 use cbdc_core::{Keypair, PublicKey};
 use cbdc_runtime::shutdown::{ServerTask, Shutdown};
 use cbdc_store::Database;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::LedgerConfig;
 use crate::ledger::{Clock, Ledger, Settings};
@@ -155,67 +154,38 @@ pub async fn serve_with_clock(
     let db = open_store(&config)?;
     let ledger = Ledger::open(db, settings, operator, clock).await?;
 
-    let cbdc_runtime::grpc::Listeners {
-        grpc: grpc_listener,
-        grpc_addr,
-        metrics: metrics_listener,
-        metrics_addr,
-    } = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
-
-    let (health_reporter, health) = cbdc_runtime::grpc::health();
-    health_reporter
-        .set_serving::<cbdc_proto::v1::ledger_service_server::LedgerServiceServer<service::LedgerGrpc>>()
-        .await;
-    let reflection = cbdc_runtime::grpc::reflection(cbdc_proto::FILE_DESCRIPTOR_SET)
-        .map_err(|e| ServeError::Config(format!("reflection: {e}")))?;
+    let listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
+    let (grpc_addr, metrics_addr) = (listeners.grpc_addr, listeners.metrics_addr);
     let grpc = cbdc_proto::v1::ledger_service_server::LedgerServiceServer::new(
         service::LedgerGrpc::new(ledger.clone(), shutdown.clone()),
     )
     .max_decoding_message_size(request_bytes_max(config.max_batch));
-
-    let sequencer = tokio::spawn(audit::run_sequencer(
+    let mut workers = vec![tokio::spawn(audit::run_sequencer(
         ledger.clone(),
         std::time::Duration::from_millis(config.sequencer_interval_ms.max(1)),
         shutdown.clone(),
-    ));
-    let outbox = match &config.central_bank_endpoint {
-        None => None,
-        Some(endpoint) => {
-            let link = outbox::GrpcCentralBank::new(endpoint)
-                .map_err(|e| ServeError::Config(format!("central_bank_endpoint: {e}")))?;
-            let worker = outbox::OutboxWorker::new(ledger.clone(), std::sync::Arc::new(link));
-            Some(tokio::spawn(worker.run(
-                std::time::Duration::from_millis(config.outbox_interval_ms.max(1)),
-                std::time::Duration::from_millis(config.checkpoint_interval_ms.max(1)),
-                shutdown.clone(),
-            )))
-        }
-    };
-    let metrics_task = tokio::spawn(cbdc_runtime::metrics::serve(
-        metrics_listener,
+    ))];
+    if let Some(endpoint) = &config.central_bank_endpoint {
+        let link = outbox::GrpcCentralBank::new(endpoint)
+            .map_err(|e| ServeError::Config(format!("central_bank_endpoint: {e}")))?;
+        let worker = outbox::OutboxWorker::new(ledger.clone(), std::sync::Arc::new(link));
+        workers.push(tokio::spawn(worker.run(
+            std::time::Duration::from_millis(config.outbox_interval_ms.max(1)),
+            std::time::Duration::from_millis(config.checkpoint_interval_ms.max(1)),
+            shutdown.clone(),
+        )));
+    }
+    let server = cbdc_runtime::grpc::serve(
+        "ledger",
+        listeners,
+        grpc,
+        cbdc_proto::FILE_DESCRIPTOR_SET,
         ledger.metrics().registry.clone(),
+        workers,
         shutdown.clone(),
-    ));
-    let stop = shutdown.clone();
-    let ledger_id = config.ledger_id;
-    let server = tokio::spawn(async move {
-        tracing::info!(ledger = ledger_id, %grpc_addr, %metrics_addr, "ledger serving");
-        let result = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(grpc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                stop.wait().await;
-            })
-            .await;
-        let _ = metrics_task.await;
-        let _ = sequencer.await;
-        if let Some(outbox) = outbox {
-            let _ = outbox.await;
-        }
-        tracing::info!(ledger = ledger_id, "ledger stopped");
-        result.map_err(ServeError::from)
-    });
+    )
+    .await
+    .map_err(ServeError::Config)?;
     Ok(RunningLedger {
         grpc_addr,
         metrics_addr,

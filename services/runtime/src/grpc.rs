@@ -50,3 +50,62 @@ pub async fn bind(
         metrics: metrics_listener,
     })
 }
+
+/// What every gRPC service needs to run: `service` beside the health service (marked
+/// serving) and reflection over `descriptor_set` on the gRPC listener, `registry` on the metrics listener, until
+/// `shutdown` fires; then the metrics endpoint and the background `workers` (which end on the
+/// same signal) are awaited. `name` goes in the logs.
+pub async fn serve<S>(
+    name: &'static str,
+    listeners: Listeners,
+    service: S,
+    descriptor_set: &'static [u8],
+    registry: prometheus::Registry,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: crate::shutdown::Shutdown,
+) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, String>
+where
+    S: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: axum::response::IntoResponse,
+    S::Future: Send + 'static,
+{
+    let Listeners {
+        grpc: grpc_listener,
+        grpc_addr,
+        metrics: metrics_listener,
+        metrics_addr,
+    } = listeners;
+    let (health_reporter, health) = health();
+    health_reporter.set_serving::<S>().await;
+    let reflection = reflection(descriptor_set).map_err(|e| format!("reflection: {e}"))?;
+    let metrics_task = tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        registry,
+        shutdown.clone(),
+    ));
+    Ok(tokio::spawn(async move {
+        tracing::info!(%grpc_addr, %metrics_addr, "{name} serving");
+        let result = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+                async move { shutdown.wait().await },
+            )
+            .await;
+        let _ = metrics_task.await;
+        for w in workers {
+            let _ = w.await;
+        }
+        tracing::info!("{name} stopped");
+        result
+    }))
+}

@@ -59,15 +59,24 @@ impl Shutdown {
     }
 }
 
-/// A server running as a task, stopped through its shutdown signal.
+/// A server running as a task (see [`crate::grpc::serve`]), stopped through its shutdown
+/// signal; its errors are reported as the service's `E`.
 pub struct ServerTask<E> {
     shutdown: Shutdown,
-    task: tokio::task::JoinHandle<Result<(), E>>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    error: std::marker::PhantomData<fn() -> E>,
 }
 
-impl<E: From<std::io::Error>> ServerTask<E> {
-    pub fn new(shutdown: Shutdown, task: tokio::task::JoinHandle<Result<(), E>>) -> Self {
-        ServerTask { shutdown, task }
+impl<E: From<std::io::Error> + From<tonic::transport::Error>> ServerTask<E> {
+    pub fn new(
+        shutdown: Shutdown,
+        task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    ) -> Self {
+        ServerTask {
+            shutdown,
+            task,
+            error: std::marker::PhantomData,
+        }
     }
 
     /// Fires the shutdown signal and waits for the server to finish in-flight requests.
@@ -78,8 +87,9 @@ impl<E: From<std::io::Error>> ServerTask<E> {
 
     /// Waits until the server stops (after its shutdown signal fires).
     pub async fn wait(self) -> Result<(), E> {
-        self.task
-            .await
-            .map_err(|e| E::from(std::io::Error::other(format!("server task: {e}"))))?
+        match self.task.await {
+            Ok(result) => result.map_err(E::from),
+            Err(e) => Err(E::from(std::io::Error::other(format!("server task: {e}")))),
+        }
     }
 }
