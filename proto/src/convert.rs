@@ -249,6 +249,19 @@ impl From<WireError> for tonic::Status {
     }
 }
 
+/// A failed item of a batch on the wire: its status's code and message.
+pub fn to_failure(status: &tonic::Status) -> v1::Failure {
+    v1::Failure {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+    }
+}
+
+/// A failed item of a batch from the wire, as the status it stands for.
+pub fn failure(f: v1::Failure) -> tonic::Status {
+    tonic::Status::new(tonic::Code::from(f.code), f.message)
+}
+
 /// A checkpoint and its signature on the wire.
 pub fn to_checkpoint(cp: &cbdc_core::audit::Checkpoint, signature: &[u8]) -> v1::Checkpoint {
     v1::Checkpoint {

@@ -16,6 +16,15 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
+    /// A signed transfer from the wire, its witness keys checked through this cache.
+    pub fn signed_transfer(
+        &self,
+        field: &'static str,
+        t: Option<&crate::v1::SignedTransfer>,
+    ) -> Result<cbdc_core::Transfer, crate::convert::WireError> {
+        crate::convert::signed_transfer_with(field, t, &|k| self.checked_key(k))
+    }
+
     /// The key decompressed and checked (not of small order), from the cache if it is there.
     /// Keys that fail the check are not cached.
     pub fn checked_key(&self, key: &PublicKey) -> Result<CheckedKey, KeyError> {

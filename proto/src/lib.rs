@@ -2,10 +2,12 @@
 //!
 //! Generated code lives in [`v1`]; [`convert`] is the only place where wire types become core
 //! types, returning a [`convert::WireError`] that names the field at fault. [`keycache`] keeps
-//! the decompressed keys of recent signers for decoding.
+//! the decompressed keys of recent signers for decoding; [`requests`] builds signed requests
+//! for clients.
 
 pub mod convert;
 pub mod keycache;
+pub mod requests;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {

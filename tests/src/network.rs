@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cbdc_core::messages::{AdminOrder, Signed};
 use cbdc_core::{Amount, Keypair, LedgerId};
 use cbdc_issuance::RunningIssuance;
 use cbdc_issuance::config::IssuanceConfig;
@@ -85,24 +84,12 @@ impl Network {
     }
 
     pub fn register_request(&self, bank: &LedgerNet) -> v1::RegisterOperatorRequest {
-        let op = v1::Operator {
-            ledger_id: bank.ledger_id().0,
-            name: format!("Bank {}", bank.ledger_id().0),
-            operator_public_key: bank.operator.public().as_bytes().to_vec(),
-            endpoint: format!("http://{}", bank.running().grpc_addr),
-            status: v1::OperatorStatus::Active as i32,
-        };
-        let sig = AdminOrder::Register {
-            ledger: LedgerId(op.ledger_id),
-            name: &op.name,
-            operator_key: &op.operator_public_key,
-            endpoint: &op.endpoint,
-        }
-        .sign(&self.admin);
-        v1::RegisterOperatorRequest {
-            operator: Some(op),
-            admin_signature: sig.to_vec(),
-        }
+        cbdc_proto::requests::register_operator(
+            &self.admin,
+            bank.ledger_id(),
+            &bank.operator.public(),
+            &format!("http://{}", bank.running().grpc_addr),
+        )
     }
 
     pub async fn register(&mut self, bank: &LedgerNet) -> Result<v1::Operator, tonic::Status> {
@@ -112,20 +99,13 @@ impl Network {
 
     pub fn mint_request(&self, ledger: u32, amount: &str, request_id: &str) -> v1::MintRequest {
         let reference = format!("reserve transfer {request_id}");
-        let sig = AdminOrder::Mint {
+        cbdc_proto::requests::mint(
+            &self.admin,
             request_id,
-            ledger: LedgerId(ledger),
+            LedgerId(ledger),
             amount,
-            reserve_reference: &reference,
-        }
-        .sign(&self.admin);
-        v1::MintRequest {
-            request_id: request_id.into(),
-            ledger_id: ledger,
-            amount: amount.into(),
-            reserve_reference: reference,
-            admin_signature: sig.to_vec(),
-        }
+            &reference,
+        )
     }
 
     pub async fn mint(

@@ -6,13 +6,12 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use cbdc_core::messages::{AdminOrder, Signed};
 use cbdc_core::{Keypair, LedgerId};
 use cbdc_issuance::RunningIssuance;
 use cbdc_issuance::config::IssuanceConfig;
 use cbdc_ledger::RunningLedger;
 use cbdc_ledger::config::LedgerConfig;
-use cbdc_proto::v1;
+use cbdc_proto::requests;
 use cbdc_runtime::shutdown::Shutdown;
 use serde::{Deserialize, Serialize};
 
@@ -157,24 +156,13 @@ impl Devnet {
         let mut cb = crate::client::issuance(&self.file.central_bank_url()).await?;
         for (i, (bank, op)) in self.banks.iter().zip(&self.operators).enumerate() {
             let id = (i + 1) as u32;
-            let operator = v1::Operator {
-                ledger_id: id,
-                name: format!("Bank {id}"),
-                operator_public_key: op.public().as_bytes().to_vec(),
-                endpoint: format!("http://{}", bank.grpc_addr),
-                status: v1::OperatorStatus::Active as i32,
-            };
-            let sig = AdminOrder::Register {
-                ledger: LedgerId(operator.ledger_id),
-                name: &operator.name,
-                operator_key: &operator.operator_public_key,
-                endpoint: &operator.endpoint,
-            }
-            .sign(&self.admin);
-            cb.register_operator(v1::RegisterOperatorRequest {
-                operator: Some(operator),
-                admin_signature: sig.to_vec(),
-            })
+            let endpoint = format!("http://{}", bank.grpc_addr);
+            cb.register_operator(requests::register_operator(
+                &self.admin,
+                LedgerId(id),
+                &op.public(),
+                &endpoint,
+            ))
             .await
             .map_err(|s| format!("registering bank {id}: {}", s.message()))?;
         }

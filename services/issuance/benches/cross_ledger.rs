@@ -212,25 +212,14 @@ async fn main() {
             .await
             .expect("ledger");
         let operator = cbdc_ledger::load_or_create_key(&c.operator_key_file).expect("key");
-        let op = v1::Operator {
-            ledger_id: id,
-            name: format!("Bank {id}"),
-            operator_public_key: operator.public().as_bytes().to_vec(),
-            endpoint: format!("http://{}", running.grpc_addr),
-            status: v1::OperatorStatus::Active as i32,
-        };
-        let sig = AdminOrder::Register {
-            ledger: LedgerId(op.ledger_id),
-            name: &op.name,
-            operator_key: &op.operator_public_key,
-            endpoint: &op.endpoint,
-        }
-        .sign(&admin);
+        let endpoint = format!("http://{}", running.grpc_addr);
         cb_client
-            .register_operator(v1::RegisterOperatorRequest {
-                operator: Some(op),
-                admin_signature: sig.to_vec(),
-            })
+            .register_operator(cbdc_proto::requests::register_operator(
+                &admin,
+                LedgerId(id),
+                &operator.public(),
+                &endpoint,
+            ))
             .await
             .expect("registers");
         ledgers.push((running, operator));

@@ -241,10 +241,7 @@ impl DeliveryWorker {
                             let outcome = match r.outcome {
                                 Some(v1::deliver_inbound_result::Outcome::Delivered(_)) => Ok(()),
                                 Some(v1::deliver_inbound_result::Outcome::Failed(f)) => {
-                                    Err(rpc_failure(
-                                        &peer,
-                                        &Status::new(tonic::Code::from(f.code), f.message),
-                                    ))
+                                    Err(rpc_failure(&peer, &cbdc_proto::convert::failure(f)))
                                 }
                                 None => Err(Failure::Retryable(format!("{peer}: empty result"))),
                             };

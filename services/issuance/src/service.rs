@@ -38,7 +38,7 @@ impl IssuanceGrpc {
         field: &'static str,
         t: Option<&v1::SignedTransfer>,
     ) -> Result<cbdc_core::Transfer, convert::WireError> {
-        convert::signed_transfer_with(field, t, &|k| self.keys.checked_key(k))
+        self.keys.signed_transfer(field, t)
     }
 }
 
@@ -193,11 +193,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
                 outcome: Some(match outcome {
                     Ok(s) => v1::settle_result::Outcome::Settled(settle_msg(&s, wire)),
                     Err(e) => {
-                        let s = Status::from(e);
-                        v1::settle_result::Outcome::Failed(v1::Failure {
-                            code: s.code() as i32,
-                            message: s.message().to_string(),
-                        })
+                        v1::settle_result::Outcome::Failed(convert::to_failure(&Status::from(e)))
                     }
                 }),
             })

@@ -198,15 +198,8 @@ impl Ledger {
     /// tree; if that reached the end of the log, signs a new checkpoint when the size or the
     /// totals changed.
     pub async fn sequence(&self) -> Result<Sequenced, ServiceError> {
-        let me = self.clone();
-        let out = self
-            .db()
-            .run(move |tx| {
-                let me = me.clone();
-                Box::pin(async move { me.sequence_in(tx).await })
-            })
-            .await?;
-        Ok(out)
+        self.transact(move |me, tx| Box::pin(async move { me.sequence_in(tx).await }))
+            .await
     }
 
     async fn sequence_in(&self, tx: &mut Transaction) -> Result<Sequenced, TxError<ServiceError>> {

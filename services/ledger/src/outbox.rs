@@ -310,10 +310,9 @@ impl OutboxWorker {
                 .map(|(t, r)| {
                     let outcome = match r.outcome {
                         Some(v1::settle_result::Outcome::Settled(_)) => Ok(()),
-                        Some(v1::settle_result::Outcome::Failed(f)) => Err(rpc_failure(
-                            "central bank",
-                            &Status::new(tonic::Code::from(f.code), f.message),
-                        )),
+                        Some(v1::settle_result::Outcome::Failed(f)) => {
+                            Err(rpc_failure("central bank", &convert::failure(f)))
+                        }
                         None => Err(Failure::Retryable("central bank: empty result".into())),
                     };
                     (*t, outcome)
@@ -397,12 +396,9 @@ impl Ledger {
     /// their value to the settled-out total, in one transaction; rows already cleared are not
     /// counted again. Returns the value cleared now.
     pub async fn clear_outbox(&self, txids: &[Txid]) -> Result<Amount, ServiceError> {
-        let me = self.clone();
         let txids: Arc<Vec<Txid>> = Arc::new(txids.to_vec());
         let cleared = self
-            .db()
-            .run(move |tx| {
-                let me = me.clone();
+            .transact(move |me, tx| {
                 let txids = Arc::clone(&txids);
                 Box::pin(async move {
                     let l = me.layout();

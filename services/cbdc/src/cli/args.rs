@@ -191,15 +191,8 @@ pub enum BankCommand {
     /// the address (once per request id).
     Exchange {
         address: String,
-        #[arg(long)]
-        amount: String,
-        #[arg(long)]
-        request_id: String,
-        /// The bank's operator key file (default: the devnet's for the address's ledger).
-        #[arg(long)]
-        operator_key: Option<PathBuf>,
         #[command(flatten)]
-        target: Target,
+        order: OperatorPayment,
     },
     /// Freeze a wallet (it can receive, not spend).
     Freeze(WalletAction),
@@ -243,19 +236,27 @@ pub enum CentralBankCommand {
     Redeem {
         #[arg(long)]
         ledger: u32,
-        #[arg(long)]
-        amount: String,
-        #[arg(long)]
-        request_id: String,
-        /// The bank's operator key file (default: the devnet's).
-        #[arg(long)]
-        operator_key: Option<PathBuf>,
         #[command(flatten)]
-        target: Target,
+        order: OperatorPayment,
     },
     /// Reconcile the books with every ledger's checkpoint.
     Audit {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// A payment the bank's operator signs from its vault: how much, once per which request id,
+/// with which key, to which network.
+#[derive(Args, Debug)]
+pub struct OperatorPayment {
+    #[arg(long)]
+    pub amount: String,
+    #[arg(long)]
+    pub request_id: String,
+    /// The bank's operator key file (default: the devnet's for the ledger).
+    #[arg(long)]
+    pub operator_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
 }

@@ -11,10 +11,13 @@ pub(super) async fn bank(b: BankCommand, out: &mut Out) -> Result<(), String> {
     let (action, a) = match b {
         BankCommand::Exchange {
             address: a,
-            amount: x,
-            request_id,
-            operator_key,
-            target,
+            order:
+                OperatorPayment {
+                    amount: x,
+                    request_id,
+                    operator_key,
+                    target,
+                },
         } => {
             let addr = address(&a)?;
             amount(&x)?;

@@ -54,10 +54,13 @@ pub(super) async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result
         }
         CentralBankCommand::Redeem {
             ledger,
-            amount: a,
-            request_id,
-            operator_key,
-            target,
+            order:
+                OperatorPayment {
+                    amount: a,
+                    request_id,
+                    operator_key,
+                    target,
+                },
         } => {
             amount(&a)?;
             let operator = read_key(&operator_key_file(operator_key, &target, LedgerId(ledger))?)?;

@@ -48,12 +48,7 @@ impl CentralBank {
             })?,
         }
         .encode();
-        let me = self.clone();
-        let out = self
-            .inner
-            .db
-            .run(move |tx| {
-                let me = me.clone();
+        let out = self.transact(move |me, tx| {
                 let proof = proof.clone();
                 let record = record.clone();
                 Box::pin(async move {

@@ -86,13 +86,9 @@ impl CentralBank {
         let settlement = self.countersign(&transfer, CENTRAL_BANK, ledger, amount);
         let signed = SignedParts::of(&transfer);
         let queued = encode_queued(&settlement, &signed);
-        let me = self.clone();
         let request_id = request_id.to_string();
         let (transfer, already) = self
-            .inner
-            .db
-            .run(move |tx| {
-                let me = me.clone();
+            .transact(move |me, tx| {
                 let signed = signed.clone();
                 let queued = queued.clone();
                 let request_id = request_id.clone();

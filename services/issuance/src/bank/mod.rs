@@ -95,6 +95,22 @@ impl CentralBank {
         &self.inner.keys
     }
 
+    /// Runs `f` in a store transaction, retried as the store decides; each attempt gets a
+    /// handle of its own.
+    async fn transact<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        F: for<'t> Fn(
+            CentralBank,
+            &'t mut cbdc_store::Transaction,
+        ) -> futures::future::BoxFuture<
+            't,
+            Result<T, cbdc_store::TxError<ServiceError>>,
+        >,
+    {
+        let me = self.clone();
+        Ok(self.inner.db.run(move |tx| f(me.clone(), tx)).await?)
+    }
+
     fn check_admin(&self, order: &AdminOrder<'_>, signature: &[u8]) -> Result<(), ServiceError> {
         let vk = self
             .inner

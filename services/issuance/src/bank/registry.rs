@@ -71,12 +71,7 @@ impl CentralBank {
             endpoint: r.endpoint.to_string(),
             status: OperatorStatus::Active,
         };
-        let me = self.clone();
-        let out = self
-            .inner
-            .db
-            .run(move |tx| {
-                let me = me.clone();
+        let out = self.transact(move |me, tx| {
                 let record = record.clone();
                 Box::pin(async move {
                     let k = me.keys().op(record.ledger);
@@ -112,12 +107,8 @@ impl CentralBank {
             },
             signature,
         )?;
-        let me = self.clone();
         let out = self
-            .inner
-            .db
-            .run(move |tx| {
-                let me = me.clone();
+            .transact(move |me, tx| {
                 Box::pin(async move {
                     let k = me.keys().op(ledger);
                     let Some(bytes) = tx.get(&k).await? else {

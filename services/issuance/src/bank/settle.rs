@@ -157,14 +157,10 @@ impl CentralBank {
             }
         }
         if !plans.is_empty() {
-            let me = self.clone();
             let plans = Arc::new(plans);
             let p = Arc::clone(&plans);
             let outcome = self
-                .inner
-                .db
-                .run(move |tx| {
-                    let me = me.clone();
+                .transact(move |me, tx| {
                     let p = Arc::clone(&p);
                     Box::pin(async move {
                         let k = me.keys();
@@ -211,7 +207,6 @@ impl CentralBank {
                     }
                 }
                 Err(e) => {
-                    let e = ServiceError::from(e);
                     for (i, _) in plans.iter() {
                         results[*i] = Some(Err(e.clone()));
                     }

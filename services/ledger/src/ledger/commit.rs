@@ -120,18 +120,11 @@ impl Ledger {
     ) -> Result<Committed, ServiceError> {
         let transfer = Arc::new(transfer);
         let now_ms = self.now_ms();
-        let attempts = Arc::new(AtomicU64::new(0));
-        let me = self.clone();
         let t = Arc::clone(&transfer);
-        let counted = Arc::clone(&attempts);
         let outcome = self
-            .inner
-            .db
-            .run_stamped(move |tx| {
-                let me = me.clone();
+            .transact_stamped(move |me, tx| {
                 let t = Arc::clone(&t);
                 let request = request.clone();
-                counted.fetch_add(1, Ordering::Relaxed);
                 Box::pin(async move {
                     if let Some(k) = &request
                         && let Some(done) = tx.get(k).await?
@@ -160,10 +153,6 @@ impl Ledger {
                 })
             })
             .await;
-        let retries = attempts.load(Ordering::Relaxed).saturating_sub(1);
-        if retries > 0 {
-            self.inner.metrics.store_retries.inc_by(retries);
-        }
         let ((applied, txid), stamp) = outcome?;
         Ok(self.finish(txid, applied, stamp.0, 0, now_ms))
     }
@@ -201,17 +190,10 @@ impl Ledger {
         }
         let group = Arc::new(unique);
         let now_ms = self.now_ms();
-        let attempts = Arc::new(AtomicU64::new(0));
-        let me = self.clone();
         let g = Arc::clone(&group);
-        let counted = Arc::clone(&attempts);
         let outcome = self
-            .inner
-            .db
-            .run_stamped(move |tx| {
-                let me = me.clone();
+            .transact_stamped(move |me, tx| {
                 let g = Arc::clone(&g);
-                counted.fetch_add(1, Ordering::Relaxed);
                 Box::pin(async move {
                     let mut results = Vec::with_capacity(g.len());
                     let mut order: u16 = 0;
@@ -229,10 +211,6 @@ impl Ledger {
                 })
             })
             .await;
-        let retries = attempts.load(Ordering::Relaxed).saturating_sub(1);
-        if retries > 0 {
-            self.inner.metrics.store_retries.inc_by(retries);
-        }
         let unique_results: Vec<Result<Committed, ServiceError>> = match outcome {
             Ok((results, stamp)) => results
                 .into_iter()

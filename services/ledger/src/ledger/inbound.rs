@@ -67,14 +67,10 @@ impl Ledger {
         }
         if !good.is_empty() {
             let now_ms = self.now_ms();
-            let me = self.clone();
             let batch = Arc::new(good);
             let b = Arc::clone(&batch);
             let outcome = self
-                .inner
-                .db
-                .run_stamped(move |tx| {
-                    let me = me.clone();
+                .transact_stamped(move |me, tx| {
                     let b = Arc::clone(&b);
                     Box::pin(async move {
                         let mut out = Vec::with_capacity(b.len());
@@ -124,13 +120,9 @@ impl Ledger {
         (_, t, ours, amount): InboundItem,
     ) -> Result<Committed, ServiceError> {
         let now_ms = self.now_ms();
-        let me = self.clone();
         let tt = Arc::clone(&t);
         let (applied, stamp) = self
-            .inner
-            .db
-            .run_stamped(move |tx| {
-                let me = me.clone();
+            .transact_stamped(move |me, tx| {
                 let t = Arc::clone(&tt);
                 let ours = Arc::clone(&ours);
                 Box::pin(async move {

@@ -10,7 +10,6 @@
 //! share.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use cbdc_core::messages::{Countersignature, OpenProof, OperatorOrder, SignatureError, Signed};
@@ -366,6 +365,46 @@ impl Ledger {
             )));
         }
         Ok(address.key)
+    }
+
+    /// Runs `f` in a store transaction, retried as the store decides (retries are counted
+    /// in the metrics); each attempt gets a handle of its own.
+    pub(crate) async fn transact<T, F>(&self, f: F) -> Result<T, ServiceError>
+    where
+        F: for<'t> Fn(
+            Ledger,
+            &'t mut Transaction,
+        ) -> futures::future::BoxFuture<'t, Result<T, TxError<ServiceError>>>,
+    {
+        Ok(self.transact_stamped(f).await?.0)
+    }
+
+    /// [`Ledger::transact`], also returning the commit's versionstamp, and the store's error
+    /// as it is (the commit paths fall back on it).
+    pub(crate) async fn transact_stamped<T, F>(
+        &self,
+        f: F,
+    ) -> Result<(T, cbdc_store::Versionstamp), TxError<ServiceError>>
+    where
+        F: for<'t> Fn(
+            Ledger,
+            &'t mut Transaction,
+        ) -> futures::future::BoxFuture<'t, Result<T, TxError<ServiceError>>>,
+    {
+        let me = self.clone();
+        let mut attempts = 0u64;
+        let outcome = self
+            .inner
+            .db
+            .run_stamped(|tx| {
+                attempts += 1;
+                f(me.clone(), tx)
+            })
+            .await;
+        if attempts > 1 {
+            self.inner.metrics.store_retries.inc_by(attempts - 1);
+        }
+        outcome
     }
 
     /// Checks the operator's signature over `order`.

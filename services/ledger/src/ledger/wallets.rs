@@ -37,37 +37,33 @@ impl Ledger {
             )
         })?;
         let now = self.now_ms();
-        let me = self.clone();
-        self.inner
-            .db
-            .run(move |tx| {
-                let me = me.clone();
-                Box::pin(async move {
-                    let wk = me.layout().wallet(&key);
-                    match tx.get(&wk).await? {
-                        Some(existing) => {
-                            let existing = WalletRecord::decode(&existing).map_err(corrupt)?;
-                            if existing.tier != tier {
-                                return Err(abort(ServiceError::FailedPrecondition(format!(
-                                    "public_key: a wallet with this key is already open at tier {:?}",
-                                    existing.tier
-                                ))));
-                            }
-                        }
-                        None => {
-                            let record = WalletRecord {
-                                status: WalletStatus::Active,
-                                tier,
-                                opened_at_ms: now,
-                                phone_hash,
-                            };
-                            tx.set(&wk, record.encode())?;
+        self.transact(move |me, tx| {
+            Box::pin(async move {
+                let wk = me.layout().wallet(&key);
+                match tx.get(&wk).await? {
+                    Some(existing) => {
+                        let existing = WalletRecord::decode(&existing).map_err(corrupt)?;
+                        if existing.tier != tier {
+                            return Err(abort(ServiceError::FailedPrecondition(format!(
+                                "public_key: a wallet with this key is already open at tier {:?}",
+                                existing.tier
+                            ))));
                         }
                     }
-                    Ok(())
-                })
+                    None => {
+                        let record = WalletRecord {
+                            status: WalletStatus::Active,
+                            tier,
+                            opened_at_ms: now,
+                            phone_hash,
+                        };
+                        tx.set(&wk, record.encode())?;
+                    }
+                }
+                Ok(())
             })
-            .await?;
+        })
+        .await?;
         self.wallet(&key).await
     }
 
@@ -111,11 +107,7 @@ impl Ledger {
                 "address: the operator vault cannot be frozen or closed".into(),
             ));
         }
-        let me = self.clone();
-        self.inner
-            .db
-            .run(move |tx| {
-                let me = me.clone();
+        self.transact(move |me, tx| {
                 Box::pin(async move {
                     let l = me.layout();
                     let wk = l.wallet(&key);

@@ -111,6 +111,18 @@ struct Oracle {
     spent_today: BTreeMap<usize, u64>,
 }
 
+/// Plans at `NOW_MS`, first in their commit.
+fn ctx<'a>(layout: &'a Layout, tiers: &'a TierTable) -> PlanContext<'a> {
+    PlanContext {
+        layout,
+        ledger: LEDGER,
+        tiers,
+        now_ms: NOW_MS,
+        day: DAY,
+        order: 0,
+    }
+}
+
 struct World {
     layout: Layout,
     tiers: TierTable,
@@ -169,26 +181,8 @@ impl World {
         w
     }
 
-    fn ctx(&self) -> PlanContext<'_> {
-        PlanContext {
-            layout: &self.layout,
-            ledger: LEDGER,
-            tiers: &self.tiers,
-            now_ms: NOW_MS,
-            day: DAY,
-            order: 0,
-        }
-    }
-
     fn run(&mut self, t: &Transfer) -> Result<Prefetched, TxError<ServiceError>> {
-        let ctx = PlanContext {
-            layout: &self.layout,
-            ledger: LEDGER,
-            tiers: &self.tiers,
-            now_ms: NOW_MS,
-            day: DAY,
-            order: 0,
-        };
+        let ctx = ctx(&self.layout, &self.tiers);
         futures::executor::block_on(prefetch(&mut self.model, &ctx, t))
     }
 
@@ -352,10 +346,7 @@ fn attempt(w: &mut World, a: &Attempt) -> bool {
         Err(TxError::Abort(ServiceError::Reject(r))) => Err(r),
         Err(e) => panic!("prefetch failed: {e:?}"),
         Ok(Prefetched::Already(_)) => panic!("a fresh transfer was found committed"),
-        Ok(Prefetched::Ready(snapshot)) => {
-            let ctx = w.ctx();
-            plan(&ctx, &t, &snapshot)
-        }
+        Ok(Prefetched::Ready(snapshot)) => plan(&ctx(&w.layout, &w.tiers), &t, &snapshot),
     };
     // The oracle's verdict, computed without the ledger's code.
     let expected = if respent.is_some() {

@@ -6,16 +6,15 @@ use std::time::Instant;
 
 use cbdc_core::messages::{OperatorOrder, WalletAction};
 use cbdc_core::{Amount, Reject, Transfer, Txid, WalletStatus};
-use cbdc_proto::convert::{self, WireError};
+use cbdc_proto::convert::{self};
 use cbdc_proto::v1;
 use cbdc_runtime::shutdown::Shutdown;
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::layout::POSITION_LEN;
-use crate::ledger::{Committed, HistoryItem, Inbound, Ledger, ServiceError, WalletView};
+use crate::ledger::{Committed, Inbound, Ledger, ServiceError};
 
 /// Default entries per history page.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
@@ -62,77 +61,11 @@ impl LedgerGrpc {
     }
 }
 
-fn wallet_msg(w: &WalletView) -> v1::Wallet {
-    v1::Wallet {
-        address: w.address.to_string(),
-        tier: convert::to_kyc_tier(w.tier) as i32,
-        status: convert::to_wallet_status(w.status) as i32,
-        balance: w.balance.to_string(),
-        spent_today: w.spent_today.to_string(),
-    }
-}
+mod watch;
+mod wire;
 
-fn committed_msg(c: &Committed) -> v1::TransferResult {
-    v1::TransferResult {
-        txid: c.txid.0.to_vec(),
-        outcome: Some(v1::transfer_result::Outcome::Committed(v1::Committed {
-            log_position: c.position.to_vec(),
-            committed_at_unix_ms: c.committed_at_ms,
-            already_committed: c.already,
-        })),
-    }
-}
-
-fn rejected_msg(txid: Option<Txid>, e: &ServiceError) -> v1::TransferResult {
-    let (code, message) = (e.code().to_string(), e.to_string());
-    v1::TransferResult {
-        txid: txid.map(|t| t.0.to_vec()).unwrap_or_default(),
-        outcome: Some(v1::transfer_result::Outcome::Rejected(v1::Rejected {
-            code,
-            message,
-        })),
-    }
-}
-
-fn entry_msg(item: &HistoryItem) -> v1::HistoryEntry {
-    v1::HistoryEntry {
-        txid: item.record.txid.0.to_vec(),
-        amount: item.record.amount.to_string(),
-        incoming: item.record.incoming,
-        log_position: item.position.to_vec(),
-        committed_at_unix_ms: item.record.committed_at_ms,
-        cursor: hex::encode(item.position),
-        memo: item.record.memo.clone(),
-    }
-}
-
-fn cursor(field: &'static str, text: &str) -> Result<Option<[u8; POSITION_LEN]>, Status> {
-    if text.is_empty() {
-        return Ok(None);
-    }
-    let bytes = hex::decode(text)
-        .ok()
-        .and_then(|b| <[u8; POSITION_LEN]>::try_from(b).ok())
-        .ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "{field}: not a cursor this ledger issued (expected {} hex digits)",
-                POSITION_LEN * 2
-            ))
-        })?;
-    Ok(Some(bytes))
-}
-
-/// Decodes a wire transfer, keeping a structural rejection as a per-item result.
-fn decode(
-    keys: &cbdc_proto::keycache::KeyCache,
-    t: &v1::SignedTransfer,
-) -> Result<Transfer, Reject> {
-    match convert::signed_transfer_with("transfer", Some(t), &|k| keys.checked_key(k)) {
-        Ok(t) => Ok(t),
-        Err(WireError::Transfer { reject, .. }) => Err(reject),
-        Err(other) => unreachable!("a present transfer fails only as a transfer: {other}"),
-    }
-}
+use watch::watch;
+use wire::{committed_msg, cursor, decode, entry_msg, rejected_msg, wallet_msg};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::HistoryEntry, Status>> + Send>>;
 
@@ -206,10 +139,9 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         request: Request<v1::SubmitTransferRequest>,
     ) -> Result<Response<v1::TransferResult>, Status> {
         let started = Instant::now();
-        let t =
-            convert::signed_transfer_with("transfer", request.get_ref().transfer.as_ref(), &|k| {
-                self.keys.checked_key(k)
-            })?;
+        let t = self
+            .keys
+            .signed_transfer("transfer", request.get_ref().transfer.as_ref())?;
         let result = self.ledger.submit(vec![Ok(t)]).await.remove(0);
         self.ledger.observe("SubmitTransfer", started);
         Ok(Response::new(committed_msg(&result?)))
@@ -571,10 +503,9 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                                 already_delivered: c.already,
                             },
                         ),
-                        Err(s) => v1::deliver_inbound_result::Outcome::Failed(v1::Failure {
-                            code: s.code() as i32,
-                            message: s.message().to_string(),
-                        }),
+                        Err(s) => {
+                            v1::deliver_inbound_result::Outcome::Failed(convert::to_failure(&s))
+                        }
                     }),
                 }
             })
@@ -589,10 +520,9 @@ pub const DELIVER_BATCH_MAX: usize = 1024;
 impl LedgerGrpc {
     /// A settlement from the wire, checked for this ledger.
     fn inbound(&self, s: v1::Settlement) -> Result<Inbound, Status> {
-        let transfer =
-            convert::signed_transfer_with("settlement.transfer", s.transfer.as_ref(), &|k| {
-                self.keys.checked_key(k)
-            })?;
+        let transfer = self
+            .keys
+            .signed_transfer("settlement.transfer", s.transfer.as_ref())?;
         if s.to_ledger_id != self.ledger.id().0 {
             return Err(Status::invalid_argument(format!(
                 "settlement.to_ledger_id: {}, but this is ledger {}",
@@ -631,96 +561,5 @@ impl LedgerGrpc {
         let w = self.ledger.set_status(key, target).await?;
         tracing::info!(action = action.name(), address = %r.address, reason = %r.reason, request_id = %r.request_id, "operator wallet action");
         Ok(Response::new(wallet_msg(&w)))
-    }
-}
-
-/// Feeds a watcher: history after `after` from the store, then live commits; if the live
-/// feed overflows, catches up from the store again. Ends when the client goes away.
-async fn watch(
-    ledger: Ledger,
-    key: cbdc_core::PublicKey,
-    after: Option<[u8; POSITION_LEN]>,
-    mut live: broadcast::Receiver<std::sync::Arc<crate::ledger::CommitEvent>>,
-    sender: mpsc::Sender<Result<v1::HistoryEntry, Status>>,
-    shutdown: Shutdown,
-) {
-    // Everything at or below `caught_up` has been sent from the store.
-    let mut caught_up: Option<[u8; POSITION_LEN]> = None;
-    let mut from_store = after.is_some();
-    let mut cursor = after;
-    // Live entries sent above `caught_up` (commits are acknowledged slightly out of order).
-    let mut sent_live: std::collections::BTreeSet<[u8; POSITION_LEN]> = Default::default();
-    loop {
-        if from_store {
-            loop {
-                let page = match ledger.history(&key, cursor, 256).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let _ = sender.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                let done = page.len() < 256;
-                for item in page {
-                    cursor = Some(item.position);
-                    if sent_live.contains(&item.position) {
-                        continue;
-                    }
-                    if sender.send(Ok(entry_msg(&item))).await.is_err() {
-                        return;
-                    }
-                }
-                if done {
-                    break;
-                }
-            }
-            caught_up = cursor;
-            sent_live.clear();
-            from_store = false;
-        }
-        let next = tokio::select! {
-            next = live.recv() => next,
-            () = shutdown.wait() => {
-                let _ = sender
-                    .send(Err(Status::unavailable(
-                        "the ledger is shutting down; watch again from the last cursor",
-                    )))
-                    .await;
-                return;
-            }
-        };
-        match next {
-            Ok(event) => {
-                if caught_up.is_some_and(|c| event.position <= c) {
-                    continue;
-                }
-                for (owner, record) in &event.lines {
-                    if *owner != key {
-                        continue;
-                    }
-                    let item = HistoryItem {
-                        position: event.position,
-                        record: record.clone(),
-                    };
-                    if sender.send(Ok(entry_msg(&item))).await.is_err() {
-                        return;
-                    }
-                    sent_live.insert(event.position);
-                    if cursor.is_none_or(|c| event.position > c) {
-                        cursor = Some(event.position);
-                    }
-                }
-                if sent_live.len() > WATCH_QUEUE * 16 {
-                    // Re-anchor on the store rather than remember without bound.
-                    cursor = caught_up.or(cursor);
-                    from_store = true;
-                }
-            }
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                cursor = caught_up.or(after).or(cursor);
-                from_store = true;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
     }
 }

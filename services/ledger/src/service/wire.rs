@@ -1,0 +1,84 @@
+//! Conversions between the ledger's answers and their wire messages.
+
+use cbdc_core::{Reject, Transfer, Txid};
+use cbdc_proto::convert::{self, WireError};
+use cbdc_proto::v1;
+use tonic::Status;
+
+use crate::layout::POSITION_LEN;
+use crate::ledger::{Committed, HistoryItem, ServiceError, WalletView};
+
+pub(super) fn wallet_msg(w: &WalletView) -> v1::Wallet {
+    v1::Wallet {
+        address: w.address.to_string(),
+        tier: convert::to_kyc_tier(w.tier) as i32,
+        status: convert::to_wallet_status(w.status) as i32,
+        balance: w.balance.to_string(),
+        spent_today: w.spent_today.to_string(),
+    }
+}
+
+pub(super) fn committed_msg(c: &Committed) -> v1::TransferResult {
+    v1::TransferResult {
+        txid: c.txid.0.to_vec(),
+        outcome: Some(v1::transfer_result::Outcome::Committed(v1::Committed {
+            log_position: c.position.to_vec(),
+            committed_at_unix_ms: c.committed_at_ms,
+            already_committed: c.already,
+        })),
+    }
+}
+
+pub(super) fn rejected_msg(txid: Option<Txid>, e: &ServiceError) -> v1::TransferResult {
+    let (code, message) = (e.code().to_string(), e.to_string());
+    v1::TransferResult {
+        txid: txid.map(|t| t.0.to_vec()).unwrap_or_default(),
+        outcome: Some(v1::transfer_result::Outcome::Rejected(v1::Rejected {
+            code,
+            message,
+        })),
+    }
+}
+
+pub(super) fn entry_msg(item: &HistoryItem) -> v1::HistoryEntry {
+    v1::HistoryEntry {
+        txid: item.record.txid.0.to_vec(),
+        amount: item.record.amount.to_string(),
+        incoming: item.record.incoming,
+        log_position: item.position.to_vec(),
+        committed_at_unix_ms: item.record.committed_at_ms,
+        cursor: hex::encode(item.position),
+        memo: item.record.memo.clone(),
+    }
+}
+
+pub(super) fn cursor(
+    field: &'static str,
+    text: &str,
+) -> Result<Option<[u8; POSITION_LEN]>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let bytes = hex::decode(text)
+        .ok()
+        .and_then(|b| <[u8; POSITION_LEN]>::try_from(b).ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "{field}: not a cursor this ledger issued (expected {} hex digits)",
+                POSITION_LEN * 2
+            ))
+        })?;
+    Ok(Some(bytes))
+}
+
+/// Decodes a wire transfer, keeping a structural rejection as a per-item result.
+pub(super) fn decode(
+    keys: &cbdc_proto::keycache::KeyCache,
+    t: &v1::SignedTransfer,
+) -> Result<Transfer, Reject> {
+    match keys.signed_transfer("transfer", Some(t)) {
+        Ok(t) => Ok(t),
+        Err(WireError::Transfer { reject, .. }) => Err(reject),
+        Err(other) => unreachable!("a present transfer fails only as a transfer: {other}"),
+    }
+}
