@@ -1,5 +1,5 @@
 //! Spending conditions and the remaining structural rejections, through gRPC: holds
-//! (pre-authorisations) and mandates (merchant sub-wallets) behave as DESIGN.md says before
+//! (pre-authorisations) and mandates (merchant sub-wallets) behave as `docs/design.md` says before
 //! and after expiry, and each refusal reaches the client as a precise status and message.
 
 use cbdc_core::transfer::{MAX_BODY_BYTES, MAX_INPUTS, MAX_OUTPUTS, sign_body};

@@ -1,4 +1,4 @@
-//! Validation of transfers, in the order DESIGN.md fixes, returning one exhaustive [`Reject`].
+//! Validation of transfers, in the order `docs/design.md` fixes, returning one exhaustive [`Reject`].
 //!
 //! 1. structure and bounds ([`Transfer::decode`])
 //! 2. duplicate inputs (and duplicate witness keys)
