@@ -47,14 +47,7 @@ async fn wallets_vault_payments_history_and_replay() {
     assert_eq!(net.balance(&bob.public()).await, "123.45");
 
     // Resubmitting the same signed transfer returns the first result.
-    let got = net
-        .client
-        .get_transfer(v1::GetTransferRequest {
-            txid: paid.txid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = net.get_transfer(&paid.txid).await;
     assert_eq!(got.status, v1::TransferStatus::Committed as i32);
     assert_eq!(got.log_position, c.log_position);
     let stored = got.transfer.unwrap();
@@ -83,12 +76,7 @@ async fn wallets_vault_payments_history_and_replay() {
     assert!(committed(&late).already_committed);
 
     // Unknown txid.
-    let unknown = net
-        .client
-        .get_transfer(v1::GetTransferRequest { txid: vec![7; 32] })
-        .await
-        .unwrap()
-        .into_inner();
+    let unknown = net.get_transfer(&[7; 32]).await;
     assert_eq!(unknown.status, v1::TransferStatus::Unknown as i32);
 
     // Wallet and balance views.
@@ -536,14 +524,7 @@ async fn restart_mid_stream_keeps_every_acknowledged_transfer() {
         "some transfers were acknowledged before the restart"
     );
     for txid in &acked {
-        let got = net
-            .client
-            .get_transfer(v1::GetTransferRequest {
-                txid: txid.0.to_vec(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let got = net.get_transfer(&txid.0).await;
         assert_eq!(got.status, v1::TransferStatus::Committed as i32, "{txid}");
     }
     net.assert_conserved(yuan("100000")).await;
@@ -800,12 +781,7 @@ async fn cross_ledger_outputs_wait_in_the_outbox() {
         cbdc_core::Keypair::from_seed(&[9; 32]).public(),
     );
     let r = net.pay(&a, &elsewhere.to_string(), "4.00").await.unwrap();
-    let got = net
-        .client
-        .get_transfer(v1::GetTransferRequest { txid: r.txid })
-        .await
-        .unwrap()
-        .into_inner();
+    let got = net.get_transfer(&r.txid).await;
     assert_eq!(got.status, v1::TransferStatus::Settling as i32);
     // 4.00 left this ledger: it is in flight, no longer unspent here.
     let totals = net.ledger().totals().await.unwrap();

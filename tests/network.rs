@@ -19,15 +19,7 @@ fn txid_of(r: &v1::TransferResult) -> Txid {
 }
 
 async fn status_of(net: &mut Network, bank: u32, txid: &Txid) -> v1::TransferStatus {
-    let r = net
-        .bank(bank)
-        .client
-        .get_transfer(v1::GetTransferRequest {
-            txid: txid.0.to_vec(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let r = net.bank(bank).get_transfer(&txid.0).await;
     v1::TransferStatus::try_from(r.status).expect("status")
 }
 
@@ -258,15 +250,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
     let bob_before = net.bank(2).balance(&bob.public()).await;
     assert_eq!(bob_before, "50.00");
     let t = {
-        let r = net
-            .bank(1)
-            .client
-            .get_transfer(v1::GetTransferRequest {
-                txid: txid.0.to_vec(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let r = net.bank(1).get_transfer(&txid.0).await;
         r.transfer.expect("transfer")
     };
     let op1 = Keypair::from_seed(net.bank(1).operator.seed());

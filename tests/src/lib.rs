@@ -261,6 +261,17 @@ impl LedgerNet {
         Ok(sign_body(built.body, &[from]).expect("signs"))
     }
 
+    /// `GetTransfer` of `txid` (raw bytes, so a test can send any length).
+    pub async fn get_transfer(&mut self, txid: &[u8]) -> v1::GetTransferResponse {
+        self.client
+            .get_transfer(v1::GetTransferRequest {
+                txid: txid.to_vec(),
+            })
+            .await
+            .expect("GetTransfer")
+            .into_inner()
+    }
+
     pub async fn submit(&mut self, t: &Transfer) -> Result<v1::TransferResult, tonic::Status> {
         self.client
             .submit_transfer(v1::SubmitTransferRequest {

@@ -59,36 +59,24 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     let opened: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
     let alice = opened["address"].as_str().unwrap().to_string();
 
-    let out = cbdc(&[
-        "central-bank",
-        "mint",
-        "--ledger",
-        "1",
-        "--amount",
-        "1000.00",
-        "--request-id",
-        "m1",
-        "--devnet",
-        &d,
-    ])
-    .await
-    .unwrap();
-    assert!(out[0].starts_with("issued 1000.00 to bank 1"), "{out:?}");
-    let out = cbdc(&[
-        "central-bank",
-        "mint",
-        "--ledger",
-        "1",
-        "--amount",
-        "1000.00",
-        "--request-id",
-        "m1",
-        "--devnet",
-        &d,
-    ])
-    .await
-    .unwrap();
-    assert!(out[0].starts_with("already issued"), "{out:?}");
+    // The same request id twice: issued once.
+    for expected in ["issued 1000.00 to bank 1", "already issued"] {
+        let out = cbdc(&[
+            "central-bank",
+            "mint",
+            "--ledger",
+            "1",
+            "--amount",
+            "1000.00",
+            "--request-id",
+            "m1",
+            "--devnet",
+            &d,
+        ])
+        .await
+        .unwrap();
+        assert!(out[0].starts_with(expected), "{out:?}");
+    }
 
     // The vault pays Alice through an exchange (the bank's job), then Alice pays herself back
     // a part to check pay and history.

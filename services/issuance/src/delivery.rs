@@ -217,8 +217,8 @@ impl DeliveryWorker {
                 };
                 let request = v1::DeliverInboundBatchRequest {
                     settlements: items
-                        .iter()
-                        .map(|i| settlement_msg(&i.value.settlement, signed_msg(&i.value.transfer)))
+                        .into_iter()
+                        .map(|i| settlement_msg(&i.value.settlement, signed_msg(i.value.transfer)))
                         .collect(),
                 };
                 let peer = format!("ledger {}", ledger.0);

@@ -145,7 +145,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         };
         let minted = self.bank.mint(order, &r.admin_signature).await?;
         Ok(Response::new(v1::MintResponse {
-            transfer: Some(signed_msg(&minted.transfer)),
+            transfer: Some(signed_msg(minted.transfer)),
             outstanding: minted.outstanding.to_string(),
             already_minted: minted.already,
         }))
@@ -247,9 +247,8 @@ fn operator_msg(op: &Operator) -> v1::Operator {
 }
 
 /// A transfer exactly as signed, on the wire.
-pub fn signed_msg(t: &SignedParts) -> v1::SignedTransfer {
+pub fn signed_msg(t: SignedParts) -> v1::SignedTransfer {
     v1::SignedTransfer {
-        body: t.body.clone(),
         witnesses: t
             .witnesses
             .iter()
@@ -258,6 +257,7 @@ pub fn signed_msg(t: &SignedParts) -> v1::SignedTransfer {
                 signature: s.to_vec(),
             })
             .collect(),
+        body: t.body,
     }
 }
 

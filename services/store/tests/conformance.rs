@@ -246,60 +246,42 @@ async fn range_reads_have_foundationdb_semantics() {
         }
         tx.commit().await.unwrap();
         let mut tx = f.db.create_transaction().unwrap();
-        let keys = |rows: Vec<(Vec<u8>, Vec<u8>)>| {
-            rows.into_iter().map(|(_, v)| v[0]).collect::<Vec<u8>>()
-        };
-        // begin inclusive, end exclusive
-        let rows = tx
-            .get_range(&f.key("r", 2), &f.key("r", 5), RangeOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(keys(rows), vec![2, 3, 4]);
-        let rows = tx
-            .get_range(
-                &f.key("r", 0),
-                &f.key("r", 10),
-                RangeOptions {
-                    limit: 3,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(keys(rows), vec![0, 1, 2]);
-        let rows = tx
-            .get_range(
-                &f.key("r", 0),
-                &f.key("r", 10),
-                RangeOptions {
-                    limit: 3,
-                    reverse: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(keys(rows), vec![9, 8, 7]);
+        // (begin, end, limit, reverse, the values read); writes below change the store
+        // between the two halves of the table.
+        type Case = (i64, i64, usize, bool, Vec<u8>);
+        let stored: [Case; 3] = [
+            // begin inclusive, end exclusive
+            (2, 5, usize::MAX, false, vec![2, 3, 4]),
+            (0, 10, 3, false, vec![0, 1, 2]),
+            (0, 10, 3, true, vec![9, 8, 7]),
+        ];
         // Local writes merge into the scan in order, both directions.
-        tx.set(f.key("r", 4), [40]).unwrap();
-        tx.clear(f.key("r", 5)).unwrap();
-        let rows = tx
-            .get_range(&f.key("r", 3), &f.key("r", 7), RangeOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(keys(rows), vec![3, 40, 6]);
-        let rows = tx
-            .get_range(
-                &f.key("r", 3),
-                &f.key("r", 7),
-                RangeOptions {
-                    reverse: true,
+        let merged: [Case; 2] = [
+            (3, 7, usize::MAX, false, vec![3, 40, 6]),
+            (3, 7, usize::MAX, true, vec![6, 40, 3]),
+        ];
+        for (i, cases) in [&stored[..], &merged[..]].into_iter().enumerate() {
+            if i == 1 {
+                tx.set(f.key("r", 4), [40]).unwrap();
+                tx.clear(f.key("r", 5)).unwrap();
+            }
+            for (begin, end, limit, reverse, expected) in cases {
+                let options = RangeOptions {
+                    limit: *limit,
+                    reverse: *reverse,
                     ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert_eq!(keys(rows), vec![6, 40, 3]);
+                };
+                let rows = tx
+                    .get_range(&f.key("r", *begin), &f.key("r", *end), options)
+                    .await
+                    .unwrap();
+                let values: Vec<u8> = rows.into_iter().map(|(_, v)| v[0]).collect();
+                assert_eq!(
+                    &values, expected,
+                    "[{begin}, {end}) limit {limit} reverse {reverse}"
+                );
+            }
+        }
         assert_eq!(
             tx.get_range(&f.key("r", 7), &f.key("r", 3), RangeOptions::default())
                 .await,
