@@ -267,132 +267,112 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         b.sign(&[signer]).unwrap()
     };
     let c = (coin.outpoint, coin.value);
-    let r = net
-        .submit(&build(
-            c,
-            &[(
-                coin.value.checked_add(Amount::from_fen(1)).unwrap(),
-                to_anon,
-            )],
-            valid_until,
-            &alice,
-        ))
-        .await;
-    t.check(
-        "outputs exceed inputs",
-        r,
-        Code::InvalidArgument,
-        "NOT_CONSERVED",
-    );
-    let r = net
-        .submit(&build(
-            c,
-            &[(coin.value, to_anon), (Amount::ZERO, to_anon)],
-            valid_until,
-            &alice,
-        ))
-        .await;
-    t.check(
-        "zero output",
-        r,
-        Code::InvalidArgument,
-        "output 1 has zero value",
-    );
     let dup = TransferBuilder::new(valid_until)
         .input(coin.outpoint, coin.value)
         .input(coin.outpoint, coin.value)
         .output(ledger, Amount::from_fen(coin.value.fen() * 2), to_anon)
         .sign(&[&alice])
         .unwrap();
-    let r = net.submit(&dup).await;
-    t.check(
-        "duplicate input",
-        r,
-        Code::InvalidArgument,
-        "spent twice in the same transfer",
-    );
     let overstated = Amount::from_fen(coin.value.fen() + 100);
-    let r = net
-        .submit(&build(
-            (coin.outpoint, overstated),
-            &[(overstated, to_anon)],
-            valid_until,
-            &alice,
-        ))
-        .await;
-    t.check(
-        "input value overstated",
-        r,
-        Code::InvalidArgument,
-        "INPUT_VALUE_MISMATCH",
-    );
-    let r = net
-        .submit(&build(
-            c,
-            &[(coin.value, to_anon)],
-            UnixSeconds(net.now_s() - 1),
-            &alice,
-        ))
-        .await;
-    t.check("expired", r, Code::FailedPrecondition, "EXPIRED");
-
-    // ----- inputs and authority -----
     let nowhere = OutPoint {
         txid: Txid([0xee; 32]),
         index: 0,
     };
-    let r = net
-        .submit(&build(
-            (nowhere, coin.value),
-            &[(coin.value, to_anon)],
-            valid_until,
-            &alice,
-        ))
-        .await;
-    t.check("unknown input", r, Code::NotFound, "INPUT_MISSING");
     let old = spent.body().inputs[0];
-    let r = net
-        .submit(&build(
-            (old.outpoint, old.value),
-            &[(old.value, to_anon)],
-            valid_until,
-            &alice,
-        ))
-        .await;
-    t.check(
-        "replayed spent input",
-        r,
-        Code::FailedPrecondition,
-        &format!("already spent by transfer {}", spent.txid()),
-    );
-    let r = net
-        .submit(&build(
-            c,
-            &[(coin.value, Lock::Key(mallory.public()))],
-            valid_until,
-            &mallory,
-        ))
-        .await;
-    t.check(
-        "signed by a stranger",
-        r,
-        Code::PermissionDenied,
-        "NOT_AUTHORISED",
-    );
-    let r = net
-        .submit(&build(
-            c,
-            &[(coin.value, Lock::Key(stranger.public()))],
-            valid_until,
-            &alice,
-        ))
-        .await;
-    t.check(
-        "pay an unopened wallet",
-        r,
-        Code::NotFound,
-        "UNKNOWN_WALLET",
-    );
+    let more = coin.value.checked_add(Amount::from_fen(1)).unwrap();
+    let past = UnixSeconds(net.now_s() - 1);
+    let cases: Vec<(&str, Transfer, Code, String)> = vec![
+        // ----- values -----
+        (
+            "outputs exceed inputs",
+            build(c, &[(more, to_anon)], valid_until, &alice),
+            Code::InvalidArgument,
+            "NOT_CONSERVED".into(),
+        ),
+        (
+            "zero output",
+            build(
+                c,
+                &[(coin.value, to_anon), (Amount::ZERO, to_anon)],
+                valid_until,
+                &alice,
+            ),
+            Code::InvalidArgument,
+            "output 1 has zero value".into(),
+        ),
+        (
+            "duplicate input",
+            dup,
+            Code::InvalidArgument,
+            "spent twice in the same transfer".into(),
+        ),
+        (
+            "input value overstated",
+            build(
+                (coin.outpoint, overstated),
+                &[(overstated, to_anon)],
+                valid_until,
+                &alice,
+            ),
+            Code::InvalidArgument,
+            "INPUT_VALUE_MISMATCH".into(),
+        ),
+        (
+            "expired",
+            build(c, &[(coin.value, to_anon)], past, &alice),
+            Code::FailedPrecondition,
+            "EXPIRED".into(),
+        ),
+        // ----- inputs and authority -----
+        (
+            "unknown input",
+            build(
+                (nowhere, coin.value),
+                &[(coin.value, to_anon)],
+                valid_until,
+                &alice,
+            ),
+            Code::NotFound,
+            "INPUT_MISSING".into(),
+        ),
+        (
+            "replayed spent input",
+            build(
+                (old.outpoint, old.value),
+                &[(old.value, to_anon)],
+                valid_until,
+                &alice,
+            ),
+            Code::FailedPrecondition,
+            format!("already spent by transfer {}", spent.txid()),
+        ),
+        (
+            "signed by a stranger",
+            build(
+                c,
+                &[(coin.value, Lock::Key(mallory.public()))],
+                valid_until,
+                &mallory,
+            ),
+            Code::PermissionDenied,
+            "NOT_AUTHORISED".into(),
+        ),
+        (
+            "pay an unopened wallet",
+            build(
+                c,
+                &[(coin.value, Lock::Key(stranger.public()))],
+                valid_until,
+                &alice,
+            ),
+            Code::NotFound,
+            "UNKNOWN_WALLET".into(),
+        ),
+    ];
+    for (name, transfer, code, needle) in cases {
+        let r = net.submit(&transfer).await;
+        t.check(name, r, code, &needle);
+    }
 
     // ----- wallets and limits -----
     let frozen_addr = net.address(&frozen.public());
@@ -698,61 +678,53 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         .sign(&[&mallory])
         .unwrap();
     let forged = net.settlement(&mint, yuan("1000000"), &mallory);
-    let r = net
-        .client
-        .deliver_inbound(v1::DeliverInboundRequest {
-            settlement: Some(forged),
-        })
-        .await;
-    t.check(
-        "issuance with a forged central bank signature",
-        r,
-        Code::PermissionDenied,
-        "central_bank_signature",
-    );
     let mut misrouted = net.settlement(&mint, yuan("1000000"), &net.central_bank);
     misrouted.to_ledger_id = 2;
-    let r = net
-        .client
-        .deliver_inbound(v1::DeliverInboundRequest {
-            settlement: Some(misrouted),
-        })
-        .await;
-    t.check(
-        "settlement for another ledger",
-        r,
-        Code::InvalidArgument,
-        "to_ledger_id: 2",
-    );
+    for (name, settlement, code, needle) in [
+        (
+            "issuance with a forged central bank signature",
+            forged,
+            Code::PermissionDenied,
+            "central_bank_signature",
+        ),
+        (
+            "settlement for another ledger",
+            misrouted,
+            Code::InvalidArgument,
+            "to_ledger_id: 2",
+        ),
+    ] {
+        let r = net
+            .client
+            .deliver_inbound(v1::DeliverInboundRequest {
+                settlement: Some(settlement),
+            })
+            .await;
+        t.check(name, r, code, needle);
+    }
 
     // ----- reads -----
-    let r = net
-        .client
-        .list_history(v1::ListHistoryRequest {
-            address: alice_addr.clone(),
-            page: Some(v1::PageRequest {
-                page_size: 5000,
-                cursor: String::new(),
-            }),
-        })
-        .await;
-    t.check(
-        "page size over the maximum",
-        r,
-        Code::InvalidArgument,
-        "page.page_size: 5000; at most 1000",
-    );
-    let r = net
-        .client
-        .list_history(v1::ListHistoryRequest {
-            address: alice_addr.clone(),
-            page: Some(v1::PageRequest {
-                page_size: 10,
-                cursor: "not-a-cursor".into(),
-            }),
-        })
-        .await;
-    t.check("forged cursor", r, Code::InvalidArgument, "page.cursor");
+    for (name, page_size, cursor, needle) in [
+        (
+            "page size over the maximum",
+            5000,
+            "",
+            "page.page_size: 5000; at most 1000",
+        ),
+        ("forged cursor", 10, "not-a-cursor", "page.cursor"),
+    ] {
+        let r = net
+            .client
+            .list_history(v1::ListHistoryRequest {
+                address: alice_addr.clone(),
+                page: Some(v1::PageRequest {
+                    page_size,
+                    cursor: cursor.into(),
+                }),
+            })
+            .await;
+        t.check(name, r, Code::InvalidArgument, needle);
+    }
     let r = net
         .client
         .get_transfer(v1::GetTransferRequest { txid: vec![1; 5] })

@@ -312,27 +312,31 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
         Code::PermissionDenied,
         "admin_signature: does not verify".into(),
     ));
-    // A forged countersignature, delivered straight to bank 2.
-    let forged_settlement = v1::Settlement {
-        transfer: Some(t.clone()),
-        from_ledger_id: 1,
-        to_ledger_id: 2,
-        amount: "50.00".into(),
-        central_bank_signature: Countersignature {
-            txid,
-            to_ledger: LedgerId(2),
-        }
-        .sign(&stranger)
-        .to_vec(),
+    // Settlements of 50.00 of `transfer` to bank 2, countersigned by `signer`, delivered
+    // straight to bank 2.
+    let deliver = async |net: &mut Network, transfer: v1::SignedTransfer, signer: &Keypair| {
+        let settlement = v1::Settlement {
+            transfer: Some(transfer),
+            from_ledger_id: 1,
+            to_ledger_id: 2,
+            amount: "50.00".into(),
+            central_bank_signature: Countersignature {
+                txid,
+                to_ledger: LedgerId(2),
+            }
+            .sign(signer)
+            .to_vec(),
+        };
+        net.bank(2)
+            .client
+            .deliver_inbound(v1::DeliverInboundRequest {
+                settlement: Some(settlement),
+            })
+            .await
+            .map(|_| ())
     };
-    let e = net
-        .bank(2)
-        .client
-        .deliver_inbound(v1::DeliverInboundRequest {
-            settlement: Some(forged_settlement),
-        })
-        .await
-        .map(|_| ());
+    // A forged countersignature.
+    let e = deliver(&mut net, t.clone(), &stranger).await;
     cases.push((
         "forged countersignature",
         e,
@@ -344,25 +348,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
     let mut forged_witness = t.clone();
     forged_witness.witnesses[0].signature[5] ^= 1;
     let cb_key = Keypair::from_seed(&cbdc_tests::network::CENTRAL_BANK_SEED);
-    let e = net
-        .bank(2)
-        .client
-        .deliver_inbound(v1::DeliverInboundRequest {
-            settlement: Some(v1::Settlement {
-                transfer: Some(forged_witness),
-                from_ledger_id: 1,
-                to_ledger_id: 2,
-                amount: "50.00".into(),
-                central_bank_signature: Countersignature {
-                    txid,
-                    to_ledger: LedgerId(2),
-                }
-                .sign(&cb_key)
-                .to_vec(),
-            }),
-        })
-        .await
-        .map(|_| ());
+    let e = deliver(&mut net, forged_witness, &cb_key).await;
     cases.push((
         "countersigned, but the payer's signature is forged",
         e,
