@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cbdc_core::messages::{AdminOrder, OpenProof, Signed};
+use cbdc_core::messages::{AdminOrder, Signed};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{
     Amount, Keypair, LedgerId, Lock, OutPoint, Output, Transfer, TransferBody, TransferBuilder,
@@ -38,12 +38,7 @@ const IN_FLIGHT: usize = 8;
 const COIN: u64 = 10_000;
 const PAY: u64 = 6_000;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use cbdc_runtime::config::env_usize as env;
 
 fn key(tag: u8, i: usize) -> Keypair {
     let mut s = [0u8; 32];
@@ -240,17 +235,12 @@ async fn main() {
         let client = if which == 1 { &mut c1 } else { &mut c2 };
         for k in keys.iter() {
             client
-                .open_wallet(v1::OpenWalletRequest {
-                    public_key: k.public().as_bytes().to_vec(),
-                    tier: v1::KycTier::Class1 as i32,
-                    phone_hash: Vec::new(),
-                    signature: OpenProof {
-                        ledger,
-                        key: k.public(),
-                    }
-                    .sign(k)
-                    .to_vec(),
-                })
+                .open_wallet(cbdc_proto::requests::open_wallet(
+                    k,
+                    ledger,
+                    cbdc_core::KycTier::Class1,
+                    Vec::new(),
+                ))
                 .await
                 .expect("opens");
         }

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cbdc_core::messages::{Countersignature, OpenProof, Signed};
+use cbdc_core::messages::{Countersignature, Signed};
 use cbdc_core::validate::check_stateless_batch;
 use cbdc_core::{
     Amount, Keypair, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, UnixSeconds,
@@ -42,12 +42,7 @@ const WALLETS: usize = 64;
 const MINT_OUTPUTS: usize = 32;
 const CHANNELS: usize = 4;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use cbdc_runtime::config::env_usize as env;
 
 /// A distinct key seed per (mode, wallet, role).
 fn seed(tag: u8, i: usize, role: u8) -> [u8; 32] {
@@ -221,17 +216,12 @@ async fn setup(
     let mut client = clients[0].clone();
     for k in payers.iter().map(|k| k.as_ref()).chain(payees.iter()) {
         client
-            .open_wallet(v1::OpenWalletRequest {
-                public_key: k.public().as_bytes().to_vec(),
-                tier: v1::KycTier::Class1 as i32,
-                phone_hash: Vec::new(),
-                signature: OpenProof {
-                    ledger: LEDGER,
-                    key: k.public(),
-                }
-                .sign(k)
-                .to_vec(),
-            })
+            .open_wallet(cbdc_proto::requests::open_wallet(
+                k,
+                LEDGER,
+                cbdc_core::KycTier::Class1,
+                Vec::new(),
+            ))
             .await
             .expect("opens");
     }

@@ -39,6 +39,15 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>, env_prefix: &str) -> Resul
     })
 }
 
+/// A whole number from the environment variable `name`, or `default` when it is unset or not
+/// a number (for benchmarks and tools, whose knobs are environment variables).
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Loads `T` from TOML text (for tests and embedded defaults), overridden by the environment.
 pub fn from_toml_str<T: DeserializeOwned>(text: &str, env_prefix: &str) -> Result<T, ConfigError> {
     Figment::new()
