@@ -141,62 +141,64 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         Code::InvalidArgument,
         "transfer: required field is missing",
     );
-    let r = net
-        .client
-        .submit_transfer(submit_req(with_body(&good, b"\x01garbage".to_vec())))
-        .await;
-    t.check("garbage body", r, Code::InvalidArgument, "MALFORMED");
+    // Wire transfers broken one way each, in order: (name, transfer, code, needle).
     let mut trailing = good.body_bytes().to_vec();
     trailing.push(0);
-    let r = net
-        .client
-        .submit_transfer(submit_req(with_body(&good, trailing)))
-        .await;
-    t.check(
-        "trailing bytes",
-        r,
-        Code::InvalidArgument,
-        "1 trailing bytes",
-    );
     let mut version = good.body_bytes().to_vec();
     version[0] = 9;
-    let r = net
-        .client
-        .submit_transfer(submit_req(with_body(&good, version)))
-        .await;
-    t.check(
-        "unknown body version",
-        r,
-        Code::InvalidArgument,
-        "version 9 is unknown",
-    );
-    let mut flipped = to_signed_transfer(&good);
+    let wire = || to_signed_transfer(&good);
+    let mut flipped = wire();
     flipped.witnesses[0].signature[10] ^= 0x40;
-    let r = net.client.submit_transfer(submit_req(flipped)).await;
-    t.check(
-        "flipped signature bit",
-        r,
-        Code::PermissionDenied,
-        "BAD_SIGNATURE",
-    );
-    let mut unsigned = to_signed_transfer(&good);
+    let mut unsigned = wire();
     unsigned.witnesses.clear();
-    let r = net.client.submit_transfer(submit_req(unsigned)).await;
-    t.check(
-        "no signature",
-        r,
-        Code::InvalidArgument,
-        "carries no witness",
-    );
-    let mut short_key = to_signed_transfer(&good);
+    let mut short_key = wire();
     short_key.witnesses[0].public_key.pop();
-    let r = net.client.submit_transfer(submit_req(short_key)).await;
-    t.check(
-        "31-byte witness key",
-        r,
-        Code::InvalidArgument,
-        "public key is 31 bytes",
-    );
+    let mut short_sig = wire();
+    short_sig.witnesses[0].signature.pop();
+    let mut nine = wire();
+    nine.witnesses = vec![nine.witnesses[0].clone(); 9];
+    let long_memo = TransferBuilder::new(valid_until)
+        .input(coin.outpoint, coin.value)
+        .output(ledger, coin.value, to_anon)
+        .memo(vec![b'x'; 300]);
+    let mut malformed = vec![
+        (
+            "garbage body".to_string(),
+            with_body(&good, b"\x01garbage".to_vec()),
+            Code::InvalidArgument,
+            "MALFORMED",
+        ),
+        (
+            "trailing bytes".into(),
+            with_body(&good, trailing),
+            Code::InvalidArgument,
+            "1 trailing bytes",
+        ),
+        (
+            "unknown body version".into(),
+            with_body(&good, version),
+            Code::InvalidArgument,
+            "version 9 is unknown",
+        ),
+        (
+            "flipped signature bit".into(),
+            flipped,
+            Code::PermissionDenied,
+            "BAD_SIGNATURE",
+        ),
+        (
+            "no signature".into(),
+            unsigned,
+            Code::InvalidArgument,
+            "carries no witness",
+        ),
+        (
+            "31-byte witness key".into(),
+            short_key,
+            Code::InvalidArgument,
+            "public key is 31 bytes",
+        ),
+    ];
     // Witness keys that cannot own value: the identity point (small order: one signature
     // could be valid for many messages) and bytes that are no curve point. Each twice: a
     // refused key is not cached, so the second is refused the same way.
@@ -213,47 +215,42 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         ),
     ] {
         for round in ["", " again"] {
-            let mut bad_key = to_signed_transfer(&good);
+            let mut bad_key = wire();
             let mut key = vec![0u8; 32];
             key[0] = first_byte;
             bad_key.witnesses[0].public_key = key;
-            let r = net.client.submit_transfer(submit_req(bad_key)).await;
-            t.check(&format!("{name}{round}"), r, Code::InvalidArgument, needle);
+            malformed.push((
+                format!("{name}{round}"),
+                bad_key,
+                Code::InvalidArgument,
+                needle,
+            ));
         }
     }
-    let mut short_sig = to_signed_transfer(&good);
-    short_sig.witnesses[0].signature.pop();
-    let r = net.client.submit_transfer(submit_req(short_sig)).await;
-    t.check(
-        "63-byte signature",
-        r,
-        Code::InvalidArgument,
-        "signature is 63 bytes",
-    );
-    let mut nine = to_signed_transfer(&good);
-    nine.witnesses = vec![nine.witnesses[0].clone(); 9];
-    let r = net.client.submit_transfer(submit_req(nine)).await;
-    t.check(
-        "nine witnesses",
-        r,
-        Code::InvalidArgument,
-        "at most 8 are allowed",
-    );
-    let long_memo = TransferBuilder::new(valid_until)
-        .input(coin.outpoint, coin.value)
-        .output(ledger, coin.value, to_anon)
-        .memo(vec![b'x'; 300]);
-    let body = long_memo.body().encode();
-    let r = net
-        .client
-        .submit_transfer(submit_req(with_body(&good, body)))
-        .await;
-    t.check(
-        "memo of 300 bytes",
-        r,
-        Code::InvalidArgument,
-        "memo is 300 bytes",
-    );
+    malformed.extend([
+        (
+            "63-byte signature".to_string(),
+            short_sig,
+            Code::InvalidArgument,
+            "signature is 63 bytes",
+        ),
+        (
+            "nine witnesses".into(),
+            nine,
+            Code::InvalidArgument,
+            "at most 8 are allowed",
+        ),
+        (
+            "memo of 300 bytes".into(),
+            with_body(&good, long_memo.body().encode()),
+            Code::InvalidArgument,
+            "memo is 300 bytes",
+        ),
+    ]);
+    for (name, transfer, code, needle) in malformed {
+        let r = net.client.submit_transfer(submit_req(transfer)).await;
+        t.check(&name, r, code, needle);
+    }
 
     // ----- values -----
     let build = |input: (OutPoint, Amount),
