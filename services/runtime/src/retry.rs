@@ -144,10 +144,6 @@ impl<K: Eq + Hash + Clone> RetryQueue<K> {
         }
     }
 
-    pub fn options(&self) -> &RetryOptions {
-        &self.options
-    }
-
     /// Where the next page of rows starts: `None` for the beginning of the queue, else the
     /// key after the last row of the previous full page.
     pub fn next_page(&mut self) -> Option<Vec<u8>> {
@@ -542,5 +538,67 @@ mod tests {
         assert_eq!(q.stats(0).scheduled, 3);
         assert!(q.due(&1, 0));
         assert!(!q.due(&2, 200) && !q.due(&3, 100) && !q.due(&4, 100));
+    }
+
+    #[test]
+    fn a_row_is_due_exactly_when_its_wait_ends() {
+        let mut q = RetryQueue::new(no_jitter());
+        q.failed(1, Failure::Retryable("x".into()), 1_000); // due at 1,100
+        for (now, due) in [(1_099, false), (1_100, true)] {
+            q.next_page();
+            let plan = q.plan(vec![item(1, 0, 1)], None, now);
+            assert_eq!(plan.chunks.len(), usize::from(due), "at {now}");
+            assert_eq!(plan.waiting, usize::from(!due), "at {now}");
+        }
+    }
+
+    #[test]
+    fn dead_letters_stay_bounded() {
+        let mut q = RetryQueue::new(RetryOptions {
+            dead_letters_max: 2,
+            ..no_jitter()
+        });
+        for k in 0..5 {
+            assert_eq!(
+                q.failed(k, Failure::Permanent("no".into()), 0),
+                Verdict::Dead
+            );
+            assert!(q.stats(0).dead <= 2, "after {k}: {:?}", q.stats(0));
+        }
+        assert_eq!(q.stats(0).dead, 2);
+        assert!(q.dead_letter(&4).is_some(), "the newest is kept");
+    }
+
+    #[test]
+    fn metrics_show_the_queue() {
+        let registry = prometheus::Registry::new();
+        let m = RetryMetrics::register(&registry, "outbox", "transfers");
+        m.set(QueueStats {
+            depth: 7,
+            scheduled: 3,
+            dead: 2,
+            oldest_failing_ms: 2_500,
+        });
+        let text = {
+            let mut buf = Vec::new();
+            prometheus::Encoder::encode(
+                &prometheus::TextEncoder::new(),
+                &registry.gather(),
+                &mut buf,
+            )
+            .unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        for line in [
+            "outbox_queue_depth 7",
+            "outbox_retry_scheduled 3",
+            "outbox_dead_letters 2",
+            "outbox_oldest_failing_seconds 2.5",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
     }
 }
