@@ -575,4 +575,16 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
     }
+
+    #[test]
+    fn each_issue_request_spends_its_own_reserve_entry() {
+        use sha2::Digest;
+        let expected: [u8; 32] = sha2::Sha256::new()
+            .chain_update(b"cbdc/v1/reserve")
+            .chain_update(b"issue-1")
+            .finalize()
+            .into();
+        assert_eq!(reserve_txid("issue-1"), Txid(expected));
+        assert_ne!(reserve_txid("issue-1"), reserve_txid("issue-2"));
+    }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`bank::CentralBank`]: the operator registry, issuance, settlement of cross-ledger moves
 //!   and redemptions, checkpoints and the audit, over `cbdc-store`.
+//! - [`records`]: what the central bank stores, in its own versioned encoding.
 //! - [`delivery`]: delivery of countersigned settlements to the destination ledgers, with
 //!   retries.
 //! - [`service::IssuanceGrpc`]: the `cbdc.v1.IssuanceService` gRPC face.

@@ -409,4 +409,53 @@ mod tests {
         *bad_status.last_mut().unwrap() = 3;
         assert!(Operator::decode(&bad_status).is_err());
     }
+
+    #[test]
+    fn both_statuses_decode_and_a_transfer_is_named_by_its_body() {
+        for status in [OperatorStatus::Active, OperatorStatus::Suspended] {
+            let op = Operator {
+                ledger: LedgerId(1),
+                name: "B".into(),
+                key: PublicKey::from_bytes([1; 32]),
+                endpoint: "https://b".into(),
+                status,
+            };
+            assert_eq!(Operator::decode(&op.encode()).unwrap(), op);
+        }
+        assert_eq!(parts().txid(), Txid::of_body(&parts().body));
+        assert_ne!(parts().txid(), Txid([0; 32]));
+    }
+
+    /// A count that claims more items than the record holds is corruption, found before
+    /// anything is allocated for them.
+    #[test]
+    fn counts_beyond_the_record_are_refused_without_allocating() {
+        let mut w = Writer::new();
+        w.var(b"body");
+        w.u32(u32::MAX);
+        assert!(SignedParts::decode(&w.0).is_err());
+        let mut w = Writer::new();
+        w.u64(0);
+        w.u32(u32::MAX);
+        assert!(Settled::decode(&w.0).is_err());
+        // Exactly as many as the bytes hold still decode.
+        let settled = Settled {
+            settlements: vec![settlement(2)],
+            redeemed: Amount::ZERO,
+        };
+        assert_eq!(Settled::decode(&settled.encode()).unwrap(), settled);
+    }
+
+    #[test]
+    fn a_negative_counter_is_corruption() {
+        assert_eq!(
+            counter_amount(Some(&5i64.to_le_bytes()), "books").unwrap(),
+            Amount::from_fen(5)
+        );
+        assert_eq!(counter_amount(None, "books").unwrap(), Amount::ZERO);
+        assert_eq!(
+            counter_amount(Some(&(-1i64).to_le_bytes()), "books"),
+            Err(ServiceError::corrupt("books"))
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! The ledger's logic over the store: wallets, transfers, the operator vault, inbound
-//! deliveries. The gRPC layer (`service.rs`) only converts and calls in here.
+//! deliveries. The gRPC layer (`service/`) only converts and calls in here.
 //!
 //! One room per seam: [`wallets`](self::wallets) (open, read, freeze/unfreeze/close), the
 //! commit path ([`commit`](self::commit): verifier → committer → store transactions;

@@ -494,3 +494,71 @@ fn caps_hold_at_exactly_the_cap_and_refuse_one_fen_more() {
     assert!(attempt(&mut w, &exactly_daily), "exactly at the daily cap");
     w.check();
 }
+
+/// The plan judges locks at the context's time: a hold the payee captures before it expires
+/// and one the payer takes back after it expired are both accepted at `NOW_MS`.
+#[test]
+fn holds_are_judged_at_the_plans_time() {
+    let mut w = World::new();
+    let (payer, payee) = (key(0), key(1));
+    let now_s = NOW_MS / 1000;
+    let mut writes = Vec::new();
+    let mut holds = Vec::new();
+    for (index, expires_at) in [(0u16, now_s + 60), (1, now_s - 60)] {
+        let outpoint = OutPoint {
+            txid: Txid([0xAB; 32]),
+            index,
+        };
+        let output = Output {
+            ledger: LEDGER,
+            value: Amount::from_fen(50),
+            lock: Lock::Hold {
+                payer: payer.public(),
+                payee: payee.public(),
+                expires_at: UnixSeconds(expires_at),
+            },
+        };
+        writes.push(Write::Set(
+            w.layout.output(&outpoint),
+            OutputState::Unspent(output).encode(),
+        ));
+        holds.push(outpoint);
+    }
+    w.model.commit(writes);
+    let spend = |outpoint: OutPoint, to: &Keypair, signer: &Keypair| {
+        TransferBuilder::new(UnixSeconds(now_s + 600))
+            .input(outpoint, Amount::from_fen(50))
+            .output(LEDGER, Amount::from_fen(50), Lock::Key(to.public()))
+            .sign(&[signer])
+            .unwrap()
+    };
+    for (outpoint, signer, what) in [
+        (holds[0], &payee, "the payee captures an active hold"),
+        (holds[1], &payer, "the payer takes back an expired hold"),
+    ] {
+        let t = spend(outpoint, signer, signer);
+        let Ok(Prefetched::Ready(snapshot)) = w.run(&t) else {
+            panic!("{what}: prefetch failed");
+        };
+        let planned = plan(&ctx(&w.layout, &w.tiers), &t, &snapshot);
+        assert!(planned.is_ok(), "{what}: {planned:?}");
+    }
+    // And the other way round, each is refused.
+    for (outpoint, signer, what) in [
+        (holds[0], &payer, "the payer takes back an active hold"),
+        (holds[1], &payee, "the payee captures an expired hold"),
+    ] {
+        let t = spend(outpoint, signer, signer);
+        let Ok(Prefetched::Ready(snapshot)) = w.run(&t) else {
+            panic!("{what}: prefetch failed");
+        };
+        let planned = plan(&ctx(&w.layout, &w.tiers), &t, &snapshot);
+        assert!(
+            matches!(
+                planned,
+                Err(Reject::HoldActive { .. } | Reject::HoldExpired { .. })
+            ),
+            "{what}: {planned:?}"
+        );
+    }
+}
