@@ -70,10 +70,6 @@ fn with_body(t: &Transfer, body: Vec<u8>) -> v1::SignedTransfer {
     w
 }
 
-fn submit_req(w: v1::SignedTransfer) -> v1::SubmitTransferRequest {
-    v1::SubmitTransferRequest { transfer: Some(w) }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     let mut net = LedgerNet::start_with(1, |c| c.max_batch = 64).await;
@@ -85,18 +81,16 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     let frozen = net.open_wallet(4, KycTier::Class1).await;
     let mallory = Keypair::from_seed(&[66; 32]);
     let stranger = Keypair::from_seed(&[77; 32]); // never opened
-    net.exchange_in(&alice.public(), "10000.00", "a")
-        .await
-        .unwrap();
-    net.exchange_in(&anon.public(), "9000.00", "b")
-        .await
-        .unwrap();
-    net.exchange_in(&full.public(), "9999.00", "c")
-        .await
-        .unwrap();
-    net.exchange_in(&frozen.public(), "100.00", "d")
-        .await
-        .unwrap();
+    for (wallet, amount, request_id) in [
+        (&alice, "10000.00", "a"),
+        (&anon, "9000.00", "b"),
+        (&full, "9999.00", "c"),
+        (&frozen, "100.00", "d"),
+    ] {
+        net.exchange_in(&wallet.public(), amount, request_id)
+            .await
+            .unwrap();
+    }
     let alice_addr = net.address(&alice.public());
     // Anon spends 5,000 today: at its daily cap.
     for amount in ["2000.00", "2000.00", "1000.00"] {
@@ -131,16 +125,6 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     let mut t = Table { rows: Vec::new() };
 
     // ----- malformed transfers -----
-    let r = net
-        .client
-        .submit_transfer(v1::SubmitTransferRequest { transfer: None })
-        .await;
-    t.check(
-        "missing transfer",
-        r,
-        Code::InvalidArgument,
-        "transfer: required field is missing",
-    );
     // Wire transfers broken one way each, in order: (name, transfer, code, needle).
     let mut trailing = good.body_bytes().to_vec();
     trailing.push(0);
@@ -163,38 +147,44 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         .memo(vec![b'x'; 300]);
     let mut malformed = vec![
         (
+            "missing transfer".to_string(),
+            None,
+            Code::InvalidArgument,
+            "transfer: required field is missing",
+        ),
+        (
             "garbage body".to_string(),
-            with_body(&good, b"\x01garbage".to_vec()),
+            Some(with_body(&good, b"\x01garbage".to_vec())),
             Code::InvalidArgument,
             "MALFORMED",
         ),
         (
             "trailing bytes".into(),
-            with_body(&good, trailing),
+            Some(with_body(&good, trailing)),
             Code::InvalidArgument,
             "1 trailing bytes",
         ),
         (
             "unknown body version".into(),
-            with_body(&good, version),
+            Some(with_body(&good, version)),
             Code::InvalidArgument,
             "version 9 is unknown",
         ),
         (
             "flipped signature bit".into(),
-            flipped,
+            Some(flipped),
             Code::PermissionDenied,
             "BAD_SIGNATURE",
         ),
         (
             "no signature".into(),
-            unsigned,
+            Some(unsigned),
             Code::InvalidArgument,
             "carries no witness",
         ),
         (
             "31-byte witness key".into(),
-            short_key,
+            Some(short_key),
             Code::InvalidArgument,
             "public key is 31 bytes",
         ),
@@ -221,7 +211,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
             bad_key.witnesses[0].public_key = key;
             malformed.push((
                 format!("{name}{round}"),
-                bad_key,
+                Some(bad_key),
                 Code::InvalidArgument,
                 needle,
             ));
@@ -230,25 +220,28 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     malformed.extend([
         (
             "63-byte signature".to_string(),
-            short_sig,
+            Some(short_sig),
             Code::InvalidArgument,
             "signature is 63 bytes",
         ),
         (
             "nine witnesses".into(),
-            nine,
+            Some(nine),
             Code::InvalidArgument,
             "at most 8 are allowed",
         ),
         (
             "memo of 300 bytes".into(),
-            with_body(&good, long_memo.body().encode()),
+            Some(with_body(&good, long_memo.body().encode())),
             Code::InvalidArgument,
             "memo is 300 bytes",
         ),
     ]);
     for (name, transfer, code, needle) in malformed {
-        let r = net.client.submit_transfer(submit_req(transfer)).await;
+        let r = net
+            .client
+            .submit_transfer(v1::SubmitTransferRequest { transfer })
+            .await;
         t.check(&name, r, code, needle);
     }
 
@@ -502,24 +495,23 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         "insufficient funds",
     );
     let elsewhere = Address::new(LedgerId(9), alice.public()).to_string();
-    let r = net
-        .client
-        .get_balance(v1::GetBalanceRequest { address: elsewhere })
-        .await;
-    t.check(
-        "address on another ledger",
-        r,
-        Code::InvalidArgument,
-        "address is on ledger 9, this is ledger 1",
-    );
     let mut typo = alice_addr.clone();
     let last = typo.pop().unwrap();
     typo.push(if last == 'q' { 'p' } else { 'q' });
-    let r = net
-        .client
-        .get_balance(v1::GetBalanceRequest { address: typo })
-        .await;
-    t.check("address typo", r, Code::InvalidArgument, "address:");
+    for (name, address, needle) in [
+        (
+            "address on another ledger",
+            elsewhere,
+            "address is on ledger 9, this is ledger 1",
+        ),
+        ("address typo", typo, "address:"),
+    ] {
+        let r = net
+            .client
+            .get_balance(v1::GetBalanceRequest { address })
+            .await;
+        t.check(name, r, Code::InvalidArgument, needle);
+    }
 
     // ----- operator authority -----
     let mut unsigned =
