@@ -33,6 +33,12 @@ pub enum WireError {
     },
     #[error("{field}: value {value} is out of range")]
     OutOfRange { field: &'static str, value: u64 },
+    #[error("{field}: {value}; at most {max}")]
+    TooLarge {
+        field: &'static str,
+        value: u64,
+        max: u64,
+    },
     #[error("{field}: unknown or unspecified enum value {value}")]
     Enum { field: &'static str, value: i32 },
     #[error("{field}: {reject}")]
@@ -247,6 +253,36 @@ impl From<WireError> for tonic::Status {
             _ => tonic::Status::invalid_argument(e.to_string()),
         }
     }
+}
+
+/// The page size a list request asks for: `default` when it leaves it 0, refused above `max`.
+pub fn page_size(page: &v1::PageRequest, default: u32, max: u32) -> Result<usize, WireError> {
+    match page.page_size {
+        0 => Ok(default.min(max) as usize),
+        n if n > max => Err(WireError::TooLarge {
+            field: "page.page_size",
+            value: u64::from(n),
+            max: u64::from(max),
+        }),
+        n => Ok(n as usize),
+    }
+}
+
+/// One page of a list read with one row more than `size` (to learn whether more follow):
+/// the first `size` rows, and the cursor of the next page (empty when this is the last),
+/// made from the page's last row by `cursor_of`.
+pub fn paginate<T>(
+    mut rows: Vec<T>,
+    size: usize,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, v1::PageResponse) {
+    let more = rows.len() > size;
+    rows.truncate(size);
+    let next_cursor = match (more, rows.last()) {
+        (true, Some(last)) => cursor_of(last),
+        _ => String::new(),
+    };
+    (rows, v1::PageResponse { next_cursor })
 }
 
 /// A failed item of a batch on the wire: its status's code and message.

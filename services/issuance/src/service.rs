@@ -67,15 +67,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         request: Request<v1::ListOperatorsRequest>,
     ) -> Result<Response<v1::ListOperatorsResponse>, Status> {
         let page = request.into_inner().page.unwrap_or_default();
-        let size = match page.page_size {
-            0 => PAGE_DEFAULT,
-            n if n > PAGE_MAX => {
-                return Err(Status::invalid_argument(format!(
-                    "page.page_size: {n}; at most {PAGE_MAX}"
-                )));
-            }
-            n => n,
-        };
+        let size = convert::page_size(&page, PAGE_DEFAULT, PAGE_MAX)?;
         let after: Option<u32> = if page.cursor.is_empty() {
             None
         } else {
@@ -88,17 +80,12 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             .iter()
             .map(operator_msg)
             .filter(|o| after.is_none_or(|a| o.ledger_id > a))
-            .take(size as usize + 1)
+            .take(size + 1)
             .collect();
-        let more = operators.len() > size as usize;
-        let operators: Vec<v1::Operator> = operators.into_iter().take(size as usize).collect();
-        let next_cursor = match (more, operators.last()) {
-            (true, Some(o)) => o.ledger_id.to_string(),
-            _ => String::new(),
-        };
+        let (operators, page) = convert::paginate(operators, size, |o| o.ledger_id.to_string());
         Ok(Response::new(v1::ListOperatorsResponse {
             operators,
-            page: Some(v1::PageResponse { next_cursor }),
+            page: Some(page),
         }))
     }
 

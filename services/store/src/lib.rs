@@ -169,17 +169,13 @@ impl Database {
         let mut tx = self.create_transaction().map_err(TxError::Store)?;
         let mut attempt = 0u32;
         loop {
-            let error = match f(&mut tx).await {
-                Ok(value) => match tx.commit_in_place().await {
-                    Ok(stamp) => return Ok((value, stamp)),
-                    Err(e) => e,
-                },
-                Err(TxError::Abort(e)) => return Err(TxError::Abort(e)),
-                Err(TxError::Store(e)) => e,
-            };
-            self.retry_or_fail(&mut tx, error, &mut attempt, started)
-                .await
-                .map_err(TxError::Store)?;
+            let outcome = f(&mut tx).await;
+            if let Some(done) = self
+                .conclude(&mut tx, outcome, &mut attempt, started)
+                .await?
+            {
+                return Ok(done);
+            }
         }
     }
 
@@ -210,18 +206,37 @@ impl Database {
                     Err(e) => Err(e),
                 },
             };
-            let error = match outcome {
-                Ok(result) => match tx.commit_in_place().await {
-                    Ok(_) => return Ok((result, true)),
-                    Err(e) => e,
-                },
-                Err(TxError::Abort(e)) => return Err(TxError::Abort(e)),
-                Err(TxError::Store(e)) => e,
-            };
-            self.retry_or_fail(&mut tx, error, &mut attempt, started)
-                .await
-                .map_err(TxError::Store)?;
+            if let Some((result, _)) = self
+                .conclude(&mut tx, outcome, &mut attempt, started)
+                .await?
+            {
+                return Ok((result, true));
+            }
         }
+    }
+
+    /// Ends one attempt of a retry loop: commits its value (`Some`, with the commit's
+    /// versionstamp), or, after a retryable error, resets `tx` for the next attempt (`None`);
+    /// an abort, a permanent error or the last attempt's error is returned.
+    async fn conclude<T, E>(
+        &self,
+        tx: &mut Transaction,
+        outcome: Result<T, TxError<E>>,
+        attempt: &mut u32,
+        started: Instant,
+    ) -> Result<Option<(T, Versionstamp)>, TxError<E>> {
+        let error = match outcome {
+            Ok(value) => match tx.commit_in_place().await {
+                Ok(stamp) => return Ok(Some((value, stamp))),
+                Err(e) => e,
+            },
+            Err(TxError::Abort(e)) => return Err(TxError::Abort(e)),
+            Err(TxError::Store(e)) => e,
+        };
+        self.retry_or_fail(tx, error, attempt, started)
+            .await
+            .map_err(TxError::Store)?;
+        Ok(None)
     }
 
     /// Decides whether to retry after `error`; if so, resets `tx` (with backoff).

@@ -286,29 +286,19 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let r = request.into_inner();
         let key = self.address("address", &r.address)?;
         let page = r.page.unwrap_or_default();
-        let max = self.ledger.settings().page_size_max;
-        let size = match page.page_size {
-            0 => PAGE_SIZE_DEFAULT.min(max),
-            n if n > max => {
-                return Err(Status::invalid_argument(format!(
-                    "page.page_size: {n}; at most {max}"
-                )));
-            }
-            n => n,
-        };
+        let size = convert::page_size(
+            &page,
+            PAGE_SIZE_DEFAULT,
+            self.ledger.settings().page_size_max,
+        )?;
         let after = cursor("page.cursor", &page.cursor)?;
         // Make sure the wallet exists, so a typo is not an empty history.
         self.ledger.wallet(&key).await?;
-        let mut items = self.ledger.history(&key, after, size as usize + 1).await?;
-        let more = items.len() > size as usize;
-        items.truncate(size as usize);
-        let next_cursor = match (more, items.last()) {
-            (true, Some(last)) => hex::encode(last.position),
-            _ => String::new(),
-        };
+        let items = self.ledger.history(&key, after, size + 1).await?;
+        let (items, page) = convert::paginate(items, size, |last| hex::encode(last.position));
         Ok(Response::new(v1::ListHistoryResponse {
             entries: items.iter().map(entry_msg).collect(),
-            page: Some(v1::PageResponse { next_cursor }),
+            page: Some(page),
         }))
     }
 
