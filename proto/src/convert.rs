@@ -114,6 +114,21 @@ pub fn signed_transfer_with(
     Transfer::decode(t.body.clone(), witnesses).map_err(reject)
 }
 
+/// A transfer kept as its stored parts (exact body bytes, then each witness's key and
+/// signature), on the wire.
+pub fn to_signed_parts(body: Vec<u8>, witnesses: &[([u8; 32], [u8; 64])]) -> v1::SignedTransfer {
+    v1::SignedTransfer {
+        body,
+        witnesses: witnesses
+            .iter()
+            .map(|(k, s)| v1::Witness {
+                public_key: k.to_vec(),
+                signature: s.to_vec(),
+            })
+            .collect(),
+    }
+}
+
 pub fn to_signed_transfer(t: &Transfer) -> v1::SignedTransfer {
     v1::SignedTransfer {
         body: t.body_bytes().to_vec(),
@@ -435,5 +450,27 @@ mod tests {
                 value: 0
             })
         );
+    }
+
+    #[test]
+    fn page_sizes_default_cap_and_pages_carry_a_cursor_only_when_more_follow() {
+        let asked = |n| v1::PageRequest {
+            page_size: n,
+            cursor: String::new(),
+        };
+        assert_eq!(page_size(&asked(0), 50, 1000), Ok(50));
+        assert_eq!(page_size(&asked(0), 50, 20), Ok(20));
+        assert_eq!(page_size(&asked(1000), 50, 1000), Ok(1000));
+        assert_eq!(
+            page_size(&asked(1001), 50, 1000).unwrap_err().to_string(),
+            "page.page_size: 1001; at most 1000"
+        );
+        let cursor = |n: &u32| n.to_string();
+        let (rows, page) = paginate(vec![1, 2, 3, 4], 3, cursor);
+        assert_eq!((rows, page.next_cursor), (vec![1, 2, 3], "3".to_string()));
+        let (rows, page) = paginate(vec![1, 2, 3], 3, cursor);
+        assert_eq!((rows, page.next_cursor), (vec![1, 2, 3], String::new()));
+        let (rows, page) = paginate(Vec::new(), 3, cursor);
+        assert_eq!((rows, page.next_cursor), (Vec::<u32>::new(), String::new()));
     }
 }

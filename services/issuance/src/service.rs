@@ -235,17 +235,7 @@ fn operator_msg(op: &Operator) -> v1::Operator {
 
 /// A transfer exactly as signed, on the wire.
 pub fn signed_msg(t: SignedParts) -> v1::SignedTransfer {
-    v1::SignedTransfer {
-        witnesses: t
-            .witnesses
-            .iter()
-            .map(|(k, s)| v1::Witness {
-                public_key: k.to_vec(),
-                signature: s.to_vec(),
-            })
-            .collect(),
-        body: t.body,
-    }
+    convert::to_signed_parts(t.body, &t.witnesses)
 }
 
 /// A countersigned settlement on the wire, carrying `transfer`.

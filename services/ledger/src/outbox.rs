@@ -194,17 +194,7 @@ impl OutboxWorker {
                 what: "outbox transfer",
             })?;
             let record = TransferRecord::decode(&record)?;
-            let signed = v1::SignedTransfer {
-                witnesses: record
-                    .witnesses
-                    .iter()
-                    .map(|(k, sig)| v1::Witness {
-                        public_key: k.to_vec(),
-                        signature: sig.to_vec(),
-                    })
-                    .collect(),
-                body: record.body,
-            };
+            let signed = convert::to_signed_parts(record.body, &record.witnesses);
             items.push(Item {
                 key: txid,
                 group: 0,

@@ -166,7 +166,7 @@ impl<K: Eq + Hash + Clone> RetryQueue<K> {
         self.depth = page.len();
         // Rows no longer stored have no schedule to keep: known only when this page was the
         // whole queue.
-        if whole {
+        if whole && !(self.schedules.is_empty() && self.dead.is_empty()) {
             let keys: std::collections::HashSet<&K> = page.iter().map(|i| &i.key).collect();
             self.schedules.retain(|k, _| keys.contains(k));
             self.dead.retain(|k, _| keys.contains(k));

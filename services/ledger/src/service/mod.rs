@@ -220,18 +220,10 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         };
         Ok(Response::new(v1::GetTransferResponse {
             status: status as i32,
-            transfer: Some(v1::SignedTransfer {
-                body: info.record.body.clone(),
-                witnesses: info
-                    .record
-                    .witnesses
-                    .iter()
-                    .map(|(k, s)| v1::Witness {
-                        public_key: k.to_vec(),
-                        signature: s.to_vec(),
-                    })
-                    .collect(),
-            }),
+            transfer: Some(convert::to_signed_parts(
+                info.record.body.clone(),
+                &info.record.witnesses,
+            )),
             log_position: info.record.position.to_vec(),
             committed_at_unix_ms: info.record.committed_at_ms,
         }))
