@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use cbdc_core::messages::{Signed, WalletAction};
+use cbdc_core::messages::WalletAction;
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{KycTier, Lock, TransferBuilder, Txid};
 use cbdc_proto::convert::to_signed_transfer;
 use cbdc_proto::v1;
-use cbdc_tests::{ANON, Direction, LedgerNet, committed, rejected, yuan};
+use cbdc_tests::{ANON, LedgerNet, committed, rejected, yuan};
 use tokio_stream::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,6 +84,7 @@ async fn wallets_vault_payments_history_and_replay() {
         .client
         .get_wallet(v1::GetWalletRequest {
             address: net.address(&alice.public()),
+            auth: Some(net.read_auth(&alice, &net.address(&alice.public()))),
         })
         .await
         .unwrap()
@@ -94,6 +95,7 @@ async fn wallets_vault_payments_history_and_replay() {
         .client
         .get_balance(v1::GetBalanceRequest {
             address: net.address(&alice.public()),
+            auth: Some(net.read_auth(&alice, &net.address(&alice.public()))),
         })
         .await
         .unwrap()
@@ -117,6 +119,7 @@ async fn wallets_vault_payments_history_and_replay() {
                     page_size: 2,
                     cursor: cursor.clone(),
                 }),
+                auth: Some(net.read_auth(&alice, &net.address(&alice.public()))),
             })
             .await
             .unwrap()
@@ -145,29 +148,14 @@ async fn wallets_vault_payments_history_and_replay() {
     let vault = net.address(&net.operator.public());
     let t = net.build_signed(&bob, &[(&vault, "100.00")]).await.unwrap();
     let address = net.address(&bob.public());
-    let direction = Direction::WalletToDeposit as i32;
-    let sig = cbdc_core::messages::OperatorOrder::Exchange {
-        address: &address,
-        request_id: "red-1",
-        amount: "100.00",
-        direction,
-        wallet_transfer: Some(t.txid()),
-    }
-    .sign(&net.operator)
-    .to_vec();
-    let redeemed = net
-        .client
-        .exchange(v1::ExchangeRequest {
-            address,
-            amount: "100.00".into(),
-            direction,
-            request_id: "red-1".into(),
-            wallet_transfer: Some(to_signed_transfer(&t)),
-            operator_signature: sig,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let request = cbdc_proto::requests::exchange(
+        &net.authority,
+        net.header("red-1"),
+        &address,
+        "100.00",
+        Some(&t),
+    );
+    let redeemed = net.client.exchange(request).await.unwrap().into_inner();
     committed(&redeemed);
     assert_eq!(net.balance(&bob.public()).await, "27.51");
 
@@ -183,26 +171,11 @@ async fn one_request_id_pays_once_even_when_raced() {
     net.issue(yuan("1000")).await;
     let a = net.open_wallet(1, KycTier::Class1).await;
     let address = net.address(&a.public());
-    let direction = Direction::DepositToWallet as i32;
-    let sig = cbdc_core::messages::OperatorOrder::Exchange {
-        address: &address,
-        request_id: "same",
-        amount: "10.00",
-        direction,
-        wallet_transfer: None,
-    }
-    .sign(&net.operator)
-    .to_vec();
+    let request =
+        cbdc_proto::requests::exchange(&net.authority, net.header("same"), &address, "10.00", None);
     let calls = (0..8).map(|_| {
         let mut client = net.client.clone();
-        let request = v1::ExchangeRequest {
-            address: address.clone(),
-            amount: "10.00".into(),
-            direction,
-            request_id: "same".into(),
-            wallet_transfer: None,
-            operator_signature: sig.clone(),
-        };
+        let request = request.clone();
         async move { client.exchange(request).await.map(|r| r.into_inner()) }
     });
     let results = futures::future::join_all(calls).await;
@@ -233,32 +206,16 @@ async fn concurrent_exchanges_from_one_vault_all_complete() {
     net.exchange_in(&wallets[0].public(), "1.00", "warm")
         .await
         .unwrap();
-    let direction = Direction::DepositToWallet as i32;
     let calls = wallets.iter().enumerate().map(|(i, w)| {
         let mut client = net.client.clone();
-        let address = net.address(&w.public());
-        let id = format!("dep-{i}");
-        let sig = cbdc_core::messages::OperatorOrder::Exchange {
-            address: &address,
-            request_id: &id,
-            amount: "50.00",
-            direction,
-            wallet_transfer: None,
-        }
-        .sign(&net.operator)
-        .to_vec();
-        async move {
-            client
-                .exchange(v1::ExchangeRequest {
-                    address,
-                    amount: "50.00".into(),
-                    direction,
-                    request_id: id,
-                    wallet_transfer: None,
-                    operator_signature: sig,
-                })
-                .await
-        }
+        let request = cbdc_proto::requests::exchange(
+            &net.authority,
+            net.header(&format!("dep-{i}")),
+            &net.address(&w.public()),
+            "50.00",
+            None,
+        );
+        async move { client.exchange(request).await }
     });
     let results = futures::future::join_all(calls).await;
     for r in &results {
@@ -480,6 +437,7 @@ async fn restart_mid_stream_keeps_every_acknowledged_transfer() {
         let from = cbdc_core::Keypair::from_seed(w.seed());
         let to = net.address(&wallets[(i + 1) % wallets.len()].public());
         let from_addr = net.address(&w.public());
+        let auth = net.read_auth(&from, &from_addr);
         tasks.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for _ in 0..200 {
@@ -492,6 +450,7 @@ async fn restart_mid_stream_keeps_every_acknowledged_transfer() {
                         }],
                         memo: Vec::new(),
                         valid_for_s: 0,
+                        auth: Some(auth.clone()),
                     })
                     .await
                 {
@@ -567,7 +526,7 @@ async fn daily_cap_resets_at_local_midnight_and_frozen_wallets_only_receive() {
     assert_eq!(net.balance(&anon.public()).await, "3999.99");
 
     // Frozen: cannot spend, can receive; unfrozen: spends again. Close needs zero balance.
-    let freeze = net.wallet_action(&net.operator, WalletAction::Freeze, &anon.public(), "f1");
+    let freeze = net.wallet_action(&net.authority, WalletAction::Freeze, &anon.public(), "f1");
     let w = net.client.freeze_wallet(freeze).await.unwrap().into_inner();
     assert_eq!(w.status, v1::WalletStatus::Frozen as i32);
     let err = net.pay(&anon, &shop_addr, "1.00").await.unwrap_err();
@@ -579,9 +538,9 @@ async fn daily_cap_resets_at_local_midnight_and_frozen_wallets_only_receive() {
     net.pay(&shop, &net.address(&anon.public()), "1.00")
         .await
         .unwrap();
-    let unfreeze = net.wallet_action(&net.operator, WalletAction::Unfreeze, &anon.public(), "f2");
+    let unfreeze = net.wallet_action(&net.authority, WalletAction::Unfreeze, &anon.public(), "f2");
     net.client.unfreeze_wallet(unfreeze).await.unwrap();
-    let close = net.wallet_action(&net.operator, WalletAction::Close, &anon.public(), "c1");
+    let close = net.wallet_action(&net.authority, WalletAction::Close, &anon.public(), "c1");
     let err = net.client.close_wallet(close.clone()).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("zero balance"), "{}", err.message());
@@ -616,6 +575,7 @@ async fn watch_streams_live_and_resumes_from_a_cursor() {
         .watch_wallet(v1::WatchWalletRequest {
             address: b_addr.clone(),
             cursor: String::new(),
+            auth: Some(net.read_auth(&b, &b_addr)),
         })
         .await
         .unwrap()
@@ -644,6 +604,7 @@ async fn watch_streams_live_and_resumes_from_a_cursor() {
         .watch_wallet(v1::WatchWalletRequest {
             address: b_addr.clone(),
             cursor: live[0].cursor.clone(),
+            auth: Some(net.read_auth(&b, &b_addr)),
         })
         .await
         .unwrap()
@@ -824,7 +785,10 @@ async fn every_receipt_verifies_and_checkpoints_stay_consistent() {
     let operator = ledger.operator_key();
     for txid in &txids {
         let receipt = ledger.receipt(txid).await.unwrap();
-        assert_eq!(receipt.transfer.txid(), *txid);
+        assert_eq!(
+            receipt.transfer.as_ref().expect("the payer's view").txid(),
+            *txid
+        );
         verify_receipt(&receipt, ledger.id(), &operator).expect("verifies offline");
     }
     let midway = midway.expect("a midway checkpoint").checkpoint;

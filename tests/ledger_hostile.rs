@@ -1,7 +1,7 @@
 //! Hostile requests against the ledger service over gRPC: each is answered with a precise
 //! status and message, and none of them changes a balance, a wallet or the log.
 
-use cbdc_core::messages::{OpenProof, Signed, WalletAction};
+use cbdc_core::messages::WalletAction;
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{
     Address, Amount, Keypair, KycTier, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, Txid,
@@ -9,14 +9,14 @@ use cbdc_core::{
 };
 use cbdc_proto::convert::to_signed_transfer;
 use cbdc_proto::v1;
-use cbdc_tests::{ANON, Direction, LedgerNet, yuan};
+use cbdc_tests::{ANON, LedgerNet, NETWORK, yuan};
 use tonic::Code;
 
 /// Everything a hostile request must leave unchanged.
 #[derive(Debug, PartialEq, Eq)]
 struct Snapshot {
     totals: cbdc_ledger::ledger::Totals,
-    wallets: Vec<(String, i32, String, String, usize)>,
+    wallets: Vec<(String, i32, i32, String, String, usize)>,
 }
 
 async fn snapshot(net: &mut LedgerNet, keys: &[cbdc_core::PublicKey]) -> Snapshot {
@@ -27,12 +27,20 @@ async fn snapshot(net: &mut LedgerNet, keys: &[cbdc_core::PublicKey]) -> Snapsho
             .client
             .get_wallet(v1::GetWalletRequest {
                 address: net.address(k),
+                auth: Some(net.authority_read(&net.address(k))),
             })
             .await
             .unwrap()
             .into_inner();
         let history = net.ledger().history(k, None, 10_000).await.unwrap().len();
-        wallets.push((w.address, w.status, w.balance, w.spent_today, history));
+        wallets.push((
+            w.address,
+            w.status,
+            w.tier,
+            w.balance,
+            w.spent_today,
+            history,
+        ));
     }
     Snapshot { totals, wallets }
 }
@@ -102,7 +110,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         .await
         .unwrap();
     net.submit(&spent).await.unwrap();
-    let freeze = net.wallet_action(&net.operator, WalletAction::Freeze, &frozen.public(), "fz");
+    let freeze = net.wallet_action(&net.authority, WalletAction::Freeze, &frozen.public(), "fz");
     net.client.freeze_wallet(freeze).await.unwrap();
 
     let keys = [
@@ -378,6 +386,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
             }],
             memo: Vec::new(),
             valid_for_s: 0,
+            auth: Some(net.read_auth(&frozen, &frozen_addr)),
         })
         .await
         .unwrap()
@@ -480,6 +489,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
                 }],
                 memo: Vec::new(),
                 valid_for_s: 0,
+                auth: Some(net.read_auth(&alice, &alice_addr)),
             })
             .await;
         t.check(name, r, code, needle);
@@ -498,21 +508,24 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     ] {
         let r = net
             .client
-            .get_balance(v1::GetBalanceRequest { address })
+            .get_balance(v1::GetBalanceRequest {
+                address,
+                auth: None,
+            })
             .await;
         t.check(name, r, Code::InvalidArgument, needle);
     }
 
-    // ----- operator authority -----
+    // ----- the bank's authority -----
     let mut unsigned =
-        net.wallet_action(&net.operator, WalletAction::Freeze, &alice.public(), "x1");
-    unsigned.operator_signature.clear();
+        net.wallet_action(&net.authority, WalletAction::Freeze, &alice.public(), "x1");
+    unsigned.authority_signature.clear();
     let r = net.client.freeze_wallet(unsigned).await;
     t.check(
-        "freeze without operator signature",
+        "freeze without the authority's signature",
         r,
         Code::PermissionDenied,
-        "operator_signature: 0 bytes",
+        "authority_signature: 0 bytes",
     );
     let forged = net.wallet_action(&mallory, WalletAction::Freeze, &alice.public(), "x2");
     let r = net.client.freeze_wallet(forged).await;
@@ -522,8 +535,12 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         Code::PermissionDenied,
         "does not verify",
     );
-    let mut swapped =
-        net.wallet_action(&net.operator, WalletAction::Unfreeze, &alice.public(), "x3");
+    let mut swapped = net.wallet_action(
+        &net.authority,
+        WalletAction::Unfreeze,
+        &alice.public(),
+        "x3",
+    );
     swapped.reason = "changed after signing".into();
     let r = net.client.freeze_wallet(swapped).await;
     t.check(
@@ -532,43 +549,29 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         Code::PermissionDenied,
         "does not verify",
     );
-    let sig = cbdc_core::messages::OperatorOrder::Exchange {
-        address: &net.address(&mallory.public()),
-        request_id: "steal",
-        amount: "1000.00",
-        direction: Direction::DepositToWallet as i32,
-        wallet_transfer: None,
-    }
-    .sign(&mallory)
-    .to_vec();
-    let r = net
-        .client
-        .exchange(v1::ExchangeRequest {
-            address: net.address(&anon.public()),
-            amount: "1000.00".into(),
-            direction: Direction::DepositToWallet as i32,
-            request_id: "steal".into(),
-            wallet_transfer: None,
-            operator_signature: sig,
-        })
-        .await;
+    let steal = cbdc_proto::requests::exchange(
+        &mallory,
+        net.header("steal"),
+        &net.address(&anon.public()),
+        "1000.00",
+        None,
+    );
+    let r = net.client.exchange(steal).await;
     t.check(
-        "exchange with a forged operator signature",
+        "exchange with a forged authority signature",
         r,
         Code::PermissionDenied,
-        "operator_signature",
+        "authority_signature",
     );
-    let r = net
-        .client
-        .exchange(v1::ExchangeRequest {
-            address: net.address(&anon.public()),
-            amount: "1.00".into(),
-            direction: 0,
-            request_id: "nodir".into(),
-            wallet_transfer: None,
-            operator_signature: vec![0; 64],
-        })
-        .await;
+    let mut nodir = cbdc_proto::requests::exchange(
+        &net.authority,
+        net.header("nodir"),
+        &net.address(&anon.public()),
+        "1.00",
+        None,
+    );
+    nodir.direction = 0;
+    let r = net.client.exchange(nodir).await;
     t.check(
         "exchange without a direction",
         r,
@@ -579,25 +582,15 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         .build_signed(&alice, &[(&net.address(&net.operator.public()), "5.00")])
         .await
         .unwrap();
-    let sig = cbdc_core::messages::OperatorOrder::Exchange {
-        address: &alice_addr,
-        request_id: "red",
-        amount: "6.00",
-        direction: Direction::WalletToDeposit as i32,
-        wallet_transfer: Some(to_vault.txid()),
-    }
-    .sign(&net.operator)
-    .to_vec();
     let r = net
         .client
-        .exchange(v1::ExchangeRequest {
-            address: alice_addr.clone(),
-            amount: "6.00".into(),
-            direction: Direction::WalletToDeposit as i32,
-            request_id: "red".into(),
-            wallet_transfer: Some(to_signed_transfer(&to_vault)),
-            operator_signature: sig,
-        })
+        .exchange(cbdc_proto::requests::exchange(
+            &net.authority,
+            net.header("red"),
+            &alice_addr,
+            "6.00",
+            Some(&to_vault),
+        ))
         .await;
     t.check(
         "redeem paying the vault another amount",
@@ -608,36 +601,42 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
 
     // ----- opening wallets -----
     let newcomer = Keypair::from_seed(&[88; 32]);
+    let phone = LedgerNet::phone(&newcomer.public());
     // An open request for the newcomer's key at `tier`, its proof signed by `signer`.
-    let open = |tier: v1::KycTier, signer: &Keypair| v1::OpenWalletRequest {
-        public_key: newcomer.public().as_bytes().to_vec(),
-        tier: tier as i32,
-        phone_hash: Vec::new(),
-        signature: OpenProof {
-            ledger,
-            key: newcomer.public(),
-        }
-        .sign(signer)
-        .to_vec(),
+    let open = |tier: v1::KycTier, signer: &Keypair, phone: &str| {
+        let mut r = cbdc_proto::requests::open_wallet(signer, NETWORK, ledger, phone);
+        r.public_key = newcomer.public().as_bytes().to_vec();
+        r.tier = tier as i32;
+        r
     };
     for (name, request, code, needle) in [
         (
             "open with a forged proof of key",
-            open(v1::KycTier::Class2, &mallory),
+            open(v1::KycTier::Class4Anonymous, &mallory, &phone),
             Code::PermissionDenied,
             "does not prove possession",
         ),
         (
-            "anonymous wallet without phone hash",
-            open(v1::KycTier::Class4Anonymous, &newcomer),
+            "open without a phone number",
+            open(v1::KycTier::Class4Anonymous, &newcomer, ""),
             Code::InvalidArgument,
-            "phone_hash",
+            "phone_number",
+        ),
+        (
+            "open with a phone number already used at this bank",
+            open(
+                v1::KycTier::Class4Anonymous,
+                &newcomer,
+                &LedgerNet::phone(&anon.public()),
+            ),
+            Code::AlreadyExists,
+            "phone_number: this number has already opened",
         ),
         (
             "open an operator-tier wallet",
-            open(v1::KycTier::Operator, &newcomer),
-            Code::InvalidArgument,
-            "operator tier",
+            open(v1::KycTier::Operator, &newcomer, &phone),
+            Code::PermissionDenied,
+            "tier: a customer opens an anonymous wallet only",
         ),
     ] {
         let r = net.client.open_wallet(request).await;
@@ -700,13 +699,18 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
                     page_size,
                     cursor: cursor.into(),
                 }),
+                auth: Some(net.read_auth(&alice, &alice_addr)),
             })
             .await;
         t.check(name, r, Code::InvalidArgument, needle);
     }
     let r = net
         .client
-        .get_transfer(v1::GetTransferRequest { txid: vec![1; 5] })
+        .get_transfer(v1::GetTransferRequest {
+            txid: vec![1; 5],
+            address: alice_addr.clone(),
+            auth: Some(net.read_auth(&alice, &alice_addr)),
+        })
         .await;
     t.check(
         "txid of 5 bytes",

@@ -4,9 +4,7 @@
 //! verified offline; and hostile inputs to the central bank refused with nothing changed.
 
 use cbdc_core::audit::{Checkpoint, verify_receipt};
-use cbdc_core::messages::{
-    AdminOrder, BankRequest, Countersignature, OperatorOrder, OperatorStatus, Signed,
-};
+use cbdc_core::messages::{BankRequest, Countersignature, OperatorStatus, Signed};
 use cbdc_core::{Amount, Keypair, KycTier, LedgerId, PublicKey, Txid};
 use cbdc_proto::convert;
 use cbdc_proto::v1;
@@ -37,16 +35,8 @@ async fn redeem(
     request_id: &str,
 ) -> v1::TransferResult {
     let b = net.bank(bank);
-    let sig = OperatorOrder::Redeem { amount, request_id }.sign(&b.operator);
-    b.client
-        .redeem(v1::RedeemRequest {
-            amount: amount.into(),
-            request_id: request_id.into(),
-            operator_signature: sig.to_vec(),
-        })
-        .await
-        .expect("redeem")
-        .into_inner()
+    let request = cbdc_proto::requests::redeem(&b.authority, b.header(request_id), amount);
+    b.client.redeem(request).await.expect("redeem").into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,11 +120,15 @@ async fn mint_distribute_pay_across_banks_redeem_and_verify_a_receipt_with_the_a
 
     // A receipt for the cross-ledger payment verifies offline with the operator's key from
     // the registry; tampered receipts do not.
+    let alice_addr = net.bank(1).address(&alice.public());
+    let auth = net.bank(1).read_auth(&alice, &alice_addr);
     let receipt = net
         .bank(1)
         .client
         .get_receipt(v1::GetReceiptRequest {
             txid: txid.0.to_vec(),
+            address: alice_addr,
+            auth: Some(auth),
         })
         .await
         .expect("receipt")
@@ -149,7 +143,10 @@ async fn mint_distribute_pay_across_banks_redeem_and_verify_a_receipt_with_the_a
     let key1 = PublicKey::from_bytes(ops[0].operator_public_key.as_slice().try_into().unwrap());
     let key2 = PublicKey::from_bytes(ops[1].operator_public_key.as_slice().try_into().unwrap());
     let decoded = convert::receipt(&receipt).expect("decodes");
-    assert_eq!(decoded.transfer.txid(), txid);
+    assert_eq!(
+        decoded.transfer.as_ref().expect("the payer's view").txid(),
+        txid
+    );
     verify_receipt(&decoded, LedgerId(1), &key1).expect("verifies offline");
     assert!(
         verify_receipt(&decoded, LedgerId(1), &key2).is_err(),
@@ -260,6 +257,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
         operator_signature: signer
             .sign(
                 &BankRequest::Settle {
+                    network: cbdc_tests::NETWORK,
                     from: LedgerId(from),
                     txid: &txid,
                 }
@@ -321,6 +319,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
             to_ledger_id: 2,
             amount: "50.00".into(),
             central_bank_signature: Countersignature {
+                network: cbdc_tests::NETWORK,
                 txid,
                 to_ledger: LedgerId(2),
             }
@@ -454,18 +453,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
             v1::OperatorStatus::Suspended => OperatorStatus::Suspended,
             _ => OperatorStatus::Active,
         };
-        v1::SetOperatorStatusRequest {
-            ledger_id: 1,
-            status: status as i32,
-            request_id: id.into(),
-            admin_signature: AdminOrder::SetStatus {
-                ledger: LedgerId(1),
-                status: signed,
-                request_id: id,
-            }
-            .sign(&net.admin)
-            .to_vec(),
-        }
+        cbdc_proto::requests::set_operator_status(&net.admin, net.header(id), LedgerId(1), signed)
     };
     let r = set_status(&net, v1::OperatorStatus::Suspended, "s1");
     net.cb.set_operator_status(r).await.expect("suspends");

@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cbdc_core::messages::{AdminOrder, OpenProof, Signed};
+use cbdc_core::messages::{
+    AdminAction, AdminOrder, CENTRAL_BANK, ExchangeDirection, Header, OpenProof, OperatorAction,
+    OperatorOrder, Signed,
+};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{Address, Amount, Keypair, KycTier, LedgerId, TierTable, Txid};
 use cbdc_issuance::bank::issue::{MintOrder, Minted};
@@ -45,6 +48,18 @@ const WALLETS: usize = 3;
 const STEPS: usize = 120;
 const CB_SEED: [u8; 32] = [0xcb; 32];
 const ADMIN_SEED: [u8; 32] = [0xad; 32];
+const AUTHORITY_SEED: [u8; 32] = [0xa7; 32];
+const NETWORK: &str = "cbdc-sim";
+
+/// An order header far from expiry on the simulated clock.
+fn header(target: LedgerId, request_id: &str) -> Header<'_> {
+    Header {
+        network: NETWORK,
+        target,
+        request_id,
+        expires_unix_ms: u64::MAX,
+    }
+}
 
 fn operator_seed(bank: usize) -> [u8; 32] {
     [0x10 + bank as u8; 32]
@@ -288,30 +303,60 @@ impl Sim {
                 operator_key: key.as_bytes(),
                 endpoint: &endpoint,
             };
-            let sig = AdminOrder::Register {
-                ledger: registration.ledger,
-                name: registration.name,
-                operator_key: registration.operator_key,
-                endpoint: registration.endpoint,
+            let request_id = format!("register-{b}");
+            let h = Header {
+                expires_unix_ms: sim.clock.load(Ordering::SeqCst) + 60_000,
+                ..header(CENTRAL_BANK, &request_id)
+            };
+            let sig = AdminOrder {
+                header: h,
+                action: AdminAction::Register {
+                    ledger: registration.ledger,
+                    name: registration.name,
+                    operator_key: registration.operator_key,
+                    endpoint: registration.endpoint,
+                },
             }
             .sign(&admin);
             sim.cb()
                 .bank
-                .register(registration, &sig)
+                .register(h, registration, &sig)
                 .await
                 .expect("registers");
             let ledger = sim.ledger(b).clone();
             for i in 0..WALLETS {
                 let k = wallet_key(b, i);
+                let phone = format!("+8613{b}{i:08}");
                 let sig = OpenProof {
+                    network: NETWORK,
                     ledger: LedgerId(b as u32),
                     key: k.public(),
+                    phone: &phone,
                 }
                 .sign(&k);
                 ledger
-                    .open_wallet(k.public(), KycTier::Class2, None, &sig)
+                    .open_wallet(k.public(), NETWORK, &phone, &sig)
                     .await
                     .expect("opens");
+                let address = Address::new(LedgerId(b as u32), k.public()).to_string();
+                let kyc = format!("kyc-{address}");
+                let order = OperatorOrder {
+                    header: header(LedgerId(b as u32), &kyc),
+                    action: OperatorAction::SetTier {
+                        address: &address,
+                        tier: KycTier::Class2,
+                        reason: "identity check",
+                    },
+                };
+                ledger
+                    .set_tier(
+                        k.public(),
+                        KycTier::Class2,
+                        "identity check",
+                        ledger.seen(&order),
+                    )
+                    .await
+                    .expect("upgrades");
             }
         }
         sim
@@ -331,6 +376,7 @@ impl Sim {
             db,
             Keypair::from_seed(&CB_SEED),
             Keypair::from_seed(&ADMIN_SEED).public(),
+            NETWORK.to_string(),
             Clock::manual(Arc::clone(&self.clock)),
         );
         *self.net.cb.lock().unwrap() = Some(IssuanceGrpc::new(bank.clone()));
@@ -354,6 +400,9 @@ impl Sim {
             default_valid_for_s: 600,
             amount_max: Amount::DEFAULT_MAX,
             central_bank: Some(Keypair::from_seed(&CB_SEED).public()),
+            network: NETWORK.to_string(),
+            authority: Keypair::from_seed(&AUTHORITY_SEED).public(),
+            phone_key: [0x9f; 32],
         };
         let ledger = Ledger::open(
             db,
@@ -421,19 +470,25 @@ impl Sim {
         let request_id = format!("mint-{id}");
         let amount = self.amount(100, 2000).to_string();
         let reference = format!("reserve {id}");
-        let sig = AdminOrder::Mint {
-            request_id: &request_id,
-            ledger: LedgerId(b as u32),
-            amount: &amount,
-            reserve_reference: &reference,
+        let h = Header {
+            expires_unix_ms: self.clock.load(Ordering::SeqCst) + 60_000,
+            ..header(CENTRAL_BANK, &request_id)
+        };
+        let sig = AdminOrder {
+            header: h,
+            action: AdminAction::Mint {
+                ledger: LedgerId(b as u32),
+                amount: &amount,
+                reserve_reference: &reference,
+            },
         }
         .sign(&Keypair::from_seed(&ADMIN_SEED));
         let out = self
             .cb()
             .bank
             .mint(
+                h,
                 MintOrder {
-                    request_id: &request_id,
                     ledger: LedgerId(b as u32),
                     amount: &amount,
                     reserve_reference: &reference,
@@ -463,7 +518,19 @@ impl Sim {
         let w = wallet_key(b, self.rng.gen_range(0..WALLETS)).public();
         let amount = self.amount(1, 400);
         let request_id = format!("x-{}", self.rng.gen_range(0..1_000_000u32));
-        let r = self.ledger(b).pay_from_vault(w, amount, &request_id).await;
+        let address = Address::new(LedgerId(b as u32), w).to_string();
+        let amount_text = amount.to_string();
+        let order = OperatorOrder {
+            header: header(LedgerId(b as u32), &request_id),
+            action: OperatorAction::Exchange {
+                address: &address,
+                amount: &amount_text,
+                direction: ExchangeDirection::DepositToWallet,
+                wallet_transfer: None,
+            },
+        };
+        let seen = self.ledger(b).seen(&order);
+        let r = self.ledger(b).pay_from_vault(w, amount, seen).await;
         let line = format!("exchange {amount} on {b}: {}", outcome(&r.map(|c| c.txid)));
         self.log(line);
     }
@@ -502,7 +569,15 @@ impl Sim {
         let b = self.rng.gen_range(1..=BANKS);
         let amount = self.amount(1, 300);
         let request_id = format!("r-{}", self.rng.gen_range(0..1_000_000u32));
-        let r = self.ledger(b).redeem(amount, &request_id).await;
+        let amount_text = amount.to_string();
+        let order = OperatorOrder {
+            header: header(LedgerId(b as u32), &request_id),
+            action: OperatorAction::Redeem {
+                amount: &amount_text,
+            },
+        };
+        let seen = self.ledger(b).seen(&order);
+        let r = self.ledger(b).redeem(amount, seen).await;
         if let Ok(c) = &r
             && !c.already
         {

@@ -353,9 +353,60 @@ pub fn checkpoint(
     ))
 }
 
+/// An exchange's direction on the wire.
+pub fn to_direction(d: cbdc_core::messages::ExchangeDirection) -> v1::exchange_request::Direction {
+    use cbdc_core::messages::ExchangeDirection;
+    match d {
+        ExchangeDirection::DepositToWallet => v1::exchange_request::Direction::DepositToWallet,
+        ExchangeDirection::WalletToDeposit => v1::exchange_request::Direction::WalletToDeposit,
+    }
+}
+
+/// An exchange's direction from the wire.
+pub fn direction(
+    field: &'static str,
+    value: i32,
+) -> Result<cbdc_core::messages::ExchangeDirection, WireError> {
+    use cbdc_core::messages::ExchangeDirection;
+    use v1::exchange_request::Direction;
+    match Direction::try_from(value) {
+        Ok(Direction::DepositToWallet) => Ok(ExchangeDirection::DepositToWallet),
+        Ok(Direction::WalletToDeposit) => Ok(ExchangeDirection::WalletToDeposit),
+        _ => Err(WireError::Enum { field, value }),
+    }
+}
+
+/// An order's header from the wire (borrowed: the signature covers it as sent).
+pub fn header<'a>(
+    field: &'static str,
+    h: Option<&'a v1::RequestHeader>,
+) -> Result<cbdc_core::messages::Header<'a>, WireError> {
+    let h = h.ok_or(WireError::Missing { field })?;
+    Ok(cbdc_core::messages::Header {
+        network: &h.network,
+        target: LedgerId(h.target),
+        request_id: &h.request_id,
+        expires_unix_ms: h.expires_at_unix_ms,
+    })
+}
+
+/// An order's header on the wire.
+pub fn to_header(h: &cbdc_core::messages::Header<'_>) -> v1::RequestHeader {
+    v1::RequestHeader {
+        network: h.network.to_string(),
+        target: h.target.0,
+        request_id: h.request_id.to_string(),
+        expires_at_unix_ms: h.expires_unix_ms,
+    }
+}
+
 /// A receipt from the wire.
 pub fn receipt(r: &v1::Receipt) -> Result<cbdc_core::audit::Receipt, WireError> {
-    let transfer = signed_transfer("receipt.transfer", r.transfer.as_ref())?;
+    let transfer = match &r.transfer {
+        None => None,
+        Some(t) => Some(signed_transfer("receipt.transfer", Some(t))?),
+    };
+    let txid = txid("receipt.txid", &r.txid)?;
     let (checkpoint, checkpoint_signature) =
         checkpoint(r.checkpoint.as_ref().ok_or(WireError::Missing {
             field: "receipt.checkpoint",
@@ -375,6 +426,7 @@ pub fn receipt(r: &v1::Receipt) -> Result<cbdc_core::audit::Receipt, WireError> 
         .map(|h| bytes32("receipt.inclusion_proof", h))
         .collect::<Result<_, _>>()?;
     Ok(cbdc_core::audit::Receipt {
+        txid,
         transfer,
         position,
         index: r.log_index,
@@ -387,7 +439,8 @@ pub fn receipt(r: &v1::Receipt) -> Result<cbdc_core::audit::Receipt, WireError> 
 /// A receipt on the wire.
 pub fn to_receipt(r: &cbdc_core::audit::Receipt) -> v1::Receipt {
     v1::Receipt {
-        transfer: Some(to_signed_transfer(&r.transfer)),
+        txid: r.txid.0.to_vec(),
+        transfer: r.transfer.as_ref().map(to_signed_transfer),
         log_index: r.index,
         inclusion_proof: r.proof.iter().map(|h| h.to_vec()).collect(),
         checkpoint: Some(to_checkpoint(&r.checkpoint, &r.checkpoint_signature)),

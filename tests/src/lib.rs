@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cbdc_core::messages::{Countersignature, OpenProof, OperatorOrder, Signed, WalletAction};
+use cbdc_core::messages::{Countersignature, Signed, WalletAction};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{
     Address, Amount, Keypair, KycTier, LedgerId, Lock, OutPoint, PublicKey, Transfer,
@@ -27,6 +27,11 @@ pub use cbdc_proto::v1::exchange_request::Direction;
 
 /// The central bank's ledger id in issuance transfers.
 pub const CENTRAL_BANK_LEDGER: LedgerId = LedgerId(0);
+/// The network every test service belongs to.
+pub const NETWORK: &str = "cbdc-test";
+/// The seed of every test bank's authority key (orders and reads), apart from its operator
+/// (vault and settlement) key.
+pub const AUTHORITY_SEED: [u8; 32] = [0xa7; 32];
 
 /// One ledger service under test, with the keys to drive it.
 pub struct LedgerNet {
@@ -34,6 +39,8 @@ pub struct LedgerNet {
     pub config: LedgerConfig,
     pub central_bank: Keypair,
     pub operator: Keypair,
+    /// The bank's authority key: freezes, tier changes, exchanges, reads of any wallet.
+    pub authority: Keypair,
     pub clock_ms: Arc<AtomicU64>,
     pub running: Option<RunningLedger>,
     pub client: LedgerServiceClient<Channel>,
@@ -58,7 +65,8 @@ impl LedgerNet {
     pub async fn start_with(ledger_id: u32, adjust: impl FnOnce(&mut LedgerConfig)) -> LedgerNet {
         let dir = tempfile::tempdir().expect("tempdir");
         let central_bank = Keypair::from_seed(&[0xcb; 32]);
-        let mut config = LedgerConfig::local(ledger_id, dir.path());
+        let authority = Keypair::from_seed(&AUTHORITY_SEED);
+        let mut config = LedgerConfig::local(ledger_id, dir.path(), NETWORK, &authority.public());
         config.central_bank_public_key = Some(hex::encode(central_bank.public().as_bytes()));
         adjust(&mut config);
         let clock_ms = Arc::new(AtomicU64::new(wall_ms()));
@@ -76,6 +84,7 @@ impl LedgerNet {
             config,
             central_bank,
             operator,
+            authority,
             clock_ms,
             running: Some(running),
             client,
@@ -154,6 +163,7 @@ impl LedgerNet {
             to_ledger_id: self.ledger_id().0,
             amount: amount.to_string(),
             central_bank_signature: Countersignature {
+                network: NETWORK,
                 txid: t.txid(),
                 to_ledger: self.ledger_id(),
             }
@@ -174,25 +184,73 @@ impl LedgerNet {
         k: &Keypair,
         tier: KycTier,
     ) -> Result<v1::Wallet, tonic::Status> {
-        let phone_hash = if tier == KycTier::Class4Anonymous {
-            sha2::Sha256::digest(b"+86 138 0000 0000").to_vec()
-        } else {
-            Vec::new()
-        };
-        self.client
-            .open_wallet(v1::OpenWalletRequest {
-                public_key: k.public().as_bytes().to_vec(),
-                tier: cbdc_proto::convert::to_kyc_tier(tier) as i32,
-                phone_hash,
-                signature: OpenProof {
-                    ledger: self.ledger_id(),
-                    key: k.public(),
-                }
-                .sign(k)
-                .to_vec(),
-            })
+        let opened = self
+            .client
+            .open_wallet(self.open_request(k))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| r.into_inner())?;
+        if tier == KycTier::Class4Anonymous {
+            return Ok(opened);
+        }
+        let address = self.address(&k.public());
+        let request_id = format!("kyc-{}-{tier:?}", &address[address.len() - 12..]);
+        let r = self.tier_request(&self.authority, &address, tier, &request_id);
+        self.client.set_wallet_tier(r).await.map(|r| r.into_inner())
+    }
+
+    /// A phone number of its own for each key.
+    pub fn phone(k: &PublicKey) -> String {
+        cbdc_proto::requests::phone_of(k)
+    }
+
+    /// `OpenWallet` for `k` with its own phone number.
+    pub fn open_request(&self, k: &Keypair) -> v1::OpenWalletRequest {
+        cbdc_proto::requests::open_wallet(k, NETWORK, self.ledger_id(), &Self::phone(&k.public()))
+    }
+
+    /// `SetWalletTier` signed by `signer`.
+    pub fn tier_request(
+        &self,
+        signer: &Keypair,
+        address: &str,
+        tier: KycTier,
+        request_id: &str,
+    ) -> v1::SetWalletTierRequest {
+        cbdc_proto::requests::set_wallet_tier(
+            signer,
+            self.header(request_id),
+            address,
+            tier,
+            "identity check 2026-0042",
+        )
+    }
+
+    /// The header of an order to this ledger, valid for ten minutes of its clock.
+    pub fn header(&self, request_id: &str) -> v1::RequestHeader {
+        cbdc_proto::requests::header(
+            NETWORK,
+            self.ledger_id(),
+            request_id,
+            self.clock_ms.load(Ordering::SeqCst) + cbdc_proto::requests::ORDER_VALID_FOR_MS,
+        )
+    }
+
+    /// A read grant for the wallet at `address`, signed by `signer` (its own key), valid
+    /// for five minutes of this ledger's clock.
+    pub fn read_auth(&self, signer: &Keypair, address: &str) -> v1::ReadAuth {
+        cbdc_proto::requests::read_auth(
+            signer,
+            NETWORK,
+            self.ledger_id(),
+            address,
+            self.clock_ms.load(Ordering::SeqCst) + cbdc_proto::requests::READ_VALID_FOR_MS,
+            signer.public() == self.authority.public(),
+        )
+    }
+
+    /// A read grant for `address` by the bank's authority.
+    pub fn authority_read(&self, address: &str) -> v1::ReadAuth {
+        self.read_auth(&self.authority, address)
     }
 
     /// The bank pays `amount` from its vault to `to` (deposits exchanged for e-CNY).
@@ -203,27 +261,14 @@ impl LedgerNet {
         request_id: &str,
     ) -> Result<v1::TransferResult, tonic::Status> {
         let address = self.address(to);
-        let direction = Direction::DepositToWallet as i32;
-        let sig = OperatorOrder::Exchange {
-            address: &address,
-            request_id,
+        let r = cbdc_proto::requests::exchange(
+            &self.authority,
+            self.header(request_id),
+            &address,
             amount,
-            direction,
-            wallet_transfer: None,
-        }
-        .sign(&self.operator)
-        .to_vec();
-        self.client
-            .exchange(v1::ExchangeRequest {
-                address,
-                amount: amount.into(),
-                direction,
-                request_id: request_id.into(),
-                wallet_transfer: None,
-                operator_signature: sig,
-            })
-            .await
-            .map(|r| r.into_inner())
+            None,
+        );
+        self.client.exchange(r).await.map(|r| r.into_inner())
     }
 
     /// Builds (server-side coin selection), signs and submits a payment.
@@ -255,17 +300,22 @@ impl LedgerNet {
                     .collect(),
                 memo: Vec::new(),
                 valid_for_s: 0,
+                auth: Some(self.read_auth(from, &self.address(&from.public()))),
             })
             .await?
             .into_inner();
         Ok(sign_body(built.body, &[from]).expect("signs"))
     }
 
-    /// `GetTransfer` of `txid` (raw bytes, so a test can send any length).
+    /// `GetTransfer` of `txid` (raw bytes, so a test can send any length), read by the
+    /// bank's authority.
     pub async fn get_transfer(&mut self, txid: &[u8]) -> v1::GetTransferResponse {
+        let address = self.address(&self.operator.public());
         self.client
             .get_transfer(v1::GetTransferRequest {
                 txid: txid.to_vec(),
+                auth: Some(self.authority_read(&address)),
+                address,
             })
             .await
             .expect("GetTransfer")
@@ -281,10 +331,13 @@ impl LedgerNet {
             .map(|r| r.into_inner())
     }
 
+    /// A wallet's balance, read by the bank's authority.
     pub async fn balance(&mut self, key: &PublicKey) -> String {
+        let address = self.address(key);
         self.client
             .get_balance(v1::GetBalanceRequest {
-                address: self.address(key),
+                auth: Some(self.authority_read(&address)),
+                address,
             })
             .await
             .expect("balance")
@@ -299,21 +352,13 @@ impl LedgerNet {
         key: &PublicKey,
         request_id: &str,
     ) -> v1::WalletActionRequest {
-        let address = self.address(key);
-        let reason = "court order 2026-117";
-        v1::WalletActionRequest {
-            operator_signature: OperatorOrder::Wallet {
-                action,
-                address: &address,
-                request_id,
-                reason,
-            }
-            .sign(signer)
-            .to_vec(),
-            address,
-            reason: reason.into(),
-            request_id: request_id.into(),
-        }
+        cbdc_proto::requests::wallet_action(
+            signer,
+            self.header(request_id),
+            action,
+            &self.address(key),
+            "court order 2026-117",
+        )
     }
 
     /// Audit: unspent outputs and wallet balances must both equal everything issued.

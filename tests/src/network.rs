@@ -47,7 +47,7 @@ impl Network {
     pub async fn start(banks: u32) -> Network {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin = Keypair::from_seed(&ADMIN_SEED);
-        let mut config = IssuanceConfig::local(dir.path(), &admin.public());
+        let mut config = IssuanceConfig::local(dir.path(), crate::NETWORK, &admin.public());
         config.delivery_interval_ms = 20;
         std::fs::write(&config.signing_key_file, hex::encode(CENTRAL_BANK_SEED)).expect("key");
         let (central_bank, cb) = launch_cb(&config).await;
@@ -83,9 +83,20 @@ impl Network {
         &mut self.banks[id as usize - 1]
     }
 
+    /// The header of an administrator's order, valid for ten minutes.
+    pub fn header(&self, request_id: &str) -> v1::RequestHeader {
+        cbdc_proto::requests::header(
+            crate::NETWORK,
+            LedgerId(0),
+            request_id,
+            wall_ms() + cbdc_proto::requests::ORDER_VALID_FOR_MS,
+        )
+    }
+
     pub fn register_request(&self, bank: &LedgerNet) -> v1::RegisterOperatorRequest {
         cbdc_proto::requests::register_operator(
             &self.admin,
+            self.header(&format!("register-{}", bank.ledger_id().0)),
             bank.ledger_id(),
             &bank.operator.public(),
             &format!("http://{}", bank.running().grpc_addr),
@@ -101,7 +112,7 @@ impl Network {
         let reference = format!("reserve transfer {request_id}");
         cbdc_proto::requests::mint(
             &self.admin,
-            request_id,
+            self.header(request_id),
             LedgerId(ledger),
             amount,
             &reference,

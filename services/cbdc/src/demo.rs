@@ -1,20 +1,19 @@
 //! The narrated demo: a devnet in a temporary directory and a scenario through real gRPC, each
 //! step checked. The central bank issues to two banks; customers exchange deposits into
-//! wallets of different KYC tiers; wallets pay each other within and across banks; a limit
+//! anonymous wallets, a self-upgrade is refused and the bank raises tiers after identity
+//! checks; wallets pay each other within and across banks; a limit
 //! breach and a double spend are refused with their reasons; a receipt is verified offline;
 //! a bank redeems; the audit shows supply conserved.
 
 use std::time::{Duration, Instant};
 
 use cbdc_core::audit::verify_receipt;
-use cbdc_core::messages::{AdminOrder, OpenProof, OperatorOrder, Signed};
+use cbdc_core::messages::CENTRAL_BANK;
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{Address, Amount, Keypair, KycTier, LedgerId, PublicKey, Transfer};
-use cbdc_proto::convert;
-use cbdc_proto::v1;
 use cbdc_proto::v1::ledger_service_client::LedgerServiceClient;
+use cbdc_proto::{convert, requests, v1};
 use cbdc_runtime::shutdown::Shutdown;
-use sha2::Digest;
 use tonic::transport::Channel;
 
 use crate::client;
@@ -28,6 +27,8 @@ struct Demo {
     out: Box<dyn FnMut(&str) + Send>,
     banks: Vec<LedgerServiceClient<Channel>>,
     operators: Vec<Keypair>,
+    authorities: Vec<Keypair>,
+    network: String,
 }
 
 impl Demo {
@@ -44,55 +45,79 @@ impl Demo {
         &mut self.banks[ledger as usize - 1]
     }
 
-    async fn open(&mut self, ledger: u32, seed: u8, tier: KycTier) -> Result<Keypair, String> {
+    fn header(&self, target: LedgerId, request_id: &str) -> v1::RequestHeader {
+        requests::header(
+            &self.network,
+            target,
+            request_id,
+            crate::cli::now_ms() + requests::ORDER_VALID_FOR_MS,
+        )
+    }
+
+    /// A read grant for `address` signed by `signer` (with `by_authority`, the bank's key).
+    fn read(&self, signer: &Keypair, address: &Address, by_authority: bool) -> v1::ReadAuth {
+        requests::read_auth(
+            signer,
+            &self.network,
+            address.ledger,
+            &address.to_string(),
+            crate::cli::now_ms() + requests::READ_VALID_FOR_MS,
+            by_authority,
+        )
+    }
+
+    /// Opens an anonymous wallet with phone number `phone`.
+    async fn open(&mut self, ledger: u32, seed: u8, phone: &str) -> Result<Keypair, String> {
         let k = Keypair::from_seed(&[seed; 32]);
-        let phone_hash = if tier == KycTier::Class4Anonymous {
-            sha2::Sha256::digest(b"+86 139 0000 0000").to_vec()
-        } else {
-            Vec::new()
-        };
+        let request = requests::open_wallet(&k, &self.network, LedgerId(ledger), phone);
         self.bank(ledger)
-            .open_wallet(v1::OpenWalletRequest {
-                public_key: k.public().as_bytes().to_vec(),
-                tier: convert::to_kyc_tier(tier) as i32,
-                phone_hash,
-                signature: OpenProof {
-                    ledger: LedgerId(ledger),
-                    key: k.public(),
-                }
-                .sign(&k)
-                .to_vec(),
-            })
+            .open_wallet(request)
             .await
             .map_err(|s| format!("opening a wallet: {}", client::status(&s)))?;
         Ok(k)
     }
 
+    /// The bank raises `key`'s tier after its identity check `reason`.
+    async fn set_tier(
+        &mut self,
+        ledger: u32,
+        key: &PublicKey,
+        tier: KycTier,
+        reason: &str,
+    ) -> Result<v1::Wallet, String> {
+        let address = Address::new(LedgerId(ledger), *key).to_string();
+        let header = self.header(LedgerId(ledger), &format!("demo-kyc-{address}"));
+        let request = requests::set_wallet_tier(
+            &self.authorities[ledger as usize - 1],
+            header,
+            &address,
+            tier,
+            reason,
+        );
+        Ok(self
+            .bank(ledger)
+            .set_wallet_tier(request)
+            .await
+            .map_err(|s| format!("tier change: {}", client::status(&s)))?
+            .into_inner())
+    }
+
     async fn exchange(&mut self, ledger: u32, to: &PublicKey, amount: &str) -> Result<(), String> {
         let address = Address::new(LedgerId(ledger), *to).to_string();
-        let direction = v1::exchange_request::Direction::DepositToWallet as i32;
         let request_id = format!(
             "demo-exchange-{}-{}",
             ledger,
             hex::encode(&to.as_bytes()[..4])
         );
-        let sig = OperatorOrder::Exchange {
-            address: &address,
-            request_id: &request_id,
+        let request = requests::exchange(
+            &self.authorities[ledger as usize - 1],
+            self.header(LedgerId(ledger), &request_id),
+            &address,
             amount,
-            direction,
-            wallet_transfer: None,
-        }
-        .sign(&self.operators[ledger as usize - 1]);
+            None,
+        );
         self.bank(ledger)
-            .exchange(v1::ExchangeRequest {
-                address,
-                amount: amount.into(),
-                direction,
-                request_id,
-                wallet_transfer: None,
-                operator_signature: sig.to_vec(),
-            })
+            .exchange(request)
             .await
             .map_err(|s| format!("exchange: {}", client::status(&s)))?;
         Ok(())
@@ -105,10 +130,13 @@ impl Demo {
         to: &Address,
         amount: &str,
     ) -> Result<Transfer, tonic::Status> {
+        let from_address = Address::new(LedgerId(ledger), from.public());
+        let auth = self.read(from, &from_address, false);
         let built = self
             .bank(ledger)
             .build_transfer(v1::BuildTransferRequest {
-                from_address: Address::new(LedgerId(ledger), from.public()).to_string(),
+                from_address: from_address.to_string(),
+                auth: Some(auth),
                 payments: vec![v1::Payment {
                     to_address: to.to_string(),
                     amount: amount.into(),
@@ -134,11 +162,16 @@ impl Demo {
             .map(|r| r.into_inner())
     }
 
+    /// A balance, as the bank's authority reads it.
     async fn balance(&mut self, ledger: u32, key: &PublicKey) -> Result<String, String> {
+        let address = Address::new(LedgerId(ledger), *key);
+        let authority = Keypair::from_seed(self.authorities[ledger as usize - 1].seed());
+        let auth = self.read(&authority, &address, true);
         Ok(self
             .bank(ledger)
             .get_balance(v1::GetBalanceRequest {
-                address: Address::new(LedgerId(ledger), *key).to_string(),
+                address: address.to_string(),
+                auth: Some(auth),
             })
             .await
             .map_err(|s| format!("balance: {}", client::status(&s)))?
@@ -198,6 +231,12 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
             .iter()
             .map(|k| Keypair::from_seed(k.seed()))
             .collect(),
+        authorities: devnet
+            .authorities
+            .iter()
+            .map(|k| Keypair::from_seed(k.seed()))
+            .collect(),
+        network: devnet.file.network.clone(),
     };
     (d.out)(&format!(
         "A devnet on loopback: the central bank at {}, bank 1 at {}, bank 2 at {}.",
@@ -209,32 +248,62 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
     for (ledger, amount) in [(1u32, "1000000.00"), (2, "500000.00")] {
         let request_id = format!("demo-mint-{ledger}");
         let reference = format!("reserve transfer for bank {ledger}");
-        let sig = AdminOrder::Mint {
-            request_id: &request_id,
-            ledger: LedgerId(ledger),
+        let request = requests::mint(
+            &devnet.admin,
+            d.header(CENTRAL_BANK, &request_id),
+            LedgerId(ledger),
             amount,
-            reserve_reference: &reference,
-        }
-        .sign(&devnet.admin);
-        cb.mint(v1::MintRequest {
-            request_id,
-            ledger_id: ledger,
-            amount: amount.into(),
-            reserve_reference: reference,
-            admin_signature: sig.to_vec(),
-        })
-        .await
-        .map_err(|s| format!("mint: {}", client::status(&s)))?;
+            &reference,
+        );
+        cb.mint(request)
+            .await
+            .map_err(|s| format!("mint: {}", client::status(&s)))?;
         let vault = d.operators[ledger as usize - 1].public();
         d.await_balance(ledger, &vault, amount).await?;
     }
     d.ok("both vaults credited through countersigned settlements");
 
-    // 2. Wallets and exchange.
-    d.say("Customers open wallets of different KYC tiers and exchange deposits for e-CNY.");
-    let alice = d.open(1, 0xa1, KycTier::Class2).await?;
-    let carol = d.open(1, 0xc0, KycTier::Class4Anonymous).await?;
-    let bob = d.open(2, 0xb0, KycTier::Class3).await?;
+    // 2. Wallets: anonymous by phone number, higher tiers only from the bank.
+    d.say("Customers open anonymous wallets with their phone numbers; Carol asks for class 1 on her own.");
+    let alice = d.open(1, 0xa1, "+8613900000001").await?;
+    let carol = d.open(1, 0xc0, "+8613900000003").await?;
+    let bob = d.open(2, 0xb0, "+8613900000002").await?;
+    let mut self_upgrade = requests::open_wallet(
+        &Keypair::from_seed(&[0xc1; 32]),
+        &d.network,
+        LedgerId(1),
+        "+8613900000004",
+    );
+    self_upgrade.tier = convert::to_kyc_tier(KycTier::Class1) as i32;
+    match d.bank(1).open_wallet(self_upgrade).await {
+        Err(s) if s.code() == tonic::Code::PermissionDenied => {
+            d.ok(&format!("Carol's class 1 refused: {}", s.message()));
+        }
+        other => return Err(format!("a self-chosen class 1 was not refused: {other:?}")),
+    }
+    d.say("After identity checks, bank 1 raises Alice to class 2 and bank 2 raises Bob to class 3, each order signed by the bank's authority key.");
+    let w = d
+        .set_tier(
+            1,
+            &alice.public(),
+            KycTier::Class2,
+            "in-branch ID check 2026-11-0017",
+        )
+        .await?;
+    check(
+        w.tier == v1::KycTier::Class2 as i32 && w.tier_changes.len() == 1,
+        || format!("Alice's wallet after the upgrade: {w:?}"),
+    )?;
+    d.set_tier(
+        2,
+        &bob.public(),
+        KycTier::Class3,
+        "remote ID check 2026-11-0042",
+    )
+    .await?;
+    d.ok("Alice is class 2 and her wallet records the change with the check's reference; Bob is class 3; Carol stays anonymous");
+
+    d.say("The banks exchange deposits for e-CNY.");
     d.exchange(1, &alice.public(), "5000.00").await?;
     d.exchange(1, &carol.public(), "3000.00").await?;
     d.exchange(2, &bob.public(), "2000.00").await?;
@@ -266,11 +335,15 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
         .map_err(|s| format!("payment: {}", client::status(&s)))?;
     d.await_balance(2, &bob.public(), "2250.00").await?;
     let deadline = Instant::now() + WAIT;
+    let alice_addr = Address::new(LedgerId(1), alice.public());
     loop {
+        let auth = d.read(&alice, &alice_addr, false);
         let status = d
             .bank(1)
             .get_transfer(v1::GetTransferRequest {
                 txid: cross.txid().0.to_vec(),
+                address: alice_addr.to_string(),
+                auth: Some(auth),
             })
             .await
             .map_err(|s| client::status(&s))?
@@ -351,10 +424,13 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
     d.say("Alice asks bank 1 for a receipt of her payment to Bob and verifies it offline.");
     let deadline = Instant::now() + WAIT;
     let receipt = loop {
+        let auth = d.read(&alice, &alice_addr, false);
         match d
             .bank(1)
             .get_receipt(v1::GetReceiptRequest {
                 txid: cross.txid().0.to_vec(),
+                address: alice_addr.to_string(),
+                auth: Some(auth),
             })
             .await
         {
@@ -393,18 +469,13 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
 
     // 8. Redemption.
     d.say("Bank 2 returns 100,000.00 from its vault to the central bank.");
-    let op2 = Keypair::from_seed(d.operators[1].seed());
-    let sig = OperatorOrder::Redeem {
-        amount: "100000.00",
-        request_id: "demo-redeem",
-    }
-    .sign(&op2);
+    let request = requests::redeem(
+        &d.authorities[1],
+        d.header(LedgerId(2), "demo-redeem"),
+        "100000.00",
+    );
     d.bank(2)
-        .redeem(v1::RedeemRequest {
-            amount: "100000.00".into(),
-            request_id: "demo-redeem".into(),
-            operator_signature: sig.to_vec(),
-        })
+        .redeem(request)
         .await
         .map_err(|s| format!("redeem: {}", client::status(&s)))?;
     d.ok("committed on bank 2, settled through its outbox");

@@ -21,11 +21,15 @@ pub const BANKS_MAX: u32 = 16;
 /// What a devnet directory records about itself (`devnet.json`), read by the CLI.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DevnetFile {
+    /// The network's name (random per devnet): signed requests name it.
+    pub network: String,
     pub central_bank: SocketAddr,
     pub banks: Vec<SocketAddr>,
-    /// Key files: the administrator's, and each bank's operator key.
+    /// Key files: the administrator's, each bank's operator (vault and settlement) key,
+    /// and each bank's authority key (orders and reads).
     pub admin_key: PathBuf,
     pub operator_keys: Vec<PathBuf>,
+    pub authority_keys: Vec<PathBuf>,
 }
 
 impl DevnetFile {
@@ -66,6 +70,7 @@ pub struct Devnet {
     pub central_bank: RunningIssuance,
     pub banks: Vec<RunningLedger>,
     pub operators: Vec<Keypair>,
+    pub authorities: Vec<Keypair>,
 }
 
 fn key(path: &Path) -> Result<Keypair, String> {
@@ -96,8 +101,17 @@ impl Devnet {
         }
         let admin_key = dir.join("admin.key");
         let admin = key(&admin_key)?;
+        let network = match &previous {
+            Some(p) => p.network.clone(),
+            None => {
+                use rand::RngCore;
+                let mut b = [0u8; 4];
+                rand::rngs::OsRng.fill_bytes(&mut b);
+                format!("devnet-{}", hex::encode(b))
+            }
+        };
         let cb_dir = dir.join("central-bank");
-        let mut cb_config = IssuanceConfig::local(&cb_dir, &admin.public());
+        let mut cb_config = IssuanceConfig::local(&cb_dir, &network, &admin.public());
         if let Some(p) = &previous {
             cb_config.listen = p.central_bank;
         }
@@ -109,9 +123,13 @@ impl Devnet {
         let mut running = Vec::new();
         let mut operators = Vec::new();
         let mut operator_keys = Vec::new();
+        let mut authorities = Vec::new();
+        let mut authority_keys = Vec::new();
         for id in 1..=banks {
             let bank_dir = dir.join(format!("bank-{id}"));
-            let mut c = LedgerConfig::local(id, &bank_dir);
+            let authority_key = dir.join(format!("bank-{id}-authority.key"));
+            let authority = key(&authority_key)?;
+            let mut c = LedgerConfig::local(id, &bank_dir, &network, &authority.public());
             if let Some(p) = &previous {
                 c.listen = p.banks[id as usize - 1];
             }
@@ -127,12 +145,16 @@ impl Devnet {
                 .map_err(|e| format!("bank {id}: {e}"))?;
             running.push(ledger);
             operators.push(operator);
+            authorities.push(authority);
+            authority_keys.push(authority_key);
         }
         let file = DevnetFile {
+            network,
             central_bank: central_bank.grpc_addr,
             banks: running.iter().map(|r| r.grpc_addr).collect(),
             admin_key,
             operator_keys,
+            authority_keys,
         };
         std::fs::write(
             dir.join("devnet.json"),
@@ -146,19 +168,28 @@ impl Devnet {
             central_bank,
             banks: running,
             operators,
+            authorities,
         };
         devnet.register_all().await?;
         Ok(devnet)
     }
 
-    /// Registers every bank with the central bank (again, harmlessly, on a restart).
+    /// Registers every bank with the central bank (again, harmlessly, on a restart: the
+    /// same order answers alike and keeps the bank's status).
     async fn register_all(&self) -> Result<(), String> {
         let mut cb = crate::client::issuance(&self.file.central_bank_url()).await?;
         for (i, (bank, op)) in self.banks.iter().zip(&self.operators).enumerate() {
             let id = (i + 1) as u32;
             let endpoint = format!("http://{}", bank.grpc_addr);
+            let header = requests::header(
+                &self.file.network,
+                cbdc_core::messages::CENTRAL_BANK,
+                &format!("devnet-register-{id}-{endpoint}"),
+                crate::cli::now_ms() + requests::ORDER_VALID_FOR_MS,
+            );
             cb.register_operator(requests::register_operator(
                 &self.admin,
+                header,
                 LedgerId(id),
                 &op.public(),
                 &endpoint,

@@ -5,6 +5,13 @@
 use cbdc::cli::{Cli, run};
 use clap::Parser;
 
+/// Bob's key file in `dir`, created on first use.
+fn bob_key_path(dir: &tempfile::TempDir) -> &'static str {
+    let path = dir.path().join("bob.key");
+    cbdc_runtime::secret::load_or_create_seed(&path).expect("bob's key");
+    Box::leak(path.to_str().unwrap().to_string().into_boxed_str())
+}
+
 async fn cbdc(args: &[&str]) -> Result<Vec<String>, String> {
     let mut argv = vec!["cbdc"];
     argv.extend_from_slice(args);
@@ -24,6 +31,8 @@ async fn the_demo_does_what_it_says() {
         "was already spent by transfer",
         "SETTLED on bank 1",
         "supply conserved",
+        "Carol's class 1 refused: tier: a customer opens an anonymous wallet only",
+        "her wallet records the change",
         "Every step did what it said.",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
@@ -51,13 +60,66 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     let err = cbdc(&["wallet", "new", "--key", key]).await.unwrap_err();
     assert!(err.contains("already exists"), "{err}");
 
+    // Alone, a customer opens an anonymous wallet only; the bank raises the tier.
+    let err = cbdc(&[
+        "wallet",
+        "open",
+        "--key",
+        key,
+        "--ledger",
+        "1",
+        "--phone",
+        "+8613800000001",
+        "--tier",
+        "class1",
+        "--devnet",
+        &d,
+    ])
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("a customer opens an anonymous wallet only"),
+        "{err}"
+    );
     let out = cbdc(&[
-        "--json", "wallet", "open", "--key", key, "--ledger", "1", "--devnet", &d,
+        "--json",
+        "wallet",
+        "open",
+        "--key",
+        key,
+        "--ledger",
+        "1",
+        "--phone",
+        "+8613800000001",
+        "--devnet",
+        &d,
     ])
     .await
     .unwrap();
     let opened: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
     let alice = opened["address"].as_str().unwrap().to_string();
+    let out = cbdc(&[
+        "bank",
+        "set-tier",
+        &alice,
+        "--tier",
+        "class2",
+        "--reason",
+        "in-branch ID check 7",
+        "--devnet",
+        &d,
+    ])
+    .await
+    .unwrap();
+    assert!(out[0].contains("tier Class2"), "{out:?}");
+    let out = cbdc(&["--json", "bank", "show", &alice, "--devnet", &d])
+        .await
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&out[0]).unwrap();
+    assert_eq!(
+        shown["tier_changes"][0]["reason"], "in-branch ID check 7",
+        "{shown}"
+    );
 
     // The same request id twice: issued once.
     for expected in ["issued 1000.00 to bank 1", "already issued"] {
@@ -111,16 +173,37 @@ async fn wallet_and_admin_commands_against_a_devnet() {
         out[0].starts_with("paid 300.00 from the vault to"),
         "{out:?}"
     );
-    let out = cbdc(&["wallet", "balance", &alice, "--devnet", &d])
+    let out = cbdc(&["wallet", "balance", &alice, "--key", key, "--devnet", &d])
         .await
         .unwrap();
     assert!(out[0].contains(": 300.00"), "{out:?}");
+    // Another wallet's key does not read Alice's balance.
+    let err = cbdc(&[
+        "wallet",
+        "balance",
+        &alice,
+        "--key",
+        bob_key_path(&dir),
+        "--devnet",
+        &d,
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.contains("auth.signature"), "{err}");
 
-    let bob_key = dir.path().join("bob.key");
-    let bob_key = bob_key.to_str().unwrap();
-    cbdc(&["wallet", "new", "--key", bob_key]).await.unwrap();
+    let bob_key = bob_key_path(&dir);
     let out = cbdc(&[
-        "--json", "wallet", "open", "--key", bob_key, "--ledger", "2", "--devnet", &d,
+        "--json",
+        "wallet",
+        "open",
+        "--key",
+        bob_key,
+        "--ledger",
+        "2",
+        "--phone",
+        "+8613800000002",
+        "--devnet",
+        &d,
     ])
     .await
     .unwrap();
@@ -136,7 +219,7 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     let txid = paid["txid"].as_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let out = cbdc(&["wallet", "balance", &bob, "--devnet", &d])
+        let out = cbdc(&["wallet", "balance", &bob, "--key", bob_key, "--devnet", &d])
             .await
             .unwrap();
         if out[0].contains(": 12.30") {
@@ -147,9 +230,12 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     }
     // A watcher sees Bob's next incoming payment.
     let watcher = {
-        let (bob, d) = (bob.clone(), d.clone());
+        let (bob, d, bob_key) = (bob.clone(), d.clone(), bob_key.to_string());
         tokio::spawn(async move {
-            cbdc(&["wallet", "watch", &bob, "--count", "1", "--devnet", &d]).await
+            cbdc(&[
+                "wallet", "watch", &bob, "--key", &bob_key, "--count", "1", "--devnet", &d,
+            ])
+            .await
         })
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -164,7 +250,7 @@ async fn wallet_and_admin_commands_against_a_devnet() {
         .expect("the watcher saw the payment")
         .unwrap()
         .unwrap();
-    let out = cbdc(&["wallet", "history", &alice, "--devnet", &d])
+    let out = cbdc(&["wallet", "history", &alice, "--key", key, "--devnet", &d])
         .await
         .unwrap();
     assert_eq!(out.len(), 3, "{out:?}");
@@ -174,7 +260,7 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let out = loop {
         match cbdc(&[
-            "wallet", "receipt", "verify", &txid, "--ledger", "1", "--devnet", &d,
+            "wallet", "receipt", "verify", &txid, "--ledger", "1", "--key", key, "--devnet", &d,
         ])
         .await
         {
@@ -193,7 +279,7 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     ])
     .await
     .unwrap();
-    assert!(out[0].ends_with("Frozen"), "{out:?}");
+    assert!(out[0].contains(": Frozen,"), "{out:?}");
     let err = cbdc(&[
         "wallet", "pay", "--key", key, "--ledger", "1", "--to", &bob, "--amount", "1.00",
         "--devnet", &d,
@@ -206,7 +292,7 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     ])
     .await
     .unwrap();
-    assert!(out[0].ends_with("Active"), "{out:?}");
+    assert!(out[0].contains(": Active,"), "{out:?}");
 
     let out = cbdc(&[
         "central-bank",
@@ -248,7 +334,7 @@ async fn wallet_and_admin_commands_against_a_devnet() {
         cbdc::devnet::Devnet::start(dir.path(), 2, cbdc_runtime::shutdown::Shutdown::new())
             .await
             .expect("resumes");
-    let out = cbdc(&["wallet", "balance", &bob, "--devnet", &d])
+    let out = cbdc(&["wallet", "balance", &bob, "--key", bob_key, "--devnet", &d])
         .await
         .unwrap();
     assert!(out[0].contains(": 13.00"), "{out:?}");
@@ -275,6 +361,8 @@ async fn errors_a_person_can_act_on() {
         "wallet",
         "balance",
         &typo,
+        "--key",
+        key,
         "--endpoint",
         "http://127.0.0.1:1",
     ])
@@ -305,6 +393,8 @@ async fn errors_a_person_can_act_on() {
         "wallet",
         "balance",
         &good,
+        "--key",
+        key,
         "--endpoint",
         "http://127.0.0.1:1",
     ])
@@ -395,6 +485,8 @@ fn an_encrypted_key_needs_its_passphrase() {
         k,
         "--ledger",
         "1",
+        "--phone",
+        "+8613800000009",
         "--endpoint",
         "http://127.0.0.1:1",
     ];
@@ -432,6 +524,15 @@ fn serve_runs_a_service_from_its_config_and_stops_on_sigterm() {
         .env(
             "CBDC_LEDGER_OPERATOR_KEY_FILE",
             dir.path().join("operator.key"),
+        )
+        .env("CBDC_LEDGER_PHONE_KEY_FILE", dir.path().join("phone.key"))
+        .env(
+            "CBDC_LEDGER_AUTHORITY_PUBLIC_KEY",
+            hex::encode(
+                cbdc_core::Keypair::from_seed(&[0xa7; 32])
+                    .public()
+                    .as_bytes(),
+            ),
         )
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())

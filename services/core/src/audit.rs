@@ -64,6 +64,8 @@ pub enum AuditError {
     },
     #[error("the inclusion proof: {0}")]
     Proof(#[from] MerkleError),
+    #[error("the receipt's transfer does not hash to its txid")]
+    TxidMismatch,
 }
 
 impl Checkpoint {
@@ -102,7 +104,11 @@ impl Checkpoint {
 /// Proof that a transfer is in a ledger's log.
 #[derive(Clone, Debug)]
 pub struct Receipt {
-    pub transfer: Transfer,
+    /// The transfer the leaf commits to.
+    pub txid: crate::Txid,
+    /// Its body and witnesses: given to the payer, withheld from a payee (the leaf commits
+    /// to the txid only, so a payee verifies without seeing the payer's inputs and change).
+    pub transfer: Option<Transfer>,
     pub position: [u8; POSITION_LEN],
     pub index: u64,
     pub proof: Vec<Hash>,
@@ -125,11 +131,12 @@ pub fn verify_receipt(
         });
     }
     cp.verify(operator, &receipt.checkpoint_signature)?;
-    let leaf = merkle::leaf_hash(&leaf_data(
-        ledger,
-        &receipt.position,
-        &receipt.transfer.txid().0,
-    ));
+    if let Some(t) = &receipt.transfer
+        && t.txid() != receipt.txid
+    {
+        return Err(AuditError::TxidMismatch);
+    }
+    let leaf = merkle::leaf_hash(&leaf_data(ledger, &receipt.position, &receipt.txid.0));
     merkle::verify_inclusion(&leaf, receipt.index, cp.size, &receipt.proof, &cp.root)?;
     Ok(())
 }

@@ -1,35 +1,58 @@
-//! Every message signed between parties, as types: one enum (or struct) per authority, each
-//! variant's signing bytes defined once here, and one function, [`verify`], that checks any
-//! of them. A signature made for one purpose never verifies for another: every message
-//! starts with its authority's domain tag, and within an authority with the action's name.
+//! Every message signed between parties, as types: one type per authority, each one's
+//! signing bytes defined once here, and one function, [`verify`], that checks any of them.
+//! A signature made for one purpose never verifies for another, and a signed message parses
+//! one way only: every message starts with its authority's domain tag and the action's
+//! name, and every variable field is length-prefixed (a 4-byte big-endian length, then the
+//! bytes).
 //!
 //! | authority | type | tag |
 //! |---|---|---|
-//! | a wallet's key, proving possession when it opens | [`OpenProof`] | `cbdc/v1/open` |
-//! | a bank's operator, to its own ledger | [`OperatorOrder`] | `cbdc/v1/op` |
-//! | a bank's operator, to the central bank | [`BankRequest`] | `cbdc/v1/bank` |
-//! | the central bank's administrator | [`AdminOrder`] | `cbdc/v1/admin` |
-//! | the central bank, countersigning a move | [`Countersignature`] | `cbdc/v1/settle` |
+//! | a wallet's key, proving possession when it opens | [`OpenProof`] | `cbdc/v2/open` |
+//! | a wallet's key (or its bank's authority), reading it | [`ReadGrant`] | `cbdc/v2/read` |
+//! | a bank's authority key, to its own ledger | [`OperatorOrder`] | `cbdc/v2/op` |
+//! | a bank's settlement key, to the central bank | [`BankRequest`] | `cbdc/v2/bank` |
+//! | the central bank's administrator | [`AdminOrder`] | `cbdc/v2/admin` |
+//! | the central bank, countersigning a move | [`Countersignature`] | `cbdc/v2/settle` |
+//!
+//! Orders (the operator's and the administrator's) carry a [`Header`]: the network they are
+//! for, their target (a ledger id, or 0 for the central bank), a request id and an expiry.
+//! A server refuses an order for another network or target, or past its expiry, and records
+//! each request id with the [`Order::content_digest`] of what it asked: the same id with
+//! the same content answers with the first result, with other content it is refused.
 
 use ed25519_dalek::VerifyingKey;
+use sha2::Digest;
 
-use crate::{Keypair, LedgerId, PublicKey, Txid};
+use crate::{Keypair, KycTier, LedgerId, PublicKey, Txid};
 
 /// Domain tag of a wallet's proof of key possession when it is opened.
-pub const OPEN_TAG: &[u8] = b"cbdc/v1/open";
-/// Domain tag of requests a bank's operator signs to its own ledger.
-pub const OPERATOR_TAG: &[u8] = b"cbdc/v1/op";
+pub const OPEN_TAG: &[u8] = b"cbdc/v2/open";
+/// Domain tag of a wallet's grant to read it.
+pub const READ_TAG: &[u8] = b"cbdc/v2/read";
+/// Domain tag of orders a bank's authority key signs to its own ledger.
+pub const OPERATOR_TAG: &[u8] = b"cbdc/v2/op";
 /// Domain tag of the central bank's countersignature on a settlement.
-pub const SETTLE_TAG: &[u8] = b"cbdc/v1/settle";
-/// Domain tag of requests a bank's operator signs to the central bank.
-pub const BANK_TAG: &[u8] = b"cbdc/v1/bank";
-/// Domain tag of requests the central bank's administrator signs.
-pub const ADMIN_TAG: &[u8] = b"cbdc/v1/admin";
+pub const SETTLE_TAG: &[u8] = b"cbdc/v2/settle";
+/// Domain tag of requests a bank's settlement key signs to the central bank.
+pub const BANK_TAG: &[u8] = b"cbdc/v2/bank";
+/// Domain tag of orders the central bank's administrator signs.
+pub const ADMIN_TAG: &[u8] = b"cbdc/v2/admin";
 /// Domain tag of the reserve outpoint an issue spends (see [`reserve_txid`]).
 pub const RESERVE_TAG: &[u8] = b"cbdc/v1/reserve";
 
-/// The ledger id that stands for the central bank: outputs naming it are redeemed.
+/// The ledger id that stands for the central bank: outputs naming it are redeemed, and
+/// orders to the central bank name it as their target.
 pub const CENTRAL_BANK: LedgerId = LedgerId(0);
+
+/// A network id's length, at most.
+pub const NETWORK_MAX: usize = 64;
+/// A request id's length, at most.
+pub const REQUEST_ID_MAX: usize = 128;
+/// How far ahead an order's expiry may be: a server keeps every request id, and refuses an
+/// order that would stay valid longer than this.
+pub const ORDER_LIFETIME_MAX_MS: u64 = 24 * 3600 * 1000;
+/// How far ahead a read grant's expiry may be.
+pub const READ_LIFETIME_MAX_MS: u64 = 15 * 60 * 1000;
 
 /// A message some key signs: its exact bytes, defined once.
 pub trait Signed {
@@ -39,6 +62,34 @@ pub trait Signed {
     /// Signs the message with `key`.
     fn sign(&self, key: &Keypair) -> [u8; 64] {
         key.sign(&self.signing_bytes())
+    }
+}
+
+/// Builds signing bytes: the tag, then length-prefixed fields and fixed-width integers.
+struct Encoder(Vec<u8>);
+
+impl Encoder {
+    fn new(tag: &[u8], kind: &str) -> Encoder {
+        let mut e = Encoder(tag.to_vec());
+        e.field(kind.as_bytes());
+        e
+    }
+
+    fn field(&mut self, bytes: &[u8]) -> &mut Encoder {
+        self.0
+            .extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+        self.0.extend_from_slice(bytes);
+        self
+    }
+
+    fn u32(&mut self, v: u32) -> &mut Encoder {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+
+    fn u64(&mut self, v: u64) -> &mut Encoder {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
     }
 }
 
@@ -107,19 +158,154 @@ pub fn verify_each(items: &[(&VerifyingKey, &[u8], &[u8])]) -> Vec<Result<(), Si
     results
 }
 
-/// A wallet proves it holds the key it opens on `ledger`.
+/// What every order carries besides its own fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OpenProof {
-    pub ledger: LedgerId,
-    pub key: PublicKey,
+pub struct Header<'a> {
+    /// The network the order is for (a deployment's name; a devnet's is random).
+    pub network: &'a str,
+    /// The ledger the order is for; [`CENTRAL_BANK`] for the central bank.
+    pub target: LedgerId,
+    /// Names the order: done at most once, and answered alike when sent again.
+    pub request_id: &'a str,
+    /// After this (Unix milliseconds) the order is refused.
+    pub expires_unix_ms: u64,
 }
 
-impl Signed for OpenProof {
+/// Why an order's header was refused; each names the wire field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("header.network: the order is for network {signed:?}, this is {ours:?}")]
+    Network { signed: String, ours: String },
+    #[error("header.target: the order is for ledger {signed}, this is {ours}")]
+    Target { signed: u32, ours: u32 },
+    #[error("header.request_id: {0} bytes; required, at most 128")]
+    RequestId(usize),
+    #[error("header.expires_at_unix_ms: the order expired at {at} (now {now})")]
+    Expired { at: u64, now: u64 },
+    #[error(
+        "header.expires_at_unix_ms: {at} is more than {max_ms} ms after now ({now}); orders are short-lived"
+    )]
+    TooLong { at: u64, now: u64, max_ms: u64 },
+}
+
+impl HeaderError {
+    /// An expired order is a precondition that no longer holds; the rest are bad arguments.
+    pub fn is_expired(&self) -> bool {
+        matches!(self, HeaderError::Expired { .. })
+    }
+}
+
+impl Header<'_> {
+    /// Checks the order is for `network` and `target`, names itself, and is valid at `now_ms`.
+    pub fn check(&self, network: &str, target: LedgerId, now_ms: u64) -> Result<(), HeaderError> {
+        if self.network != network {
+            return Err(HeaderError::Network {
+                signed: self.network.chars().take(NETWORK_MAX).collect(),
+                ours: network.to_string(),
+            });
+        }
+        if self.target != target {
+            return Err(HeaderError::Target {
+                signed: self.target.0,
+                ours: target.0,
+            });
+        }
+        if self.request_id.is_empty() || self.request_id.len() > REQUEST_ID_MAX {
+            return Err(HeaderError::RequestId(self.request_id.len()));
+        }
+        check_expiry(self.expires_unix_ms, now_ms, ORDER_LIFETIME_MAX_MS)
+    }
+
+    fn encode(&self, e: &mut Encoder, with_expiry: bool) {
+        e.field(self.network.as_bytes())
+            .u32(self.target.0)
+            .field(self.request_id.as_bytes());
+        if with_expiry {
+            e.u64(self.expires_unix_ms);
+        }
+    }
+}
+
+fn check_expiry(at: u64, now: u64, max_ms: u64) -> Result<(), HeaderError> {
+    if at <= now {
+        return Err(HeaderError::Expired { at, now });
+    }
+    if at - now > max_ms {
+        return Err(HeaderError::TooLong { at, now, max_ms });
+    }
+    Ok(())
+}
+
+/// An order: a [`Header`] and what it asks, signed together.
+pub trait Order: Signed {
+    fn header(&self) -> &Header<'_>;
+
+    /// The kind of order: each kind has its own space of request ids.
+    fn kind(&self) -> &'static str;
+
+    /// What the order asks, without its expiry: sent again with a later expiry, the same
+    /// order has the same digest.
+    fn content_digest(&self) -> [u8; 32];
+}
+
+/// A wallet proves it holds the key it opens on `ledger` of `network`, with `phone` (the
+/// anonymous tier's phone number, as sent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenProof<'a> {
+    pub network: &'a str,
+    pub ledger: LedgerId,
+    pub key: PublicKey,
+    pub phone: &'a str,
+}
+
+impl Signed for OpenProof<'_> {
     fn signing_bytes(&self) -> Vec<u8> {
-        let mut m = OPEN_TAG.to_vec();
-        m.extend_from_slice(&self.ledger.0.to_be_bytes());
-        m.extend_from_slice(self.key.as_bytes());
-        m
+        let mut e = Encoder::new(OPEN_TAG, "open");
+        e.field(self.network.as_bytes())
+            .u32(self.ledger.0)
+            .field(self.key.as_bytes())
+            .field(self.phone.as_bytes());
+        e.0
+    }
+}
+
+/// Lets whoever holds it read the wallet at `address` on `ledger` until `expires_unix_ms`:
+/// signed by the wallet's own key, or by its bank's authority key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadGrant<'a> {
+    pub network: &'a str,
+    pub ledger: LedgerId,
+    pub address: &'a str,
+    pub expires_unix_ms: u64,
+}
+
+impl ReadGrant<'_> {
+    /// Checks the grant is for `network` and `ledger` and valid at `now_ms`.
+    pub fn check(&self, network: &str, ledger: LedgerId, now_ms: u64) -> Result<(), HeaderError> {
+        if self.network != network {
+            return Err(HeaderError::Network {
+                signed: self.network.chars().take(NETWORK_MAX).collect(),
+                ours: network.to_string(),
+            });
+        }
+        if self.ledger != ledger {
+            return Err(HeaderError::Target {
+                signed: self.ledger.0,
+                ours: ledger.0,
+            });
+        }
+        check_expiry(self.expires_unix_ms, now_ms, READ_LIFETIME_MAX_MS)
+    }
+}
+
+impl Signed for ReadGrant<'_> {
+    fn signing_bytes(&self) -> Vec<u8> {
+        let mut e = Encoder::new(READ_TAG, "read");
+        e.field(self.network.as_bytes())
+            .u32(self.ledger.0)
+            .field(self.address.as_bytes())
+            .u64(self.expires_unix_ms);
+        e.0
     }
 }
 
@@ -142,105 +328,177 @@ impl WalletAction {
     }
 }
 
-/// What a bank's operator orders its own ledger to do. Text fields are signed as they
+/// Which way an exchange goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeDirection {
+    /// The bank debits a deposit account and pays the wallet from its vault.
+    DepositToWallet,
+    /// The wallet pays the vault and the bank credits a deposit account.
+    WalletToDeposit,
+}
+
+/// The name of a tier in signed bytes.
+pub fn tier_name(tier: KycTier) -> &'static str {
+    match tier {
+        KycTier::Class1 => "class1",
+        KycTier::Class2 => "class2",
+        KycTier::Class3 => "class3",
+        KycTier::Class4Anonymous => "class4-anonymous",
+        KycTier::Operator => "operator",
+    }
+}
+
+/// What a bank's authority orders its own ledger to do. Text fields are signed as they
 /// travel (the address string, the decimal amount), so what was signed is what was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OperatorOrder<'a> {
+pub enum OperatorAction<'a> {
     /// Freeze, unfreeze or close the wallet at `address`.
     Wallet {
         action: WalletAction,
         address: &'a str,
-        request_id: &'a str,
         reason: &'a str,
     },
-    /// Exchange deposits and digital currency with the wallet at `address`; `direction` is
-    /// the wire enum's value, `wallet_transfer` the txid of the wallet's payment when it
-    /// pays the vault.
+    /// Move the wallet at `address` to `tier`, after the identity check `reason` names.
+    SetTier {
+        address: &'a str,
+        tier: KycTier,
+        reason: &'a str,
+    },
+    /// Exchange deposits and digital currency with the wallet at `address`;
+    /// `wallet_transfer` is the txid of the wallet's payment when it pays the vault.
     Exchange {
         address: &'a str,
-        request_id: &'a str,
         amount: &'a str,
-        direction: i32,
+        direction: ExchangeDirection,
         wallet_transfer: Option<Txid>,
     },
     /// Return `amount` from the vault to the central bank.
-    Redeem {
-        amount: &'a str,
-        request_id: &'a str,
-    },
+    Redeem { amount: &'a str },
 }
 
-impl Signed for OperatorOrder<'_> {
-    fn signing_bytes(&self) -> Vec<u8> {
-        let mut m = OPERATOR_TAG.to_vec();
-        // The tag, then each part followed by 0.
-        let mut part = |p: &[u8]| {
-            m.extend_from_slice(p);
-            m.push(0);
-        };
-        match self {
-            OperatorOrder::Wallet {
+/// An order of a bank's authority key to its ledger (the header's target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperatorOrder<'a> {
+    pub header: Header<'a>,
+    pub action: OperatorAction<'a>,
+}
+
+impl OperatorOrder<'_> {
+    fn encode(&self, with_expiry: bool) -> Vec<u8> {
+        let mut e = Encoder::new(OPERATOR_TAG, self.kind());
+        self.header.encode(&mut e, with_expiry);
+        match self.action {
+            OperatorAction::Wallet {
                 action,
                 address,
-                request_id,
                 reason,
             } => {
-                part(action.name().as_bytes());
-                part(address.as_bytes());
-                part(request_id.as_bytes());
-                part(reason.as_bytes());
+                e.field(action.name().as_bytes())
+                    .field(address.as_bytes())
+                    .field(reason.as_bytes());
             }
-            OperatorOrder::Exchange {
+            OperatorAction::SetTier {
                 address,
-                request_id,
+                tier,
+                reason,
+            } => {
+                e.field(address.as_bytes())
+                    .field(tier_name(tier).as_bytes())
+                    .field(reason.as_bytes());
+            }
+            OperatorAction::Exchange {
+                address,
                 amount,
                 direction,
                 wallet_transfer,
             } => {
-                part(b"exchange");
-                part(address.as_bytes());
-                part(request_id.as_bytes());
-                part(amount.as_bytes());
-                part(&[*direction as u8]);
-                part(wallet_transfer.as_ref().map_or(&[][..], |t| &t.0[..]));
+                let direction: &[u8] = match direction {
+                    ExchangeDirection::DepositToWallet => b"deposit-to-wallet",
+                    ExchangeDirection::WalletToDeposit => b"wallet-to-deposit",
+                };
+                e.field(address.as_bytes())
+                    .field(amount.as_bytes())
+                    .field(direction)
+                    .field(wallet_transfer.as_ref().map_or(&[][..], |t| &t.0[..]));
             }
-            OperatorOrder::Redeem { amount, request_id } => {
-                part(b"redeem");
-                part(amount.as_bytes());
-                part(request_id.as_bytes());
+            OperatorAction::Redeem { amount } => {
+                e.field(amount.as_bytes());
             }
         }
-        m
+        e.0
     }
 }
 
-/// What a bank's operator key signs to the central bank.
+impl Signed for OperatorOrder<'_> {
+    fn signing_bytes(&self) -> Vec<u8> {
+        self.encode(true)
+    }
+}
+
+impl Order for OperatorOrder<'_> {
+    fn header(&self) -> &Header<'_> {
+        &self.header
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.action {
+            OperatorAction::Wallet { .. } => "wallet",
+            OperatorAction::SetTier { .. } => "tier",
+            OperatorAction::Exchange { .. } => "exchange",
+            OperatorAction::Redeem { .. } => "redeem",
+        }
+    }
+
+    fn content_digest(&self) -> [u8; 32] {
+        sha2::Sha256::digest(self.encode(false)).into()
+    }
+}
+
+/// What a bank's settlement key signs to the central bank. Settling is idempotent by txid,
+/// so these carry no request id; they name the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BankRequest<'a> {
     /// Settle one committed transfer leaving ledger `from`.
-    Settle { from: LedgerId, txid: &'a Txid },
+    Settle {
+        network: &'a str,
+        from: LedgerId,
+        txid: &'a Txid,
+    },
     /// Settle a batch of them, in this order.
-    SettleBatch { from: LedgerId, txids: &'a [Txid] },
+    SettleBatch {
+        network: &'a str,
+        from: LedgerId,
+        txids: &'a [Txid],
+    },
 }
 
 impl Signed for BankRequest<'_> {
     fn signing_bytes(&self) -> Vec<u8> {
-        let mut m = BANK_TAG.to_vec();
         match self {
-            BankRequest::Settle { from, txid } => {
-                m.extend_from_slice(b"settle\0");
-                m.extend_from_slice(&from.0.to_be_bytes());
-                m.extend_from_slice(&txid.0);
+            BankRequest::Settle {
+                network,
+                from,
+                txid,
+            } => {
+                let mut e = Encoder::new(BANK_TAG, "settle");
+                e.field(network.as_bytes()).u32(from.0).field(&txid.0);
+                e.0
             }
-            BankRequest::SettleBatch { from, txids } => {
-                m.extend_from_slice(b"settle-batch\0");
-                m.extend_from_slice(&from.0.to_be_bytes());
+            BankRequest::SettleBatch {
+                network,
+                from,
+                txids,
+            } => {
+                let mut e = Encoder::new(BANK_TAG, "settle-batch");
+                e.field(network.as_bytes())
+                    .u32(from.0)
+                    .u32(u32::try_from(txids.len()).unwrap_or(u32::MAX));
                 for t in *txids {
-                    m.extend_from_slice(&t.0);
+                    e.0.extend_from_slice(&t.0);
                 }
+                e.0
             }
         }
-        m
     }
 }
 
@@ -262,8 +520,9 @@ impl OperatorStatus {
 
 /// What the central bank's administrator orders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AdminOrder<'a> {
-    /// Register (or update the name and endpoint of) the operator of `ledger`.
+pub enum AdminAction<'a> {
+    /// Register the operator of `ledger` with its settlement key (a registered bank keeps
+    /// its status; only [`AdminAction::SetStatus`] changes it).
     Register {
         ledger: LedgerId,
         name: &'a str,
@@ -274,85 +533,100 @@ pub enum AdminOrder<'a> {
     SetStatus {
         ledger: LedgerId,
         status: OperatorStatus,
-        request_id: &'a str,
     },
     /// Issue `amount` (as sent, a decimal string) to `ledger`'s vault.
     Mint {
-        request_id: &'a str,
         ledger: LedgerId,
         amount: &'a str,
         reserve_reference: &'a str,
     },
 }
 
-impl Signed for AdminOrder<'_> {
-    fn signing_bytes(&self) -> Vec<u8> {
-        let mut m = ADMIN_TAG.to_vec();
-        // The tag, the action, then each part, each followed by 0.
-        let mut part = |p: &[u8]| {
-            m.extend_from_slice(p);
-            m.push(0);
-        };
-        match self {
-            AdminOrder::Register {
+/// An order of the central bank's administrator (target: [`CENTRAL_BANK`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminOrder<'a> {
+    pub header: Header<'a>,
+    pub action: AdminAction<'a>,
+}
+
+impl AdminOrder<'_> {
+    fn encode(&self, with_expiry: bool) -> Vec<u8> {
+        let mut e = Encoder::new(ADMIN_TAG, self.kind());
+        self.header.encode(&mut e, with_expiry);
+        match self.action {
+            AdminAction::Register {
                 ledger,
                 name,
                 operator_key,
                 endpoint,
             } => {
-                part(b"register");
-                part(ledger.0.to_string().as_bytes());
-                part(name.as_bytes());
-                part(operator_key);
-                part(endpoint.as_bytes());
+                e.u32(ledger.0)
+                    .field(name.as_bytes())
+                    .field(operator_key)
+                    .field(endpoint.as_bytes());
             }
-            AdminOrder::SetStatus {
-                ledger,
-                status,
-                request_id,
-            } => {
-                part(b"status");
-                part(ledger.0.to_string().as_bytes());
-                part(status.name().as_bytes());
-                part(request_id.as_bytes());
+            AdminAction::SetStatus { ledger, status } => {
+                e.u32(ledger.0).field(status.name().as_bytes());
             }
-            AdminOrder::Mint {
-                request_id,
+            AdminAction::Mint {
                 ledger,
                 amount,
                 reserve_reference,
             } => {
-                part(b"mint");
-                part(request_id.as_bytes());
-                part(ledger.0.to_string().as_bytes());
-                part(amount.as_bytes());
-                part(reserve_reference.as_bytes());
+                e.u32(ledger.0)
+                    .field(amount.as_bytes())
+                    .field(reserve_reference.as_bytes());
             }
         }
-        m
+        e.0
     }
 }
 
-/// The central bank's countersignature on the move of `txid` to `to_ledger`.
+impl Signed for AdminOrder<'_> {
+    fn signing_bytes(&self) -> Vec<u8> {
+        self.encode(true)
+    }
+}
+
+impl Order for AdminOrder<'_> {
+    fn header(&self) -> &Header<'_> {
+        &self.header
+    }
+
+    fn kind(&self) -> &'static str {
+        match self.action {
+            AdminAction::Register { .. } => "register",
+            AdminAction::SetStatus { .. } => "status",
+            AdminAction::Mint { .. } => "mint",
+        }
+    }
+
+    fn content_digest(&self) -> [u8; 32] {
+        sha2::Sha256::digest(self.encode(false)).into()
+    }
+}
+
+/// The central bank's countersignature on the move of `txid` to `to_ledger` in `network`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Countersignature {
+pub struct Countersignature<'a> {
+    pub network: &'a str,
     pub txid: Txid,
     pub to_ledger: LedgerId,
 }
 
-impl Signed for Countersignature {
+impl Signed for Countersignature<'_> {
     fn signing_bytes(&self) -> Vec<u8> {
-        let mut m = SETTLE_TAG.to_vec();
-        m.extend_from_slice(&self.txid.0);
-        m.extend_from_slice(&self.to_ledger.0.to_be_bytes());
-        m
+        let mut e = Encoder::new(SETTLE_TAG, "settle");
+        e.field(self.network.as_bytes())
+            .field(&self.txid.0)
+            .u32(self.to_ledger.0);
+        e.0
     }
 }
 
 /// The txid of the reserve entry an issue with `request_id` spends: issuance is a transfer
 /// from the central bank's reserve, whose single input is `(reserve_txid, 0)`.
 pub fn reserve_txid(request_id: &str) -> Txid {
-    use sha2::Digest;
     Txid(
         sha2::Sha256::new()
             .chain_update(RESERVE_TAG)
@@ -370,6 +644,29 @@ mod tests {
         Keypair::from_seed(&[n; 32])
     }
 
+    fn header(target: u32) -> Header<'static> {
+        Header {
+            network: "net",
+            target: LedgerId(target),
+            request_id: "r",
+            expires_unix_ms: 1_000,
+        }
+    }
+
+    fn op(action: OperatorAction<'static>) -> OperatorOrder<'static> {
+        OperatorOrder {
+            header: header(1),
+            action,
+        }
+    }
+
+    fn admin(action: AdminAction<'static>) -> AdminOrder<'static> {
+        AdminOrder {
+            header: header(0),
+            action,
+        }
+    }
+
     /// Every kind of message, with fields that differ in one place from the next, so two
     /// kinds never share bytes.
     fn every_kind() -> Vec<(&'static str, Vec<u8>)> {
@@ -379,53 +676,68 @@ mod tests {
             (
                 "open",
                 OpenProof {
+                    network: "net",
                     ledger: LedgerId(1),
                     key: kp(1).public(),
+                    phone: "+8613800000000",
+                }
+                .signing_bytes(),
+            ),
+            (
+                "read",
+                ReadGrant {
+                    network: "net",
+                    ledger: LedgerId(1),
+                    address: "ecny1x",
+                    expires_unix_ms: 1_000,
                 }
                 .signing_bytes(),
             ),
             (
                 "freeze",
-                OperatorOrder::Wallet {
+                op(OperatorAction::Wallet {
                     action: WalletAction::Freeze,
                     address: "ecny1x",
-                    request_id: "r",
                     reason: "court",
-                }
+                })
                 .signing_bytes(),
             ),
             (
                 "unfreeze",
-                OperatorOrder::Wallet {
+                op(OperatorAction::Wallet {
                     action: WalletAction::Unfreeze,
                     address: "ecny1x",
-                    request_id: "r",
                     reason: "court",
-                }
+                })
+                .signing_bytes(),
+            ),
+            (
+                "tier",
+                op(OperatorAction::SetTier {
+                    address: "ecny1x",
+                    tier: KycTier::Class2,
+                    reason: "court",
+                })
                 .signing_bytes(),
             ),
             (
                 "exchange",
-                OperatorOrder::Exchange {
+                op(OperatorAction::Exchange {
                     address: "ecny1x",
-                    request_id: "r",
                     amount: "1.00",
-                    direction: 1,
+                    direction: ExchangeDirection::DepositToWallet,
                     wallet_transfer: None,
-                }
+                })
                 .signing_bytes(),
             ),
             (
                 "redeem",
-                OperatorOrder::Redeem {
-                    amount: "1.00",
-                    request_id: "r",
-                }
-                .signing_bytes(),
+                op(OperatorAction::Redeem { amount: "1.00" }).signing_bytes(),
             ),
             (
                 "settle",
                 BankRequest::Settle {
+                    network: "net",
                     from: LedgerId(1),
                     txid: &txid,
                 }
@@ -434,6 +746,7 @@ mod tests {
             (
                 "settle-batch",
                 BankRequest::SettleBatch {
+                    network: "net",
                     from: LedgerId(1),
                     txids: &txids,
                 }
@@ -441,36 +754,35 @@ mod tests {
             ),
             (
                 "register",
-                AdminOrder::Register {
+                admin(AdminAction::Register {
                     ledger: LedgerId(1),
                     name: "bank",
                     operator_key: &[3; 32],
                     endpoint: "http://x",
-                }
+                })
                 .signing_bytes(),
             ),
             (
                 "status",
-                AdminOrder::SetStatus {
+                admin(AdminAction::SetStatus {
                     ledger: LedgerId(1),
                     status: OperatorStatus::Suspended,
-                    request_id: "r",
-                }
+                })
                 .signing_bytes(),
             ),
             (
                 "mint",
-                AdminOrder::Mint {
-                    request_id: "r",
+                admin(AdminAction::Mint {
                     ledger: LedgerId(1),
                     amount: "1.00",
                     reserve_reference: "ref",
-                }
+                })
                 .signing_bytes(),
             ),
             (
                 "countersignature",
                 Countersignature {
+                    network: "net",
                     txid,
                     to_ledger: LedgerId(2),
                 }
@@ -479,24 +791,61 @@ mod tests {
         ]
     }
 
+    /// `tag`, then each field with its 4-byte length (integers as given, unprefixed).
+    fn lp(tag: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+        let mut m = tag.to_vec();
+        for p in parts {
+            m.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            m.extend_from_slice(p);
+        }
+        m
+    }
+
     #[test]
     fn the_signed_bytes_are_the_contract() {
         // The exact bytes, written out by hand: a change here breaks every signer in the
         // field, so it must be deliberate.
-        let mut expected = b"cbdc/v1/opfreeze\0ecny1x\0r\0court\0".to_vec();
-        assert_eq!(every_kind()[1].1, expected);
-        expected = b"cbdc/v1/adminstatus\x001\0suspended\0r\0".to_vec();
-        assert_eq!(every_kind()[8].1, expected);
-        expected = b"cbdc/v1/opexchange\0ecny1x\0r\x001.00\0\x01\0\0".to_vec();
-        assert_eq!(every_kind()[3].1, expected);
-        let mut settle = b"cbdc/v1/banksettle\0".to_vec();
+        let mut freeze = lp(OPERATOR_TAG, &[b"wallet", b"net"]);
+        freeze.extend_from_slice(&1u32.to_be_bytes());
+        freeze.extend_from_slice(&lp(b"", &[b"r"]));
+        freeze.extend_from_slice(&1_000u64.to_be_bytes());
+        freeze.extend_from_slice(&lp(b"", &[b"freeze", b"ecny1x", b"court"]));
+        assert_eq!(every_kind()[2].1, freeze);
+
+        let mut status = lp(ADMIN_TAG, &[b"status", b"net"]);
+        status.extend_from_slice(&0u32.to_be_bytes());
+        status.extend_from_slice(&lp(b"", &[b"r"]));
+        status.extend_from_slice(&1_000u64.to_be_bytes());
+        status.extend_from_slice(&1u32.to_be_bytes());
+        status.extend_from_slice(&lp(b"", &[b"suspended"]));
+        assert_eq!(every_kind()[10].1, status);
+
+        let mut settle = lp(BANK_TAG, &[b"settle", b"net"]);
         settle.extend_from_slice(&1u32.to_be_bytes());
-        settle.extend_from_slice(&[7; 32]);
-        assert_eq!(every_kind()[5].1, settle);
-        let mut open = b"cbdc/v1/open".to_vec();
+        settle.extend_from_slice(&lp(b"", &[&[7; 32]]));
+        assert_eq!(every_kind()[7].1, settle);
+
+        let mut open = lp(OPEN_TAG, &[b"open", b"net"]);
         open.extend_from_slice(&1u32.to_be_bytes());
-        open.extend_from_slice(kp(1).public().as_bytes());
+        open.extend_from_slice(&lp(b"", &[kp(1).public().as_bytes(), b"+8613800000000"]));
         assert_eq!(every_kind()[0].1, open);
+    }
+
+    #[test]
+    fn fields_cannot_be_shifted_between_each_other() {
+        // With separators, ("a\0b", "c") and ("a", "b\0c") could sign alike; with lengths
+        // they do not.
+        let a = op(OperatorAction::Wallet {
+            action: WalletAction::Freeze,
+            address: "ecny1\0x",
+            reason: "court",
+        });
+        let b = op(OperatorAction::Wallet {
+            action: WalletAction::Freeze,
+            address: "ecny1",
+            reason: "x\0court",
+        });
+        assert_ne!(a.signing_bytes(), b.signing_bytes());
     }
 
     #[test]
@@ -524,11 +873,142 @@ mod tests {
     }
 
     #[test]
+    fn the_header_is_signed_and_the_digest_ignores_only_the_expiry() {
+        let base = op(OperatorAction::Redeem { amount: "5.00" });
+        let mut later = base;
+        later.header.expires_unix_ms = 2_000;
+        assert_ne!(base.signing_bytes(), later.signing_bytes());
+        assert_eq!(base.content_digest(), later.content_digest());
+        let changes: [fn(&mut OperatorOrder<'static>); 4] = [
+            |o| o.header.network = "other",
+            |o| o.header.target = LedgerId(2),
+            |o| o.header.request_id = "r2",
+            |o| o.action = OperatorAction::Redeem { amount: "5.01" },
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut other = base;
+            change(&mut other);
+            assert_ne!(base.signing_bytes(), other.signing_bytes(), "change {i}");
+            assert_ne!(base.content_digest(), other.content_digest(), "change {i}");
+        }
+    }
+
+    #[test]
+    fn a_header_is_checked_for_network_target_id_and_expiry() {
+        let h = header(1);
+        assert_eq!(h.check("net", LedgerId(1), 999), Ok(()));
+        assert!(matches!(
+            h.check("main", LedgerId(1), 999),
+            Err(HeaderError::Network { .. })
+        ));
+        assert_eq!(
+            h.check("net", LedgerId(2), 999),
+            Err(HeaderError::Target { signed: 1, ours: 2 })
+        );
+        // Valid strictly before its expiry.
+        assert_eq!(
+            h.check("net", LedgerId(1), 1_000),
+            Err(HeaderError::Expired {
+                at: 1_000,
+                now: 1_000
+            })
+        );
+        let mut far = h;
+        far.expires_unix_ms = 1 + ORDER_LIFETIME_MAX_MS;
+        assert_eq!(far.check("net", LedgerId(1), 1), Ok(()));
+        far.expires_unix_ms += 1;
+        assert!(matches!(
+            far.check("net", LedgerId(1), 1),
+            Err(HeaderError::TooLong { .. })
+        ));
+        let mut unnamed = h;
+        unnamed.request_id = "";
+        assert_eq!(
+            unnamed.check("net", LedgerId(1), 0),
+            Err(HeaderError::RequestId(0))
+        );
+        let long = "x".repeat(REQUEST_ID_MAX + 1);
+        let mut named = h;
+        named.request_id = &long;
+        assert_eq!(
+            named.check("net", LedgerId(1), 0),
+            Err(HeaderError::RequestId(REQUEST_ID_MAX + 1))
+        );
+        named.request_id = &long[1..];
+        assert_eq!(named.check("net", LedgerId(1), 0), Ok(()));
+    }
+
+    #[test]
+    fn a_read_grant_is_short_lived() {
+        let g = ReadGrant {
+            network: "net",
+            ledger: LedgerId(1),
+            address: "ecny1x",
+            expires_unix_ms: READ_LIFETIME_MAX_MS + 10,
+        };
+        assert_eq!(g.check("net", LedgerId(1), 10), Ok(()));
+        assert!(matches!(
+            g.check("net", LedgerId(1), 9),
+            Err(HeaderError::TooLong { .. })
+        ));
+        assert!(g.check("net", LedgerId(1), g.expires_unix_ms).is_err());
+        assert!(g.check("net", LedgerId(2), 10).is_err());
+        assert!(g.check("x", LedgerId(1), 10).is_err());
+    }
+
+    #[test]
+    fn kinds_are_separate_request_spaces() {
+        let kinds: Vec<&str> = vec![
+            op(OperatorAction::Wallet {
+                action: WalletAction::Close,
+                address: "a",
+                reason: "",
+            })
+            .kind(),
+            op(OperatorAction::SetTier {
+                address: "a",
+                tier: KycTier::Class1,
+                reason: "",
+            })
+            .kind(),
+            op(OperatorAction::Exchange {
+                address: "a",
+                amount: "1",
+                direction: ExchangeDirection::WalletToDeposit,
+                wallet_transfer: None,
+            })
+            .kind(),
+            op(OperatorAction::Redeem { amount: "1" }).kind(),
+            admin(AdminAction::SetStatus {
+                ledger: LedgerId(1),
+                status: OperatorStatus::Active,
+            })
+            .kind(),
+            admin(AdminAction::Mint {
+                ledger: LedgerId(1),
+                amount: "1",
+                reserve_reference: "",
+            })
+            .kind(),
+            admin(AdminAction::Register {
+                ledger: LedgerId(1),
+                name: "",
+                operator_key: &[],
+                endpoint: "",
+            })
+            .kind(),
+        ];
+        let unique: std::collections::BTreeSet<_> = kinds.iter().collect();
+        assert_eq!(unique.len(), kinds.len(), "{kinds:?}");
+    }
+
+    #[test]
     fn many_signatures_are_checked_together_and_each_bad_one_named() {
         let signer = kp(5);
         let messages: Vec<Vec<u8>> = (0..6u8)
             .map(|n| {
                 Countersignature {
+                    network: "net",
                     txid: Txid([n; 32]),
                     to_ledger: LedgerId(2),
                 }
@@ -556,20 +1036,14 @@ mod tests {
     #[test]
     fn verify_names_a_short_signature_and_checks_the_message_type() {
         let signer = kp(4);
-        let order = OperatorOrder::Redeem {
-            amount: "5.00",
-            request_id: "r-1",
-        };
+        let order = op(OperatorAction::Redeem { amount: "5.00" });
         let sig = order.sign(&signer);
         assert_eq!(verify(signer.verifying_key(), &order, &sig), Ok(()));
         assert_eq!(
             verify(signer.verifying_key(), &order, &sig[..63]),
             Err(SignatureError::Length(63))
         );
-        let other = OperatorOrder::Redeem {
-            amount: "50.00",
-            request_id: "r-1",
-        };
+        let other = op(OperatorAction::Redeem { amount: "50.00" });
         assert_eq!(
             verify(signer.verifying_key(), &other, &sig),
             Err(SignatureError::Mismatch)
@@ -578,13 +1052,12 @@ mod tests {
 
     #[test]
     fn each_issue_request_spends_its_own_reserve_entry() {
-        use sha2::Digest;
         let expected: [u8; 32] = sha2::Sha256::new()
             .chain_update(b"cbdc/v1/reserve")
             .chain_update(b"issue-1")
             .finalize()
             .into();
         assert_eq!(reserve_txid("issue-1"), Txid(expected));
-        assert_ne!(reserve_txid("issue-1"), reserve_txid("issue-2"));
+        assert_ne!(reserve_txid("issue-2"), reserve_txid("issue-1"));
     }
 }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cbdc_core::messages::{AdminOrder, Signed};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{
     Amount, Keypair, LedgerId, Lock, OutPoint, Output, Transfer, TransferBody, TransferBuilder,
@@ -46,6 +45,9 @@ fn key(tag: u8, i: usize) -> Keypair {
     s[1] = i as u8;
     Keypair::from_seed(&s)
 }
+
+/// The benchmark network's name.
+const NETWORK: &str = "cbdc-bench";
 
 fn now_s() -> u64 {
     std::time::SystemTime::now()
@@ -155,9 +157,19 @@ async fn balances(
 ) -> Amount {
     let mut sum = Amount::ZERO;
     for k in keys {
+        let address = cbdc_core::Address::new(ledger, k.public()).to_string();
+        let auth = cbdc_proto::requests::read_auth(
+            k,
+            NETWORK,
+            ledger,
+            &address,
+            now_s() * 1000 + cbdc_proto::requests::READ_VALID_FOR_MS,
+            false,
+        );
         let b = client
             .get_balance(v1::GetBalanceRequest {
-                address: cbdc_core::Address::new(ledger, k.public()).to_string(),
+                address,
+                auth: Some(auth),
             })
             .await
             .expect("balance")
@@ -181,7 +193,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let admin = Keypair::from_seed(&[0xad; 32]);
     let central_bank = Keypair::from_seed(&[0xcb; 32]);
-    let mut cb_config = IssuanceConfig::local(&dir.path().join("cb"), &admin.public());
+    let mut cb_config = IssuanceConfig::local(&dir.path().join("cb"), NETWORK, &admin.public());
     cb_config.delivery_interval_ms = 2;
     std::fs::create_dir_all(dir.path().join("cb")).unwrap();
     std::fs::write(
@@ -196,8 +208,14 @@ async fn main() {
         .await
         .expect("connects");
     let mut ledgers = Vec::new();
+    let authority = Keypair::from_seed(&[0xa7; 32]);
     for id in 1..=2u32 {
-        let mut c = LedgerConfig::local(id, &dir.path().join(format!("bank-{id}")));
+        let mut c = LedgerConfig::local(
+            id,
+            &dir.path().join(format!("bank-{id}")),
+            NETWORK,
+            &authority.public(),
+        );
         c.central_bank_public_key = Some(hex::encode(central_bank.public().as_bytes()));
         c.central_bank_endpoint = Some(format!("http://{}", cb.grpc_addr));
         c.outbox_interval_ms = 2;
@@ -211,6 +229,12 @@ async fn main() {
         cb_client
             .register_operator(cbdc_proto::requests::register_operator(
                 &admin,
+                cbdc_proto::requests::header(
+                    NETWORK,
+                    LedgerId(0),
+                    &format!("register-{id}"),
+                    now_s() * 1000 + cbdc_proto::requests::ORDER_VALID_FOR_MS,
+                ),
                 LedgerId(id),
                 &operator.public(),
                 &endpoint,
@@ -234,15 +258,17 @@ async fn main() {
     for (which, ledger, keys) in [(1, l1, &payers), (1, l1, &payees1), (2, l2, &payees2)] {
         let client = if which == 1 { &mut c1 } else { &mut c2 };
         for k in keys.iter() {
-            client
-                .open_wallet(cbdc_proto::requests::open_wallet(
-                    k,
-                    ledger,
-                    cbdc_core::KycTier::Class1,
-                    Vec::new(),
-                ))
-                .await
-                .expect("opens");
+            cbdc_proto::requests::open_at_tier(
+                client,
+                k,
+                &authority,
+                NETWORK,
+                ledger,
+                cbdc_core::KycTier::Class1,
+                now_s() * 1000,
+            )
+            .await
+            .expect("opens");
         }
     }
 
@@ -251,21 +277,20 @@ async fn main() {
     // FAN^levels coins of COIN each: the fan-out splits evenly.
     let total = Amount::from_fen(COIN * FAN.pow(levels) as u64);
     let total_text = total.to_string();
-    let admin_sig = AdminOrder::Mint {
-        request_id: "bench",
-        ledger: LedgerId(1),
-        amount: &total_text,
-        reserve_reference: "bench reserve",
-    }
-    .sign(&admin);
+    let mint_request = cbdc_proto::requests::mint(
+        &admin,
+        cbdc_proto::requests::header(
+            NETWORK,
+            LedgerId(0),
+            "bench",
+            now_s() * 1000 + cbdc_proto::requests::ORDER_VALID_FOR_MS,
+        ),
+        LedgerId(1),
+        &total_text,
+        "bench reserve",
+    );
     let minted = cb_client
-        .mint(v1::MintRequest {
-            request_id: "bench".into(),
-            ledger_id: 1,
-            amount: total.to_string(),
-            reserve_reference: "bench reserve".into(),
-            admin_signature: admin_sig.to_vec(),
-        })
+        .mint(mint_request)
         .await
         .expect("mints")
         .into_inner();

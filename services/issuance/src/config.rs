@@ -12,6 +12,8 @@ pub const ENV_PREFIX: &str = "CBDC_ISSUANCE_";
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuanceConfig {
+    /// The network's name: every signed order must name it.
+    pub network: String,
     /// gRPC listen address; port 0 picks a free port.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -49,8 +51,13 @@ fn default_delivery_interval() -> u64 {
 
 impl IssuanceConfig {
     /// A configuration for tests and devnets: loopback, ephemeral ports, files under `dir`.
-    pub fn local(dir: &std::path::Path, admin_public_key: &cbdc_core::PublicKey) -> IssuanceConfig {
+    pub fn local(
+        dir: &std::path::Path,
+        network: &str,
+        admin_public_key: &cbdc_core::PublicKey,
+    ) -> IssuanceConfig {
         IssuanceConfig {
+            network: network.to_string(),
             listen: "127.0.0.1:0".parse().expect("address"),
             metrics_listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.join("store"),

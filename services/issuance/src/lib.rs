@@ -106,8 +106,20 @@ pub async fn serve_with_clock(
                 config.signing_key_file.display()
             ))
         })?;
+    let signing = Keypair::from_seed(&seed);
+    if signing.public() == admin {
+        return Err(ServeError::Config(
+            "admin_public_key: is the signing key; the administrator's key must be separate from the key that countersigns settlements".into(),
+        ));
+    }
+    if config.network.is_empty() || config.network.len() > cbdc_core::messages::NETWORK_MAX {
+        return Err(ServeError::Config(format!(
+            "network: required, at most {} bytes",
+            cbdc_core::messages::NETWORK_MAX
+        )));
+    }
     let db = open_store(&config)?;
-    let bank = CentralBank::new(db, Keypair::from_seed(&seed), admin, clock);
+    let bank = CentralBank::new(db, signing, admin, config.network.clone(), clock);
 
     let listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
     let (grpc_addr, metrics_addr) = (listeners.grpc_addr, listeners.metrics_addr);

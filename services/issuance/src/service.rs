@@ -58,7 +58,11 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             operator_key: &op.operator_public_key,
             endpoint: &op.endpoint,
         };
-        let registered = self.bank.register(registration, &r.admin_signature).await?;
+        let header = convert::header("header", r.header.as_ref())?;
+        let registered = self
+            .bank
+            .register(header, registration, &r.admin_signature)
+            .await?;
         Ok(Response::new(operator_msg(&registered)))
     }
 
@@ -110,9 +114,9 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         let op = self
             .bank
             .set_status(
+                convert::header("header", r.header.as_ref())?,
                 LedgerId(r.ledger_id),
                 status,
-                &r.request_id,
                 &r.admin_signature,
             )
             .await?;
@@ -125,12 +129,12 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
     ) -> Result<Response<v1::MintResponse>, Status> {
         let r = request.into_inner();
         let order = MintOrder {
-            request_id: &r.request_id,
             ledger: LedgerId(r.ledger_id),
             amount: &r.amount,
             reserve_reference: &r.reserve_reference,
         };
-        let minted = self.bank.mint(order, &r.admin_signature).await?;
+        let header = convert::header("header", r.header.as_ref())?;
+        let minted = self.bank.mint(header, order, &r.admin_signature).await?;
         Ok(Response::new(v1::MintResponse {
             transfer: Some(signed_msg(minted.transfer)),
             outstanding: minted.outstanding.to_string(),

@@ -199,6 +199,17 @@ struct Setup {
     transfers: Vec<Transfer>,
 }
 
+/// The network and the bank's authority key of the benchmark's ledger.
+const NETWORK: &str = "cbdc-bench";
+const AUTHORITY_SEED: [u8; 32] = [0xa7; 32];
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 /// Mints `n` coins through countersigned inbound deliveries to `WALLETS` payers and presigns
 /// one 1-input/2-output transfer per coin.
 async fn setup(
@@ -215,15 +226,17 @@ async fn setup(
         .collect();
     let mut client = clients[0].clone();
     for k in payers.iter().map(|k| k.as_ref()).chain(payees.iter()) {
-        client
-            .open_wallet(cbdc_proto::requests::open_wallet(
-                k,
-                LEDGER,
-                cbdc_core::KycTier::Class1,
-                Vec::new(),
-            ))
-            .await
-            .expect("opens");
+        cbdc_proto::requests::open_at_tier(
+            &mut client,
+            k,
+            &Keypair::from_seed(&AUTHORITY_SEED),
+            NETWORK,
+            LEDGER,
+            cbdc_core::KycTier::Class1,
+            now_ms(),
+        )
+        .await
+        .expect("opens");
     }
     let coin = Amount::from_fen(10_000);
     let valid_until = UnixSeconds(
@@ -262,6 +275,7 @@ async fn setup(
             to_ledger_id: LEDGER.0,
             amount: Amount::from_fen(coin.fen() * MINT_OUTPUTS as u64).to_string(),
             central_bank_signature: Countersignature {
+                network: NETWORK,
                 txid: t.txid(),
                 to_ledger: LEDGER,
             }
@@ -508,7 +522,12 @@ struct Service {
 
 async fn start(central_bank: &Keypair) -> Service {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = LedgerConfig::local(LEDGER.0, dir.path());
+    let mut config = LedgerConfig::local(
+        LEDGER.0,
+        dir.path(),
+        NETWORK,
+        &Keypair::from_seed(&AUTHORITY_SEED).public(),
+    );
     config.central_bank_public_key = Some(hex::encode(central_bank.public().as_bytes()));
     let running = cbdc_ledger::serve(config, Shutdown::new())
         .await

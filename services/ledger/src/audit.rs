@@ -471,7 +471,8 @@ impl Ledger {
             .await?;
         let transfer = Transfer::decode(record.body.clone(), Ledger::record_witnesses(&record))?;
         Ok(Receipt {
-            transfer,
+            txid: transfer.txid(),
+            transfer: Some(transfer),
             position: record.position,
             index,
             proof,

@@ -15,6 +15,14 @@ pub const ENV_PREFIX: &str = "CBDC_LEDGER_";
 pub struct LedgerConfig {
     /// This bank ledger's id in the network (addresses carry it).
     pub ledger_id: u32,
+    /// The network's name: every signed order and read grant must name it.
+    pub network: String,
+    /// The bank's authority public key (hex): it signs freezes, tier changes, exchanges and
+    /// redemptions, and may read any wallet. Its secret stays off this server.
+    pub authority_public_key: String,
+    /// The bank's secret for keyed phone-number hashes: a file holding 32 bytes in hex,
+    /// created with mode 0600 if absent.
+    pub phone_key_file: PathBuf,
     /// gRPC listen address; port 0 picks a free port.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -116,10 +124,19 @@ fn default_valid_for() -> u64 {
 }
 
 impl LedgerConfig {
-    /// A configuration for tests and devnets: loopback, ephemeral ports, files under `dir`.
-    pub fn local(ledger_id: u32, dir: &std::path::Path) -> LedgerConfig {
+    /// A configuration for tests and devnets: loopback, ephemeral ports, files under `dir`,
+    /// orders from `authority` in `network`.
+    pub fn local(
+        ledger_id: u32,
+        dir: &std::path::Path,
+        network: &str,
+        authority: &cbdc_core::PublicKey,
+    ) -> LedgerConfig {
         LedgerConfig {
             ledger_id,
+            network: network.to_string(),
+            authority_public_key: hex::encode(authority.as_bytes()),
+            phone_key_file: dir.join("phone.key"),
             listen: "127.0.0.1:0".parse().expect("address"),
             metrics_listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.join("store"),
@@ -204,7 +221,7 @@ mod tests {
         .to_string();
         assert!(err.contains("listen_port"), "{err}");
         let config = cbdc_runtime::config::from_toml_str::<LedgerConfig>(
-            "ledger_id = 1\ndata_dir = \"d\"\noperator_key_file = \"k\"\n[tiers.class2]\nbalance_cap = \"1.234\"",
+            "ledger_id = 1\nnetwork = \"n\"\nauthority_public_key = \"\"\nphone_key_file = \"p\"\ndata_dir = \"d\"\noperator_key_file = \"k\"\n[tiers.class2]\nbalance_cap = \"1.234\"",
             "CBDC_LEDGER_TEST_UNSET_",
         )
         .unwrap();

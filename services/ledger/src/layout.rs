@@ -178,8 +178,33 @@ impl Layout {
         k
     }
 
-    pub fn request(&self, request_id: &str) -> Vec<u8> {
-        self.sub.pack(&("x", request_id))
+    /// An order's request id, per kind of order.
+    pub fn request(&self, kind: &str, request_id: &str) -> Vec<u8> {
+        self.sub.pack(&("x", kind, request_id))
+    }
+
+    /// The wallet opened with a phone number (by its keyed hash).
+    pub fn phone(&self, hash: &[u8; 32]) -> Vec<u8> {
+        self.sub.pack(&("ph", hash.as_slice()))
+    }
+
+    /// A wallet's tier change at `at_ms` by `request_id`.
+    pub fn tier_change(&self, key: &PublicKey, at_ms: u64, request_id: &str) -> Vec<u8> {
+        self.sub
+            .pack(&("tc", Self::k(key), at_ms as i64, request_id))
+    }
+
+    /// The time and request id of a tier-change key.
+    pub fn tier_change_parts(&self, key: &[u8]) -> Option<(u64, String)> {
+        let (_, _, at, request_id): (String, Vec<u8>, i64, String) = self.sub.unpack(key).ok()?;
+        Some((u64::try_from(at).ok()?, request_id))
+    }
+
+    /// Every tier change of a wallet, oldest first.
+    pub fn tier_changes(&self, key: &PublicKey) -> (Vec<u8>, Vec<u8>) {
+        let p = self.sub.pack(&("tc", Self::k(key)));
+        let end = strinc(&p).expect("prefix has a non-0xff byte");
+        (p, end)
     }
 
     pub fn outbox(&self, o: &OutPoint) -> Vec<u8> {

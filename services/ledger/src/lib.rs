@@ -81,22 +81,29 @@ pub fn load_or_create_key(path: &Path) -> Result<Keypair, ServeError> {
         .map_err(err)
 }
 
+/// A public key from configuration (64 hex digits), named by `field` in errors.
+fn config_key(field: &str, text: &str) -> Result<PublicKey, ServeError> {
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ServeError::Config(format!("{field}: expected 64 hex digits")))?;
+    PublicKey::checked(&bytes).map_err(|e| ServeError::Config(format!("{field}: {e}")))
+}
+
 fn settings(config: &LedgerConfig) -> Result<Settings, ServeError> {
     let central_bank = match &config.central_bank_public_key {
         None => None,
-        Some(text) => {
-            let bytes: [u8; 32] = hex::decode(text.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| {
-                    ServeError::Config("central_bank_public_key: expected 64 hex digits".into())
-                })?;
-            Some(
-                PublicKey::checked(&bytes)
-                    .map_err(|e| ServeError::Config(format!("central_bank_public_key: {e}")))?,
-            )
-        }
+        Some(text) => Some(config_key("central_bank_public_key", text)?),
     };
+    let authority = config_key("authority_public_key", &config.authority_public_key)?;
+    if config.network.is_empty() || config.network.len() > cbdc_core::messages::NETWORK_MAX {
+        return Err(ServeError::Config(format!(
+            "network: required, at most {} bytes",
+            cbdc_core::messages::NETWORK_MAX
+        )));
+    }
+    let phone_key = cbdc_runtime::secret::load_or_create_seed(&config.phone_key_file)
+        .map_err(|e| ServeError::Config(format!("phone_key_file: {e}")))?;
     if config.max_batch == 0 || config.max_batch > 8192 {
         return Err(ServeError::Config(format!(
             "max_batch: {}; must be between 1 and 8192",
@@ -118,6 +125,9 @@ fn settings(config: &LedgerConfig) -> Result<Settings, ServeError> {
         default_valid_for_s: config.default_valid_for_s.max(1),
         amount_max: config.amount_max().map_err(ServeError::Config)?,
         central_bank,
+        network: config.network.clone(),
+        authority,
+        phone_key,
     })
 }
 
@@ -151,6 +161,11 @@ pub async fn serve_with_clock(
 ) -> Result<RunningLedger, ServeError> {
     let settings = settings(&config)?;
     let operator = load_or_create_key(&config.operator_key_file)?;
+    if operator.public() == settings.authority {
+        return Err(ServeError::Config(
+            "authority_public_key: is the operator key; the authority key (orders, reads) must be separate from the hot vault and settlement key".into(),
+        ));
+    }
     let db = open_store(&config)?;
     let ledger = Ledger::open(db, settings, operator, clock).await?;
 

@@ -271,6 +271,7 @@ impl OutboxWorker {
         let request = v1::SettleBatchRequest {
             from_ledger_id: ledger.id().0,
             operator_signature: BankRequest::SettleBatch {
+                network: &ledger.settings().network,
                 from: ledger.id(),
                 txids: &txids,
             }

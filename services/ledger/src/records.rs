@@ -80,14 +80,7 @@ impl WalletRecord {
             Some(3) => WalletStatus::Closed,
             _ => return Err(corrupt(what)),
         };
-        let tier = match b.get(1) {
-            Some(1) => KycTier::Class1,
-            Some(2) => KycTier::Class2,
-            Some(3) => KycTier::Class3,
-            Some(4) => KycTier::Class4Anonymous,
-            Some(5) => KycTier::Operator,
-            _ => return Err(corrupt(what)),
-        };
+        let tier = tier_from_byte(b.get(1), what)?;
         let opened_at_ms = u64_at(b, 2, what)?;
         let phone_hash = match (b.get(10), b.len()) {
             (Some(0), 11) => None,
@@ -101,6 +94,35 @@ impl WalletRecord {
             phone_hash,
         })
     }
+}
+
+fn tier_from_byte(b: Option<&u8>, what: &'static str) -> Result<KycTier, Corrupt> {
+    match b {
+        Some(1) => Ok(KycTier::Class1),
+        Some(2) => Ok(KycTier::Class2),
+        Some(3) => Ok(KycTier::Class3),
+        Some(4) => Ok(KycTier::Class4Anonymous),
+        Some(5) => Ok(KycTier::Operator),
+        _ => Err(corrupt(what)),
+    }
+}
+
+/// A tier change's value (its key holds the wallet, time and request id): the tier before,
+/// the tier after, the identity check's reference.
+pub fn encode_tier_change(from: KycTier, to: KycTier, reason: &str) -> Vec<u8> {
+    let mut out = vec![tier_byte(from), tier_byte(to)];
+    out.extend_from_slice(reason.as_bytes());
+    out
+}
+
+pub fn decode_tier_change(b: &[u8]) -> Result<(KycTier, KycTier, String), Corrupt> {
+    let what = "tier change";
+    let from = tier_from_byte(b.first(), what)?;
+    let to = tier_from_byte(b.get(1), what)?;
+    let reason = std::str::from_utf8(b.get(2..).unwrap_or_default())
+        .map_err(|_| corrupt(what))?
+        .to_string();
+    Ok((from, to, reason))
 }
 
 /// The state of an outpoint this ledger has seen.

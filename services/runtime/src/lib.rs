@@ -5,6 +5,8 @@
 //! - [`config`]: TOML file plus environment overrides, unknown keys refused.
 //! - [`telemetry`]: structured logs (`tracing`), text or JSON.
 //! - [`metrics`]: a Prometheus `/metrics` HTTP endpoint over a registry.
+//! - [`orders`]: signed orders checked (signature, network, target, expiry) and their
+//!   request ids recorded with the digest of what they asked.
 //! - [`retry`]: the one sans-IO retry queue of every worker that hands rows on until
 //!   acknowledged (paging, backoff with jitter, bounded chunks, dead letters).
 //! - [`grpc`]: the standard health and reflection services for a tonic server.
@@ -16,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod orders;
 pub mod retry;
 pub mod secret;
 pub mod shutdown;

@@ -87,6 +87,9 @@ pub struct Target {
     /// An explicit endpoint (e.g. http://127.0.0.1:50061), instead of the devnet's.
     #[arg(long)]
     pub endpoint: Option<String>,
+    /// The network's name, instead of the devnet's (signed requests name it).
+    #[arg(long)]
+    pub network: Option<String>,
 }
 
 impl Target {
@@ -94,6 +97,13 @@ impl Target {
         match &self.endpoint {
             Some(e) => Ok(e.clone()),
             None => DevnetFile::load(&self.devnet)?.bank_url(ledger.0),
+        }
+    }
+
+    pub(super) fn network(&self) -> Result<String, String> {
+        match &self.network {
+            Some(n) => Ok(n.clone()),
+            None => Ok(DevnetFile::load(&self.devnet)?.network),
         }
     }
 
@@ -116,23 +126,28 @@ pub enum WalletCommand {
         #[arg(long)]
         passphrase_env: Option<String>,
     },
-    /// Open the wallet of KEY on a bank ledger.
+    /// Open the wallet of KEY on a bank ledger: anonymous, with a phone number (one wallet
+    /// per number at each bank). Higher tiers come from the bank after its identity check
+    /// (`cbdc bank set-tier`).
     Open {
         #[arg(long)]
         key: PathBuf,
         #[arg(long)]
         ledger: u32,
-        #[arg(long, value_enum, default_value = "class2")]
-        tier: Tier,
-        /// The phone number, for the anonymous tier (only its SHA-256 is sent).
+        /// The phone number, E.164 (e.g. +8613800000000); the bank keeps only a keyed hash.
         #[arg(long)]
-        phone: Option<String>,
+        phone: String,
+        /// The tier asked for: only anonymous is granted to a customer alone.
+        #[arg(long, value_enum, default_value = "anonymous")]
+        tier: Tier,
         #[command(flatten)]
         target: Target,
     },
-    /// The balance of an address.
+    /// The balance of an address (the read is signed with the wallet's KEY).
     Balance {
         address: String,
+        #[arg(long)]
+        key: PathBuf,
         #[command(flatten)]
         target: Target,
     },
@@ -149,9 +164,11 @@ pub enum WalletCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// An address's history, oldest first.
+    /// An address's history, oldest first (signed with the wallet's KEY).
     History {
         address: String,
+        #[arg(long)]
+        key: PathBuf,
         #[command(flatten)]
         target: Target,
     },
@@ -162,6 +179,8 @@ pub enum WalletCommand {
     /// `--count N` stops after N).
     Watch {
         address: String,
+        #[arg(long)]
+        key: PathBuf,
         /// Resume after this history cursor (from `history --json`); empty for "from now".
         #[arg(long, default_value = "")]
         cursor: String,
@@ -174,12 +193,14 @@ pub enum WalletCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ReceiptCommand {
-    /// Fetch the receipt of TXID from LEDGER and verify it offline against the operator key
-    /// in the central bank's registry.
+    /// Fetch the receipt of TXID from LEDGER (as the payer or a payee, KEY) and verify it
+    /// offline against the operator key in the central bank's registry.
     Verify {
         txid: String,
         #[arg(long)]
         ledger: u32,
+        #[arg(long)]
+        key: PathBuf,
         #[command(flatten)]
         target: Target,
     },
@@ -198,6 +219,36 @@ pub enum BankCommand {
     Freeze(WalletAction),
     /// Unfreeze a wallet.
     Unfreeze(WalletAction),
+    /// Move a wallet to another KYC tier after the bank's identity check.
+    SetTier {
+        address: String,
+        #[arg(long, value_enum)]
+        tier: Tier,
+        /// The identity check's reference.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        order: AuthorityOrder,
+    },
+    /// A wallet as the bank sees it: tier, status, balance and its tier changes.
+    Show {
+        address: String,
+        #[command(flatten)]
+        order: AuthorityOrder,
+    },
+}
+
+/// Who signs a bank's order and where it goes.
+#[derive(Args, Debug)]
+pub struct AuthorityOrder {
+    /// Names the order (done once); a fresh random id if absent.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// The bank's authority key file (default: the devnet's for the address's ledger).
+    #[arg(long)]
+    pub authority_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
 }
 
 #[derive(Args, Debug)]
@@ -206,11 +257,8 @@ pub struct WalletAction {
     /// The legal order's reference.
     #[arg(long)]
     pub reason: String,
-    /// The bank's operator key file (default: the devnet's for the address's ledger).
-    #[arg(long)]
-    pub operator_key: Option<PathBuf>,
     #[command(flatten)]
-    pub target: Target,
+    pub order: AuthorityOrder,
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,17 +294,17 @@ pub enum CentralBankCommand {
     },
 }
 
-/// A payment the bank's operator signs from its vault: how much, once per which request id,
-/// with which key, to which network.
+/// A payment from the bank's vault that its authority orders: how much, once per which
+/// request id, with which key, to which network.
 #[derive(Args, Debug)]
 pub struct OperatorPayment {
     #[arg(long)]
     pub amount: String,
     #[arg(long)]
     pub request_id: String,
-    /// The bank's operator key file (default: the devnet's for the ledger).
+    /// The bank's authority key file (default: the devnet's for the ledger).
     #[arg(long)]
-    pub operator_key: Option<PathBuf>,
+    pub authority_key: Option<PathBuf>,
     #[command(flatten)]
     pub target: Target,
 }

@@ -1,8 +1,7 @@
 //! `cbdc central-bank …`: mint, redeem, audit.
 
 use cbdc_core::LedgerId;
-use cbdc_core::messages::{AdminOrder, OperatorOrder, Signed};
-use cbdc_proto::v1;
+use cbdc_proto::{requests, v1};
 use serde_json::json;
 
 use super::*;
@@ -24,22 +23,16 @@ pub(super) async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result
                 None => DevnetFile::load(&target.devnet)?.admin_key,
             };
             let admin = read_key(&admin_file)?;
-            let sig = AdminOrder::Mint {
-                request_id: &request_id,
-                ledger: LedgerId(ledger),
-                amount: &a,
-                reserve_reference: &reserve_reference,
-            }
-            .sign(&admin);
+            let request = requests::mint(
+                &admin,
+                header(&target, cbdc_core::messages::CENTRAL_BANK, &request_id)?,
+                LedgerId(ledger),
+                &a,
+                &reserve_reference,
+            );
             let mut cb = client::issuance(&target.central_bank()?).await?;
             let r = cb
-                .mint(v1::MintRequest {
-                    request_id,
-                    ledger_id: ledger,
-                    amount: a.clone(),
-                    reserve_reference,
-                    admin_signature: sig.to_vec(),
-                })
+                .mint(request)
                 .await
                 .map_err(|s| client::status(&s))?
                 .into_inner();
@@ -58,24 +51,24 @@ pub(super) async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result
                 OperatorPayment {
                     amount: a,
                     request_id,
-                    operator_key,
+                    authority_key,
                     target,
                 },
         } => {
             amount(&a)?;
-            let operator = read_key(&operator_key_file(operator_key, &target, LedgerId(ledger))?)?;
-            let sig = OperatorOrder::Redeem {
-                amount: &a,
-                request_id: &request_id,
-            }
-            .sign(&operator);
+            let authority = read_key(&authority_key_file(
+                authority_key,
+                &target,
+                LedgerId(ledger),
+            )?)?;
+            let request = requests::redeem(
+                &authority,
+                header(&target, LedgerId(ledger), &request_id)?,
+                &a,
+            );
             let mut c = client::ledger(&target.bank(LedgerId(ledger))?).await?;
             let r = c
-                .redeem(v1::RedeemRequest {
-                    amount: a.clone(),
-                    request_id,
-                    operator_signature: sig.to_vec(),
-                })
+                .redeem(request)
                 .await
                 .map_err(|s| client::status(&s))?
                 .into_inner();

@@ -26,8 +26,8 @@ fn read_key(path: &Path) -> Result<Keypair, String> {
     cbdc_runtime::secret::read_seed(path).map(|s| Keypair::from_seed(&s))
 }
 
-/// The operator key file given, or the devnet's for `ledger`.
-fn operator_key_file(
+/// The authority key file given, or the devnet's for `ledger`.
+fn authority_key_file(
     given: Option<PathBuf>,
     target: &Target,
     ledger: LedgerId,
@@ -35,11 +35,58 @@ fn operator_key_file(
     match given {
         Some(k) => Ok(k),
         None => DevnetFile::load(&target.devnet)?
-            .operator_keys
+            .authority_keys
             .get((ledger.0 as usize).wrapping_sub(1))
             .cloned()
             .ok_or_else(|| format!("ledger {}: no such bank in the devnet", ledger.0)),
     }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh request id: 128 random bits in hex.
+fn fresh_request_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// The header of an order to `target_ledger` (0: the central bank), valid for ten minutes.
+fn header(
+    target: &Target,
+    target_ledger: LedgerId,
+    request_id: &str,
+) -> Result<cbdc_proto::v1::RequestHeader, String> {
+    Ok(cbdc_proto::requests::header(
+        &target.network()?,
+        target_ledger,
+        request_id,
+        now_ms() + cbdc_proto::requests::ORDER_VALID_FOR_MS,
+    ))
+}
+
+/// A read grant for `address` signed by `key` (the wallet's own, or with `by_authority` the
+/// bank's), valid for five minutes.
+fn read_auth(
+    key: &Keypair,
+    target: &Target,
+    address: &Address,
+    by_authority: bool,
+) -> Result<cbdc_proto::v1::ReadAuth, String> {
+    Ok(cbdc_proto::requests::read_auth(
+        key,
+        &target.network()?,
+        address.ledger,
+        &address.to_string(),
+        now_ms() + cbdc_proto::requests::READ_VALID_FOR_MS,
+        by_authority,
+    ))
 }
 
 fn address(text: &str) -> Result<Address, String> {

@@ -1,6 +1,5 @@
 //! `cbdc wallet …`: keys, opening, balance, payments, history, watching, receipts.
 
-use cbdc_core::messages::{OpenProof, Signed};
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{Address, Keypair, KycTier, LedgerId, Txid};
 use cbdc_proto::convert;
@@ -40,49 +39,40 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
         WalletCommand::Open {
             key,
             ledger,
-            tier,
             phone,
+            tier,
             target,
         } => {
             let k = read_key(&key)?;
             let ledger = LedgerId(ledger);
-            let tier = KycTier::from(tier);
-            let phone_hash = match (tier, phone) {
-                (KycTier::Class4Anonymous, None) => {
-                    return Err("--phone: the anonymous tier needs a phone number".into());
-                }
-                (_, Some(p)) => {
-                    use sha2::Digest;
-                    sha2::Sha256::digest(p.as_bytes()).to_vec()
-                }
-                (_, None) => Vec::new(),
-            };
             let mut c = client::ledger(&target.bank(ledger)?).await?;
+            let mut request =
+                cbdc_proto::requests::open_wallet(&k, &target.network()?, ledger, &phone);
+            request.tier = convert::to_kyc_tier(KycTier::from(tier)) as i32;
             let w = c
-                .open_wallet(v1::OpenWalletRequest {
-                    public_key: k.public().as_bytes().to_vec(),
-                    tier: convert::to_kyc_tier(tier) as i32,
-                    phone_hash,
-                    signature: OpenProof {
-                        ledger,
-                        key: k.public(),
-                    }
-                    .sign(&k)
-                    .to_vec(),
-                })
+                .open_wallet(request)
                 .await
                 .map_err(|s| client::status(&s))?
                 .into_inner();
             out.emit(
-                format!("opened {}", w.address),
+                format!("opened {} (anonymous)", w.address),
                 json!({"address": w.address, "balance": w.balance}),
             );
         }
-        WalletCommand::Balance { address: a, target } => {
+        WalletCommand::Balance {
+            address: a,
+            key,
+            target,
+        } => {
             let addr = address(&a)?;
+            let k = read_key(&key)?;
             let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
+            let auth = read_auth(&k, &target, &addr, false)?;
             let b = c
-                .get_balance(v1::GetBalanceRequest { address: a.clone() })
+                .get_balance(v1::GetBalanceRequest {
+                    address: a.clone(),
+                    auth: Some(auth),
+                })
                 .await
                 .map_err(|s| client::status(&s))?
                 .into_inner();
@@ -102,10 +92,13 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             let to_addr = address(&to)?;
             amount(&a)?;
             let ledger = LedgerId(ledger);
+            let from = Address::new(ledger, k.public());
             let mut c = client::ledger(&target.bank(ledger)?).await?;
+            let auth = read_auth(&k, &target, &from, false)?;
             let built = c
                 .build_transfer(v1::BuildTransferRequest {
-                    from_address: Address::new(ledger, k.public()).to_string(),
+                    from_address: from.to_string(),
+                    auth: Some(auth),
                     payments: vec![v1::Payment {
                         to_address: to_addr.to_string(),
                         amount: a.clone(),
@@ -127,13 +120,20 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
                 json!({"txid": t.txid().to_string(), "amount": a, "to": to}),
             );
         }
-        WalletCommand::History { address: a, target } => {
+        WalletCommand::History {
+            address: a,
+            key,
+            target,
+        } => {
             let addr = address(&a)?;
+            let k = read_key(&key)?;
             let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
+            let auth = read_auth(&k, &target, &addr, false)?;
             let h = c
                 .list_history(v1::ListHistoryRequest {
                     address: a.clone(),
                     page: None,
+                    auth: Some(auth),
                 })
                 .await
                 .map_err(|s| client::status(&s))?
@@ -152,16 +152,20 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
         }
         WalletCommand::Watch {
             address: a,
+            key,
             cursor,
             count,
             target,
         } => {
             let addr = address(&a)?;
+            let k = read_key(&key)?;
             let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
+            let auth = read_auth(&k, &target, &addr, false)?;
             let mut stream = c
                 .watch_wallet(v1::WatchWalletRequest {
                     address: a.clone(),
                     cursor,
+                    auth: Some(auth),
                 })
                 .await
                 .map_err(|s| client::status(&s))?
@@ -188,6 +192,7 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
         WalletCommand::Receipt(ReceiptCommand::Verify {
             txid,
             ledger,
+            key,
             target,
         }) => {
             let id = Txid(
@@ -197,10 +202,15 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
                     .ok_or_else(|| format!("txid {txid:?}: expected 64 hex digits"))?,
             );
             let ledger = LedgerId(ledger);
+            let k = read_key(&key)?;
+            let reader = Address::new(ledger, k.public());
             let mut c = client::ledger(&target.bank(ledger)?).await?;
+            let auth = read_auth(&k, &target, &reader, false)?;
             let r = c
                 .get_receipt(v1::GetReceiptRequest {
                     txid: id.0.to_vec(),
+                    address: reader.to_string(),
+                    auth: Some(auth),
                 })
                 .await
                 .map_err(|s| client::status(&s))?

@@ -1,7 +1,9 @@
 //! Issuance: a mint spends a reserve entry into the bank's vault, once per request id, and
 //! the books that record what each ledger answers for.
 
-use cbdc_core::messages::{AdminOrder, CENTRAL_BANK, Countersignature, Signed, reserve_txid};
+use cbdc_core::messages::{
+    AdminAction, AdminOrder, CENTRAL_BANK, Countersignature, Header, Signed, reserve_txid,
+};
 use cbdc_core::{Amount, LedgerId, Lock, OutPoint, Transfer, TransferBuilder, UnixSeconds};
 use cbdc_runtime::ServiceError;
 use cbdc_store::TxError;
@@ -24,7 +26,6 @@ pub struct Minted {
 /// What a mint asks for, as the administrator signed it (the amount as sent).
 #[derive(Clone, Copy, Debug)]
 pub struct MintOrder<'a> {
-    pub request_id: &'a str,
     pub ledger: LedgerId,
     pub amount: &'a str,
     pub reserve_reference: &'a str,
@@ -34,27 +35,29 @@ impl CentralBank {
     /// Issues `amount` to the operator vault of `ledger`, once per `request_id`: a transfer
     /// from the reserve, signed by the central bank, queued for delivery as a countersigned
     /// settlement.
-    pub async fn mint(&self, m: MintOrder<'_>, signature: &[u8]) -> Result<Minted, ServiceError> {
+    pub async fn mint(
+        &self,
+        header: Header<'_>,
+        m: MintOrder<'_>,
+        signature: &[u8],
+    ) -> Result<Minted, ServiceError> {
         let MintOrder {
-            request_id,
             ledger,
             amount: amount_text,
             reserve_reference,
         } = m;
-        self.check_admin(
-            &AdminOrder::Mint {
-                request_id,
-                ledger,
-                amount: amount_text,
-                reserve_reference,
+        let request_id = header.request_id;
+        let seen = self.check_admin(
+            &AdminOrder {
+                header,
+                action: AdminAction::Mint {
+                    ledger,
+                    amount: amount_text,
+                    reserve_reference,
+                },
             },
             signature,
         )?;
-        if request_id.is_empty() || request_id.len() > 128 {
-            return Err(ServiceError::InvalidArgument(
-                "request_id: required, at most 128 bytes".into(),
-            ));
-        }
         if reserve_reference.is_empty()
             || reserve_reference.len() > cbdc_core::transfer::MAX_MEMO_BYTES
         {
@@ -86,20 +89,19 @@ impl CentralBank {
         let settlement = self.countersign(&transfer, CENTRAL_BANK, ledger, amount);
         let signed = SignedParts::of(&transfer);
         let queued = encode_queued(&settlement, &signed);
-        let request_id = request_id.to_string();
         let (transfer, already) = self
             .transact(move |me, tx| {
                 let signed = signed.clone();
                 let queued = queued.clone();
-                let request_id = request_id.clone();
+                let seen = seen.clone();
                 Box::pin(async move {
                     let k = me.keys();
-                    if let Some(done) = tx.get(&k.mint(&request_id)).await? {
+                    if let Some(done) = seen.first_result(tx).await? {
                         let done = SignedParts::decode(&done).map_err(TxError::Abort)?;
                         return Ok((done, true));
                     }
                     let txid = signed.txid();
-                    tx.set(k.mint(&request_id), signed.encode())?;
+                    seen.record(tx, &signed.encode())?;
                     tx.set(k.queued(ledger, &txid), queued)?;
                     tx.atomic_add(k.book_in(ledger), amount.fen() as i64)?;
                     tx.atomic_add(k.issued(), amount.fen() as i64)?;
@@ -128,6 +130,7 @@ impl CentralBank {
             to,
             amount,
             countersignature: Countersignature {
+                network: &self.inner.network,
                 txid: t.txid(),
                 to_ledger: to,
             }

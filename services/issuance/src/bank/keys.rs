@@ -27,8 +27,9 @@ impl Keys {
         let e = strinc(&p).expect("prefix");
         (p, e)
     }
-    pub(super) fn mint(&self, request_id: &str) -> Vec<u8> {
-        self.sub.pack(&("mint", request_id))
+    /// An administrator's order's request id, per kind of order.
+    pub(super) fn request(&self, kind: &str, request_id: &str) -> Vec<u8> {
+        self.sub.pack(&("x", kind, request_id))
     }
     pub(super) fn settled(&self, txid: &Txid) -> Vec<u8> {
         self.sub.pack(&("st", txid.0.as_slice()))

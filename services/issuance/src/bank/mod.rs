@@ -13,10 +13,11 @@
 
 use std::sync::Arc;
 
-use cbdc_core::messages::{AdminOrder, SignatureError};
+use cbdc_core::messages::{AdminOrder, CENTRAL_BANK, Order};
 use cbdc_core::{Keypair, PublicKey};
 use cbdc_runtime::ServiceError;
 use cbdc_runtime::clock::Clock;
+use cbdc_runtime::orders::{Authority, Seen};
 use cbdc_store::Database;
 use cbdc_store::keys::Subspace;
 
@@ -48,6 +49,7 @@ struct Inner {
     keys: Keys,
     signing: Keypair,
     admin: PublicKey,
+    network: String,
     clock: Clock,
 }
 
@@ -57,18 +59,18 @@ pub struct CentralBank {
     inner: Arc<Inner>,
 }
 
-/// A refused signature as `PERMISSION_DENIED`, naming the field and whose key it should be.
-fn signature_error(e: SignatureError, field: &str, whose: &str) -> ServiceError {
-    ServiceError::PermissionDenied(match e {
-        SignatureError::Length(n) => {
-            format!("{field}: {n} bytes, expected a 64-byte Ed25519 signature by {whose}")
-        }
-        SignatureError::Mismatch => format!("{field}: does not verify against {whose}"),
-    })
-}
+use cbdc_runtime::orders::signature_error;
 
 impl CentralBank {
-    pub fn new(db: Database, signing: Keypair, admin: PublicKey, clock: Clock) -> CentralBank {
+    /// The central bank of `network`: `signing` signs issues and countersigns settlements;
+    /// `admin` (a separate key, kept offline) signs registrations, status changes and mints.
+    pub fn new(
+        db: Database,
+        signing: Keypair,
+        admin: PublicKey,
+        network: String,
+        clock: Clock,
+    ) -> CentralBank {
         CentralBank {
             inner: Arc::new(Inner {
                 db,
@@ -77,6 +79,7 @@ impl CentralBank {
                 },
                 signing,
                 admin,
+                network,
                 clock,
             }),
         }
@@ -111,14 +114,25 @@ impl CentralBank {
         Ok(self.inner.db.run(move |tx| f(me.clone(), tx)).await?)
     }
 
-    fn check_admin(&self, order: &AdminOrder<'_>, signature: &[u8]) -> Result<(), ServiceError> {
-        let vk = self
-            .inner
-            .admin
-            .verifying_key()
-            .map_err(|e| ServiceError::Internal(format!("the administrator's key: {e}")))?;
-        cbdc_core::messages::verify(&vk, order, signature).map_err(|e| {
-            signature_error(e, "admin_signature", "the central bank administrator's key")
-        })
+    /// The network the central bank serves.
+    pub fn network(&self) -> &str {
+        &self.inner.network
+    }
+
+    /// Checks an administrator's order (signature, network, target, expiry) and gives the
+    /// record of its request id.
+    fn check_admin(&self, order: &AdminOrder<'_>, signature: &[u8]) -> Result<Seen, ServiceError> {
+        Authority {
+            key: &self.inner.admin,
+            field: "admin_signature",
+            whose: "the central bank administrator's key",
+            network: &self.inner.network,
+            target: CENTRAL_BANK,
+        }
+        .check(order, signature, self.now_ms())?;
+        Ok(Seen::of(
+            order,
+            self.keys().request(order.kind(), order.header.request_id),
+        ))
     }
 }

@@ -1,7 +1,7 @@
 //! The registry of operator banks: ledger id, name, operator key, endpoint, status. Changed
 //! only with the administrator's signature.
 
-use cbdc_core::messages::{AdminOrder, CENTRAL_BANK, OperatorStatus};
+use cbdc_core::messages::{AdminAction, AdminOrder, CENTRAL_BANK, Header, OperatorStatus};
 use cbdc_core::{LedgerId, PublicKey};
 use cbdc_runtime::ServiceError;
 use cbdc_runtime::error::abort;
@@ -21,19 +21,25 @@ pub struct Registration<'a> {
 }
 
 impl CentralBank {
-    /// Registers a bank operator (ACTIVE). Registering the same ledger with the same key
-    /// again updates its name and endpoint; another key for a registered ledger is refused.
+    /// Registers a bank operator (ACTIVE). Registering a registered ledger again with the
+    /// same key updates its name and endpoint and keeps its status (only
+    /// [`CentralBank::set_status`] changes that); another key for it is refused. Once per
+    /// request id.
     pub async fn register(
         &self,
+        header: Header<'_>,
         r: Registration<'_>,
         signature: &[u8],
     ) -> Result<Operator, ServiceError> {
-        self.check_admin(
-            &AdminOrder::Register {
-                ledger: r.ledger,
-                name: r.name,
-                operator_key: r.operator_key,
-                endpoint: r.endpoint,
+        let seen = self.check_admin(
+            &AdminOrder {
+                header,
+                action: AdminAction::Register {
+                    ledger: r.ledger,
+                    name: r.name,
+                    operator_key: r.operator_key,
+                    endpoint: r.endpoint,
+                },
             },
             signature,
         )?;
@@ -72,18 +78,28 @@ impl CentralBank {
             status: OperatorStatus::Active,
         };
         let out = self.transact(move |me, tx| {
-                let record = record.clone();
+                let mut record = record.clone();
+                let seen = seen.clone();
                 Box::pin(async move {
                     let k = me.keys().op(record.ledger);
-                    if let Some(existing) = tx.get(&k).await?
-                        && Operator::decode(&existing).map_err(abort)?.key != record.key
-                    {
-                        return Err(abort(ServiceError::FailedPrecondition(format!(
-                            "operator.ledger_id: ledger {} is already registered with another operator key",
-                            record.ledger.0
-                        ))));
+                    let existing = match tx.get(&k).await? {
+                        Some(b) => Some(Operator::decode(&b).map_err(abort)?),
+                        None => None,
+                    };
+                    if seen.first_result(tx).await?.is_some() {
+                        return existing.ok_or_else(|| abort(ServiceError::corrupt("operator")));
+                    }
+                    if let Some(existing) = existing {
+                        if existing.key != record.key {
+                            return Err(abort(ServiceError::FailedPrecondition(format!(
+                                "operator.ledger_id: ledger {} is already registered with another operator key",
+                                record.ledger.0
+                            ))));
+                        }
+                        record.status = existing.status;
                     }
                     tx.set(&k, record.encode())?;
+                    seen.record(tx, &[])?;
                     Ok::<_, TxError<ServiceError>>(record)
                 })
             })
@@ -91,24 +107,25 @@ impl CentralBank {
         Ok(out)
     }
 
-    /// Sets the operator of `ledger` active or suspended.
+    /// Sets the operator of `ledger` active or suspended, once per request id: sent again,
+    /// the order changes nothing and answers with the operator as it is.
     pub async fn set_status(
         &self,
+        header: Header<'_>,
         ledger: LedgerId,
         status: OperatorStatus,
-        request_id: &str,
         signature: &[u8],
     ) -> Result<Operator, ServiceError> {
-        self.check_admin(
-            &AdminOrder::SetStatus {
-                ledger,
-                status,
-                request_id,
+        let seen = self.check_admin(
+            &AdminOrder {
+                header,
+                action: AdminAction::SetStatus { ledger, status },
             },
             signature,
         )?;
         let out = self
             .transact(move |me, tx| {
+                let seen = seen.clone();
                 Box::pin(async move {
                     let k = me.keys().op(ledger);
                     let Some(bytes) = tx.get(&k).await? else {
@@ -118,8 +135,12 @@ impl CentralBank {
                         ))));
                     };
                     let mut op = Operator::decode(&bytes).map_err(abort)?;
+                    if seen.first_result(tx).await?.is_some() {
+                        return Ok(op);
+                    }
                     op.status = status;
                     tx.set(&k, op.encode())?;
+                    seen.record(tx, &[])?;
                     Ok::<_, TxError<ServiceError>>(op)
                 })
             })

@@ -56,8 +56,12 @@ impl CentralBank {
         signature: &[u8],
     ) -> Result<SettleOutcome, ServiceError> {
         let txid = transfer.txid();
-        self.authenticate_bank(from, &BankRequest::Settle { from, txid: &txid }, signature)
-            .await?;
+        let request = BankRequest::Settle {
+            network: self.network(),
+            from,
+            txid: &txid,
+        };
+        self.authenticate_bank(from, &request, signature).await?;
         self.settle_verified(from, &[transfer]).await.remove(0)
     }
 
@@ -78,6 +82,7 @@ impl CentralBank {
         }
         let txids: Vec<Txid> = transfers.iter().map(Transfer::txid).collect();
         let request = BankRequest::SettleBatch {
+            network: self.network(),
             from,
             txids: &txids,
         };

@@ -109,14 +109,15 @@ impl Ledger {
         )
     }
 
-    /// Commits one transfer that passed the stateless checks. `request` is an operator
-    /// request's key: read (with a conflict) and written with the txid in the same
+    /// Commits one transfer that passed the stateless checks. `request` is an order's
+    /// request id: read (with a conflict) and recorded with the txid in the same
     /// transaction, so one request id commits at most one transfer even when two attempts
-    /// race; a request already done answers with its transfer.
+    /// race; a request already done answers with its transfer, one with other content is
+    /// `ALREADY_EXISTS`.
     pub(super) async fn commit(
         &self,
         transfer: Transfer,
-        request: Option<Vec<u8>>,
+        request: Option<Seen>,
     ) -> Result<Committed, ServiceError> {
         let transfer = Arc::new(transfer);
         let now_ms = self.now_ms();
@@ -126,8 +127,8 @@ impl Ledger {
                 let t = Arc::clone(&t);
                 let request = request.clone();
                 Box::pin(async move {
-                    if let Some(k) = &request
-                        && let Some(done) = tx.get(k).await?
+                    if let Some(seen) = &request
+                        && let Some(done) = seen.first_result(tx).await?
                     {
                         let txid = Txid(
                             done.try_into()
@@ -145,8 +146,8 @@ impl Ledger {
                     let applied = me.apply(tx, &t, now_ms, 0).await?;
                     if let Applied::New(_) = &applied {
                         me.write_log(tx, &[t.txid()])?;
-                        if let Some(k) = &request {
-                            tx.set(k, t.txid().0)?;
+                        if let Some(seen) = &request {
+                            seen.record(tx, &t.txid().0)?;
                         }
                     }
                     Ok((applied, t.txid()))

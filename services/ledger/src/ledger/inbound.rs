@@ -154,6 +154,7 @@ impl Ledger {
             .iter()
             .map(|item| {
                 Countersignature {
+                    network: &self.inner.settings.network,
                     txid: item.transfer.txid(),
                     to_ledger: self.id(),
                 }

@@ -18,6 +18,7 @@ use cbdc_core::{
     TierTable, Transfer, TransferBody, Txid, UnixSeconds, WalletStatus, Witness,
 };
 use cbdc_runtime::error::abort;
+pub use cbdc_runtime::orders::Seen;
 use cbdc_store::{Database, RangeOptions, StoreError, Transaction, TxError};
 use tokio::sync::broadcast;
 
@@ -43,6 +44,7 @@ pub use cbdc_runtime::ServiceError;
 pub use cbdc_runtime::clock::Clock;
 pub use coins::COIN_SCAN_MAX;
 pub use vault::{VAULT_ATTEMPTS, VAULT_MIN_COINS, VAULT_SPLIT};
+pub use wallets::{TIER_CHANGES_MAX, TierChange};
 
 use coins::CoinPolicy;
 
@@ -106,7 +108,7 @@ fn corrupt(e: Corrupt) -> TxError<ServiceError> {
 }
 
 /// A wallet as the ledger reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalletView {
     pub address: Address,
     pub tier: KycTier,
@@ -114,6 +116,8 @@ pub struct WalletView {
     pub balance: Amount,
     pub spent_today: Amount,
     pub unspent_outputs: u64,
+    /// Every change of tier by the bank's authority, oldest first.
+    pub tier_changes: Vec<wallets::TierChange>,
 }
 
 /// A committed transfer's place in the ledger.
@@ -203,6 +207,15 @@ pub struct Settings {
     pub default_valid_for_s: u64,
     pub amount_max: Amount,
     pub central_bank: Option<PublicKey>,
+    /// The network this ledger belongs to: orders and grants must name it.
+    pub network: String,
+    /// The bank's authority key: it signs freezes, tier changes, exchanges and
+    /// redemptions, and may read any wallet. Separate from the operator (vault and
+    /// settlement) key, which signs payments automatically and so lives on the server.
+    pub authority: PublicKey,
+    /// The bank's secret that keys the phone-number hash (HMAC-SHA-256), so the stored
+    /// hashes cannot be reversed by trying every number.
+    pub phone_key: [u8; 32],
 }
 
 struct Inner {
@@ -408,20 +421,31 @@ impl Ledger {
     }
 
     /// Checks the operator's signature over `order`.
-    pub fn check_operator(
+    /// Checks an order of the bank's authority: its signature, network, target (this
+    /// ledger) and expiry. What it asks is checked by the method that does it.
+    pub fn check_authority(
         &self,
         order: &OperatorOrder<'_>,
         signature: &[u8],
     ) -> Result<(), ServiceError> {
-        cbdc_core::messages::verify(self.inner.operator.verifying_key(), order, signature).map_err(
-            |e| {
-                signature_error(
-                    e,
-                    "operator_signature",
-                    "the bank's operator key",
-                    "does not verify against the bank's operator key",
-                )
-            },
+        cbdc_runtime::orders::Authority {
+            key: &self.inner.settings.authority,
+            field: "authority_signature",
+            whose: "the bank's authority key",
+            network: &self.inner.settings.network,
+            target: self.id(),
+        }
+        .check(order, signature, self.now_ms())
+    }
+
+    /// The record of an order's request id on this ledger.
+    pub fn seen(&self, order: &OperatorOrder<'_>) -> Seen {
+        Seen::of(
+            order,
+            self.layout().request(
+                cbdc_core::messages::Order::kind(order),
+                order.header.request_id,
+            ),
         )
     }
 

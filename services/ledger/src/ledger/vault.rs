@@ -24,25 +24,21 @@ impl Ledger {
     // ----- the operator vault -----
 
     /// Pays `amount` from the vault to `to` (a customer exchanging deposits for digital
-    /// currency). Done once per `request_id`.
+    /// currency). Done once per request id (`seen`).
     pub async fn pay_from_vault(
         &self,
         to: PublicKey,
         amount: Amount,
-        request_id: &str,
+        seen: Seen,
     ) -> Result<Committed, ServiceError> {
-        self.vault_pay(Address::new(self.id(), to), amount, request_id)
+        self.vault_pay(Address::new(self.id(), to), amount, seen)
             .await
     }
 
     /// Returns `amount` from the vault to the central bank (redemption): a transfer to
     /// ledger 0, which waits in the outbox until the central bank acknowledges it. Done
-    /// once per `request_id`.
-    pub async fn redeem(
-        &self,
-        amount: Amount,
-        request_id: &str,
-    ) -> Result<Committed, ServiceError> {
+    /// once per request id (`seen`).
+    pub async fn redeem(&self, amount: Amount, seen: Seen) -> Result<Committed, ServiceError> {
         let Some(cb) = self.inner.settings.central_bank else {
             return Err(ServiceError::FailedPrecondition(
                 "this ledger has no central bank key configured".into(),
@@ -51,7 +47,7 @@ impl Ledger {
         self.vault_pay(
             Address::new(cbdc_core::messages::CENTRAL_BANK, cb),
             amount,
-            request_id,
+            seen,
         )
         .await
     }
@@ -60,12 +56,13 @@ impl Ledger {
         &self,
         to: Address,
         amount: Amount,
-        request_id: &str,
+        seen: Seen,
     ) -> Result<Committed, ServiceError> {
-        let rk = self.layout().request(request_id);
-        if let Some(done) = self.request_done(&rk).await? {
+        if let Some(done) = self.request_done(&seen).await? {
             return Ok(done);
         }
+        let request_id = seen.request_id.clone();
+        let request_id = request_id.as_str();
         // Another exchange may spend the vault coins this one selected: select again, a
         // bounded number of times.
         let mut attempt = 0;
@@ -88,7 +85,7 @@ impl Ledger {
                     other => other,
                 })?;
             let transfer = cbdc_core::transfer::sign_body(built.body, &[&self.inner.operator])?;
-            match self.commit(transfer, Some(rk.clone())).await {
+            match self.commit(transfer, Some(seen.clone())).await {
                 Err(ServiceError::Reject(Reject::InputSpent { .. }))
                     if attempt < VAULT_ATTEMPTS =>
                 {
@@ -105,12 +102,12 @@ impl Ledger {
     }
 
     /// Takes a wallet's signed payment to the vault of exactly `amount` (a customer
-    /// redeeming digital currency for deposits). Done once per `request_id`.
+    /// redeeming digital currency for deposits). Done once per request id (`seen`).
     pub async fn redeem_to_vault(
         &self,
         transfer: Transfer,
         amount: Amount,
-        request_id: &str,
+        seen: Seen,
     ) -> Result<Committed, ServiceError> {
         let vault = Lock::Key(self.operator_key());
         let paid = Amount::checked_sum(
@@ -127,8 +124,7 @@ impl Ledger {
                 "wallet_transfer: pays the vault {paid}, but amount is {amount}"
             )));
         }
-        let rk = self.layout().request(request_id);
-        if let Some(done) = self.request_done(&rk).await? {
+        if let Some(done) = self.request_done(&seen).await? {
             return Ok(done);
         }
         let (t, verdict) = self
@@ -139,12 +135,20 @@ impl Ledger {
             .map_err(|e| ServiceError::Unavailable(e.to_string()))?
             .remove(0);
         verdict?;
-        self.commit(t, Some(rk)).await
+        self.commit(t, Some(seen)).await
     }
 
-    async fn request_done(&self, rk: &[u8]) -> Result<Option<Committed>, ServiceError> {
-        let mut tx = self.inner.db.create_transaction()?;
-        match tx.get_snapshot(rk).await? {
+    /// The transfer an order already committed: `None` if its id is new, `ALREADY_EXISTS`
+    /// if the id was used for other content.
+    async fn request_done(&self, seen: &Seen) -> Result<Option<Committed>, ServiceError> {
+        let seen = seen.clone();
+        let done = self
+            .transact(move |_, tx| {
+                let seen = seen.clone();
+                Box::pin(async move { seen.first_result(tx).await })
+            })
+            .await?;
+        match done {
             None => Ok(None),
             Some(v) => {
                 let txid = Txid(

@@ -1,65 +1,120 @@
-//! Wallets: opening with a proof of key possession, reading one, and the operator's
-//! freeze, unfreeze and close.
+//! Wallets: opening (anonymous, with a proof of key possession and a phone number), reading
+//! one, and the bank authority's orders on them: freeze, unfreeze, close and tier changes,
+//! each done once per request id.
+
+use cbdc_core::messages::OperatorOrder;
 
 use super::*;
 
+/// Tier changes listed with a wallet, at most (they are rare: one per identity check).
+pub const TIER_CHANGES_MAX: usize = 256;
+
+/// A change of a wallet's tier by the bank's authority.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierChange {
+    pub from: KycTier,
+    pub to: KycTier,
+    pub reason: String,
+    pub request_id: String,
+    pub at_ms: u64,
+}
+
+/// Checks `phone` is an E.164 number: `+`, then 8 to 15 digits, the first not 0.
+fn e164(phone: &str) -> Result<(), ServiceError> {
+    let digits = phone.strip_prefix('+').unwrap_or("");
+    let ok = (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::InvalidArgument(format!(
+            "phone_number: {:?} is not an E.164 number (+, then 8 to 15 digits)",
+            phone.chars().take(32).collect::<String>()
+        )))
+    }
+}
+
 impl Ledger {
+    /// The keyed hash of a phone number under this bank's secret.
+    pub fn phone_hash(&self, phone: &str) -> [u8; 32] {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.inner.settings.phone_key)
+            .expect("HMAC takes any key length");
+        mac.update(phone.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Opens an anonymous wallet for `key` with `phone`, once per phone number on this
+    /// bank. Opening again with the same key and number answers with the wallet.
     pub async fn open_wallet(
         &self,
         key: PublicKey,
-        tier: KycTier,
-        phone_hash: Option<[u8; 32]>,
+        network: &str,
+        phone: &str,
         signature: &[u8],
     ) -> Result<WalletView, ServiceError> {
-        if tier == KycTier::Operator {
-            return Err(ServiceError::InvalidArgument(
-                "tier: the operator tier belongs to the bank's vault and cannot be opened".into(),
-            ));
+        if network != self.inner.settings.network {
+            return Err(ServiceError::InvalidArgument(format!(
+                "network: {:?}, this is network {:?}",
+                network.chars().take(64).collect::<String>(),
+                self.inner.settings.network
+            )));
         }
-        if tier == KycTier::Class4Anonymous && phone_hash.is_none() {
-            return Err(ServiceError::InvalidArgument(
-                "phone_hash: the anonymous tier needs the SHA-256 of a phone number".into(),
-            ));
-        }
+        e164(phone)?;
         let vk = key
             .verifying_key()
             .map_err(|e| ServiceError::InvalidArgument(format!("public_key: {e}")))?;
         let proof = OpenProof {
+            network,
             ledger: self.id(),
             key,
+            phone,
         };
         cbdc_core::messages::verify(&vk, &proof, signature).map_err(|e| {
             signature_error(
                 e,
                 "signature",
                 "public_key (proof of key possession)",
-                "does not prove possession of public_key (signs \"cbdc/v1/open\" ‖ ledger id ‖ key)",
+                "does not prove possession of public_key (signs the network, ledger id, key and phone number)",
             )
         })?;
+        if key == self.operator_key() {
+            return Err(ServiceError::InvalidArgument(
+                "public_key: the operator vault's key cannot open a wallet".into(),
+            ));
+        }
+        let phone_hash = self.phone_hash(phone);
         let now = self.now_ms();
         self.transact(move |me, tx| {
             Box::pin(async move {
-                let wk = me.layout().wallet(&key);
-                match tx.get(&wk).await? {
-                    Some(existing) => {
-                        let existing = WalletRecord::decode(&existing).map_err(corrupt)?;
-                        if existing.tier != tier {
-                            return Err(abort(ServiceError::FailedPrecondition(format!(
-                                "public_key: a wallet with this key is already open at tier {:?}",
-                                existing.tier
-                            ))));
-                        }
+                let l = me.layout();
+                let wk = l.wallet(&key);
+                if let Some(existing) = tx.get(&wk).await? {
+                    let existing = WalletRecord::decode(&existing).map_err(corrupt)?;
+                    if existing.phone_hash != Some(phone_hash) {
+                        return Err(abort(ServiceError::AlreadyExists(
+                            "public_key: a wallet with this key is already open with another phone number"
+                                .into(),
+                        )));
                     }
-                    None => {
-                        let record = WalletRecord {
-                            status: WalletStatus::Active,
-                            tier,
-                            opened_at_ms: now,
-                            phone_hash,
-                        };
-                        tx.set(&wk, record.encode())?;
-                    }
+                    return Ok(());
                 }
+                let pk = l.phone(&phone_hash);
+                if tx.get(&pk).await?.is_some() {
+                    return Err(abort(ServiceError::AlreadyExists(
+                        "phone_number: this number has already opened an anonymous wallet at this bank"
+                            .into(),
+                    )));
+                }
+                let record = WalletRecord {
+                    status: WalletStatus::Active,
+                    tier: KycTier::Class4Anonymous,
+                    opened_at_ms: now,
+                    phone_hash: Some(phone_hash),
+                };
+                tx.set(&wk, record.encode())?;
+                tx.set(&pk, key.as_bytes())?;
                 Ok(())
             })
         })
@@ -86,6 +141,25 @@ impl Ledger {
                 .as_deref(),
         )?;
         let unspent = counter(tx.get_snapshot(&l.utxo_count(key)).await?.as_deref());
+        let (b, e) = l.tier_changes(key);
+        let tier_changes = tx
+            .get_range(&b, &e, RangeOptions::snapshot(TIER_CHANGES_MAX))
+            .await?
+            .iter()
+            .map(|(k, v)| {
+                let (at_ms, request_id) = l.tier_change_parts(k).ok_or(Corrupt {
+                    what: "tier change key",
+                })?;
+                let (from, to, reason) = crate::records::decode_tier_change(v)?;
+                Ok(TierChange {
+                    from,
+                    to,
+                    reason,
+                    request_id,
+                    at_ms,
+                })
+            })
+            .collect::<Result<Vec<_>, Corrupt>>()?;
         Ok(WalletView {
             address: Address::new(self.id(), *key),
             tier: record.tier,
@@ -93,14 +167,18 @@ impl Ledger {
             balance,
             spent_today,
             unspent_outputs: unspent.max(0) as u64,
+            tier_changes,
         })
     }
 
-    /// Freeze, unfreeze or close, already authenticated by the caller.
+    /// Freeze, unfreeze or close, by an order already authenticated by the caller; done
+    /// once per request id (`seen`): sent again, it changes nothing and answers with the
+    /// wallet as it is.
     pub async fn set_status(
         &self,
         key: PublicKey,
         target: WalletStatus,
+        seen: Seen,
     ) -> Result<WalletView, ServiceError> {
         if key == self.operator_key() {
             return Err(ServiceError::FailedPrecondition(
@@ -108,7 +186,11 @@ impl Ledger {
             ));
         }
         self.transact(move |me, tx| {
+                let seen = seen.clone();
                 Box::pin(async move {
+                    if seen.first_result(tx).await?.is_some() {
+                        return Ok(());
+                    }
                     let l = me.layout();
                     let wk = l.wallet(&key);
                     let Some(bytes) = tx.get(&wk).await? else {
@@ -119,30 +201,131 @@ impl Ledger {
                         ))));
                     };
                     let mut record = WalletRecord::decode(&bytes).map_err(corrupt)?;
-                    if record.status == target {
-                        return Ok(());
-                    }
-                    if record.status == WalletStatus::Closed {
-                        return Err(abort(ServiceError::FailedPrecondition(
-                            "address: the wallet is closed".into(),
-                        )));
-                    }
-                    if target == WalletStatus::Closed {
-                        let balance = counter(tx.get(&l.balance(&key)).await?.as_deref());
-                        let outputs = counter(tx.get(&l.utxo_count(&key)).await?.as_deref());
-                        if balance != 0 || outputs != 0 {
-                            return Err(abort(ServiceError::FailedPrecondition(format!(
-                                "address: a wallet closes only at zero balance; it holds {} in {outputs} outputs",
-                                Amount::from_fen(balance.max(0) as u64)
-                            ))));
+                    if record.status != target {
+                        if record.status == WalletStatus::Closed {
+                            return Err(abort(ServiceError::FailedPrecondition(
+                                "address: the wallet is closed".into(),
+                            )));
                         }
+                        if target == WalletStatus::Closed {
+                            let balance = counter(tx.get(&l.balance(&key)).await?.as_deref());
+                            let outputs = counter(tx.get(&l.utxo_count(&key)).await?.as_deref());
+                            if balance != 0 || outputs != 0 {
+                                return Err(abort(ServiceError::FailedPrecondition(format!(
+                                    "address: a wallet closes only at zero balance; it holds {} in {outputs} outputs",
+                                    Amount::from_fen(balance.max(0) as u64)
+                                ))));
+                            }
+                        }
+                        record.status = target;
+                        tx.set(&wk, record.encode())?;
                     }
-                    record.status = target;
-                    tx.set(&wk, record.encode())?;
+                    seen.record(tx, &[])?;
                     Ok(())
                 })
             })
             .await?;
         self.wallet(&key).await
+    }
+
+    /// Moves a wallet to `tier` by an order of the bank's authority (already checked by
+    /// the caller), after the identity check `reason` names; recorded with the wallet and
+    /// done once per request id.
+    pub async fn set_tier(
+        &self,
+        key: PublicKey,
+        tier: KycTier,
+        reason: &str,
+        seen: Seen,
+    ) -> Result<WalletView, ServiceError> {
+        if tier == KycTier::Operator {
+            return Err(ServiceError::InvalidArgument(
+                "tier: the operator tier belongs to the bank's vault".into(),
+            ));
+        }
+        if key == self.operator_key() {
+            return Err(ServiceError::FailedPrecondition(
+                "address: the operator vault has no KYC tier to change".into(),
+            ));
+        }
+        if reason.is_empty() || reason.len() > 256 {
+            return Err(ServiceError::InvalidArgument(
+                "reason: the identity check's reference is required, at most 256 bytes".into(),
+            ));
+        }
+        let now = self.now_ms();
+        let reason = reason.to_string();
+        self.transact(move |me, tx| {
+            let seen = seen.clone();
+            let reason = reason.clone();
+            Box::pin(async move {
+                if seen.first_result(tx).await?.is_some() {
+                    return Ok(());
+                }
+                let l = me.layout();
+                let wk = l.wallet(&key);
+                let Some(bytes) = tx.get(&wk).await? else {
+                    return Err(abort(ServiceError::NotFound(format!(
+                        "address: no wallet {} on ledger {}",
+                        Address::new(me.id(), key),
+                        me.id().0
+                    ))));
+                };
+                let mut record = WalletRecord::decode(&bytes).map_err(corrupt)?;
+                if record.status == WalletStatus::Closed {
+                    return Err(abort(ServiceError::FailedPrecondition(
+                        "address: the wallet is closed".into(),
+                    )));
+                }
+                if record.tier != tier {
+                    tx.set(
+                        l.tier_change(&key, now, &seen.request_id),
+                        crate::records::encode_tier_change(record.tier, tier, &reason),
+                    )?;
+                    record.tier = tier;
+                    tx.set(&wk, record.encode())?;
+                }
+                seen.record(tx, &[])?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.wallet(&key).await
+    }
+
+    /// Checks and applies an order to freeze, unfreeze or close.
+    pub async fn wallet_order(
+        &self,
+        order: &OperatorOrder<'_>,
+        signature: &[u8],
+        key: PublicKey,
+        target: WalletStatus,
+    ) -> Result<WalletView, ServiceError> {
+        self.check_authority(order, signature)?;
+        self.set_status(key, target, self.seen(order)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::e164;
+
+    #[test]
+    fn phone_numbers_are_e164() {
+        for ok in ["+8613800000000", "+12025550123", "+44207946095"] {
+            assert!(e164(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "8613800000000",
+            "+",
+            "+0613800000000",
+            "+86 138 0000 0000",
+            "+861380000000000000",
+            "+1234567",
+            "+86138000000a0",
+        ] {
+            assert!(e164(bad).is_err(), "{bad:?}");
+        }
     }
 }

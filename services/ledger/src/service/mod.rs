@@ -4,8 +4,10 @@
 use std::pin::Pin;
 use std::time::Instant;
 
-use cbdc_core::messages::{OperatorOrder, WalletAction};
-use cbdc_core::{Amount, Reject, Transfer, Txid, WalletStatus};
+use cbdc_core::messages::{
+    ExchangeDirection, OperatorAction, OperatorOrder, ReadGrant, WalletAction,
+};
+use cbdc_core::{Amount, KycTier, Lock, PublicKey, Reject, Transfer, Txid, WalletStatus};
 use cbdc_proto::convert::{self};
 use cbdc_proto::v1;
 use cbdc_runtime::shutdown::Shutdown;
@@ -77,15 +79,17 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
     ) -> Result<Response<v1::Wallet>, Status> {
         let r = request.into_inner();
         let key = convert::public_key("public_key", &r.public_key)?;
-        let tier = convert::kyc_tier("tier", r.tier)?;
-        let phone_hash = if r.phone_hash.is_empty() {
-            None
-        } else {
-            Some(convert::bytes32("phone_hash", &r.phone_hash)?)
-        };
+        if r.tier != v1::KycTier::Unspecified as i32 {
+            let tier = convert::kyc_tier("tier", r.tier)?;
+            if tier != KycTier::Class4Anonymous {
+                return Err(Status::permission_denied(
+                    "tier: a customer opens an anonymous wallet only; class 1, 2 and 3 are set by the bank (SetWalletTier) after its identity check",
+                ));
+            }
+        }
         let w = self
             .ledger
-            .open_wallet(key, tier, phone_hash, &r.signature)
+            .open_wallet(key, &r.network, &r.phone_number, &r.signature)
             .await?;
         Ok(Response::new(wallet_msg(&w)))
     }
@@ -94,8 +98,34 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::GetWalletRequest>,
     ) -> Result<Response<v1::Wallet>, Status> {
-        let key = self.address("address", &request.get_ref().address)?;
+        let r = request.get_ref();
+        let key = self.reader("address", &r.address, r.auth.as_ref())?.key;
         Ok(Response::new(wallet_msg(&self.ledger.wallet(&key).await?)))
+    }
+
+    async fn set_wallet_tier(
+        &self,
+        request: Request<v1::SetWalletTierRequest>,
+    ) -> Result<Response<v1::Wallet>, Status> {
+        let r = request.into_inner();
+        let key = self.address("address", &r.address)?;
+        let tier = convert::kyc_tier("tier", r.tier)?;
+        let order = OperatorOrder {
+            header: convert::header("header", r.header.as_ref())?,
+            action: OperatorAction::SetTier {
+                address: &r.address,
+                tier,
+                reason: &r.reason,
+            },
+        };
+        self.ledger
+            .check_authority(&order, &r.authority_signature)?;
+        let w = self
+            .ledger
+            .set_tier(key, tier, &r.reason, self.ledger.seen(&order))
+            .await?;
+        tracing::info!(address = %r.address, tier = ?tier, reason = %r.reason, request_id = %order.header.request_id, "authority tier change");
+        Ok(Response::new(wallet_msg(&w)))
     }
 
     async fn freeze_wallet(
@@ -198,19 +228,26 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::GetTransferRequest>,
     ) -> Result<Response<v1::GetTransferResponse>, Status> {
-        let txid = convert::txid("txid", &request.get_ref().txid)?;
-        let Some(info) = self.ledger.transfer(&txid).await? else {
-            return Ok(Response::new(v1::GetTransferResponse {
+        let r = request.get_ref();
+        let txid = convert::txid("txid", &r.txid)?;
+        let reader = self.reader("address", &r.address, r.auth.as_ref())?;
+        let unknown = || {
+            Response::new(v1::GetTransferResponse {
                 status: v1::TransferStatus::Unknown as i32,
                 ..Default::default()
-            }));
+            })
+        };
+        let Some(info) = self.ledger.transfer(&txid).await? else {
+            return Ok(unknown());
+        };
+        let body = cbdc_core::TransferBody::decode(&info.record.body)
+            .map_err(|_| Status::internal("corrupt transfer record"))?;
+        let Some(view) = reader.view(&body, &info.record.witnesses) else {
+            // Not the reader's: answered as if unknown, so txids reveal nothing.
+            return Ok(unknown());
         };
         let leaves = info.record.kind == crate::records::TransferKind::Local
-            && cbdc_core::TransferBody::decode(&info.record.body)
-                .map_err(|_| Status::internal("corrupt transfer record"))?
-                .outputs
-                .iter()
-                .any(|o| o.ledger != self.ledger.id());
+            && body.outputs.iter().any(|o| o.ledger != self.ledger.id());
         let status = if info.settling {
             v1::TransferStatus::Settling
         } else if leaves {
@@ -218,14 +255,28 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         } else {
             v1::TransferStatus::Committed
         };
+        let received = body
+            .outputs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.ledger == self.ledger.id() && concerns(&o.lock, &reader.key))
+            .map(|(i, o)| v1::Coin {
+                outpoint: Some(convert::to_outpoint(&cbdc_core::OutPoint {
+                    txid,
+                    index: i as u16,
+                })),
+                output: Some(convert::to_output(o)),
+            })
+            .collect();
         Ok(Response::new(v1::GetTransferResponse {
             status: status as i32,
-            transfer: Some(convert::to_signed_parts(
-                info.record.body.clone(),
-                &info.record.witnesses,
-            )),
+            transfer: (view == View::Whole).then(|| {
+                convert::to_signed_parts(info.record.body.clone(), &info.record.witnesses)
+            }),
             log_position: info.record.position.to_vec(),
             committed_at_unix_ms: info.record.committed_at_ms,
+            received,
+            memo: body.memo.clone(),
         }))
     }
 
@@ -234,7 +285,9 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         request: Request<v1::BuildTransferRequest>,
     ) -> Result<Response<v1::BuildTransferResponse>, Status> {
         let r = request.into_inner();
-        let from = self.address("from_address", &r.from_address)?;
+        let from = self
+            .reader("from_address", &r.from_address, r.auth.as_ref())?
+            .key;
         let mut payments = Vec::with_capacity(r.payments.len());
         for p in &r.payments {
             let to = convert::address("payments.to_address", &p.to_address)?;
@@ -262,7 +315,8 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::GetBalanceRequest>,
     ) -> Result<Response<v1::GetBalanceResponse>, Status> {
-        let key = self.address("address", &request.get_ref().address)?;
+        let r = request.get_ref();
+        let key = self.reader("address", &r.address, r.auth.as_ref())?.key;
         let w = self.ledger.wallet(&key).await?;
         Ok(Response::new(v1::GetBalanceResponse {
             balance: w.balance.to_string(),
@@ -276,7 +330,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         request: Request<v1::ListHistoryRequest>,
     ) -> Result<Response<v1::ListHistoryResponse>, Status> {
         let r = request.into_inner();
-        let key = self.address("address", &r.address)?;
+        let key = self.reader("address", &r.address, r.auth.as_ref())?.key;
         let page = r.page.unwrap_or_default();
         let size = convert::page_size(
             &page,
@@ -301,7 +355,8 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         request: Request<v1::WatchWalletRequest>,
     ) -> Result<Response<Self::WatchWalletStream>, Status> {
         let r = request.into_inner();
-        let key = self.address("address", &r.address)?;
+        let reader = self.reader("address", &r.address, r.auth.as_ref())?;
+        let key = reader.key;
         let after = cursor("cursor", &r.cursor)?;
         self.ledger.wallet(&key).await?;
         let permit = std::sync::Arc::clone(&self.watchers)
@@ -315,8 +370,13 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let live = self.ledger.subscribe();
         let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
         let (ledger, shutdown) = (self.ledger.clone(), self.shutdown.clone());
+        // The stream lasts as long as the grant that opened it.
+        let lasts = std::time::Duration::from_millis(
+            reader.expires_unix_ms.saturating_sub(self.ledger.now_ms()),
+        );
         tokio::spawn(async move {
-            watch(ledger, key, after, live, sender, shutdown).await;
+            let _ = tokio::time::timeout(lasts, watch(ledger, key, after, live, sender, shutdown))
+                .await;
             drop(permit);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
@@ -326,45 +386,31 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::ExchangeRequest>,
     ) -> Result<Response<v1::TransferResult>, Status> {
-        use v1::exchange_request::Direction;
         let r = request.into_inner();
         let key = self.address("address", &r.address)?;
         let amount = self.amount("amount", &r.amount)?;
-        if r.request_id.is_empty() || r.request_id.len() > 128 {
-            return Err(Status::invalid_argument(
-                "request_id: required, at most 128 bytes",
-            ));
-        }
-        let direction = Direction::try_from(r.direction)
-            .ok()
-            .filter(|d| *d != Direction::Unspecified)
-            .ok_or_else(|| {
-                Status::invalid_argument(format!(
-                    "direction: unknown or unspecified value {}",
-                    r.direction
-                ))
-            })?;
+        let direction = convert::direction("direction", r.direction)?;
         let wallet_transfer = match direction {
-            Direction::WalletToDeposit => Some(convert::signed_transfer(
+            ExchangeDirection::WalletToDeposit => Some(convert::signed_transfer(
                 "wallet_transfer",
                 r.wallet_transfer.as_ref(),
             )?),
-            _ => None,
+            ExchangeDirection::DepositToWallet => None,
         };
-        let order = OperatorOrder::Exchange {
-            address: &r.address,
-            request_id: &r.request_id,
-            amount: &r.amount,
-            direction: r.direction,
-            wallet_transfer: wallet_transfer.as_ref().map(Transfer::txid),
+        let order = OperatorOrder {
+            header: convert::header("header", r.header.as_ref())?,
+            action: OperatorAction::Exchange {
+                address: &r.address,
+                amount: &r.amount,
+                direction,
+                wallet_transfer: wallet_transfer.as_ref().map(Transfer::txid),
+            },
         };
-        self.ledger.check_operator(&order, &r.operator_signature)?;
+        self.ledger
+            .check_authority(&order, &r.authority_signature)?;
+        let seen = self.ledger.seen(&order);
         let committed = match wallet_transfer {
-            None => {
-                self.ledger
-                    .pay_from_vault(key, amount, &r.request_id)
-                    .await?
-            }
+            None => self.ledger.pay_from_vault(key, amount, seen).await?,
             Some(t) => {
                 let payer_ok = t.witnesses().iter().any(|w| w.key == key);
                 if !payer_ok {
@@ -372,9 +418,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                         "wallet_transfer: not signed by the wallet named in address",
                     ));
                 }
-                self.ledger
-                    .redeem_to_vault(t, amount, &r.request_id)
-                    .await?
+                self.ledger.redeem_to_vault(t, amount, seen).await?
             }
         };
         Ok(Response::new(committed_msg(&committed)))
@@ -386,17 +430,13 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
     ) -> Result<Response<v1::TransferResult>, Status> {
         let r = request.into_inner();
         let amount = self.amount("amount", &r.amount)?;
-        if r.request_id.is_empty() || r.request_id.len() > 128 {
-            return Err(Status::invalid_argument(
-                "request_id: required, at most 128 bytes",
-            ));
-        }
-        let order = OperatorOrder::Redeem {
-            amount: &r.amount,
-            request_id: &r.request_id,
+        let order = OperatorOrder {
+            header: convert::header("header", r.header.as_ref())?,
+            action: OperatorAction::Redeem { amount: &r.amount },
         };
-        self.ledger.check_operator(&order, &r.operator_signature)?;
-        let committed = self.ledger.redeem(amount, &r.request_id).await?;
+        self.ledger
+            .check_authority(&order, &r.authority_signature)?;
+        let committed = self.ledger.redeem(amount, self.ledger.seen(&order)).await?;
         Ok(Response::new(committed_msg(&committed)))
     }
 
@@ -404,8 +444,26 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::GetReceiptRequest>,
     ) -> Result<Response<v1::Receipt>, Status> {
-        let txid = convert::txid("txid", &request.into_inner().txid)?;
-        let receipt = self.ledger.receipt(&txid).await?;
+        let r = request.get_ref();
+        let txid = convert::txid("txid", &r.txid)?;
+        let reader = self.reader("address", &r.address, r.auth.as_ref())?;
+        let not_found = || {
+            Status::not_found(format!(
+                "txid: no transfer {} concerning {} on this ledger",
+                hex::encode(txid.0),
+                r.address
+            ))
+        };
+        let info = self.ledger.transfer(&txid).await?.ok_or_else(not_found)?;
+        let body = cbdc_core::TransferBody::decode(&info.record.body)
+            .map_err(|_| Status::internal("corrupt transfer record"))?;
+        let view = reader
+            .view(&body, &info.record.witnesses)
+            .ok_or_else(not_found)?;
+        let mut receipt = self.ledger.receipt(&txid).await?;
+        if view == View::Outputs {
+            receipt.transfer = None;
+        }
         Ok(Response::new(convert::to_receipt(&receipt)))
     }
 
@@ -528,20 +586,112 @@ impl LedgerGrpc {
         target: WalletStatus,
     ) -> Result<Response<v1::Wallet>, Status> {
         let key = self.address("address", &r.address)?;
-        if r.request_id.is_empty() || r.request_id.len() > 128 {
-            return Err(Status::invalid_argument(
-                "request_id: required, at most 128 bytes",
-            ));
-        }
-        let order = OperatorOrder::Wallet {
-            action,
-            address: &r.address,
-            request_id: &r.request_id,
-            reason: &r.reason,
+        let order = OperatorOrder {
+            header: convert::header("header", r.header.as_ref())?,
+            action: OperatorAction::Wallet {
+                action,
+                address: &r.address,
+                reason: &r.reason,
+            },
         };
-        self.ledger.check_operator(&order, &r.operator_signature)?;
-        let w = self.ledger.set_status(key, target).await?;
-        tracing::info!(action = action.name(), address = %r.address, reason = %r.reason, request_id = %r.request_id, "operator wallet action");
+        let w = self
+            .ledger
+            .wallet_order(&order, &r.authority_signature, key, target)
+            .await?;
+        tracing::info!(action = action.name(), address = %r.address, reason = %r.reason, request_id = %order.header.request_id, "authority wallet action");
         Ok(Response::new(wallet_msg(&w)))
+    }
+
+    /// Who is reading the wallet at `text`: its grant (`auth`) must be signed by the
+    /// wallet's key or the bank's authority key, for this network and ledger, and unexpired.
+    fn reader(
+        &self,
+        field: &'static str,
+        text: &str,
+        auth: Option<&v1::ReadAuth>,
+    ) -> Result<Reader, Status> {
+        let key = self.address(field, text)?;
+        let auth = auth.ok_or_else(|| {
+            Status::unauthenticated(format!(
+                "auth: required: a read grant for {field} signed by the wallet's key (or the bank's authority key)"
+            ))
+        })?;
+        let settings = self.ledger.settings();
+        let grant = ReadGrant {
+            network: &auth.network,
+            ledger: self.ledger.id(),
+            address: text,
+            expires_unix_ms: auth.expires_at_unix_ms,
+        };
+        let signer = if auth.by_authority {
+            settings.authority
+        } else {
+            key
+        };
+        let vk = signer
+            .verifying_key()
+            .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+        cbdc_core::messages::verify(&vk, &grant, &auth.signature).map_err(|e| {
+            Status::permission_denied(format!(
+                "auth.signature: {e}: a read grant for {text} must be signed by {}",
+                if auth.by_authority {
+                    "the bank's authority key"
+                } else {
+                    "that wallet's own key"
+                }
+            ))
+        })?;
+        grant
+            .check(&settings.network, self.ledger.id(), self.ledger.now_ms())
+            .map_err(|e| Status::unauthenticated(e.to_string().replacen("header.", "auth.", 1)))?;
+        Ok(Reader {
+            key,
+            authority: auth.by_authority,
+            expires_unix_ms: auth.expires_at_unix_ms,
+        })
+    }
+}
+
+/// A reader whose grant was checked: the wallet `key`, or the bank's authority reading it.
+struct Reader {
+    key: PublicKey,
+    authority: bool,
+    expires_unix_ms: u64,
+}
+
+/// What a reader may see of a transfer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum View {
+    /// Body and witnesses: the payer, or the bank's authority.
+    Whole,
+    /// The outputs paying the reader, and the memo: a payee.
+    Outputs,
+}
+
+impl Reader {
+    /// What this reader sees of a transfer; `None` if it does not concern them.
+    fn view(
+        &self,
+        body: &cbdc_core::TransferBody,
+        witnesses: &[([u8; 32], [u8; 64])],
+    ) -> Option<View> {
+        if self.authority || witnesses.iter().any(|(k, _)| k == self.key.as_bytes()) {
+            Some(View::Whole)
+        } else if body.outputs.iter().any(|o| concerns(&o.lock, &self.key)) {
+            Some(View::Outputs)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether `key` may spend or is named by `lock`.
+fn concerns(lock: &Lock, key: &PublicKey) -> bool {
+    match lock {
+        Lock::Key(k) => k == key,
+        Lock::Hold { payer, payee, .. } => payer == key || payee == key,
+        Lock::Mandate {
+            owner, merchant, ..
+        } => owner == key || merchant == key,
     }
 }

@@ -15,6 +15,17 @@ pub(super) fn wallet_msg(w: &WalletView) -> v1::Wallet {
         status: convert::to_wallet_status(w.status) as i32,
         balance: w.balance.to_string(),
         spent_today: w.spent_today.to_string(),
+        tier_changes: w
+            .tier_changes
+            .iter()
+            .map(|c| v1::TierChange {
+                from: convert::to_kyc_tier(c.from) as i32,
+                to: convert::to_kyc_tier(c.to) as i32,
+                reason: c.reason.clone(),
+                request_id: c.request_id.clone(),
+                at_unix_ms: c.at_ms,
+            })
+            .collect(),
     }
 }
 
