@@ -643,7 +643,15 @@ impl LedgerGrpc {
         })?;
         grant
             .check(&settings.network, self.ledger.id(), self.ledger.now_ms())
-            .map_err(|e| Status::unauthenticated(e.to_string().replacen("header.", "auth.", 1)))?;
+            .map_err(|e| {
+                Status::unauthenticated(
+                    e.to_string()
+                        .replacen("header.", "auth.", 1)
+                        .replace("the order is", "the grant is")
+                        .replace("the order expired", "the grant expired")
+                        .replace("orders are", "grants are"),
+                )
+            })?;
         Ok(Reader {
             key,
             authority: auth.by_authority,

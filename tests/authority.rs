@@ -1,0 +1,682 @@
+//! Who may do what, and only once: every row is an order or a read from someone who may not
+//! make it (or may not make it again), refused with a precise status and message, and the
+//! ledger and the central bank's registry are unchanged afterwards.
+
+use cbdc_core::messages::{OperatorStatus, WalletAction};
+use cbdc_core::{Keypair, KycTier, LedgerId};
+use cbdc_proto::requests;
+use cbdc_proto::v1;
+use cbdc_tests::network::Network;
+use cbdc_tests::{ANON, LedgerNet, NETWORK, yuan};
+use tonic::Code;
+
+struct Table {
+    rows: Vec<String>,
+}
+
+impl Table {
+    fn check<T: std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        result: Result<T, tonic::Status>,
+        code: Code,
+        needle: &str,
+    ) {
+        let status = match result {
+            Ok(v) => panic!("{name}: expected {code:?}, got success {v:?}"),
+            Err(s) => s,
+        };
+        assert_eq!(status.code(), code, "{name}: {}", status.message());
+        assert!(
+            status.message().contains(needle),
+            "{name}: message {:?} should contain {needle:?}",
+            status.message()
+        );
+        self.rows
+            .push(format!("{name}: {code:?} {}", status.message()));
+    }
+
+    fn print(&self) {
+        for row in &self.rows {
+            println!("{row}");
+        }
+    }
+}
+
+/// What a refused order must leave unchanged: every wallet as the bank sees it (status,
+/// tier, tier changes, balance) and the ledger's totals.
+async fn snapshot(
+    net: &mut LedgerNet,
+    keys: &[cbdc_core::PublicKey],
+) -> (cbdc_ledger::ledger::Totals, Vec<v1::Wallet>) {
+    let totals = net.ledger().totals().await.unwrap();
+    let mut wallets = Vec::new();
+    for k in keys {
+        let address = net.address(k);
+        let w = net
+            .client
+            .get_wallet(v1::GetWalletRequest {
+                auth: Some(net.authority_read(&address)),
+                address,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        wallets.push(w);
+    }
+    (totals, wallets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_bank_authority_orders_and_each_order_counts_once() {
+    let mut net = LedgerNet::start(1).await;
+    let issued = yuan("100000");
+    net.issue(issued).await;
+    let alice = net.open_wallet(1, KycTier::Class2).await;
+    let bob = net.open_wallet(2, ANON).await;
+    let court = net.open_wallet(3, KycTier::Class1).await;
+    let mallory = net.open_wallet(4, ANON).await;
+    net.exchange_in(&alice.public(), "5.00", "x-5")
+        .await
+        .unwrap();
+    net.exchange_in(&court.public(), "50.00", "x-court")
+        .await
+        .unwrap();
+    let redeemed = requests::redeem(&net.authority, net.header("r-1"), "1.00");
+    net.client.redeem(redeemed).await.unwrap();
+    let (alice_addr, bob_addr) = (net.address(&alice.public()), net.address(&bob.public()));
+    let court_addr = net.address(&court.public());
+    let tier = |net: &LedgerNet, signer: &Keypair, id: &str, tier: KycTier| {
+        net.tier_request(signer, &bob_addr, tier, id)
+    };
+    net.client
+        .set_wallet_tier(tier(&net, &net.authority, "kyc-bob", KycTier::Class3))
+        .await
+        .unwrap();
+    // Freeze, unfreeze, freeze again by a later court order: the recorded unfreeze must not
+    // lift the later freeze.
+    let order = |net: &LedgerNet, action, id: &str| {
+        net.wallet_action(&net.authority, action, &court.public(), id)
+    };
+    net.client
+        .freeze_wallet(order(&net, WalletAction::Freeze, "f-1"))
+        .await
+        .unwrap();
+    let unfreeze = order(&net, WalletAction::Unfreeze, "u-1");
+    net.client.unfreeze_wallet(unfreeze.clone()).await.unwrap();
+    net.client
+        .freeze_wallet(order(&net, WalletAction::Freeze, "f-2"))
+        .await
+        .unwrap();
+
+    let keys = [
+        alice.public(),
+        bob.public(),
+        court.public(),
+        mallory.public(),
+        net.operator.public(),
+    ];
+    let before = snapshot(&mut net, &keys).await;
+    let mut t = Table { rows: Vec::new() };
+
+    // ----- opening: anonymous only -----
+    for (name, tier) in [
+        ("self-opening at class 1", v1::KycTier::Class1),
+        ("self-opening at class 2", v1::KycTier::Class2),
+        ("self-opening at class 3", v1::KycTier::Class3),
+    ] {
+        let newcomer = Keypair::from_seed(&[90; 32]);
+        let mut r = net.open_request(&newcomer);
+        r.tier = tier as i32;
+        let r = net.client.open_wallet(r).await;
+        t.check(
+            name,
+            r,
+            Code::PermissionDenied,
+            "tier: a customer opens an anonymous wallet only",
+        );
+    }
+
+    // ----- the authority key, not the wallet's, not the hot key -----
+    let r = net
+        .client
+        .set_wallet_tier(tier(&net, &bob, "self-up", KycTier::Class1))
+        .await;
+    t.check(
+        "a wallet upgrades itself",
+        r,
+        Code::PermissionDenied,
+        "authority_signature: does not verify against the bank's authority key",
+    );
+    let r = net
+        .client
+        .set_wallet_tier(tier(&net, &net.operator, "hot-up", KycTier::Class1))
+        .await;
+    t.check(
+        "a tier change signed by the hot operator key",
+        r,
+        Code::PermissionDenied,
+        "authority_signature: does not verify against the bank's authority key",
+    );
+    let r = net
+        .client
+        .unfreeze_wallet(net.wallet_action(
+            &net.operator,
+            WalletAction::Unfreeze,
+            &court.public(),
+            "hot-u",
+        ))
+        .await;
+    t.check(
+        "an unfreeze signed by the hot operator key",
+        r,
+        Code::PermissionDenied,
+        "authority_signature",
+    );
+    let r = net
+        .client
+        .exchange(requests::exchange(
+            &net.operator,
+            net.header("hot-x"),
+            &net.address(&mallory.public()),
+            "100.00",
+            None,
+        ))
+        .await;
+    t.check(
+        "an exchange signed by the hot operator key",
+        r,
+        Code::PermissionDenied,
+        "authority_signature",
+    );
+
+    // ----- once per request id -----
+    // Sent again as recorded, the unfreeze answers with the wallet as it is: still frozen.
+    let replayed = net
+        .client
+        .unfreeze_wallet(unfreeze.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.status, v1::WalletStatus::Frozen as i32);
+    t.rows.push(
+        "a recorded unfreeze replayed after a later freeze: answered with the wallet as it is, still Frozen"
+            .into(),
+    );
+    let r = net
+        .client
+        .unfreeze_wallet(net.wallet_action(
+            &net.authority,
+            WalletAction::Unfreeze,
+            &court.public(),
+            "f-2",
+        ))
+        .await;
+    t.check(
+        "a wallet order's id reused for another action",
+        r,
+        Code::AlreadyExists,
+        "header.request_id: \"f-2\" was already used for a different wallet order",
+    );
+    let r = net
+        .client
+        .set_wallet_tier(tier(&net, &net.authority, "kyc-bob", KycTier::Class1))
+        .await;
+    t.check(
+        "a tier change's id reused for another tier",
+        r,
+        Code::AlreadyExists,
+        "header.request_id: \"kyc-bob\" was already used for a different tier order",
+    );
+    // The confirmed attack: an exchange to another wallet under an earlier exchange's id.
+    let r = net.exchange_in(&bob.public(), "7.00", "x-5").await;
+    t.check(
+        "an exchange's id reused for another wallet and amount",
+        r,
+        Code::AlreadyExists,
+        "header.request_id: \"x-5\" was already used for a different exchange order",
+    );
+    let r = net
+        .client
+        .redeem(requests::redeem(&net.authority, net.header("r-1"), "2.00"))
+        .await;
+    t.check(
+        "a redemption's id reused for another amount",
+        r,
+        Code::AlreadyExists,
+        "was already used for a different redeem order",
+    );
+
+    // ----- for this network, this ledger, now -----
+    let now = net.clock_ms.load(std::sync::atomic::Ordering::SeqCst);
+    let mut h = net.header("late");
+    h.expires_at_unix_ms = now - 1;
+    let r = net
+        .client
+        .exchange(requests::exchange(
+            &net.authority,
+            h,
+            &bob_addr,
+            "1.00",
+            None,
+        ))
+        .await;
+    t.check(
+        "an expired order",
+        r,
+        Code::FailedPrecondition,
+        "header.expires_at_unix_ms: the order expired",
+    );
+    let mut h = net.header("far");
+    h.expires_at_unix_ms = now + 2 * 24 * 3600 * 1000;
+    let r = net
+        .client
+        .exchange(requests::exchange(
+            &net.authority,
+            h,
+            &bob_addr,
+            "1.00",
+            None,
+        ))
+        .await;
+    t.check(
+        "an order valid for two days",
+        r,
+        Code::InvalidArgument,
+        "orders are short-lived",
+    );
+    let mut h = net.header("elsewhere");
+    h.network = "cbdc-main".into();
+    let r = net
+        .client
+        .exchange(requests::exchange(
+            &net.authority,
+            h,
+            &bob_addr,
+            "1.00",
+            None,
+        ))
+        .await;
+    t.check(
+        "an order signed for another network",
+        r,
+        Code::InvalidArgument,
+        "header.network: the order is for network \"cbdc-main\"",
+    );
+    let mut h = net.header("other-bank");
+    h.target = 2;
+    let r = net
+        .client
+        .exchange(requests::exchange(
+            &net.authority,
+            h,
+            &bob_addr,
+            "1.00",
+            None,
+        ))
+        .await;
+    t.check(
+        "an order signed for another ledger",
+        r,
+        Code::InvalidArgument,
+        "header.target: the order is for ledger 2, this is 1",
+    );
+    let mut missing = requests::exchange(
+        &net.authority,
+        net.header("no-header"),
+        &bob_addr,
+        "1.00",
+        None,
+    );
+    missing.header = None;
+    let r = net.client.exchange(missing).await;
+    t.check(
+        "an order without its header",
+        r,
+        Code::InvalidArgument,
+        "header: required field is missing",
+    );
+
+    // ----- private reads -----
+    let r = net
+        .client
+        .get_balance(v1::GetBalanceRequest {
+            address: alice_addr.clone(),
+            auth: None,
+        })
+        .await;
+    t.check(
+        "an unsigned balance read",
+        r,
+        Code::Unauthenticated,
+        "auth: required",
+    );
+    let r = net
+        .client
+        .list_history(v1::ListHistoryRequest {
+            address: alice_addr.clone(),
+            page: None,
+            auth: Some(net.read_auth(&mallory, &alice_addr)),
+        })
+        .await;
+    t.check(
+        "a history read signed by another wallet's key",
+        r,
+        Code::PermissionDenied,
+        "auth.signature",
+    );
+    let mut stale = net.read_auth(&alice, &alice_addr);
+    stale.expires_at_unix_ms = now;
+    stale.signature = cbdc_core::messages::Signed::sign(
+        &cbdc_core::messages::ReadGrant {
+            network: NETWORK,
+            ledger: LedgerId(1),
+            address: &alice_addr,
+            expires_unix_ms: now,
+        },
+        &alice,
+    )
+    .to_vec();
+    let r = net
+        .client
+        .get_wallet(v1::GetWalletRequest {
+            address: alice_addr.clone(),
+            auth: Some(stale),
+        })
+        .await;
+    t.check(
+        "an expired read grant",
+        r,
+        Code::Unauthenticated,
+        "auth.expires_at_unix_ms",
+    );
+    let mut forged_authority = net.read_auth(&mallory, &alice_addr);
+    forged_authority.by_authority = true;
+    let r = net
+        .client
+        .get_balance(v1::GetBalanceRequest {
+            address: alice_addr.clone(),
+            auth: Some(forged_authority),
+        })
+        .await;
+    t.check(
+        "a read claiming the authority, signed by a wallet",
+        r,
+        Code::PermissionDenied,
+        "must be signed by the bank's authority key",
+    );
+    let r = net
+        .client
+        .watch_wallet(v1::WatchWalletRequest {
+            address: alice_addr.clone(),
+            cursor: String::new(),
+            auth: None,
+        })
+        .await;
+    t.check(
+        "an unsigned watch",
+        r,
+        Code::Unauthenticated,
+        "auth: required",
+    );
+    let r = net
+        .client
+        .build_transfer(v1::BuildTransferRequest {
+            from_address: alice_addr.clone(),
+            payments: vec![v1::Payment {
+                to_address: net.address(&mallory.public()),
+                amount: "1.00".into(),
+            }],
+            memo: Vec::new(),
+            valid_for_s: 0,
+            auth: Some(net.read_auth(&mallory, &alice_addr)),
+        })
+        .await;
+    t.check(
+        "building from another wallet's coins",
+        r,
+        Code::PermissionDenied,
+        "auth.signature",
+    );
+
+    let after = snapshot(&mut net, &keys).await;
+    assert_eq!(before, after, "a refused order or read changed the ledger");
+    // 1.00 left the vault for the central bank (in the outbox: no central bank runs here).
+    net.assert_conserved(issued.checked_sub(yuan("1.00")).unwrap())
+        .await;
+    t.print();
+    println!(
+        "{} hostile orders and reads refused, ledger unchanged",
+        t.rows.len()
+    );
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payee_sees_its_outputs_and_a_stranger_sees_nothing() {
+    let mut net = LedgerNet::start(1).await;
+    net.issue(yuan("1000")).await;
+    let alice = net.open_wallet(1, KycTier::Class2).await;
+    let bob = net.open_wallet(2, ANON).await;
+    let eve = net.open_wallet(3, ANON).await;
+    net.exchange_in(&alice.public(), "100.00", "x")
+        .await
+        .unwrap();
+    let (alice_addr, bob_addr, eve_addr) = (
+        net.address(&alice.public()),
+        net.address(&bob.public()),
+        net.address(&eve.public()),
+    );
+    let paid = net.pay(&alice, &bob_addr, "30.00").await.unwrap();
+    net.ledger().sequence_all().await.unwrap();
+    let get = |net: &LedgerNet, who: &Keypair, addr: &str| v1::GetTransferRequest {
+        txid: paid.txid.clone(),
+        address: addr.to_string(),
+        auth: Some(net.read_auth(who, addr)),
+    };
+
+    // The payer sees everything, with the change.
+    let payer = net
+        .client
+        .get_transfer(get(&net, &alice, &alice_addr))
+        .await
+        .unwrap()
+        .into_inner();
+    let body = payer.transfer.expect("the payer's view has the body").body;
+    let body = cbdc_core::TransferBody::decode(&body).unwrap();
+    assert_eq!(body.outputs.len(), 2, "payment and change");
+
+    // The payee sees the output paying it, not the body, not the change.
+    let payee = net
+        .client
+        .get_transfer(get(&net, &bob, &bob_addr))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(payee.status, v1::TransferStatus::Committed as i32);
+    assert!(payee.transfer.is_none(), "{payee:?}");
+    assert_eq!(payee.received.len(), 1);
+    assert_eq!(
+        payee.received[0].output.as_ref().unwrap().value,
+        "30.00".to_string()
+    );
+    let receipt = net
+        .client
+        .get_receipt(v1::GetReceiptRequest {
+            txid: paid.txid.clone(),
+            address: bob_addr.clone(),
+            auth: Some(net.read_auth(&bob, &bob_addr)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(receipt.transfer.is_none());
+    // The payee's receipt still verifies offline: the leaf commits to the txid.
+    let decoded = cbdc_proto::convert::receipt(&receipt).unwrap();
+    cbdc_core::audit::verify_receipt(&decoded, LedgerId(1), &net.operator.public())
+        .expect("the payee's receipt verifies");
+
+    // A stranger learns nothing: the transfer is unknown to it, the receipt not found.
+    let stranger = net
+        .client
+        .get_transfer(get(&net, &eve, &eve_addr))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stranger.status, v1::TransferStatus::Unknown as i32);
+    assert!(stranger.transfer.is_none() && stranger.received.is_empty());
+    let r = net
+        .client
+        .get_receipt(v1::GetReceiptRequest {
+            txid: paid.txid.clone(),
+            address: eve_addr.clone(),
+            auth: Some(net.read_auth(&eve, &eve_addr)),
+        })
+        .await;
+    assert_eq!(r.unwrap_err().code(), Code::NotFound);
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_changes_only_by_new_administrator_orders() {
+    let mut net = Network::start(2).await;
+    let mut t = Table { rows: Vec::new() };
+    let suspend = requests::set_operator_status(
+        &net.admin,
+        net.header("suspend-1"),
+        LedgerId(1),
+        OperatorStatus::Suspended,
+    );
+    net.cb.set_operator_status(suspend).await.unwrap();
+    let operators = |net: &mut Network| {
+        let mut cb = net.cb.clone();
+        async move {
+            cb.list_operators(v1::ListOperatorsRequest { page: None })
+                .await
+                .unwrap()
+                .into_inner()
+                .operators
+        }
+    };
+    let before = operators(&mut net).await;
+    assert_eq!(before[0].status, v1::OperatorStatus::Suspended as i32);
+
+    // The original registration, replayed: answered, and the bank stays suspended.
+    let replay = net.register_request(&net.banks[0]);
+    let answered = net.cb.register_operator(replay).await.unwrap().into_inner();
+    assert_eq!(answered.status, v1::OperatorStatus::Suspended as i32);
+    t.rows
+        .push("a registration replayed for a suspended bank: answered, still Suspended".into());
+    // A fresh registration with the same key (an endpoint change) keeps the status too.
+    let mut fresh = net.register_request(&net.banks[0]);
+    fresh.header = Some(net.header("register-again"));
+    let fresh = cbdc_proto::requests::register_operator(
+        &net.admin,
+        net.header("register-again"),
+        LedgerId(1),
+        &net.banks[0].operator.public(),
+        &fresh.operator.as_ref().unwrap().endpoint,
+    );
+    let answered = net.cb.register_operator(fresh).await.unwrap().into_inner();
+    assert_eq!(answered.status, v1::OperatorStatus::Suspended as i32);
+    t.rows
+        .push("a new registration of a suspended bank: its status is kept".into());
+
+    let r = net
+        .cb
+        .set_operator_status(requests::set_operator_status(
+            &net.admin,
+            net.header("suspend-1"),
+            LedgerId(1),
+            OperatorStatus::Active,
+        ))
+        .await;
+    t.check(
+        "a status order's id reused to reactivate",
+        r,
+        Code::AlreadyExists,
+        "header.request_id: \"suspend-1\" was already used for a different status order",
+    );
+    net.mint(2, "10.00", "m-1").await.unwrap();
+    let r = net.mint(2, "10000.00", "m-1").await;
+    t.check(
+        "a mint's id reused for another amount",
+        r,
+        Code::AlreadyExists,
+        "was already used for a different mint order",
+    );
+    let mut h = net.header("m-old");
+    h.expires_at_unix_ms = 1_000;
+    let r = net
+        .cb
+        .mint(requests::mint(&net.admin, h, LedgerId(2), "1.00", "ref"))
+        .await;
+    t.check("an expired mint", r, Code::FailedPrecondition, "expired");
+    let mut h = net.header("m-net");
+    h.network = "cbdc-main".into();
+    let r = net
+        .cb
+        .mint(requests::mint(&net.admin, h, LedgerId(2), "1.00", "ref"))
+        .await;
+    t.check(
+        "a mint signed for another network",
+        r,
+        Code::InvalidArgument,
+        "header.network",
+    );
+    let mut h = net.header("m-target");
+    h.target = 2;
+    let r = net
+        .cb
+        .mint(requests::mint(&net.admin, h, LedgerId(2), "1.00", "ref"))
+        .await;
+    t.check(
+        "a mint addressed to a bank's ledger",
+        r,
+        Code::InvalidArgument,
+        "header.target",
+    );
+    let signing = Keypair::from_seed(&cbdc_tests::network::CENTRAL_BANK_SEED);
+    let r = net
+        .cb
+        .mint(requests::mint(
+            &signing,
+            net.header("m-hot"),
+            LedgerId(2),
+            "1.00",
+            "ref",
+        ))
+        .await;
+    t.check(
+        "a mint signed by the central bank's countersigning key",
+        r,
+        Code::PermissionDenied,
+        "admin_signature: does not verify against the central bank administrator's key",
+    );
+
+    let after = operators(&mut net).await;
+    assert_eq!(before, after, "a refused order changed the registry");
+    assert_eq!(net.audit().await.issued, "10.00");
+    t.print();
+    net.stop().await;
+}
+
+/// A service refuses to start when its authority key is its hot key.
+#[tokio::test]
+async fn the_authority_key_must_not_be_the_hot_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = Keypair::from_seed(&[5; 32]);
+    let mut config =
+        cbdc_ledger::config::LedgerConfig::local(1, dir.path(), NETWORK, &operator.public());
+    std::fs::write(&config.operator_key_file, hex::encode(operator.seed())).unwrap();
+    config.central_bank_public_key = None;
+    let err = cbdc_ledger::serve(config, cbdc_runtime::shutdown::Shutdown::new())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("authority_public_key: is the operator key"),
+        "{err}"
+    );
+}
