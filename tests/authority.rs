@@ -85,7 +85,6 @@ async fn only_the_bank_authority_orders_and_each_order_counts_once() {
     let redeemed = requests::redeem(&net.authority, net.header("r-1"), "1.00");
     net.client.redeem(redeemed).await.unwrap();
     let (alice_addr, bob_addr) = (net.address(&alice.public()), net.address(&bob.public()));
-    let court_addr = net.address(&court.public());
     let tier = |net: &LedgerNet, signer: &Keypair, id: &str, tier: KycTier| {
         net.tier_request(signer, &bob_addr, tier, id)
     };
