@@ -217,10 +217,10 @@ pub async fn run(out: Box<dyn FnMut(&str) + Send>) -> Result<(), String> {
 }
 
 async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(), String> {
-    let mut cb = client::issuance(&devnet.file.central_bank_url()).await?;
+    let mut cb = client::issuance(&devnet.file.admin_dial()?).await?;
     let mut banks = Vec::new();
     for i in 1..=devnet.banks.len() as u32 {
-        banks.push(client::ledger(&devnet.file.bank_url(i)?).await?);
+        banks.push(client::ledger(&devnet.file.bank_dial(i)?).await?);
     }
     let mut d = Demo {
         step: 0,

@@ -1,7 +1,8 @@
 //! A development network on loopback: the central bank and N bank ledgers, each a real
-//! service with a durable embedded store under one directory. Keys are created on the first
-//! start; the ports chosen then are kept in `devnet.json`, so a restart on the same directory
-//! resumes with all data at the same addresses.
+//! service with a durable embedded store under one directory, talking mutual TLS. Keys, a
+//! CA of its own and one certificate per service (and one for the administrator) are made on
+//! the first start; the ports chosen then are kept in `devnet.json`, so a restart on the
+//! same directory resumes with all data at the same addresses.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,10 @@ pub struct DevnetFile {
     pub admin_key: PathBuf,
     pub operator_keys: Vec<PathBuf>,
     pub authority_keys: Vec<PathBuf>,
+    /// The devnet's CA certificate, and the administrator's TLS client certificate and key.
+    pub ca_cert: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_cert_key: PathBuf,
 }
 
 impl DevnetFile {
@@ -46,13 +51,34 @@ impl DevnetFile {
     }
 
     pub fn central_bank_url(&self) -> String {
-        format!("http://{}", self.central_bank)
+        format!("https://{}", self.central_bank)
+    }
+
+    /// How to reach the central bank (as a wallet or a bank's staff: no client certificate).
+    pub fn central_bank_dial(&self) -> Result<crate::client::Dial, String> {
+        crate::client::Dial::new(
+            self.central_bank_url(),
+            cbdc_runtime::tls::CENTRAL_BANK_NAME.into(),
+        )
+        .with_ca(&self.ca_cert)
+    }
+
+    /// How to reach the central bank as its administrator.
+    pub fn admin_dial(&self) -> Result<crate::client::Dial, String> {
+        self.central_bank_dial()?
+            .with_identity(&self.admin_cert, &self.admin_cert_key)
+    }
+
+    /// How to reach bank `ledger`.
+    pub fn bank_dial(&self, ledger: u32) -> Result<crate::client::Dial, String> {
+        crate::client::Dial::new(self.bank_url(ledger)?, cbdc_runtime::tls::bank_name(ledger))
+            .with_ca(&self.ca_cert)
     }
 
     pub fn bank_url(&self, ledger: u32) -> Result<String, String> {
         self.banks
             .get((ledger as usize).wrapping_sub(1))
-            .map(|a| format!("http://{a}"))
+            .map(|a| format!("https://{a}"))
             .ok_or_else(|| {
                 format!(
                     "ledger {ledger}: this devnet has banks 1 to {}",
@@ -110,8 +136,22 @@ impl Devnet {
                 format!("devnet-{}", hex::encode(b))
             }
         };
+        // The devnet's own CA and certificates, made once.
+        let tls_dir = dir.join("tls");
+        if !tls_dir.join("ca.crt").exists() {
+            let ca = cbdc_runtime::tls::DevCa::new(&format!("{network} CA"))?;
+            let mut names = vec![
+                cbdc_runtime::tls::CENTRAL_BANK_NAME.to_string(),
+                cbdc_runtime::tls::ADMIN_NAME.to_string(),
+            ];
+            names.extend((1..=banks).map(cbdc_runtime::tls::bank_name));
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            ca.write(&tls_dir, &names)?;
+        }
         let cb_dir = dir.join("central-bank");
         let mut cb_config = IssuanceConfig::local(&cb_dir, &network, &admin.public());
+        cb_config.tls =
+            cbdc_runtime::tls::TlsConfig::in_dir(&tls_dir, cbdc_runtime::tls::CENTRAL_BANK_NAME);
         if let Some(p) = &previous {
             cb_config.listen = p.central_bank;
         }
@@ -134,7 +174,9 @@ impl Devnet {
                 c.listen = p.banks[id as usize - 1];
             }
             c.central_bank_public_key = Some(hex::encode(cb_key.public().as_bytes()));
-            c.central_bank_endpoint = Some(format!("http://{}", central_bank.grpc_addr));
+            c.central_bank_endpoint = Some(format!("https://{}", central_bank.grpc_addr));
+            c.tls =
+                cbdc_runtime::tls::TlsConfig::in_dir(&tls_dir, &cbdc_runtime::tls::bank_name(id));
             c.outbox_interval_ms = 20;
             c.sequencer_interval_ms = 50;
             c.checkpoint_interval_ms = 500;
@@ -155,6 +197,9 @@ impl Devnet {
             admin_key,
             operator_keys,
             authority_keys,
+            ca_cert: tls_dir.join("ca.crt"),
+            admin_cert: tls_dir.join(format!("{}.crt", cbdc_runtime::tls::ADMIN_NAME)),
+            admin_cert_key: tls_dir.join(format!("{}.key", cbdc_runtime::tls::ADMIN_NAME)),
         };
         std::fs::write(
             dir.join("devnet.json"),
@@ -177,10 +222,10 @@ impl Devnet {
     /// Registers every bank with the central bank (again, harmlessly, on a restart: the
     /// same order answers alike and keeps the bank's status).
     async fn register_all(&self) -> Result<(), String> {
-        let mut cb = crate::client::issuance(&self.file.central_bank_url()).await?;
+        let mut cb = crate::client::issuance(&self.file.admin_dial()?).await?;
         for (i, (bank, op)) in self.banks.iter().zip(&self.operators).enumerate() {
             let id = (i + 1) as u32;
-            let endpoint = format!("http://{}", bank.grpc_addr);
+            let endpoint = format!("https://{}", bank.grpc_addr);
             let header = requests::header(
                 &self.file.network,
                 cbdc_core::messages::CENTRAL_BANK,

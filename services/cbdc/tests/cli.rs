@@ -515,6 +515,11 @@ fn an_encrypted_key_needs_its_passphrase() {
 fn serve_runs_a_service_from_its_config_and_stops_on_sigterm() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    cbdc_runtime::tls::DevCa::new("test CA")
+        .unwrap()
+        .write(&tls, &["bank-1"])
+        .unwrap();
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/ledger.toml");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
         .args(["serve", "ledger", "--config", config.to_str().unwrap()])
@@ -526,6 +531,9 @@ fn serve_runs_a_service_from_its_config_and_stops_on_sigterm() {
             dir.path().join("operator.key"),
         )
         .env("CBDC_LEDGER_PHONE_KEY_FILE", dir.path().join("phone.key"))
+        .env("CBDC_LEDGER_TLS__CERT_FILE", tls.join("bank-1.crt"))
+        .env("CBDC_LEDGER_TLS__KEY_FILE", tls.join("bank-1.key"))
+        .env("CBDC_LEDGER_TLS__CA_FILE", tls.join("ca.crt"))
         .env(
             "CBDC_LEDGER_AUTHORITY_PUBLIC_KEY",
             hex::encode(

@@ -37,6 +37,10 @@ pub struct IssuanceConfig {
     /// One JSON object per log line.
     #[serde(default)]
     pub log_json: bool,
+    /// Transport security: the central bank's certificate (`central-bank`), its key and the
+    /// network's CA; banks and the administrator must present theirs.
+    #[serde(default)]
+    pub tls: cbdc_runtime::tls::TlsConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -66,6 +70,10 @@ impl IssuanceConfig {
             admin_public_key: hex::encode(admin_public_key.as_bytes()),
             delivery_interval_ms: default_delivery_interval(),
             log_json: false,
+            tls: cbdc_runtime::tls::TlsConfig {
+                insecure: true,
+                ..Default::default()
+            },
         }
     }
 }

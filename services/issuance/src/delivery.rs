@@ -41,10 +41,21 @@ pub trait LedgerLink: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<v1::DeliverInboundBatchResponse, Status>>;
 }
 
-/// [`LedgerLink`] over gRPC: one lazily connected channel per endpoint.
+/// [`LedgerLink`] over gRPC: one lazily connected channel per endpoint. With TLS, ledger
+/// `N` must present its certificate (`bank-N`) and the central bank presents its own.
 #[derive(Default)]
 pub struct GrpcLedgers {
     channels: Mutex<HashMap<String, tonic::transport::Channel>>,
+    tls: Option<cbdc_runtime::tls::Tls>,
+}
+
+impl GrpcLedgers {
+    pub fn new(tls: Option<cbdc_runtime::tls::Tls>) -> GrpcLedgers {
+        GrpcLedgers {
+            channels: Mutex::default(),
+            tls,
+        }
+    }
 }
 
 /// Endpoints the gRPC link keeps channels to, at most (one per registered bank).
@@ -53,7 +64,7 @@ pub const CHANNELS_MAX: usize = 10_000;
 impl LedgerLink for GrpcLedgers {
     fn deliver_batch(
         &self,
-        _ledger: LedgerId,
+        ledger: LedgerId,
         endpoint: &str,
         request: v1::DeliverInboundBatchRequest,
     ) -> BoxFuture<'static, Result<v1::DeliverInboundBatchResponse, Status>> {
@@ -62,11 +73,18 @@ impl LedgerLink for GrpcLedgers {
             match channels.get(endpoint) {
                 Some(c) => Ok(c.clone()),
                 None => tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                    .map(|e| {
-                        e.connect_timeout(Duration::from_secs(5))
-                            .timeout(Duration::from_secs(10))
-                            .connect_lazy()
+                    .and_then(|e| {
+                        let e = e
+                            .connect_timeout(Duration::from_secs(5))
+                            .timeout(Duration::from_secs(10));
+                        match &self.tls {
+                            Some(tls) => {
+                                e.tls_config(tls.client(&cbdc_runtime::tls::bank_name(ledger.0)))
+                            }
+                            None => Ok(e),
+                        }
                     })
+                    .map(|e| e.connect_lazy())
                     .inspect(|c| {
                         if channels.len() >= CHANNELS_MAX {
                             channels.clear();

@@ -118,19 +118,25 @@ pub async fn serve_with_clock(
             cbdc_core::messages::NETWORK_MAX
         )));
     }
+    let tls = config
+        .tls
+        .load("central bank")
+        .map_err(ServeError::Config)?;
     let db = open_store(&config)?;
     let bank = CentralBank::new(db, signing, admin, config.network.clone(), clock);
 
     let listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
     let (grpc_addr, metrics_addr) = (listeners.grpc_addr, listeners.metrics_addr);
     let grpc = cbdc_proto::v1::issuance_service_server::IssuanceServiceServer::new(
-        service::IssuanceGrpc::new(bank.clone()),
+        service::IssuanceGrpc::new(bank.clone()).with_tls(tls.clone()),
     );
     let registry = prometheus::Registry::new_custom(Some("cbdc_issuance".into()), None)
         .map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
-    let worker =
-        delivery::DeliveryWorker::new(bank.clone(), Arc::new(delivery::GrpcLedgers::default()))
-            .with_metrics(&registry);
+    let worker = delivery::DeliveryWorker::new(
+        bank.clone(),
+        Arc::new(delivery::GrpcLedgers::new(tls.clone())),
+    )
+    .with_metrics(&registry);
     let workers = vec![tokio::spawn(worker.run(
         Duration::from_millis(config.delivery_interval_ms.max(1)),
         shutdown.clone(),
@@ -141,6 +147,7 @@ pub async fn serve_with_clock(
         grpc,
         cbdc_proto::FILE_DESCRIPTOR_SET,
         registry,
+        tls.as_ref(),
         workers,
         shutdown.clone(),
     )

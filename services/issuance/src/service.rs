@@ -23,6 +23,9 @@ pub struct IssuanceGrpc {
     bank: CentralBank,
     /// Decompressed witness keys of recent payers.
     keys: std::sync::Arc<cbdc_proto::keycache::KeyCache>,
+    /// Transport security, when on: a bank's calls must come with that bank's certificate,
+    /// the administrator's with the administrator's.
+    tls: Option<cbdc_runtime::tls::Tls>,
 }
 
 impl IssuanceGrpc {
@@ -30,7 +33,23 @@ impl IssuanceGrpc {
         IssuanceGrpc {
             bank,
             keys: Default::default(),
+            tls: None,
         }
+    }
+
+    /// Checks callers' certificates where only a service may call (see
+    /// `cbdc_runtime::tls`).
+    pub fn with_tls(mut self, tls: Option<cbdc_runtime::tls::Tls>) -> IssuanceGrpc {
+        self.tls = tls;
+        self
+    }
+
+    fn from_peer<T>(&self, request: &Request<T>, name: &str) -> Result<(), Status> {
+        cbdc_runtime::tls::require_peer(self.tls.as_ref(), request, name)
+    }
+
+    fn from_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.from_peer(request, cbdc_runtime::tls::ADMIN_NAME)
     }
 
     fn transfer(
@@ -48,7 +67,17 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::RegisterOperatorRequest>,
     ) -> Result<Response<v1::Operator>, Status> {
+        self.from_admin(&request)?;
         let r = request.into_inner();
+        if self.tls.is_some()
+            && let Some(op) = &r.operator
+            && !op.endpoint.starts_with("https://")
+        {
+            return Err(Status::invalid_argument(format!(
+                "operator.endpoint: {:?}; this network uses TLS: expected an https:// URL",
+                op.endpoint
+            )));
+        }
         let op = r
             .operator
             .ok_or_else(|| Status::invalid_argument("operator: required field is missing"))?;
@@ -97,6 +126,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::SetOperatorStatusRequest>,
     ) -> Result<Response<v1::Operator>, Status> {
+        self.from_admin(&request)?;
         let r = request.into_inner();
         let status = match v1::OperatorStatus::try_from(r.status) {
             Ok(v1::OperatorStatus::Active) => OperatorStatus::Active,
@@ -127,6 +157,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::MintRequest>,
     ) -> Result<Response<v1::MintResponse>, Status> {
+        self.from_admin(&request)?;
         let r = request.into_inner();
         let order = MintOrder {
             ledger: LedgerId(r.ledger_id),
@@ -146,6 +177,10 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::SettleRequest>,
     ) -> Result<Response<v1::SettleResponse>, Status> {
+        self.from_peer(
+            &request,
+            &cbdc_runtime::tls::bank_name(request.get_ref().from_ledger_id),
+        )?;
         let r = request.into_inner();
         let t = self.transfer("transfer", r.transfer.as_ref())?;
         let wire = convert::to_signed_transfer(&t);
@@ -160,6 +195,10 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::SettleBatchRequest>,
     ) -> Result<Response<v1::SettleBatchResponse>, Status> {
+        self.from_peer(
+            &request,
+            &cbdc_runtime::tls::bank_name(request.get_ref().from_ledger_id),
+        )?;
         let r = request.into_inner();
         let transfers = r
             .transfers
@@ -196,6 +235,12 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::SubmitCheckpointRequest>,
     ) -> Result<Response<v1::SubmitCheckpointResponse>, Status> {
+        let ledger = request
+            .get_ref()
+            .checkpoint
+            .as_ref()
+            .map_or(0, |c| c.ledger_id);
+        self.from_peer(&request, &cbdc_runtime::tls::bank_name(ledger))?;
         let r = request.into_inner();
         let wire = r
             .checkpoint

@@ -75,6 +75,10 @@ pub struct LedgerConfig {
     /// One JSON object per log line.
     #[serde(default)]
     pub log_json: bool,
+    /// Transport security: this ledger's certificate (`bank-<ledger_id>`), its key and the
+    /// network's CA; wallets are served TLS, the central bank must present its certificate.
+    #[serde(default)]
+    pub tls: cbdc_runtime::tls::TlsConfig,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -125,7 +129,7 @@ fn default_valid_for() -> u64 {
 
 impl LedgerConfig {
     /// A configuration for tests and devnets: loopback, ephemeral ports, files under `dir`,
-    /// orders from `authority` in `network`.
+    /// orders from `authority` in `network`; plaintext until `tls` is set.
     pub fn local(
         ledger_id: u32,
         dir: &std::path::Path,
@@ -154,6 +158,10 @@ impl LedgerConfig {
             amount_max: None,
             tiers: TiersConfig::default(),
             log_json: false,
+            tls: cbdc_runtime::tls::TlsConfig {
+                insecure: true,
+                ..Default::default()
+            },
         }
     }
 

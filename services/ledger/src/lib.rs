@@ -169,10 +169,11 @@ pub async fn serve_with_clock(
     let db = open_store(&config)?;
     let ledger = Ledger::open(db, settings, operator, clock).await?;
 
+    let tls = config.tls.load("ledger").map_err(ServeError::Config)?;
     let listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
     let (grpc_addr, metrics_addr) = (listeners.grpc_addr, listeners.metrics_addr);
     let grpc = cbdc_proto::v1::ledger_service_server::LedgerServiceServer::new(
-        service::LedgerGrpc::new(ledger.clone(), shutdown.clone()),
+        service::LedgerGrpc::new(ledger.clone(), shutdown.clone()).with_tls(tls.clone()),
     )
     .max_decoding_message_size(request_bytes_max(config.max_batch));
     let mut workers = vec![tokio::spawn(audit::run_sequencer(
@@ -181,7 +182,7 @@ pub async fn serve_with_clock(
         shutdown.clone(),
     ))];
     if let Some(endpoint) = &config.central_bank_endpoint {
-        let link = outbox::GrpcCentralBank::new(endpoint)
+        let link = outbox::GrpcCentralBank::new(endpoint, tls.as_ref())
             .map_err(|e| ServeError::Config(format!("central_bank_endpoint: {e}")))?;
         let worker = outbox::OutboxWorker::new(ledger.clone(), std::sync::Arc::new(link));
         workers.push(tokio::spawn(worker.run(
@@ -196,6 +197,7 @@ pub async fn serve_with_clock(
         grpc,
         cbdc_proto::FILE_DESCRIPTOR_SET,
         ledger.metrics().registry.clone(),
+        tls.as_ref(),
         workers,
         shutdown.clone(),
     )

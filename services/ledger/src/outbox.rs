@@ -61,11 +61,19 @@ pub struct GrpcCentralBank {
 
 impl GrpcCentralBank {
     /// Connects lazily (the first call connects; a down central bank is retried later).
-    pub fn new(endpoint: &str) -> Result<GrpcCentralBank, tonic::transport::Error> {
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
+    /// With `tls`, the central bank must present its certificate (`central-bank`) and this
+    /// ledger presents its own.
+    pub fn new(
+        endpoint: &str,
+        tls: Option<&cbdc_runtime::tls::Tls>,
+    ) -> Result<GrpcCentralBank, tonic::transport::Error> {
+        let mut e = tonic::transport::Endpoint::from_shared(endpoint.to_string())?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10))
-            .connect_lazy();
+            .timeout(Duration::from_secs(10));
+        if let Some(tls) = tls {
+            e = e.tls_config(tls.client(cbdc_runtime::tls::CENTRAL_BANK_NAME))?;
+        }
+        let channel = e.connect_lazy();
         Ok(GrpcCentralBank {
             client: v1::issuance_service_client::IssuanceServiceClient::new(channel),
         })

@@ -51,16 +51,30 @@ pub async fn bind(
     })
 }
 
+/// Calls in progress on one connection, at most; more wait for a slot.
+pub const CALLS_PER_CONNECTION: usize = 256;
+/// HTTP/2 streams one connection may open at once, at most.
+pub const STREAMS_PER_CONNECTION: u32 = 512;
+/// A unary call (or the start of a stream) that takes longer than this is cancelled with
+/// `CANCELLED`/`DEADLINE_EXCEEDED`.
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// A TLS handshake that takes longer than this is dropped.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What every gRPC service needs to run: `service` beside the health service (marked
-/// serving) and reflection over `descriptor_set` on the gRPC listener, `registry` on the metrics listener, until
-/// `shutdown` fires; then the metrics endpoint and the background `workers` (which end on the
-/// same signal) are awaited. `name` goes in the logs.
+/// serving) and reflection over `descriptor_set` on the gRPC listener (TLS when `tls` is
+/// given), `registry` on the metrics listener, until `shutdown` fires; then the metrics
+/// endpoint and the background `workers` (which end on the same signal) are awaited.
+/// Every connection is bounded ([`CALLS_PER_CONNECTION`], [`STREAMS_PER_CONNECTION`],
+/// [`CALL_TIMEOUT`]). `name` goes in the logs.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<S>(
     name: &'static str,
     listeners: Listeners,
     service: S,
     descriptor_set: &'static [u8],
     registry: prometheus::Registry,
+    tls: Option<&crate::tls::Tls>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, String>
@@ -85,14 +99,24 @@ where
     let (health_reporter, health) = health();
     health_reporter.set_serving::<S>().await;
     let reflection = reflection(descriptor_set).map_err(|e| format!("reflection: {e}"))?;
+    let mut builder = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
+        .max_concurrent_streams(STREAMS_PER_CONNECTION)
+        .timeout(CALL_TIMEOUT);
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls.server().timeout(HANDSHAKE_TIMEOUT))
+            .map_err(|e| format!("tls: {e}"))?;
+    }
     let metrics_task = tokio::spawn(crate::metrics::serve(
         metrics_listener,
         registry,
         shutdown.clone(),
     ));
+    let transport = if tls.is_some() { "TLS" } else { "PLAINTEXT" };
     Ok(tokio::spawn(async move {
-        tracing::info!(%grpc_addr, %metrics_addr, "{name} serving");
-        let result = tonic::transport::Server::builder()
+        tracing::info!(%grpc_addr, %metrics_addr, transport, "{name} serving");
+        let result = builder
             .add_service(health)
             .add_service(reflection)
             .add_service(service)

@@ -11,6 +11,8 @@
 //!   acknowledged (paging, backoff with jitter, bounded chunks, dead letters).
 //! - [`grpc`]: the standard health and reflection services for a tonic server.
 //! - [`secret`]: secret key files (hex seed, mode 0600).
+//! - [`tls`]: mutual TLS between services (rustls), certificate checks by service name,
+//!   and a CA for devnets and tests.
 //! - [`shutdown`]: one signal (SIGINT, SIGTERM or a test's trigger) that servers drain on.
 
 pub mod clock;
@@ -23,5 +25,6 @@ pub mod retry;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::ServiceError;

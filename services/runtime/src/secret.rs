@@ -97,7 +97,7 @@ fn fresh_seed() -> [u8; 32] {
 }
 
 /// Writes a new file readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

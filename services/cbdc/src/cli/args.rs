@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use cbdc_core::{KycTier, LedgerId};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::client::Dial;
 use crate::devnet::DevnetFile;
 
 #[derive(Parser, Debug)]
@@ -90,13 +91,60 @@ pub struct Target {
     /// The network's name, instead of the devnet's (signed requests name it).
     #[arg(long)]
     pub network: Option<String>,
+    /// The network's CA certificate (PEM) to check an https:// endpoint against, instead of
+    /// the devnet's.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
 }
 
 impl Target {
-    pub(super) fn bank(&self, ledger: LedgerId) -> Result<String, String> {
+    /// How to reach bank `ledger`: the endpoint given (with `--ca`), or the devnet's.
+    pub(super) fn bank(&self, ledger: LedgerId) -> Result<Dial, String> {
+        let peer = cbdc_runtime::tls::bank_name(ledger.0);
         match &self.endpoint {
-            Some(e) => Ok(e.clone()),
-            None => DevnetFile::load(&self.devnet)?.bank_url(ledger.0),
+            Some(e) => self.with_ca(Dial::new(e.clone(), peer)),
+            None => {
+                let f = DevnetFile::load(&self.devnet)?;
+                Dial::new(f.bank_url(ledger.0)?, peer).with_ca(&f.ca_cert)
+            }
+        }
+    }
+
+    /// How to reach the central bank, without a client certificate.
+    pub(super) fn central_bank(&self) -> Result<Dial, String> {
+        let peer = cbdc_runtime::tls::CENTRAL_BANK_NAME.to_string();
+        match &self.endpoint {
+            Some(e) => self.with_ca(Dial::new(e.clone(), peer)),
+            None => {
+                let f = DevnetFile::load(&self.devnet)?;
+                Dial::new(f.central_bank_url(), peer).with_ca(&f.ca_cert)
+            }
+        }
+    }
+
+    /// How to reach the central bank as its administrator: with the devnet's administrator
+    /// certificate (or the ones given).
+    pub(super) fn central_bank_admin(
+        &self,
+        cert: Option<&PathBuf>,
+        key: Option<&PathBuf>,
+    ) -> Result<Dial, String> {
+        let dial = self.central_bank()?;
+        match (cert, key) {
+            (Some(c), Some(k)) => dial.with_identity(c, k),
+            (None, None) if self.endpoint.is_none() => {
+                let f = DevnetFile::load(&self.devnet)?;
+                dial.with_identity(&f.admin_cert, &f.admin_cert_key)
+            }
+            (None, None) => Ok(dial),
+            _ => Err("--admin-cert and --admin-cert-key go together".into()),
+        }
+    }
+
+    fn with_ca(&self, dial: Dial) -> Result<Dial, String> {
+        match &self.ca {
+            Some(ca) => dial.with_ca(ca),
+            None => Ok(dial),
         }
     }
 
@@ -104,13 +152,6 @@ impl Target {
         match &self.network {
             Some(n) => Ok(n.clone()),
             None => Ok(DevnetFile::load(&self.devnet)?.network),
-        }
-    }
-
-    pub(super) fn central_bank(&self) -> Result<String, String> {
-        match &self.endpoint {
-            Some(e) => Ok(e.clone()),
-            None => Ok(DevnetFile::load(&self.devnet)?.central_bank_url()),
         }
     }
 }
@@ -276,6 +317,11 @@ pub enum CentralBankCommand {
         /// The administrator's key file (default: the devnet's).
         #[arg(long)]
         admin_key: Option<PathBuf>,
+        /// The administrator's TLS client certificate and key (default: the devnet's).
+        #[arg(long)]
+        admin_cert: Option<PathBuf>,
+        #[arg(long)]
+        admin_cert_key: Option<PathBuf>,
         #[command(flatten)]
         target: Target,
     },

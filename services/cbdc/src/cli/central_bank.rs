@@ -15,6 +15,8 @@ pub(super) async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result
             request_id,
             reserve_reference,
             admin_key,
+            admin_cert,
+            admin_cert_key,
             target,
         } => {
             amount(&a)?;
@@ -30,7 +32,10 @@ pub(super) async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result
                 &a,
                 &reserve_reference,
             );
-            let mut cb = client::issuance(&target.central_bank()?).await?;
+            let mut cb = client::issuance(
+                &target.central_bank_admin(admin_cert.as_ref(), admin_cert_key.as_ref())?,
+            )
+            .await?;
             let r = cb
                 .mint(request)
                 .await

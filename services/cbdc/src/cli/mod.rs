@@ -127,11 +127,13 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
                 "devnet in {} (Ctrl-C stops it; run again on the same --dir to resume)",
                 dir.display()
             );
-            println!("  central bank  http://{}", f.central_bank);
+            println!("  network       {}", f.network);
+            println!("  central bank  https://{}", f.central_bank);
             for (i, b) in f.banks.iter().enumerate() {
-                println!("  bank {}        http://{b}", i + 1);
+                println!("  bank {}        https://{b}", i + 1);
             }
             println!("  admin key     {}", f.admin_key.display());
+            println!("  TLS CA        {}", f.ca_cert.display());
             shutdown.wait().await;
             devnet.stop().await?;
         }

@@ -35,6 +35,8 @@ pub struct LedgerGrpc {
     watchers: std::sync::Arc<tokio::sync::Semaphore>,
     /// Ends open watch streams, so a graceful shutdown does not wait for them.
     shutdown: Shutdown,
+    /// Transport security, when on: deliveries must come from the central bank's certificate.
+    tls: Option<cbdc_runtime::tls::Tls>,
 }
 
 impl LedgerGrpc {
@@ -44,7 +46,23 @@ impl LedgerGrpc {
             keys: Default::default(),
             watchers: std::sync::Arc::new(tokio::sync::Semaphore::new(WATCHERS_MAX)),
             shutdown,
+            tls: None,
         }
+    }
+
+    /// Checks callers' certificates where only a service may call (see
+    /// `cbdc_runtime::tls`).
+    pub fn with_tls(mut self, tls: Option<cbdc_runtime::tls::Tls>) -> LedgerGrpc {
+        self.tls = tls;
+        self
+    }
+
+    fn from_central_bank<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        cbdc_runtime::tls::require_peer(
+            self.tls.as_ref(),
+            request,
+            cbdc_runtime::tls::CENTRAL_BANK_NAME,
+        )
     }
 
     fn address(&self, field: &'static str, text: &str) -> Result<cbdc_core::PublicKey, Status> {
@@ -486,6 +504,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::DeliverInboundRequest>,
     ) -> Result<Response<v1::DeliverInboundResponse>, Status> {
+        self.from_central_bank(&request)?;
         let r = request.into_inner();
         let s = r
             .settlement
@@ -505,6 +524,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::DeliverInboundBatchRequest>,
     ) -> Result<Response<v1::DeliverInboundBatchResponse>, Status> {
+        self.from_central_bank(&request)?;
         let settlements = request.into_inner().settlements;
         if settlements.is_empty() || settlements.len() > DELIVER_BATCH_MAX {
             return Err(Status::invalid_argument(format!(

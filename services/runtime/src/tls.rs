@@ -1,0 +1,238 @@
+//! Transport security: every service listens with TLS and every service-to-service call
+//! presents and checks certificates from the network's own CA (mutual TLS, rustls).
+//!
+//! - A server presents its certificate; a client that presents one must chain to the
+//!   configured CA or the handshake fails. Wallets connect without a certificate; the calls
+//!   only another service may make check the caller's certificate names that service
+//!   ([`require_peer`]): `central-bank` for deliveries to a ledger, `bank-N` for a ledger's
+//!   settlements and checkpoints, `admin` for the administrator's orders.
+//! - A client checks the server's certificate against the CA under the name it expects
+//!   (`central-bank`, `bank-N`), whatever address it dialled.
+//! - `insecure = true` turns all of it off (plaintext): for local experiments only, and the
+//!   service says so in its log at start.
+//!
+//! Files are read at start; rotating a certificate is replacing the files and restarting
+//! the service (a graceful stop drains in-flight calls; peers reconnect on their own).
+//! [`DevCa`] makes a CA and certificates for a devnet or a test.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+/// The service name in a central bank's certificate.
+pub const CENTRAL_BANK_NAME: &str = "central-bank";
+/// The name in the administrator's client certificate.
+pub const ADMIN_NAME: &str = "admin";
+
+/// The name in bank `ledger`'s certificate.
+pub fn bank_name(ledger: u32) -> String {
+    format!("bank-{ledger}")
+}
+
+/// Transport security settings (a `[tls]` table in a service's configuration).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This service's certificate (PEM), issued by the network's CA.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The network's CA certificate (PEM): peers' certificates must chain to it.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Plaintext, no certificates: local experiments only (logged loudly at start).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Loaded certificates: this service's identity and the CA it trusts.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    identity: Identity,
+    ca: Certificate,
+}
+
+fn read(field: &str, path: &Option<PathBuf>) -> Result<Vec<u8>, String> {
+    let path = path.as_ref().ok_or_else(|| {
+        format!("tls.{field}: required (or set tls.insecure = true for plaintext)")
+    })?;
+    std::fs::read(path).map_err(|e| format!("tls.{field} {}: {e}", path.display()))
+}
+
+impl TlsConfig {
+    /// The certificates, or `None` when insecure (which is logged as a warning).
+    pub fn load(&self, service: &str) -> Result<Option<Tls>, String> {
+        if self.insecure {
+            tracing::warn!(
+                "{service}: tls.insecure is set: PLAINTEXT, no certificates, no peer checks; never use this outside a local experiment"
+            );
+            return Ok(None);
+        }
+        let cert = read("cert_file", &self.cert_file)?;
+        let key = read("key_file", &self.key_file)?;
+        let ca = read("ca_file", &self.ca_file)?;
+        for (field, pem, what) in [
+            ("cert_file", &cert, "CERTIFICATE"),
+            ("key_file", &key, "PRIVATE KEY"),
+            ("ca_file", &ca, "CERTIFICATE"),
+        ] {
+            if !String::from_utf8_lossy(pem).contains(what) {
+                return Err(format!("tls.{field}: not a PEM file holding a {what}"));
+            }
+        }
+        Ok(Some(Tls {
+            identity: Identity::from_pem(cert, key),
+            ca: Certificate::from_pem(ca),
+        }))
+    }
+
+    /// Files under `dir` as [`DevCa::write`] names them for `name`.
+    pub fn in_dir(dir: &Path, name: &str) -> TlsConfig {
+        TlsConfig {
+            cert_file: Some(dir.join(format!("{name}.crt"))),
+            key_file: Some(dir.join(format!("{name}.key"))),
+            ca_file: Some(dir.join("ca.crt")),
+            insecure: false,
+        }
+    }
+}
+
+impl Tls {
+    /// Server settings: present this identity; accept client certificates from the CA
+    /// only (a client without one is let in, and refused by [`require_peer`] where a
+    /// service must call).
+    pub fn server(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(self.identity.clone())
+            .client_ca_root(self.ca.clone())
+            .client_auth_optional(true)
+    }
+
+    /// Client settings for calling the service named `peer`: its certificate must chain to
+    /// the CA and name it; this service's certificate is presented.
+    pub fn client(&self, peer: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(self.ca.clone())
+            .identity(self.identity.clone())
+            .domain_name(peer)
+    }
+
+    /// Client settings that check the server but present no certificate (a wallet).
+    pub fn anonymous_client(ca_pem: &[u8], peer: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .domain_name(peer)
+    }
+}
+
+/// The caller of `request` presented a certificate from the network's CA naming `name`
+/// (the handshake checked the chain; this checks the name). Without TLS (`tls` is `None`,
+/// an insecure service) there is nothing to check.
+pub fn require_peer<T>(
+    tls: Option<&Tls>,
+    request: &tonic::Request<T>,
+    name: &str,
+) -> Result<(), tonic::Status> {
+    if tls.is_none() {
+        return Ok(());
+    }
+    let certs = request.peer_certs().unwrap_or_default();
+    let Some(leaf) = certs.first() else {
+        return Err(tonic::Status::unauthenticated(format!(
+            "this call is for the {name} service only: present its client certificate from the network's CA"
+        )));
+    };
+    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| {
+        tonic::Status::unauthenticated(format!("the client certificate does not parse: {e}"))
+    })?;
+    let expected = rustls_pki_types::ServerName::try_from(name.to_string())
+        .map_err(|e| tonic::Status::internal(format!("service name {name:?}: {e}")))?;
+    cert.verify_is_valid_for_subject_name(&expected)
+        .map_err(|_| {
+            tonic::Status::permission_denied(format!(
+                "this call is for the {name} service only; the client certificate names another"
+            ))
+        })
+}
+
+/// A certificate authority for a devnet or a test: a self-signed CA (ECDSA P-256) that
+/// issues service certificates naming the service, `localhost` and 127.0.0.1.
+pub struct DevCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A certificate and its key, PEM.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl DevCa {
+    pub fn new(common_name: &str) -> Result<DevCa, String> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| format!("CA parameters: {e}"))?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().map_err(|e| format!("CA key: {e}"))?;
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key)
+            .map_err(|e| format!("CA certificate: {e}"))?;
+        Ok(DevCa { issuer })
+    }
+
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate for service `name`, for serving and for calling other services.
+    pub fn issue(&self, name: &str) -> Result<Issued, String> {
+        let mut params = rcgen::CertificateParams::new(vec![
+            name.to_string(),
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .map_err(|e| format!("certificate for {name}: {e}"))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().map_err(|e| format!("key for {name}: {e}"))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| format!("certificate for {name}: {e}"))?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Writes `ca.crt` and, for each name, `<name>.crt` and `<name>.key` (mode 0600) in
+    /// `dir`.
+    pub fn write(&self, dir: &Path, names: &[&str]) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let ca = dir.join("ca.crt");
+        std::fs::write(&ca, self.cert_pem()).map_err(|e| format!("{}: {e}", ca.display()))?;
+        for name in names {
+            let issued = self.issue(name)?;
+            let cert = dir.join(format!("{name}.crt"));
+            std::fs::write(&cert, issued.cert_pem)
+                .map_err(|e| format!("{}: {e}", cert.display()))?;
+            crate::secret::write_private(
+                &dir.join(format!("{name}.key")),
+                issued.key_pem.as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+}
