@@ -44,12 +44,12 @@ impl IssuanceGrpc {
         self
     }
 
-    fn from_peer<T>(&self, request: &Request<T>, name: &str) -> Result<(), Status> {
+    fn caller_is<T>(&self, request: &Request<T>, name: &str) -> Result<(), Status> {
         cbdc_runtime::tls::require_peer(self.tls.as_ref(), request, name)
     }
 
-    fn from_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        self.from_peer(request, cbdc_runtime::tls::ADMIN_NAME)
+    fn caller_is_admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.caller_is(request, cbdc_runtime::tls::ADMIN_NAME)
     }
 
     fn transfer(
@@ -67,7 +67,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::RegisterOperatorRequest>,
     ) -> Result<Response<v1::Operator>, Status> {
-        self.from_admin(&request)?;
+        self.caller_is_admin(&request)?;
         let r = request.into_inner();
         if self.tls.is_some()
             && let Some(op) = &r.operator
@@ -126,7 +126,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::SetOperatorStatusRequest>,
     ) -> Result<Response<v1::Operator>, Status> {
-        self.from_admin(&request)?;
+        self.caller_is_admin(&request)?;
         let r = request.into_inner();
         let status = match v1::OperatorStatus::try_from(r.status) {
             Ok(v1::OperatorStatus::Active) => OperatorStatus::Active,
@@ -157,7 +157,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::MintRequest>,
     ) -> Result<Response<v1::MintResponse>, Status> {
-        self.from_admin(&request)?;
+        self.caller_is_admin(&request)?;
         let r = request.into_inner();
         let order = MintOrder {
             ledger: LedgerId(r.ledger_id),
@@ -177,7 +177,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::SettleRequest>,
     ) -> Result<Response<v1::SettleResponse>, Status> {
-        self.from_peer(
+        self.caller_is(
             &request,
             &cbdc_runtime::tls::bank_name(request.get_ref().from_ledger_id),
         )?;
@@ -195,7 +195,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         &self,
         request: Request<v1::SettleBatchRequest>,
     ) -> Result<Response<v1::SettleBatchResponse>, Status> {
-        self.from_peer(
+        self.caller_is(
             &request,
             &cbdc_runtime::tls::bank_name(request.get_ref().from_ledger_id),
         )?;
@@ -240,7 +240,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             .checkpoint
             .as_ref()
             .map_or(0, |c| c.ledger_id);
-        self.from_peer(&request, &cbdc_runtime::tls::bank_name(ledger))?;
+        self.caller_is(&request, &cbdc_runtime::tls::bank_name(ledger))?;
         let r = request.into_inner();
         let wire = r
             .checkpoint

@@ -57,7 +57,7 @@ impl LedgerGrpc {
         self
     }
 
-    fn from_central_bank<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    fn caller_is_central_bank<T>(&self, request: &Request<T>) -> Result<(), Status> {
         cbdc_runtime::tls::require_peer(
             self.tls.as_ref(),
             request,
@@ -504,7 +504,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::DeliverInboundRequest>,
     ) -> Result<Response<v1::DeliverInboundResponse>, Status> {
-        self.from_central_bank(&request)?;
+        self.caller_is_central_bank(&request)?;
         let r = request.into_inner();
         let s = r
             .settlement
@@ -524,7 +524,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::DeliverInboundBatchRequest>,
     ) -> Result<Response<v1::DeliverInboundBatchResponse>, Status> {
-        self.from_central_bank(&request)?;
+        self.caller_is_central_bank(&request)?;
         let settlements = request.into_inner().settlements;
         if settlements.is_empty() || settlements.len() > DELIVER_BATCH_MAX {
             return Err(Status::invalid_argument(format!(
