@@ -679,3 +679,184 @@ async fn the_authority_key_must_not_be_the_hot_key() {
         "{err}"
     );
 }
+
+/// Mutual TLS between the services: a caller without a certificate, with one from another
+/// CA, or with another service's, is refused; plaintext is not served at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_strangers_and_impostors() {
+    use cbdc_proto::v1::issuance_service_client::IssuanceServiceClient;
+    use cbdc_proto::v1::ledger_service_client::LedgerServiceClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let mut net = Network::start(2).await;
+    net.mint(1, "100.00", "m-1").await.unwrap();
+    net.quiesce().await;
+    let mut t = Table { rows: Vec::new() };
+    let bank1 = format!("https://{}", net.banks[0].running().grpc_addr);
+    let cb = format!("https://{}", net.cb_addr());
+    let ca_pem = net.ca.cert_pem();
+    // Client settings trusting the network's CA, presenting `identity` (cert, key) if any.
+    let tls = |peer: &str, identity: Option<(String, String)>| {
+        let mut c = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&ca_pem))
+            .domain_name(peer);
+        if let Some((cert, key)) = identity {
+            c = c.identity(Identity::from_pem(cert, key));
+        }
+        c
+    };
+    let issued = |name: &str| {
+        let i = net.ca.issue(name).unwrap();
+        Some((i.cert_pem, i.key_pem))
+    };
+    let connect = async |url: &str, tls: ClientTlsConfig| {
+        Endpoint::from_shared(url.to_string())
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+    };
+    let delivery = v1::DeliverInboundBatchRequest {
+        settlements: vec![v1::Settlement::default()],
+    };
+
+    // A wallet-like client without a certificate: served, but not for deliveries.
+    let channel = connect(&bank1, tls("bank-1", None)).await.unwrap();
+    let r = LedgerServiceClient::new(channel)
+        .deliver_inbound_batch(delivery.clone())
+        .await;
+    t.check(
+        "a delivery from a client without a certificate",
+        r,
+        Code::Unauthenticated,
+        "this call is for the central-bank service only",
+    );
+    // Another bank's valid certificate is not the central bank's.
+    let channel = connect(&bank1, tls("bank-1", issued("bank-2")))
+        .await
+        .unwrap();
+    let r = LedgerServiceClient::new(channel)
+        .deliver_inbound_batch(delivery.clone())
+        .await;
+    t.check(
+        "a delivery with bank 2's certificate",
+        r,
+        Code::PermissionDenied,
+        "the client certificate names another",
+    );
+    // A certificate from another CA, even naming the central bank, fails the handshake.
+    let rogue = cbdc_runtime::tls::DevCa::new("rogue CA").unwrap();
+    let forged = rogue.issue("central-bank").unwrap();
+    let r = connect(
+        &bank1,
+        tls("bank-1", Some((forged.cert_pem, forged.key_pem))),
+    )
+    .await;
+    // The handshake fails at connect, or (TLS 1.3 reports a refused client certificate
+    // after the client's side of the handshake) at the first call: a transport error
+    // (the server's alert, a reset or a broken pipe, as the race falls), never an answer.
+    let refused = match r {
+        Err(e) => format!("connect: {e:?}"),
+        Ok(channel) => {
+            let s = LedgerServiceClient::new(channel)
+                .deliver_inbound_batch(delivery.clone())
+                .await
+                .expect_err("a rogue certificate must not be served");
+            assert!(
+                matches!(
+                    s.code(),
+                    Code::Unknown | Code::Cancelled | Code::Unavailable
+                ) && s.message().contains("transport error")
+                    || s.message().contains("canceled")
+                    || s.message().contains("connection"),
+                "{s:?}"
+            );
+            format!("{:?}: {}", s.code(), s.message())
+        }
+    };
+    t.rows.push(format!(
+        "a delivery with a certificate from another CA (naming central-bank): handshake refused ({refused})"
+    ));
+    // A client that trusts another CA does not accept the ledger's certificate.
+    let r = Endpoint::from_shared(bank1.clone())
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(rogue.cert_pem()))
+                .domain_name("bank-1"),
+        )
+        .unwrap()
+        .connect()
+        .await;
+    assert!(
+        r.is_err(),
+        "a server certificate from another CA was accepted"
+    );
+    t.rows
+        .push("a client trusting another CA: the ledger's certificate refused".into());
+    // The right CA, the wrong name: bank 1 is not bank 2.
+    let r = connect(&bank1, tls("bank-2", None)).await;
+    assert!(r.is_err(), "bank 1's certificate passed for bank 2's");
+    t.rows
+        .push("a client expecting bank 2 at bank 1's address: refused".into());
+    // Plaintext is not served.
+    let plain = format!("http://{}", net.banks[0].running().grpc_addr);
+    let r = async {
+        let channel = Endpoint::from_shared(plain)
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        LedgerServiceClient::new(channel)
+            .get_checkpoint(v1::GetCheckpointRequest {})
+            .await
+    }
+    .await;
+    assert!(r.is_err(), "plaintext was served: {r:?}");
+    t.rows.push("a plaintext client: refused".into());
+
+    // The central bank: the administrator's orders need the admin certificate, a bank's
+    // settlements its own.
+    let channel = connect(&cb, tls("central-bank", None)).await.unwrap();
+    let mut anonymous = IssuanceServiceClient::new(channel);
+    let r = anonymous.mint(net.mint_request(1, "1.00", "m-anon")).await;
+    t.check(
+        "a mint from a client without a certificate",
+        r,
+        Code::Unauthenticated,
+        "this call is for the admin service only",
+    );
+    let audit = anonymous.audit(v1::AuditRequest {}).await;
+    assert!(audit.is_ok(), "reads need no certificate: {audit:?}");
+    let channel = connect(&cb, tls("central-bank", issued("bank-2")))
+        .await
+        .unwrap();
+    let r = IssuanceServiceClient::new(channel)
+        .settle_batch(v1::SettleBatchRequest {
+            from_ledger_id: 1,
+            transfers: vec![],
+            operator_signature: vec![],
+        })
+        .await;
+    t.check(
+        "bank 2's certificate settling for ledger 1",
+        r,
+        Code::PermissionDenied,
+        "this call is for the bank-1 service only",
+    );
+    let r = net
+        .cb_as("bank-1")
+        .await
+        .mint(net.mint_request(1, "1.00", "m-bank"))
+        .await;
+    t.check(
+        "a mint with a bank's certificate",
+        r,
+        Code::PermissionDenied,
+        "this call is for the admin service only",
+    );
+    assert_eq!(net.audit().await.issued, "100.00");
+    t.print();
+    net.stop().await;
+}

@@ -185,7 +185,8 @@ async fn submit_checkpoint(
     old_size: u64,
     proof: Vec<Vec<u8>>,
 ) -> Result<(), tonic::Status> {
-    net.cb
+    net.cb_as(&cbdc_runtime::tls::bank_name(cp.ledger_id))
+        .await
         .submit_checkpoint(v1::SubmitCheckpointRequest {
             checkpoint: Some(cp),
             old_size,
@@ -269,7 +270,12 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
 
     let mut cases: Vec<(&str, Result<(), tonic::Status>, Code, String)> = Vec::new();
     // An unregistered bank.
-    let e = net.cb.settle(settle(9, &stranger)).await.map(|_| ());
+    let e = net
+        .cb_as("bank-9")
+        .await
+        .settle(settle(9, &stranger))
+        .await
+        .map(|_| ());
     cases.push((
         "unregistered bank settles",
         e,
@@ -277,7 +283,12 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
         "from_ledger_id: ledger 9 is not a registered bank".into(),
     ));
     // A forged bank signature.
-    let e = net.cb.settle(settle(1, &stranger)).await.map(|_| ());
+    let e = net
+        .cb_as("bank-1")
+        .await
+        .settle(settle(1, &stranger))
+        .await
+        .map(|_| ());
     cases.push((
         "forged bank signature",
         e,
@@ -422,7 +433,8 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
 
     // Replays answer the first result and apply nothing.
     let replay = net
-        .cb
+        .cb_as("bank-1")
+        .await
         .settle(settle(1, &op1))
         .await
         .expect("replay answered")

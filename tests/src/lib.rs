@@ -387,12 +387,48 @@ async fn launch(
     )
     .await
     .expect("ledger starts");
-    let client = LedgerServiceClient::connect(format!("http://{}", running.grpc_addr))
-        .await
-        .expect("connects")
+    let channel = if config.tls.insecure {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+            .expect("endpoint")
+    } else {
+        // With TLS, the harness's client presents the central bank's certificate: it plays
+        // the central bank when a test delivers to the ledger directly.
+        let ca = config.tls.ca_file.as_ref().expect("a CA");
+        let dir = ca.parent().expect("the TLS directory");
+        tonic::transport::Endpoint::from_shared(format!("https://{}", running.grpc_addr))
+            .expect("endpoint")
+            .tls_config(tls_client(
+                dir,
+                Some(cbdc_runtime::tls::CENTRAL_BANK_NAME),
+                &cbdc_runtime::tls::bank_name(config.ledger_id),
+            ))
+            .expect("TLS")
+    };
+    let client = LedgerServiceClient::new(channel.connect().await.expect("connects"))
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
     (running, client)
+}
+
+/// TLS client settings from the certificates in `dir` (as `DevCa::write` names them):
+/// trusting its `ca.crt`, presenting `<identity>.crt` if given, expecting the server to be
+/// `peer`.
+pub fn tls_client(
+    dir: &std::path::Path,
+    identity: Option<&str>,
+    peer: &str,
+) -> tonic::transport::ClientTlsConfig {
+    let read = |name: &str| std::fs::read(dir.join(name)).expect("certificate file");
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.crt")))
+        .domain_name(peer);
+    if let Some(name) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read(&format!("{name}.crt")),
+            read(&format!("{name}.key")),
+        ));
+    }
+    tls
 }
 
 /// Yuan as an amount.

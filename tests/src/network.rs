@@ -22,6 +22,8 @@ pub const ADMIN_SEED: [u8; 32] = [0xad; 32];
 
 pub struct Network {
     pub dir: tempfile::TempDir,
+    /// The network's CA: tests issue certificates of their own with it.
+    pub ca: cbdc_runtime::tls::DevCa,
     pub config: IssuanceConfig,
     pub admin: Keypair,
     pub central_bank: Option<RunningIssuance>,
@@ -47,13 +49,26 @@ impl Network {
     pub async fn start(banks: u32) -> Network {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin = Keypair::from_seed(&ADMIN_SEED);
+        // Mutual TLS throughout, from a CA of the test's own.
+        let tls = dir.path().join("tls");
+        let mut names = vec![
+            cbdc_runtime::tls::CENTRAL_BANK_NAME.to_string(),
+            cbdc_runtime::tls::ADMIN_NAME.to_string(),
+        ];
+        names.extend((1..=banks).map(cbdc_runtime::tls::bank_name));
+        let ca = cbdc_runtime::tls::DevCa::new("test network CA").expect("CA");
+        ca.write(&tls, &names.iter().map(String::as_str).collect::<Vec<_>>())
+            .expect("certificates");
         let mut config = IssuanceConfig::local(dir.path(), crate::NETWORK, &admin.public());
+        config.tls =
+            cbdc_runtime::tls::TlsConfig::in_dir(&tls, cbdc_runtime::tls::CENTRAL_BANK_NAME);
         config.delivery_interval_ms = 20;
         std::fs::write(&config.signing_key_file, hex::encode(CENTRAL_BANK_SEED)).expect("key");
         let (central_bank, cb) = launch_cb(&config).await;
-        let endpoint = format!("http://{}", central_bank.grpc_addr);
+        let endpoint = format!("https://{}", central_bank.grpc_addr);
         let mut net = Network {
             dir,
+            ca,
             config,
             admin,
             central_bank: Some(central_bank),
@@ -63,7 +78,10 @@ impl Network {
         };
         for id in 1..=banks {
             let e = endpoint.clone();
+            let tls = tls.clone();
             let mut bank = LedgerNet::start_with(id, move |c| {
+                c.tls =
+                    cbdc_runtime::tls::TlsConfig::in_dir(&tls, &cbdc_runtime::tls::bank_name(id));
                 c.central_bank_endpoint = Some(e);
                 c.sequencer_interval_ms = 20;
                 c.outbox_interval_ms = 20;
@@ -77,6 +95,32 @@ impl Network {
             net.banks.push(bank);
         }
         net
+    }
+
+    /// A client of the central bank presenting a certificate for `name` from this network's
+    /// CA (`bank-N`: as that bank's ledger would; `admin`: as the administrator).
+    pub async fn cb_as(&self, name: &str) -> IssuanceServiceClient<Channel> {
+        let dir = self.dir.path().join(format!("tls-{name}"));
+        if !dir.exists() {
+            let issued = self.ca.issue(name).expect("certificate");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("ca.crt"), self.ca.cert_pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.crt")), issued.cert_pem).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), issued.key_pem).unwrap();
+        }
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("https://{}", self.cb_addr()))
+                .expect("endpoint")
+                .tls_config(crate::tls_client(
+                    &dir,
+                    Some(name),
+                    cbdc_runtime::tls::CENTRAL_BANK_NAME,
+                ))
+                .expect("TLS")
+                .connect()
+                .await
+                .expect("connects");
+        IssuanceServiceClient::new(channel)
     }
 
     pub fn bank(&mut self, id: u32) -> &mut LedgerNet {
@@ -99,7 +143,7 @@ impl Network {
             self.header(&format!("register-{}", bank.ledger_id().0)),
             bank.ledger_id(),
             &bank.operator.public(),
-            &format!("http://{}", bank.running().grpc_addr),
+            &format!("https://{}", bank.running().grpc_addr),
         )
     }
 
@@ -223,12 +267,28 @@ impl Network {
     }
 }
 
+/// Starts the central bank and connects a client presenting the administrator's
+/// certificate.
 async fn launch_cb(config: &IssuanceConfig) -> (RunningIssuance, IssuanceServiceClient<Channel>) {
     let running = cbdc_issuance::serve(config.clone(), Shutdown::new())
         .await
         .expect("central bank starts");
-    let client = IssuanceServiceClient::connect(format!("http://{}", running.grpc_addr))
+    let dir = config
+        .tls
+        .ca_file
+        .as_ref()
+        .and_then(|c| c.parent())
+        .expect("the TLS directory");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", running.grpc_addr))
+        .expect("endpoint")
+        .tls_config(crate::tls_client(
+            dir,
+            Some(cbdc_runtime::tls::ADMIN_NAME),
+            cbdc_runtime::tls::CENTRAL_BANK_NAME,
+        ))
+        .expect("TLS")
+        .connect()
         .await
         .expect("connects");
-    (running, client)
+    (running, IssuanceServiceClient::new(channel))
 }
