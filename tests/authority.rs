@@ -860,3 +860,51 @@ async fn mutual_tls_refuses_strangers_and_impostors() {
     t.print();
     net.stop().await;
 }
+
+/// Watch streams are bounded per wallet: the ninth is refused, and closing one frees its
+/// slot at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_are_bounded_per_wallet() {
+    let mut net = LedgerNet::start(1).await;
+    let a = net.open_wallet(1, ANON).await;
+    let address = net.address(&a.public());
+    let watch = |net: &LedgerNet| {
+        let mut client = net.client.clone();
+        let request = v1::WatchWalletRequest {
+            address: address.clone(),
+            cursor: String::new(),
+            auth: Some(net.read_auth(&a, &address)),
+        };
+        async move { client.watch_wallet(request).await }
+    };
+    let mut open = Vec::new();
+    for _ in 0..cbdc_ledger::service::WATCHERS_PER_WALLET {
+        open.push(watch(&net).await.expect("within the bound"));
+    }
+    let r = watch(&net).await;
+    let s = r.expect_err("over the bound");
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert!(
+        s.message().contains("watch streams of this wallet"),
+        "{s:?}"
+    );
+    drop(open.pop());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match watch(&net).await {
+            Ok(stream) => {
+                open.push(stream);
+                break;
+            }
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the slot was never freed"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    net.stop().await;
+}

@@ -24,6 +24,48 @@ pub const PAGE_SIZE_DEFAULT: u32 = 50;
 pub const WATCH_QUEUE: usize = 256;
 /// Open `WatchWallet` streams, at most; beyond this the call is `RESOURCE_EXHAUSTED`.
 pub const WATCHERS_MAX: usize = 10_000;
+/// Open `WatchWallet` streams of one wallet, at most.
+pub const WATCHERS_PER_WALLET: usize = 8;
+/// Open `WatchWallet` streams of one client connection, at most.
+pub const WATCHERS_PER_CONNECTION: usize = 64;
+
+/// Counts held per key, each below a limit; a slot is released when its guard drops.
+#[derive(Default)]
+struct Tally {
+    counts: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+struct TallySlot {
+    tally: std::sync::Arc<Tally>,
+    key: String,
+}
+
+impl Tally {
+    fn take(self: &std::sync::Arc<Self>, key: String, limit: usize) -> Option<TallySlot> {
+        let mut counts = self.counts.lock().expect("tally");
+        let n = counts.entry(key.clone()).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(TallySlot {
+            tally: std::sync::Arc::clone(self),
+            key,
+        })
+    }
+}
+
+impl Drop for TallySlot {
+    fn drop(&mut self) {
+        let mut counts = self.tally.counts.lock().expect("tally");
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// The `cbdc.v1.LedgerService` implementation.
 #[derive(Clone)]
@@ -33,6 +75,8 @@ pub struct LedgerGrpc {
     keys: std::sync::Arc<cbdc_proto::keycache::KeyCache>,
     /// One permit per open watch stream.
     watchers: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Open watch streams per wallet and per client connection.
+    watching: std::sync::Arc<Tally>,
     /// Ends open watch streams, so a graceful shutdown does not wait for them.
     shutdown: Shutdown,
     /// Transport security, when on: deliveries must come from the central bank's certificate.
@@ -45,6 +89,7 @@ impl LedgerGrpc {
             ledger,
             keys: Default::default(),
             watchers: std::sync::Arc::new(tokio::sync::Semaphore::new(WATCHERS_MAX)),
+            watching: Default::default(),
             shutdown,
             tls: None,
         }
@@ -372,11 +417,30 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::WatchWalletRequest>,
     ) -> Result<Response<Self::WatchWalletStream>, Status> {
+        let connection = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let r = request.into_inner();
         let reader = self.reader("address", &r.address, r.auth.as_ref())?;
         let key = reader.key;
         let after = cursor("cursor", &r.cursor)?;
         self.ledger.wallet(&key).await?;
+        let per_wallet = self
+            .watching
+            .take(format!("w:{}", r.address), WATCHERS_PER_WALLET)
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "address: {WATCHERS_PER_WALLET} watch streams of this wallet are open; close one first"
+                ))
+            })?;
+        let per_connection = self
+            .watching
+            .take(format!("c:{connection}"), WATCHERS_PER_CONNECTION)
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "{WATCHERS_PER_CONNECTION} watch streams are open on this connection; close one first"
+                ))
+            })?;
         let permit = std::sync::Arc::clone(&self.watchers)
             .try_acquire_owned()
             .map_err(|_| {
@@ -395,7 +459,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         tokio::spawn(async move {
             let _ = tokio::time::timeout(lasts, watch(ledger, key, after, live, sender, shutdown))
                 .await;
-            drop(permit);
+            drop((permit, per_wallet, per_connection));
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }

@@ -58,6 +58,8 @@ pub(super) async fn watch(
         }
         let next = tokio::select! {
             next = live.recv() => next,
+            // The client went away: free its slot now, not at the next commit.
+            () = sender.closed() => return,
             () = shutdown.wait() => {
                 let _ = sender
                     .send(Err(Status::unavailable(
