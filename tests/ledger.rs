@@ -125,13 +125,22 @@ async fn wallets_vault_payments_history_and_replay() {
             .unwrap()
             .into_inner();
         assert!(page.entries.len() <= 2);
-        seen.extend(page.entries.iter().map(|e| (e.amount.clone(), e.incoming)));
+        seen.extend(page.entries.iter().map(|e| match &e.tier_change {
+            Some(c) => {
+                assert!(e.txid.is_empty() && e.log_position.is_empty(), "{e:?}");
+                assert_eq!(c.to, v1::KycTier::Class2 as i32);
+                ("tier".to_string(), false)
+            }
+            None => (e.amount.clone(), e.incoming),
+        }));
         cursor = page.page.unwrap().next_cursor;
         if cursor.is_empty() {
             break;
         }
     }
+    // The bank's upgrade of Alice to class 2 comes first, in order with her payments.
     let expected: Vec<(String, bool)> = [
+        ("tier", false),
         ("5000.00", true),
         ("123.45", false),
         ("1.00", false),
@@ -597,6 +606,19 @@ async fn watch_streams_live_and_resumes_from_a_cursor() {
         live.iter().map(|e| e.amount.as_str()).collect::<Vec<_>>(),
         ["1.00", "2.00", "3.00"]
     );
+    // A tier change by the bank arrives live too.
+    let r = net.tier_request(&net.authority, &b_addr, KycTier::Class2, "down-to-2");
+    net.client.set_wallet_tier(r).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the tier change arrives")
+        .unwrap()
+        .unwrap();
+    let change = e.tier_change.expect("a tier change entry");
+    assert_eq!(
+        (change.from, change.to),
+        (v1::KycTier::Class1 as i32, v1::KycTier::Class2 as i32)
+    );
     drop(stream);
     // Resume after the first entry: the other two come from the store, then new ones live.
     let mut resumed = net
@@ -611,7 +633,7 @@ async fn watch_streams_live_and_resumes_from_a_cursor() {
         .into_inner();
     net.pay(&a, &b_addr, "4.00").await.unwrap();
     let mut amounts = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let e = tokio::time::timeout(Duration::from_secs(5), resumed.next())
             .await
             .expect("entry arrives")
@@ -619,7 +641,11 @@ async fn watch_streams_live_and_resumes_from_a_cursor() {
             .unwrap();
         amounts.push(e.amount);
     }
-    assert_eq!(amounts, ["2.00", "3.00", "4.00"]);
+    assert_eq!(
+        amounts,
+        ["2.00", "3.00", "0.00", "4.00"],
+        "the tier change in order"
+    );
     net.stop().await;
 }
 

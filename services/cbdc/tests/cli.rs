@@ -253,8 +253,12 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     let out = cbdc(&["wallet", "history", &alice, "--key", key, "--devnet", &d])
         .await
         .unwrap();
-    assert_eq!(out.len(), 3, "{out:?}");
-    assert!(out[1].starts_with("out 12.30"), "{out:?}");
+    assert_eq!(out.len(), 4, "{out:?}");
+    assert_eq!(
+        out[0],
+        "tier Class4Anonymous → Class2: in-branch ID check 7"
+    );
+    assert!(out[2].starts_with("out 12.30"), "{out:?}");
 
     // The receipt, once the audit log has signed a checkpoint covering it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);

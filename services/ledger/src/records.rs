@@ -251,7 +251,8 @@ impl TransferRecord {
     }
 }
 
-/// One line of a wallet's history (the key carries the commit stamp).
+/// One line of a wallet's history (the key carries the commit stamp): a transfer in or out,
+/// or a change of the wallet's tier by the bank's authority.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryRecord {
     pub txid: Txid,
@@ -259,16 +260,56 @@ pub struct HistoryRecord {
     pub incoming: bool,
     pub committed_at_ms: u64,
     pub memo: Vec<u8>,
+    /// Set for a tier change (no txid, no amount).
+    pub tier_change: Option<TierNote>,
 }
 
+/// A tier change as the wallet's history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierNote {
+    pub from: KycTier,
+    pub to: KycTier,
+    pub request_id: String,
+    pub reason: String,
+}
+
+/// The marker byte (where a transfer line has 0 for out, 1 for in) of a tier change line.
+const TIER_LINE: u8 = 2;
+
 impl HistoryRecord {
+    /// A tier change line at `at_ms`.
+    pub fn tier_change(note: TierNote, at_ms: u64) -> HistoryRecord {
+        HistoryRecord {
+            txid: Txid([0; 32]),
+            amount: Amount::ZERO,
+            incoming: false,
+            committed_at_ms: at_ms,
+            memo: Vec::new(),
+            tier_change: Some(note),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + 8 + 1 + 8 + self.memo.len());
         out.extend_from_slice(&self.txid.0);
         out.extend_from_slice(&self.amount.fen().to_be_bytes());
-        out.push(u8::from(self.incoming));
-        out.extend_from_slice(&self.committed_at_ms.to_be_bytes());
-        out.extend_from_slice(&self.memo);
+        match &self.tier_change {
+            None => {
+                out.push(u8::from(self.incoming));
+                out.extend_from_slice(&self.committed_at_ms.to_be_bytes());
+                out.extend_from_slice(&self.memo);
+            }
+            Some(note) => {
+                out.push(TIER_LINE);
+                out.extend_from_slice(&self.committed_at_ms.to_be_bytes());
+                out.push(tier_byte(note.from));
+                out.push(tier_byte(note.to));
+                // Request ids are at most 128 bytes.
+                out.push(u8::try_from(note.request_id.len()).unwrap_or(u8::MAX));
+                out.extend_from_slice(note.request_id.as_bytes());
+                out.extend_from_slice(note.reason.as_bytes());
+            }
+        }
         out
     }
 
@@ -277,16 +318,38 @@ impl HistoryRecord {
         if b.len() < 49 {
             return Err(corrupt(what));
         }
+        let committed_at_ms = u64_at(b, 41, what)?;
+        let (incoming, tier_change, memo) = match b[40] {
+            0 => (false, None, b[49..].to_vec()),
+            1 => (true, None, b[49..].to_vec()),
+            TIER_LINE => {
+                let from = tier_from_byte(b.get(49), what)?;
+                let to = tier_from_byte(b.get(50), what)?;
+                let n = usize::from(*b.get(51).ok_or(corrupt(what))?);
+                let text = |r: &[u8]| {
+                    std::str::from_utf8(r)
+                        .map(str::to_string)
+                        .map_err(|_| corrupt(what))
+                };
+                let request_id = text(b.get(52..52 + n).ok_or(corrupt(what))?)?;
+                let reason = text(&b[52 + n..])?;
+                let note = TierNote {
+                    from,
+                    to,
+                    request_id,
+                    reason,
+                };
+                (false, Some(note), Vec::new())
+            }
+            _ => return Err(corrupt(what)),
+        };
         Ok(HistoryRecord {
             txid: Txid(b[..32].try_into().expect("32")),
             amount: Amount::from_fen(u64_at(b, 32, what)?),
-            incoming: match b[40] {
-                0 => false,
-                1 => true,
-                _ => return Err(corrupt(what)),
-            },
-            committed_at_ms: u64_at(b, 41, what)?,
-            memo: b[49..].to_vec(),
+            incoming,
+            committed_at_ms,
+            memo,
+            tier_change,
         })
     }
 }
@@ -330,8 +393,23 @@ mod tests {
             incoming: true,
             committed_at_ms: 3,
             memo: b"hi".to_vec(),
+            tier_change: None,
         };
         assert_eq!(HistoryRecord::decode(&h.encode()), Ok(h));
+        let note = TierNote {
+            from: KycTier::Class4Anonymous,
+            to: KycTier::Class2,
+            request_id: "kyc-1".into(),
+            reason: "ID check".into(),
+        };
+        let t = HistoryRecord::tier_change(note, 11);
+        assert_eq!(HistoryRecord::decode(&t.encode()), Ok(t.clone()));
+        let mut cut = t.encode();
+        cut.truncate(53);
+        assert!(
+            HistoryRecord::decode(&cut).is_err(),
+            "a request id cut short"
+        );
         assert!(WalletRecord::decode(&[1]).is_err());
         assert!(TransferRecord::decode(&[0; 14]).is_err());
     }

@@ -139,6 +139,15 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
                 .map_err(|s| client::status(&s))?
                 .into_inner();
             for e in &h.entries {
+                if let Some(c) = &e.tier_change {
+                    let tier =
+                        |t: i32| format!("{:?}", v1::KycTier::try_from(t).unwrap_or_default());
+                    out.emit(
+                        format!("tier {} → {}: {}", tier(c.from), tier(c.to), c.reason),
+                        json!({"tier_change": {"from": tier(c.from), "to": tier(c.to), "reason": c.reason}}),
+                    );
+                    continue;
+                }
                 out.emit(
                     format!(
                         "{} {} {}",

@@ -265,6 +265,7 @@ impl Ledger {
                 incoming: true,
                 committed_at_ms: now_ms,
                 memo: t.body().memo.clone(),
+                tier_change: None,
             };
             writes.push(history_write(l, &owner, &record, order));
             lines.push((owner, record));

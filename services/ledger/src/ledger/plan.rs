@@ -262,6 +262,7 @@ pub(crate) fn plan(
             incoming,
             committed_at_ms: ctx.now_ms,
             memo: t.body().memo.clone(),
+            tier_change: None,
         };
         writes.push(history_write(l, &change.key, &record, ctx.order));
         lines.push((change.key, record));

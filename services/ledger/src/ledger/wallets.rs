@@ -255,41 +255,65 @@ impl Ledger {
         }
         let now = self.now_ms();
         let reason = reason.to_string();
-        self.transact(move |me, tx| {
-            let seen = seen.clone();
-            let reason = reason.clone();
-            Box::pin(async move {
-                if seen.first_result(tx).await?.is_some() {
-                    return Ok(());
-                }
-                let l = me.layout();
-                let wk = l.wallet(&key);
-                let Some(bytes) = tx.get(&wk).await? else {
-                    return Err(abort(ServiceError::NotFound(format!(
-                        "address: no wallet {} on ledger {}",
-                        Address::new(me.id(), key),
-                        me.id().0
-                    ))));
-                };
-                let mut record = WalletRecord::decode(&bytes).map_err(corrupt)?;
-                if record.status == WalletStatus::Closed {
-                    return Err(abort(ServiceError::FailedPrecondition(
-                        "address: the wallet is closed".into(),
-                    )));
-                }
-                if record.tier != tier {
-                    tx.set(
-                        l.tier_change(&key, now, &seen.request_id),
-                        crate::records::encode_tier_change(record.tier, tier, &reason),
-                    )?;
-                    record.tier = tier;
-                    tx.set(&wk, record.encode())?;
-                }
-                seen.record(tx, &[])?;
-                Ok(())
+        let (line, stamp) = self
+            .transact_stamped(move |me, tx| {
+                let seen = seen.clone();
+                let reason = reason.clone();
+                Box::pin(async move {
+                    if seen.first_result(tx).await?.is_some() {
+                        return Ok(None);
+                    }
+                    let l = me.layout();
+                    let wk = l.wallet(&key);
+                    let Some(bytes) = tx.get(&wk).await? else {
+                        return Err(abort(ServiceError::NotFound(format!(
+                            "address: no wallet {} on ledger {}",
+                            Address::new(me.id(), key),
+                            me.id().0
+                        ))));
+                    };
+                    let mut record = WalletRecord::decode(&bytes).map_err(corrupt)?;
+                    if record.status == WalletStatus::Closed {
+                        return Err(abort(ServiceError::FailedPrecondition(
+                            "address: the wallet is closed".into(),
+                        )));
+                    }
+                    let mut line = None;
+                    if record.tier != tier {
+                        tx.set(
+                            l.tier_change(&key, now, &seen.request_id),
+                            crate::records::encode_tier_change(record.tier, tier, &reason),
+                        )?;
+                        // The wallet's history shows the change, in order with its payments.
+                        let history = HistoryRecord::tier_change(
+                            crate::records::TierNote {
+                                from: record.tier,
+                                to: tier,
+                                request_id: seen.request_id.clone(),
+                                reason: reason.clone(),
+                            },
+                            now,
+                        );
+                        plan::write(tx, vec![plan::history_write(l, &key, &history, 0)])?;
+                        line = Some(history);
+                        record.tier = tier;
+                        tx.set(&wk, record.encode())?;
+                    }
+                    seen.record(tx, &[])?;
+                    Ok(line)
+                })
             })
-        })
-        .await?;
+            .await
+            .map_err(|e| match e {
+                TxError::Abort(e) => e,
+                TxError::Store(e) => e.into(),
+            })?;
+        if let Some(line) = line {
+            let _ = self.inner.events.send(Arc::new(CommitEvent {
+                position: position(stamp.0, 0),
+                lines: vec![(key, line)],
+            }));
+        }
         self.wallet(&key).await
     }
 

@@ -52,14 +52,31 @@ pub(super) fn rejected_msg(txid: Option<Txid>, e: &ServiceError) -> v1::Transfer
 }
 
 pub(super) fn entry_msg(item: &HistoryItem) -> v1::HistoryEntry {
-    v1::HistoryEntry {
-        txid: item.record.txid.0.to_vec(),
-        amount: item.record.amount.to_string(),
-        incoming: item.record.incoming,
-        log_position: item.position.to_vec(),
-        committed_at_unix_ms: item.record.committed_at_ms,
-        cursor: hex::encode(item.position),
-        memo: item.record.memo.clone(),
+    let r = &item.record;
+    match &r.tier_change {
+        None => v1::HistoryEntry {
+            txid: r.txid.0.to_vec(),
+            amount: r.amount.to_string(),
+            incoming: r.incoming,
+            log_position: item.position.to_vec(),
+            committed_at_unix_ms: r.committed_at_ms,
+            cursor: hex::encode(item.position),
+            memo: r.memo.clone(),
+            tier_change: None,
+        },
+        Some(note) => v1::HistoryEntry {
+            amount: r.amount.to_string(),
+            committed_at_unix_ms: r.committed_at_ms,
+            cursor: hex::encode(item.position),
+            tier_change: Some(v1::TierChange {
+                from: convert::to_kyc_tier(note.from) as i32,
+                to: convert::to_kyc_tier(note.to) as i32,
+                reason: note.reason.clone(),
+                request_id: note.request_id.clone(),
+                at_unix_ms: r.committed_at_ms,
+            }),
+            ..Default::default()
+        },
     }
 }
 
