@@ -832,6 +832,67 @@ mod tests {
     }
 
     #[test]
+    fn a_read_grant_and_a_tier_change_sign_exactly_their_fields() {
+        let mut read = lp(READ_TAG, &[b"read", b"net"]);
+        read.extend_from_slice(&1u32.to_be_bytes());
+        read.extend_from_slice(&lp(b"", &[b"ecny1x"]));
+        read.extend_from_slice(&1_000u64.to_be_bytes());
+        assert_eq!(every_kind()[1].1, read);
+
+        let mut tier = lp(OPERATOR_TAG, &[b"tier", b"net"]);
+        tier.extend_from_slice(&1u32.to_be_bytes());
+        tier.extend_from_slice(&lp(b"", &[b"r"]));
+        tier.extend_from_slice(&1_000u64.to_be_bytes());
+        tier.extend_from_slice(&lp(b"", &[b"ecny1x", b"class2", b"court"]));
+        assert_eq!(every_kind()[4].1, tier);
+        // Each tier signs as its own name.
+        let names: std::collections::BTreeSet<&str> =
+            KycTier::ALL.iter().map(|t| tier_name(*t)).collect();
+        assert_eq!(names.len(), KycTier::ALL.len());
+        assert_eq!(tier_name(KycTier::Class4Anonymous), "class4-anonymous");
+    }
+
+    #[test]
+    fn lifetimes_and_expiry_are_what_the_contract_says() {
+        assert_eq!(ORDER_LIFETIME_MAX_MS, 86_400_000, "a day");
+        assert_eq!(READ_LIFETIME_MAX_MS, 900_000, "fifteen minutes");
+        assert!(HeaderError::Expired { at: 1, now: 2 }.is_expired());
+        for other in [
+            HeaderError::RequestId(0),
+            HeaderError::Target { signed: 1, ours: 2 },
+            HeaderError::TooLong {
+                at: 1,
+                now: 0,
+                max_ms: 0,
+            },
+        ] {
+            assert!(!other.is_expired(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn an_admin_order_digest_ignores_only_the_expiry() {
+        let base = admin(AdminAction::Mint {
+            ledger: LedgerId(1),
+            amount: "1.00",
+            reserve_reference: "ref",
+        });
+        let mut later = base;
+        later.header.expires_unix_ms += 1;
+        assert_eq!(base.content_digest(), later.content_digest());
+        let mut other = base;
+        other.action = AdminAction::Mint {
+            ledger: LedgerId(1),
+            amount: "1.01",
+            reserve_reference: "ref",
+        };
+        assert_ne!(base.content_digest(), other.content_digest());
+        let mut renamed = base;
+        renamed.header.request_id = "r2";
+        assert_ne!(base.content_digest(), renamed.content_digest());
+    }
+
+    #[test]
     fn fields_cannot_be_shifted_between_each_other() {
         // With separators, ("a\0b", "c") and ("a", "b\0c") could sign alike; with lengths
         // they do not.

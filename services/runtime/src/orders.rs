@@ -112,3 +112,101 @@ impl Seen {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cbdc_core::Keypair;
+    use cbdc_core::messages::{Header, OperatorAction, OperatorOrder, Signed};
+    use cbdc_store::{Database, EmbeddedOptions};
+
+    use super::*;
+
+    fn order(amount: &'static str, expires: u64) -> OperatorOrder<'static> {
+        OperatorOrder {
+            header: Header {
+                network: "net",
+                target: LedgerId(1),
+                request_id: "r-1",
+                expires_unix_ms: expires,
+            },
+            action: OperatorAction::Redeem { amount },
+        }
+    }
+
+    #[test]
+    fn an_order_is_checked_for_its_key_then_its_header() {
+        let key = Keypair::from_seed(&[1; 32]);
+        let public = key.public();
+        let authority = Authority {
+            key: &public,
+            field: "authority_signature",
+            whose: "the authority",
+            network: "net",
+            target: LedgerId(1),
+        };
+        let o = order("1.00", 100);
+        assert_eq!(authority.check(&o, &o.sign(&key), 99), Ok(()));
+        let stranger = Keypair::from_seed(&[2; 32]);
+        let e = authority.check(&o, &o.sign(&stranger), 99).unwrap_err();
+        assert!(
+            matches!(&e, ServiceError::PermissionDenied(m) if m == "authority_signature: does not verify against the authority"),
+            "{e:?}"
+        );
+        let e = authority.check(&o, &[0; 10], 99).unwrap_err();
+        assert!(
+            matches!(&e, ServiceError::PermissionDenied(m) if m.contains("10 bytes")),
+            "{e:?}"
+        );
+        // Signed correctly but expired: a precondition, not a bad argument.
+        let e = authority.check(&o, &o.sign(&key), 100).unwrap_err();
+        assert!(matches!(e, ServiceError::FailedPrecondition(_)), "{e:?}");
+        let elsewhere = Authority {
+            target: LedgerId(2),
+            ..authority
+        };
+        let e = elsewhere.check(&o, &o.sign(&key), 99).unwrap_err();
+        assert!(matches!(e, ServiceError::InvalidArgument(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_id_answers_alike_for_its_content_and_refuses_other_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_embedded(dir.path(), EmbeddedOptions::default()).unwrap();
+        let first = Seen::of(&order("1.00", 100), b"x-r-1".to_vec());
+        let resent = Seen::of(&order("1.00", 200), b"x-r-1".to_vec());
+        let other = Seen::of(&order("2.00", 100), b"x-r-1".to_vec());
+        let step = |seen: Seen, record: Option<&'static [u8]>| {
+            let db = db.clone();
+            async move {
+                db.run(move |tx| {
+                    let seen = seen.clone();
+                    Box::pin(async move {
+                        let found = seen.first_result(tx).await?;
+                        if found.is_none()
+                            && let Some(r) = record
+                        {
+                            seen.record(tx, r)?;
+                        }
+                        Ok::<_, TxError<ServiceError>>(found)
+                    })
+                })
+                .await
+            }
+        };
+        assert_eq!(step(first.clone(), None).await.unwrap(), None, "new");
+        assert_eq!(step(first, Some(b"txid")).await.unwrap(), None);
+        assert_eq!(
+            step(resent, None).await.unwrap(),
+            Some(b"txid".to_vec()),
+            "the same content with a later expiry answers with the first result"
+        );
+        match step(other, None).await {
+            Err(TxError::Abort(ServiceError::AlreadyExists(m))) => assert_eq!(
+                m,
+                "header.request_id: \"r-1\" was already used for a different redeem order"
+            ),
+            other => panic!("{other:?}"),
+        }
+        drop(db);
+    }
+}

@@ -236,3 +236,72 @@ impl DevCa {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_load_from_a_devnet_ca_and_name_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        DevCa::new("test CA")
+            .unwrap()
+            .write(dir.path(), &["bank-1"])
+            .unwrap();
+        let config = TlsConfig::in_dir(dir.path(), "bank-1");
+        assert!(config.load("ledger").unwrap().is_some());
+        let insecure = TlsConfig {
+            insecure: true,
+            ..TlsConfig::default()
+        };
+        assert!(insecure.load("ledger").unwrap().is_none());
+        let e = TlsConfig::default().load("ledger").unwrap_err();
+        assert!(e.starts_with("tls.cert_file: required"), "{e}");
+        let swapped = TlsConfig {
+            cert_file: config.key_file.clone(),
+            ..config.clone()
+        };
+        let e = swapped.load("ledger").unwrap_err();
+        assert_eq!(e, "tls.cert_file: not a PEM file holding a CERTIFICATE");
+        let no_key = TlsConfig {
+            key_file: config.cert_file.clone(),
+            ..config.clone()
+        };
+        let e = no_key.load("ledger").unwrap_err();
+        assert_eq!(e, "tls.key_file: not a PEM file holding a PRIVATE KEY");
+        let missing = TlsConfig {
+            ca_file: Some(dir.path().join("nope.crt")),
+            ..config
+        };
+        let e = missing.load("ledger").unwrap_err();
+        assert!(e.starts_with("tls.ca_file "), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("bank-1.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "private keys are private");
+        }
+    }
+
+    #[test]
+    fn a_call_that_needs_a_peer_is_refused_without_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        DevCa::new("test CA")
+            .unwrap()
+            .write(dir.path(), &["bank-1"])
+            .unwrap();
+        let tls = TlsConfig::in_dir(dir.path(), "bank-1")
+            .load("ledger")
+            .unwrap();
+        let request = tonic::Request::new(());
+        let e = require_peer(tls.as_ref(), &request, CENTRAL_BANK_NAME).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("central-bank"), "{e:?}");
+        // Without TLS there is no certificate to check.
+        assert!(require_peer(None, &request, CENTRAL_BANK_NAME).is_ok());
+        assert_eq!(bank_name(7), "bank-7");
+    }
+}
