@@ -119,13 +119,6 @@ impl Tls {
             .identity(self.identity.clone())
             .domain_name(peer)
     }
-
-    /// Client settings that check the server but present no certificate (a wallet).
-    pub fn anonymous_client(ca_pem: &[u8], peer: &str) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(ca_pem))
-            .domain_name(peer)
-    }
 }
 
 /// The caller of `request` presented a certificate from the network's CA naming `name`
