@@ -7,41 +7,8 @@ use cbdc_core::{Keypair, KycTier, LedgerId};
 use cbdc_proto::requests;
 use cbdc_proto::v1;
 use cbdc_tests::network::Network;
-use cbdc_tests::{ANON, LedgerNet, NETWORK, yuan};
+use cbdc_tests::{ANON, LedgerNet, NETWORK, Table, yuan};
 use tonic::Code;
-
-struct Table {
-    rows: Vec<String>,
-}
-
-impl Table {
-    fn check<T: std::fmt::Debug>(
-        &mut self,
-        name: &str,
-        result: Result<T, tonic::Status>,
-        code: Code,
-        needle: &str,
-    ) {
-        let status = match result {
-            Ok(v) => panic!("{name}: expected {code:?}, got success {v:?}"),
-            Err(s) => s,
-        };
-        assert_eq!(status.code(), code, "{name}: {}", status.message());
-        assert!(
-            status.message().contains(needle),
-            "{name}: message {:?} should contain {needle:?}",
-            status.message()
-        );
-        self.rows
-            .push(format!("{name}: {code:?} {}", status.message()));
-    }
-
-    fn print(&self) {
-        for row in &self.rows {
-            println!("{row}");
-        }
-    }
-}
 
 /// What a refused order must leave unchanged: every wallet as the bank sees it (status,
 /// tier, tier changes, balance) and the ledger's totals.
@@ -116,7 +83,7 @@ async fn only_the_bank_authority_orders_and_each_order_counts_once() {
         net.operator.public(),
     ];
     let before = snapshot(&mut net, &keys).await;
-    let mut t = Table { rows: Vec::new() };
+    let mut t = Table::default();
 
     // ----- opening: anonymous only -----
     for (name, tier) in [
@@ -248,78 +215,40 @@ async fn only_the_bank_authority_orders_and_each_order_counts_once() {
 
     // ----- for this network, this ledger, now -----
     let now = net.clock_ms.load(std::sync::atomic::Ordering::SeqCst);
-    let mut h = net.header("late");
-    h.expires_at_unix_ms = now - 1;
-    let r = net
-        .client
-        .exchange(requests::exchange(
-            &net.authority,
-            h,
-            &bob_addr,
-            "1.00",
-            None,
-        ))
-        .await;
-    t.check(
-        "an expired order",
-        r,
-        Code::FailedPrecondition,
-        "header.expires_at_unix_ms: the order expired",
-    );
-    let mut h = net.header("far");
-    h.expires_at_unix_ms = now + 2 * 24 * 3600 * 1000;
-    let r = net
-        .client
-        .exchange(requests::exchange(
-            &net.authority,
-            h,
-            &bob_addr,
-            "1.00",
-            None,
-        ))
-        .await;
-    t.check(
-        "an order valid for two days",
-        r,
-        Code::InvalidArgument,
-        "orders are short-lived",
-    );
-    let mut h = net.header("elsewhere");
-    h.network = "cbdc-main".into();
-    let r = net
-        .client
-        .exchange(requests::exchange(
-            &net.authority,
-            h,
-            &bob_addr,
-            "1.00",
-            None,
-        ))
-        .await;
-    t.check(
-        "an order signed for another network",
-        r,
-        Code::InvalidArgument,
-        "header.network: the order is for network \"cbdc-main\"",
-    );
-    let mut h = net.header("other-bank");
-    h.target = 2;
-    let r = net
-        .client
-        .exchange(requests::exchange(
-            &net.authority,
-            h,
-            &bob_addr,
-            "1.00",
-            None,
-        ))
-        .await;
-    t.check(
-        "an order signed for another ledger",
-        r,
-        Code::InvalidArgument,
-        "header.target: the order is for ledger 2, this is 1",
-    );
+    type Bend = fn(&mut v1::RequestHeader, u64);
+    let bent: [(&str, Bend, Code, &str); 4] = [
+        (
+            "an expired order",
+            |h, now| h.expires_at_unix_ms = now - 1,
+            Code::FailedPrecondition,
+            "header.expires_at_unix_ms: the order expired",
+        ),
+        (
+            "an order valid for two days",
+            |h, now| h.expires_at_unix_ms = now + 2 * 24 * 3600 * 1000,
+            Code::InvalidArgument,
+            "orders are short-lived",
+        ),
+        (
+            "an order signed for another network",
+            |h, _| h.network = "cbdc-main".into(),
+            Code::InvalidArgument,
+            "header.network: the order is for network \"cbdc-main\"",
+        ),
+        (
+            "an order signed for another ledger",
+            |h, _| h.target = 2,
+            Code::InvalidArgument,
+            "header.target: the order is for ledger 2, this is 1",
+        ),
+    ];
+    for (name, bend, code, needle) in bent {
+        let mut h = net.header(name);
+        bend(&mut h, now);
+        let signed = requests::exchange(&net.authority, h, &bob_addr, "1.00", None);
+        let r = net.client.exchange(signed).await;
+        t.check(name, r, code, needle);
+    }
     let mut missing = requests::exchange(
         &net.authority,
         net.header("no-header"),
@@ -539,7 +468,7 @@ async fn a_payee_sees_its_outputs_and_a_stranger_sees_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_changes_only_by_new_administrator_orders() {
     let mut net = Network::start(2).await;
-    let mut t = Table { rows: Vec::new() };
+    let mut t = Table::default();
     let suspend = requests::set_operator_status(
         &net.admin,
         net.header("suspend-1"),
@@ -691,7 +620,7 @@ async fn mutual_tls_refuses_strangers_and_impostors() {
     let mut net = Network::start(2).await;
     net.mint(1, "100.00", "m-1").await.unwrap();
     net.quiesce().await;
-    let mut t = Table { rows: Vec::new() };
+    let mut t = Table::default();
     let bank1 = format!("https://{}", net.banks[0].running().grpc_addr);
     let cb = format!("https://{}", net.cb_addr());
     let ca_pem = net.ca.cert_pem();

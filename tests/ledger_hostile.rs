@@ -9,7 +9,7 @@ use cbdc_core::{
 };
 use cbdc_proto::convert::to_signed_transfer;
 use cbdc_proto::v1;
-use cbdc_tests::{ANON, LedgerNet, NETWORK, yuan};
+use cbdc_tests::{ANON, LedgerNet, NETWORK, Table, yuan};
 use tonic::Code;
 
 /// Everything a hostile request must leave unchanged.
@@ -43,33 +43,6 @@ async fn snapshot(net: &mut LedgerNet, keys: &[cbdc_core::PublicKey]) -> Snapsho
         ));
     }
     Snapshot { totals, wallets }
-}
-
-struct Table {
-    rows: Vec<String>,
-}
-
-impl Table {
-    fn check<T: std::fmt::Debug>(
-        &mut self,
-        name: &str,
-        result: Result<T, tonic::Status>,
-        code: Code,
-        needle: &str,
-    ) {
-        let status = match result {
-            Ok(v) => panic!("{name}: expected {code:?}, got success {v:?}"),
-            Err(s) => s,
-        };
-        assert_eq!(status.code(), code, "{name}: {}", status.message());
-        assert!(
-            status.message().contains(needle),
-            "{name}: message {:?} should contain {needle:?}",
-            status.message()
-        );
-        self.rows
-            .push(format!("{name}: {code:?} {}", status.message()));
-    }
 }
 
 fn with_body(t: &Transfer, body: Vec<u8>) -> v1::SignedTransfer {
@@ -130,7 +103,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     let valid_until = good.body().valid_until;
     let ledger = net.ledger_id();
     let to_anon = Lock::Key(anon.public());
-    let mut t = Table { rows: Vec::new() };
+    let mut t = Table::default();
 
     // ----- malformed transfers -----
     // Wire transfers broken one way each, in order: (name, transfer, code, needle).
@@ -723,9 +696,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     let after = snapshot(&mut net, &keys).await;
     assert_eq!(before, after, "a hostile request changed the ledger");
     net.assert_conserved(issued).await;
-    for row in &t.rows {
-        println!("{row}");
-    }
+    t.print();
     println!(
         "{} hostile requests refused, ledger unchanged",
         t.rows.len()

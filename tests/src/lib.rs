@@ -431,6 +431,42 @@ pub fn tls_client(
     tls
 }
 
+/// A table of hostile requests: each row must be refused with `code` and a message
+/// containing `needle`; the rows are printed at the end as the test's report.
+#[derive(Default)]
+pub struct Table {
+    pub rows: Vec<String>,
+}
+
+impl Table {
+    pub fn check<T: std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        result: Result<T, tonic::Status>,
+        code: tonic::Code,
+        needle: &str,
+    ) {
+        let status = match result {
+            Ok(v) => panic!("{name}: expected {code:?}, got success {v:?}"),
+            Err(s) => s,
+        };
+        assert_eq!(status.code(), code, "{name}: {}", status.message());
+        assert!(
+            status.message().contains(needle),
+            "{name}: message {:?} should contain {needle:?}",
+            status.message()
+        );
+        self.rows
+            .push(format!("{name}: {code:?} {}", status.message()));
+    }
+
+    pub fn print(&self) {
+        for row in &self.rows {
+            println!("{row}");
+        }
+    }
+}
+
 /// Yuan as an amount.
 pub fn yuan(text: &str) -> Amount {
     Amount::parse(text).expect("amount")

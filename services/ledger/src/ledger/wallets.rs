@@ -35,7 +35,33 @@ fn e164(phone: &str) -> Result<(), ServiceError> {
     }
 }
 
+/// A closed wallet takes no more orders.
+fn open_or_refuse(record: &WalletRecord) -> Result<(), TxError<ServiceError>> {
+    if record.status == WalletStatus::Closed {
+        return Err(abort(ServiceError::FailedPrecondition(
+            "address: the wallet is closed".into(),
+        )));
+    }
+    Ok(())
+}
+
 impl Ledger {
+    /// `key`'s wallet record, read with a conflict inside `tx`; `NOT_FOUND` if none.
+    async fn wallet_record(
+        &self,
+        tx: &mut Transaction,
+        key: &PublicKey,
+    ) -> Result<WalletRecord, TxError<ServiceError>> {
+        let Some(bytes) = tx.get(&self.layout().wallet(key)).await? else {
+            return Err(abort(ServiceError::NotFound(format!(
+                "address: no wallet {} on ledger {}",
+                Address::new(self.id(), *key),
+                self.id().0
+            ))));
+        };
+        WalletRecord::decode(&bytes).map_err(corrupt)
+    }
+
     /// The keyed hash of a phone number under this bank's secret.
     pub fn phone_hash(&self, phone: &str) -> [u8; 32] {
         use hmac::{KeyInit, Mac};
@@ -193,20 +219,9 @@ impl Ledger {
                     }
                     let l = me.layout();
                     let wk = l.wallet(&key);
-                    let Some(bytes) = tx.get(&wk).await? else {
-                        return Err(abort(ServiceError::NotFound(format!(
-                            "address: no wallet {} on ledger {}",
-                            Address::new(me.id(), key),
-                            me.id().0
-                        ))));
-                    };
-                    let mut record = WalletRecord::decode(&bytes).map_err(corrupt)?;
+                    let mut record = me.wallet_record(tx, &key).await?;
                     if record.status != target {
-                        if record.status == WalletStatus::Closed {
-                            return Err(abort(ServiceError::FailedPrecondition(
-                                "address: the wallet is closed".into(),
-                            )));
-                        }
+                        open_or_refuse(&record)?;
                         if target == WalletStatus::Closed {
                             let balance = counter(tx.get(&l.balance(&key)).await?.as_deref());
                             let outputs = counter(tx.get(&l.utxo_count(&key)).await?.as_deref());
@@ -265,19 +280,8 @@ impl Ledger {
                     }
                     let l = me.layout();
                     let wk = l.wallet(&key);
-                    let Some(bytes) = tx.get(&wk).await? else {
-                        return Err(abort(ServiceError::NotFound(format!(
-                            "address: no wallet {} on ledger {}",
-                            Address::new(me.id(), key),
-                            me.id().0
-                        ))));
-                    };
-                    let mut record = WalletRecord::decode(&bytes).map_err(corrupt)?;
-                    if record.status == WalletStatus::Closed {
-                        return Err(abort(ServiceError::FailedPrecondition(
-                            "address: the wallet is closed".into(),
-                        )));
-                    }
+                    let mut record = me.wallet_record(tx, &key).await?;
+                    open_or_refuse(&record)?;
                     let mut line = None;
                     if record.tier != tier {
                         tx.set(
