@@ -469,13 +469,31 @@ async fn a_payee_sees_its_outputs_and_a_stranger_sees_nothing() {
 async fn the_registry_changes_only_by_new_administrator_orders() {
     let mut net = Network::start(2).await;
     let mut t = Table::default();
-    let suspend = requests::set_operator_status(
-        &net.admin,
-        net.header("suspend-1"),
-        LedgerId(1),
-        OperatorStatus::Suspended,
+    let status = |net: &Network, id: &str, to: OperatorStatus| {
+        requests::set_operator_status(&net.admin, net.header(id), LedgerId(1), to)
+    };
+    // Suspended, reactivated, then the recorded suspension replayed: it changes nothing.
+    let suspend = status(&net, "suspend-0", OperatorStatus::Suspended);
+    net.cb.set_operator_status(suspend.clone()).await.unwrap();
+    net.cb
+        .set_operator_status(status(&net, "activate-0", OperatorStatus::Active))
+        .await
+        .unwrap();
+    let replayed = net
+        .cb
+        .set_operator_status(suspend)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.status, v1::OperatorStatus::Active as i32);
+    t.rows.push(
+        "a recorded suspension replayed after a reactivation: answered, the bank stays Active"
+            .into(),
     );
-    net.cb.set_operator_status(suspend).await.unwrap();
+    net.cb
+        .set_operator_status(status(&net, "suspend-1", OperatorStatus::Suspended))
+        .await
+        .unwrap();
     let operators = |net: &mut Network| {
         let mut cb = net.cb.clone();
         async move {
