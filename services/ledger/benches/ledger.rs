@@ -16,7 +16,9 @@
 //! sets the transfers per mode; `CBDC_BENCH_BATCH` (512) the batch size;
 //! `CBDC_BENCH_IN_FLIGHT` the batches in flight (one level instead of 8 and 32);
 //! `CBDC_BENCH_CALLERS` the concurrent single callers (one level instead of 512 and 2048);
-//! `CBDC_BENCH_CHANNELS` (4) the client's connections; `CBDC_BENCH_ONLY=batches|singles|direct`
+//! `CBDC_BENCH_CHANNELS` (4) the client's connections; `CBDC_BENCH_TLS=1` serves and connects
+//! over TLS (the client presenting the central bank's certificate, as setup mints through
+//! deliveries); `CBDC_BENCH_ONLY=batches|singles|direct`
 //! runs one kind.
 
 use std::sync::Arc;
@@ -529,19 +531,45 @@ async fn start(central_bank: &Keypair) -> Service {
         &Keypair::from_seed(&AUTHORITY_SEED).public(),
     );
     config.central_bank_public_key = Some(hex::encode(central_bank.public().as_bytes()));
+    let tls = std::env::var("CBDC_BENCH_TLS").is_ok_and(|v| v == "1");
+    let certs = dir.path().join("tls");
+    if tls {
+        cbdc_runtime::tls::DevCa::new("bench CA")
+            .expect("CA")
+            .write(&certs, &["bank-1", "central-bank"])
+            .expect("certificates");
+        config.tls = cbdc_runtime::tls::TlsConfig::in_dir(&certs, "bank-1");
+    }
     let running = cbdc_ledger::serve(config, Shutdown::new())
         .await
         .expect("serves");
     let mut clients = Vec::new();
     for _ in 0..env("CBDC_BENCH_CHANNELS", CHANNELS) {
+        let endpoint = if tls {
+            let read = |f: &str| std::fs::read(certs.join(f)).expect("certificate");
+            tonic::transport::Endpoint::from_shared(format!("https://{}", running.grpc_addr))
+                .unwrap()
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(read("ca.crt")))
+                        .identity(tonic::transport::Identity::from_pem(
+                            read("central-bank.crt"),
+                            read("central-bank.key"),
+                        ))
+                        .domain_name("bank-1"),
+                )
+                .expect("TLS")
+        } else {
+            tonic::transport::Endpoint::from_shared(format!("http://{}", running.grpc_addr))
+                .unwrap()
+        };
         clients.push(
-            LedgerServiceClient::connect(format!("http://{}", running.grpc_addr))
-                .await
-                .expect("connects")
+            LedgerServiceClient::new(endpoint.connect().await.expect("connects"))
                 .max_decoding_message_size(64 << 20)
                 .max_encoding_message_size(64 << 20),
         );
     }
+    println!("transport: {}", if tls { "TLS" } else { "plaintext" });
     Service {
         running,
         clients,
