@@ -420,7 +420,6 @@ impl Ledger {
         outcome
     }
 
-    /// Checks the operator's signature over `order`.
     /// Checks an order of the bank's authority: its signature, network, target (this
     /// ledger) and expiry. What it asks is checked by the method that does it.
     pub fn check_authority(
