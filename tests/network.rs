@@ -522,3 +522,99 @@ async fn a_restarted_central_bank_and_ledger_lose_nothing_in_flight() {
     assert_eq!(net.assert_ledgers_conserve().await, yuan("1000.00"));
     net.stop().await;
 }
+
+/// A dishonest bank (its settlement key, transfers of its own making with inputs that do not
+/// exist) cannot settle out or redeem more than the central bank's books say it received:
+/// the first move within its headroom passes, the next that would exceed it is refused, and
+/// the books never go below zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_cannot_settle_out_more_than_it_holds() {
+    use cbdc_core::{Lock, OutPoint, TransferBuilder, UnixSeconds};
+    let mut net = Network::start(2).await;
+    net.mint(1, "100.00", "mint-1").await.expect("mints");
+    net.quiesce().await;
+    let op1 = Keypair::from_seed(net.bank(1).operator.seed());
+    let forger = Keypair::from_seed(&[0x66; 32]);
+    let cb_key = Keypair::from_seed(&cbdc_tests::network::CENTRAL_BANK_SEED).public();
+    let until = UnixSeconds(net.bank(1).now_s() + 600);
+    // A transfer spending a made-up coin of `yuan` into `to` (ledger, lock).
+    let forged = |n: u8, amount: &str, to: LedgerId, lock: Lock| {
+        TransferBuilder::new(until)
+            .input(
+                OutPoint {
+                    txid: Txid([n; 32]),
+                    index: 0,
+                },
+                yuan(amount),
+            )
+            .output(to, yuan(amount), lock)
+            .sign(&[&forger])
+            .expect("signs")
+    };
+    let batch = |ts: &[cbdc_core::Transfer]| {
+        let txids: Vec<Txid> = ts.iter().map(cbdc_core::Transfer::txid).collect();
+        v1::SettleBatchRequest {
+            from_ledger_id: 1,
+            transfers: ts.iter().map(convert::to_signed_transfer).collect(),
+            operator_signature: BankRequest::SettleBatch {
+                network: cbdc_tests::NETWORK,
+                from: LedgerId(1),
+                txids: &txids,
+            }
+            .sign(&op1)
+            .to_vec(),
+        }
+    };
+    let to_two = Lock::Key(forger.public());
+    let moves = [
+        forged(1, "60.00", LedgerId(2), to_two),
+        forged(2, "60.00", LedgerId(2), to_two),
+        forged(3, "40.01", LedgerId(0), Lock::Key(cb_key)),
+        forged(4, "40.00", LedgerId(0), Lock::Key(cb_key)),
+    ];
+    let mut cb = net.cb_as("bank-1").await;
+    let results = cb
+        .settle_batch(batch(&moves))
+        .await
+        .expect("answered")
+        .into_inner()
+        .results;
+    let outcome = |i: usize| match &results[i].outcome {
+        Some(v1::settle_result::Outcome::Settled(_)) => Ok(()),
+        Some(v1::settle_result::Outcome::Failed(f)) => Err(f.clone()),
+        None => panic!("no outcome"),
+    };
+    assert_eq!(outcome(0), Ok(()), "within the headroom");
+    let refused = outcome(1).expect_err("60 more would exceed 100");
+    assert!(
+        refused
+            .message
+            .contains("ledger 1 would settle out 60.00 more than it holds: the books say it received 100.00 and settled out 60.00"),
+        "{refused:?}"
+    );
+    let refused = outcome(2).expect_err("a redemption past the headroom");
+    assert!(
+        refused.message.contains("would settle out 40.01"),
+        "{refused:?}"
+    );
+    assert_eq!(outcome(3), Ok(()), "exactly the rest of the headroom");
+    // Nothing is left: one fen more is refused; the books stand at zero, not below.
+    let last = forged(5, "0.01", LedgerId(2), to_two);
+    let r = cb.settle_batch(batch(&[last])).await.unwrap().into_inner();
+    assert!(matches!(
+        &r.results[0].outcome,
+        Some(v1::settle_result::Outcome::Failed(f)) if f.message.contains("more than it holds")
+    ));
+    let a = net.audit().await;
+    let books = |id: u32| {
+        a.ledgers
+            .iter()
+            .find(|l| l.ledger_id == id)
+            .map(|l| l.outstanding_books.clone())
+    };
+    assert_eq!(books(1).as_deref(), Some("0.00"));
+    assert_eq!(a.redeemed, "40.00");
+    // The central bank still answers: a later mint works.
+    net.mint(1, "1.00", "mint-2").await.expect("mints after");
+    net.stop().await;
+}

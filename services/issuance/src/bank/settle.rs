@@ -13,7 +13,9 @@ use cbdc_runtime::error::abort;
 use cbdc_store::{RangeOptions, TxError};
 
 use super::{CentralBank, QUEUE_SCAN_MAX, SETTLE_BATCH_MAX, signature_error};
-use crate::records::{Settled, Settlement, SignedParts, decode_queued, encode_queued};
+use crate::records::{
+    Settled, Settlement, SignedParts, counter_amount, decode_queued, encode_queued,
+};
 
 /// One transfer's settlement, as answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,13 +171,27 @@ impl CentralBank {
                     let p = Arc::clone(&p);
                     Box::pin(async move {
                         let k = me.keys();
+                        // A ledger never settles out more than the books say it received:
+                        // `in` only grows, so a snapshot of it is a safe bound; `out` is
+                        // read with a conflict, so two batches of one ledger cannot both
+                        // pass on the same headroom.
+                        let received = counter_amount(
+                            tx.get_snapshot(&k.book_in(from)).await?.as_deref(),
+                            "books",
+                        )
+                        .map_err(abort)?;
+                        let mut sent = counter_amount(
+                            tx.get(&k.book_out(from)).await?.as_deref(),
+                            "books",
+                        )
+                        .map_err(abort)?;
                         let mut out = Vec::with_capacity(p.len());
                         for (_, plan) in p.iter() {
                             if let Some(done) = tx.get(&k.settled(&plan.txid)).await? {
-                                out.push(SettleOutcome {
+                                out.push(Ok(SettleOutcome {
                                     settled: Settled::decode(&done).map_err(abort)?,
                                     already: true,
-                                });
+                                }));
                                 continue;
                             }
                             let leaving = plan
@@ -187,6 +203,15 @@ impl CentralBank {
                                         "transfer: values overflow".into(),
                                     ))
                                 })?;
+                            let after = sent.checked_add(leaving).filter(|a| *a <= received);
+                            let Some(after) = after else {
+                                out.push(Err(ServiceError::FailedPrecondition(format!(
+                                    "transfer: ledger {} would settle out {leaving} more than it holds: the books say it received {received} and settled out {sent}",
+                                    from.0
+                                ))));
+                                continue;
+                            };
+                            sent = after;
                             tx.set(k.settled(&plan.txid), plan.settled.encode())?;
                             tx.atomic_add(k.book_out(from), leaving.fen() as i64)?;
                             for (l, a, queued) in &plan.deliveries {
@@ -196,10 +221,10 @@ impl CentralBank {
                             if !plan.redeemed.is_zero() {
                                 tx.atomic_add(k.redeemed(), plan.redeemed.fen() as i64)?;
                             }
-                            out.push(SettleOutcome {
+                            out.push(Ok(SettleOutcome {
                                 settled: plan.settled.clone(),
                                 already: false,
-                            });
+                            }));
                         }
                         Ok::<_, TxError<ServiceError>>(out)
                     })
@@ -208,7 +233,7 @@ impl CentralBank {
             match outcome {
                 Ok(outcomes) => {
                     for ((i, _), r) in plans.iter().zip(outcomes) {
-                        results[*i] = Some(Ok(r));
+                        results[*i] = Some(r);
                     }
                 }
                 Err(e) => {
