@@ -614,7 +614,11 @@ async fn the_authority_key_must_not_be_the_hot_key() {
     let operator = Keypair::from_seed(&[5; 32]);
     let mut config =
         cbdc_ledger::config::LedgerConfig::local(1, dir.path(), NETWORK, &operator.public());
-    std::fs::write(&config.operator_key_file, hex::encode(operator.seed())).unwrap();
+    cbdc_runtime::secret::write_private(
+        &config.operator_key_file,
+        hex::encode(operator.seed()).as_bytes(),
+    )
+    .unwrap();
     config.central_bank_public_key = None;
     let err = cbdc_ledger::serve(config, cbdc_runtime::shutdown::Shutdown::new())
         .await

@@ -402,7 +402,7 @@ impl Sim {
             central_bank: Some(Keypair::from_seed(&CB_SEED).public()),
             network: NETWORK.to_string(),
             authority: Keypair::from_seed(&AUTHORITY_SEED).public(),
-            phone_key: [0x9f; 32],
+            phone_key: [0x9f; 32].into(),
         };
         let ledger = Ledger::open(
             db,

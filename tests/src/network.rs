@@ -63,7 +63,11 @@ impl Network {
         config.tls =
             cbdc_runtime::tls::TlsConfig::in_dir(&tls, cbdc_runtime::tls::CENTRAL_BANK_NAME);
         config.delivery_interval_ms = 20;
-        std::fs::write(&config.signing_key_file, hex::encode(CENTRAL_BANK_SEED)).expect("key");
+        cbdc_runtime::secret::write_private(
+            &config.signing_key_file,
+            hex::encode(CENTRAL_BANK_SEED).as_bytes(),
+        )
+        .expect("key");
         let (central_bank, cb) = launch_cb(&config).await;
         let endpoint = format!("https://{}", central_bank.grpc_addr);
         let mut net = Network {
@@ -106,7 +110,11 @@ impl Network {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("ca.crt"), self.ca.cert_pem()).unwrap();
             std::fs::write(dir.join(format!("{name}.crt")), issued.cert_pem).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), issued.key_pem).unwrap();
+            cbdc_runtime::secret::write_private(
+                &dir.join(format!("{name}.key")),
+                issued.key_pem.as_bytes(),
+            )
+            .unwrap();
         }
         let channel =
             tonic::transport::Endpoint::from_shared(format!("https://{}", self.cb_addr()))

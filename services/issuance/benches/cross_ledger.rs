@@ -196,9 +196,9 @@ async fn main() {
     let mut cb_config = IssuanceConfig::local(&dir.path().join("cb"), NETWORK, &admin.public());
     cb_config.delivery_interval_ms = 2;
     std::fs::create_dir_all(dir.path().join("cb")).unwrap();
-    std::fs::write(
+    cbdc_runtime::secret::write_private(
         &cb_config.signing_key_file,
-        hex::encode(central_bank.seed()),
+        hex::encode(central_bank.seed()).as_bytes(),
     )
     .unwrap();
     let cb = cbdc_issuance::serve(cb_config, Shutdown::new())

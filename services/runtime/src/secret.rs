@@ -2,11 +2,21 @@
 //! of mode 0600, optionally encrypted with a passphrase (age, scrypt). Services create theirs
 //! on first start ([`load_or_create_seed`]); the CLI makes wallet keys ([`create_seed`]) and
 //! reads any key ([`read_seed`]). Every error names the file and says what to do.
+//!
+//! A key file is created whole or not at all: written to a temporary file, synced, linked
+//! under its name (never over an existing file), and its directory synced, so a power loss
+//! leaves either no key or the whole key. A key file that group or others may read is
+//! refused. Seeds and the text that held them are wiped from memory once used
+//! ([`Seed`] zeroizes on drop).
 
 use std::io::Write;
 use std::path::Path;
 
 use rand::RngCore;
+use zeroize::Zeroizing;
+
+/// A 32-byte seed, wiped from memory when dropped.
+pub type Seed = Zeroizing<[u8; 32]>;
 
 /// The environment variable that unlocks encrypted key files.
 pub const PASSPHRASE_ENV: &str = "CBDC_WALLET_PASSPHRASE";
@@ -16,9 +26,10 @@ const AGE_MAGIC: &[u8] = b"age-encryption.org/";
 
 /// Reads the 32-byte seed (hex) in `path`, creating a fresh random one with mode 0600 if the
 /// file does not exist. Errors say what is wrong with the file.
-pub fn load_or_create_seed(path: &Path) -> Result<[u8; 32], String> {
+pub fn load_or_create_seed(path: &Path) -> Result<Seed, String> {
     if path.exists() {
-        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        check_private(path)?;
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| e.to_string())?);
         return parse_seed(&text)
             .ok_or_else(|| "expected 64 hex digits (a 32-byte Ed25519 seed)".to_string());
     }
@@ -26,13 +37,35 @@ pub fn load_or_create_seed(path: &Path) -> Result<[u8; 32], String> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
     }
-    write_private(path, format!("{}\n", hex::encode(seed)).as_bytes())?;
+    let text = Zeroizing::new(format!("{}\n", hex::encode(*seed)));
+    write_private(path, text.as_bytes())?;
     Ok(seed)
+}
+
+/// Refuses a key file that group or others may read (or write).
+pub fn check_private(path: &Path) -> Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "key file {} is open to group or others (mode {:o}); make it private with `chmod 600 {}`",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Creates a new key file at `path` (never overwriting one) holding a fresh seed, encrypted
 /// with `passphrase` if given. Returns the seed.
-pub fn create_seed(path: &Path, passphrase: Option<&str>) -> Result<[u8; 32], String> {
+pub fn create_seed(path: &Path, passphrase: Option<&str>) -> Result<Seed, String> {
     if path.exists() {
         return Err(format!(
             "key file {} already exists; not overwriting it",
@@ -40,31 +73,32 @@ pub fn create_seed(path: &Path, passphrase: Option<&str>) -> Result<[u8; 32], St
         ));
     }
     let seed = fresh_seed();
-    let text = format!("{}\n", hex::encode(seed));
-    let bytes = match passphrase {
-        None => text.into_bytes(),
+    let text = Zeroizing::new(format!("{}\n", hex::encode(*seed)));
+    let bytes = Zeroizing::new(match passphrase {
+        None => text.as_bytes().to_vec(),
         Some(pass) => {
             let recipient =
                 age::scrypt::Recipient::new(age::secrecy::SecretString::from(pass.to_string()));
             age::encrypt(&recipient, text.as_bytes())
                 .map_err(|e| format!("encrypting the key: {e}"))?
         }
-    };
+    });
     write_private(path, &bytes).map_err(|e| format!("key file {}: {e}", path.display()))?;
     Ok(seed)
 }
 
 /// Reads the seed in `path`; an encrypted file is opened with the passphrase in
 /// [`PASSPHRASE_ENV`].
-pub fn read_seed(path: &Path) -> Result<[u8; 32], String> {
-    let bytes = std::fs::read(path).map_err(|e| {
+pub fn read_seed(path: &Path) -> Result<Seed, String> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
         format!(
             "key file {}: {e} (create one with `cbdc wallet new --key {}`)",
             path.display(),
             path.display()
         )
-    })?;
-    let plain = if bytes.starts_with(AGE_MAGIC) {
+    })?);
+    check_private(path)?;
+    let plain = Zeroizing::new(if bytes.starts_with(AGE_MAGIC) {
         let pass = std::env::var(PASSPHRASE_ENV).map_err(|_| {
             format!(
                 "key file {} is encrypted; put its passphrase in {PASSPHRASE_ENV}",
@@ -79,31 +113,59 @@ pub fn read_seed(path: &Path) -> Result<[u8; 32], String> {
             )
         })?
     } else {
-        bytes
-    };
-    let text =
-        String::from_utf8(plain).map_err(|_| format!("key file {}: not a key", path.display()))?;
-    parse_seed(&text).ok_or_else(|| format!("key file {}: expected 64 hex digits", path.display()))
+        bytes.to_vec()
+    });
+    let text = std::str::from_utf8(&plain)
+        .map_err(|_| format!("key file {}: not a key", path.display()))?;
+    parse_seed(text).ok_or_else(|| format!("key file {}: expected 64 hex digits", path.display()))
 }
 
-fn parse_seed(text: &str) -> Option<[u8; 32]> {
-    hex::decode(text.trim()).ok()?.try_into().ok()
+fn parse_seed(text: &str) -> Option<Seed> {
+    let bytes = Zeroizing::new(hex::decode(text.trim()).ok()?);
+    let mut seed = Seed::default();
+    if bytes.len() != seed.len() {
+        return None;
+    }
+    seed.copy_from_slice(&bytes);
+    Some(seed)
 }
 
-fn fresh_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut seed);
+fn fresh_seed() -> Seed {
+    let mut seed = Seed::default();
+    rand::rngs::OsRng.fill_bytes(seed.as_mut());
     seed
 }
 
-/// Writes a new file readable by its owner only.
+/// Writes a new file readable by its owner only, whole or not at all: a temporary file in
+/// the same directory, written and synced, then linked under `path` (which fails if `path`
+/// exists: nothing is overwritten), the temporary name removed and the directory synced.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?
+        .to_string_lossy();
+    let mut nonce = [0u8; 8];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(nonce)));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(|e| e.to_string())?;
-    file.write_all(bytes).map_err(|e| e.to_string())
+    let written = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written.map_err(|e| e.to_string())?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| format!("syncing {}: {e}", dir.display()))
 }
 
 #[cfg(test)]
@@ -141,7 +203,42 @@ mod tests {
         assert_eq!(read_seed(&sealed).unwrap(), seed);
         unsafe { std::env::remove_var(PASSPHRASE_ENV) };
         let bad = dir.path().join("bad.key");
-        std::fs::write(&bad, "not hex").unwrap();
+        write_private(&bad, b"not hex").unwrap();
         assert!(read_seed(&bad).unwrap_err().contains("64 hex digits"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        load_or_create_seed(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for e in [
+            load_or_create_seed(&path).unwrap_err(),
+            read_seed(&path).unwrap_err(),
+        ] {
+            assert!(e.contains("open to group or others (mode 644)"), "{e}");
+            assert!(e.contains("chmod 600"), "{e}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(read_seed(&path).is_ok());
+    }
+
+    #[test]
+    fn a_key_file_is_written_whole_and_never_over_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        write_private(&path, b"first").unwrap();
+        let e = write_private(&path, b"second").unwrap_err();
+        assert!(e.to_lowercase().contains("exists"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        // Nothing is left behind under a temporary name.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("k.key")]);
     }
 }

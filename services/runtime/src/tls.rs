@@ -73,6 +73,9 @@ impl TlsConfig {
         }
         let cert = read("cert_file", &self.cert_file)?;
         let key = read("key_file", &self.key_file)?;
+        if let Some(path) = &self.key_file {
+            crate::secret::check_private(path).map_err(|e| format!("tls.key_file: {e}"))?;
+        }
         let ca = read("ca_file", &self.ca_file)?;
         for (field, pem, what) in [
             ("cert_file", &cert, "CERTIFICATE"),
@@ -256,8 +259,20 @@ mod tests {
         };
         let e = swapped.load("ledger").unwrap_err();
         assert_eq!(e, "tls.cert_file: not a PEM file holding a CERTIFICATE");
-        let no_key = TlsConfig {
+        let readable = TlsConfig {
             key_file: config.cert_file.clone(),
+            ..config.clone()
+        };
+        let e = readable.load("ledger").unwrap_err();
+        assert!(e.contains("is open to group or others"), "{e}");
+        let not_a_key = dir.path().join("not-a-key.pem");
+        crate::secret::write_private(
+            &not_a_key,
+            &std::fs::read(config.cert_file.as_ref().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let no_key = TlsConfig {
+            key_file: Some(not_a_key),
             ..config.clone()
         };
         let e = no_key.load("ledger").unwrap_err();

@@ -215,7 +215,7 @@ pub struct Settings {
     pub authority: PublicKey,
     /// The bank's secret that keys the phone-number hash (HMAC-SHA-256), so the stored
     /// hashes cannot be reversed by trying every number.
-    pub phone_key: [u8; 32],
+    pub phone_key: cbdc_runtime::secret::Seed,
 }
 
 struct Inner {

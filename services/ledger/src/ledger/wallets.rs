@@ -65,8 +65,9 @@ impl Ledger {
     /// The keyed hash of a phone number under this bank's secret.
     pub fn phone_hash(&self, phone: &str) -> [u8; 32] {
         use hmac::{KeyInit, Mac};
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.inner.settings.phone_key)
-            .expect("HMAC takes any key length");
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(self.inner.settings.phone_key.as_slice())
+                .expect("HMAC takes any key length");
         mac.update(phone.as_bytes());
         mac.finalize().into_bytes().into()
     }
