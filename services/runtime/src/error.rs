@@ -78,6 +78,9 @@ impl ServiceError {
     pub fn store(service: &str, e: StoreError) -> ServiceError {
         match e {
             StoreError::Closed => ServiceError::Unavailable(format!("{service} is shutting down")),
+            StoreError::Failed(_) => ServiceError::Unavailable(format!(
+                "{service} stopped taking commits after a storage failure; it needs a restart: {e}"
+            )),
             StoreError::RetryLimit { .. } => {
                 ServiceError::Unavailable(format!("store busy, try again: {e}"))
             }

@@ -75,6 +75,7 @@ pub async fn serve<S>(
     descriptor_set: &'static [u8],
     registry: prometheus::Registry,
     tls: Option<&crate::tls::Tls>,
+    store: &cbdc_store::Database,
     workers: Vec<tokio::task::JoinHandle<()>>,
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, String>
@@ -98,6 +99,39 @@ where
     } = listeners;
     let (health_reporter, health) = health();
     health_reporter.set_serving::<S>().await;
+    // A store that stopped after a storage failure takes no more commits: the service says
+    // so in its health (NOT_SERVING), a metric and its log, until it is restarted.
+    let failed = prometheus::IntGauge::new(
+        "store_failed",
+        "1 when the store stopped after a failed write or fsync (restart to recover)",
+    )
+    .map_err(|e| format!("metrics: {e}"))?;
+    registry
+        .register(Box::new(failed.clone()))
+        .map_err(|e| format!("metrics: {e}"))?;
+    let watch_store = {
+        let (store, shutdown) = (store.clone(), shutdown.clone());
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+                if store.stats().is_some_and(|s| s.failed) {
+                    failed.set(1);
+                    reporter.set_not_serving::<S>().await;
+                    reporter
+                        .set_service_status("", tonic_health::ServingStatus::NotServing)
+                        .await;
+                    tracing::error!(
+                        "{name}: the store stopped after a failed write or fsync; NOT_SERVING until restarted"
+                    );
+                    return;
+                }
+            }
+        })
+    };
     let reflection = reflection(descriptor_set).map_err(|e| format!("reflection: {e}"))?;
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
@@ -126,6 +160,7 @@ where
             )
             .await;
         let _ = metrics_task.await;
+        watch_store.abort();
         for w in workers {
             let _ = w.await;
         }

@@ -34,6 +34,10 @@ pub enum StoreError {
     UsedAfterCommit,
     #[error("the store is shut down")]
     Closed,
+    #[error(
+        "the store stopped after a failed write or fsync ({0}); nothing more is committed until the service restarts and recovers from its journal"
+    )]
+    Failed(String),
     #[error("storage I/O: {0}")]
     Io(String),
     #[error("FoundationDB error {code}: {message}")]

@@ -114,6 +114,11 @@ impl CentralBank {
         Ok(self.inner.db.run(move |tx| f(me.clone(), tx)).await?)
     }
 
+    /// The central bank's store.
+    pub fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
     /// The network the central bank serves.
     pub fn network(&self) -> &str {
         &self.inner.network

@@ -65,6 +65,9 @@ pub struct EmbeddedOptions {
     /// fsync every batch before acknowledging it. Only benchmarks and simulations (whose
     /// crashes are in-process, so the OS keeps what was written) turn this off.
     pub fsync: bool,
+    /// A fault for tests: the fsync of batch number `n` (counting from 0 since opening)
+    /// fails as a real one would, after the batch reached the journal.
+    pub fail_fsync_at_batch: Option<u64>,
 }
 
 impl Default for EmbeddedOptions {
@@ -73,6 +76,7 @@ impl Default for EmbeddedOptions {
             max_batch: 4096,
             queue_depth: 16_384,
             fsync: true,
+            fail_fsync_at_batch: None,
         }
     }
 }
@@ -88,6 +92,9 @@ pub struct StoreStats {
     pub batches: u64,
     /// Keys written to storage (sets and clears, after merging a batch's writes to one key).
     pub rows: u64,
+    /// The store stopped after a failed write or fsync: it commits nothing more until
+    /// reopened.
+    pub failed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +103,7 @@ struct EngineStats {
     pub conflicts: AtomicU64,
     pub batches: AtomicU64,
     pub rows: AtomicU64,
+    pub failed: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Engine {
@@ -179,7 +187,7 @@ impl Engine {
         let writer_shared = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_shared, from_resolver, options.fsync))
+            .spawn(move || writer_loop(writer_shared, from_resolver, options))
             .map_err(|e| io(format!("starting writer: {e}")))?;
         let resolver_shared = Arc::clone(&shared);
         let max_batch = options.max_batch.max(1);
@@ -226,6 +234,7 @@ impl Engine {
             conflicts: self.shared.stats.conflicts.load(Ordering::Relaxed),
             batches: self.shared.stats.batches.load(Ordering::Relaxed),
             rows: self.shared.stats.rows.load(Ordering::Relaxed),
+            failed: self.shared.stats.failed.load(Ordering::Relaxed),
         }
     }
 }

@@ -15,21 +15,37 @@ use crate::error::StoreError;
 
 /// The writer thread: applies resolved batches in order, each as one atomic fjall write
 /// batch and one journal fsync, then publishes the new version and acknowledges.
+///
+/// Fail-stop: after the first failed write or fsync nothing more is applied or published.
+/// A failed batch may sit in the memtable, and a later successful fsync could make it look
+/// durable while the failed pages were dropped (the "fsyncgate" failure); so every later
+/// commit is refused with [`StoreError::Failed`] until the store is reopened and recovers
+/// from its journal.
 pub(super) fn writer_loop(
     shared: Arc<Shared>,
     receiver: std::sync::mpsc::Receiver<Vec<Resolved>>,
-    fsync: bool,
+    options: super::EmbeddedOptions,
 ) {
     let mut counters = CounterCache::default();
+    let mut stopped: Option<StoreError> = None;
+    let mut batches = 0u64;
     while let Ok(mut batch) = receiver.recv() {
         // Whatever else is already resolved joins this fsync (bounded by the channel).
         while let Ok(more) = receiver.try_recv() {
             batch.extend(more);
         }
+        if let Some(e) = &stopped {
+            for r in batch {
+                let _ = r.reply.send(Err(e.clone()));
+            }
+            continue;
+        }
         let Some(last) = batch.last().map(|r| r.stamp.version()) else {
             continue;
         };
-        match apply_batch(&shared, &batch, last, fsync, &mut counters) {
+        let inject = options.fail_fsync_at_batch == Some(batches);
+        batches += 1;
+        match apply_batch(&shared, &batch, last, options.fsync, inject, &mut counters) {
             Ok(()) => {
                 // Seqno first, then version: a reader that sees the new version also sees
                 // the new data; one that sees only the new data conflicts conservatively.
@@ -47,10 +63,14 @@ pub(super) fn writer_loop(
                 }
             }
             Err(e) => {
-                // What reached storage is uncertain: forget cached counters rather than guess.
+                // What reached storage is uncertain: stop here.
                 counters.values.clear();
+                shared.stats.failed.store(true, Ordering::Release);
+                eprintln!("store: stopping after a failed write or fsync: {e}");
+                stopped = Some(StoreError::Failed(e.to_string()));
+                // This batch may or may not be in the journal that recovery reads.
                 for r in batch {
-                    let _ = r.reply.send(Err(e.clone()));
+                    let _ = r.reply.send(Err(StoreError::CommitUnknownResult));
                 }
             }
         }
@@ -75,6 +95,7 @@ pub(super) fn apply_batch(
     batch: &[Resolved],
     last_version: u64,
     fsync: bool,
+    fail_fsync: bool,
     counters: &mut CounterCache,
 ) -> Result<(), StoreError> {
     // In key order: consecutive inserts into the memtable's skiplist then walk mostly the
@@ -102,10 +123,13 @@ pub(super) fn apply_batch(
     write.commit().map_err(io)?;
     if fsync {
         // The batch is in the journal; if the fsync fails it may or may not survive a crash.
+        if fail_fsync {
+            return Err(StoreError::Io("fsync failed (injected)".into()));
+        }
         shared
             .keyspace
             .persist(PersistMode::SyncData)
-            .map_err(|_| StoreError::CommitUnknownResult)?;
+            .map_err(|e| StoreError::Io(format!("fsync: {e}")))?;
     }
     Ok(())
 }
