@@ -3,7 +3,7 @@
 
 use cbdc_core::messages;
 use cbdc_core::{Address, KycTier};
-use cbdc_proto::{convert, requests, v1};
+use cbdc_proto::{requests, v1};
 use serde_json::json;
 
 use super::*;
@@ -113,13 +113,14 @@ pub(super) async fn bank(b: BankCommand, out: &mut Out) -> Result<(), String> {
                 .map_err(|s| client::status(&s))?
                 .into_inner();
             wallet_line(&w, out);
-            for c in &w.tier_changes {
-                if !out.json {
+            if !out.json {
+                let tier = |t: i32| format!("{:?}", v1::KycTier::try_from(t).unwrap_or_default());
+                for c in &w.tier_changes {
                     out.emit(
                         format!(
-                            "  tier {:?} → {:?}: {} (request {})",
-                            convert::kyc_tier("from", c.from).ok(),
-                            convert::kyc_tier("to", c.to).ok(),
+                            "  tier {} → {}: {} (request {})",
+                            tier(c.from),
+                            tier(c.to),
                             c.reason,
                             c.request_id
                         ),
