@@ -18,6 +18,25 @@ fn passphrase(var: &str) -> Result<String, String> {
 }
 use crate::client;
 
+/// A client of the bank holding the wallet at `address`, and a read grant signed with the
+/// wallet's key in `key` (read before connecting, so a bad key file is named first).
+async fn as_wallet(
+    address_text: &str,
+    key: &std::path::Path,
+    target: &Target,
+) -> Result<
+    (
+        cbdc_proto::v1::ledger_service_client::LedgerServiceClient<tonic::transport::Channel>,
+        v1::ReadAuth,
+    ),
+    String,
+> {
+    let addr = address(address_text)?;
+    let k = read_key(key)?;
+    let c = client::ledger(&target.bank(addr.ledger)?).await?;
+    Ok((c, read_auth(&k, target, &addr, false)?))
+}
+
 pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String> {
     match w {
         WalletCommand::New {
@@ -64,10 +83,7 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             key,
             target,
         } => {
-            let addr = address(&a)?;
-            let k = read_key(&key)?;
-            let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
-            let auth = read_auth(&k, &target, &addr, false)?;
+            let (mut c, auth) = as_wallet(&a, &key, &target).await?;
             let b = c
                 .get_balance(v1::GetBalanceRequest {
                     address: a.clone(),
@@ -125,10 +141,7 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             key,
             target,
         } => {
-            let addr = address(&a)?;
-            let k = read_key(&key)?;
-            let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
-            let auth = read_auth(&k, &target, &addr, false)?;
+            let (mut c, auth) = as_wallet(&a, &key, &target).await?;
             let h = c
                 .list_history(v1::ListHistoryRequest {
                     address: a.clone(),
@@ -166,10 +179,7 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             count,
             target,
         } => {
-            let addr = address(&a)?;
-            let k = read_key(&key)?;
-            let mut c = client::ledger(&target.bank(addr.ledger)?).await?;
-            let auth = read_auth(&k, &target, &addr, false)?;
+            let (mut c, auth) = as_wallet(&a, &key, &target).await?;
             let mut stream = c
                 .watch_wallet(v1::WatchWalletRequest {
                     address: a.clone(),
