@@ -703,3 +703,104 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     );
     net.stop().await;
 }
+
+/// One signature rule on every path: a witness whose `R` is of small order (`R` the
+/// identity, `S = k·a`, which the cofactorless equation accepts) is refused by
+/// `SubmitTransfer` and by `SubmitTransfers` alone, among honest transfers and beside a broken
+/// one; a mixed-order `R` made by the key's holder commits on both paths. Before the rule was
+/// one, the first committed through both calls and was refused only beside a broken transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_gets_one_verdict_on_every_path() {
+    let mut net = LedgerNet::start(1).await;
+    net.issue(yuan("1000")).await;
+    let alice = net.open_wallet(1, KycTier::Class1).await;
+    let carol = net.open_wallet(2, KycTier::Class1).await;
+    let bob = net.open_wallet(3, KycTier::Class1).await;
+    for (w, id) in [(&alice, "a"), (&carol, "c")] {
+        net.exchange_in(&w.public(), "100.00", id).await.unwrap();
+    }
+    let bob_addr = net.address(&bob.public());
+    let crafted = |t: &Transfer, torsion: usize, small_order: bool| {
+        let message = t.txid().signing_message();
+        let mut wire = to_signed_transfer(t);
+        wire.witnesses[0].signature =
+            cbdc_core::signature::crafted::sign(alice.seed(), &message, torsion, small_order)
+                .to_vec();
+        wire
+    };
+    let code = |r: &v1::TransferResult| match &r.outcome {
+        Some(v1::transfer_result::Outcome::Committed(_)) => "COMMITTED".to_string(),
+        Some(v1::transfer_result::Outcome::Rejected(x)) => x.code.clone(),
+        None => "NONE".to_string(),
+    };
+    for (torsion, small_order, expected) in [
+        (0, true, "BAD_SIGNATURE"),
+        (4, true, "BAD_SIGNATURE"),
+        (2, false, "COMMITTED"),
+    ] {
+        let kind = if small_order {
+            "small-order"
+        } else {
+            "mixed-order"
+        };
+        for batch in [
+            "single call",
+            "alone",
+            "among honest",
+            "beside a broken one",
+        ] {
+            let mine = net
+                .build_signed(&alice, &[(&bob_addr, "1.00")])
+                .await
+                .unwrap();
+            let wire = crafted(&mine, torsion, small_order);
+            let honest = net
+                .build_signed(&carol, &[(&bob_addr, "0.01")])
+                .await
+                .unwrap();
+            let mut broken = to_signed_transfer(&honest);
+            broken.witnesses[0].signature[3] ^= 1;
+            let (results, at) = match batch {
+                "single call" => {
+                    // A refused single call is a status whose message starts with the code.
+                    let code = match net
+                        .client
+                        .submit_transfer(v1::SubmitTransferRequest {
+                            transfer: Some(wire),
+                        })
+                        .await
+                    {
+                        Ok(r) => code(&r.into_inner()),
+                        Err(s) => s.message().split(':').next().unwrap_or("").to_string(),
+                    };
+                    (vec![code], 0)
+                }
+                _ => {
+                    let transfers = match batch {
+                        "alone" => vec![wire],
+                        "among honest" => vec![to_signed_transfer(&honest), wire],
+                        _ => vec![broken, wire],
+                    };
+                    let at = transfers.len() - 1;
+                    let r = net
+                        .client
+                        .submit_transfers(v1::SubmitTransfersRequest { transfers })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    (r.results.iter().map(code).collect(), at)
+                }
+            };
+            let name = format!("{kind} R (torsion {torsion}), {batch}");
+            assert_eq!(results[at], expected, "{name}");
+            println!("{name}: {expected}");
+            if batch == "beside a broken one" {
+                assert_eq!(results[0], "BAD_SIGNATURE", "{kind}: the neighbour");
+            }
+        }
+    }
+    // Four mixed-order payments of 1.00 committed; nothing else of Alice's moved.
+    assert_eq!(net.balance(&alice.public()).await, "96.00");
+    net.assert_conserved(yuan("1000")).await;
+    net.stop().await;
+}

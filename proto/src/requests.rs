@@ -346,7 +346,7 @@ mod tests {
         }
         .signing_bytes();
         assert_eq!(
-            verify_bytes(admin.verifying_key(), &signed, &r.admin_signature),
+            verify_bytes(&admin.checked_key(), &signed, &r.admin_signature),
             Ok(())
         );
         let m = mint(&admin, h.clone(), LedgerId(3), "10.00", "ref");
@@ -360,7 +360,7 @@ mod tests {
         }
         .signing_bytes();
         assert_eq!(
-            verify_bytes(admin.verifying_key(), &signed, &m.admin_signature),
+            verify_bytes(&admin.checked_key(), &signed, &m.admin_signature),
             Ok(())
         );
         let w = open_wallet(&op, "net", LedgerId(3), "+8613800000000");
@@ -372,7 +372,7 @@ mod tests {
         }
         .signing_bytes();
         assert_eq!(
-            verify_bytes(op.verifying_key(), &signed, &w.signature),
+            verify_bytes(&op.checked_key(), &signed, &w.signature),
             Ok(())
         );
         assert_eq!(w.public_key, op.public().as_bytes());
@@ -387,7 +387,7 @@ mod tests {
         }
         .signing_bytes();
         assert_eq!(
-            verify_bytes(op.verifying_key(), &signed, &t.authority_signature),
+            verify_bytes(&op.checked_key(), &signed, &t.authority_signature),
             Ok(())
         );
     }

@@ -85,11 +85,11 @@ impl Checkpoint {
 
     /// Checks the signature by `operator` and that the figures add up.
     pub fn verify(&self, operator: &PublicKey, signature: &[u8]) -> Result<(), AuditError> {
-        let vk = operator.verifying_key().map_err(|_| AuditError::BadKey)?;
-        let sig = ed25519_dalek::Signature::from_slice(signature)
-            .map_err(|_| AuditError::BadSignature)?;
-        vk.verify_strict(&self.message(), &sig)
-            .map_err(|_| AuditError::BadSignature)?;
+        let key = operator.checked_key().map_err(|_| AuditError::BadKey)?;
+        let sig: &[u8; 64] = signature.try_into().map_err(|_| AuditError::BadSignature)?;
+        if !crate::signature::verify(&key, &self.message(), sig) {
+            return Err(AuditError::BadSignature);
+        }
         if self.inbound.checked_sub(self.settled_out) != Some(self.outstanding) {
             return Err(AuditError::Unbalanced {
                 outstanding: self.outstanding,

@@ -24,8 +24,9 @@ impl fmt::Display for LedgerId {
 /// an output may name any 32 bytes (the ledger only credits keys of opened wallets, and those
 /// are checked when the wallet is opened). Where a key must be usable — opening a wallet,
 /// parsing an address, verifying a witness — [`PublicKey::checked`] and
-/// [`PublicKey::verifying_key`] refuse bytes that are not a curve point and small-order
-/// ("weak") keys, under which one signature can be valid for many messages.
+/// [`PublicKey::verifying_key`] refuse bytes that are not a curve point, small-order ("weak")
+/// keys, under which one signature can be valid for many messages, and keys with a torsion
+/// component, under which verification equations can disagree.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey([u8; 32]);
 
@@ -35,6 +36,8 @@ pub enum KeyError {
     NotAPoint,
     #[error("public key is of small order (weak) and cannot own value")]
     Weak,
+    #[error("public key has a small-order (torsion) component and cannot own value")]
+    Torsion,
 }
 
 impl PublicKey {
@@ -67,11 +70,32 @@ impl PublicKey {
         if key.is_weak() {
             return Err(KeyError::Weak);
         }
+        // A key with a torsion component could make signatures that one verification
+        // equation accepts and another refuses; an honest key (`[a]B`) never has one. The
+        // test is a scalar multiplication by the group order, again worth caching.
+        if !torsion_free(&key.to_edwards()) {
+            return Err(KeyError::Torsion);
+        }
         Ok(CheckedKey(key))
     }
 }
 
-/// A decompressed Ed25519 key known to be a valid point not of small order: only
+/// `[ℓ]A = 0`, asked as `[ℓ − 1]A = −A` in variable time (a public key is public), which
+/// costs about three quarters of the constant-time `EdwardsPoint::is_torsion_free`: for `A = P + T`,
+/// `[ℓ − 1]A = −P + [ℓ − 1]T`, equal to `−P − T` only when `[ℓ]T = 0`, i.e. `T = 0`, since
+/// `ℓ` is prime to the cofactor.
+fn torsion_free(a: &curve25519_dalek::EdwardsPoint) -> bool {
+    use curve25519_dalek::Scalar;
+    let minus_one = -Scalar::ONE; // ℓ − 1
+    curve25519_dalek::EdwardsPoint::vartime_double_scalar_mul_basepoint(
+        &minus_one,
+        a,
+        &Scalar::ZERO,
+    ) == -a
+}
+
+/// A decompressed Ed25519 key known to be a valid point of the prime-order subgroup (not of
+/// small order, no torsion component): only
 /// [`PublicKey::checked_key`] and [`Keypair::checked_key`] make one, so whoever holds one (a
 /// cache of signers' keys, say) need not check it again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -23,6 +23,7 @@ pub mod keys;
 pub mod kyc;
 pub mod merkle;
 pub mod messages;
+pub mod signature;
 pub mod transfer;
 pub mod validate;
 

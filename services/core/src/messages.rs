@@ -20,7 +20,7 @@
 //! each request id with the [`Order::content_digest`] of what it asked: the same id with
 //! the same content answers with the first result, with other content it is refused.
 
-use ed25519_dalek::VerifyingKey;
+use crate::keys::CheckedKey;
 use sha2::Digest;
 
 use crate::{Keypair, KycTier, LedgerId, PublicKey, Txid};
@@ -102,10 +102,10 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// The one check of a signed message: `signature` is `key`'s strict Ed25519 signature over
-/// `message`'s signing bytes.
+/// The one check of a signed message: `signature` is `key`'s signature over `message`'s
+/// signing bytes, under the one rule of [`crate::signature`].
 pub fn verify(
-    key: &VerifyingKey,
+    key: &CheckedKey,
     message: &impl Signed,
     signature: &[u8],
 ) -> Result<(), SignatureError> {
@@ -113,46 +113,45 @@ pub fn verify(
 }
 
 /// [`verify`] over bytes already built (a caller checking many signatures of one message
-/// kind builds each message once for a batch verification, and falls back to this).
+/// kind builds each message once for a batch verification).
 pub fn verify_bytes(
-    key: &VerifyingKey,
+    key: &CheckedKey,
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), SignatureError> {
-    let signature: [u8; 64] = signature
+    let signature: &[u8; 64] = signature
         .try_into()
         .map_err(|_| SignatureError::Length(signature.len()))?;
-    key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&signature))
-        .map_err(|_| SignatureError::Mismatch)
+    if crate::signature::verify(key, message, signature) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
-/// Checks many `(key, message, signature)` triples at once: one Ed25519 batch verification
-/// over the well-formed ones and, only if the batch fails, each on its own to name the bad
-/// ones. One result per triple, in order; accepts exactly what [`verify_bytes`] accepts,
-/// but for the residual small-torsion case described in ARCHITECTURE.md (keys of small
-/// order are refused before any signature is checked).
-pub fn verify_each(items: &[(&VerifyingKey, &[u8], &[u8])]) -> Vec<Result<(), SignatureError>> {
-    let mut results: Vec<Result<(), SignatureError>> = items
-        .iter()
-        .map(|(_, _, sig)| match sig.len() {
-            64 => Ok(()),
-            n => Err(SignatureError::Length(n)),
-        })
-        .collect();
-    let passing: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_ok()).collect();
-    if passing.is_empty() {
-        return results;
+/// Checks many `(key, message, signature)` triples at once (one batch, bisected if it
+/// fails). One result per triple, in order, each exactly what [`verify_bytes`] says of it.
+pub fn verify_each(items: &[(&CheckedKey, &[u8], &[u8])]) -> Vec<Result<(), SignatureError>> {
+    let mut results: Vec<Result<(), SignatureError>> = Vec::with_capacity(items.len());
+    let mut batch = Vec::with_capacity(items.len());
+    let mut slots = Vec::with_capacity(items.len());
+    for (slot, &(key, message, signature)) in items.iter().enumerate() {
+        match <&[u8; 64]>::try_from(signature) {
+            Ok(signature) => {
+                results.push(Err(SignatureError::Mismatch));
+                batch.push(crate::signature::Item {
+                    key,
+                    message,
+                    signature,
+                });
+                slots.push(slot);
+            }
+            Err(_) => results.push(Err(SignatureError::Length(signature.len()))),
+        }
     }
-    let messages: Vec<&[u8]> = passing.iter().map(|&i| items[i].1).collect();
-    let signatures: Vec<ed25519_dalek::Signature> = passing
-        .iter()
-        .map(|&i| ed25519_dalek::Signature::from_slice(items[i].2).expect("64 bytes"))
-        .collect();
-    let keys: Vec<VerifyingKey> = passing.iter().map(|&i| *items[i].0).collect();
-    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_err() {
-        for &i in &passing {
-            let (key, message, signature) = items[i];
-            results[i] = verify_bytes(key, message, signature);
+    for (slot, ok) in slots.into_iter().zip(crate::signature::verify_many(&batch)) {
+        if ok {
+            results[slot] = Ok(());
         }
     }
     results

@@ -167,7 +167,7 @@ pub struct TransferBody {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Witness {
     pub key: PublicKey,
-    verifying_key: VerifyingKey,
+    checked: CheckedKey,
     pub signature: [u8; 64],
 }
 
@@ -205,28 +205,31 @@ impl Witness {
             // Not this key's decompression: do it here instead.
             checked = key.checked_key().map_err(refuse)?;
         }
-        let verifying_key = *checked.verifying_key();
         Ok(Witness {
             key,
-            verifying_key,
+            checked,
             signature,
         })
     }
 
     /// Checks that `key` is a usable Ed25519 key (index names the witness in the error).
     pub fn new(index: usize, key: PublicKey, signature: [u8; 64]) -> Result<Witness, Reject> {
-        let verifying_key = key
-            .verifying_key()
+        let checked = key
+            .checked_key()
             .map_err(|error| Reject::WitnessKey { index, error })?;
         Ok(Witness {
             key,
-            verifying_key,
+            checked,
             signature,
         })
     }
 
     pub fn verifying_key(&self) -> &VerifyingKey {
-        &self.verifying_key
+        self.checked.verifying_key()
+    }
+
+    pub fn checked_key(&self) -> &CheckedKey {
+        &self.checked
     }
 }
 
@@ -531,7 +534,7 @@ pub fn sign_body(body_bytes: Vec<u8>, signers: &[&Keypair]) -> Result<Transfer, 
         .iter()
         .map(|k| Witness {
             key: k.public(),
-            verifying_key: *k.verifying_key(),
+            checked: k.checked_key(),
             signature: k.sign(&message),
         })
         .collect();

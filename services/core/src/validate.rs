@@ -15,12 +15,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use ed25519_dalek::{Signature, VerifyingKey};
-
 use crate::Amount;
 use crate::codec::DecodeError;
 use crate::keys::{KeyError, LedgerId, PublicKey};
 use crate::kyc::{TierTable, WalletState, WalletStatus};
+use crate::signature;
 use crate::transfer::{Lock, OutPoint, Output, Transfer, Txid, UnixSeconds};
 
 /// Every business reason a transfer is refused. Infrastructure failures are not here.
@@ -193,10 +192,11 @@ impl std::fmt::Display for LimitKind {
     }
 }
 
-/// Checks 2–6 for one transfer, verifying each signature with `verify_strict`.
+/// Checks 2–6 for one transfer, verifying each signature on its own
+/// ([`signature::verify`]).
 pub fn check_stateless(transfer: &Transfer, now: UnixSeconds) -> Result<(), Reject> {
     check_values(transfer, now)?;
-    verify_strict_each(transfer)
+    verify_each_witness(transfer)
 }
 
 /// The stateless checks for transfers another party already committed (the central bank
@@ -209,8 +209,9 @@ where
     batch_with(transfers, |t| t.body().valid_until)
 }
 
-/// Checks 2–6 for many transfers, verifying all their signatures in one Ed25519 batch. Only
-/// when the batch fails are signatures checked one by one, to find which transfer is bad.
+/// Checks 2–6 for many transfers, verifying all their signatures in one Ed25519 batch
+/// ([`signature::verify_many`]: a failed batch is bisected to find the bad ones). Each
+/// transfer gets the verdict [`check_stateless`] would give it.
 pub fn check_stateless_batch<'a, I>(transfers: I, now: UnixSeconds) -> Vec<Result<(), Reject>>
 where
     I: IntoIterator<Item = &'a Transfer>,
@@ -238,23 +239,28 @@ where
         .iter()
         .map(|&i| transfers[i].txid().signing_message())
         .collect();
-    let total: usize = passing
-        .iter()
-        .map(|&i| transfers[i].witnesses().len())
-        .sum();
-    let mut message_refs: Vec<&[u8]> = Vec::with_capacity(total);
-    let mut signatures = Vec::with_capacity(total);
-    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(total);
+    let mut items = Vec::new();
     for (slot, &i) in passing.iter().enumerate() {
         for witness in transfers[i].witnesses() {
-            message_refs.push(&messages[slot]);
-            signatures.push(Signature::from_bytes(&witness.signature));
-            keys.push(*witness.verifying_key());
+            items.push(signature::Item {
+                key: witness.checked_key(),
+                message: &messages[slot],
+                signature: &witness.signature,
+            });
         }
     }
-    if ed25519_dalek::verify_batch(&message_refs, &signatures, &keys).is_err() {
-        for &i in &passing {
-            results[i] = verify_strict_each(transfers[i]);
+    let verdicts = signature::verify_many(&items);
+    let mut next = verdicts.into_iter();
+    for &i in &passing {
+        let mut bad = None;
+        for index in 0..transfers[i].witnesses().len() {
+            let ok = next.next().expect("one verdict per witness");
+            if !ok && bad.is_none() {
+                bad = Some(index);
+            }
+        }
+        if let Some(index) = bad {
+            results[i] = Err(Reject::BadSignature { index });
         }
     }
     results
@@ -302,14 +308,12 @@ fn check_values(transfer: &Transfer, now: UnixSeconds) -> Result<(), Reject> {
     Ok(())
 }
 
-fn verify_strict_each(transfer: &Transfer) -> Result<(), Reject> {
+fn verify_each_witness(transfer: &Transfer) -> Result<(), Reject> {
     let message = transfer.txid().signing_message();
     for (index, witness) in transfer.witnesses().iter().enumerate() {
-        let signature = Signature::from_bytes(&witness.signature);
-        witness
-            .verifying_key()
-            .verify_strict(&message, &signature)
-            .map_err(|_| Reject::BadSignature { index })?;
+        if !signature::verify(witness.checked_key(), &message, &witness.signature) {
+            return Err(Reject::BadSignature { index });
+        }
     }
     Ok(())
 }

@@ -427,3 +427,62 @@ fn a_witness_key_from_a_cache_must_be_the_same_key() {
     assert_eq!(w.verifying_key(), alice.verifying_key());
     assert_eq!(w.key, alice.public());
 }
+
+/// Alice's payment with its witness made by hand (see `signature::crafted`).
+fn crafted(body: &[u8], seed: &[u8; 32], torsion: usize, small_order: bool) -> Transfer {
+    let message = cbdc_core::Txid::of_body(body).signing_message();
+    let sig = cbdc_core::signature::crafted::sign(seed, &message, torsion, small_order);
+    let key = Keypair::from_seed(seed).public();
+    let witness = cbdc_core::Witness::new(0, key, sig).unwrap();
+    Transfer::decode(body.to_vec(), vec![witness]).unwrap()
+}
+
+/// One signature rule: a small-order `R` is refused, and a mixed-order `R` made by the key's
+/// holder accepted, alone and in batches with and without another bad signature.
+#[test]
+fn a_witness_has_one_verdict_whatever_its_batch() {
+    let (w, alice, bob, _) = world();
+    let seed = *alice.seed();
+    let honest: Vec<Transfer> = (0..12)
+        .map(|i| pay(&alice, &bob, 1 + i, 999 - i).sign(&[&alice]).unwrap())
+        .collect();
+    let broken = {
+        let other = pay(&alice, &bob, 500, 500).sign(&[&alice]).unwrap();
+        Transfer::decode(honest[0].body_bytes().to_vec(), other.witnesses().to_vec()).unwrap()
+    };
+    for torsion in 0..8 {
+        for small_order in [true, false] {
+            if torsion == 0 && !small_order {
+                continue; // an honest signature
+            }
+            let body = pay(&alice, &bob, 100 + torsion as u64, 900).body().encode();
+            let t = crafted(&body, &seed, torsion, small_order);
+            let expected = if small_order {
+                Err(Reject::BadSignature { index: 0 })
+            } else {
+                Ok(())
+            };
+            assert_eq!(
+                cbdc_core::validate::check_stateless(&t, w.now),
+                expected,
+                "alone, torsion {torsion}, small order {small_order}"
+            );
+            for with_broken in [false, true] {
+                let mut batch = honest.clone();
+                batch.insert(5, t.clone());
+                if with_broken {
+                    batch.push(broken.clone());
+                }
+                let results = check_stateless_batch(&batch, w.now);
+                assert_eq!(
+                    results[5], expected,
+                    "torsion {torsion}, with broken {with_broken}"
+                );
+                assert_eq!(
+                    results.iter().filter(|r| r.is_err()).count(),
+                    usize::from(expected.is_err()) + usize::from(with_broken)
+                );
+            }
+        }
+    }
+}

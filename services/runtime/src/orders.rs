@@ -58,7 +58,7 @@ impl Authority<'_> {
     ) -> Result<(), ServiceError> {
         let vk = self
             .key
-            .verifying_key()
+            .checked_key()
             .map_err(|e| ServiceError::Internal(format!("{}: {e}", self.whose)))?;
         cbdc_core::messages::verify(&vk, order, signature)
             .map_err(|e| signature_error(e, self.field, self.whose))?;

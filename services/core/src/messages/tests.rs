@@ -276,16 +276,16 @@ fn a_signature_for_one_kind_verifies_for_no_other() {
     let kinds = every_kind();
     for (i, (name, bytes)) in kinds.iter().enumerate() {
         let sig = signer.sign(bytes);
-        assert_eq!(verify_bytes(signer.verifying_key(), bytes, &sig), Ok(()));
+        assert_eq!(verify_bytes(&signer.checked_key(), bytes, &sig), Ok(()));
         assert_eq!(
-            verify_bytes(kp(8).verifying_key(), bytes, &sig),
+            verify_bytes(&kp(8).checked_key(), bytes, &sig),
             Err(SignatureError::Mismatch),
             "{name} verified under another key"
         );
         for (j, (other, other_bytes)) in kinds.iter().enumerate() {
             if i != j {
                 assert_eq!(
-                    verify_bytes(signer.verifying_key(), other_bytes, &sig),
+                    verify_bytes(&signer.checked_key(), other_bytes, &sig),
                     Err(SignatureError::Mismatch),
                     "a {name} signature verified as {other}"
                 );
@@ -438,14 +438,15 @@ fn many_signatures_are_checked_together_and_each_bad_one_named() {
         })
         .collect();
     let mut sigs: Vec<Vec<u8>> = messages.iter().map(|m| signer.sign(m).to_vec()).collect();
+    let key = signer.checked_key();
     let all: Vec<_> = (0..6)
-        .map(|i| (signer.verifying_key(), &messages[i][..], &sigs[i][..]))
+        .map(|i| (&key, &messages[i][..], &sigs[i][..]))
         .collect();
     assert!(verify_each(&all).iter().all(Result::is_ok));
     sigs[2] = signer.sign(&messages[3]).to_vec();
     sigs[4].truncate(10);
     let some_bad: Vec<_> = (0..6)
-        .map(|i| (signer.verifying_key(), &messages[i][..], &sigs[i][..]))
+        .map(|i| (&key, &messages[i][..], &sigs[i][..]))
         .collect();
     let results = verify_each(&some_bad);
     assert_eq!(results[2], Err(SignatureError::Mismatch));
@@ -460,14 +461,14 @@ fn verify_names_a_short_signature_and_checks_the_message_type() {
     let signer = kp(4);
     let order = op(OperatorAction::Redeem { amount: "5.00" });
     let sig = order.sign(&signer);
-    assert_eq!(verify(signer.verifying_key(), &order, &sig), Ok(()));
+    assert_eq!(verify(&signer.checked_key(), &order, &sig), Ok(()));
     assert_eq!(
-        verify(signer.verifying_key(), &order, &sig[..63]),
+        verify(&signer.checked_key(), &order, &sig[..63]),
         Err(SignatureError::Length(63))
     );
     let other = op(OperatorAction::Redeem { amount: "50.00" });
     assert_eq!(
-        verify(signer.verifying_key(), &other, &sig),
+        verify(&signer.checked_key(), &other, &sig),
         Err(SignatureError::Mismatch)
     );
 }

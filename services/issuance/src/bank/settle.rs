@@ -107,7 +107,7 @@ impl CentralBank {
         })?;
         let vk = op
             .key
-            .verifying_key()
+            .checked_key()
             .map_err(|_| ServiceError::corrupt("operator"))?;
         cbdc_core::messages::verify(&vk, request, signature).map_err(|e| {
             signature_error(

@@ -228,7 +228,7 @@ struct Inner {
     events: broadcast::Sender<Arc<CommitEvent>>,
     metrics: LedgerMetrics,
     /// The central bank's key, decompressed once.
-    central_bank_key: Option<ed25519_dalek::VerifyingKey>,
+    central_bank_key: Option<cbdc_core::keys::CheckedKey>,
 }
 
 /// One bank ledger. Cheap to clone; clones share everything.
@@ -279,7 +279,7 @@ impl Ledger {
                 committer.clone(),
             );
             Inner {
-                central_bank_key: settings.central_bank.and_then(|k| k.verifying_key().ok()),
+                central_bank_key: settings.central_bank.and_then(|k| k.checked_key().ok()),
                 db,
                 layout: Layout::new(settings.ledger),
                 settings,

@@ -90,7 +90,7 @@ impl Ledger {
         }
         e164(phone)?;
         let vk = key
-            .verifying_key()
+            .checked_key()
             .map_err(|e| ServiceError::InvalidArgument(format!("public_key: {e}")))?;
         let proof = OpenProof {
             network,

@@ -79,7 +79,7 @@ impl LedgerGrpc {
             key
         };
         let vk = signer
-            .verifying_key()
+            .checked_key()
             .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
         cbdc_core::messages::verify(&vk, &grant, &auth.signature).map_err(|e| {
             Status::permission_denied(format!(
