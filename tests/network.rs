@@ -231,6 +231,9 @@ fn forged_checkpoint(
         inbound,
         settled_out,
         timestamp_ms: 1,
+        unspent: inbound.checked_sub(settled_out).expect("in ≥ out"),
+        outbox: Amount::ZERO,
+        unspent_set: [0; 32],
     };
     convert::to_checkpoint(&cp, &op.sign(&cp.message()))
 }

@@ -403,6 +403,7 @@ impl Sim {
             network: NETWORK.to_string(),
             authority: Keypair::from_seed(&AUTHORITY_SEED).public(),
             phone_key: [0x9f; 32].into(),
+            faults: Default::default(),
         };
         let ledger = Ledger::open(
             db,

@@ -324,6 +324,9 @@ pub fn to_checkpoint(cp: &cbdc_core::audit::Checkpoint, signature: &[u8]) -> v1:
         signature: signature.to_vec(),
         inbound: cp.inbound.to_string(),
         settled_out: cp.settled_out.to_string(),
+        unspent: cp.unspent.to_string(),
+        outbox: cp.outbox.to_string(),
+        unspent_set: cp.unspent_set.to_vec(),
     }
 }
 
@@ -348,6 +351,9 @@ pub fn checkpoint(
                 Amount::DEFAULT_MAX,
             )?,
             timestamp_ms: c.timestamp_unix_ms,
+            unspent: amount("checkpoint.unspent", &c.unspent, Amount::DEFAULT_MAX)?,
+            outbox: amount("checkpoint.outbox", &c.outbox, Amount::DEFAULT_MAX)?,
+            unspent_set: bytes32("checkpoint.unspent_set", &c.unspent_set)?,
         },
         c.signature.clone(),
     ))

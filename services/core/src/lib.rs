@@ -25,6 +25,7 @@ pub mod merkle;
 pub mod messages;
 pub mod signature;
 pub mod transfer;
+pub mod unspent;
 pub mod validate;
 
 pub use amount::{Amount, AmountError};

@@ -288,31 +288,18 @@ impl Settled {
 }
 
 impl AcceptedCheckpoint {
+    /// The signed message, then the signature.
     pub fn encode(&self) -> Vec<u8> {
-        let c = &self.checkpoint;
         let mut w = Writer::new();
-        w.u32(c.ledger.0);
-        w.u64(c.size);
-        w.bytes(&c.root);
-        w.u64(c.outstanding.fen());
-        w.u64(c.inbound.fen());
-        w.u64(c.settled_out.fen());
-        w.u64(c.timestamp_ms);
+        w.bytes(&self.checkpoint.message());
         w.bytes(&self.signature);
         w.0
     }
 
     pub fn decode(b: &[u8]) -> Result<AcceptedCheckpoint, ServiceError> {
         let mut r = Reader::new(b, "checkpoint")?;
-        let checkpoint = Checkpoint {
-            ledger: LedgerId(r.u32()?),
-            size: r.u64()?,
-            root: r.array()?,
-            outstanding: Amount::from_fen(r.u64()?),
-            inbound: Amount::from_fen(r.u64()?),
-            settled_out: Amount::from_fen(r.u64()?),
-            timestamp_ms: r.u64()?,
-        };
+        let message: [u8; cbdc_core::audit::CHECKPOINT_MESSAGE_BYTES] = r.array()?;
+        let checkpoint = Checkpoint::from_message(&message).ok_or_else(|| corrupt("checkpoint"))?;
         let signature = r.array()?;
         r.finish()?;
         Ok(AcceptedCheckpoint {
@@ -373,6 +360,9 @@ mod tests {
                 inbound: Amount::from_fen(30),
                 settled_out: Amount::from_fen(20),
                 timestamp_ms: 1_700_000_000_000,
+                unspent: Amount::from_fen(7),
+                outbox: Amount::from_fen(3),
+                unspent_set: [8; 32],
             },
             signature: [6; 64],
         };

@@ -22,6 +22,7 @@
 
 use cbdc_core::audit::{Checkpoint, Receipt};
 use cbdc_core::merkle::{self, Hash};
+use cbdc_core::unspent::{DELTA_BYTES, Delta};
 use cbdc_core::{Amount, Transfer, Txid};
 use cbdc_runtime::shutdown::Shutdown;
 use cbdc_store::{RangeOptions, Transaction, TxError};
@@ -39,10 +40,14 @@ pub const SEQUENCE_BATCH_MAX: usize = 512;
 /// [`crate::layout::LOG_ENTRY_TXIDS_MAX`]).
 pub const SEQUENCE_LEAVES_MAX: u64 = 4096;
 
-/// The sequencer's state: leaves so far, the last log position sequenced, the right edge.
+/// The sequencer's state: leaves so far, what their transfers did to the unspent outputs,
+/// the last log position sequenced, the right edge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SequencerState {
     pub size: u64,
+    /// The deltas of the first `size` leaves, folded: value created, value spent and the set
+    /// hash of the unspent outputs.
+    pub unspent: Delta,
     pub last: Option<[u8; POSITION_LEN]>,
     /// Hashes of the perfect subtrees making up the tree, largest first (one per set bit of
     /// `size`).
@@ -51,8 +56,9 @@ pub struct SequencerState {
 
 impl SequencerState {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 1 + POSITION_LEN + 32 * self.edge.len());
+        let mut out = Vec::with_capacity(8 + DELTA_BYTES + 1 + POSITION_LEN + 32 * self.edge.len());
         out.extend_from_slice(&self.size.to_be_bytes());
+        out.extend_from_slice(&self.unspent.encode());
         match &self.last {
             Some(p) => {
                 out.push(1);
@@ -69,11 +75,16 @@ impl SequencerState {
     pub fn decode(b: &[u8]) -> Result<SequencerState, Corrupt> {
         let bad = Corrupt { what: "sequencer" };
         let size = u64::from_be_bytes(b.get(..8).ok_or(bad.clone())?.try_into().expect("8"));
-        let (last, rest) = match b.get(8) {
-            Some(0) => (None, &b[9..]),
+        let unspent = b
+            .get(8..8 + DELTA_BYTES)
+            .and_then(Delta::decode)
+            .ok_or(bad.clone())?;
+        let b = &b[8 + DELTA_BYTES..];
+        let (last, rest) = match b.first() {
+            Some(0) => (None, &b[1..]),
             Some(1) => {
-                let p = b.get(9..9 + POSITION_LEN).ok_or(bad.clone())?;
-                (Some(p.try_into().expect("12")), &b[9 + POSITION_LEN..])
+                let p = b.get(1..1 + POSITION_LEN).ok_or(bad.clone())?;
+                (Some(p.try_into().expect("12")), &b[1 + POSITION_LEN..])
             }
             _ => return Err(bad),
         };
@@ -84,7 +95,12 @@ impl SequencerState {
             .chunks_exact(32)
             .map(|c| c.try_into().expect("32"))
             .collect();
-        Ok(SequencerState { size, last, edge })
+        Ok(SequencerState {
+            size,
+            unspent,
+            last,
+            edge,
+        })
     }
 
     /// The root of the tree so far.
@@ -135,30 +151,14 @@ impl SignedCheckpoint {
 
     pub fn decode(b: &[u8]) -> Result<SignedCheckpoint, Corrupt> {
         let bad = Corrupt { what: "checkpoint" };
-        let tag = cbdc_core::audit::CHECKPOINT_TAG.len();
-        if b.len() != tag + 4 + 8 + 32 + 32 + 64 || &b[..tag] != cbdc_core::audit::CHECKPOINT_TAG {
+        let n = cbdc_core::audit::CHECKPOINT_MESSAGE_BYTES;
+        if b.len() != n + 64 {
             return Err(bad);
         }
-        let u64_at = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().expect("8"));
-        let mut at = tag;
-        let ledger = cbdc_core::LedgerId(u32::from_be_bytes(b[at..at + 4].try_into().expect("4")));
-        at += 4;
-        let size = u64_at(at);
-        at += 8;
-        let root: Hash = b[at..at + 32].try_into().expect("32");
-        at += 32;
-        let checkpoint = Checkpoint {
-            ledger,
-            size,
-            root,
-            outstanding: Amount::from_fen(u64_at(at)),
-            inbound: Amount::from_fen(u64_at(at + 8)),
-            settled_out: Amount::from_fen(u64_at(at + 16)),
-            timestamp_ms: u64_at(at + 24),
-        };
+        let checkpoint = Checkpoint::from_message(&b[..n]).ok_or(bad)?;
         Ok(SignedCheckpoint {
             checkpoint,
-            signature: b[at + 32..].to_vec(),
+            signature: b[n..].to_vec(),
         })
     }
 }
@@ -239,16 +239,20 @@ impl Ledger {
                 k.get(prefix.len()..)
                     .and_then(|p| p.try_into().ok())
                     .ok_or_else(|| tx_corrupt(Corrupt { what: "log key" }))?;
-            if v.is_empty() || v.len() % 32 != 0 {
+            if v.len() <= DELTA_BYTES || (v.len() - DELTA_BYTES) % 32 != 0 {
                 return Err(log_entry());
             }
+            let (delta, txids) = v.split_at(DELTA_BYTES);
+            state
+                .unspent
+                .combine(&Delta::decode(delta).ok_or_else(log_entry)?);
             let stamp: [u8; STAMP_LEN] = first[..STAMP_LEN].try_into().expect("stamp");
             let first_order = u16::from_be_bytes(first[STAMP_LEN..].try_into().expect("order"));
             if first_order == 0 {
                 // The commit's other transfers take the following leaves, in order.
                 tx.set(l.first_leaf(&stamp), state.size.to_be_bytes())?;
             }
-            for (i, txid) in v.chunks_exact(32).enumerate() {
+            for (i, txid) in txids.chunks_exact(32).enumerate() {
                 let order = u16::try_from(i)
                     .ok()
                     .and_then(|i| first_order.checked_add(i))
@@ -290,10 +294,30 @@ impl Ledger {
                 None => None,
                 Some(v) => Some(SignedCheckpoint::decode(&v).map_err(tx_corrupt)?),
             };
+            let outbox = counter_amount(tx.get_snapshot(&l.outbox_total()).await?.as_deref())
+                .map_err(tx_corrupt)?;
+            let mut unspent = state
+                .unspent
+                .created
+                .checked_sub(state.unspent.spent)
+                .map(Amount::from_fen)
+                .ok_or_else(|| {
+                    tx_corrupt(Corrupt {
+                        what: "unspent outputs (more spent than created)",
+                    })
+                })?;
+            if self.settings().faults.checkpoint_sum_off_by_one {
+                unspent = Amount::from_fen(unspent.fen() + 1); // planted
+            }
+            let unspent_set = state.unspent.set.digest();
             let changed = previous.as_ref().is_none_or(|p| {
-                p.checkpoint.size != state.size
-                    || p.checkpoint.inbound != inbound
-                    || p.checkpoint.settled_out != settled_out
+                let c = &p.checkpoint;
+                c.size != state.size
+                    || c.inbound != inbound
+                    || c.settled_out != settled_out
+                    || c.unspent != unspent
+                    || c.outbox != outbox
+                    || c.unspent_set != unspent_set
             });
             if changed {
                 let outstanding = inbound.checked_sub(settled_out).ok_or_else(|| {
@@ -309,12 +333,18 @@ impl Ledger {
                     inbound,
                     settled_out,
                     timestamp_ms: self.now_ms(),
+                    unspent,
+                    outbox,
+                    unspent_set,
                 };
                 let signature = self.operator().sign(&checkpoint.message()).to_vec();
                 let signed = SignedCheckpoint {
                     checkpoint,
                     signature,
                 };
+                // Every checkpoint is kept, for auditors replaying the log; the latest also
+                // under its own key.
+                tx.set(l.checkpoint_at(state.size), signed.encode())?;
                 tx.set(l.checkpoint(), signed.encode())?;
             }
         }

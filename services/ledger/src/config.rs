@@ -57,6 +57,9 @@ pub struct LedgerConfig {
     /// China Standard Time (UTC+8, no daylight saving) by default.
     #[serde(default = "default_offset")]
     pub utc_offset_minutes: i32,
+    /// Faults a test plants to show that the audits catch them; never read from a file.
+    #[serde(skip)]
+    pub faults: crate::ledger::Faults,
     /// Transfers per `SubmitTransfers` request, at most.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
@@ -137,6 +140,7 @@ impl LedgerConfig {
         authority: &cbdc_core::PublicKey,
     ) -> LedgerConfig {
         LedgerConfig {
+            faults: Default::default(),
             ledger_id,
             network: network.to_string(),
             authority_public_key: hex::encode(authority.as_bytes()),

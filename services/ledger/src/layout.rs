@@ -10,14 +10,15 @@
 //! | `("o", key, txid, index)` | owner index of unspent outputs: value, u64 BE |
 //! | `("t", txid)` | transfer record (log position first) |
 //! | `("h", key) ‖ position` | a wallet's history in commit order (versionstamped key) |
-//! | `("l",) ‖ position` | the ledger's commit log: the txids of the transfers one store transaction committed from `position` on, in order, 32 bytes each, at most [`LOG_ENTRY_TXIDS_MAX`] per entry (versionstamped key) |
+//! | `("l",) ‖ position` | the ledger's commit log: what the transfers one store transaction committed from `position` on did to the unspent outputs (one [`cbdc_core::unspent::Delta`]), then their txids in order, 32 bytes each, at most [`LOG_ENTRY_TXIDS_MAX`] per entry (versionstamped key) |
 //! | `("x", request_id)` | an operator request done: its txid or outcome |
 //! | `("ob", txid, index)` | outbox: a committed output for another ledger, until delivered |
 //! | `("ms",)` | audit-log sequencer: leaves sequenced, last log position, right-edge hashes |
 //! | `("mn", first)` | audit log: a chunk of at most [`NODE_CHUNK_LEAVES`] consecutive leaves from `first` on: `first` (u64 BE), then for each leaf the hashes of the perfect subtrees it completes, 32 bytes each by level from 0 (the leaf's own hash); subtree `(level, index)` is stored with leaf `((index + 1) << level) - 1` |
 //! | `("mx", stamp)` | audit log: the leaf index of the first transfer the store transaction with that versionstamp committed, u64 BE (the others follow in order) |
 //! | `("ck",)` | the latest signed checkpoint |
-//! | `("ct", "in" \| "out")` | value delivered in / settled out, i64 LE, atomic add |
+//! | `("cp", size)` | every signed checkpoint, by log size (what a replaying auditor checks) |
+//! | `("ct", "in" \| "out" \| "ob")` | value delivered in / settled out / in the outbox, i64 LE, atomic add |
 //!
 //! Double spends conflict on `("u", outpoint)`; payments into one wallet touch only its
 //! atomic counters and fresh keys, so a busy merchant's incoming payments never conflict
@@ -39,7 +40,10 @@ pub const LOG_ENTRY_TXIDS_MAX: usize = 1024;
 /// store's value limit: leaves complete fewer than two subtrees each on average).
 pub const NODE_CHUNK_LEAVES: u64 = 1024;
 
-const _: () = assert!(LOG_ENTRY_TXIDS_MAX * 32 <= cbdc_store::limits::VALUE_BYTES_MAX);
+const _: () = assert!(
+    cbdc_core::unspent::DELTA_BYTES + LOG_ENTRY_TXIDS_MAX * 32
+        <= cbdc_store::limits::VALUE_BYTES_MAX
+);
 const _: () =
     assert!(8 + (2 * NODE_CHUNK_LEAVES as usize + 64) * 32 <= cbdc_store::limits::VALUE_BYTES_MAX);
 
@@ -149,6 +153,15 @@ impl Layout {
         })
     }
 
+    /// The outpoint of an output-state key.
+    pub fn output_outpoint(&self, key: &[u8]) -> Option<OutPoint> {
+        let (_, txid, index): (String, Vec<u8>, i64) = self.sub.unpack(key).ok()?;
+        Some(OutPoint {
+            txid: Txid(txid.try_into().ok()?),
+            index: u16::try_from(index).ok()?,
+        })
+    }
+
     /// `[begin, end)` of all output states.
     pub fn outputs(&self) -> (Vec<u8>, Vec<u8>) {
         let p = self.sub.pack(&("u",));
@@ -251,6 +264,22 @@ impl Layout {
     /// Running total of value that left and the central bank acknowledged.
     pub fn settled_out_total(&self) -> Vec<u8> {
         self.sub.pack(&("ct", "out"))
+    }
+
+    /// Value in the outbox (committed to leave, not yet acknowledged).
+    pub fn outbox_total(&self) -> Vec<u8> {
+        self.sub.pack(&("ct", "ob"))
+    }
+
+    /// Every signed checkpoint, by log size.
+    pub fn checkpoint_at(&self, size: u64) -> Vec<u8> {
+        self.sub.pack(&("cp", size))
+    }
+
+    /// `[begin, end)` of the checkpoints of log sizes `from` and above.
+    pub fn checkpoints_from(&self, from: u64) -> (Vec<u8>, Vec<u8>) {
+        let end = strinc(&self.sub.pack(&("cp",))).expect("prefix has a non-0xff byte");
+        (self.checkpoint_at(from), end)
     }
 
     /// `[begin, end)` of the whole outbox.

@@ -128,6 +128,7 @@ fn settings(config: &LedgerConfig) -> Result<Settings, ServeError> {
         network: config.network.clone(),
         authority,
         phone_key,
+        faults: config.faults,
     })
 }
 

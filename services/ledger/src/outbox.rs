@@ -421,6 +421,7 @@ impl Ledger {
                     }
                     if !sum.is_zero() {
                         tx.atomic_add(l.settled_out_total(), sum.fen() as i64)?;
+                        tx.atomic_add(l.outbox_total(), -(sum.fen() as i64))?;
                     }
                     Ok::<_, TxError<ServiceError>>(sum)
                 })

@@ -15,6 +15,7 @@ impl Ledger {
             now_ms,
             day: self.day(now_ms),
             order,
+            faults: self.inner.settings.faults,
         }
     }
 
@@ -33,21 +34,31 @@ impl Ledger {
         };
         let planned = plan(&ctx, t, &snapshot).map_err(abort)?;
         write(tx, planned.writes)?;
-        Ok(Applied::New(planned.lines))
+        Ok(Applied::New(planned.lines, planned.delta))
     }
 
-    /// Appends the transfers a store transaction commits (`txids`, in order) to the commit
-    /// log: one entry per [`LOG_ENTRY_TXIDS_MAX`] of them, keyed by the position of its
-    /// first, rather than one key per transfer.
-    pub(super) fn write_log(&self, tx: &mut Transaction, txids: &[Txid]) -> Result<(), StoreError> {
-        for (i, chunk) in txids.chunks(LOG_ENTRY_TXIDS_MAX).enumerate() {
+    /// Appends the transfers a store transaction commits (`logged`, in order, each with what
+    /// it did to the unspent outputs) to the commit log: one entry per
+    /// [`LOG_ENTRY_TXIDS_MAX`] of them, keyed by the position of its first, holding their
+    /// deltas folded into one and then their txids, rather than one key per transfer.
+    pub(super) fn write_log(
+        &self,
+        tx: &mut Transaction,
+        logged: &[(Txid, Delta)],
+    ) -> Result<(), StoreError> {
+        for (i, chunk) in logged.chunks(LOG_ENTRY_TXIDS_MAX).enumerate() {
             // Orders are u16: one commit never holds more than 65,536 transfers.
             let first = (i * LOG_ENTRY_TXIDS_MAX) as u16;
             let mut lk = self.layout().log_prefix();
             let offset = lk.len() as u32;
             lk.extend_from_slice(&position([0; STAMP_LEN], first));
-            let mut v = Vec::with_capacity(32 * chunk.len());
-            for txid in chunk {
+            let mut delta = Delta::default();
+            for (_, d) in chunk {
+                delta.combine(d);
+            }
+            let mut v = delta.encode();
+            v.reserve(32 * chunk.len());
+            for (txid, _) in chunk {
                 v.extend_from_slice(&txid.0);
             }
             tx.set_versionstamped_key(lk, offset, v)?;

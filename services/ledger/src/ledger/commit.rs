@@ -144,8 +144,8 @@ impl Ledger {
                         return Ok((Applied::Already(record), txid));
                     }
                     let applied = me.apply(tx, &t, now_ms, 0).await?;
-                    if let Applied::New(_) = &applied {
-                        me.write_log(tx, &[t.txid()])?;
+                    if let Applied::New(_, delta) = &applied {
+                        me.write_log(tx, &[(t.txid(), delta.clone())])?;
                         if let Some(seen) = &request {
                             seen.record(tx, &t.txid().0)?;
                         }
@@ -202,8 +202,8 @@ impl Ledger {
                     for t in g.iter() {
                         let r = me.apply(tx, t, now_ms, order).await;
                         let r = in_order(&mut order, r)?;
-                        if let Ok((Applied::New(_), _)) = &r {
-                            logged.push(t.txid());
+                        if let Ok((Applied::New(_, delta), _)) = &r {
+                            logged.push((t.txid(), delta.clone()));
                         }
                         results.push(r);
                     }
@@ -259,7 +259,7 @@ impl Ledger {
                 committed_at_ms: record.committed_at_ms,
                 already: true,
             },
-            Applied::New(lines) => {
+            Applied::New(lines, _) => {
                 self.inner.metrics.committed.inc();
                 let _ = self
                     .inner

@@ -79,8 +79,8 @@ impl Ledger {
                         for (_, t, ours, amount) in b.iter() {
                             let r = me.apply_inbound(tx, t, ours, *amount, now_ms, order).await;
                             let r = in_order(&mut order, r)?;
-                            if let Ok((Applied::New(_), _)) = &r {
-                                logged.push(t.txid());
+                            if let Ok((Applied::New(_, delta), _)) = &r {
+                                logged.push((t.txid(), delta.clone()));
                             }
                             out.push(r);
                         }
@@ -127,8 +127,8 @@ impl Ledger {
                 let ours = Arc::clone(&ours);
                 Box::pin(async move {
                     let applied = me.apply_inbound(tx, &t, &ours, amount, now_ms, 0).await?;
-                    if let Applied::New(_) = &applied {
-                        me.write_log(tx, &[t.txid()])?;
+                    if let Applied::New(_, delta) = &applied {
+                        me.write_log(tx, &[(t.txid(), delta.clone())])?;
                     }
                     Ok(applied)
                 })
@@ -246,9 +246,11 @@ impl Ledger {
         }
         let mut lines = Vec::with_capacity(ours.len());
         let mut writes = Vec::with_capacity(5 * ours.len() + 2);
+        let mut delta = Delta::default();
         for (index, output) in ours {
             let owner = output.lock.owner();
             let outpoint = t.outpoint(*index);
+            delta.create(&outpoint, output);
             writes.push(Write::Set(
                 l.output(&outpoint),
                 OutputState::Unspent(*output).encode(),
@@ -273,6 +275,6 @@ impl Ledger {
         writes.push(transfer_write(l, t, now_ms, TransferKind::Inbound, order));
         writes.push(Write::Add(l.inbound_total(), amount.fen() as i64));
         write(tx, writes)?;
-        Ok(Applied::New(lines))
+        Ok(Applied::New(lines, delta))
     }
 }

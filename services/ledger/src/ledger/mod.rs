@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cbdc_core::messages::{Countersignature, OpenProof, OperatorOrder, SignatureError, Signed};
+use cbdc_core::unspent::Delta;
 use cbdc_core::{
     Address, Amount, Input, KycTier, LedgerId, Lock, OutPoint, Output, PublicKey, Reject,
     TierTable, Transfer, TransferBody, Txid, UnixSeconds, WalletStatus, Witness,
@@ -87,7 +88,7 @@ fn in_order(
     match r {
         Ok(applied) => {
             let used = *order;
-            if matches!(applied, Applied::New(_)) {
+            if matches!(applied, Applied::New(..)) {
                 *order += 1;
             }
             Ok(Ok((applied, used)))
@@ -148,7 +149,8 @@ pub struct CommitEvent {
 /// What `apply` did inside a transaction.
 enum Applied {
     Already(TransferRecord),
-    New(Vec<(PublicKey, HistoryRecord)>),
+    /// Committed now: each wallet's history line, and what it did to the unspent outputs.
+    New(Vec<(PublicKey, HistoryRecord)>, Delta),
 }
 
 /// A transfer's status as `GetTransfer` reports it.
@@ -186,6 +188,8 @@ type InboundItem = (usize, Arc<Transfer>, Arc<Vec<(u16, Output)>>, Amount);
 pub struct Totals {
     pub unspent: Amount,
     pub unspent_outputs: u64,
+    /// The set hash digest of the unspent outputs scanned (`cbdc_core::unspent`).
+    pub unspent_set: [u8; 32],
     pub balances: Amount,
     /// Transfers in the commit log (each log entry holds one commit's transfers).
     pub log_entries: u64,
@@ -216,6 +220,21 @@ pub struct Settings {
     /// The bank's secret that keys the phone-number hash (HMAC-SHA-256), so the stored
     /// hashes cannot be reversed by trying every number.
     pub phone_key: cbdc_runtime::secret::Seed,
+    /// Planted faults (tests only; a configuration file cannot set them).
+    pub faults: Faults,
+}
+
+/// Faults a test plants in a ledger to show that the central bank's audit and the log-replay
+/// auditor catch a dishonest or broken bank. Every one is off unless a test turns it on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Each local transfer also creates a 1-fen output for its first local payee, from
+    /// nothing.
+    pub create_from_nothing: bool,
+    /// Each local transfer leaves its first input unspent (and still spendable).
+    pub skip_spend: bool,
+    /// Each checkpoint states one fen more unspent than the ledger holds.
+    pub checkpoint_sum_off_by_one: bool,
 }
 
 struct Inner {

@@ -12,9 +12,11 @@
 
 use std::collections::BTreeMap;
 
+use cbdc_core::unspent::Delta;
 use cbdc_core::validate::{InputState, StatefulContext, check_stateful, parties};
 use cbdc_core::{
-    Amount, LedgerId, PublicKey, Reject, TierTable, Transfer, UnixSeconds, WalletState,
+    Amount, LedgerId, OutPoint, Output, PublicKey, Reject, TierTable, Transfer, UnixSeconds,
+    WalletState,
 };
 use cbdc_runtime::ServiceError;
 use cbdc_runtime::error::abort;
@@ -37,6 +39,8 @@ pub(crate) struct PlanContext<'a> {
     pub day: i64,
     /// The transfer's order within its commit.
     pub order: u16,
+    /// Planted faults (tests only).
+    pub faults: super::Faults,
 }
 
 /// What [`plan`] reads, prefetched: each input's state, and the wallets of the parties
@@ -69,11 +73,13 @@ pub(crate) enum Write {
     StampedValue(Vec<u8>, Vec<u8>),
 }
 
-/// What a transfer does: its writes, and each wallet's history line (for watchers).
+/// What a transfer does: its writes, each wallet's history line (for watchers), and what it
+/// does to the unspent outputs (for the commit log, and so the checkpoints).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Planned {
     pub writes: Vec<Write>,
     pub lines: Vec<(PublicKey, HistoryRecord)>,
+    pub delta: Delta,
 }
 
 /// Point reads, with a conflict: a store transaction in the service, a map in the tests.
@@ -187,7 +193,7 @@ pub(crate) fn plan(
 ) -> Result<Planned, Reject> {
     let l = ctx.layout;
     let txid = t.txid();
-    let effects = check_stateful(
+    let mut effects = check_stateful(
         t,
         &StatefulContext {
             ledger: ctx.ledger,
@@ -200,20 +206,41 @@ pub(crate) fn plan(
     let mut writes = Vec::with_capacity(
         3 * effects.spent.len() + 3 * effects.created.len() + 4 * effects.wallet_changes.len() + 1,
     );
+    if ctx.faults.create_from_nothing
+        && let Some(&(first, output)) = effects.created.first()
+    {
+        // Planted: one more fen for the first payee, in an output no body names.
+        let extra = Output {
+            value: Amount::from_fen(1),
+            ..output
+        };
+        let outpoint = OutPoint {
+            index: u16::MAX,
+            ..first
+        };
+        effects.created.push((outpoint, extra));
+        writes.push(Write::Add(l.balance(&output.lock.owner()), 1));
+    }
+    let mut delta = Delta::default();
     // Spend.
     let mut utxo_delta: BTreeMap<PublicKey, i64> = BTreeMap::new();
     let spent_marker = OutputState::Spent { by: txid }.encode();
-    for (outpoint, state) in effects.spent.iter().zip(&snapshot.inputs) {
+    for (i, (outpoint, state)) in effects.spent.iter().zip(&snapshot.inputs).enumerate() {
         let InputState::Unspent(output) = state else {
             unreachable!("prefetch refuses a missing or spent input");
         };
+        if ctx.faults.skip_spend && i == 0 {
+            continue; // planted: the input stays unspent
+        }
         let owner = output.lock.owner();
         writes.push(Write::Set(l.output(outpoint), spent_marker.clone()));
         writes.push(Write::Clear(l.owned(&owner, outpoint)));
         *utxo_delta.entry(owner).or_default() -= 1;
+        delta.spend(outpoint, output);
     }
     // Create.
     for (outpoint, output) in &effects.created {
+        delta.create(outpoint, output);
         let owner = output.lock.owner();
         writes.push(Write::Set(
             l.output(outpoint),
@@ -225,8 +252,13 @@ pub(crate) fn plan(
         ));
         *utxo_delta.entry(owner).or_default() += 1;
     }
+    let mut outbound = 0u64;
     for (outpoint, output) in &effects.outbound {
         writes.push(Write::Set(l.outbox(outpoint), output.encode()));
+        outbound += output.value.fen();
+    }
+    if outbound > 0 {
+        writes.push(Write::Add(l.outbox_total(), outbound as i64));
     }
     for (key, delta) in utxo_delta {
         if delta != 0 {
@@ -274,7 +306,11 @@ pub(crate) fn plan(
         TransferKind::Local,
         ctx.order,
     ));
-    Ok(Planned { writes, lines })
+    Ok(Planned {
+        writes,
+        lines,
+        delta,
+    })
 }
 
 /// A wallet's history line, under the commit's position.

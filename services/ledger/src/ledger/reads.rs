@@ -87,17 +87,21 @@ impl Ledger {
     pub async fn totals(&self) -> Result<Totals, ServiceError> {
         let l = self.layout();
         let mut totals = Totals::default();
+        let mut set = cbdc_core::unspent::SetHash::default();
         let (b, e) = l.outputs();
-        self.scan(&b, &e, |_, v| {
+        self.scan(&b, &e, |k, v| {
             if let OutputState::Unspent(o) = OutputState::decode(v)? {
                 totals.unspent = totals.unspent.checked_add(o.value).ok_or(Corrupt {
                     what: "unspent total",
                 })?;
                 totals.unspent_outputs += 1;
+                let outpoint = l.output_outpoint(k).ok_or(Corrupt { what: "output key" })?;
+                set.insert(&outpoint, &o);
             }
             Ok(())
         })
         .await?;
+        totals.unspent_set = set.digest();
         let (b, e) = l.balances();
         self.scan(&b, &e, |_, v| {
             totals.balances = totals
@@ -112,10 +116,11 @@ impl Ledger {
         let b = l.log_prefix();
         let e = cbdc_store::keys::strinc(&b).expect("prefix has a non-0xff byte");
         self.scan(&b, &e, |_, v| {
-            if v.is_empty() || v.len() % 32 != 0 {
+            let delta = cbdc_core::unspent::DELTA_BYTES;
+            if v.len() <= delta || (v.len() - delta) % 32 != 0 {
                 return Err(Corrupt { what: "log entry" });
             }
-            totals.log_entries += (v.len() / 32) as u64;
+            totals.log_entries += ((v.len() - delta) / 32) as u64;
             Ok(())
         })
         .await?;

@@ -120,6 +120,7 @@ fn ctx<'a>(layout: &'a Layout, tiers: &'a TierTable) -> PlanContext<'a> {
         now_ms: NOW_MS,
         day: DAY,
         order: 0,
+        faults: Default::default(),
     }
 }
 
