@@ -239,7 +239,7 @@ impl Ledger {
                 k.get(prefix.len()..)
                     .and_then(|p| p.try_into().ok())
                     .ok_or_else(|| tx_corrupt(Corrupt { what: "log key" }))?;
-            if v.len() <= DELTA_BYTES || (v.len() - DELTA_BYTES) % 32 != 0 {
+            if v.len() <= DELTA_BYTES || !(v.len() - DELTA_BYTES).is_multiple_of(32) {
                 return Err(log_entry());
             }
             let (delta, txids) = v.split_at(DELTA_BYTES);

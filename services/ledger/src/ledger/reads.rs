@@ -117,7 +117,7 @@ impl Ledger {
         let e = cbdc_store::keys::strinc(&b).expect("prefix has a non-0xff byte");
         self.scan(&b, &e, |_, v| {
             let delta = cbdc_core::unspent::DELTA_BYTES;
-            if v.len() <= delta || (v.len() - delta) % 32 != 0 {
+            if v.len() <= delta || !(v.len() - delta).is_multiple_of(32) {
                 return Err(Corrupt { what: "log entry" });
             }
             totals.log_entries += ((v.len() - delta) / 32) as u64;
