@@ -621,3 +621,93 @@ async fn a_bank_cannot_settle_out_more_than_it_holds() {
     net.mint(1, "1.00", "mint-2").await.expect("mints after");
     net.stop().await;
 }
+
+/// Faults planted in one ledger — value created from nothing, a spend skipped, a checkpoint
+/// that lies about the unspent sum — each make the central bank's audit name that ledger and
+/// the checkpoint at fault, while the honest ledger beside it audits balanced. Without the
+/// unspent sum in the checkpoints the first two audited balanced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_names_a_ledger_that_creates_skips_or_lies() {
+    use cbdc_ledger::ledger::Faults;
+    let planted = [
+        (
+            "creates from nothing",
+            Faults {
+                create_from_nothing: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "skips a spend",
+            Faults {
+                skip_spend: true,
+                ..Faults::default()
+            },
+        ),
+        (
+            "signs a wrong sum",
+            Faults {
+                checkpoint_sum_off_by_one: true,
+                ..Faults::default()
+            },
+        ),
+    ];
+    for (name, faults) in planted {
+        let mut net = Network::start_adjusted(2, move |id, c| {
+            if id == 2 {
+                c.faults = faults;
+            }
+        })
+        .await;
+        for bank in [1, 2] {
+            net.mint(bank, "1000.00", &format!("mint-{bank}"))
+                .await
+                .expect("mints");
+        }
+        // Wait for the issues to arrive (not for the audit: it never balances here).
+        for bank in [1, 2] {
+            while net.bank(bank).ledger().running_totals().await.unwrap().0 < yuan("1000") {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        for bank in [1, 2] {
+            let alice = net.bank(bank).open_wallet(0xa1, KycTier::Class2).await;
+            let carol = net.bank(bank).open_wallet(0xc1, KycTier::Class2).await;
+            net.bank(bank)
+                .exchange_in(&alice.public(), "100.00", "x")
+                .await
+                .expect("exchange");
+            let to = net.bank(bank).address(&carol.public());
+            net.bank(bank)
+                .pay(&alice, &to, "10.00")
+                .await
+                .expect("pays");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let audit = loop {
+            let a = net.audit().await;
+            let two = a
+                .ledgers
+                .iter()
+                .find(|l| l.ledger_id == 2)
+                .expect("ledger 2");
+            if !two.fault.is_empty() || std::time::Instant::now() > deadline {
+                break a;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let one = audit.ledgers.iter().find(|l| l.ledger_id == 1).unwrap();
+        let two = audit.ledgers.iter().find(|l| l.ledger_id == 2).unwrap();
+        println!("{name}: {}", two.fault);
+        assert!(one.balanced && one.fault.is_empty(), "{name}: {one:?}");
+        assert!(!two.balanced, "{name}: {two:?}");
+        assert!(!audit.balanced, "{name}");
+        assert!(
+            two.fault.starts_with("checkpoint at log size ")
+                && two.fault.contains("is not the outstanding"),
+            "{name}: {}",
+            two.fault
+        );
+        net.stop().await;
+    }
+}

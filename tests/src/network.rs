@@ -47,6 +47,14 @@ fn tick(clock: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
 impl Network {
     /// Starts a central bank and `banks` ledgers and registers them.
     pub async fn start(banks: u32) -> Network {
+        Network::start_adjusted(banks, |_, _| {}).await
+    }
+
+    /// [`Network::start`], each ledger's configuration adjusted by `adjust(id, config)`.
+    pub async fn start_adjusted(
+        banks: u32,
+        adjust: impl Fn(u32, &mut cbdc_ledger::config::LedgerConfig) + Clone + Send + 'static,
+    ) -> Network {
         let dir = tempfile::tempdir().expect("tempdir");
         let admin = Keypair::from_seed(&ADMIN_SEED);
         // Mutual TLS throughout, from a CA of the test's own.
@@ -83,7 +91,9 @@ impl Network {
         for id in 1..=banks {
             let e = endpoint.clone();
             let tls = tls.clone();
+            let adjust = adjust.clone();
             let mut bank = LedgerNet::start_with(id, move |c| {
+                adjust(id, c);
                 c.tls =
                     cbdc_runtime::tls::TlsConfig::in_dir(&tls, &cbdc_runtime::tls::bank_name(id));
                 c.central_bank_endpoint = Some(e);
@@ -216,12 +226,28 @@ impl Network {
         }
     }
 
-    /// Every ledger's own audit: unspent + outbox = inbound − settled out, and balances =
-    /// unspent. Returns Σ unspent + outbox.
+    /// Every ledger's own audit: unspent + outbox = inbound − settled out, balances =
+    /// unspent, and its latest checkpoint states the unspent sum and set found by scanning
+    /// its outputs. Returns Σ unspent + outbox.
     pub async fn assert_ledgers_conserve(&self) -> Amount {
         let mut sum = Amount::ZERO;
         for bank in &self.banks {
             let t = bank.ledger().totals().await.expect("totals");
+            let cp = bank.ledger().sequence_all().await.expect("sequences");
+            assert_eq!(cp.size, t.log_entries);
+            let cp = bank
+                .ledger()
+                .checkpoint()
+                .await
+                .expect("checkpoint")
+                .expect("a checkpoint")
+                .checkpoint;
+            assert_eq!(
+                (cp.unspent, cp.unspent_set, cp.outbox),
+                (t.unspent, t.unspent_set, t.outbox),
+                "ledger {}: the checkpoint's unspent sum, set and outbox vs the scan",
+                bank.ledger_id().0
+            );
             let held = t.unspent.checked_add(t.outbox).expect("sum");
             assert_eq!(
                 Some(held),

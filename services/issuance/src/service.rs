@@ -327,6 +327,7 @@ fn audit_msg(a: &AuditReport) -> v1::AuditResponse {
                 unacknowledged_out: l.unacknowledged_out.to_string(),
                 balanced: l.balanced,
                 checkpoint_size: l.checkpoint_size,
+                fault: l.fault.clone().unwrap_or_default(),
             })
             .collect(),
         balanced: a.balanced,

@@ -105,15 +105,16 @@ pub(super) async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result
             for l in &a.ledgers {
                 out.emit(
                     format!(
-                        "  bank {}: books {}, reported {}, in flight {}, unacknowledged {}{}",
+                        "  bank {}: books {}, held (unspent + outbox) {}, in flight {}, unacknowledged {}{}{}",
                         l.ledger_id,
                         l.outstanding_books,
                         l.outstanding_reported,
                         l.in_flight_in,
                         l.unacknowledged_out,
-                        if l.balanced { "" } else { " — NOT balanced" }
+                        if l.balanced { "" } else { " — NOT balanced" },
+                        if l.fault.is_empty() { String::new() } else { format!(": {}", l.fault) }
                     ),
-                    json!({"ledger": l.ledger_id, "books": l.outstanding_books, "reported": l.outstanding_reported, "balanced": l.balanced}),
+                    json!({"ledger": l.ledger_id, "books": l.outstanding_books, "reported": l.outstanding_reported, "balanced": l.balanced, "fault": l.fault, "checkpoint_size": l.checkpoint_size}),
                 );
             }
         }

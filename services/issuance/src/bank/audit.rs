@@ -8,7 +8,7 @@ use super::CentralBank;
 use crate::records::{AcceptedCheckpoint, counter_amount};
 
 /// The audit of one ledger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LedgerAudit {
     pub ledger: LedgerId,
     /// The central bank's figure: delivered in − settled out.
@@ -21,6 +21,9 @@ pub struct LedgerAudit {
     pub unacknowledged_out: Amount,
     pub balanced: bool,
     pub checkpoint_size: u64,
+    /// Why the ledger's own figures do not add up: in its latest checkpoint, or in the
+    /// first faulty one it ever signed (kept as evidence).
+    pub fault: Option<String>,
 }
 
 /// The audit of the whole network.
@@ -63,10 +66,28 @@ impl CentralBank {
                 None => None,
                 Some(v) => Some(AcceptedCheckpoint::decode(&v)?.checkpoint),
             };
-            let (reported, inbound, settled_out, size) = cp
-                .map_or((Amount::ZERO, Amount::ZERO, Amount::ZERO, 0), |c| {
-                    (c.outstanding, c.inbound, c.settled_out, c.size)
-                });
+            // What the ledger holds, counted from its outputs and outbox — not its edge
+            // totals, which would make the comparison below an identity.
+            let (reported, inbound, settled_out, size) = match &cp {
+                None => (Amount::ZERO, Amount::ZERO, Amount::ZERO, 0),
+                Some(c) => (
+                    c.unspent
+                        .checked_add(c.outbox)
+                        .ok_or_else(|| corrupt("checkpoint"))?,
+                    c.inbound,
+                    c.settled_out,
+                    c.size,
+                ),
+            };
+            let first_fault = match tx.get_snapshot(&k.faulty_checkpoint(l)).await? {
+                None => None,
+                Some(v) => Some(AcceptedCheckpoint::decode(&v)?.checkpoint),
+            };
+            let fault = cp.iter().chain(first_fault.iter()).find_map(|c| {
+                c.check_figures()
+                    .err()
+                    .map(|e| format!("checkpoint at log size {}: {e}", c.size))
+            });
             let in_flight_in = sent_in.checked_sub(inbound);
             let unacknowledged_out = out.checked_sub(settled_out);
             let ok = match (in_flight_in, unacknowledged_out) {
@@ -76,6 +97,7 @@ impl CentralBank {
                 }
                 _ => false,
             };
+            let ok = ok && fault.is_none();
             balanced &= ok;
             books_sum = books_sum
                 .checked_add(books)
@@ -91,6 +113,7 @@ impl CentralBank {
                 unacknowledged_out: unacknowledged_out.unwrap_or(Amount::ZERO),
                 balanced: ok,
                 checkpoint_size: size,
+                fault,
             });
         }
         balanced &= books_sum == outstanding && explained_sum == i128::from(outstanding.fen());

@@ -2,7 +2,7 @@
 //! consistency proof), whose totals did not go back and are within the books.
 
 use cbdc_core::LedgerId;
-use cbdc_core::audit::{AuditError, Checkpoint};
+use cbdc_core::audit::Checkpoint;
 use cbdc_core::merkle::Hash;
 use cbdc_runtime::ServiceError;
 use cbdc_runtime::error::abort;
@@ -35,12 +35,12 @@ impl CentralBank {
                 cp.ledger.0
             ))
         })?;
-        cp.verify(&op.key, signature).map_err(|e| match e {
-            AuditError::Unbalanced { .. } => {
-                ServiceError::InvalidArgument(format!("checkpoint: {e}"))
-            }
-            other => ServiceError::PermissionDenied(format!("checkpoint.signature: {other}")),
-        })?;
+        cp.verify_signature(&op.key, signature)
+            .map_err(|e| ServiceError::PermissionDenied(format!("checkpoint.signature: {e}")))?;
+        // A signed checkpoint whose figures do not add up is the bank's own statement that
+        // it holds other than it should: accepted as its latest word (so the audit uses it)
+        // and the first such kept as evidence the audit reports.
+        let faulty = cp.check_figures().is_err();
         let record = AcceptedCheckpoint {
             checkpoint: cp,
             signature: signature.try_into().map_err(|_| {
@@ -81,6 +81,9 @@ impl CentralBank {
                             "checkpoint.settled_out: {} exceeds the {} the central bank settled out of ledger {}",
                             cp.settled_out, out, cp.ledger.0
                         ))));
+                    }
+                    if faulty && tx.get(&k.faulty_checkpoint(cp.ledger)).await?.is_none() {
+                        tx.set(k.faulty_checkpoint(cp.ledger), record.clone())?;
                     }
                     tx.set(k.checkpoint(cp.ledger), record)?;
                     Ok::<_, TxError<ServiceError>>(CheckpointAnswer { accepted: true, known_size: cp.size })

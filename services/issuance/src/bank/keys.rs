@@ -64,4 +64,9 @@ impl Keys {
     pub(super) fn checkpoint(&self, l: LedgerId) -> Vec<u8> {
         self.sub.pack(&("cp", i64::from(l.0)))
     }
+
+    /// The first signed checkpoint of a ledger whose figures did not add up: evidence kept.
+    pub(super) fn faulty_checkpoint(&self, l: LedgerId) -> Vec<u8> {
+        self.sub.pack(&("cf", i64::from(l.0)))
+    }
 }
