@@ -708,6 +708,37 @@ async fn the_audit_names_a_ledger_that_creates_skips_or_lies() {
             "{name}: {}",
             two.fault
         );
+        // The log-replay auditor, from the transfers alone: ledger 1's log gives what its
+        // checkpoints say; ledger 2's does not, and it names the checkpoint.
+        for id in [1, 2] {
+            net.bank(id)
+                .ledger()
+                .sequence_all()
+                .await
+                .expect("sequences");
+            let operator = net.bank(id).operator.public();
+            let stream = net
+                .bank(id)
+                .client
+                .stream_log(v1::StreamLogRequest {})
+                .await
+                .expect("streams")
+                .into_inner();
+            let replayed = cbdc_ledger::replay::replay_stream(stream, LedgerId(id), operator).await;
+            match (id, replayed) {
+                (1, Ok(r)) => {
+                    assert!(r.leaves >= 3 && r.checkpoints >= 1, "{r:?}");
+                    assert_eq!(r.unspent, yuan("1000.00"));
+                }
+                (2, Err(cbdc_ledger::replay::ReplayError::Fault(f))) => {
+                    println!("{name}, replayed: {f}");
+                    assert_eq!(f.ledger, 2);
+                    assert!(f.checkpoint_size.is_some(), "{f}");
+                    assert!(f.what.contains("it states unspent"), "{f}");
+                }
+                (id, other) => panic!("{name}: ledger {id}: {other:?}"),
+            }
+        }
         net.stop().await;
     }
 }

@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod outbox;
 pub mod records;
+pub mod replay;
 pub mod service;
 pub mod verifier;
 

@@ -1,6 +1,7 @@
 //! The gRPC face of the ledger: converts wire types (naming the field at fault), calls
 //! [`Ledger`], and maps every outcome to a precise status.
 
+use crate::replay::{LOG_PAGE_ENTRIES, LogItem};
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -96,6 +97,7 @@ use watch::watch;
 use wire::{committed_msg, cursor, decode, entry_msg, rejected_msg, wallet_msg};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::HistoryEntry, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<v1::LogItem, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl v1::ledger_service_server::LedgerService for LedgerGrpc {
@@ -510,6 +512,69 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             receipt.transfer = None;
         }
         Ok(Response::new(convert::to_receipt(&receipt)))
+    }
+
+    type StreamLogStream = LogStream;
+
+    async fn stream_log(
+        &self,
+        request: Request<v1::StreamLogRequest>,
+    ) -> Result<Response<Self::StreamLogStream>, Status> {
+        // The whole log is every customer's payments: for the central bank and the
+        // network's administrator (an auditor), not for wallets.
+        let tls = self.tls.as_ref();
+        cbdc_runtime::tls::require_peer(tls, &request, cbdc_runtime::tls::CENTRAL_BANK_NAME)
+            .or_else(|_| {
+                cbdc_runtime::tls::require_peer(tls, &request, cbdc_runtime::tls::ADMIN_NAME)
+            })
+            .map_err(|_| {
+                Status::permission_denied(
+                    "StreamLog is for the central bank's or the administrator's certificate",
+                )
+            })?;
+        let ledger = self.ledger.clone();
+        let mut cursor = ledger.log_cursor().await?;
+        // A few pages ahead of a slow reader, no more.
+        let (send, receive) = tokio::sync::mpsc::channel(4 * LOG_PAGE_ENTRIES);
+        tokio::spawn(async move {
+            while !cursor.done() {
+                let page = match ledger.log_page(&mut cursor).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = send.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                for item in page {
+                    let item = match item {
+                        LogItem::Transfer {
+                            leaf,
+                            position,
+                            inbound,
+                            transfer,
+                        } => v1::log_item::Item::Transfer(v1::LoggedTransfer {
+                            leaf,
+                            position: position.to_vec(),
+                            inbound,
+                            transfer: Some(convert::to_signed_transfer(&transfer)),
+                        }),
+                        LogItem::Checkpoint(c) => v1::log_item::Item::Checkpoint(
+                            convert::to_checkpoint(&c.checkpoint, &c.signature),
+                        ),
+                    };
+                    if send
+                        .send(Ok(v1::LogItem { item: Some(item) }))
+                        .await
+                        .is_err()
+                    {
+                        return; // the reader went away
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receive),
+        )))
     }
 
     async fn get_checkpoint(
