@@ -331,6 +331,32 @@ async fn wallet_and_admin_commands_against_a_devnet() {
         assert!(std::time::Instant::now() < deadline, "{out:?}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // Each bank's log, replayed from its transfers alone, gives what its checkpoints say.
+    for ledger in ["1", "2"] {
+        let out = cbdc(&["audit", "replay", "--ledger", ledger, "--devnet", &d])
+            .await
+            .unwrap();
+        assert!(
+            out[0].starts_with(&format!("bank {ledger}: "))
+                && out[0].contains("as its checkpoints say"),
+            "{out:?}"
+        );
+    }
+    // A wrong operator key: every checkpoint's signature fails, and the command says where.
+    let stranger = hex::encode(cbdc_core::Keypair::from_seed(&[3; 32]).public().as_bytes());
+    let err = cbdc(&[
+        "audit",
+        "replay",
+        "--ledger",
+        "1",
+        "--operator-key",
+        &stranger,
+        "--devnet",
+        &d,
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.contains("does not give what it signed"), "{err}");
     devnet.stop().await.unwrap();
 
     // Restarted on the same directory, the devnet resumes with its data and addresses.

@@ -52,6 +52,31 @@ pub enum Command {
     /// The central bank's commands.
     #[command(subcommand, name = "central-bank")]
     CentralBank(CentralBankCommand),
+    /// Auditing a bank without trusting it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Read bank LEDGER's whole log and rebuild its Merkle tree, unspent outputs, their sum
+    /// and set hash from the transfers alone, checking every signed checkpoint against them;
+    /// exits non-zero naming the checkpoint at fault.
+    Replay {
+        #[arg(long)]
+        ledger: u32,
+        /// The bank's operator public key (hex) its checkpoints must be signed with
+        /// (default: the devnet's).
+        #[arg(long)]
+        operator_key: Option<String>,
+        /// The auditor's TLS client certificate and key (default: the devnet administrator's).
+        #[arg(long)]
+        admin_cert: Option<PathBuf>,
+        #[arg(long)]
+        admin_cert_key: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::devnet::{Devnet, DevnetFile};
 
 mod args;
+mod audit;
 mod bank;
 mod central_bank;
 mod wallet;
@@ -153,6 +154,7 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         Command::Wallet(w) => wallet::wallet(w, &mut out).await?,
         Command::Bank(b) => bank::bank(b, &mut out).await?,
         Command::CentralBank(c) => central_bank::central_bank(c, &mut out).await?,
+        Command::Audit(a) => audit::audit(a, &mut out).await?,
     }
     Ok(out.lines)
 }
