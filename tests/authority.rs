@@ -696,6 +696,35 @@ async fn mutual_tls_refuses_strangers_and_impostors() {
         Code::PermissionDenied,
         "the client certificate names another",
     );
+    // The whole log is for the central bank and the administrator: not for a wallet, not for
+    // another bank; the administrator's certificate reads it.
+    for (who, identity, code) in [
+        (
+            "a client without a certificate",
+            None,
+            Code::PermissionDenied,
+        ),
+        (
+            "bank 2's certificate",
+            issued("bank-2"),
+            Code::PermissionDenied,
+        ),
+        ("the administrator's certificate", issued("admin"), Code::Ok),
+    ] {
+        let channel = connect(&bank1, tls("bank-1", identity)).await.unwrap();
+        let r = LedgerServiceClient::new(channel)
+            .stream_log(v1::StreamLogRequest {})
+            .await;
+        match (code, r) {
+            (Code::Ok, Ok(_)) => t.rows.push(format!("StreamLog with {who}: served")),
+            (_, r) => t.check(
+                &format!("StreamLog with {who}"),
+                r.map(|_| ()),
+                code,
+                "StreamLog is for the central bank's or the administrator's certificate",
+            ),
+        }
+    }
     // A certificate from another CA, even naming the central bank, fails the handshake.
     let rogue = cbdc_runtime::tls::DevCa::new("rogue CA").unwrap();
     let forged = rogue.issue("central-bank").unwrap();
