@@ -260,9 +260,9 @@ pub(crate) fn plan(
     if outbound > 0 {
         writes.push(Write::Add(l.outbox_total(), outbound as i64));
     }
-    for (key, delta) in utxo_delta {
-        if delta != 0 {
-            writes.push(Write::Add(l.utxo_count(&key), delta));
+    for (key, count) in utxo_delta {
+        if count != 0 {
+            writes.push(Write::Add(l.utxo_count(&key), count));
         }
     }
     let mut lines = Vec::with_capacity(effects.wallet_changes.len());

@@ -130,6 +130,8 @@ struct World {
     model: Model,
     oracle: Oracle,
     total: u64,
+    /// The plans' deltas folded, as the sequencer folds the commit log's.
+    deltas: cbdc_core::unspent::Delta,
 }
 
 impl World {
@@ -142,6 +144,7 @@ impl World {
             model: Model::default(),
             oracle: Oracle::default(),
             total: 0,
+            deltas: Default::default(),
         };
         for (i, (tier, status)) in WALLETS.iter().enumerate() {
             let pk = key(i).public();
@@ -176,6 +179,7 @@ impl World {
                 w.oracle.unspent.insert(outpoint, (i, value));
                 *w.oracle.balance.entry(i).or_default() += value;
                 w.total += value;
+                w.deltas.create(&outpoint, &output);
             }
             w.model.commit(writes);
         }
@@ -191,15 +195,27 @@ impl World {
     fn check(&self) {
         let mut by_owner: BTreeMap<PublicKey, (u64, i64)> = BTreeMap::new();
         let mut sum = 0u64;
-        for (_, v) in self.model.range(self.layout.outputs()) {
+        let mut set = cbdc_core::unspent::SetHash::default();
+        for (k, v) in self.model.range(self.layout.outputs()) {
             if let OutputState::Unspent(o) = OutputState::decode(v).unwrap() {
                 let e = by_owner.entry(o.lock.owner()).or_default();
                 e.0 += o.value.fen();
                 e.1 += 1;
                 sum += o.value.fen();
+                set.insert(&self.layout.output_outpoint(k).unwrap(), &o);
             }
         }
         assert_eq!(sum, self.total, "value was created or destroyed");
+        // What the plans said they did to the unspent outputs is what the rows show.
+        assert_eq!(
+            self.deltas.net(),
+            i128::from(sum),
+            "the plans' deltas vs the unspent rows"
+        );
+        assert_eq!(
+            self.deltas.set, set,
+            "the plans' set hash vs the unspent rows"
+        );
         for (i, (tier, _)) in WALLETS.iter().enumerate() {
             let pk = key(i).public();
             let (value, count) = by_owner.get(&pk).copied().unwrap_or_default();
@@ -372,6 +388,7 @@ fn attempt(w: &mut World, a: &Attempt) -> bool {
     let Ok(planned) = planned else {
         return false;
     };
+    w.deltas.combine(&planned.delta);
     w.model.commit(planned.writes);
     let txid = t.txid();
     for (o, v) in &chosen {
