@@ -332,6 +332,7 @@ async fn hostile_requests_to_the_central_bank_are_refused_and_change_nothing() {
             from_ledger_id: 1,
             to_ledger_id: 2,
             amount: "50.00".into(),
+            reversal_reason: String::new(),
             central_bank_signature: Countersignature {
                 network: cbdc_tests::NETWORK,
                 txid,
@@ -585,6 +586,7 @@ async fn a_bank_cannot_settle_out_more_than_it_holds() {
     let outcome = |i: usize| match &results[i].outcome {
         Some(v1::settle_result::Outcome::Settled(_)) => Ok(()),
         Some(v1::settle_result::Outcome::Failed(f)) => Err(f.clone()),
+        Some(v1::settle_result::Outcome::Refused(f)) => panic!("refused: {f:?}"),
         None => panic!("no outcome"),
     };
     assert_eq!(outcome(0), Ok(()), "within the headroom");

@@ -162,6 +162,7 @@ impl LedgerNet {
             from_ledger_id: CENTRAL_BANK_LEDGER.0,
             to_ledger_id: self.ledger_id().0,
             amount: amount.to_string(),
+            reversal_reason: String::new(),
             central_bank_signature: Countersignature {
                 network: NETWORK,
                 txid: t.txid(),

@@ -623,6 +623,44 @@ impl Signed for Countersignature<'_> {
     }
 }
 
+/// The central bank's word that a move of `txid` to ledger `refused_by` was refused for good
+/// for `reason`, and `amount` goes back to the payer on `to_ledger`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reversal<'a> {
+    pub network: &'a str,
+    pub txid: Txid,
+    pub refused_by: LedgerId,
+    pub to_ledger: LedgerId,
+    pub amount: crate::Amount,
+    pub reason: &'a str,
+}
+
+impl Signed for Reversal<'_> {
+    fn signing_bytes(&self) -> Vec<u8> {
+        let mut e = Encoder::new(SETTLE_TAG, "reversal");
+        e.field(self.network.as_bytes())
+            .field(&self.txid.0)
+            .u32(self.refused_by.0)
+            .u32(self.to_ledger.0)
+            .u64(self.amount.fen())
+            .field(self.reason.as_bytes());
+        e.0
+    }
+}
+
+/// The queue id of the reversal of `txid`'s move to `refused_by`: one per refused
+/// destination, apart from the txid's own deliveries.
+pub fn reversal_id(txid: &Txid, refused_by: LedgerId) -> Txid {
+    Txid(
+        sha2::Sha256::new()
+            .chain_update(b"cbdc/v1/reversal-id")
+            .chain_update(txid.0)
+            .chain_update(refused_by.0.to_be_bytes())
+            .finalize()
+            .into(),
+    )
+}
+
 /// The txid of the reserve entry an issue with `request_id` spends: issuance is a transfer
 /// from the central bank's reserve, whose single input is `(reserve_txid, 0)`.
 pub fn reserve_txid(request_id: &str) -> Txid {

@@ -107,7 +107,8 @@ impl LedgerLink for GrpcLedgers {
 }
 
 /// One queued settlement's delivery outcome.
-type Outcome = ((LedgerId, Txid), Result<(), Failure>);
+/// Delivered (`None`), refused for good (`Some(reason)`: reversed), or failed.
+type Outcome = ((LedgerId, Txid), Result<Option<String>, Failure>);
 
 /// What one delivery step did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -117,6 +118,8 @@ pub struct DeliveryStep {
     pub waiting: usize,
     /// Settlements a ledger refused for good, not retried.
     pub dead: usize,
+    /// Settlements a payee's ledger refused for good, sent back to the payer's as reversals.
+    pub reversed: usize,
 }
 
 /// Delivers the central bank's queued settlements.
@@ -236,7 +239,10 @@ impl DeliveryWorker {
                 let request = v1::DeliverInboundBatchRequest {
                     settlements: items
                         .into_iter()
-                        .map(|i| settlement_msg(&i.value.settlement, signed_msg(i.value.transfer)))
+                        .map(|i| v1::Settlement {
+                            reversal_reason: i.value.reversal.clone().unwrap_or_default(),
+                            ..settlement_msg(&i.value.settlement, signed_msg(i.value.transfer))
+                        })
                         .collect(),
                 };
                 let peer = format!("ledger {}", ledger.0);
@@ -257,7 +263,10 @@ impl DeliveryWorker {
                         .zip(r.results)
                         .map(|(k, r)| {
                             let outcome = match r.outcome {
-                                Some(v1::deliver_inbound_result::Outcome::Delivered(_)) => Ok(()),
+                                Some(v1::deliver_inbound_result::Outcome::Delivered(_)) => Ok(None),
+                                Some(v1::deliver_inbound_result::Outcome::Refused(f)) => {
+                                    Ok(Some(f.message))
+                                }
                                 Some(v1::deliver_inbound_result::Outcome::Failed(f)) => {
                                     Err(rpc_failure(&peer, &cbdc_proto::convert::failure(f)))
                                 }
@@ -274,7 +283,22 @@ impl DeliveryWorker {
         let mut delivered = Vec::new();
         for (key, outcome) in outcomes.into_iter().flatten() {
             match outcome {
-                Ok(()) => delivered.push(key),
+                Ok(None) => delivered.push(key),
+                Ok(Some(reason)) => {
+                    // Refused for good by the payee's ledger: back to the payer's.
+                    tracing::warn!(ledger = key.0.0, txid = %key.1, %reason, "delivery refused for good; reversing");
+                    match self.bank.reverse(key.0, key.1, &reason).await {
+                        Ok(_) => {
+                            self.queue.succeeded(&key);
+                            step.reversed += 1;
+                        }
+                        Err(e) => {
+                            let failure = Failure::Permanent(e.to_string());
+                            tracing::error!(ledger = key.0.0, txid = %key.1, %e, "cannot reverse; not retried");
+                            let _ = self.queue.failed(key, failure, now);
+                        }
+                    }
+                }
                 Err(failure) => {
                     step.failed += 1;
                     if let Some(m) = &self.metrics {

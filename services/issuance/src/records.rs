@@ -249,12 +249,32 @@ pub fn encode_queued(settlement: &Settlement, transfer: &SignedParts) -> Vec<u8>
     w.0
 }
 
-pub fn decode_queued(b: &[u8]) -> Result<(Settlement, SignedParts), ServiceError> {
+/// A queued reversal: the settlement back to the payer's ledger, the transfer, and why its
+/// move was refused.
+pub fn encode_queued_reversal(
+    settlement: &Settlement,
+    transfer: &SignedParts,
+    reason: &str,
+) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.settlement(settlement);
+    w.signed(transfer);
+    w.var(reason.as_bytes());
+    w.0
+}
+
+/// A queued delivery, or reversal (with its reason).
+pub fn decode_queued(b: &[u8]) -> Result<(Settlement, SignedParts, Option<String>), ServiceError> {
     let mut r = Reader::new(b, "queued settlement")?;
     let s = r.settlement()?;
     let t = r.signed()?;
+    let reason = if r.bytes.is_empty() {
+        None
+    } else {
+        Some(r.text()?)
+    };
     r.finish()?;
-    Ok((s, t))
+    Ok((s, t, reason))
 }
 
 impl Settled {
@@ -371,7 +391,15 @@ mod tests {
         assert_eq!(Settled::decode(&settled.encode()).unwrap(), settled);
         assert_eq!(AcceptedCheckpoint::decode(&cp.encode()).unwrap(), cp);
         let queued = encode_queued(&settlement(2), &parts());
-        assert_eq!(decode_queued(&queued).unwrap(), (settlement(2), parts()));
+        assert_eq!(
+            decode_queued(&queued).unwrap(),
+            (settlement(2), parts(), None)
+        );
+        let reversal = encode_queued_reversal(&settlement(3), &parts(), "closed");
+        assert_eq!(
+            decode_queued(&reversal).unwrap(),
+            (settlement(3), parts(), Some("closed".to_string()))
+        );
 
         type Decode = fn(&[u8]) -> bool;
         let cases: [(Vec<u8>, Decode); 5] = [

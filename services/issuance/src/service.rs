@@ -6,6 +6,7 @@ use cbdc_core::LedgerId;
 use cbdc_core::messages::OperatorStatus;
 use cbdc_proto::convert;
 use cbdc_proto::v1;
+use cbdc_runtime::ServiceError;
 use tonic::{Request, Response, Status};
 
 use crate::bank::CentralBank;
@@ -222,6 +223,9 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             .map(|(outcome, wire)| v1::SettleResult {
                 outcome: Some(match outcome {
                     Ok(s) => v1::settle_result::Outcome::Settled(settle_msg(&s, wire)),
+                    Err(e @ ServiceError::Refused(_)) => {
+                        v1::settle_result::Outcome::Refused(convert::to_failure(&Status::from(e)))
+                    }
                     Err(e) => {
                         v1::settle_result::Outcome::Failed(convert::to_failure(&Status::from(e)))
                     }
@@ -295,6 +299,7 @@ pub fn settlement_msg(s: &Settlement, transfer: v1::SignedTransfer) -> v1::Settl
         to_ledger_id: s.to.0,
         amount: s.amount.to_string(),
         central_bank_signature: s.countersignature.to_vec(),
+        reversal_reason: String::new(),
     }
 }
 

@@ -276,6 +276,7 @@ async fn setup(
             from_ledger_id: 0,
             to_ledger_id: LEDGER.0,
             amount: Amount::from_fen(coin.fen() * MINT_OUTPUTS as u64).to_string(),
+            reversal_reason: String::new(),
             central_bank_signature: Countersignature {
                 network: NETWORK,
                 txid: t.txid(),

@@ -13,6 +13,8 @@
 //! | `("l",) ‖ position` | the ledger's commit log: what the transfers one store transaction committed from `position` on did to the unspent outputs (one [`cbdc_core::unspent::Delta`]), then their txids in order, 32 bytes each, at most [`LOG_ENTRY_TXIDS_MAX`] per entry (versionstamped key) |
 //! | `("x", request_id)` | an operator request done: its txid or outcome |
 //! | `("ob", txid, index)` | outbox: a committed output for another ledger, until delivered |
+//! | `("rf", txid)` | the key a transfer with outputs for other ledgers credits if reversed (its first input's owner) |
+//! | `("rv", txid, by)` | a reversed move of a transfer, by the ledger that refused it (0: the central bank refused to settle it): the reversal's txid, then the reason |
 //! | `("ms",)` | audit-log sequencer: leaves sequenced, last log position, right-edge hashes |
 //! | `("mn", first)` | audit log: a chunk of at most [`NODE_CHUNK_LEAVES`] consecutive leaves from `first` on: `first` (u64 BE), then for each leaf the hashes of the perfect subtrees it completes, 32 bytes each by level from 0 (the leaf's own hash); subtree `(level, index)` is stored with leaf `((index + 1) << level) - 1` |
 //! | `("mx", stamp)` | audit log: the leaf index of the first transfer the store transaction with that versionstamp committed, u64 BE (the others follow in order) |
@@ -264,6 +266,25 @@ impl Layout {
     /// Running total of value that left and the central bank acknowledged.
     pub fn settled_out_total(&self) -> Vec<u8> {
         self.sub.pack(&("ct", "out"))
+    }
+
+    /// The key a transfer moving value off this ledger credits if the move is reversed (its
+    /// first input's owner).
+    pub fn refund(&self, txid: &Txid) -> Vec<u8> {
+        self.sub.pack(&("rf", txid.0.as_slice()))
+    }
+
+    /// A reversed move of a transfer, by the ledger that refused it (0: the central bank
+    /// refused the settlement): the reversal's txid, then the reason.
+    pub fn reversal(&self, txid: &Txid, by: LedgerId) -> Vec<u8> {
+        self.sub.pack(&("rv", txid.0.as_slice(), i64::from(by.0)))
+    }
+
+    /// `[begin, end)` of a transfer's reversals.
+    pub fn reversals(&self, txid: &Txid) -> (Vec<u8>, Vec<u8>) {
+        let p = self.sub.pack(&("rv", txid.0.as_slice()));
+        let end = strinc(&p).expect("prefix has a non-0xff byte");
+        (p, end)
     }
 
     /// Value in the outbox (committed to leave, not yet acknowledged).

@@ -30,6 +30,9 @@ use tonic::Status;
 use crate::ledger::{Ledger, ServiceError};
 use crate::records::{Corrupt, TransferRecord};
 
+/// Settled (`None`), refused for good (`Some(reason)`: reversed here), or failed.
+type SettleOutcome = Result<Option<String>, Failure>;
+
 /// Outbox rows read per step, at most.
 pub const OUTBOX_SCAN_MAX: usize = 4096;
 /// Transfers per `SettleBatch` request, at most.
@@ -113,6 +116,8 @@ impl CentralBankLink for GrpcCentralBank {
 pub struct OutboxStep {
     /// Transfers acknowledged and cleared.
     pub settled: usize,
+    /// Transfers the central bank refused for good, credited back to their payers.
+    pub reversed: usize,
     /// Attempts that failed (retried later, or dead letters).
     pub failed: usize,
     /// Transfers waiting for their backoff to pass.
@@ -230,7 +235,7 @@ impl OutboxWorker {
             ..OutboxStep::default()
         };
         let this = &*self;
-        let outcomes: Vec<Vec<(Txid, Result<(), Failure>)>> = futures::stream::iter(plan.chunks)
+        let outcomes: Vec<Vec<(Txid, SettleOutcome)>> = futures::stream::iter(plan.chunks)
             .map(|chunk| async move { this.settle_chunk(chunk).await })
             .buffered(self.concurrency)
             .collect()
@@ -238,7 +243,14 @@ impl OutboxWorker {
         let mut acknowledged = Vec::new();
         for (txid, outcome) in outcomes.into_iter().flatten() {
             match outcome {
-                Ok(()) => acknowledged.push(txid),
+                Ok(None) => acknowledged.push(txid),
+                Ok(Some(reason)) => {
+                    // Refused for good: the value goes back to the payer, here and now.
+                    tracing::warn!(%txid, %reason, "settlement refused for good; reversing");
+                    self.ledger.reverse_outbox(txid, &reason).await?;
+                    self.queue.succeeded(&txid);
+                    step.reversed += 1;
+                }
                 Err(failure) => {
                     step.failed += 1;
                     self.ledger.metrics().central_bank_errors.inc();
@@ -273,7 +285,7 @@ impl OutboxWorker {
     async fn settle_chunk(
         &self,
         chunk: Vec<Item<Txid, Option<v1::SignedTransfer>>>,
-    ) -> Vec<(Txid, Result<(), Failure>)> {
+    ) -> Vec<(Txid, SettleOutcome)> {
         let txids: Vec<Txid> = chunk.iter().map(|i| i.key).collect();
         let ledger = &self.ledger;
         let request = v1::SettleBatchRequest {
@@ -308,7 +320,8 @@ impl OutboxWorker {
                 .zip(r.results)
                 .map(|(t, r)| {
                     let outcome = match r.outcome {
-                        Some(v1::settle_result::Outcome::Settled(_)) => Ok(()),
+                        Some(v1::settle_result::Outcome::Settled(_)) => Ok(None),
+                        Some(v1::settle_result::Outcome::Refused(f)) => Ok(Some(f.message)),
                         Some(v1::settle_result::Outcome::Failed(f)) => {
                             Err(rpc_failure("central bank", &convert::failure(f)))
                         }

@@ -168,6 +168,8 @@ pub enum TransferKind {
     Local = 0,
     /// Delivered by the central bank (issuance or a cross-ledger move), countersigned.
     Inbound = 1,
+    /// Made by this ledger: a refused move's value credited back to its payer.
+    Reversal = 2,
 }
 
 /// What the ledger stores for a committed transfer. The first [`POSITION_LEN`] bytes are its
@@ -218,6 +220,7 @@ impl TransferRecord {
         let kind = match b.get(POSITION_LEN + 8) {
             Some(0) => TransferKind::Local,
             Some(1) => TransferKind::Inbound,
+            Some(2) => TransferKind::Reversal,
             _ => return Err(corrupt(what)),
         };
         let at = POSITION_LEN + 9;

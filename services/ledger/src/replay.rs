@@ -25,7 +25,7 @@ pub enum LogItem {
     Transfer {
         leaf: u64,
         position: [u8; POSITION_LEN],
-        inbound: bool,
+        kind: TransferKind,
         transfer: Transfer,
     },
     /// A signed checkpoint, after the leaf that completes it.
@@ -97,7 +97,7 @@ impl Ledger {
                 items.push(LogItem::Transfer {
                     leaf: cursor.leaf,
                     position: record.position,
-                    inbound: record.kind == TransferKind::Inbound,
+                    kind: record.kind,
                     transfer,
                 });
                 cursor.leaf += 1;
@@ -172,14 +172,16 @@ impl Replayer {
     }
 
     /// Applies one logged transfer: a local one spends its inputs and creates this ledger's
-    /// outputs (others go to the outbox); an inbound one only creates this ledger's outputs.
+    /// outputs (others go to the outbox); an inbound one, or a reversal (signed by the
+    /// operator), only creates this ledger's outputs.
     pub fn transfer(
         &mut self,
         leaf: u64,
         position: &[u8; POSITION_LEN],
-        inbound: bool,
+        kind: TransferKind,
         t: &Transfer,
     ) -> Result<(), ReplayFault> {
+        let inbound = kind != TransferKind::Local;
         let at = format!("leaf {leaf} (txid {})", t.txid());
         if leaf != self.tree.size {
             return Err(self.fault(
@@ -190,6 +192,11 @@ impl Replayer {
         }
         if let Err(e) = cbdc_core::validate::check_committed_batch([t]).remove(0) {
             return Err(self.fault(at, format!("the transfer is invalid: {e}"), None));
+        }
+        if kind == TransferKind::Reversal
+            && (t.witnesses().len() != 1 || t.witnesses()[0].key != self.operator)
+        {
+            return Err(self.fault(at, "a reversal not signed by the operator".into(), None));
         }
         let leaf_hash = cbdc_core::merkle::leaf_hash(&cbdc_core::audit::leaf_data(
             self.ledger,
@@ -313,7 +320,12 @@ pub async fn replay_stream(
                     .map_err(|_| stream_error(format!("leaf {}: position", t.leaf)))?;
                 let transfer = convert::signed_transfer("transfer", t.transfer.as_ref())
                     .map_err(|e| stream_error(format!("leaf {}: {e}", t.leaf)))?;
-                replayer.transfer(t.leaf, &position, t.inbound, &transfer)?;
+                let kind = match (t.inbound, t.reversal) {
+                    (_, true) => TransferKind::Reversal,
+                    (true, false) => TransferKind::Inbound,
+                    (false, false) => TransferKind::Local,
+                };
+                replayer.transfer(t.leaf, &position, kind, &transfer)?;
             }
             Some(v1::log_item::Item::Checkpoint(c)) => {
                 let (cp, signature) = convert::checkpoint(&c)

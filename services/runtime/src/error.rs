@@ -32,6 +32,10 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// A committed transfer's move refused for good (a destination that does not exist or
+    /// does not take it, a payee closed or at its cap): its value goes back to the payer.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl ServiceError {
@@ -56,6 +60,7 @@ impl ServiceError {
             ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
             ServiceError::Unavailable(_) => Code::Unavailable,
             ServiceError::Internal(_) => Code::Internal,
+            ServiceError::Refused(_) => Code::FailedPrecondition,
         }
     }
 
@@ -71,6 +76,7 @@ impl ServiceError {
             ServiceError::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
             ServiceError::Unavailable(_) => "UNAVAILABLE",
             ServiceError::Internal(_) => "INTERNAL",
+            ServiceError::Refused(_) => "REFUSED",
         }
     }
 

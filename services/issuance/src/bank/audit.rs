@@ -58,8 +58,15 @@ impl CentralBank {
         let mut balanced = true;
         for op in &operators {
             let l = op.ledger;
+            // Value settled toward the ledger, less what it refused and was sent back.
+            let reversed = counter_amount(
+                tx.get_snapshot(&k.book_reversed(l)).await?.as_deref(),
+                "books",
+            )?;
             let sent_in =
-                counter_amount(tx.get_snapshot(&k.book_in(l)).await?.as_deref(), "books")?;
+                counter_amount(tx.get_snapshot(&k.book_in(l)).await?.as_deref(), "books")?
+                    .checked_sub(reversed)
+                    .ok_or_else(|| corrupt("books"))?;
             let out = counter_amount(tx.get_snapshot(&k.book_out(l)).await?.as_deref(), "books")?;
             let books = sent_in.checked_sub(out).ok_or_else(|| corrupt("books"))?;
             let cp = match tx.get_snapshot(&k.checkpoint(l)).await? {

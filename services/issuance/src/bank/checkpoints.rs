@@ -68,7 +68,11 @@ impl CentralBank {
                             "consistency_proof: must be empty for a ledger's first checkpoint".into(),
                         )));
                     }
-                    let sent_in = counter_amount(tx.get(&k.book_in(cp.ledger)).await?.as_deref(), "books").map_err(abort)?;
+                    let reversed = counter_amount(tx.get(&k.book_reversed(cp.ledger)).await?.as_deref(), "books").map_err(abort)?;
+                    let sent_in = counter_amount(tx.get(&k.book_in(cp.ledger)).await?.as_deref(), "books")
+                        .map_err(abort)?
+                        .checked_sub(reversed)
+                        .ok_or_else(|| abort(ServiceError::corrupt("books")))?;
                     let out = counter_amount(tx.get(&k.book_out(cp.ledger)).await?.as_deref(), "books").map_err(abort)?;
                     if cp.inbound > sent_in {
                         return Err(abort(ServiceError::FailedPrecondition(format!(

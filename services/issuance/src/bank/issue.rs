@@ -138,7 +138,7 @@ impl CentralBank {
         }
     }
 
-    /// `in(L) − out(L)`: what the central bank's books say `ledger` answers for.
+    /// `in(L) − out(L) − reversed(L)`: what the central bank's books say `ledger` answers for.
     pub async fn books(&self, ledger: LedgerId) -> Result<Amount, ServiceError> {
         let mut tx = self.inner.db.create_transaction()?;
         let i = counter_amount(
@@ -153,7 +153,14 @@ impl CentralBank {
                 .as_deref(),
             "books",
         )?;
+        let r = counter_amount(
+            tx.get_snapshot(&self.keys().book_reversed(ledger))
+                .await?
+                .as_deref(),
+            "books",
+        )?;
         i.checked_sub(o)
+            .and_then(|b| b.checked_sub(r))
             .ok_or_else(|| ServiceError::corrupt("books"))
     }
 }

@@ -40,6 +40,14 @@ impl Keys {
     pub(super) fn book_out(&self, l: LedgerId) -> Vec<u8> {
         self.sub.pack(&("bk", i64::from(l.0), "out"))
     }
+    /// Value settled toward a ledger that it refused for good and that went back.
+    pub(super) fn book_reversed(&self, l: LedgerId) -> Vec<u8> {
+        self.sub.pack(&("bk", i64::from(l.0), "rev"))
+    }
+    /// A reversal done: its queue id, by the refused transfer's txid and the refusing ledger.
+    pub(super) fn reversed(&self, txid: &Txid, by: LedgerId) -> Vec<u8> {
+        self.sub.pack(&("rv", txid.0.as_slice(), i64::from(by.0)))
+    }
     pub(super) fn issued(&self) -> Vec<u8> {
         self.sub.pack(&("tot", "issued"))
     }

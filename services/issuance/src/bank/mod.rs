@@ -26,6 +26,7 @@ pub mod checkpoints;
 pub mod issue;
 mod keys;
 pub mod registry;
+pub mod reverse;
 pub mod settle;
 
 pub use audit::{AuditReport, LedgerAudit};

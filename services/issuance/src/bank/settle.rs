@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cbdc_core::messages::{BankRequest, CENTRAL_BANK};
+use cbdc_core::messages::{BankRequest, CENTRAL_BANK, OperatorStatus};
 use cbdc_core::{Amount, LedgerId, Lock, Transfer, Txid};
 use cbdc_runtime::ServiceError;
 use cbdc_runtime::error::abort;
@@ -32,6 +32,9 @@ pub struct Queued {
     pub txid: Txid,
     pub settlement: Settlement,
     pub transfer: SignedParts,
+    /// Set on a reversal: why the transfer's move was refused (the settlement goes back to
+    /// the payer's ledger, and `txid` is the reversal's queue id).
+    pub reversal: Option<String>,
     /// The stored row's size: about what it takes on the wire.
     pub bytes: usize,
 }
@@ -150,7 +153,7 @@ impl CentralBank {
         let open: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
         let verdicts =
             cbdc_core::validate::check_committed_batch(open.iter().map(|&i| &transfers[i]));
-        let mut registered: BTreeMap<LedgerId, bool> = BTreeMap::new();
+        let mut registered: BTreeMap<LedgerId, Option<OperatorStatus>> = BTreeMap::new();
         let mut plans: Vec<(usize, Plan)> = Vec::new();
         for (&i, verdict) in open.iter().zip(verdicts) {
             let t = &transfers[i];
@@ -175,11 +178,20 @@ impl CentralBank {
                         // `in` only grows, so a snapshot of it is a safe bound; `out` is
                         // read with a conflict, so two batches of one ledger cannot both
                         // pass on the same headroom.
+                        // Less what it refused and was sent back (read with a conflict:
+                        // it only grows, so a stale read would loosen the bound).
+                        let reversed = counter_amount(
+                            tx.get(&k.book_reversed(from)).await?.as_deref(),
+                            "books",
+                        )
+                        .map_err(abort)?;
                         let received = counter_amount(
                             tx.get_snapshot(&k.book_in(from)).await?.as_deref(),
                             "books",
                         )
-                        .map_err(abort)?;
+                        .map_err(abort)?
+                        .checked_sub(reversed)
+                        .ok_or_else(|| abort(ServiceError::corrupt("books")))?;
                         let mut sent = counter_amount(
                             tx.get(&k.book_out(from)).await?.as_deref(),
                             "books",
@@ -255,7 +267,7 @@ impl CentralBank {
         &self,
         t: &Transfer,
         from: LedgerId,
-        registered: &mut BTreeMap<LedgerId, bool>,
+        registered: &mut BTreeMap<LedgerId, Option<OperatorStatus>>,
     ) -> Result<Plan, ServiceError> {
         let overflow = || ServiceError::InvalidArgument("transfer: values overflow".into());
         let mut to: BTreeMap<LedgerId, Amount> = BTreeMap::new();
@@ -274,19 +286,30 @@ impl CentralBank {
                 redeemed = redeemed.checked_add(o.value).ok_or_else(overflow)?;
                 continue;
             }
-            let known = match registered.get(&o.ledger) {
+            let status = match registered.get(&o.ledger) {
                 Some(k) => *k,
                 None => {
-                    let k = self.operator(o.ledger).await?.is_some();
+                    let k = self.operator(o.ledger).await?.map(|op| op.status);
                     registered.insert(o.ledger, k);
                     k
                 }
             };
-            if !known {
-                return Err(ServiceError::FailedPrecondition(format!(
-                    "transfer.outputs[{i}]: ledger {} is not a registered bank",
-                    o.ledger.0
-                )));
+            // A destination that does not exist or does not take value refuses the move
+            // for good: the payer's ledger credits its payer back.
+            match status {
+                None => {
+                    return Err(ServiceError::Refused(format!(
+                        "transfer.outputs[{i}]: ledger {} is not a registered bank",
+                        o.ledger.0
+                    )));
+                }
+                Some(OperatorStatus::Suspended) => {
+                    return Err(ServiceError::Refused(format!(
+                        "transfer.outputs[{i}]: ledger {} is suspended",
+                        o.ledger.0
+                    )));
+                }
+                Some(OperatorStatus::Active) => {}
             }
             let sum = to.entry(o.ledger).or_default();
             *sum = sum.checked_add(o.value).ok_or_else(overflow)?;
@@ -365,8 +388,9 @@ impl CentralBank {
                     .keys()
                     .queued_key(k)
                     .ok_or_else(|| ServiceError::corrupt("queue key"))?;
-                let (settlement, transfer) = decode_queued(v)?;
+                let (settlement, transfer, reversal) = decode_queued(v)?;
                 Ok(Queued {
+                    reversal,
                     ledger,
                     txid,
                     settlement,

@@ -21,6 +21,7 @@ impl Ledger {
             from_ledger,
             amount,
             countersignature: countersignature.to_vec(),
+            reversal: None,
         }])
         .await
         .remove(0)
@@ -59,7 +60,15 @@ impl Ledger {
             }
         };
         let mut good: Vec<InboundItem> = Vec::new();
+        let mut reversals = Vec::new();
         for (i, (item, ok)) in items.into_iter().zip(checked).enumerate() {
+            if item.reversal.is_some() {
+                match ok.and_then(|()| self.reversed_amount(&item)) {
+                    Ok(()) => reversals.push((i, item)),
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+                continue;
+            }
             match ok.and_then(|()| self.inbound_outputs(&item)) {
                 Ok(ours) => good.push((i, Arc::new(item.transfer), Arc::new(ours), item.amount)),
                 Err(e) => results[i] = Some(Err(e)),
@@ -109,10 +118,62 @@ impl Ledger {
                 }
             }
         }
+        // Reversals are rare: each in its own transaction.
+        for (i, item) in reversals {
+            results[i] = Some(self.apply_reversal_alone(item).await);
+        }
         results
             .into_iter()
             .map(|r| r.expect("every item answered"))
             .collect()
+    }
+
+    /// A reversal's amount is what the transfer moved to the ledger that refused it.
+    fn reversed_amount(&self, item: &Inbound) -> Result<(), ServiceError> {
+        let moved = Amount::checked_sum(
+            item.transfer
+                .body()
+                .outputs
+                .iter()
+                .filter(|o| o.ledger == item.from_ledger)
+                .map(|o| o.value),
+        )
+        .ok_or(Reject::ValueOverflow)?;
+        if item.from_ledger == self.id() || moved.is_zero() || moved != item.amount {
+            return Err(ServiceError::InvalidArgument(format!(
+                "settlement.amount: a reversal of {} from ledger {}, but the transfer moved {moved} there",
+                item.amount, item.from_ledger.0
+            )));
+        }
+        Ok(())
+    }
+
+    async fn apply_reversal_alone(&self, item: Inbound) -> Result<Committed, ServiceError> {
+        let now_ms = self.now_ms();
+        let txid = item.transfer.txid();
+        let reason = item.reversal.unwrap_or_default();
+        let source = super::reversal::ReversalSource::CentralBank {
+            amount: item.amount,
+            refused_by: item.from_ledger,
+        };
+        let (applied, stamp) = self
+            .transact_stamped(move |me, tx| {
+                let reason = reason.clone();
+                Box::pin(async move {
+                    let applied = me
+                        .apply_reversal(tx, txid, &reason, source, now_ms, 0)
+                        .await?;
+                    if let Some((reversal, Applied::New(_, delta))) = &applied {
+                        me.write_log(tx, &[(*reversal, delta.clone())])?;
+                    }
+                    Ok(applied)
+                })
+            })
+            .await?;
+        let (reversal, applied) = applied.ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!("txid: {txid}: nothing to reverse"))
+        })?;
+        Ok(self.finish(reversal, applied, stamp.0, 0, now_ms))
     }
 
     async fn apply_inbound_alone(
@@ -152,13 +213,22 @@ impl Ledger {
         };
         let messages: Vec<Vec<u8>> = items
             .iter()
-            .map(|item| {
-                Countersignature {
+            .map(|item| match &item.reversal {
+                None => Countersignature {
                     network: &self.inner.settings.network,
                     txid: item.transfer.txid(),
                     to_ledger: self.id(),
                 }
-                .signing_bytes()
+                .signing_bytes(),
+                Some(reason) => cbdc_core::messages::Reversal {
+                    network: &self.inner.settings.network,
+                    txid: item.transfer.txid(),
+                    refused_by: item.from_ledger,
+                    to_ledger: self.id(),
+                    amount: item.amount,
+                    reason,
+                }
+                .signing_bytes(),
             })
             .collect();
         let checks: Vec<_> = items
@@ -235,13 +305,41 @@ impl Ledger {
                 TransferRecord::decode(&bytes).map_err(corrupt)?,
             ));
         }
+        // Each payee must be able to take what it is paid: open, not closed (a frozen
+        // wallet still receives), and within its tier's balance cap. Otherwise the move is
+        // refused for good and the central bank returns it to the payer.
+        let mut incoming: std::collections::BTreeMap<PublicKey, Amount> = Default::default();
         for (_, output) in ours {
-            let owner = output.lock.owner();
-            if tx.get(&l.wallet(&owner)).await?.is_none() {
-                return Err(abort(Reject::UnknownWallet {
-                    ledger: self.id(),
-                    key: owner,
-                }));
+            let e = incoming.entry(output.lock.owner()).or_default();
+            *e = e
+                .checked_add(output.value)
+                .ok_or_else(|| abort(Reject::ValueOverflow))?;
+        }
+        for (owner, amount) in incoming {
+            let refuse = |why: String| {
+                abort(ServiceError::Refused(format!(
+                    "payee {owner} on ledger {}: {why}",
+                    self.id().0
+                )))
+            };
+            let Some(record) = tx.get(&l.wallet(&owner)).await? else {
+                return Err(refuse("no such wallet is open".into()));
+            };
+            let record = WalletRecord::decode(&record).map_err(corrupt)?;
+            if record.status == cbdc_core::WalletStatus::Closed {
+                return Err(refuse("the wallet is closed".into()));
+            }
+            if let Some(cap) = self.inner.settings.tiers.limits(record.tier).balance_cap {
+                let balance = counter_amount(tx.get(&l.balance(&owner)).await?.as_deref())
+                    .map_err(corrupt)?;
+                let would_be = balance
+                    .checked_add(amount)
+                    .unwrap_or(Amount::from_fen(u64::MAX));
+                if would_be > cap {
+                    return Err(refuse(format!(
+                        "its balance cap of {cap} would be exceeded ({balance} + {amount})"
+                    )));
+                }
             }
         }
         let mut lines = Vec::with_capacity(ours.len());

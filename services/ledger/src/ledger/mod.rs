@@ -38,6 +38,7 @@ mod commit;
 mod inbound;
 mod plan;
 mod reads;
+mod reversal;
 mod vault;
 mod wallets;
 
@@ -159,6 +160,8 @@ pub struct TransferInfo {
     pub record: TransferRecord,
     /// Outputs for other ledgers not yet delivered.
     pub settling: bool,
+    /// Why its moves off this ledger were refused for good and credited back, if they were.
+    pub reversal: Option<String>,
 }
 
 /// An unsigned transfer built for a wallet.
@@ -177,6 +180,9 @@ pub struct Inbound {
     pub from_ledger: LedgerId,
     pub amount: Amount,
     pub countersignature: Vec<u8>,
+    /// Set on a reversal: `transfer` was committed here, its move to `from_ledger` was
+    /// refused for good for this reason, and `amount` goes back to its payer.
+    pub reversal: Option<String>,
 }
 
 /// An inbound delivery ready to apply: its slot in the request, the transfer, the outputs

@@ -259,6 +259,13 @@ pub(crate) fn plan(
     }
     if outbound > 0 {
         writes.push(Write::Add(l.outbox_total(), outbound as i64));
+        // Who is credited back if the move is refused for good.
+        if let Some(InputState::Unspent(first)) = snapshot.inputs.first() {
+            writes.push(Write::Set(
+                l.refund(&txid),
+                first.lock.owner().as_bytes().to_vec(),
+            ));
+        }
     }
     for (key, count) in utxo_delta {
         if count != 0 {

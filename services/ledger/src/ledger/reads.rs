@@ -11,9 +11,16 @@ impl Ledger {
         let record = TransferRecord::decode(&bytes)?;
         let (b, e) = self.layout().outbox_of(txid);
         let pending = tx.get_range(&b, &e, RangeOptions::snapshot(1)).await?;
+        let (b, e) = self.layout().reversals(txid);
+        let reversal = tx
+            .get_range(&b, &e, RangeOptions::snapshot(1))
+            .await?
+            .pop()
+            .map(|(_, v)| String::from_utf8_lossy(v.get(32..).unwrap_or_default()).into_owned());
         Ok(Some(TransferInfo {
             record,
             settling: !pending.is_empty(),
+            reversal,
         }))
     }
 

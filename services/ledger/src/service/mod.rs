@@ -276,7 +276,9 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         };
         let leaves = info.record.kind == crate::records::TransferKind::Local
             && body.outputs.iter().any(|o| o.ledger != self.ledger.id());
-        let status = if info.settling {
+        let status = if info.reversal.is_some() {
+            v1::TransferStatus::Reversed
+        } else if info.settling {
             v1::TransferStatus::Settling
         } else if leaves {
             v1::TransferStatus::Settled
@@ -297,6 +299,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             })
             .collect();
         Ok(Response::new(v1::GetTransferResponse {
+            reversal_reason: info.reversal.clone().unwrap_or_default(),
             status: status as i32,
             transfer: (view == View::Whole).then(|| {
                 convert::to_signed_parts(info.record.body.clone(), &info.record.witnesses)
@@ -550,12 +553,13 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                         LogItem::Transfer {
                             leaf,
                             position,
-                            inbound,
+                            kind,
                             transfer,
                         } => v1::log_item::Item::Transfer(v1::LoggedTransfer {
                             leaf,
                             position: position.to_vec(),
-                            inbound,
+                            inbound: kind == crate::records::TransferKind::Inbound,
+                            reversal: kind == crate::records::TransferKind::Reversal,
                             transfer: Some(convert::to_signed_transfer(&transfer)),
                         }),
                         LogItem::Checkpoint(c) => v1::log_item::Item::Checkpoint(
@@ -642,22 +646,23 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let results = slots
             .into_iter()
             .map(|slot| {
-                let outcome = slot.and_then(|i| {
-                    applied[i]
+                // A payee that cannot take the value refuses it for good: the central bank
+                // returns it to the payer. Anything else it tries again.
+                let outcome = match slot {
+                    Err(s) => Err((false, s)),
+                    Ok(i) => applied[i]
                         .take()
                         .expect("one result per item")
-                        .map_err(Status::from)
-                });
+                        .map_err(|e| (matches!(e, ServiceError::Refused(_)), Status::from(e))),
+                };
+                use v1::deliver_inbound_result::Outcome;
                 v1::DeliverInboundResult {
                     outcome: Some(match outcome {
-                        Ok(c) => v1::deliver_inbound_result::Outcome::Delivered(
-                            v1::DeliverInboundResponse {
-                                already_delivered: c.already,
-                            },
-                        ),
-                        Err(s) => {
-                            v1::deliver_inbound_result::Outcome::Failed(convert::to_failure(&s))
-                        }
+                        Ok(c) => Outcome::Delivered(v1::DeliverInboundResponse {
+                            already_delivered: c.already,
+                        }),
+                        Err((true, s)) => Outcome::Refused(convert::to_failure(&s)),
+                        Err((false, s)) => Outcome::Failed(convert::to_failure(&s)),
                     }),
                 }
             })
@@ -665,6 +670,9 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         Ok(Response::new(v1::DeliverInboundBatchResponse { results }))
     }
 }
+
+/// Bytes of a reversal's reason kept, at most.
+pub const REVERSAL_REASON_MAX: usize = 200;
 
 /// Settlements per `DeliverInboundBatch` request, at most.
 pub const DELIVER_BATCH_MAX: usize = 1024;
@@ -688,6 +696,15 @@ impl LedgerGrpc {
             from_ledger: cbdc_core::LedgerId(s.from_ledger_id),
             amount,
             countersignature: s.central_bank_signature,
+            reversal: (!s.reversal_reason.is_empty()).then(|| {
+                let mut r = s.reversal_reason;
+                let mut end = r.len().min(REVERSAL_REASON_MAX);
+                while !r.is_char_boundary(end) {
+                    end -= 1;
+                }
+                r.truncate(end);
+                r
+            }),
         })
     }
 
