@@ -744,3 +744,161 @@ async fn the_audit_names_a_ledger_that_creates_skips_or_lies() {
         net.stop().await;
     }
 }
+
+/// A move refused for good comes back to the payer instead of being stranded: a destination
+/// ledger that does not exist (refused by the central bank), and on the payee's ledger a
+/// wallet never opened, a closed wallet and an anonymous wallet that would pass its balance
+/// cap (refused by that ledger). A frozen wallet still receives. Each refused payment is
+/// REVERSED with its reason, the payer holds what it held before, and the audit, the scan of
+/// every ledger and the replay of every log all balance. Before, the payer was debited and
+/// the payment stayed SETTLING for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_moves_come_back_to_the_payer() {
+    use cbdc_core::messages::WalletAction;
+    let mut net = Network::start(2).await;
+    net.mint(1, "100000.00", "mint-1").await.expect("mints");
+    net.mint(2, "1000.00", "mint-2").await.expect("mints");
+    net.quiesce().await;
+    let alice = net.bank(1).open_wallet(0xa1, KycTier::Class1).await;
+    net.bank(1)
+        .exchange_in(&alice.public(), "20000.00", "x-alice")
+        .await
+        .expect("exchange");
+    let closed = net.bank(2).open_wallet(0xc1, KycTier::Class2).await;
+    let b2 = net.bank(2);
+    let action = b2.wallet_action(
+        &b2.authority,
+        WalletAction::Close,
+        &closed.public(),
+        "close",
+    );
+    net.bank(2)
+        .client
+        .close_wallet(action)
+        .await
+        .expect("closes");
+    let frozen = net.bank(2).open_wallet(0xf1, KycTier::Class2).await;
+    let b2 = net.bank(2);
+    let action = b2.wallet_action(
+        &b2.authority,
+        WalletAction::Freeze,
+        &frozen.public(),
+        "freeze",
+    );
+    net.bank(2)
+        .client
+        .freeze_wallet(action)
+        .await
+        .expect("freezes");
+    let anon = net.bank(2).open_wallet(0xa4, cbdc_tests::ANON).await;
+    let never_opened = Keypair::from_seed(&[0x77; 32]).public();
+    let cases = [
+        (
+            "a ledger that does not exist",
+            cbdc_core::Address::new(LedgerId(77), never_opened).to_string(),
+            "1.00",
+            Some("ledger 77 is not a registered bank"),
+        ),
+        (
+            "a wallet never opened",
+            net.bank(2).address(&never_opened),
+            "2.00",
+            Some("no such wallet is open"),
+        ),
+        (
+            "a closed wallet",
+            net.bank(2).address(&closed.public()),
+            "3.00",
+            Some("the wallet is closed"),
+        ),
+        (
+            "an anonymous wallet past its balance cap",
+            net.bank(2).address(&anon.public()),
+            "10000.01",
+            Some("balance cap of 10000.00 would be exceeded"),
+        ),
+        (
+            "a frozen wallet (still receives)",
+            net.bank(2).address(&frozen.public()),
+            "4.00",
+            None,
+        ),
+    ];
+    let mut paid = Vec::new();
+    for (name, to, amount, _) in &cases {
+        let r = net.bank(1).pay(&alice, to, amount).await.expect(name);
+        committed(&r);
+        paid.push(Txid(r.txid.clone().try_into().unwrap()));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for ((name, _, _, refused), txid) in cases.iter().zip(&paid) {
+        let want = if refused.is_some() {
+            v1::TransferStatus::Reversed
+        } else {
+            v1::TransferStatus::Settled
+        };
+        let got = loop {
+            let got = net.bank(1).get_transfer(&txid.0).await;
+            if got.status == want as i32 || std::time::Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(got.status, want as i32, "{name}: {got:?}");
+        if let Some(why) = refused {
+            assert!(
+                got.reversal_reason.contains(why),
+                "{name}: {}",
+                got.reversal_reason
+            );
+        }
+        println!("{name}: {:?} {}", want, got.reversal_reason);
+    }
+    net.quiesce().await;
+    // Only the frozen wallet's 4.00 left Alice.
+    assert_eq!(net.bank(1).balance(&alice.public()).await, "19996.00");
+    assert_eq!(net.bank(2).balance(&frozen.public()).await, "4.00");
+    assert_eq!(net.bank(2).balance(&anon.public()).await, "0.00");
+    // Alice's history shows each reversal as an incoming line naming the refused txid.
+    let b1 = net.bank(1);
+    let address = b1.address(&alice.public());
+    let auth = Some(b1.authority_read(&address));
+    let history = b1
+        .client
+        .list_history(v1::ListHistoryRequest {
+            address,
+            auth,
+            ..Default::default()
+        })
+        .await
+        .expect("history")
+        .into_inner();
+    for txid in &paid[..4] {
+        let needle = format!("reversal of {txid}");
+        assert!(
+            history
+                .entries
+                .iter()
+                .any(|e| String::from_utf8_lossy(&e.memo).contains(&needle)),
+            "{needle} in {:?}",
+            history.entries
+        );
+    }
+    assert_eq!(net.assert_ledgers_conserve().await, yuan("101000"));
+    // The logs, replayed from their transfers alone, give what the checkpoints say.
+    for id in [1, 2] {
+        let operator = net.bank(id).operator.public();
+        let stream = net
+            .bank(id)
+            .client
+            .stream_log(v1::StreamLogRequest {})
+            .await
+            .expect("streams")
+            .into_inner();
+        let r = cbdc_ledger::replay::replay_stream(stream, LedgerId(id), operator)
+            .await
+            .unwrap_or_else(|e| panic!("ledger {id}: {e}"));
+        assert!(r.checkpoints > 0);
+    }
+    net.stop().await;
+}
