@@ -118,6 +118,12 @@ pub enum Reject {
     // 9. wallets and limits
     #[error("wallet key {key} is not open on {ledger}")]
     UnknownWallet { ledger: LedgerId, key: PublicKey },
+    #[error("output {index}: {ledger} {why}; the central bank would refuse the move")]
+    DestinationUnavailable {
+        index: usize,
+        ledger: LedgerId,
+        why: &'static str,
+    },
     #[error("wallet key {key} is frozen and cannot spend")]
     WalletFrozen { key: PublicKey },
     #[error("wallet key {key} is closed")]
@@ -167,6 +173,7 @@ impl Reject {
             | MandateExceeded { .. }
             | UnusedWitness { .. } => "NOT_AUTHORISED",
             UnknownWallet { .. } => "UNKNOWN_WALLET",
+            DestinationUnavailable { .. } => "DESTINATION_UNAVAILABLE",
             WalletFrozen { .. } => "WALLET_FROZEN",
             WalletClosed { .. } => "WALLET_CLOSED",
             LimitExceeded { .. } => "LIMIT_EXCEEDED",

@@ -54,6 +54,14 @@ pub trait CentralBankLink: Send + Sync + 'static {
         &self,
         request: v1::SubmitCheckpointRequest,
     ) -> BoxFuture<'static, Result<v1::SubmitCheckpointResponse, Status>>;
+    /// The central bank's registry (a link that cannot say leaves the destination check
+    /// to the central bank, and refused moves are reversed).
+    fn list_operators(
+        &self,
+        _request: v1::ListOperatorsRequest,
+    ) -> BoxFuture<'static, Result<v1::ListOperatorsResponse, Status>> {
+        Box::pin(async { Err(Status::unimplemented("no registry through this link")) })
+    }
 }
 
 /// [`CentralBankLink`] over gRPC.
@@ -84,6 +92,19 @@ impl GrpcCentralBank {
 }
 
 impl CentralBankLink for GrpcCentralBank {
+    fn list_operators(
+        &self,
+        request: v1::ListOperatorsRequest,
+    ) -> BoxFuture<'static, Result<v1::ListOperatorsResponse, Status>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            client
+                .list_operators(request)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+    }
+
     fn settle_batch(
         &self,
         request: v1::SettleBatchRequest,
@@ -135,11 +156,17 @@ pub struct OutboxWorker {
     /// The checkpoint size the central bank holds, once known.
     known_size: Option<u64>,
     concurrency: usize,
+    /// When the registry was last read from the central bank (ledger clock, ms).
+    registry_read_ms: Option<u64>,
 }
+
+/// How often the outbox worker reads the central bank's registry for the destination check.
+pub const REGISTRY_REFRESH_MS: u64 = 10_000;
 
 impl OutboxWorker {
     pub fn new(ledger: Ledger, link: Arc<dyn CentralBankLink>) -> OutboxWorker {
         let metrics = ledger.metrics().outbox.clone();
+        ledger.set_registry_source(Arc::clone(&link));
         OutboxWorker {
             ledger,
             link,
@@ -151,6 +178,7 @@ impl OutboxWorker {
             metrics,
             known_size: None,
             concurrency: SETTLE_CONCURRENCY,
+            registry_read_ms: None,
         }
     }
 
@@ -227,6 +255,13 @@ impl OutboxWorker {
     pub async fn step(&mut self) -> Result<OutboxStep, ServiceError> {
         use futures::StreamExt;
         let now = self.ledger.now_ms();
+        if self
+            .registry_read_ms
+            .is_none_or(|t| now.saturating_sub(t) >= REGISTRY_REFRESH_MS)
+        {
+            self.registry_read_ms = Some(now);
+            self.ledger.refresh_registry().await;
+        }
         let (page, next) = self.page(now).await?;
         let plan = self.queue.plan(page, next, now);
         let mut step = OutboxStep {

@@ -111,7 +111,8 @@ pub fn reject_grpc_code(r: &Reject) -> Code {
         | Expired { .. }
         | HoldExpired { .. }
         | HoldActive { .. }
-        | MandateExpired { .. } => Code::FailedPrecondition,
+        | MandateExpired { .. }
+        | DestinationUnavailable { .. } => Code::FailedPrecondition,
         InputMissing { .. } | UnknownWallet { .. } => Code::NotFound,
         BadSignature { .. }
         | NotAuthorised { .. }

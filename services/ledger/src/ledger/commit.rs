@@ -17,6 +17,10 @@ impl Ledger {
         let mut to_check = Vec::new();
         let mut slots = Vec::new();
         for (i, t) in transfers.into_iter().enumerate() {
+            let t = match t {
+                Ok(t) => self.check_destinations(&t).await.map(|()| t),
+                Err(r) => Err(r),
+            };
             match t {
                 Ok(t) => {
                     results.push(None);

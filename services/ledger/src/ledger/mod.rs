@@ -9,6 +9,7 @@
 //! figures ([`reads`](self::reads)). This file holds the `Ledger` handle and the types they
 //! share.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -254,7 +255,23 @@ struct Inner {
     metrics: LedgerMetrics,
     /// The central bank's key, decompressed once.
     central_bank_key: Option<cbdc_core::keys::CheckedKey>,
+    /// The central bank's registry as last read (ledger → active), for the destination
+    /// check before commit; `None` until read.
+    destinations: std::sync::RwLock<Option<Arc<HashMap<LedgerId, bool>>>>,
+    /// Where the registry is read from (the outbox worker's link to the central bank).
+    registry_source: std::sync::OnceLock<Arc<dyn crate::outbox::CentralBankLink>>,
+    /// When the registry was last read (ledger clock, ms); one read at a time.
+    registry_read: tokio::sync::Mutex<Option<u64>>,
 }
+
+/// Pages of the registry read at once, at most (of up to 1,000 banks each).
+pub const REGISTRY_PAGES_MAX: usize = 16;
+/// The registry is read again on a miss at most this often (ms): a payment to a bank
+/// registered a moment ago is not refused for long, and payments to ledgers that do not
+/// exist cannot make the ledger ask the central bank more often than this.
+pub const REGISTRY_MISS_GAP_MS: u64 = 200;
+
+const NOT_REGISTERED: &str = "is not a registered bank";
 
 /// One bank ledger. Cheap to clone; clones share everything.
 #[derive(Clone)]
@@ -305,6 +322,9 @@ impl Ledger {
             );
             Inner {
                 central_bank_key: settings.central_bank.and_then(|k| k.checked_key().ok()),
+                destinations: Default::default(),
+                registry_source: Default::default(),
+                registry_read: Default::default(),
                 db,
                 layout: Layout::new(settings.ledger),
                 settings,
@@ -343,6 +363,113 @@ impl Ledger {
 
     pub fn id(&self) -> LedgerId {
         self.inner.settings.ledger
+    }
+
+    /// Replaces the registry copy the destination check uses (ledger → active).
+    pub fn set_destinations(&self, registry: HashMap<LedgerId, bool>) {
+        *self
+            .inner
+            .destinations
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(registry));
+    }
+
+    /// Where to read the registry from.
+    pub fn set_registry_source(&self, link: Arc<dyn crate::outbox::CentralBankLink>) {
+        let _ = self.inner.registry_source.set(link);
+    }
+
+    /// Reads the central bank's registry for the destination check, at most once per
+    /// [`REGISTRY_MISS_GAP_MS`]: a call within that gap of the last read waits for its end
+    /// (callers queue behind one read, then find the copy fresh). On failure the last copy
+    /// stays (or none: the central bank alone judges destinations).
+    pub async fn refresh_registry(&self) {
+        let Some(link) = self.inner.registry_source.get() else {
+            return;
+        };
+        let asked = self.now_ms();
+        let mut last = self.inner.registry_read.lock().await;
+        if last.is_some_and(|t| t >= asked) {
+            return; // read after this call was made, while it waited
+        }
+        if let Some(t) = *last {
+            let wait = (t + REGISTRY_MISS_GAP_MS).saturating_sub(self.now_ms());
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        }
+        *last = Some(self.now_ms());
+        let mut registry = HashMap::new();
+        let mut cursor = String::new();
+        for _ in 0..REGISTRY_PAGES_MAX {
+            let page = link
+                .list_operators(cbdc_proto::v1::ListOperatorsRequest {
+                    page: Some(cbdc_proto::v1::PageRequest {
+                        cursor: cursor.clone(),
+                        page_size: 1000,
+                    }),
+                })
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(s) => {
+                    tracing::debug!(code = ?s.code(), "registry not read: {}", s.message());
+                    return;
+                }
+            };
+            for op in &page.operators {
+                let active = op.status == cbdc_proto::v1::OperatorStatus::Active as i32;
+                registry.insert(LedgerId(op.ledger_id), active);
+            }
+            match page.page {
+                Some(p) if !p.next_cursor.is_empty() => cursor = p.next_cursor,
+                _ => {
+                    self.set_destinations(registry);
+                    return;
+                }
+            }
+        }
+        tracing::warn!("the registry is longer than {REGISTRY_PAGES_MAX} pages; not used");
+    }
+
+    /// What can be known before committing that the central bank would refuse: an output
+    /// for a ledger that is not registered, or suspended. A ledger missing from the copy
+    /// of the registry has it read again first (a bank may have just registered). Without
+    /// a copy (the central bank not yet reached), nothing is refused here.
+    pub async fn check_destinations(&self, t: &Transfer) -> Result<(), Reject> {
+        match self.check_destinations_now(t) {
+            Err(Reject::DestinationUnavailable { why, .. }) if why == NOT_REGISTERED => {
+                self.refresh_registry().await;
+                self.check_destinations_now(t)
+            }
+            other => other,
+        }
+    }
+
+    fn check_destinations_now(&self, t: &Transfer) -> Result<(), Reject> {
+        let registry = self
+            .inner
+            .destinations
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some(registry) = registry else {
+            return Ok(());
+        };
+        for (index, o) in t.body().outputs.iter().enumerate() {
+            if o.ledger == self.id() || o.ledger == cbdc_core::messages::CENTRAL_BANK {
+                continue;
+            }
+            let why = match registry.get(&o.ledger) {
+                Some(true) => continue,
+                Some(false) => "is suspended",
+                None => NOT_REGISTERED,
+            };
+            return Err(Reject::DestinationUnavailable {
+                index,
+                ledger: o.ledger,
+                why,
+            });
+        }
+        Ok(())
     }
 
     pub fn settings(&self) -> &Settings {
