@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cbdc_core::WalletStatus;
 use cbdc_core::messages::{
     AdminAction, AdminOrder, CENTRAL_BANK, ExchangeDirection, Header, OpenProof, OperatorAction,
-    OperatorOrder, Signed,
+    OperatorOrder, Signed, WalletAction,
 };
 use cbdc_core::transfer::sign_body;
 use cbdc_core::{Address, Amount, Keypair, KycTier, LedgerId, TierTable, Txid};
@@ -44,7 +45,22 @@ use rand::{Rng, SeedableRng};
 use tonic::{Request, Status};
 
 const BANKS: usize = 2;
+/// Wallets that pay and are paid, on each bank.
 const WALLETS: usize = 3;
+/// Payees a cross-bank payment may name besides those: a key never opened, a closed wallet,
+/// a frozen one (it still receives) and an anonymous one with a small balance cap. Moves
+/// the payee's ledger refuses come back to the payer.
+const NEVER_OPENED: usize = WALLETS;
+const CLOSED: usize = WALLETS + 1;
+const FROZEN: usize = WALLETS + 2;
+const CAPPED: usize = WALLETS + 3;
+const PAYEES: usize = WALLETS + 4;
+// A key of index NEVER_OPENED is named, never opened.
+const _: () = assert!(NEVER_OPENED == WALLETS && PAYEES == CAPPED + 1);
+/// Requests each worker keeps in flight at once.
+const WORKER_CONCURRENCY: usize = 3;
+/// The anonymous tier's balance cap in the simulation, in yuan (payments are 1–150).
+const CAPPED_AT_YUAN: u64 = 200;
 const STEPS: usize = 120;
 const CB_SEED: [u8; 32] = [0xcb; 32];
 const ADMIN_SEED: [u8; 32] = [0xad; 32];
@@ -255,15 +271,17 @@ struct Sim {
     mint_ids: u32,
 }
 
+/// The simulation's tier table: the defaults, with the anonymous tier capped low enough for
+/// the simulated payments to reach it.
+fn tiers() -> TierTable {
+    let mut t = TierTable::default();
+    t.class4_anonymous.balance_cap = Amount::from_yuan(CAPPED_AT_YUAN);
+    t
+}
+
+/// A node's store, fsyncing every batch as in production.
 fn store(dir: &Path) -> Database {
-    Database::open_embedded(
-        dir,
-        EmbeddedOptions {
-            fsync: false,
-            ..EmbeddedOptions::default()
-        },
-    )
-    .expect("store opens")
+    Database::open_embedded(dir, EmbeddedOptions::default()).expect("store opens")
 }
 
 impl Sim {
@@ -358,6 +376,41 @@ impl Sim {
                     .await
                     .expect("upgrades");
             }
+            // The payees that cannot take everything: closed, frozen, capped.
+            for i in [CLOSED, FROZEN, CAPPED] {
+                let k = wallet_key(b, i);
+                let phone = format!("+8613{b}{i:08}");
+                let sig = OpenProof {
+                    network: NETWORK,
+                    ledger: LedgerId(b as u32),
+                    key: k.public(),
+                    phone: &phone,
+                }
+                .sign(&k);
+                ledger
+                    .open_wallet(k.public(), NETWORK, &phone, &sig)
+                    .await
+                    .expect("opens");
+                let (action, status) = match i {
+                    CLOSED => (WalletAction::Close, WalletStatus::Closed),
+                    FROZEN => (WalletAction::Freeze, WalletStatus::Frozen),
+                    _ => continue,
+                };
+                let address = Address::new(LedgerId(b as u32), k.public()).to_string();
+                let request_id = format!("status-{i}");
+                let order = OperatorOrder {
+                    header: header(LedgerId(b as u32), &request_id),
+                    action: OperatorAction::Wallet {
+                        action,
+                        address: &address,
+                        reason: "simulation",
+                    },
+                };
+                ledger
+                    .set_status(k.public(), status, ledger.seen(&order))
+                    .await
+                    .expect("status");
+            }
         }
         sim
     }
@@ -384,7 +437,7 @@ impl Sim {
             net: Arc::clone(&self.net),
         });
         self.cb = Some(CbNode {
-            worker: DeliveryWorker::new(bank.clone(), link).with_concurrency(1),
+            worker: DeliveryWorker::new(bank.clone(), link).with_concurrency(WORKER_CONCURRENCY),
             bank,
         });
     }
@@ -393,7 +446,7 @@ impl Sim {
         let db = store(&self.dir.join(format!("bank-{b}")));
         let settings = Settings {
             ledger: LedgerId(b as u32),
-            tiers: TierTable::default(),
+            tiers: tiers(),
             utc_offset_minutes: 480,
             max_batch: 64,
             page_size_max: 100,
@@ -420,7 +473,7 @@ impl Sim {
             from: b,
         });
         self.banks[b - 1] = Some(BankNode {
-            worker: OutboxWorker::new(ledger.clone(), link).with_concurrency(1),
+            worker: OutboxWorker::new(ledger.clone(), link).with_concurrency(WORKER_CONCURRENCY),
             ledger,
         });
     }
@@ -541,7 +594,8 @@ impl Sim {
         let b = self.rng.gen_range(1..=BANKS);
         let from = wallet_key(b, self.rng.gen_range(0..WALLETS));
         let to_bank = if cross { BANKS + 1 - b } else { b };
-        let to = wallet_key(to_bank, self.rng.gen_range(0..WALLETS)).public();
+        let payees = if cross { PAYEES } else { WALLETS };
+        let to = wallet_key(to_bank, self.rng.gen_range(0..payees)).public();
         let amount = self.amount(1, 150);
         let ledger = self.ledger(b).clone();
         let built = ledger
@@ -756,6 +810,29 @@ impl Sim {
             Amount::checked_sum(self.moves.values().filter(|m| m.1 == 0).map(|m| m.2)).unwrap();
         assert_eq!(audit.issued, issued, "seed {seed}: issued");
         assert_eq!(audit.redeemed, redeemed, "seed {seed}: redeemed");
+        // Moves the payee's ledger refused for good came back: reversed on the payer's
+        // ledger, and never credited on the payee's.
+        let mut reversed = std::collections::BTreeSet::new();
+        for (txid, (from, to, _)) in &self.moves {
+            if *to == 0 {
+                continue;
+            }
+            let back = self
+                .ledger(*from)
+                .transfer(txid)
+                .await
+                .unwrap()
+                .and_then(|i| i.reversal);
+            let arrived = self.ledger(*to).transfer(txid).await.unwrap().is_some();
+            assert!(
+                back.is_some() != arrived,
+                "seed {seed}: move {txid} {from}→{to}: reversed {back:?}, arrived {arrived}"
+            );
+            if back.is_some() {
+                reversed.insert(*txid);
+            }
+        }
+        self.log(format!("{} moves reversed", reversed.len()));
         let mut held = Amount::ZERO;
         for b in 1..=BANKS {
             let t = self.ledger(b).totals().await.expect("totals");
@@ -776,7 +853,10 @@ impl Sim {
                     expect += i128::from(a.fen());
                 }
             }
-            for (from, to, a) in self.moves.values() {
+            for (txid, (from, to, a)) in &self.moves {
+                if reversed.contains(txid) {
+                    continue; // out and back: nothing moved
+                }
                 if *from == b {
                     expect -= i128::from(a.fen());
                 }
@@ -801,15 +881,6 @@ impl Sim {
             issued.checked_sub(redeemed),
             "seed {seed}: issued − redeemed vs Σ unspent"
         );
-        // Every move arrived at its destination ledger.
-        for (txid, (_, to, _)) in &self.moves {
-            if *to != 0 {
-                assert!(
-                    self.ledger(*to).transfer(txid).await.unwrap().is_some(),
-                    "seed {seed}: move {txid} never reached ledger {to}"
-                );
-            }
-        }
     }
 }
 
