@@ -1,17 +1,25 @@
 //! Deterministic simulation of the two tiers: the central bank and two bank ledgers, their
-//! real logic, stores and gRPC handlers, joined by a simulated network that a seeded random
-//! generator drives. Messages are lost (before or after they are handled), duplicated,
-//! delayed and delivered late out of order; nodes are partitioned and crash-restarted from
-//! their stores; time jumps. Every operation is awaited one at a time and every choice comes
-//! from the seed, so a seed replays the same way.
+//! real logic, stores (fsync on) and gRPC handlers, joined by a simulated network that a
+//! seeded random generator drives. Messages are lost (before or after they are handled),
+//! duplicated, delayed and delivered late out of order; nodes are partitioned and
+//! crash-restarted from their stores, half the time onto a store whose fsync fails a few
+//! batches later (a crash inside a commit: the batch reached the journal, the client heard
+//! an error, and the store stops until restarted); time jumps. Workers keep several requests
+//! in flight. Cross-bank payments also name payees the other bank must refuse — a key never
+//! opened, a closed wallet, an anonymous wallet at its balance cap — and a frozen one, which
+//! still receives. Every operation is awaited one at a time and every choice comes from the
+//! seed, so a seed replays the same way.
 //!
-//! Each run ends by healing the network and letting the retries drain, then checks the supply
-//! invariant (issued − redeemed = Σ unspent, the audit balanced, each ledger's own scans
-//! agreeing with its totals) and exactly-once delivery (every ledger's books equal what the
-//! simulation saw committed: each mint, move and redemption counted once, none lost).
+//! Each run ends by healing the network, restarting every node on a sound store, sending
+//! every request that was answered with an error again (as a client that does not know the
+//! outcome would: same request id, same signed transfer) and letting the retries drain; then
+//! it checks the supply invariant (issued − redeemed = Σ unspent, the audit balanced, each
+//! ledger's own scans agreeing with its totals) and exactly-once delivery (every ledger's
+//! books equal what the simulation saw done: each mint, move and redemption counted once,
+//! none lost; each refused move reversed on the payer's ledger and never credited).
 //!
-//! `CBDC_SIM_SEEDS` sets how many seeds run (200 by default); `CBDC_SIM_SEED=N` runs only
-//! seed `N`. A failing seed is printed.
+//! `CBDC_SIM_SEEDS` sets how many seeds run (200 by default; 1,000 pass); `CBDC_SIM_SEED=N`
+//! runs only seed `N`. A failing seed is printed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -269,6 +277,35 @@ struct Sim {
     /// Committed transfers leaving a ledger: (from, to — 0 for redemption, value).
     moves: BTreeMap<Txid, (usize, usize, Amount)>,
     mint_ids: u32,
+    /// Requests answered with an error: their outcome is unknown to the client (a store
+    /// that failed inside the commit may still hold it after a restart), so the drain sends
+    /// each again, as a client would, and counts what was done.
+    unsure: Vec<Unsure>,
+    /// The store fault the next (re)start of each node gets: the fsync of that batch fails,
+    /// after the batch reached the journal (a crash inside a commit). Index 0: the central
+    /// bank.
+    store_fault: [Option<u64>; BANKS + 1],
+}
+
+/// A request whose answer was an error, to send again.
+enum Unsure {
+    Mint {
+        ledger: usize,
+        request_id: String,
+        amount: String,
+        reference: String,
+    },
+    Pay {
+        from: usize,
+        to: usize,
+        amount: Amount,
+        transfer: cbdc_core::Transfer,
+    },
+    Redeem {
+        ledger: usize,
+        amount: Amount,
+        request_id: String,
+    },
 }
 
 /// The simulation's tier table: the defaults, with the anonymous tier capped low enough for
@@ -279,9 +316,17 @@ fn tiers() -> TierTable {
     t
 }
 
-/// A node's store, fsyncing every batch as in production.
-fn store(dir: &Path) -> Database {
-    Database::open_embedded(dir, EmbeddedOptions::default()).expect("store opens")
+/// A node's store, fsyncing every batch as in production; with `fault`, the fsync of that
+/// batch fails and the store fail-stops until reopened.
+fn store(dir: &Path, fault: Option<u64>) -> Database {
+    Database::open_embedded(
+        dir,
+        EmbeddedOptions {
+            fail_fsync_at_batch: fault,
+            ..EmbeddedOptions::default()
+        },
+    )
+    .expect("store opens")
 }
 
 impl Sim {
@@ -306,6 +351,8 @@ impl Sim {
             minted: BTreeMap::new(),
             moves: BTreeMap::new(),
             mint_ids: 0,
+            unsure: Vec::new(),
+            store_fault: [None; BANKS + 1],
         };
         sim.start_cb();
         let admin = Keypair::from_seed(&ADMIN_SEED);
@@ -424,7 +471,7 @@ impl Sim {
     }
 
     fn start_cb(&mut self) {
-        let db = store(&self.dir.join("cb"));
+        let db = store(&self.dir.join("cb"), self.store_fault[0].take());
         let bank = CentralBank::new(
             db,
             Keypair::from_seed(&CB_SEED),
@@ -443,7 +490,10 @@ impl Sim {
     }
 
     async fn start_bank(&mut self, b: usize) {
-        let db = store(&self.dir.join(format!("bank-{b}")));
+        let db = store(
+            &self.dir.join(format!("bank-{b}")),
+            self.store_fault[b].take(),
+        );
         let settings = Settings {
             ledger: LedgerId(b as u32),
             tiers: tiers(),
@@ -479,8 +529,17 @@ impl Sim {
     }
 
     /// Crash-restarts node `n` (0: the central bank): everything in memory is lost, the
-    /// store is reopened.
+    /// store is reopened — half the time with a fault that fails one of its next fsyncs,
+    /// after which it commits nothing until the next restart.
     async fn crash(&mut self, n: usize) {
+        if self.rng.gen_bool(0.5) {
+            self.store_fault[n] = Some(self.rng.gen_range(0..6));
+        }
+        self.restart(n).await;
+    }
+
+    /// Restarts node `n` on its store.
+    async fn restart(&mut self, n: usize) {
         if n == 0 {
             *self.net.cb.lock().unwrap() = None;
             let node = self.cb.take();
@@ -563,7 +622,15 @@ impl Sim {
                     "mint {request_id} {amount} to {b}: already={already}"
                 ));
             }
-            Err(e) => self.log(format!("mint {request_id}: {e}")),
+            Err(e) => {
+                self.log(format!("mint {request_id}: {e}"));
+                self.unsure.push(Unsure::Mint {
+                    ledger: b,
+                    request_id,
+                    amount,
+                    reference,
+                });
+            }
         }
     }
 
@@ -610,7 +677,20 @@ impl Sim {
             Err(e) => Err(e),
             Ok(built) => {
                 let t = sign_body(built.body, &[&from]).expect("signs");
-                ledger.submit(vec![Ok(t)]).await.remove(0).map(|c| c.txid)
+                let r = ledger
+                    .submit(vec![Ok(t.clone())])
+                    .await
+                    .remove(0)
+                    .map(|c| c.txid);
+                if r.is_err() && cross {
+                    self.unsure.push(Unsure::Pay {
+                        from: b,
+                        to: to_bank,
+                        amount,
+                        transfer: t,
+                    });
+                }
+                r
             }
         };
         if cross && let Ok(txid) = &r {
@@ -633,10 +713,15 @@ impl Sim {
         };
         let seen = self.ledger(b).seen(&order);
         let r = self.ledger(b).redeem(amount, seen).await;
-        if let Ok(c) = &r
-            && !c.already
-        {
-            self.moves.insert(c.txid, (b, 0, amount));
+        match &r {
+            Ok(c) => {
+                self.moves.insert(c.txid, (b, 0, amount));
+            }
+            Err(_) => self.unsure.push(Unsure::Redeem {
+                ledger: b,
+                amount,
+                request_id: request_id.clone(),
+            }),
         }
         let line = format!("redeem {amount} from {b}: {}", outcome(&r.map(|c| c.txid)));
         self.log(line);
@@ -759,6 +844,15 @@ impl Sim {
     async fn drain(&mut self) -> AuditReport {
         self.net.faulty.store(0, Ordering::SeqCst);
         *self.net.partitioned.lock().unwrap() = [false; BANKS + 1];
+        // Every node restarted on a sound store (a fail-stopped one recovers from its
+        // journal), then every request with an unknown outcome sent again.
+        self.store_fault = [None; BANKS + 1];
+        for n in 0..=BANKS {
+            self.restart(n).await;
+        }
+        for u in std::mem::take(&mut self.unsure) {
+            self.resend(u).await;
+        }
         for round in 0..40 {
             self.clock.fetch_add(31_000, Ordering::SeqCst);
             for b in 1..=BANKS {
@@ -796,6 +890,83 @@ impl Sim {
             }
         }
         panic!("seed {}: the network did not drain", self.seed);
+    }
+
+    /// Sends a request with an unknown outcome again (the same request id, or the same
+    /// signed transfer): done before, it answers as then; else it is done now, or refused.
+    async fn resend(&mut self, u: Unsure) {
+        match u {
+            Unsure::Mint {
+                ledger,
+                request_id,
+                amount,
+                reference,
+            } => {
+                let h = Header {
+                    expires_unix_ms: self.clock.load(Ordering::SeqCst) + 60_000,
+                    ..header(CENTRAL_BANK, &request_id)
+                };
+                let order = MintOrder {
+                    ledger: LedgerId(ledger as u32),
+                    amount: &amount,
+                    reserve_reference: &reference,
+                };
+                let sig = AdminOrder {
+                    header: h,
+                    action: AdminAction::Mint {
+                        ledger: order.ledger,
+                        amount: order.amount,
+                        reserve_reference: order.reserve_reference,
+                    },
+                }
+                .sign(&Keypair::from_seed(&ADMIN_SEED));
+                let r = self.cb().bank.mint(h, order, &sig).await;
+                if let Ok(Minted { transfer, .. }) = &r {
+                    let body = cbdc_core::TransferBody::decode(&transfer.body).expect("body");
+                    self.minted
+                        .entry(request_id.clone())
+                        .or_insert((ledger, body.outputs[0].value));
+                }
+                let line = format!("resend mint {request_id}: {}", r.is_ok());
+                self.log(line);
+            }
+            Unsure::Pay {
+                from,
+                to,
+                amount,
+                transfer,
+            } => {
+                let r = self.ledger(from).submit(vec![Ok(transfer)]).await.remove(0);
+                if let Ok(c) = &r {
+                    self.moves.insert(c.txid, (from, to, amount));
+                }
+                let line = format!("resend pay {from}→{to}: {}", outcome(&r.map(|c| c.txid)));
+                self.log(line);
+            }
+            Unsure::Redeem {
+                ledger,
+                amount,
+                request_id,
+            } => {
+                let amount_text = amount.to_string();
+                let order = OperatorOrder {
+                    header: header(LedgerId(ledger as u32), &request_id),
+                    action: OperatorAction::Redeem {
+                        amount: &amount_text,
+                    },
+                };
+                let seen = self.ledger(ledger).seen(&order);
+                let r = self.ledger(ledger).redeem(amount, seen).await;
+                if let Ok(c) = &r {
+                    self.moves.insert(c.txid, (ledger, 0, amount));
+                }
+                let line = format!(
+                    "resend redeem {request_id}: {}",
+                    outcome(&r.map(|c| c.txid))
+                );
+                self.log(line);
+            }
+        }
     }
 
     /// The supply invariant and exactly-once delivery.

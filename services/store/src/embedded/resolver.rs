@@ -219,6 +219,16 @@ pub(super) fn resolver_loop(
                 Err(_) => break,
             }
         }
+        if shared.stats.failed.load(Ordering::Acquire) {
+            // Fail-stop: nothing more is resolved (versions assigned now would outrun the
+            // published version for good, and every later transaction would look too old).
+            for request in batch.drain(..) {
+                let _ = request.reply.send(Err(StoreError::Failed(
+                    "the store stopped after a failed write or fsync; reopen it".into(),
+                )));
+            }
+            continue;
+        }
         let now = Instant::now();
         resolver.expire(now, shared.oldest_reader());
         let mut resolved = Vec::with_capacity(batch.len());
