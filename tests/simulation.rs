@@ -6,10 +6,10 @@
 //! batches later (a crash inside a commit: the batch reached the journal, the client heard
 //! an error, and the store stops until restarted); time jumps. Workers keep several requests
 //! in flight. Wallets put value under `Hold` and `Mandate` locks, which are captured,
-//! reclaimed, charged and taken back. Cross-bank payments also name payees the other bank must refuse — a key never
-//! opened, a closed wallet, an anonymous wallet at its balance cap — and a frozen one, which
-//! still receives. Every operation is awaited one at a time and every choice comes from the
-//! seed, so a seed replays the same way.
+//! reclaimed, charged and taken back. Cross-bank payments also name payees the other bank
+//! must refuse — a key never opened, a closed wallet, an anonymous wallet at its balance
+//! cap — and a frozen one, which still receives. Every operation is awaited one at a time
+//! and every choice comes from the seed, so a seed replays the same way.
 //!
 //! Each run ends by healing the network, restarting every node on a sound store, sending
 //! every request that was answered with an error again (as a client that does not know the
@@ -18,6 +18,7 @@
 //! ledger's own scans agreeing with its totals) and exactly-once delivery (every ledger's
 //! books equal what the simulation saw done: each mint, move and redemption counted once,
 //! none lost; each refused move reversed on the payer's ledger and never credited).
+//! `a_dishonest_bank_is_caught` plants faults in bank 2 and expects the audit to name it.
 //!
 //! `CBDC_SIM_SEEDS` sets how many seeds run (200 by default; 1,000 pass); `CBDC_SIM_SEED=N`
 //! runs only seed `N`. A failing seed is printed.
