@@ -755,13 +755,19 @@ async fn the_audit_names_a_ledger_that_creates_skips_or_lies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_moves_come_back_to_the_payer() {
     use cbdc_core::messages::WalletAction;
-    let mut net = Network::start(2).await;
+    // Bank 2 takes at most 15,000.00 in one payment.
+    let mut net = Network::start_adjusted(2, |id, c| {
+        if id == 2 {
+            c.amount_max = Some("15000".into());
+        }
+    })
+    .await;
     net.mint(1, "100000.00", "mint-1").await.expect("mints");
     net.mint(2, "1000.00", "mint-2").await.expect("mints");
     net.quiesce().await;
     let alice = net.bank(1).open_wallet(0xa1, KycTier::Class1).await;
     net.bank(1)
-        .exchange_in(&alice.public(), "20000.00", "x-alice")
+        .exchange_in(&alice.public(), "40000.00", "x-alice")
         .await
         .expect("exchange");
     let closed = net.bank(2).open_wallet(0xc1, KycTier::Class2).await;
@@ -812,6 +818,12 @@ async fn refused_moves_come_back_to_the_payer() {
             Some("balance cap of 10000.00 would be exceeded"),
         ),
         (
+            "an amount over the payee bank's maximum",
+            net.bank(2).address(&frozen.public()),
+            "15000.01",
+            Some("15000.01 is over this bank's maximum of 15000.00"),
+        ),
+        (
             "a frozen wallet (still receives)",
             net.bank(2).address(&frozen.public()),
             "4.00",
@@ -850,7 +862,7 @@ async fn refused_moves_come_back_to_the_payer() {
     }
     net.quiesce().await;
     // Only the frozen wallet's 4.00 left Alice.
-    assert_eq!(net.bank(1).balance(&alice.public()).await, "19996.00");
+    assert_eq!(net.bank(1).balance(&alice.public()).await, "39996.00");
     assert_eq!(net.bank(2).balance(&frozen.public()).await, "4.00");
     assert_eq!(net.bank(2).balance(&anon.public()).await, "0.00");
     // Alice's history shows each reversal as an incoming line naming the refused txid.
@@ -927,7 +939,7 @@ async fn refused_moves_come_back_to_the_payer() {
         "{}",
         got.reversal_reason
     );
-    assert_eq!(net.bank(1).balance(&alice.public()).await, "19996.00");
+    assert_eq!(net.bank(1).balance(&alice.public()).await, "39996.00");
     assert_eq!(net.assert_ledgers_conserve().await, yuan("101000"));
     // The logs, replayed from their transfers alone, give what the checkpoints say.
     for id in [1, 2] {

@@ -40,6 +40,14 @@ impl CentralBank {
                     ))));
                 }
                 let payer = settlement.from;
+                if payer == cbdc_core::messages::CENTRAL_BANK {
+                    // An issue refused: there is no payer to return it to; it stays queued
+                    // for an operator to see.
+                    return Err(abort(ServiceError::FailedPrecondition(format!(
+                        "the issue {txid} was refused by ledger {}: {reason}",
+                        refused_by.0
+                    ))));
+                }
                 let amount = settlement.amount;
                 let countersignature = Reversal {
                     network: &me.inner.network,

@@ -259,6 +259,13 @@ impl Ledger {
                 "settlement.from_ledger_id: a delivery cannot come from this ledger itself".into(),
             ));
         }
+        let max = self.inner.settings.amount_max;
+        if item.from_ledger != cbdc_core::messages::CENTRAL_BANK && item.amount > max {
+            return Err(ServiceError::Refused(format!(
+                "settlement.amount: {} is over this bank's maximum of {max}",
+                item.amount
+            )));
+        }
         let ours: Vec<(u16, Output)> = item
             .transfer
             .body()

@@ -690,7 +690,14 @@ impl LedgerGrpc {
                 self.ledger.id().0
             )));
         }
-        let amount = self.amount("settlement.amount", &s.amount)?;
+        // Only the form here: an amount over this bank's maximum is the ledger's to refuse
+        // (for good, so that it goes back to the payer).
+        let amount = convert::amount("settlement.amount", &s.amount, Amount::DEFAULT_MAX)?;
+        if amount.is_zero() {
+            return Err(Status::invalid_argument(
+                "settlement.amount: must be above zero",
+            ));
+        }
         Ok(Inbound {
             transfer,
             from_ledger: cbdc_core::LedgerId(s.from_ledger_id),
