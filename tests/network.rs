@@ -771,31 +771,19 @@ async fn refused_moves_come_back_to_the_payer() {
         .await
         .expect("exchange");
     let closed = net.bank(2).open_wallet(0xc1, KycTier::Class2).await;
-    let b2 = net.bank(2);
-    let action = b2.wallet_action(
-        &b2.authority,
-        WalletAction::Close,
-        &closed.public(),
-        "close",
-    );
-    net.bank(2)
-        .client
-        .close_wallet(action)
-        .await
-        .expect("closes");
     let frozen = net.bank(2).open_wallet(0xf1, KycTier::Class2).await;
-    let b2 = net.bank(2);
-    let action = b2.wallet_action(
-        &b2.authority,
-        WalletAction::Freeze,
-        &frozen.public(),
-        "freeze",
-    );
-    net.bank(2)
-        .client
-        .freeze_wallet(action)
-        .await
-        .expect("freezes");
+    for (wallet, action) in [
+        (&closed, WalletAction::Close),
+        (&frozen, WalletAction::Freeze),
+    ] {
+        let b2 = net.bank(2);
+        let order = b2.wallet_action(&b2.authority, action, &wallet.public(), action.name());
+        let done = match action {
+            WalletAction::Close => b2.client.close_wallet(order).await,
+            _ => b2.client.freeze_wallet(order).await,
+        };
+        done.expect("the bank's order");
+    }
     let anon = net.bank(2).open_wallet(0xa4, cbdc_tests::ANON).await;
     let never_opened = Keypair::from_seed(&[0x77; 32]).public();
     let cases = [

@@ -315,6 +315,24 @@ enum Unsure {
     },
 }
 
+/// Opens wallet `i` of bank `b` (anonymous), as its holder would.
+async fn open_wallet(ledger: &Ledger, b: usize, i: usize) -> Keypair {
+    let k = wallet_key(b, i);
+    let phone = format!("+8613{b}{i:08}");
+    let sig = OpenProof {
+        network: NETWORK,
+        ledger: LedgerId(b as u32),
+        key: k.public(),
+        phone: &phone,
+    }
+    .sign(&k);
+    ledger
+        .open_wallet(k.public(), NETWORK, &phone, &sig)
+        .await
+        .expect("opens");
+    k
+}
+
 /// The simulation's tier table: the defaults, with the anonymous tier capped low enough for
 /// the simulated payments to reach it.
 fn tiers() -> TierTable {
@@ -399,19 +417,7 @@ impl Sim {
                 .expect("registers");
             let ledger = sim.ledger(b).clone();
             for i in 0..WALLETS {
-                let k = wallet_key(b, i);
-                let phone = format!("+8613{b}{i:08}");
-                let sig = OpenProof {
-                    network: NETWORK,
-                    ledger: LedgerId(b as u32),
-                    key: k.public(),
-                    phone: &phone,
-                }
-                .sign(&k);
-                ledger
-                    .open_wallet(k.public(), NETWORK, &phone, &sig)
-                    .await
-                    .expect("opens");
+                let k = open_wallet(&ledger, b, i).await;
                 let address = Address::new(LedgerId(b as u32), k.public()).to_string();
                 let kyc = format!("kyc-{address}");
                 let order = OperatorOrder {
@@ -434,19 +440,7 @@ impl Sim {
             }
             // The payees that cannot take everything: closed, frozen, capped.
             for i in [CLOSED, FROZEN, CAPPED] {
-                let k = wallet_key(b, i);
-                let phone = format!("+8613{b}{i:08}");
-                let sig = OpenProof {
-                    network: NETWORK,
-                    ledger: LedgerId(b as u32),
-                    key: k.public(),
-                    phone: &phone,
-                }
-                .sign(&k);
-                ledger
-                    .open_wallet(k.public(), NETWORK, &phone, &sig)
-                    .await
-                    .expect("opens");
+                let k = open_wallet(&ledger, b, i).await;
                 let (action, status) = match i {
                     CLOSED => (WalletAction::Close, WalletStatus::Closed),
                     FROZEN => (WalletAction::Freeze, WalletStatus::Frozen),
