@@ -503,7 +503,7 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
     };
     for l in &audit.ledgers {
         (d.out)(&format!(
-            "    bank {}: books {}, its checkpoint says {} ({} log entries)",
+            "    bank {}: books {}, its checkpoint counts {} in unspent outputs and outbox ({} log entries)",
             l.ledger_id, l.outstanding_books, l.outstanding_reported, l.checkpoint_size
         ));
     }
@@ -511,7 +511,7 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
         format!("outstanding is {}, expected 1400000.00", audit.outstanding)
     })?;
     d.ok(&format!(
-        "issued {} − redeemed {} = {} = Σ ledgers: supply conserved",
+        "issued {} − redeemed {} = {} = Σ what the ledgers hold by their own outputs: supply conserved",
         audit.issued, audit.redeemed, audit.outstanding
     ));
     (d.out)("\nEvery step did what it said.");
