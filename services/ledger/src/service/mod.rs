@@ -1,7 +1,6 @@
 //! The gRPC face of the ledger: converts wire types (naming the field at fault), calls
 //! [`Ledger`], and maps every outcome to a precise status.
 
-use crate::replay::{LOG_PAGE_ENTRIES, LogItem};
 use std::pin::Pin;
 use std::time::Instant;
 
@@ -15,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::ledger::{Committed, Inbound, Ledger, ServiceError};
+use crate::ledger::Ledger;
 
 /// Default entries per history page.
 pub const PAGE_SIZE_DEFAULT: u32 = 50;
@@ -88,11 +87,14 @@ impl LedgerGrpc {
 }
 
 mod access;
+mod deliveries;
+mod log;
 mod watch;
 mod wire;
 
 use access::{Tally, View, concerns};
 
+pub use deliveries::{DELIVER_BATCH_MAX, REVERSAL_REASON_MAX};
 use watch::watch;
 use wire::{committed_msg, cursor, decode, entry_msg, rejected_msg, wallet_msg};
 
@@ -523,62 +525,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::StreamLogRequest>,
     ) -> Result<Response<Self::StreamLogStream>, Status> {
-        // The whole log is every customer's payments: for the central bank and the
-        // network's administrator (an auditor), not for wallets.
-        let tls = self.tls.as_ref();
-        cbdc_runtime::tls::require_peer(tls, &request, cbdc_runtime::tls::CENTRAL_BANK_NAME)
-            .or_else(|_| {
-                cbdc_runtime::tls::require_peer(tls, &request, cbdc_runtime::tls::ADMIN_NAME)
-            })
-            .map_err(|_| {
-                Status::permission_denied(
-                    "StreamLog is for the central bank's or the administrator's certificate",
-                )
-            })?;
-        let ledger = self.ledger.clone();
-        let mut cursor = ledger.log_cursor().await?;
-        // A few pages ahead of a slow reader, no more.
-        let (send, receive) = tokio::sync::mpsc::channel(4 * LOG_PAGE_ENTRIES);
-        tokio::spawn(async move {
-            while !cursor.done() {
-                let page = match ledger.log_page(&mut cursor).await {
-                    Ok(page) => page,
-                    Err(e) => {
-                        let _ = send.send(Err(Status::from(e))).await;
-                        return;
-                    }
-                };
-                for item in page {
-                    let item = match item {
-                        LogItem::Transfer {
-                            leaf,
-                            position,
-                            kind,
-                            transfer,
-                        } => v1::log_item::Item::Transfer(v1::LoggedTransfer {
-                            leaf,
-                            position: position.to_vec(),
-                            inbound: kind == crate::records::TransferKind::Inbound,
-                            reversal: kind == crate::records::TransferKind::Reversal,
-                            transfer: Some(convert::to_signed_transfer(&transfer)),
-                        }),
-                        LogItem::Checkpoint(c) => v1::log_item::Item::Checkpoint(
-                            convert::to_checkpoint(&c.checkpoint, &c.signature),
-                        ),
-                    };
-                    if send
-                        .send(Ok(v1::LogItem { item: Some(item) }))
-                        .await
-                        .is_err()
-                    {
-                        return; // the reader went away
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(receive),
-        )))
+        self.log_stream(request).await
     }
 
     async fn get_checkpoint(
@@ -620,101 +567,11 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::DeliverInboundBatchRequest>,
     ) -> Result<Response<v1::DeliverInboundBatchResponse>, Status> {
-        self.caller_is_central_bank(&request)?;
-        let settlements = request.into_inner().settlements;
-        if settlements.is_empty() || settlements.len() > DELIVER_BATCH_MAX {
-            return Err(Status::invalid_argument(format!(
-                "settlements: {} settlements; between 1 and {DELIVER_BATCH_MAX} are accepted",
-                settlements.len()
-            )));
-        }
-        let mut slots: Vec<Result<usize, Status>> = Vec::with_capacity(settlements.len());
-        let mut items = Vec::new();
-        for s in settlements {
-            slots.push(self.inbound(s).map(|item| {
-                items.push(item);
-                items.len() - 1
-            }));
-        }
-        let mut applied: Vec<Option<Result<Committed, ServiceError>>> = self
-            .ledger
-            .deliver_inbound_batch(items)
-            .await
-            .into_iter()
-            .map(Some)
-            .collect();
-        let results = slots
-            .into_iter()
-            .map(|slot| {
-                // A payee that cannot take the value refuses it for good: the central bank
-                // returns it to the payer. Anything else it tries again.
-                let outcome = match slot {
-                    Err(s) => Err((false, s)),
-                    Ok(i) => applied[i]
-                        .take()
-                        .expect("one result per item")
-                        .map_err(|e| (matches!(e, ServiceError::Refused(_)), Status::from(e))),
-                };
-                use v1::deliver_inbound_result::Outcome;
-                v1::DeliverInboundResult {
-                    outcome: Some(match outcome {
-                        Ok(c) => Outcome::Delivered(v1::DeliverInboundResponse {
-                            already_delivered: c.already,
-                        }),
-                        Err((true, s)) => Outcome::Refused(convert::to_failure(&s)),
-                        Err((false, s)) => Outcome::Failed(convert::to_failure(&s)),
-                    }),
-                }
-            })
-            .collect();
-        Ok(Response::new(v1::DeliverInboundBatchResponse { results }))
+        self.deliver_many(request).await
     }
 }
 
-/// Bytes of a reversal's reason kept, at most.
-pub const REVERSAL_REASON_MAX: usize = 200;
-
-/// Settlements per `DeliverInboundBatch` request, at most.
-pub const DELIVER_BATCH_MAX: usize = 1024;
-
 impl LedgerGrpc {
-    /// A settlement from the wire, checked for this ledger.
-    fn inbound(&self, s: v1::Settlement) -> Result<Inbound, Status> {
-        let transfer = self
-            .keys
-            .signed_transfer("settlement.transfer", s.transfer.as_ref())?;
-        if s.to_ledger_id != self.ledger.id().0 {
-            return Err(Status::invalid_argument(format!(
-                "settlement.to_ledger_id: {}, but this is ledger {}",
-                s.to_ledger_id,
-                self.ledger.id().0
-            )));
-        }
-        // Only the form here: an amount over this bank's maximum is the ledger's to refuse
-        // (for good, so that it goes back to the payer).
-        let amount = convert::amount("settlement.amount", &s.amount, Amount::DEFAULT_MAX)?;
-        if amount.is_zero() {
-            return Err(Status::invalid_argument(
-                "settlement.amount: must be above zero",
-            ));
-        }
-        Ok(Inbound {
-            transfer,
-            from_ledger: cbdc_core::LedgerId(s.from_ledger_id),
-            amount,
-            countersignature: s.central_bank_signature,
-            reversal: (!s.reversal_reason.is_empty()).then(|| {
-                let mut r = s.reversal_reason;
-                let mut end = r.len().min(REVERSAL_REASON_MAX);
-                while !r.is_char_boundary(end) {
-                    end -= 1;
-                }
-                r.truncate(end);
-                r
-            }),
-        })
-    }
-
     async fn wallet_action(
         &self,
         r: v1::WalletActionRequest,
