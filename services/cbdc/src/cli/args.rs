@@ -57,6 +57,15 @@ pub enum Command {
     Audit(AuditCommand),
 }
 
+/// The administrator's TLS client certificate and key (default: the devnet's).
+#[derive(Args, Debug)]
+pub struct AdminCert {
+    #[arg(long)]
+    pub admin_cert: Option<PathBuf>,
+    #[arg(long)]
+    pub admin_cert_key: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Read bank LEDGER's whole log and rebuild its Merkle tree, unspent outputs, their sum
@@ -69,11 +78,8 @@ pub enum AuditCommand {
         /// (default: the devnet's).
         #[arg(long)]
         operator_key: Option<String>,
-        /// The auditor's TLS client certificate and key (default: the devnet administrator's).
-        #[arg(long)]
-        admin_cert: Option<PathBuf>,
-        #[arg(long)]
-        admin_cert_key: Option<PathBuf>,
+        #[command(flatten)]
+        admin_cert: AdminCert,
         #[command(flatten)]
         target: Target,
     },
@@ -149,13 +155,14 @@ impl Target {
 
     /// How to reach the central bank as its administrator: with the devnet's administrator
     /// certificate (or the ones given).
-    pub(super) fn central_bank_admin(
-        &self,
-        cert: Option<&PathBuf>,
-        key: Option<&PathBuf>,
-    ) -> Result<Dial, String> {
-        let dial = self.central_bank()?;
-        match (cert, key) {
+    pub(super) fn central_bank_admin(&self, cert: &AdminCert) -> Result<Dial, String> {
+        self.as_admin(self.central_bank()?, cert)
+    }
+
+    /// `dial` presenting the administrator's certificate: the one given, else the devnet's
+    /// (none when an endpoint was given instead of a devnet).
+    pub(super) fn as_admin(&self, dial: Dial, cert: &AdminCert) -> Result<Dial, String> {
+        match (&cert.admin_cert, &cert.admin_cert_key) {
             (Some(c), Some(k)) => dial.with_identity(c, k),
             (None, None) if self.endpoint.is_none() => {
                 let f = DevnetFile::load(&self.devnet)?;
@@ -342,11 +349,8 @@ pub enum CentralBankCommand {
         /// The administrator's key file (default: the devnet's).
         #[arg(long)]
         admin_key: Option<PathBuf>,
-        /// The administrator's TLS client certificate and key (default: the devnet's).
-        #[arg(long)]
-        admin_cert: Option<PathBuf>,
-        #[arg(long)]
-        admin_cert_key: Option<PathBuf>,
+        #[command(flatten)]
+        admin_cert: AdminCert,
         #[command(flatten)]
         target: Target,
     },

@@ -14,7 +14,6 @@ pub(super) async fn audit(c: AuditCommand, out: &mut Out) -> Result<(), String> 
             ledger,
             operator_key,
             admin_cert,
-            admin_cert_key,
             target,
         } => {
             let operator = match operator_key {
@@ -34,15 +33,7 @@ pub(super) async fn audit(c: AuditCommand, out: &mut Out) -> Result<(), String> 
                     read_key(file)?.public()
                 }
             };
-            let dial = target.bank(LedgerId(ledger))?;
-            let dial = match (admin_cert, admin_cert_key) {
-                (Some(c), Some(k)) => dial.with_identity(&c, &k)?,
-                (None, None) => {
-                    let f = DevnetFile::load(&target.devnet)?;
-                    dial.with_identity(&f.admin_cert, &f.admin_cert_key)?
-                }
-                _ => return Err("--admin-cert and --admin-cert-key go together".into()),
-            };
+            let dial = target.as_admin(target.bank(LedgerId(ledger))?, &admin_cert)?;
             let mut c = client::ledger(&dial).await?;
             let stream = c
                 .stream_log(v1::StreamLogRequest {})

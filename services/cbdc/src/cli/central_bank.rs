@@ -16,7 +16,6 @@ pub(super) async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result
             reserve_reference,
             admin_key,
             admin_cert,
-            admin_cert_key,
             target,
         } => {
             amount(&a)?;
@@ -32,10 +31,7 @@ pub(super) async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result
                 &a,
                 &reserve_reference,
             );
-            let mut cb = client::issuance(
-                &target.central_bank_admin(admin_cert.as_ref(), admin_cert_key.as_ref())?,
-            )
-            .await?;
+            let mut cb = client::issuance(&target.central_bank_admin(&admin_cert)?).await?;
             let r = cb
                 .mint(request)
                 .await
