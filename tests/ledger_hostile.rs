@@ -804,3 +804,116 @@ async fn a_witness_gets_one_verdict_on_every_path() {
     net.assert_conserved(yuan("1000")).await;
     net.stop().await;
 }
+
+/// A reversal delivered to the payer's ledger is the central bank's word, for a move this
+/// ledger made, of exactly what it moved, and it is applied once: a reversal signed by
+/// another key, a delivery countersignature passed off as a reversal's, the wrong amount, a
+/// ledger the transfer never paid and a transfer that moved nothing off this ledger are each
+/// refused and change nothing; the genuine one credits the payer once, and sent again it
+/// answers as delivered before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_central_banks_reversal_of_a_real_move_comes_back_and_only_once() {
+    use cbdc_core::messages::{Countersignature, Reversal, Signed};
+    let mut net = LedgerNet::start(1).await;
+    net.issue(yuan("1000")).await;
+    let alice = net.open_wallet(1, KycTier::Class1).await;
+    net.exchange_in(&alice.public(), "100.00", "a")
+        .await
+        .unwrap();
+    let away = Address::new(LedgerId(2), Keypair::from_seed(&[9; 32]).public()).to_string();
+    let moved = net.build_signed(&alice, &[(&away, "30.00")]).await.unwrap();
+    net.submit(&moved).await.unwrap();
+    let local = net
+        .build_signed(&alice, &[(&net.address(&alice.public()), "1.00")])
+        .await
+        .unwrap();
+    net.submit(&local).await.unwrap();
+    assert_eq!(net.balance(&alice.public()).await, "70.00");
+    let reversal = |t: &Transfer, by: u32, amount: &str, signer: &Keypair, as_delivery: bool| {
+        let reason = "payee closed";
+        let signature = if as_delivery {
+            Countersignature {
+                network: NETWORK,
+                txid: t.txid(),
+                to_ledger: LedgerId(1),
+            }
+            .sign(signer)
+        } else {
+            Reversal {
+                network: NETWORK,
+                txid: t.txid(),
+                refused_by: LedgerId(by),
+                to_ledger: LedgerId(1),
+                amount: yuan(amount),
+                reason,
+            }
+            .sign(signer)
+        };
+        v1::Settlement {
+            transfer: Some(to_signed_transfer(t)),
+            from_ledger_id: by,
+            to_ledger_id: 1,
+            amount: amount.into(),
+            central_bank_signature: signature.to_vec(),
+            reversal_reason: reason.into(),
+        }
+    };
+    let cb = Keypair::from_seed(net.central_bank.seed());
+    let mallory = Keypair::from_seed(&[66; 32]);
+    let mut deliver = async |net: &mut LedgerNet, s: v1::Settlement| {
+        let r = net
+            .client
+            .deliver_inbound_batch(v1::DeliverInboundBatchRequest {
+                settlements: vec![s],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        r.results[0].outcome.clone().expect("an outcome")
+    };
+    use v1::deliver_inbound_result::Outcome;
+    for (name, s, needle) in [
+        (
+            "signed by another key",
+            reversal(&moved, 2, "30.00", &mallory, false),
+            "central bank",
+        ),
+        (
+            "a delivery's countersignature",
+            reversal(&moved, 2, "30.00", &cb, true),
+            "central bank",
+        ),
+        (
+            "the wrong amount",
+            reversal(&moved, 2, "31.00", &cb, false),
+            "settlement.amount",
+        ),
+        (
+            "a ledger the transfer never paid",
+            reversal(&moved, 3, "30.00", &cb, false),
+            "settlement.amount",
+        ),
+        (
+            "a transfer that moved nothing away",
+            reversal(&local, 2, "1.00", &cb, false),
+            "settlement.amount",
+        ),
+    ] {
+        match deliver(&mut net, s).await {
+            Outcome::Failed(f) => assert!(f.message.contains(needle), "{name}: {f:?}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        assert_eq!(net.balance(&alice.public()).await, "70.00", "{name}");
+    }
+    for already in [false, true] {
+        match deliver(&mut net, reversal(&moved, 2, "30.00", &cb, false)).await {
+            Outcome::Delivered(d) => assert_eq!(d.already_delivered, already),
+            other => panic!("the genuine reversal: {other:?}"),
+        }
+        assert_eq!(net.balance(&alice.public()).await, "100.00");
+    }
+    let status = net.get_transfer(&moved.txid().0).await;
+    assert_eq!(status.status, v1::TransferStatus::Reversed as i32);
+    assert_eq!(status.reversal_reason, "payee closed");
+    net.stop().await;
+}
