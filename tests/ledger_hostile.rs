@@ -860,7 +860,7 @@ async fn only_the_central_banks_reversal_of_a_real_move_comes_back_and_only_once
     };
     let cb = Keypair::from_seed(net.central_bank.seed());
     let mallory = Keypair::from_seed(&[66; 32]);
-    let mut deliver = async |net: &mut LedgerNet, s: v1::Settlement| {
+    let deliver = async |net: &mut LedgerNet, s: v1::Settlement| {
         let r = net
             .client
             .deliver_inbound_batch(v1::DeliverInboundBatchRequest {
