@@ -428,7 +428,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     t.check(
         "request over the size limit",
         r,
-        Code::OutOfRange,
+        Code::ResourceExhausted,
         "too large",
     );
 

@@ -258,14 +258,46 @@ pub fn reject_code(r: &Reject) -> &'static str {
 
 pub use cbdc_runtime::error::reject_status;
 
+impl WireError {
+    /// The request field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            WireError::Missing { field }
+            | WireError::Length { field, .. }
+            | WireError::Amount { field, .. }
+            | WireError::Address { field, .. }
+            | WireError::OutOfRange { field, .. }
+            | WireError::TooLarge { field, .. }
+            | WireError::Enum { field, .. }
+            | WireError::Transfer { field, .. } => field,
+        }
+    }
+}
+
+/// A wrong field is `INVALID_FIELD` with a `BadRequest` violation naming it; a transfer that
+/// breaks a rule of the money model answers with the rule's own code, reason and facts, and
+/// names the field too.
 impl From<WireError> for tonic::Status {
     fn from(e: WireError) -> tonic::Status {
+        use cbdc_runtime::error::{ServiceError, status};
         match &e {
-            WireError::Transfer { reject, .. } => {
-                let status = reject_status(reject);
-                tonic::Status::new(status.code(), format!("{}: {e}", reject_code(reject)))
+            WireError::Transfer { field, reject } => {
+                let service = ServiceError::Reject(reject.clone());
+                let mut detail = service.detail();
+                detail.field = Some((field.to_string(), reject.to_string()));
+                status(
+                    service.grpc_code(),
+                    format!("{}: {e}", reject_code(reject)),
+                    detail,
+                )
             }
-            _ => tonic::Status::invalid_argument(e.to_string()),
+            _ => {
+                let problem = e.to_string();
+                let problem = problem
+                    .strip_prefix(&format!("{}: ", e.field()))
+                    .unwrap_or(&problem);
+                ServiceError::field(e.field(), problem).into()
+            }
         }
     }
 }
@@ -300,17 +332,36 @@ pub fn paginate<T>(
     (rows, v1::PageResponse { next_cursor })
 }
 
-/// A failed item of a batch on the wire: its status's code and message.
+/// A failed item of a batch on the wire: its status's code, message, reason and facts.
 pub fn to_failure(status: &tonic::Status) -> v1::Failure {
+    use tonic_types::StatusExt;
+    let info = status.get_details_error_info();
     v1::Failure {
         code: status.code() as i32,
         message: status.message().to_string(),
+        reason: info
+            .as_ref()
+            .map(|i| i.reason.clone())
+            .unwrap_or_else(|| cbdc_runtime::error::code_reason(status.code()).to_string()),
+        metadata: info
+            .map(|i| i.metadata.into_iter().collect())
+            .unwrap_or_default(),
     }
 }
 
-/// A failed item of a batch from the wire, as the status it stands for.
+/// A failed item of a batch from the wire, as the status it stands for (its reason and facts
+/// in the details again).
 pub fn failure(f: v1::Failure) -> tonic::Status {
-    tonic::Status::new(tonic::Code::from(f.code), f.message)
+    use tonic_types::{ErrorDetails, StatusExt};
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        f.reason,
+        cbdc_runtime::error::ERROR_DOMAIN,
+        f.metadata
+            .into_iter()
+            .collect::<std::collections::HashMap<_, _>>(),
+    );
+    tonic::Status::with_error_details(tonic::Code::from(f.code), f.message, details)
 }
 
 /// A checkpoint and its signature on the wire.

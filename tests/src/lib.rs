@@ -457,8 +457,14 @@ impl Table {
             "{name}: message {:?} should contain {needle:?}",
             status.message()
         );
-        self.rows
-            .push(format!("{name}: {code:?} {}", status.message()));
+        // Every refusal carries the rich error model: a stable reason in our domain.
+        let info = error_info(&status).unwrap_or_else(|| panic!("{name}: no ErrorInfo"));
+        self.rows.push(format!(
+            "{name}: {code:?} {} {:?} {}",
+            info.reason,
+            info.metadata,
+            status.message()
+        ));
     }
 
     pub fn print(&self) {
@@ -469,6 +475,15 @@ impl Table {
 }
 
 /// Yuan as an amount.
+/// The `ErrorInfo` of a status, checked to be in the network's domain with a reason.
+pub fn error_info(status: &tonic::Status) -> Option<tonic_types::ErrorInfo> {
+    use tonic_types::StatusExt;
+    let info = status.get_details_error_info()?;
+    assert_eq!(info.domain, cbdc_runtime::error::ERROR_DOMAIN);
+    assert!(!info.reason.is_empty());
+    Some(info)
+}
+
 pub fn yuan(text: &str) -> Amount {
     Amount::parse(text).expect("amount")
 }

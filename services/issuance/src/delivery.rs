@@ -91,7 +91,7 @@ impl LedgerLink for GrpcLedgers {
                         }
                         channels.insert(endpoint.to_string(), c.clone());
                     })
-                    .map_err(|e| Status::invalid_argument(format!("endpoint {endpoint}: {e}"))),
+                    .map_err(|e| cbdc_runtime::error::invalid(format!("endpoint {endpoint}: {e}"))),
             }
         };
         Box::pin(async move {

@@ -148,6 +148,7 @@ pub async fn serve_with_clock(
         cbdc_proto::FILE_DESCRIPTOR_SET,
         registry,
         tls.as_ref(),
+        false,
         bank.db(),
         workers,
         shutdown.clone(),

@@ -74,14 +74,14 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             && let Some(op) = &r.operator
             && !op.endpoint.starts_with("https://")
         {
-            return Err(Status::invalid_argument(format!(
+            return Err(cbdc_runtime::error::invalid(format!(
                 "operator.endpoint: {:?}; this network uses TLS: expected an https:// URL",
                 op.endpoint
             )));
         }
         let op = r
             .operator
-            .ok_or_else(|| Status::invalid_argument("operator: required field is missing"))?;
+            .ok_or_else(|| cbdc_runtime::error::invalid("operator: required field is missing"))?;
         let registration = Registration {
             ledger: LedgerId(op.ledger_id),
             name: &op.name,
@@ -106,7 +106,10 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             None
         } else {
             Some(page.cursor.parse().map_err(|_| {
-                Status::invalid_argument(format!("page.cursor: {:?} is not a cursor", page.cursor))
+                cbdc_runtime::error::invalid(format!(
+                    "page.cursor: {:?} is not a cursor",
+                    page.cursor
+                ))
             })?)
         };
         let all = self.bank.operators().await?;
@@ -133,10 +136,10 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             Ok(v1::OperatorStatus::Active) => OperatorStatus::Active,
             Ok(v1::OperatorStatus::Suspended) => OperatorStatus::Suspended,
             Ok(v1::OperatorStatus::Unspecified) => {
-                return Err(Status::invalid_argument("status: unspecified"));
+                return Err(cbdc_runtime::error::invalid("status: unspecified"));
             }
             Err(_) => {
-                return Err(Status::invalid_argument(format!(
+                return Err(cbdc_runtime::error::invalid(format!(
                     "status: unknown value {}",
                     r.status
                 )));
@@ -207,7 +210,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             .enumerate()
             .map(|(i, t)| {
                 self.transfer("transfers", Some(t))
-                    .map_err(|e| Status::invalid_argument(format!("transfers[{i}]: {e}")))
+                    .map_err(|e| cbdc_runtime::error::invalid(format!("transfers[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let results = self
@@ -248,7 +251,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
         let r = request.into_inner();
         let wire = r
             .checkpoint
-            .ok_or_else(|| Status::invalid_argument("checkpoint: required field is missing"))?;
+            .ok_or_else(|| cbdc_runtime::error::invalid("checkpoint: required field is missing"))?;
         let (cp, signature) = convert::checkpoint(&wire)?;
         let proof = r
             .consistency_proof

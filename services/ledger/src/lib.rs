@@ -200,6 +200,7 @@ pub async fn serve_with_clock(
         cbdc_proto::FILE_DESCRIPTOR_SET,
         ledger.metrics().registry.clone(),
         tls.as_ref(),
+        true,
         ledger.db(),
         workers,
         shutdown.clone(),

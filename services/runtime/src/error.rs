@@ -5,10 +5,79 @@
 //! message that names the field or the condition to fix. `From<ServiceError> for Status` is
 //! the only place a service error becomes a gRPC status, and [`ServiceError::code`] the only
 //! place a result row's code is chosen, so a batch result and a single call say the same.
+//!
+//! Every status carries the gRPC rich error model in its details ([`status`]): a
+//! `google.rpc.ErrorInfo` with the stable reason (the same string as a batch row's code) in
+//! the domain [`ERROR_DOMAIN`] and the rejection's facts as metadata, a `BadRequest` field
+//! violation when one field is at fault, and a `RetryInfo` when waiting helps. A client
+//! branches on the reason, never on the message text.
 
 use cbdc_core::Reject;
 use cbdc_store::{StoreError, TxError};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every error the network's services answer with.
+pub const ERROR_DOMAIN: &str = "cbdc.v1";
+
+/// How long a client should wait before sending again a call the service could not take now.
+pub const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The details of a failed call beside its code and message: the stable reason a client
+/// branches on, the facts as metadata, the field at fault, and whether waiting helps.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Detail {
+    pub reason: &'static str,
+    pub metadata: Vec<(&'static str, String)>,
+    /// The request field at fault and what is wrong with it (a `BadRequest` violation).
+    pub field: Option<(String, String)>,
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// A status with the rich error model in its details (see the module documentation).
+pub fn status(code: Code, message: impl Into<String>, detail: Detail) -> Status {
+    let mut details = ErrorDetails::new();
+    details.set_error_info(
+        detail.reason,
+        ERROR_DOMAIN,
+        detail
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect::<std::collections::HashMap<_, _>>(),
+    );
+    if let Some((field, description)) = detail.field {
+        details.add_bad_request_violation(field, description);
+    }
+    if detail.retry_after.is_some() {
+        details.set_retry_info(detail.retry_after);
+    }
+    Status::with_error_details(code, message, details)
+}
+
+/// The stable reason of a status that carries none of ours (one made by the gRPC library
+/// itself: a timeout, an unknown method, a message too large): its code's name.
+pub fn code_reason(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
 
 /// Why a service call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -18,6 +87,13 @@ pub enum ServiceError {
     Reject(#[from] Reject),
     #[error("{0}")]
     InvalidArgument(String),
+    /// One request field is wrong: `{field}: {problem}`, with the field named in the
+    /// status's `BadRequest` details.
+    #[error("{field}: {problem}")]
+    InvalidField { field: String, problem: String },
+    /// The caller did not say who it is (no client certificate, no or a bad read grant).
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -52,7 +128,10 @@ impl ServiceError {
     pub fn grpc_code(&self) -> Code {
         match self {
             ServiceError::Reject(r) => reject_grpc_code(r),
-            ServiceError::InvalidArgument(_) => Code::InvalidArgument,
+            ServiceError::InvalidArgument(_) | ServiceError::InvalidField { .. } => {
+                Code::InvalidArgument
+            }
+            ServiceError::Unauthenticated(_) => Code::Unauthenticated,
             ServiceError::NotFound(_) => Code::NotFound,
             ServiceError::AlreadyExists(_) => Code::AlreadyExists,
             ServiceError::FailedPrecondition(_) => Code::FailedPrecondition,
@@ -69,6 +148,8 @@ impl ServiceError {
         match self {
             ServiceError::Reject(r) => r.code(),
             ServiceError::InvalidArgument(_) => "INVALID_ARGUMENT",
+            ServiceError::InvalidField { .. } => "INVALID_FIELD",
+            ServiceError::Unauthenticated(_) => "UNAUTHENTICATED",
             ServiceError::NotFound(_) => "NOT_FOUND",
             ServiceError::AlreadyExists(_) => "ALREADY_EXISTS",
             ServiceError::FailedPrecondition(_) => "FAILED_PRECONDITION",
@@ -78,6 +159,34 @@ impl ServiceError {
             ServiceError::Internal(_) => "INTERNAL",
             ServiceError::Refused(_) => "REFUSED",
         }
+    }
+
+    /// A wrong request field.
+    pub fn field(field: impl Into<String>, problem: impl Into<String>) -> ServiceError {
+        ServiceError::InvalidField {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The details the status of this error carries (see [`status`]).
+    pub fn detail(&self) -> Detail {
+        let mut detail = Detail {
+            reason: self.code(),
+            ..Detail::default()
+        };
+        match self {
+            ServiceError::Reject(r) => detail.metadata = r.metadata(),
+            ServiceError::InvalidField { field, problem } => {
+                detail.metadata = vec![("field", field.clone())];
+                detail.field = Some((field.clone(), problem.clone()));
+            }
+            _ => {}
+        }
+        if self.is_retryable() {
+            detail.retry_after = Some(RETRY_AFTER);
+        }
+        detail
     }
 
     /// The error of a store failure, in a service called `service` ("the ledger").
@@ -98,6 +207,57 @@ impl ServiceError {
     pub fn corrupt(what: &str) -> ServiceError {
         ServiceError::Internal(format!("corrupt {what} record"))
     }
+}
+
+/// An invalid request: `"field: problem"` names the field at fault (an `InvalidField`, with
+/// its `BadRequest` violation); any other text is a plain invalid argument.
+pub fn invalid(message: impl Into<String>) -> Status {
+    let message = message.into();
+    let field = message.split_once(": ").filter(|(field, _)| {
+        !field.is_empty()
+            && field
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+    });
+    Status::from(match field {
+        Some((field, problem)) => ServiceError::field(field, problem),
+        None => ServiceError::InvalidArgument(message),
+    })
+}
+
+/// The caller may not make this call.
+pub fn denied(message: impl Into<String>) -> Status {
+    ServiceError::PermissionDenied(message.into()).into()
+}
+
+/// The caller did not say who it is.
+pub fn unauthenticated(message: impl Into<String>) -> Status {
+    ServiceError::Unauthenticated(message.into()).into()
+}
+
+/// What the call names does not exist (for this caller).
+pub fn not_found(message: impl Into<String>) -> Status {
+    ServiceError::NotFound(message.into()).into()
+}
+
+/// The state does not allow the call now.
+pub fn precondition(message: impl Into<String>) -> Status {
+    ServiceError::FailedPrecondition(message.into()).into()
+}
+
+/// A bound was reached; waiting may help.
+pub fn exhausted(message: impl Into<String>) -> Status {
+    ServiceError::ResourceExhausted(message.into()).into()
+}
+
+/// The service cannot take the call now; waiting helps.
+pub fn unavailable(message: impl Into<String>) -> Status {
+    ServiceError::Unavailable(message.into()).into()
+}
+
+/// A fault of the service itself.
+pub fn internal(message: impl Into<String>) -> Status {
+    ServiceError::Internal(message.into()).into()
 }
 
 /// The gRPC code of a business rejection.
@@ -122,17 +282,19 @@ pub fn reject_grpc_code(r: &Reject) -> Code {
     }
 }
 
-/// The gRPC status of a business rejection: its code, then what was wrong.
+/// The gRPC status of a business rejection: its code, then what was wrong, with its reason
+/// and facts in the details.
 pub fn reject_status(r: &Reject) -> Status {
-    Status::new(reject_grpc_code(r), format!("{}: {r}", r.code()))
+    Status::from(ServiceError::Reject(r.clone()))
 }
 
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Status {
-        match e {
-            ServiceError::Reject(r) => reject_status(&r),
-            other => Status::new(other.grpc_code(), other.to_string()),
-        }
+        let message = match &e {
+            ServiceError::Reject(r) => format!("{}: {r}", r.code()),
+            other => other.to_string(),
+        };
+        status(e.grpc_code(), message, e.detail())
     }
 }
 
@@ -251,6 +413,66 @@ mod tests {
             assert_eq!(status.code(), code);
             assert!(status.message().ends_with(&e.to_string()), "{e:?}");
         }
+    }
+
+    #[test]
+    fn statuses_carry_the_reason_the_facts_the_field_and_when_to_retry() {
+        use tonic_types::StatusExt;
+        let spent = Reject::InputSpent {
+            outpoint: cbdc_core::OutPoint {
+                txid: cbdc_core::Txid([1; 32]),
+                index: 3,
+            },
+            spent_by: cbdc_core::Txid([2; 32]),
+        };
+        let status = Status::from(ServiceError::Reject(spent));
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "INPUT_SPENT");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(
+            info.metadata["input"],
+            format!("{}:3", cbdc_core::Txid([1; 32]))
+        );
+        assert_eq!(
+            info.metadata["spent_by"],
+            cbdc_core::Txid([2; 32]).to_string()
+        );
+        assert!(status.get_details_retry_info().is_none());
+        assert!(status.get_details_bad_request().is_none());
+
+        let status = invalid("payments[1].amount: 3 decimal places");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "payments[1].amount: 3 decimal places");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "INVALID_FIELD"
+        );
+        let bad = status.get_details_bad_request().unwrap();
+        assert_eq!(bad.field_violations[0].field, "payments[1].amount");
+        assert_eq!(bad.field_violations[0].description, "3 decimal places");
+        // Text that does not start with a field path is a plain invalid argument.
+        let status = invalid("the batch is empty: send at least one");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "INVALID_ARGUMENT"
+        );
+        assert!(status.get_details_bad_request().is_none());
+
+        let status = unavailable("store busy");
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(RETRY_AFTER)
+        );
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "UNAVAILABLE"
+        );
+        let status = denied("no");
+        assert!(status.get_details_retry_info().is_none());
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "PERMISSION_DENIED"
+        );
     }
 
     #[test]

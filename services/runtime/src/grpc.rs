@@ -11,18 +11,43 @@ pub fn health() -> (
     tonic_health::server::health_reporter()
 }
 
-/// Reflection over `descriptor_set` (v1).
-pub fn reflection(
+/// The name the health service is listed under.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+fn reflection_builder(
     descriptor_set: &'static [u8],
-) -> Result<
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-    tonic_reflection::server::Error,
-> {
+    service: &str,
+) -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(descriptor_set)
-        .build_v1()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service)
+        .with_service_name(HEALTH_SERVICE)
+}
+
+/// Reflection over `descriptor_set` in both versions of the protocol (v1, and v1alpha, which
+/// older tools and some languages' libraries still speak), listing exactly what a server of
+/// `service` serves: that service, the health service and reflection itself. Every message
+/// of the contract stays resolvable by symbol.
+#[allow(clippy::type_complexity)]
+pub fn reflection(
+    descriptor_set: &'static [u8],
+    service: &str,
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    Ok((
+        reflection_builder(descriptor_set, service).build_v1()?,
+        reflection_builder(descriptor_set, service).build_v1alpha()?,
+    ))
 }
 
 /// The two listeners every service binds, with the addresses they got (port 0 picks one).
@@ -61,9 +86,52 @@ pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 /// A TLS handshake that takes longer than this is dropped.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The response of a call that failed before or outside our handlers (the gRPC library's
+/// own statuses: a message too large, an unknown method, a timeout) given the same rich
+/// details as ours, so every status a client sees carries an `ErrorInfo` reason. A request
+/// message over the server's limit is `RESOURCE_EXHAUSTED` (reason `MESSAGE_TOO_LARGE`), as
+/// gRPC specifies, not the decoder's `OUT_OF_RANGE`. Statuses that already carry details
+/// and successful responses pass unchanged.
+pub fn with_error_details<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = response.headers_mut();
+    if headers.contains_key("grpc-status-details-bin") {
+        return response;
+    }
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return response;
+    };
+    if status.code() == tonic::Code::Ok {
+        return response;
+    }
+    let too_large = status.code() == tonic::Code::OutOfRange
+        && status.message().contains("message length too large");
+    let (code, reason) = if too_large {
+        (tonic::Code::ResourceExhausted, "MESSAGE_TOO_LARGE")
+    } else {
+        (status.code(), crate::error::code_reason(status.code()))
+    };
+    let rich = crate::error::status(
+        code,
+        status.message(),
+        crate::error::Detail {
+            reason,
+            retry_after: matches!(code, tonic::Code::Unavailable)
+                .then_some(crate::error::RETRY_AFTER),
+            ..crate::error::Detail::default()
+        },
+    );
+    if rich.add_header(headers).is_err() {
+        tracing::warn!("could not add error details to a {code:?} status");
+    }
+    response
+}
+
 /// What every gRPC service needs to run: `service` beside the health service (marked
 /// serving) and reflection over `descriptor_set` on the gRPC listener (TLS when `tls` is
-/// given), `registry` on the metrics listener, until `shutdown` fires; then the metrics
+/// given; with `grpc_web`, gRPC-Web too, over HTTP/1.1 or HTTP/2, for browser and
+/// mini-program wallets), `registry` on the metrics listener, until `shutdown` fires; then the metrics
 /// endpoint and the background `workers` (which end on the same signal) are awaited.
 /// Every connection is bounded ([`CALLS_PER_CONNECTION`], [`STREAMS_PER_CONNECTION`],
 /// [`CALL_TIMEOUT`]). `name` goes in the logs.
@@ -75,6 +143,7 @@ pub async fn serve<S>(
     descriptor_set: &'static [u8],
     registry: prometheus::Registry,
     tls: Option<&crate::tls::Tls>,
+    grpc_web: bool,
     store: &cbdc_store::Database,
     workers: Vec<tokio::task::JoinHandle<()>>,
     shutdown: crate::shutdown::Shutdown,
@@ -132,11 +201,17 @@ where
             }
         })
     };
-    let reflection = reflection(descriptor_set).map_err(|e| format!("reflection: {e}"))?;
+    let (reflection, reflection_v1alpha) =
+        reflection(descriptor_set, S::NAME).map_err(|e| format!("reflection: {e}"))?;
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
         .max_concurrent_streams(STREAMS_PER_CONNECTION)
-        .timeout(CALL_TIMEOUT);
+        .timeout(CALL_TIMEOUT)
+        .accept_http1(grpc_web)
+        .layer(tower::util::MapResponseLayer::new(with_error_details))
+        .layer(tower::util::option_layer(
+            grpc_web.then(tonic_web::GrpcWebLayer::new),
+        ));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls.server().timeout(HANDSHAKE_TIMEOUT))
@@ -153,6 +228,7 @@ where
         let result = builder
             .add_service(health)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(service)
             .serve_with_incoming_shutdown(
                 // TCP_NODELAY: without it a response written in two segments waits for the

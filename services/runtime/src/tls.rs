@@ -137,18 +137,18 @@ pub fn require_peer<T>(
     }
     let certs = request.peer_certs().unwrap_or_default();
     let Some(leaf) = certs.first() else {
-        return Err(tonic::Status::unauthenticated(format!(
+        return Err(crate::error::unauthenticated(format!(
             "this call is for the {name} service only: present its client certificate from the network's CA"
         )));
     };
     let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| {
-        tonic::Status::unauthenticated(format!("the client certificate does not parse: {e}"))
+        crate::error::unauthenticated(format!("the client certificate does not parse: {e}"))
     })?;
     let expected = rustls_pki_types::ServerName::try_from(name.to_string())
-        .map_err(|e| tonic::Status::internal(format!("service name {name:?}: {e}")))?;
+        .map_err(|e| crate::error::internal(format!("service name {name:?}: {e}")))?;
     cert.verify_is_valid_for_subject_name(&expected)
         .map_err(|_| {
-            tonic::Status::permission_denied(format!(
+            crate::error::denied(format!(
                 "this call is for the {name} service only; the client certificate names another"
             ))
         })

@@ -45,6 +45,7 @@ async fn a_failed_store_turns_the_service_not_serving() {
         cbdc_proto_descriptor(),
         prometheus::Registry::new(),
         None,
+        false,
         &db,
         Vec::new(),
         shutdown.clone(),

@@ -62,7 +62,7 @@ impl LedgerGrpc {
     ) -> Result<Reader, Status> {
         let key = self.address(field, text)?;
         let auth = auth.ok_or_else(|| {
-            Status::unauthenticated(format!(
+            cbdc_runtime::error::unauthenticated(format!(
                 "auth: required: a read grant for {field} signed by the wallet's key (or the bank's authority key)"
             ))
         })?;
@@ -80,9 +80,9 @@ impl LedgerGrpc {
         };
         let vk = signer
             .checked_key()
-            .map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+            .map_err(|e| cbdc_runtime::error::invalid(format!("{field}: {e}")))?;
         cbdc_core::messages::verify(&vk, &grant, &auth.signature).map_err(|e| {
-            Status::permission_denied(format!(
+            cbdc_runtime::error::denied(format!(
                 "auth.signature: {e}: a read grant for {text} must be signed by {}",
                 if auth.by_authority {
                     "the bank's authority key"
@@ -94,7 +94,7 @@ impl LedgerGrpc {
         grant
             .check(&settings.network, self.ledger.id(), self.ledger.now_ms())
             .map_err(|e| {
-                Status::unauthenticated(
+                cbdc_runtime::error::unauthenticated(
                     e.to_string()
                         .replacen("header.", "auth.", 1)
                         .replace("the order is", "the grant is")

@@ -24,7 +24,7 @@ impl LedgerGrpc {
         self.caller_is_central_bank(&request)?;
         let settlements = request.into_inner().settlements;
         if settlements.is_empty() || settlements.len() > DELIVER_BATCH_MAX {
-            return Err(Status::invalid_argument(format!(
+            return Err(cbdc_runtime::error::invalid(format!(
                 "settlements: {} settlements; between 1 and {DELIVER_BATCH_MAX} are accepted",
                 settlements.len()
             )));
@@ -77,7 +77,7 @@ impl LedgerGrpc {
             .keys
             .signed_transfer("settlement.transfer", s.transfer.as_ref())?;
         if s.to_ledger_id != self.ledger.id().0 {
-            return Err(Status::invalid_argument(format!(
+            return Err(cbdc_runtime::error::invalid(format!(
                 "settlement.to_ledger_id: {}, but this is ledger {}",
                 s.to_ledger_id,
                 self.ledger.id().0
@@ -87,7 +87,7 @@ impl LedgerGrpc {
         // (for good, so that it goes back to the payer).
         let amount = convert::amount("settlement.amount", &s.amount, Amount::DEFAULT_MAX)?;
         if amount.is_zero() {
-            return Err(Status::invalid_argument(
+            return Err(cbdc_runtime::error::invalid(
                 "settlement.amount: must be above zero",
             ));
         }

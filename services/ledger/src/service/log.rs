@@ -19,7 +19,7 @@ impl LedgerGrpc {
                 cbdc_runtime::tls::require_peer(tls, &request, cbdc_runtime::tls::ADMIN_NAME)
             })
             .map_err(|_| {
-                Status::permission_denied(
+                cbdc_runtime::error::denied(
                     "StreamLog is for the central bank's or the administrator's certificate",
                 )
             })?;

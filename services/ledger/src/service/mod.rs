@@ -78,7 +78,7 @@ impl LedgerGrpc {
     fn amount(&self, field: &'static str, text: &str) -> Result<Amount, Status> {
         let a = convert::amount(field, text, self.ledger.settings().amount_max)?;
         if a.is_zero() {
-            return Err(Status::invalid_argument(format!(
+            return Err(cbdc_runtime::error::invalid(format!(
                 "{field}: must be more than zero"
             )));
         }
@@ -112,7 +112,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         if r.tier != v1::KycTier::Unspecified as i32 {
             let tier = convert::kyc_tier("tier", r.tier)?;
             if tier != KycTier::Class4Anonymous {
-                return Err(Status::permission_denied(
+                return Err(cbdc_runtime::error::denied(
                     "tier: a customer opens an anonymous wallet only; class 1, 2 and 3 are set by the bank (SetWalletTier) after its identity check",
                 ));
             }
@@ -215,10 +215,12 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let r = request.into_inner();
         let max = self.ledger.settings().max_batch;
         if r.transfers.is_empty() {
-            return Err(Status::invalid_argument("transfers: the batch is empty"));
+            return Err(cbdc_runtime::error::invalid(
+                "transfers: the batch is empty",
+            ));
         }
         if r.transfers.len() > max {
-            return Err(Status::invalid_argument(format!(
+            return Err(cbdc_runtime::error::invalid(format!(
                 "transfers: {} transfers; at most {max} per request",
                 r.transfers.len()
             )));
@@ -271,7 +273,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             return Ok(unknown());
         };
         let body = cbdc_core::TransferBody::decode(&info.record.body)
-            .map_err(|_| Status::internal("corrupt transfer record"))?;
+            .map_err(|_| cbdc_runtime::error::internal("corrupt transfer record"))?;
         let Some(view) = reader.view(&body, &info.record.witnesses) else {
             // Not the reader's: answered as if unknown, so txids reveal nothing.
             return Ok(unknown());
@@ -399,7 +401,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             .watching
             .take(format!("w:{}", r.address), WATCHERS_PER_WALLET)
             .ok_or_else(|| {
-                Status::resource_exhausted(format!(
+                cbdc_runtime::error::exhausted(format!(
                     "address: {WATCHERS_PER_WALLET} watch streams of this wallet are open; close one first"
                 ))
             })?;
@@ -407,14 +409,14 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             .watching
             .take(format!("c:{connection}"), WATCHERS_PER_CONNECTION)
             .ok_or_else(|| {
-                Status::resource_exhausted(format!(
+                cbdc_runtime::error::exhausted(format!(
                     "{WATCHERS_PER_CONNECTION} watch streams are open on this connection; close one first"
                 ))
             })?;
         let permit = std::sync::Arc::clone(&self.watchers)
             .try_acquire_owned()
             .map_err(|_| {
-                Status::resource_exhausted(format!(
+                cbdc_runtime::error::exhausted(format!(
                     "{WATCHERS_MAX} watch streams are open on this ledger; try again later"
                 ))
             })?;
@@ -466,7 +468,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             Some(t) => {
                 let payer_ok = t.witnesses().iter().any(|w| w.key == key);
                 if !payer_ok {
-                    return Err(Status::invalid_argument(
+                    return Err(cbdc_runtime::error::invalid(
                         "wallet_transfer: not signed by the wallet named in address",
                     ));
                 }
@@ -500,7 +502,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let txid = convert::txid("txid", &r.txid)?;
         let reader = self.reader("address", &r.address, r.auth.as_ref())?;
         let not_found = || {
-            Status::not_found(format!(
+            cbdc_runtime::error::not_found(format!(
                 "txid: no transfer {} concerning {} on this ledger",
                 hex::encode(txid.0),
                 r.address
@@ -508,7 +510,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         };
         let info = self.ledger.transfer(&txid).await?.ok_or_else(not_found)?;
         let body = cbdc_core::TransferBody::decode(&info.record.body)
-            .map_err(|_| Status::internal("corrupt transfer record"))?;
+            .map_err(|_| cbdc_runtime::error::internal("corrupt transfer record"))?;
         let view = reader
             .view(&body, &info.record.witnesses)
             .ok_or_else(not_found)?;
@@ -533,7 +535,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         _request: Request<v1::GetCheckpointRequest>,
     ) -> Result<Response<v1::Checkpoint>, Status> {
         let signed = self.ledger.checkpoint().await?.ok_or_else(|| {
-            Status::failed_precondition(
+            cbdc_runtime::error::precondition(
                 "the audit log has not signed a checkpoint yet; try again shortly",
             )
         })?;
@@ -551,7 +553,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let r = request.into_inner();
         let s = r
             .settlement
-            .ok_or_else(|| Status::invalid_argument("settlement: required field is missing"))?;
+            .ok_or_else(|| cbdc_runtime::error::invalid("settlement: required field is missing"))?;
         let item = self.inbound(s)?;
         let c = self
             .ledger

@@ -62,7 +62,7 @@ pub(super) async fn watch(
             () = sender.closed() => return,
             () = shutdown.wait() => {
                 let _ = sender
-                    .send(Err(Status::unavailable(
+                    .send(Err(cbdc_runtime::error::unavailable(
                         "the ledger is shutting down; watch again from the last cursor",
                     )))
                     .await;

@@ -41,12 +41,18 @@ pub(super) fn committed_msg(c: &Committed) -> v1::TransferResult {
 }
 
 pub(super) fn rejected_msg(txid: Option<Txid>, e: &ServiceError) -> v1::TransferResult {
-    let (code, message) = (e.code().to_string(), e.to_string());
+    let detail = e.detail();
     v1::TransferResult {
         txid: txid.map(|t| t.0.to_vec()).unwrap_or_default(),
         outcome: Some(v1::transfer_result::Outcome::Rejected(v1::Rejected {
-            code,
-            message,
+            code: detail.reason.to_string(),
+            message: e.to_string(),
+            metadata: detail
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            field: detail.field.map(|(f, _)| f).unwrap_or_default(),
         })),
     }
 }
@@ -91,7 +97,7 @@ pub(super) fn cursor(
         .ok()
         .and_then(|b| <[u8; POSITION_LEN]>::try_from(b).ok())
         .ok_or_else(|| {
-            Status::invalid_argument(format!(
+            cbdc_runtime::error::invalid(format!(
                 "{field}: not a cursor this ledger issued (expected {} hex digits)",
                 POSITION_LEN * 2
             ))
