@@ -114,6 +114,11 @@ impl Network {
     /// A client of the central bank presenting a certificate for `name` from this network's
     /// CA (`bank-N`: as that bank's ledger would; `admin`: as the administrator).
     pub async fn cb_as(&self, name: &str) -> IssuanceServiceClient<Channel> {
+        IssuanceServiceClient::new(self.cb_channel_as(name).await)
+    }
+
+    /// A channel to the central bank presenting a certificate for `name` (see [`cb_as`]).
+    pub async fn cb_channel_as(&self, name: &str) -> Channel {
         let dir = self.dir.path().join(format!("tls-{name}"));
         if !dir.exists() {
             let issued = self.ca.issue(name).expect("certificate");
@@ -126,19 +131,17 @@ impl Network {
             )
             .unwrap();
         }
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("https://{}", self.cb_addr()))
-                .expect("endpoint")
-                .tls_config(crate::tls_client(
-                    &dir,
-                    Some(name),
-                    cbdc_runtime::tls::CENTRAL_BANK_NAME,
-                ))
-                .expect("TLS")
-                .connect()
-                .await
-                .expect("connects");
-        IssuanceServiceClient::new(channel)
+        tonic::transport::Endpoint::from_shared(format!("https://{}", self.cb_addr()))
+            .expect("endpoint")
+            .tls_config(crate::tls_client(
+                &dir,
+                Some(name),
+                cbdc_runtime::tls::CENTRAL_BANK_NAME,
+            ))
+            .expect("TLS")
+            .connect()
+            .await
+            .expect("connects")
     }
 
     pub fn bank(&mut self, id: u32) -> &mut LedgerNet {

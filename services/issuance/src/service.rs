@@ -29,6 +29,9 @@ pub struct IssuanceGrpc {
     tls: Option<cbdc_runtime::tls::Tls>,
 }
 
+/// Txids per `GetSettlementStatus` request, at most.
+pub const SETTLEMENT_STATUS_MAX: usize = 1024;
+
 impl IssuanceGrpc {
     pub fn new(bank: CentralBank) -> IssuanceGrpc {
         IssuanceGrpc {
@@ -236,6 +239,44 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             })
             .collect();
         Ok(Response::new(v1::SettleBatchResponse { results }))
+    }
+
+    async fn get_settlement_status(
+        &self,
+        request: Request<v1::GetSettlementStatusRequest>,
+    ) -> Result<Response<v1::GetSettlementStatusResponse>, Status> {
+        let ledger = request.get_ref().ledger_id;
+        self.caller_is(&request, &cbdc_runtime::tls::bank_name(ledger))?;
+        let r = request.into_inner();
+        if r.txids.len() > SETTLEMENT_STATUS_MAX {
+            return Err(cbdc_runtime::error::invalid(format!(
+                "txids: {} txids; at most {SETTLEMENT_STATUS_MAX} per request",
+                r.txids.len()
+            )));
+        }
+        let txids = r
+            .txids
+            .iter()
+            .map(|t| convert::txid("txids", t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let states = self
+            .bank
+            .settlement_states(cbdc_core::LedgerId(ledger), &txids)
+            .await?;
+        use crate::bank::SettlementState as S;
+        Ok(Response::new(v1::GetSettlementStatusResponse {
+            states: states
+                .into_iter()
+                .map(|s| {
+                    (match s {
+                        S::Unknown => v1::SettlementState::Unknown,
+                        S::InFlight => v1::SettlementState::InFlight,
+                        S::Delivered => v1::SettlementState::Delivered,
+                        S::Reversed => v1::SettlementState::Reversed,
+                    }) as i32
+                })
+                .collect(),
+        }))
     }
 
     async fn submit_checkpoint(

@@ -382,6 +382,17 @@ impl Ledger {
         })
     }
 
+    /// The checkpoint signed at log size `size`, if one was.
+    pub async fn checkpoint_at(&self, size: u64) -> Result<Option<SignedCheckpoint>, ServiceError> {
+        let mut tx = self.db().create_transaction()?;
+        Ok(
+            match tx.get_snapshot(&self.layout().checkpoint_at(size)).await? {
+                None => None,
+                Some(v) => Some(SignedCheckpoint::decode(&v)?),
+            },
+        )
+    }
+
     /// Reads the perfect-subtree hashes `want` in one snapshot. Subtree `(level, index)` was
     /// completed by its last leaf, `((index + 1) << level) - 1`, and is stored with that
     /// leaf's hashes in the chunk holding the leaf (the last chunk starting at or before it).

@@ -15,6 +15,7 @@
 //! | `("ob", txid, index)` | outbox: a committed output for another ledger, until delivered |
 //! | `("rf", txid)` | the key a transfer with outputs for other ledgers credits if reversed (its first input's owner) |
 //! | `("rv", txid, by)` | a reversed move of a transfer, by the ledger that refused it (0: the central bank refused to settle it): the reversal's txid, then the reason |
+//! | `("dl", txid)` | the central bank said every payee's ledger credited this transfer's moves (empty) |
 //! | `("ms",)` | audit-log sequencer: leaves sequenced, last log position, right-edge hashes |
 //! | `("mn", first)` | audit log: a chunk of at most [`NODE_CHUNK_LEAVES`] consecutive leaves from `first` on: `first` (u64 BE), then for each leaf the hashes of the perfect subtrees it completes, 32 bytes each by level from 0 (the leaf's own hash); subtree `(level, index)` is stored with leaf `((index + 1) << level) - 1` |
 //! | `("mx", stamp)` | audit log: the leaf index of the first transfer the store transaction with that versionstamp committed, u64 BE (the others follow in order) |
@@ -285,6 +286,11 @@ impl Layout {
         let p = self.sub.pack(&("rv", txid.0.as_slice()));
         let end = strinc(&p).expect("prefix has a non-0xff byte");
         (p, end)
+    }
+
+    /// The mark of a transfer whose moves every payee's ledger credited.
+    pub fn delivered(&self, txid: &Txid) -> Vec<u8> {
+        self.sub.pack(&("dl", txid.0.as_slice()))
     }
 
     /// Value in the outbox (committed to leave, not yet acknowledged).

@@ -62,6 +62,17 @@ pub trait CentralBankLink: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<v1::ListOperatorsResponse, Status>> {
         Box::pin(async { Err(Status::unimplemented("no registry through this link")) })
     }
+    /// Where settled transfers are (a link that cannot say leaves them SETTLING).
+    fn settlement_status(
+        &self,
+        _request: v1::GetSettlementStatusRequest,
+    ) -> BoxFuture<'static, Result<v1::GetSettlementStatusResponse, Status>> {
+        Box::pin(async {
+            Err(Status::unimplemented(
+                "no settlement status through this link",
+            ))
+        })
+    }
 }
 
 /// [`CentralBankLink`] over gRPC.
@@ -92,6 +103,19 @@ impl GrpcCentralBank {
 }
 
 impl CentralBankLink for GrpcCentralBank {
+    fn settlement_status(
+        &self,
+        request: v1::GetSettlementStatusRequest,
+    ) -> BoxFuture<'static, Result<v1::GetSettlementStatusResponse, Status>> {
+        let mut client = self.client.clone();
+        Box::pin(async move {
+            client
+                .get_settlement_status(request)
+                .await
+                .map(tonic::Response::into_inner)
+        })
+    }
+
     fn list_operators(
         &self,
         request: v1::ListOperatorsRequest,

@@ -45,8 +45,12 @@ pub fn reflection(
     tonic_reflection::server::Error,
 > {
     Ok((
-        reflection_builder(descriptor_set, service).build_v1()?,
-        reflection_builder(descriptor_set, service).build_v1alpha()?,
+        reflection_builder(descriptor_set, service)
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .build_v1()?,
+        reflection_builder(descriptor_set, service)
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+            .build_v1alpha()?,
     ))
 }
 

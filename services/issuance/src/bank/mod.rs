@@ -31,7 +31,7 @@ pub mod settle;
 
 pub use audit::{AuditReport, LedgerAudit};
 pub use checkpoints::CheckpointAnswer;
-pub use settle::{Queued, SettleOutcome};
+pub use settle::{Queued, SettleOutcome, SettlementState};
 
 use keys::Keys;
 

@@ -17,6 +17,19 @@ use crate::records::{
     Settled, Settlement, SignedParts, counter_amount, decode_queued, encode_queued,
 };
 
+/// Where a settled transfer is, as its sending ledger asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettlementState {
+    /// Not settled from that ledger (or not at all).
+    Unknown,
+    /// Settled; a payee's ledger has not credited it yet.
+    InFlight,
+    /// Every payee's ledger credited it (redeemed value: the central bank's own).
+    Delivered,
+    /// A payee's ledger refused it for good; its value goes back to the payer.
+    Reversed,
+}
+
 /// One transfer's settlement, as answered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettleOutcome {
@@ -400,6 +413,41 @@ impl CentralBank {
             })
             .collect::<Result<Vec<_>, ServiceError>>()?;
         Ok((page, next))
+    }
+
+    /// Where each of `txids` settled from ledger `from` is, read in one snapshot: a txid
+    /// settled from another ledger is `Unknown`, so a bank learns nothing of others' moves.
+    pub async fn settlement_states(
+        &self,
+        from: LedgerId,
+        txids: &[Txid],
+    ) -> Result<Vec<SettlementState>, ServiceError> {
+        let mut tx = self.inner.db.create_transaction()?;
+        let k = self.keys();
+        let mut states = Vec::with_capacity(txids.len());
+        for txid in txids {
+            let Some(v) = tx.get_snapshot(&k.settled(txid)).await? else {
+                states.push(SettlementState::Unknown);
+                continue;
+            };
+            let settled = Settled::decode(&v)?;
+            if settled.settlements.iter().any(|s| s.from != from) {
+                states.push(SettlementState::Unknown);
+                continue;
+            }
+            let mut state = SettlementState::Delivered;
+            for s in &settled.settlements {
+                if tx.get_snapshot(&k.reversed(txid, s.to)).await?.is_some() {
+                    state = SettlementState::Reversed;
+                    break;
+                }
+                if tx.get_snapshot(&k.queued(s.to, txid)).await?.is_some() {
+                    state = SettlementState::InFlight;
+                }
+            }
+            states.push(state);
+        }
+        Ok(states)
     }
 
     /// Removes delivered settlements from the queue, in one transaction.

@@ -17,6 +17,36 @@ pub(super) enum CoinPolicy {
 }
 
 impl Ledger {
+    /// A page of `owner`'s unspent outputs in outpoint order, after `after`: at most
+    /// `limit` owner-index rows are read, and an output no longer unspent is skipped.
+    pub async fn list_coins(
+        &self,
+        owner: &PublicKey,
+        after: Option<OutPoint>,
+        limit: usize,
+    ) -> Result<Vec<(OutPoint, Output)>, ServiceError> {
+        let mut tx = self.inner.db.create_transaction()?;
+        let (mut b, e) = self.layout().owned_range(owner);
+        if let Some(after) = after {
+            // The first key after `after`'s.
+            b = self.layout().owned(owner, &after);
+            b.push(0);
+        }
+        let rows = tx.get_range(&b, &e, RangeOptions::snapshot(limit)).await?;
+        let mut coins = Vec::with_capacity(rows.len());
+        for (k, _) in rows {
+            let outpoint = self.layout().owned_outpoint(&k).ok_or(Corrupt {
+                what: "owner index",
+            })?;
+            if let Some(v) = tx.get_snapshot(&self.layout().output(&outpoint)).await?
+                && let OutputState::Unspent(o) = OutputState::decode(&v)?
+            {
+                coins.push((outpoint, o));
+            }
+        }
+        Ok(coins)
+    }
+
     /// Coin selection over `from`'s unspent outputs (largest first among the first
     /// [`COIN_SCAN_MAX`]), paying `payments` and returning the change to `from`.
     pub async fn build(

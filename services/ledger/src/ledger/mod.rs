@@ -163,6 +163,8 @@ pub struct TransferInfo {
     pub settling: bool,
     /// Why its moves off this ledger were refused for good and credited back, if they were.
     pub reversal: Option<String>,
+    /// The central bank said every payee's ledger credited its moves off this ledger.
+    pub delivered: bool,
 }
 
 /// An unsigned transfer built for a wallet.

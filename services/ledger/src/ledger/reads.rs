@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// How long a status read waits for the central bank to say a move was delivered.
+pub const DELIVERY_ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Ledger {
     pub async fn transfer(&self, txid: &Txid) -> Result<Option<TransferInfo>, ServiceError> {
         let mut tx = self.inner.db.create_transaction()?;
@@ -17,11 +20,53 @@ impl Ledger {
             .await?
             .pop()
             .map(|(_, v)| String::from_utf8_lossy(v.get(32..).unwrap_or_default()).into_owned());
+        let delivered = tx
+            .get_snapshot(&self.layout().delivered(txid))
+            .await?
+            .is_some();
         Ok(Some(TransferInfo {
             record,
             settling: !pending.is_empty(),
             reversal,
+            delivered,
         }))
+    }
+
+    /// Asks the central bank whether every payee's ledger credited `txid`'s moves (it left
+    /// the outbox: the central bank settled it) and keeps the answer once it is yes. No link,
+    /// no answer in [`DELIVERY_ASK_TIMEOUT`] or not yet: `false`, and the transfer stays
+    /// SETTLING.
+    pub async fn confirm_delivery(&self, txid: &Txid) -> Result<bool, ServiceError> {
+        let Some(link) = self.inner.registry_source.get() else {
+            return Ok(false);
+        };
+        let asked = link.settlement_status(cbdc_proto::v1::GetSettlementStatusRequest {
+            ledger_id: self.id().0,
+            txids: vec![txid.0.to_vec()],
+        });
+        let states = match tokio::time::timeout(DELIVERY_ASK_TIMEOUT, asked).await {
+            Ok(Ok(r)) => r.states,
+            Ok(Err(s)) => {
+                tracing::debug!(code = ?s.code(), "delivery not confirmed: {}", s.message());
+                return Ok(false);
+            }
+            Err(_) => return Ok(false),
+        };
+        if states.first().copied() != Some(cbdc_proto::v1::SettlementState::Delivered as i32) {
+            return Ok(false);
+        }
+        let key = self.layout().delivered(txid);
+        self.inner
+            .db
+            .run(move |tx| {
+                let key = key.clone();
+                Box::pin(async move {
+                    tx.set(&key, b"")?;
+                    Ok::<_, TxError<ServiceError>>(())
+                })
+            })
+            .await?;
+        Ok(true)
     }
 
     /// A page of `key`'s history after `after` (a log position), oldest first.

@@ -75,6 +75,22 @@ impl LedgerGrpc {
         Ok(self.ledger.local_key(field, &a)?)
     }
 
+    /// The result of a transfer the ledger built itself (an exchange, a redemption), with
+    /// the outputs read back from its record.
+    async fn committed_with_outputs(
+        &self,
+        committed: &crate::ledger::Committed,
+    ) -> Result<v1::TransferResult, Status> {
+        let info = self
+            .ledger
+            .transfer(&committed.txid)
+            .await?
+            .ok_or_else(|| cbdc_runtime::error::internal("a committed transfer has no record"))?;
+        let body = cbdc_core::TransferBody::decode(&info.record.body)
+            .map_err(|_| cbdc_runtime::error::internal("corrupt transfer record"))?;
+        Ok(committed_msg(committed, &body.outputs))
+    }
+
     fn amount(&self, field: &'static str, text: &str) -> Result<Amount, Status> {
         let a = convert::amount(field, text, self.ledger.settings().amount_max)?;
         if a.is_zero() {
@@ -96,7 +112,10 @@ use access::{Tally, View, concerns};
 
 pub use deliveries::{DELIVER_BATCH_MAX, REVERSAL_REASON_MAX};
 use watch::watch;
-use wire::{committed_msg, cursor, decode, entry_msg, rejected_msg, wallet_msg};
+use wire::{
+    coin_cursor, coin_msg, committed_msg, cursor, decode, entry_msg, rejected_msg, transfer_view,
+    wallet_msg,
+};
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::HistoryEntry, Status>> + Send>>;
 type LogStream = Pin<Box<dyn Stream<Item = Result<v1::LogItem, Status>> + Send>>;
@@ -202,9 +221,10 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let t = self
             .keys
             .signed_transfer("transfer", request.get_ref().transfer.as_ref())?;
+        let outputs = t.body().outputs.clone();
         let result = self.ledger.submit(vec![Ok(t)]).await.remove(0);
         self.ledger.observe("SubmitTransfer", started);
-        Ok(Response::new(committed_msg(&result?)))
+        Ok(Response::new(committed_msg(&result?, &outputs)))
     }
 
     async fn submit_transfers(
@@ -243,12 +263,21 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                 Err(_) => None,
             })
             .collect();
+        let outputs: Vec<Vec<cbdc_core::Output>> = decoded
+            .iter()
+            .map(|d| {
+                d.as_ref()
+                    .map(|t| t.body().outputs.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
         let results = self.ledger.submit(decoded).await;
         let results = results
             .iter()
             .zip(txids)
-            .map(|(r, txid)| match r {
-                Ok(c) => committed_msg(c),
+            .zip(&outputs)
+            .map(|((r, txid), outputs)| match r {
+                Ok(c) => committed_msg(c, outputs),
                 Err(e) => rejected_msg(txid, e),
             })
             .collect();
@@ -280,31 +309,45 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         };
         let leaves = info.record.kind == crate::records::TransferKind::Local
             && body.outputs.iter().any(|o| o.ledger != self.ledger.id());
+        // SETTLED only once every payee's ledger credited the move: the central bank says so
+        // (asked once the transfer left the outbox; the answer kept once it is yes).
         let status = if info.reversal.is_some() {
             v1::TransferStatus::Reversed
         } else if info.settling {
             v1::TransferStatus::Settling
         } else if leaves {
-            v1::TransferStatus::Settled
+            if info.delivered || self.ledger.confirm_delivery(&txid).await? {
+                v1::TransferStatus::Settled
+            } else {
+                v1::TransferStatus::Settling
+            }
         } else {
             v1::TransferStatus::Committed
         };
-        let received = body
+        let mine: Vec<usize> = body
             .outputs
             .iter()
             .enumerate()
             .filter(|(_, o)| o.ledger == self.ledger.id() && concerns(&o.lock, &reader.key))
-            .map(|(i, o)| v1::Coin {
-                outpoint: Some(convert::to_outpoint(&cbdc_core::OutPoint {
-                    txid,
-                    index: i as u16,
-                })),
-                output: Some(convert::to_output(o)),
+            .map(|(i, _)| i)
+            .collect();
+        let decoded = transfer_view(txid, &body, view == View::Whole, &mine);
+        let received = mine
+            .iter()
+            .map(|&i| {
+                coin_msg(
+                    cbdc_core::OutPoint {
+                        txid,
+                        index: i as u16,
+                    },
+                    &body.outputs[i],
+                )
             })
             .collect();
         Ok(Response::new(v1::GetTransferResponse {
             reversal_reason: info.reversal.clone().unwrap_or_default(),
             status: status as i32,
+            decoded: Some(decoded),
             transfer: (view == View::Whole).then(|| {
                 convert::to_signed_parts(info.record.body.clone(), &info.record.witnesses)
             }),
@@ -379,6 +422,30 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         let (items, page) = convert::paginate(items, size, |last| hex::encode(last.position));
         Ok(Response::new(v1::ListHistoryResponse {
             entries: items.iter().map(entry_msg).collect(),
+            page: Some(page),
+        }))
+    }
+
+    async fn list_coins(
+        &self,
+        request: Request<v1::ListCoinsRequest>,
+    ) -> Result<Response<v1::ListCoinsResponse>, Status> {
+        let r = request.into_inner();
+        let key = self.reader("address", &r.address, r.auth.as_ref())?.key;
+        let page = r.page.unwrap_or_default();
+        let size = convert::page_size(
+            &page,
+            PAGE_SIZE_DEFAULT,
+            self.ledger.settings().page_size_max,
+        )?;
+        let after = coin_cursor("page.cursor", &page.cursor)?;
+        self.ledger.wallet(&key).await?;
+        let coins = self.ledger.list_coins(&key, after, size + 1).await?;
+        let (coins, page) = convert::paginate(coins, size, |(o, _)| {
+            format!("{}{:04x}", hex::encode(o.txid.0), o.index)
+        });
+        Ok(Response::new(v1::ListCoinsResponse {
+            coins: coins.iter().map(|(o, out)| coin_msg(*o, out)).collect(),
             page: Some(page),
         }))
     }
@@ -475,7 +542,9 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                 self.ledger.redeem_to_vault(t, amount, seen).await?
             }
         };
-        Ok(Response::new(committed_msg(&committed)))
+        Ok(Response::new(
+            self.committed_with_outputs(&committed).await?,
+        ))
     }
 
     async fn redeem(
@@ -491,7 +560,9 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         self.ledger
             .check_authority(&order, &r.authority_signature)?;
         let committed = self.ledger.redeem(amount, self.ledger.seen(&order)).await?;
-        Ok(Response::new(committed_msg(&committed)))
+        Ok(Response::new(
+            self.committed_with_outputs(&committed).await?,
+        ))
     }
 
     async fn get_receipt(
@@ -543,6 +614,42 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             &signed.checkpoint,
             &signed.signature,
         )))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<v1::GetConsistencyProofRequest>,
+    ) -> Result<Response<v1::ConsistencyProof>, Status> {
+        let r = request.into_inner();
+        let signed = if r.new_size == 0 {
+            self.ledger.checkpoint().await?
+        } else {
+            self.ledger.checkpoint_at(r.new_size).await?
+        };
+        let signed = signed.ok_or_else(|| match r.new_size {
+            0 => cbdc_runtime::error::precondition(
+                "the audit log has not signed a checkpoint yet; try again shortly",
+            ),
+            n => cbdc_runtime::error::not_found(format!(
+                "new_size: no checkpoint was signed at size {n}"
+            )),
+        })?;
+        let new = signed.checkpoint.size;
+        if r.old_size > new {
+            return Err(cbdc_runtime::error::invalid(format!(
+                "old_size: {} is past the checkpoint's size {new}",
+                r.old_size
+            )));
+        }
+        let proof = self.ledger.consistency(r.old_size, new).await?;
+        Ok(Response::new(v1::ConsistencyProof {
+            old_size: r.old_size,
+            proof: proof.iter().map(|h| h.to_vec()).collect(),
+            checkpoint: Some(convert::to_checkpoint(
+                &signed.checkpoint,
+                &signed.signature,
+            )),
+        }))
     }
 
     async fn deliver_inbound(
