@@ -72,7 +72,10 @@ async fn main() {
     // The receipt needs a checkpoint that covers the last payment.
     let deadline = Instant::now() + Duration::from_secs(10);
     while ledger.receipt(&alice, &last, &operator).await.is_err() {
-        assert!(Instant::now() < deadline, "no checkpoint covers the payments");
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint covers the payments"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let size = ledger.checkpoint(&operator).await.unwrap().size;

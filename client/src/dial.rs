@@ -41,9 +41,8 @@ impl Dial {
 
     /// Trusts the CA certificate in the file `path`.
     pub fn with_ca(self, path: &std::path::Path) -> Result<Dial, Error> {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::Connect(format!("CA certificate {}: {e}", path.display()))
-        })?;
+        let pem = std::fs::read(path)
+            .map_err(|e| Error::Connect(format!("CA certificate {}: {e}", path.display())))?;
         Ok(self.with_ca_pem(pem))
     }
 

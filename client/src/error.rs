@@ -82,7 +82,7 @@ pub enum Error {
     Connect(String),
     /// The service refused the call.
     #[error("{0}")]
-    Rpc(RpcError),
+    Rpc(Box<RpcError>),
     /// What the client was asked to do cannot be done (an amount the coins do not cover).
     #[error("{0}")]
     Invalid(String),
@@ -94,7 +94,7 @@ pub enum Error {
 
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Error {
-        Error::Rpc(s.into())
+        Error::Rpc(Box::new(s.into()))
     }
 }
 

@@ -139,9 +139,12 @@ impl Ledger {
     }
 
     /// Opens an anonymous wallet for `wallet`'s key and phone number (E.164).
-    pub async fn open_wallet(&mut self, wallet: &Keypair, phone: &str) -> Result<v1::Wallet, Error> {
-        let request =
-            cbdc_proto::requests::open_wallet(wallet, &self.network, self.ledger, phone);
+    pub async fn open_wallet(
+        &mut self,
+        wallet: &Keypair,
+        phone: &str,
+    ) -> Result<v1::Wallet, Error> {
+        let request = cbdc_proto::requests::open_wallet(wallet, &self.network, self.ledger, phone);
         Ok(self.rpc.open_wallet(request).await?.into_inner())
     }
 
@@ -299,7 +302,7 @@ impl Ledger {
             transfer: Some(convert::to_signed_transfer(t)),
         };
         let r = self.rpc.submit_transfer(request).await?.into_inner();
-        outcome(r).map_err(Error::Rpc)
+        outcome(r).map_err(|e| Error::Rpc(Box::new(e)))
     }
 
     /// Submits many signed transfers in one call; each gets its own outcome, in order.

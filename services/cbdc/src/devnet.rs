@@ -26,6 +26,12 @@ pub struct DevnetFile {
     pub network: String,
     pub central_bank: SocketAddr,
     pub banks: Vec<SocketAddr>,
+    /// Each service's Prometheus `/metrics` address (plain HTTP): the central bank's, and
+    /// the banks' in ledger order.
+    #[serde(default)]
+    pub central_bank_metrics: Option<SocketAddr>,
+    #[serde(default)]
+    pub bank_metrics: Vec<SocketAddr>,
     /// Key files: the administrator's, each bank's operator (vault and settlement) key,
     /// and each bank's authority key (orders and reads).
     pub admin_key: PathBuf,
@@ -58,21 +64,24 @@ impl DevnetFile {
     pub fn central_bank_dial(&self) -> Result<crate::client::Dial, String> {
         crate::client::Dial::new(
             self.central_bank_url(),
-            cbdc_runtime::tls::CENTRAL_BANK_NAME.into(),
+            cbdc_runtime::tls::CENTRAL_BANK_NAME,
         )
         .with_ca(&self.ca_cert)
+        .map_err(|e| e.to_string())
     }
 
     /// How to reach the central bank as its administrator.
     pub fn admin_dial(&self) -> Result<crate::client::Dial, String> {
         self.central_bank_dial()?
             .with_identity(&self.admin_cert, &self.admin_cert_key)
+            .map_err(|e| e.to_string())
     }
 
     /// How to reach bank `ledger`.
     pub fn bank_dial(&self, ledger: u32) -> Result<crate::client::Dial, String> {
         crate::client::Dial::new(self.bank_url(ledger)?, cbdc_runtime::tls::bank_name(ledger))
             .with_ca(&self.ca_cert)
+            .map_err(|e| e.to_string())
     }
 
     pub fn bank_url(&self, ledger: u32) -> Result<String, String> {
@@ -154,6 +163,9 @@ impl Devnet {
             cbdc_runtime::tls::TlsConfig::in_dir(&tls_dir, cbdc_runtime::tls::CENTRAL_BANK_NAME);
         if let Some(p) = &previous {
             cb_config.listen = p.central_bank;
+            if let Some(m) = p.central_bank_metrics {
+                cb_config.metrics_listen = m;
+            }
         }
         cb_config.delivery_interval_ms = 20;
         let cb_key = key(&cb_config.signing_key_file)?;
@@ -172,6 +184,9 @@ impl Devnet {
             let mut c = LedgerConfig::local(id, &bank_dir, &network, &authority.public());
             if let Some(p) = &previous {
                 c.listen = p.banks[id as usize - 1];
+                if let Some(m) = p.bank_metrics.get(id as usize - 1) {
+                    c.metrics_listen = *m;
+                }
             }
             c.central_bank_public_key = Some(hex::encode(cb_key.public().as_bytes()));
             c.central_bank_endpoint = Some(format!("https://{}", central_bank.grpc_addr));
@@ -194,6 +209,8 @@ impl Devnet {
             network,
             central_bank: central_bank.grpc_addr,
             banks: running.iter().map(|r| r.grpc_addr).collect(),
+            central_bank_metrics: Some(central_bank.metrics_addr),
+            bank_metrics: running.iter().map(|r| r.metrics_addr).collect(),
             admin_key,
             operator_keys,
             authority_keys,

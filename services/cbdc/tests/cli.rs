@@ -189,7 +189,7 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     ])
     .await
     .unwrap_err();
-    assert!(err.contains("auth.signature"), "{err}");
+    assert!(err.contains("holds the key of another wallet"), "{err}");
 
     let bob_key = bob_key_path(&dir);
     let out = cbdc(&[
@@ -277,6 +277,36 @@ async fn wallet_and_admin_commands_against_a_devnet() {
         }
     };
     assert!(out[0].starts_with("verified:"), "{out:?}");
+    assert!(
+        out[0].contains("first checkpoint of ledger 1 kept"),
+        "{out:?}"
+    );
+    // Verified again, the wallet checks that the log only grew since the checkpoint it kept.
+    let out = cbdc(&[
+        "wallet", "receipt", "verify", &txid, "--ledger", "1", "--key", key, "--devnet", &d,
+    ])
+    .await
+    .unwrap();
+    assert!(out[0].contains("the log extends the"), "{out:?}");
+    // A kept checkpoint the ledger's log does not extend (a forged root) is refused.
+    let kept = format!("{key}.ledger-1.checkpoint");
+    let text = std::fs::read_to_string(&kept).unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut message = hex::decode(stored["checkpoint"].as_str().unwrap()).unwrap();
+    // The root follows the tag, the ledger id and the size.
+    let root_at = b"cbdc/v2/checkpoint".len() + 4 + 8;
+    message[root_at] ^= 1;
+    std::fs::write(
+        &kept,
+        serde_json::json!({"ledger": 1, "checkpoint": hex::encode(message)}).to_string(),
+    )
+    .unwrap();
+    let err = cbdc(&[
+        "wallet", "receipt", "verify", &txid, "--ledger", "1", "--key", key, "--devnet", &d,
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.contains("not the one it showed before"), "{err}");
 
     let out = cbdc(&[
         "bank", "freeze", &alice, "--reason", "order 7", "--devnet", &d,
@@ -357,6 +387,9 @@ async fn wallet_and_admin_commands_against_a_devnet() {
     .await
     .unwrap_err();
     assert!(err.contains("does not give what it signed"), "{err}");
+    let file = cbdc::devnet::DevnetFile::load(dir.path()).unwrap();
+    assert_eq!(file.bank_metrics.len(), 2);
+    assert!(file.central_bank_metrics.is_some());
     devnet.stop().await.unwrap();
 
     // Restarted on the same directory, the devnet resumes with its data and addresses.
@@ -368,6 +401,7 @@ async fn wallet_and_admin_commands_against_a_devnet() {
         .await
         .unwrap();
     assert!(out[0].contains(": 13.00"), "{out:?}");
+    assert_eq!(cbdc::devnet::DevnetFile::load(dir.path()).unwrap(), file);
     devnet.stop().await.unwrap();
 }
 
@@ -418,11 +452,30 @@ async fn errors_a_person_can_act_on() {
     .await
     .unwrap_err();
     assert!(err.starts_with("amount \"1.234\":"), "{err}");
-    // Nobody listening.
+    // Another wallet's key: refused before anything is sent.
     let err = cbdc(&[
         "wallet",
         "balance",
         &good,
+        "--key",
+        key,
+        "--endpoint",
+        "http://127.0.0.1:1",
+    ])
+    .await
+    .unwrap_err();
+    assert!(err.contains("holds the key of another wallet"), "{err}");
+    // Nobody listening.
+    let seed = cbdc_runtime::secret::read_seed(std::path::Path::new(key)).unwrap();
+    let own = cbdc_core::Address::new(
+        cbdc_core::LedgerId(1),
+        cbdc_core::Keypair::from_seed(&seed).public(),
+    )
+    .to_string();
+    let err = cbdc(&[
+        "wallet",
+        "balance",
+        &own,
         "--key",
         key,
         "--endpoint",

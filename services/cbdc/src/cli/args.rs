@@ -136,7 +136,9 @@ impl Target {
             Some(e) => self.with_ca(Dial::new(e.clone(), peer)),
             None => {
                 let f = DevnetFile::load(&self.devnet)?;
-                Dial::new(f.bank_url(ledger.0)?, peer).with_ca(&f.ca_cert)
+                Dial::new(f.bank_url(ledger.0)?, peer)
+                    .with_ca(&f.ca_cert)
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -148,7 +150,9 @@ impl Target {
             Some(e) => self.with_ca(Dial::new(e.clone(), peer)),
             None => {
                 let f = DevnetFile::load(&self.devnet)?;
-                Dial::new(f.central_bank_url(), peer).with_ca(&f.ca_cert)
+                Dial::new(f.central_bank_url(), peer)
+                    .with_ca(&f.ca_cert)
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -163,10 +167,11 @@ impl Target {
     /// (none when an endpoint was given instead of a devnet).
     pub(super) fn as_admin(&self, dial: Dial, cert: &AdminCert) -> Result<Dial, String> {
         match (&cert.admin_cert, &cert.admin_cert_key) {
-            (Some(c), Some(k)) => dial.with_identity(c, k),
+            (Some(c), Some(k)) => dial.with_identity(c, k).map_err(|e| e.to_string()),
             (None, None) if self.endpoint.is_none() => {
                 let f = DevnetFile::load(&self.devnet)?;
                 dial.with_identity(&f.admin_cert, &f.admin_cert_key)
+                    .map_err(|e| e.to_string())
             }
             (None, None) => Ok(dial),
             _ => Err("--admin-cert and --admin-cert-key go together".into()),
@@ -175,7 +180,7 @@ impl Target {
 
     fn with_ca(&self, dial: Dial) -> Result<Dial, String> {
         match &self.ca {
-            Some(ca) => dial.with_ca(ca),
+            Some(ca) => dial.with_ca(ca).map_err(|e| e.to_string()),
             None => Ok(dial),
         }
     }

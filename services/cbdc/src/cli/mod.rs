@@ -129,9 +129,20 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
                 dir.display()
             );
             println!("  network       {}", f.network);
-            println!("  central bank  https://{}", f.central_bank);
+            let metrics = |m: Option<&std::net::SocketAddr>| {
+                m.map_or_else(String::new, |m| format!("   metrics http://{m}/metrics"))
+            };
+            println!(
+                "  central bank  https://{}{}",
+                f.central_bank,
+                metrics(f.central_bank_metrics.as_ref())
+            );
             for (i, b) in f.banks.iter().enumerate() {
-                println!("  bank {}        https://{b}", i + 1);
+                println!(
+                    "  bank {}        https://{b}{}",
+                    i + 1,
+                    metrics(f.bank_metrics.get(i))
+                );
             }
             println!("  admin key     {}", f.admin_key.display());
             println!("  TLS CA        {}", f.ca_cert.display());

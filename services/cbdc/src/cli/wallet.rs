@@ -1,6 +1,5 @@
 //! `cbdc wallet …`: keys, opening, balance, payments, history, watching, receipts.
 
-use cbdc_core::transfer::sign_body;
 use cbdc_core::{Address, Keypair, KycTier, LedgerId, Txid};
 use cbdc_proto::convert;
 use cbdc_proto::v1;
@@ -18,23 +17,40 @@ fn passphrase(var: &str) -> Result<String, String> {
 }
 use crate::client;
 
-/// A client of the bank holding the wallet at `address`, and a read grant signed with the
-/// wallet's key in `key` (read before connecting, so a bad key file is named first).
+/// The bank holding the wallet at `address`, through the client library, and the wallet's
+/// key from `key` (read before connecting, so a bad key file is named first).
 async fn as_wallet(
     address_text: &str,
     key: &std::path::Path,
     target: &Target,
-) -> Result<
-    (
-        cbdc_proto::v1::ledger_service_client::LedgerServiceClient<tonic::transport::Channel>,
-        v1::ReadAuth,
-    ),
-    String,
-> {
+) -> Result<(cbdc_client::Ledger, Keypair), String> {
     let addr = address(address_text)?;
     let k = read_key(key)?;
-    let c = client::ledger(&target.bank(addr.ledger)?).await?;
-    Ok((c, read_auth(&k, target, &addr, false)?))
+    if addr.key != k.public() {
+        return Err(format!(
+            "--key {}: holds the key of another wallet than {address_text}",
+            key.display()
+        ));
+    }
+    Ok((bank_of(addr.ledger, target).await?, k))
+}
+
+async fn bank_of(ledger: LedgerId, target: &Target) -> Result<cbdc_client::Ledger, String> {
+    let channel = cbdc_client::connect(&target.bank(ledger)?, "bank ledger")
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(cbdc_client::Ledger::from_channel(
+        channel,
+        ledger,
+        &target.network()?,
+    ))
+}
+
+/// Where a wallet keeps the last checkpoint it accepted of `ledger`: beside its key file.
+fn kept_checkpoint(key: &std::path::Path, ledger: LedgerId) -> std::path::PathBuf {
+    let mut name = key.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".ledger-{}.checkpoint", ledger.0));
+    key.with_file_name(name)
 }
 
 pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String> {
@@ -83,15 +99,8 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             key,
             target,
         } => {
-            let (mut c, auth) = as_wallet(&a, &key, &target).await?;
-            let b = c
-                .get_balance(v1::GetBalanceRequest {
-                    address: a.clone(),
-                    auth: Some(auth),
-                })
-                .await
-                .map_err(|s| client::status(&s))?
-                .into_inner();
+            let (mut bank, k) = as_wallet(&a, &key, &target).await?;
+            let b = bank.balance(&k).await.map_err(|e| e.to_string())?;
             out.emit(
                 format!("{a}: {} (spent today {})", b.balance, b.spent_today),
                 json!({"address": a, "balance": b.balance, "spent_today": b.spent_today, "unspent_outputs": b.unspent_outputs}),
@@ -109,31 +118,15 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             amount(&a)?;
             let ledger = LedgerId(ledger);
             let from = Address::new(ledger, k.public());
-            let mut c = client::ledger(&target.bank(ledger)?).await?;
-            let auth = read_auth(&k, &target, &from, false)?;
-            let built = c
-                .build_transfer(v1::BuildTransferRequest {
-                    from_address: from.to_string(),
-                    auth: Some(auth),
-                    payments: vec![v1::Payment {
-                        to_address: to_addr.to_string(),
-                        amount: a.clone(),
-                    }],
-                    memo: Vec::new(),
-                    valid_for_s: 0,
-                })
+            let mut bank = bank_of(ledger, &target).await?;
+            let value = cbdc_core::Amount::parse(&a).map_err(|e| format!("amount {a:?}: {e}"))?;
+            let t = bank
+                .pay(&k, &[(to_addr, value)], b"")
                 .await
-                .map_err(|s| client::status(&s))?
-                .into_inner();
-            let t = sign_body(built.body, &[&k]).map_err(|e| e.to_string())?;
-            c.submit_transfer(v1::SubmitTransferRequest {
-                transfer: Some(convert::to_signed_transfer(&t)),
-            })
-            .await
-            .map_err(|s| client::status(&s))?;
+                .map_err(|e| e.to_string())?;
             out.emit(
-                format!("paid {a} to {to}: txid {}", t.txid()),
-                json!({"txid": t.txid().to_string(), "amount": a, "to": to}),
+                format!("paid {a} to {to}: txid {}", t.txid),
+                json!({"txid": t.txid.to_string(), "amount": a, "to": to, "from": from.to_string()}),
             );
         }
         WalletCommand::History {
@@ -141,16 +134,8 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             key,
             target,
         } => {
-            let (mut c, auth) = as_wallet(&a, &key, &target).await?;
-            let h = c
-                .list_history(v1::ListHistoryRequest {
-                    address: a.clone(),
-                    page: None,
-                    auth: Some(auth),
-                })
-                .await
-                .map_err(|s| client::status(&s))?
-                .into_inner();
+            let (mut bank, k) = as_wallet(&a, &key, &target).await?;
+            let h = bank.history(&k, "", 0).await.map_err(|e| e.to_string())?;
             for e in &h.entries {
                 if let Some(c) = &e.tier_change {
                     let tier =
@@ -179,16 +164,8 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             count,
             target,
         } => {
-            let (mut c, auth) = as_wallet(&a, &key, &target).await?;
-            let mut stream = c
-                .watch_wallet(v1::WatchWalletRequest {
-                    address: a.clone(),
-                    cursor,
-                    auth: Some(auth),
-                })
-                .await
-                .map_err(|s| client::status(&s))?
-                .into_inner();
+            let (mut bank, k) = as_wallet(&a, &key, &target).await?;
+            let mut stream = bank.watch(&k, &cursor).await.map_err(|e| e.to_string())?;
             let mut seen = 0usize;
             while count.is_none_or(|n| seen < n) {
                 let Some(e) = stream.message().await.map_err(|s| client::status(&s))? else {
@@ -222,18 +199,7 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             );
             let ledger = LedgerId(ledger);
             let k = read_key(&key)?;
-            let reader = Address::new(ledger, k.public());
-            let mut c = client::ledger(&target.bank(ledger)?).await?;
-            let auth = read_auth(&k, &target, &reader, false)?;
-            let r = c
-                .get_receipt(v1::GetReceiptRequest {
-                    txid: id.0.to_vec(),
-                    address: reader.to_string(),
-                    auth: Some(auth),
-                })
-                .await
-                .map_err(|s| client::status(&s))?
-                .into_inner();
+            let mut bank = bank_of(ledger, &target).await?;
             let mut cb = client::issuance(&target.central_bank()?).await?;
             let ops = cb
                 .list_operators(v1::ListOperatorsRequest { page: None })
@@ -247,21 +213,50 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
                 .ok_or_else(|| {
                     format!("ledger {}: not in the central bank's registry", ledger.0)
                 })?;
-            let key = cbdc_core::PublicKey::from_bytes(
+            let operator = cbdc_core::PublicKey::from_bytes(
                 op.operator_public_key
                     .as_slice()
                     .try_into()
                     .map_err(|_| "the registry's key is malformed".to_string())?,
             );
-            let receipt = convert::receipt(&r).map_err(|e| e.to_string())?;
-            cbdc_core::audit::verify_receipt(&receipt, ledger, &key)
-                .map_err(|e| format!("the receipt does not verify: {e}"))?;
+            let receipt = bank
+                .receipt(&k, &id, &operator)
+                .await
+                .map_err(|e| match e {
+                    cbdc_client::Error::Verify(why) => {
+                        format!("the receipt does not verify: {why}")
+                    }
+                    other => other.to_string(),
+                })?;
+            // The log this wallet was shown before must be a prefix of this one.
+            let kept_file = kept_checkpoint(&key, ledger);
+            let kept = cbdc_client::trust::load(&kept_file).map_err(|e| e.to_string())?;
+            let (kept_now, before) = match &kept {
+                None => (receipt.checkpoint.clone(), None),
+                Some(kept) => (
+                    cbdc_client::trust::advance(&mut bank, &operator, kept, &receipt.checkpoint)
+                        .await
+                        .map_err(|e| {
+                            format!("the ledger's log is not the one it showed before: {e}")
+                        })?,
+                    Some(kept.size),
+                ),
+            };
+            cbdc_client::trust::save(&kept_file, &kept_now).map_err(|e| e.to_string())?;
+            let consistency = match before {
+                None => format!(
+                    "first checkpoint of ledger {} kept in {}",
+                    ledger.0,
+                    kept_file.display()
+                ),
+                Some(size) => format!("the log extends the {size}-leaf one seen before"),
+            };
             out.emit(
                 format!(
-                    "verified: txid {txid} is leaf {} of the {}-leaf log of ledger {}, checkpoint signed by its operator",
+                    "verified: txid {txid} is leaf {} of the {}-leaf log of ledger {}, checkpoint signed by its operator; {consistency}",
                     receipt.index, receipt.checkpoint.size, ledger.0
                 ),
-                json!({"verified": true, "index": receipt.index, "size": receipt.checkpoint.size, "root": hex::encode(receipt.checkpoint.root)}),
+                json!({"verified": true, "index": receipt.index, "size": receipt.checkpoint.size, "root": hex::encode(receipt.checkpoint.root), "consistent_with": before, "kept": kept_file}),
             );
         }
     }
