@@ -67,7 +67,7 @@ pub async fn advance(
     };
     if old.size == new.size {
         return if old.root == new.root {
-            Ok(new.clone())
+            Ok(*new)
         } else {
             Err(Error::Verify(format!(
                 "two signed checkpoints of size {} with different roots: the ledger forked its log",
@@ -88,5 +88,5 @@ pub async fn advance(
             new.size, old.size
         ))
     })?;
-    Ok(new.clone())
+    Ok(*new)
 }

@@ -179,14 +179,14 @@ async fn a_wallet_pays_reads_and_verifies_through_the_library() {
         later
     );
     // A forked log: the operator's key signs another root at the same size.
-    let mut forked = later.clone();
+    let mut forked = later;
     forked.root[0] ^= 1;
     let e = trust::advance(&mut ledger, &operator, &later, &forked)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("forked"), "{e}");
     // A rewritten history: a kept checkpoint whose root is not a prefix of today's log.
-    let mut rewritten = first.clone();
+    let mut rewritten = first;
     rewritten.root[5] ^= 1;
     let e = trust::advance(&mut ledger, &operator, &rewritten, &later)
         .await

@@ -232,7 +232,7 @@ pub(super) async fn wallet(w: WalletCommand, out: &mut Out) -> Result<(), String
             let kept_file = kept_checkpoint(&key, ledger);
             let kept = cbdc_client::trust::load(&kept_file).map_err(|e| e.to_string())?;
             let (kept_now, before) = match &kept {
-                None => (receipt.checkpoint.clone(), None),
+                None => (receipt.checkpoint, None),
                 Some(kept) => (
                     cbdc_client::trust::advance(&mut bank, &operator, kept, &receipt.checkpoint)
                         .await
