@@ -33,10 +33,8 @@ async fn a_failed_store_turns_the_service_not_serving() {
     .await
     .unwrap();
     let (grpc, metrics_addr) = (listeners.grpc_addr, listeners.metrics_addr);
-    // Any service will do: reflection's older version stands in for one.
-    let service = tonic_reflection::server::Builder::configure()
-        .build_v1alpha()
-        .unwrap();
+    // Any service will do: one that answers every call UNIMPLEMENTED.
+    let service = Nothing;
     let shutdown = Shutdown::new();
     let server = cbdc_runtime::grpc::serve(
         "test",
@@ -93,6 +91,31 @@ async fn a_failed_store_turns_the_service_not_serving() {
     assert!(metrics(metrics_addr).await.contains("store_failed 1"));
     shutdown.trigger();
     let _ = server.await;
+}
+
+/// A service with no methods: every call is UNIMPLEMENTED.
+#[derive(Clone)]
+struct Nothing;
+
+impl tonic::server::NamedService for Nothing {
+    const NAME: &'static str = "test.Nothing";
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for Nothing {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        std::future::ready(Ok(tonic::Status::unimplemented("nothing here").into_http()))
+    }
 }
 
 /// A descriptor set for reflection: an empty one is enough here.
