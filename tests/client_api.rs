@@ -636,5 +636,37 @@ async fn a_cross_ledger_payment_is_settled_only_once_the_payee_ledger_credited_i
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(net.bank(2).balance(&bob.public()).await, "25.00");
+
+    // Only the paying bank learns where its transfers are: bank 2 asking about bank 1's
+    // payment hears nothing, and cannot ask in bank 1's name.
+    let ask = |ledger_id| v1::GetSettlementStatusRequest {
+        ledger_id,
+        txids: vec![txid.clone(), vec![7; 32]],
+    };
+    let states = net
+        .cb_as(&cbdc_runtime::tls::bank_name(1))
+        .await
+        .get_settlement_status(ask(1))
+        .await
+        .unwrap()
+        .into_inner()
+        .states;
+    assert_eq!(
+        states,
+        [
+            v1::SettlementState::Delivered as i32,
+            v1::SettlementState::Unknown as i32
+        ]
+    );
+    let mut bank_2 = net.cb_as(&cbdc_runtime::tls::bank_name(2)).await;
+    let states = bank_2
+        .get_settlement_status(ask(2))
+        .await
+        .unwrap()
+        .into_inner()
+        .states;
+    assert_eq!(states[0], v1::SettlementState::Unknown as i32);
+    let status = bank_2.get_settlement_status(ask(1)).await.unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
     net.stop().await;
 }

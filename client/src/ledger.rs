@@ -247,7 +247,7 @@ impl Ledger {
         // Sign only what was asked for: every payment present, the rest back to the wallet.
         let body = cbdc_core::TransferBody::decode(&built.body)
             .map_err(|e| Error::Verify(format!("the built transfer: {e}")))?;
-        check_built(&body, wallet, payments)?;
+        check_built(&body, self.ledger, wallet, payments)?;
         sign_body(built.body, &[wallet])
             .map_err(|e| Error::Verify(format!("the built transfer: {e}")))
     }
@@ -420,9 +420,11 @@ fn signed_checkpoint(
     Ok(cp)
 }
 
-/// A built transfer pays exactly `payments` (in order) and returns the rest to `wallet`.
+/// A built transfer pays exactly `payments` (in order) and returns the rest to `wallet` on
+/// its own ledger `home`.
 fn check_built(
     body: &cbdc_core::TransferBody,
+    home: LedgerId,
     wallet: &Keypair,
     payments: &[(Address, Amount)],
 ) -> Result<(), Error> {
@@ -433,7 +435,7 @@ fn check_built(
         });
     let rest_is_change = outputs[payments.len().min(outputs.len())..]
         .iter()
-        .all(|o| o.lock == Lock::Key(wallet.public()));
+        .all(|o| o.ledger == home && o.lock == Lock::Key(wallet.public()));
     if paid && rest_is_change {
         Ok(())
     } else {
@@ -459,5 +461,100 @@ fn outcome(r: v1::TransferResult) -> Result<v1::Committed, RpcError> {
             field: None,
             retry_after: None,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yuan(text: &str) -> Amount {
+        Amount::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_built_transfer_is_signed_only_if_it_pays_what_was_asked() {
+        let wallet = Keypair::from_seed(&[1; 32]);
+        let bob = Address::new(LedgerId(2), Keypair::from_seed(&[2; 32]).public());
+        let mallory = Keypair::from_seed(&[3; 32]).public();
+        let body = |outputs: Vec<Output>| cbdc_core::TransferBody {
+            inputs: vec![],
+            outputs,
+            memo: vec![],
+            valid_until: UnixSeconds(0),
+        };
+        let out = |ledger: u32, value: &str, key: PublicKey| Output {
+            ledger: LedgerId(ledger),
+            value: yuan(value),
+            lock: Lock::Key(key),
+        };
+        let asked = [(bob, yuan("5.00"))];
+        let honest = body(vec![
+            out(2, "5.00", bob.key),
+            out(1, "3.00", wallet.public()),
+        ]);
+        assert!(check_built(&honest, LedgerId(1), &wallet, &asked).is_ok());
+        for (why, outputs) in [
+            (
+                "change to another key",
+                vec![out(2, "5.00", bob.key), out(1, "3.00", mallory)],
+            ),
+            (
+                "change to another ledger",
+                vec![out(2, "5.00", bob.key), out(2, "3.00", wallet.public())],
+            ),
+            ("another payee", vec![out(2, "5.00", mallory)]),
+            ("another amount", vec![out(2, "5.01", bob.key)]),
+            ("another ledger", vec![out(1, "5.00", bob.key)]),
+            ("the payment missing", vec![out(1, "8.00", wallet.public())]),
+        ] {
+            assert!(
+                matches!(
+                    check_built(&body(outputs), LedgerId(1), &wallet, &asked),
+                    Err(Error::Verify(_))
+                ),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn coins_are_chosen_largest_first_among_the_wallets_own() {
+        let owner = Keypair::from_seed(&[1; 32]).public();
+        let other = Keypair::from_seed(&[2; 32]).public();
+        let coin = |i: u8, value: &str, key: PublicKey| Coin {
+            outpoint: OutPoint {
+                txid: Txid([i; 32]),
+                index: 0,
+            },
+            output: Output {
+                ledger: LedgerId(1),
+                value: yuan(value),
+                lock: Lock::Key(key),
+            },
+        };
+        let coins = [
+            coin(1, "1.00", owner),
+            coin(2, "50.00", other),
+            coin(3, "7.00", owner),
+            coin(4, "3.00", owner),
+        ];
+        let chosen = select_coins(&coins, &owner, yuan("9.00")).unwrap();
+        assert_eq!(
+            chosen
+                .iter()
+                .map(|c| c.outpoint.txid.0[0])
+                .collect::<Vec<_>>(),
+            [3, 4]
+        );
+        // Exactly what it holds is enough; a fen more is not.
+        assert_eq!(
+            select_coins(&coins, &owner, yuan("11.00")).unwrap().len(),
+            3
+        );
+        assert!(matches!(
+            select_coins(&coins, &owner, yuan("11.01")),
+            Err(Error::Invalid(_))
+        ));
     }
 }
