@@ -91,6 +91,7 @@ pub struct Ledger {
     rpc: LedgerServiceClient<Channel>,
     ledger: LedgerId,
     network: String,
+    coin_page: u32,
 }
 
 impl Ledger {
@@ -109,7 +110,14 @@ impl Ledger {
             rpc: LedgerServiceClient::new(channel),
             ledger,
             network: network.to_string(),
+            coin_page: COIN_PAGE,
         }
+    }
+
+    /// Coins per `ListCoins` page [`Ledger::coins`] asks for (default [`COIN_PAGE`]).
+    pub fn with_coin_page(mut self, size: u32) -> Ledger {
+        self.coin_page = size.max(1);
+        self
     }
 
     /// The generated client, for calls this type does not wrap.
@@ -173,7 +181,7 @@ impl Ledger {
             let request = v1::ListCoinsRequest {
                 address: self.address(&wallet.public()).to_string(),
                 page: Some(v1::PageRequest {
-                    page_size: COIN_PAGE,
+                    page_size: self.coin_page,
                     cursor,
                 }),
                 auth: Some(self.read_auth(wallet)),

@@ -58,6 +58,20 @@ async fn a_wallet_pays_reads_and_verifies_through_the_library() {
     net.exchange_in(&alice.public(), "200.00", "x-2")
         .await
         .unwrap();
+    let w = ledger.wallet(&alice).await.unwrap();
+    assert_eq!(w.address, opened.address);
+    assert_eq!(w.balance, "500.00");
+    // Coins a page at a time, every page read.
+    let mut small_pages = ledger.clone().with_coin_page(1);
+    let coins = small_pages.coins(&alice).await.unwrap();
+    assert_eq!(coins.len(), 2);
+    let history = ledger.history(&alice, "", 1).await.unwrap();
+    assert_eq!(history.entries.len(), 1);
+    assert_eq!(history.entries[0].amount, "300.00");
+    let cursor = history.page.unwrap().next_cursor;
+    let rest = ledger.history(&alice, &cursor, 10).await.unwrap();
+    assert_eq!(rest.entries.len(), 1);
+    assert_eq!(rest.entries[0].amount, "200.00");
 
     let bob_addr = ledger.address(&bob.public());
     let paid = ledger
@@ -71,6 +85,24 @@ async fn a_wallet_pays_reads_and_verifies_through_the_library() {
         .await
         .unwrap();
     assert_eq!(t.body().inputs.len(), 2);
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let valid_until = t.body().valid_until.0;
+    assert!(
+        (now_s + 590..=now_s + 610).contains(&valid_until),
+        "{valid_until} vs {now_s}"
+    );
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let valid_until = t.body().valid_until.0;
+    assert!(
+        (now_s + 590..=now_s + 610).contains(&valid_until),
+        "{valid_until} vs {now_s}"
+    );
     ledger.submit(&t).await.unwrap();
     assert_eq!(ledger.balance(&bob).await.unwrap().balance, "362.50");
     assert_eq!(ledger.balance(&alice).await.unwrap().balance, "137.50");
@@ -152,6 +184,8 @@ async fn a_wallet_pays_reads_and_verifies_through_the_library() {
     let dir = tempfile::tempdir().unwrap();
     let kept_file = dir.path().join("ledger-1.checkpoint");
     assert!(trust::load(&kept_file).unwrap().is_none());
+    // A file that cannot be read is an error, not "nothing kept".
+    assert!(trust::load(dir.path()).is_err());
     let first = checkpoint_of(&mut ledger, &operator, 1).await;
     trust::save(&kept_file, &first).unwrap();
     for i in 0..3 {
