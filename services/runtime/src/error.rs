@@ -476,6 +476,36 @@ mod tests {
     }
 
     #[test]
+    fn rejections_keep_their_codes_and_workers_give_up_only_on_invalid_requests() {
+        let missing = Reject::InputMissing {
+            outpoint: cbdc_core::OutPoint {
+                txid: cbdc_core::Txid([1; 32]),
+                index: 0,
+            },
+        };
+        assert_eq!(reject_grpc_code(&missing), Code::NotFound);
+        assert_eq!(
+            reject_grpc_code(&Reject::BadSignature { index: 0 }),
+            Code::PermissionDenied
+        );
+        assert_eq!(reject_grpc_code(&Reject::NoInputs), Code::InvalidArgument);
+        assert_eq!(code_reason(Code::Unimplemented), "UNIMPLEMENTED");
+        assert_eq!(code_reason(Code::DeadlineExceeded), "DEADLINE_EXCEEDED");
+        let permanent = rpc_failure("peer", &Status::invalid_argument("bad"));
+        assert!(matches!(permanent, crate::retry::Failure::Permanent(m) if m.contains("peer")));
+        for retried in [
+            Status::unavailable("down"),
+            Status::failed_precondition("suspended"),
+            Status::not_found("not yet registered"),
+        ] {
+            assert!(matches!(
+                rpc_failure("peer", &retried),
+                crate::retry::Failure::Retryable(_)
+            ));
+        }
+    }
+
+    #[test]
     fn store_failures_become_unavailable_or_internal() {
         let closed = ServiceError::store("the ledger", StoreError::Closed);
         assert_eq!(
