@@ -277,6 +277,7 @@ async fn refusals_carry_a_stable_reason_facts_and_the_field_on_calls_and_batch_r
         .client
         .submit_transfers(v1::SubmitTransfersRequest {
             transfers: vec![to_signed_transfer(&second)],
+            return_outputs: false,
         })
         .await
         .unwrap()
@@ -330,6 +331,7 @@ async fn refusals_carry_a_stable_reason_facts_and_the_field_on_calls_and_batch_r
         .client
         .submit_transfers(v1::SubmitTransfersRequest {
             transfers: vec![forged.clone()],
+            return_outputs: false,
         })
         .await
         .unwrap()

@@ -268,11 +268,26 @@ async fn batches_report_each_transfer() {
                 garbage,
                 to_signed_transfer(&conflicting),
             ],
+            return_outputs: true,
         })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(response.results.len(), 3);
+    // Asked for, the winner's row carries the outputs it created.
+    let winner = response
+        .results
+        .iter()
+        .find_map(|r| match &r.outcome {
+            Some(v1::transfer_result::Outcome::Committed(c)) => Some((r, c)),
+            _ => None,
+        })
+        .unwrap();
+    assert!(!winner.1.outputs.is_empty());
+    assert_eq!(
+        winner.1.outputs[0].outpoint.as_ref().unwrap().txid,
+        winner.0.txid
+    );
     let outcomes: Vec<bool> = response
         .results
         .iter()
@@ -389,6 +404,7 @@ async fn one_transfer_submitted_concurrently_commits_once() {
             client
                 .submit_transfers(v1::SubmitTransfersRequest {
                     transfers: vec![wire.clone(), wire],
+                    return_outputs: false,
                 })
                 .await
                 .expect("answers")
@@ -671,6 +687,7 @@ async fn metrics_health_and_reflection_are_served() {
         .client
         .submit_transfers(v1::SubmitTransfersRequest {
             transfers: vec![bad],
+            return_outputs: false,
         })
         .await
         .unwrap();

@@ -400,6 +400,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         .client
         .submit_transfers(v1::SubmitTransfersRequest {
             transfers: vec![to_signed_transfer(&good); 65],
+            return_outputs: false,
         })
         .await;
     t.check(
@@ -410,7 +411,10 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
     );
     let r = net
         .client
-        .submit_transfers(v1::SubmitTransfersRequest { transfers: vec![] })
+        .submit_transfers(v1::SubmitTransfersRequest {
+            transfers: vec![],
+            return_outputs: false,
+        })
         .await;
     t.check(
         "empty batch",
@@ -423,6 +427,7 @@ async fn hostile_requests_are_refused_precisely_and_change_nothing() {
         .client
         .submit_transfers(v1::SubmitTransfersRequest {
             transfers: vec![with_body(&good, vec![0; limit + 1])],
+            return_outputs: false,
         })
         .await;
     t.check(
@@ -784,7 +789,10 @@ async fn a_witness_gets_one_verdict_on_every_path() {
                     let at = transfers.len() - 1;
                     let r = net
                         .client
-                        .submit_transfers(v1::SubmitTransfersRequest { transfers })
+                        .submit_transfers(v1::SubmitTransfersRequest {
+                            transfers,
+                            return_outputs: false,
+                        })
                         .await
                         .unwrap()
                         .into_inner();

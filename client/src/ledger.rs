@@ -320,6 +320,7 @@ impl Ledger {
     ) -> Result<Vec<Result<v1::Committed, RpcError>>, Error> {
         let request = v1::SubmitTransfersRequest {
             transfers: transfers.iter().map(convert::to_signed_transfer).collect(),
+            return_outputs: true,
         };
         let r = self.rpc.submit_transfers(request).await?.into_inner();
         Ok(r.results.into_iter().map(outcome).collect())

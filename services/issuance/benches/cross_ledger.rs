@@ -83,6 +83,7 @@ async fn submit_all(client: &LedgerServiceClient<Channel>, transfers: &[Transfer
                 let r = client
                     .submit_transfers(v1::SubmitTransfersRequest {
                         transfers: c.clone(),
+                        return_outputs: false,
                     })
                     .await
                     .expect("batch");

@@ -263,14 +263,18 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                 Err(_) => None,
             })
             .collect();
-        let outputs: Vec<Vec<cbdc_core::Output>> = decoded
-            .iter()
-            .map(|d| {
-                d.as_ref()
-                    .map(|t| t.body().outputs.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let outputs: Vec<Vec<cbdc_core::Output>> = if r.return_outputs {
+            decoded
+                .iter()
+                .map(|d| {
+                    d.as_ref()
+                        .map(|t| t.body().outputs.clone())
+                        .unwrap_or_default()
+                })
+                .collect()
+        } else {
+            vec![Vec::new(); decoded.len()]
+        };
         let results = self.ledger.submit(decoded).await;
         let results = results
             .iter()
