@@ -646,3 +646,53 @@ fn serve_runs_a_service_from_its_config_and_stops_on_sigterm() {
     assert!(status.success(), "exit status {status}");
     assert!(dir.path().join("operator.key").exists());
 }
+
+/// `cbdc load` starts its own devnet as a separate process, opens and funds wallets through
+/// the real APIs, drives presigned transfers (within and across banks), and reports; every
+/// acknowledged transfer is read back and the audit balances.
+#[test]
+fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
+        .args([
+            "load",
+            "--wallets",
+            "60",
+            "--transfers-per-wallet",
+            "5",
+            "--batch",
+            "20",
+            "--concurrency",
+            "2",
+            "--cross-percent",
+            "20",
+            "--duration-s",
+            "30",
+            "--warmup-s",
+            "0",
+            "--quiet",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("transfers/s"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    // Every presigned transfer committed (the chains ran out before the 30 s did).
+    assert_eq!(r["committed"], 300, "{r:#}");
+    assert_eq!(r["checks"]["acknowledged"], 300);
+    assert_eq!(r["checks"]["found"], 300);
+    assert_eq!(r["checks"]["audit_balanced"], true);
+    assert!(r["errors"].as_object().unwrap().is_empty(), "{r:#}");
+    assert!(r["payees_on_bank_2"].as_u64().unwrap() >= 1);
+    assert!(r["server"]["rss_bytes"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(!r["timeline"].as_array().unwrap().is_empty());
+}

@@ -55,6 +55,10 @@ pub enum Command {
     /// Auditing a bank without trusting it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Stress a network with presigned transfers (a devnet it starts as a separate process,
+    /// or a running one) and report throughput, latency, errors and server cost; exits 0
+    /// only if every acknowledged transfer is found committed and the audit balances.
+    Load(cbdc_load::LoadArgs),
 }
 
 /// The administrator's TLS client certificate and key (default: the devnet's).

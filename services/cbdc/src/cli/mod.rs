@@ -166,6 +166,28 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         Command::Bank(b) => bank::bank(b, &mut out).await?,
         Command::CentralBank(c) => central_bank::central_bank(c, &mut out).await?,
         Command::Audit(a) => audit::audit(a, &mut out).await?,
+        Command::Load(args) => {
+            let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
+            let path = args.report.clone();
+            let report = cbdc_load::run(args, cbdc).await?;
+            if out.json {
+                out.lines
+                    .push(serde_json::to_string(&report).map_err(|e| e.to_string())?);
+            } else {
+                out.lines.extend(report.summary());
+            }
+            if !report.checks_pass() {
+                return Err(format!(
+                    "the checks failed: {:?} (report in {})",
+                    report.checks,
+                    path.display()
+                ));
+            }
+            if !out.json {
+                out.lines
+                    .push(format!("report written to {}", path.display()));
+            }
+        }
     }
     Ok(out.lines)
 }

@@ -1,0 +1,357 @@
+//! The timed window: presigned transfers sent closed loop (a fixed number of calls in
+//! flight) or open loop (calls started on a fixed schedule whatever the answers, latency
+//! measured from the intended start), batches or single calls.
+//!
+//! A wallet's transfers form a chain (each spends the change of the one before), so a
+//! wallet is handed out again only once its last transfer committed: the ready queue holds
+//! the wallets whose next transfer may be sent.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cbdc_core::{LedgerId, Txid};
+use hdrhistogram::Histogram;
+
+use crate::LoadArgs;
+use crate::setup::Prepared;
+use crate::target::{Network, process_usage};
+
+/// Calls an open loop keeps in flight at most; a call due when they are all taken is not
+/// sent and counted as `not_sent` (the server fell behind the offered rate).
+pub const OPEN_LOOP_IN_FLIGHT_MAX: usize = 4096;
+/// Connections the generator spreads its calls over, at most.
+const CONNECTIONS_MAX: usize = 8;
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Second {
+    pub second: u64,
+    pub committed: u64,
+    pub errors: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub in_window: bool,
+}
+
+/// What the timed window measured.
+pub struct Run {
+    /// Latency of each transfer in the window, microseconds (a batch's latency counts once
+    /// per transfer in it).
+    pub latency_us: Histogram<u64>,
+    pub committed_in_window: u64,
+    pub window_s: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub not_sent: u64,
+    pub starved: u64,
+    pub timeline: Vec<Second>,
+    /// Every acknowledged transfer: its payer wallet, txid and log position.
+    pub acknowledged: Vec<(usize, Txid, Vec<u8>)>,
+    /// Server CPU seconds and RSS at the window's start and end, and the largest RSS seen.
+    pub server_cpu_s: Option<f64>,
+    pub server_rss_bytes: Option<u64>,
+    pub server_rss_max_bytes: Option<u64>,
+}
+
+struct State {
+    ready: VecDeque<(usize, usize)>,
+    latency_us: Histogram<u64>,
+    per_second: BTreeMap<u64, (u64, u64, Histogram<u64>)>,
+    committed_in_window: u64,
+    errors: BTreeMap<String, u64>,
+    acknowledged: Vec<(usize, Txid, Vec<u8>)>,
+    not_sent: u64,
+    starved: u64,
+    /// Transfers neither committed nor given up on (a failed transfer gives up the rest of
+    /// its chain): the run ends early when none are left.
+    remaining: usize,
+    last_done: Instant,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("bounds")
+}
+
+struct Shared {
+    state: Mutex<State>,
+    start: Instant,
+    warmup: Duration,
+    chains: Arc<Vec<Vec<cbdc_core::Transfer>>>,
+}
+
+impl Shared {
+    fn done(&self) -> bool {
+        self.state.lock().expect("state").remaining == 0
+    }
+
+    fn take(&self, n: usize) -> Vec<(usize, usize)> {
+        let mut s = self.state.lock().expect("state");
+        let n = n.min(s.ready.len());
+        s.ready.drain(..n).collect()
+    }
+
+    /// Records the outcome of one call started (or due) at `intended`.
+    fn record(
+        &self,
+        intended: Instant,
+        items: &[(usize, usize)],
+        outcomes: Vec<Result<Vec<u8>, String>>,
+    ) {
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(intended).as_micros().max(1) as u64;
+        let in_window = intended >= self.start + self.warmup;
+        let second = now.saturating_duration_since(self.start).as_secs();
+        let mut s = self.state.lock().expect("state");
+        s.last_done = now;
+        for (&(w, i), outcome) in items.iter().zip(outcomes) {
+            let entry = s
+                .per_second
+                .entry(second)
+                .or_insert_with(|| (0, 0, histogram()));
+            match outcome {
+                Ok(position) => {
+                    entry.0 += 1;
+                    let _ = entry.2.record(latency);
+                    if in_window {
+                        s.committed_in_window += 1;
+                        let _ = s.latency_us.record(latency);
+                    }
+                    let txid = self.chains[w][i].txid();
+                    s.acknowledged.push((w, txid, position));
+                    if i + 1 < self.chains[w].len() {
+                        s.ready.push_back((w, i + 1));
+                    }
+                    s.remaining -= 1;
+                }
+                Err(reason) => {
+                    entry.1 += 1;
+                    *s.errors.entry(reason).or_default() += 1;
+                    // The chain is broken here: the wallet's later transfers spend this one.
+                    s.remaining -= self.chains[w].len() - i;
+                }
+            }
+        }
+    }
+}
+
+async fn submit(
+    client: &mut cbdc_client::Ledger,
+    chains: &[Vec<cbdc_core::Transfer>],
+    items: &[(usize, usize)],
+    batch: bool,
+) -> Vec<Result<Vec<u8>, String>> {
+    if !batch {
+        let t = &chains[items[0].0][items[0].1];
+        return vec![match client.submit(t).await {
+            Ok(c) => Ok(c.log_position),
+            Err(cbdc_client::Error::Rpc(e)) => Err(e.reason.clone()),
+            Err(e) => Err(format!("CLIENT: {e}")),
+        }];
+    }
+    let transfers: Vec<cbdc_core::Transfer> =
+        items.iter().map(|&(w, i)| chains[w][i].clone()).collect();
+    match client.submit_many(&transfers).await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|r| r.map(|c| c.log_position).map_err(|e| e.reason))
+            .collect(),
+        Err(e) => {
+            let reason = e
+                .reason()
+                .map_or_else(|| "CONNECT".to_string(), str::to_string);
+            vec![Err(reason); items.len()]
+        }
+    }
+}
+
+/// Runs the timed window.
+pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> Result<Run, String> {
+    let connections = args.concurrency.clamp(1, CONNECTIONS_MAX);
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(network.bank(LedgerId(1)).await?);
+    }
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            ready: (0..prepared.chains.len()).map(|w| (w, 0)).collect(),
+            latency_us: histogram(),
+            per_second: BTreeMap::new(),
+            committed_in_window: 0,
+            errors: BTreeMap::new(),
+            acknowledged: Vec::new(),
+            not_sent: 0,
+            starved: 0,
+            remaining: prepared.chains.iter().map(Vec::len).sum(),
+            last_done: Instant::now(),
+        }),
+        start: Instant::now(),
+        warmup: args.warmup(),
+        chains: Arc::new(prepared.chains.clone()),
+    });
+    let end = shared.start + args.duration();
+    let batch = args.batch > 1;
+    let pid = network.server_pid();
+    let progress = progress_bar(args);
+
+    // Server usage at the window's start, sampled when the warm-up ends.
+    let sampler = {
+        let shared = Arc::clone(&shared);
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut at_start = None;
+            let mut rss_max = 0u64;
+            let mut last = None;
+            while Instant::now() < end && !shared.done() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Some(pid) = pid
+                    && let Some((cpu, rss)) = process_usage(pid)
+                {
+                    rss_max = rss_max.max(rss);
+                    if at_start.is_none() && Instant::now() >= shared.start + shared.warmup {
+                        at_start = Some(cpu);
+                    }
+                    last = Some((cpu, rss));
+                }
+                let s = shared.state.lock().expect("state");
+                let now_s = shared.start.elapsed().as_secs();
+                let recent: u64 = s
+                    .per_second
+                    .range(now_s.saturating_sub(2)..now_s)
+                    .map(|(_, v)| v.0)
+                    .sum();
+                let p99 = s.latency_us.value_at_quantile(0.99) as f64 / 1000.0;
+                let errors: u64 = s.errors.values().sum();
+                progress.set_message(format!(
+                    "{:>8.0} transfers/s   p99 {p99:>8.1} ms   errors {errors}",
+                    recent as f64 / 2.0
+                ));
+                progress.set_position(
+                    shared
+                        .start
+                        .elapsed()
+                        .as_secs()
+                        .min(args_duration(end, shared.start)),
+                );
+            }
+            (at_start, last, rss_max)
+        })
+    };
+
+    if args.rate == 0 {
+        let mut workers = Vec::new();
+        for k in 0..args.concurrency {
+            let shared = Arc::clone(&shared);
+            let mut client = clients[k % connections].clone();
+            let n = args.batch;
+            workers.push(tokio::spawn(async move {
+                while Instant::now() < end && !shared.done() {
+                    let items = shared.take(n);
+                    if items.is_empty() {
+                        shared.state.lock().expect("state").starved += 1;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
+                    let intended = Instant::now();
+                    let outcomes = submit(&mut client, &shared.chains, &items, batch).await;
+                    shared.record(intended, &items, outcomes);
+                }
+            }));
+        }
+        for w in workers {
+            w.await.map_err(|e| e.to_string())?;
+        }
+    } else {
+        let interval = Duration::from_secs_f64(args.batch as f64 / args.rate as f64);
+        let gate = Arc::new(tokio::sync::Semaphore::new(OPEN_LOOP_IN_FLIGHT_MAX));
+        let mut calls = tokio::task::JoinSet::new();
+        let mut k = 0usize;
+        let mut next = shared.start;
+        while next < end && !shared.done() {
+            tokio::time::sleep_until(next.into()).await;
+            let intended = next;
+            next += interval;
+            let Ok(permit) = Arc::clone(&gate).try_acquire_owned() else {
+                shared.state.lock().expect("state").not_sent += args.batch as u64;
+                continue;
+            };
+            let items = shared.take(args.batch);
+            if items.is_empty() {
+                shared.state.lock().expect("state").starved += 1;
+                continue;
+            }
+            let shared = Arc::clone(&shared);
+            let mut client = clients[k % connections].clone();
+            k += 1;
+            calls.spawn(async move {
+                let _permit = permit;
+                let outcomes = submit(&mut client, &shared.chains, &items, batch).await;
+                shared.record(intended, &items, outcomes);
+            });
+            while calls.try_join_next().is_some() {}
+        }
+        while calls.join_next().await.is_some() {}
+    }
+    let (at_start, last, rss_max) = sampler.await.map_err(|e| e.to_string())?;
+    let after = pid.and_then(process_usage);
+    progress.finish_and_clear();
+
+    let last_done = shared.state.lock().expect("state").last_done;
+    let window_s = last_done
+        .saturating_duration_since(shared.start + shared.warmup)
+        .as_secs_f64();
+    let state = Arc::try_unwrap(shared)
+        .map_err(|_| "the run's state is still shared".to_string())?
+        .state
+        .into_inner()
+        .expect("state");
+    let warmup_s = args.warmup().as_secs();
+    let timeline = state
+        .per_second
+        .iter()
+        .map(|(&second, (committed, errors, h))| Second {
+            second,
+            committed: *committed,
+            errors: *errors,
+            p50_ms: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: h.value_at_quantile(0.99) as f64 / 1000.0,
+            in_window: second >= warmup_s,
+        })
+        .collect();
+    let (cpu_end, rss_end) = match after.or(last) {
+        Some((c, r)) => (Some(c), Some(r)),
+        None => (None, None),
+    };
+    Ok(Run {
+        latency_us: state.latency_us,
+        committed_in_window: state.committed_in_window,
+        window_s,
+        errors: state.errors,
+        not_sent: state.not_sent,
+        starved: state.starved,
+        timeline,
+        acknowledged: state.acknowledged,
+        server_cpu_s: match (at_start, cpu_end) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        },
+        server_rss_bytes: rss_end,
+        server_rss_max_bytes: pid.map(|_| rss_max.max(rss_end.unwrap_or(0))),
+    })
+}
+
+fn args_duration(end: Instant, start: Instant) -> u64 {
+    (end - start).as_secs()
+}
+
+fn progress_bar(args: &LoadArgs) -> indicatif::ProgressBar {
+    if args.quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(args.duration_s);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed:>4} [{bar:30}] {pos}/{len} s  {msg}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,203 @@
+//! The network under load: a devnet started for the run as a separate process (its CPU and
+//! memory read from `/proc`), or a running one named by its directory.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cbdc_client::Dial;
+use cbdc_core::{Keypair, LedgerId};
+use cbdc_proto::v1;
+use serde::Deserialize;
+
+/// What a devnet directory says about itself (`devnet.json`): the fields a load needs.
+#[derive(Clone, Debug, Deserialize)]
+pub struct DevnetFile {
+    pub network: String,
+    pub central_bank: std::net::SocketAddr,
+    pub banks: Vec<std::net::SocketAddr>,
+    pub admin_key: PathBuf,
+    pub authority_keys: Vec<PathBuf>,
+    pub ca_cert: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_cert_key: PathBuf,
+    #[serde(default)]
+    pub bank_metrics: Vec<std::net::SocketAddr>,
+}
+
+/// The network: its description, and the devnet process when this run started it.
+pub struct Network {
+    pub file: DevnetFile,
+    pub admin: Keypair,
+    pub authorities: Vec<Keypair>,
+    /// The server process (all services of a devnet run in it), if this run started it.
+    pub server: Option<tokio::process::Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn key(path: &Path) -> Result<Keypair, String> {
+    cbdc_runtime::secret::read_seed(path).map(|s| Keypair::from_seed(&s))
+}
+
+impl Network {
+    /// A running devnet in `dir`.
+    pub async fn attach(dir: &Path) -> Result<Network, String> {
+        let path = dir.join("devnet.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e} (is a devnet running there?)", path.display()))?;
+        let file: DevnetFile =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Network::from_file(file, None, None)
+    }
+
+    /// Starts `cbdc devnet` with `banks` banks in a temporary directory, as a child process,
+    /// and waits until every bank is registered with the central bank.
+    pub async fn start(cbdc: &Path, banks: u32) -> Result<Network, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(cbdc)
+            .arg("devnet")
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--banks")
+            .arg(banks.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting {} devnet: {e}", cbdc.display()))?;
+        let path = dir.path().join("devnet.json");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let file = loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(file) = serde_json::from_str::<DevnetFile>(&text)
+            {
+                break file;
+            }
+            if Instant::now() > deadline {
+                return Err("the devnet did not start within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let network = Network::from_file(file, Some(child), Some(dir))?;
+        // devnet.json is written before the banks are registered: wait for the registry.
+        let mut cb = network.central_bank().await?;
+        loop {
+            let ops = cb
+                .list_operators(v1::ListOperatorsRequest { page: None })
+                .await
+                .map(|r| r.into_inner().operators.len())
+                .unwrap_or(0);
+            if ops == banks as usize {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err("the devnet's banks were not registered within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(network)
+    }
+
+    fn from_file(
+        file: DevnetFile,
+        server: Option<tokio::process::Child>,
+        dir: Option<tempfile::TempDir>,
+    ) -> Result<Network, String> {
+        let admin = key(&file.admin_key)?;
+        let authorities = file
+            .authority_keys
+            .iter()
+            .map(|p| key(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Network {
+            file,
+            admin,
+            authorities,
+            server,
+            _dir: dir,
+        })
+    }
+
+    /// The server's process id, if this run started it.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().and_then(tokio::process::Child::id)
+    }
+
+    pub fn bank_dial(&self, ledger: LedgerId) -> Result<Dial, String> {
+        let addr = self
+            .file
+            .banks
+            .get((ledger.0 as usize).wrapping_sub(1))
+            .ok_or_else(|| format!("ledger {}: the devnet has no such bank", ledger.0))?;
+        Dial::new(
+            format!("https://{addr}"),
+            cbdc_runtime::tls::bank_name(ledger.0),
+        )
+        .with_ca(&self.file.ca_cert)
+        .map_err(|e| e.to_string())
+    }
+
+    /// A ledger client of bank `ledger` on a connection of its own.
+    pub async fn bank(&self, ledger: LedgerId) -> Result<cbdc_client::Ledger, String> {
+        cbdc_client::Ledger::connect(&self.bank_dial(ledger)?, ledger, &self.file.network)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The central bank, presenting the administrator's certificate.
+    pub async fn central_bank(
+        &self,
+    ) -> Result<v1::issuance_service_client::IssuanceServiceClient<tonic::transport::Channel>, String>
+    {
+        let dial = Dial::new(
+            format!("https://{}", self.file.central_bank),
+            cbdc_runtime::tls::CENTRAL_BANK_NAME,
+        )
+        .with_ca(&self.file.ca_cert)
+        .and_then(|d| d.with_identity(&self.file.admin_cert, &self.file.admin_cert_key))
+        .map_err(|e| e.to_string())?;
+        let channel = cbdc_client::connect(&dial, "central bank")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(v1::issuance_service_client::IssuanceServiceClient::new(
+            channel,
+        ))
+    }
+
+    /// Stops the devnet this run started (SIGTERM, then waits; killed if it does not stop).
+    pub async fn stop(mut self) {
+        if let Some(child) = self.server.as_mut() {
+            if let Some(pid) = child.id() {
+                // SAFETY: sending a signal to our own child process.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+            }
+            if tokio::time::timeout(Duration::from_secs(20), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// CPU seconds (user + system) and resident memory of process `pid`, from `/proc`.
+pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(((utime + stime) as f64 / ticks, rss_kb * 1024))
+}
