@@ -52,6 +52,12 @@ fn wallet_key(run: &[u8; 8], ledger: u32, i: usize) -> Keypair {
     Keypair::from_seed(&seed)
 }
 
+/// Wallet `i`'s phone number: one per wallet of a run (`+86 1`, two digits of the run, the
+/// index in eight digits), so a run of up to 10⁸ wallets never reuses one.
+fn phone(run: &[u8; 8], i: usize) -> String {
+    format!("+861{:02}{:08}", run[7] % 100, i)
+}
+
 /// A small deterministic generator for payee choices (SplitMix64).
 struct Mix(u64);
 
@@ -69,6 +75,7 @@ impl Mix {
 async fn open_wallets(
     network: &Network,
     ledger: LedgerId,
+    run: [u8; 8],
     keys: &Arc<Vec<Keypair>>,
 ) -> Result<(), String> {
     let mut clients = Vec::new();
@@ -85,7 +92,7 @@ async fn open_wallets(
             let _permit = permit;
             let key = &keys[i];
             client
-                .open_wallet(key, &requests::phone_of(&key.public()))
+                .open_wallet(key, &phone(&run, i))
                 .await
                 .map(|_| ())
                 .map_err(|e| format!("opening wallet {i}: {e}"))
@@ -230,9 +237,9 @@ pub async fn prepare(network: &Network, args: &LoadArgs) -> Result<Prepared, Str
     .map_err(|s| format!("mint: {}", cbdc_client::RpcError::from(s)))?;
 
     let started = Instant::now();
-    open_wallets(network, LedgerId(1), &payers).await?;
+    open_wallets(network, LedgerId(1), run, &payers).await?;
     if !elsewhere.is_empty() {
-        open_wallets(network, LedgerId(2), &elsewhere).await?;
+        open_wallets(network, LedgerId(2), run, &elsewhere).await?;
     }
     let open_s = started.elapsed().as_secs_f64();
 
