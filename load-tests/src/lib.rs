@@ -14,6 +14,7 @@
 //!   transfer found committed with its position, and the central bank's audit balanced.
 
 pub mod drive;
+pub mod plot;
 pub mod report;
 pub mod setup;
 pub mod target;
@@ -119,5 +120,8 @@ pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<report::Report, String
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
     )
     .map_err(|e| format!("{}: {e}", args.report.display()))?;
+    let picture = args.report.with_extension("svg");
+    std::fs::write(&picture, plot::svg(&report)?)
+        .map_err(|e| format!("{}: {e}", picture.display()))?;
     Ok(report)
 }

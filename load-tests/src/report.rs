@@ -18,6 +18,10 @@ use crate::target::Network;
 
 /// Acknowledged transfers the check reads back, at most (evenly spread beyond that).
 pub const CHECK_MAX: usize = 100_000;
+/// The quantiles the latency distribution is reported at.
+pub const QUANTILES: [f64; 10] = [
+    0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999,
+];
 /// Check reads in flight at once.
 const CHECK_CONCURRENCY: usize = 64;
 
@@ -67,6 +71,8 @@ pub struct Report {
     pub committed: u64,
     pub transfers_per_s: f64,
     pub latency: Latency,
+    /// Latency (ms) at each of [`QUANTILES`] in the window.
+    pub latency_distribution: Vec<(f64, f64)>,
     pub errors: BTreeMap<String, u64>,
     /// Open loop: transfers due while every call slot was taken (the server fell behind).
     pub not_sent: u64,
@@ -297,6 +303,10 @@ pub async fn finish(
             p999_ms: ms(h.value_at_quantile(0.999)),
             max_ms: ms(h.max()),
         },
+        latency_distribution: QUANTILES
+            .iter()
+            .map(|&q| (q, ms(h.value_at_quantile(q))))
+            .collect(),
         errors: run.errors,
         not_sent: run.not_sent,
         starved: run.starved,

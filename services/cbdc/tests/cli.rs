@@ -695,4 +695,8 @@ fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
     assert!(r["payees_on_bank_2"].as_u64().unwrap() >= 1);
     assert!(r["server"]["rss_bytes"].as_u64().unwrap() > 0, "{r:#}");
     assert!(!r["timeline"].as_array().unwrap().is_empty());
+    // The picture beside it: throughput, latency over time and the distribution.
+    let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{svg:.100}");
+    assert!(svg.matches("<polyline").count() >= 4, "{svg:.300}");
 }
