@@ -158,23 +158,8 @@ impl Ledger {
         total: Amount,
         policy: CoinPolicy,
     ) -> Result<(Vec<(OutPoint, Output)>, usize), ServiceError> {
-        let mut tx = self.inner.db.create_transaction()?;
-        let (b, e) = self.layout().owned_range(owner);
-        let rows = tx
-            .get_range(&b, &e, RangeOptions::snapshot(COIN_SCAN_MAX))
-            .await?;
-        let mut candidates = Vec::with_capacity(rows.len());
-        for (k, _) in rows {
-            let outpoint = self.layout().owned_outpoint(&k).ok_or(Corrupt {
-                what: "owner index",
-            })?;
-            if let Some(v) = tx.get_snapshot(&self.layout().output(&outpoint)).await?
-                && let OutputState::Unspent(o) = OutputState::decode(&v)?
-                && o.lock == Lock::Key(*owner)
-            {
-                candidates.push((outpoint, o));
-            }
-        }
+        let mut candidates = self.list_coins(owner, None, COIN_SCAN_MAX).await?;
+        candidates.retain(|(_, o)| o.lock == Lock::Key(*owner));
         let held = candidates.len();
         if let CoinPolicy::Vault(spread) = policy {
             // Any one coin that covers the payment, picked by the request's spread:

@@ -75,6 +75,17 @@ impl LedgerGrpc {
         Ok(self.ledger.local_key(field, &a)?)
     }
 
+    /// A list request's page and its size (the default when it leaves it 0).
+    fn page(&self, page: Option<v1::PageRequest>) -> Result<(usize, v1::PageRequest), Status> {
+        let page = page.unwrap_or_default();
+        let size = convert::page_size(
+            &page,
+            PAGE_SIZE_DEFAULT,
+            self.ledger.settings().page_size_max,
+        )?;
+        Ok((size, page))
+    }
+
     /// The result of a transfer the ledger built itself (an exchange, a redemption), with
     /// the outputs read back from its record.
     async fn committed_with_outputs(
@@ -413,12 +424,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
     ) -> Result<Response<v1::ListHistoryResponse>, Status> {
         let r = request.into_inner();
         let key = self.reader("address", &r.address, r.auth.as_ref())?.key;
-        let page = r.page.unwrap_or_default();
-        let size = convert::page_size(
-            &page,
-            PAGE_SIZE_DEFAULT,
-            self.ledger.settings().page_size_max,
-        )?;
+        let (size, page) = self.page(r.page)?;
         let after = cursor("page.cursor", &page.cursor)?;
         // Make sure the wallet exists, so a typo is not an empty history.
         self.ledger.wallet(&key).await?;
@@ -436,12 +442,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
     ) -> Result<Response<v1::ListCoinsResponse>, Status> {
         let r = request.into_inner();
         let key = self.reader("address", &r.address, r.auth.as_ref())?.key;
-        let page = r.page.unwrap_or_default();
-        let size = convert::page_size(
-            &page,
-            PAGE_SIZE_DEFAULT,
-            self.ledger.settings().page_size_max,
-        )?;
+        let (size, page) = self.page(r.page)?;
         let after = coin_cursor("page.cursor", &page.cursor)?;
         self.ledger.wallet(&key).await?;
         let coins = self.ledger.list_coins(&key, after, size + 1).await?;
