@@ -262,6 +262,9 @@ struct Inner {
     destinations: std::sync::RwLock<Option<Arc<HashMap<LedgerId, bool>>>>,
     /// Where the registry is read from (the outbox worker's link to the central bank).
     registry_source: std::sync::OnceLock<Arc<dyn crate::outbox::CentralBankLink>>,
+    /// Status reads asking the central bank at once, at most ([`reads::DELIVERY_ASKS_MAX`]):
+    /// wallets polling a SETTLING transfer cannot flood the central bank.
+    delivery_asks: tokio::sync::Semaphore,
     /// When the registry was last read (ledger clock, ms); one read at a time.
     registry_read: tokio::sync::Mutex<Option<u64>>,
 }
@@ -326,6 +329,7 @@ impl Ledger {
                 central_bank_key: settings.central_bank.and_then(|k| k.checked_key().ok()),
                 destinations: Default::default(),
                 registry_source: Default::default(),
+                delivery_asks: tokio::sync::Semaphore::new(reads::DELIVERY_ASKS_MAX),
                 registry_read: Default::default(),
                 db,
                 layout: Layout::new(settings.ledger),

@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// Status reads that may be asking the central bank at once; one more answers SETTLING
+/// without asking.
+pub const DELIVERY_ASKS_MAX: usize = 16;
+
 /// How long a status read waits for the central bank to say a move was delivered.
 pub const DELIVERY_ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -34,10 +38,13 @@ impl Ledger {
 
     /// Asks the central bank whether every payee's ledger credited `txid`'s moves (it left
     /// the outbox: the central bank settled it) and keeps the answer once it is yes. No link,
-    /// no answer in [`DELIVERY_ASK_TIMEOUT`] or not yet: `false`, and the transfer stays
-    /// SETTLING.
+    /// [`DELIVERY_ASKS_MAX`] asks already out, no answer in [`DELIVERY_ASK_TIMEOUT`] or not
+    /// yet: `false`, and the transfer stays SETTLING.
     pub async fn confirm_delivery(&self, txid: &Txid) -> Result<bool, ServiceError> {
         let Some(link) = self.inner.registry_source.get() else {
+            return Ok(false);
+        };
+        let Ok(_asking) = self.inner.delivery_asks.try_acquire() else {
             return Ok(false);
         };
         let asked = link.settlement_status(cbdc_proto::v1::GetSettlementStatusRequest {
