@@ -132,36 +132,40 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// Reads back the acknowledged transfers (at most [`CHECK_MAX`]) by the bank's authority.
-async fn read_back(
-    network: &Network,
-    prepared: &Prepared,
-    run: &Run,
-    run_seed_keys: &Arc<Vec<cbdc_core::PublicKey>>,
-) -> Result<(usize, usize, Vec<String>), String> {
-    let stride = run.acknowledged.len().div_ceil(CHECK_MAX).max(1);
-    let sample: Vec<_> = run.acknowledged.iter().step_by(stride).cloned().collect();
-    let client = network.bank(LedgerId(1)).await?;
-    let authority = Arc::new(Keypair::from_seed(network.authorities[0].seed()));
+/// What reading acknowledged transfers back found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadBack {
+    pub read: usize,
+    /// Committed (any status past UNKNOWN) at the position acknowledged.
+    pub found: usize,
+    /// The first few that were not, with what was read.
+    pub missing: Vec<String>,
+}
+
+/// Reads back `items` — each a payer's key, a txid and the log position its commit was
+/// acknowledged with — on ledger `ledger` of `network`, as the bank's `authority`, at most
+/// [`CHECK_CONCURRENCY`] at once.
+pub async fn read_back(
+    client: &cbdc_client::Ledger,
+    authority: Arc<Keypair>,
+    network: &str,
+    ledger: LedgerId,
+    items: Vec<(cbdc_core::PublicKey, cbdc_core::Txid, Vec<u8>)>,
+) -> Result<ReadBack, String> {
     let gate = Arc::new(Semaphore::new(CHECK_CONCURRENCY));
     let mut tasks = tokio::task::JoinSet::new();
-    let network_name = network.file.network.clone();
-    let _ = prepared;
-    for (w, txid, position) in sample.iter().cloned() {
+    let read = items.len();
+    for (payer, txid, position) in items {
         let permit = Arc::clone(&gate).acquire_owned().await.expect("open");
         let mut client = client.clone();
-        let (authority, keys, network_name) = (
-            Arc::clone(&authority),
-            Arc::clone(run_seed_keys),
-            network_name.clone(),
-        );
+        let (authority, network_name) = (Arc::clone(&authority), network.to_string());
         tasks.spawn(async move {
             let _permit = permit;
-            let address = Address::new(LedgerId(1), keys[w]).to_string();
+            let address = Address::new(ledger, payer).to_string();
             let auth = cbdc_proto::requests::read_auth(
                 &authority,
                 &network_name,
-                LedgerId(1),
+                ledger,
                 &address,
                 now_ms() + cbdc_proto::requests::READ_VALID_FOR_MS,
                 true,
@@ -199,10 +203,13 @@ async fn read_back(
             missing.push(m);
         }
     }
-    let read = sample.len();
     let found = read - missing.len();
     missing.truncate(20);
-    Ok((read, found, missing))
+    Ok(ReadBack {
+        read,
+        found,
+        missing,
+    })
 }
 
 fn now_ms() -> u64 {
@@ -255,7 +262,25 @@ pub async fn finish(
             })
             .collect(),
     );
-    let (read, found, missing) = read_back(network, prepared, &run, &keys).await?;
+    let stride = run.acknowledged.len().div_ceil(CHECK_MAX).max(1);
+    let sample = run
+        .acknowledged
+        .iter()
+        .step_by(stride)
+        .map(|(w, txid, position)| (keys[*w], *txid, position.clone()))
+        .collect();
+    let ReadBack {
+        read,
+        found,
+        missing,
+    } = read_back(
+        &network.bank(LedgerId(1)).await?,
+        Arc::new(Keypair::from_seed(network.authorities[0].seed())),
+        &network.file.network,
+        LedgerId(1),
+        sample,
+    )
+    .await?;
     let balanced = audit_balanced(network).await?;
     let h = &run.latency_us;
     let committed = run.committed_in_window;
