@@ -75,33 +75,6 @@ impl LedgerGrpc {
         Ok(self.ledger.local_key(field, &a)?)
     }
 
-    /// A list request's page and its size (the default when it leaves it 0).
-    fn page(&self, page: Option<v1::PageRequest>) -> Result<(usize, v1::PageRequest), Status> {
-        let page = page.unwrap_or_default();
-        let size = convert::page_size(
-            &page,
-            PAGE_SIZE_DEFAULT,
-            self.ledger.settings().page_size_max,
-        )?;
-        Ok((size, page))
-    }
-
-    /// The result of a transfer the ledger built itself (an exchange, a redemption), with
-    /// the outputs read back from its record.
-    async fn committed_with_outputs(
-        &self,
-        committed: &crate::ledger::Committed,
-    ) -> Result<v1::TransferResult, Status> {
-        let info = self
-            .ledger
-            .transfer(&committed.txid)
-            .await?
-            .ok_or_else(|| cbdc_runtime::error::internal("a committed transfer has no record"))?;
-        let body = cbdc_core::TransferBody::decode(&info.record.body)
-            .map_err(|_| cbdc_runtime::error::internal("corrupt transfer record"))?;
-        Ok(committed_msg(committed, &body.outputs))
-    }
-
     fn amount(&self, field: &'static str, text: &str) -> Result<Amount, Status> {
         let a = convert::amount(field, text, self.ledger.settings().amount_max)?;
         if a.is_zero() {
@@ -116,6 +89,7 @@ impl LedgerGrpc {
 mod access;
 mod deliveries;
 mod log;
+mod reads;
 mod watch;
 mod wire;
 
@@ -124,8 +98,7 @@ use access::{Tally, View, concerns};
 pub use deliveries::{DELIVER_BATCH_MAX, REVERSAL_REASON_MAX};
 use watch::watch;
 use wire::{
-    coin_cursor, coin_msg, committed_msg, cursor, decode, entry_msg, rejected_msg, transfer_view,
-    wallet_msg,
+    coin_msg, committed_msg, cursor, decode, entry_msg, rejected_msg, transfer_view, wallet_msg,
 };
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<v1::HistoryEntry, Status>> + Send>>;
@@ -440,19 +413,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::ListCoinsRequest>,
     ) -> Result<Response<v1::ListCoinsResponse>, Status> {
-        let r = request.into_inner();
-        let key = self.reader("address", &r.address, r.auth.as_ref())?.key;
-        let (size, page) = self.page(r.page)?;
-        let after = coin_cursor("page.cursor", &page.cursor)?;
-        self.ledger.wallet(&key).await?;
-        let coins = self.ledger.list_coins(&key, after, size + 1).await?;
-        let (coins, page) = convert::paginate(coins, size, |(o, _)| {
-            format!("{}{:04x}", hex::encode(o.txid.0), o.index)
-        });
-        Ok(Response::new(v1::ListCoinsResponse {
-            coins: coins.iter().map(|(o, out)| coin_msg(*o, out)).collect(),
-            page: Some(page),
-        }))
+        self.coins(request).await
     }
 
     type WatchWalletStream = WatchStream;
@@ -625,36 +586,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         &self,
         request: Request<v1::GetConsistencyProofRequest>,
     ) -> Result<Response<v1::ConsistencyProof>, Status> {
-        let r = request.into_inner();
-        let signed = if r.new_size == 0 {
-            self.ledger.checkpoint().await?
-        } else {
-            self.ledger.checkpoint_at(r.new_size).await?
-        };
-        let signed = signed.ok_or_else(|| match r.new_size {
-            0 => cbdc_runtime::error::precondition(
-                "the audit log has not signed a checkpoint yet; try again shortly",
-            ),
-            n => cbdc_runtime::error::not_found(format!(
-                "new_size: no checkpoint was signed at size {n}"
-            )),
-        })?;
-        let new = signed.checkpoint.size;
-        if r.old_size > new {
-            return Err(cbdc_runtime::error::invalid(format!(
-                "old_size: {} is past the checkpoint's size {new}",
-                r.old_size
-            )));
-        }
-        let proof = self.ledger.consistency(r.old_size, new).await?;
-        Ok(Response::new(v1::ConsistencyProof {
-            old_size: r.old_size,
-            proof: proof.iter().map(|h| h.to_vec()).collect(),
-            checkpoint: Some(convert::to_checkpoint(
-                &signed.checkpoint,
-                &signed.signature,
-            )),
-        }))
+        self.consistency_proof(request).await
     }
 
     async fn deliver_inbound(
