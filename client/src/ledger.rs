@@ -318,9 +318,19 @@ impl Ledger {
         &mut self,
         transfers: &[Transfer],
     ) -> Result<Vec<Result<v1::Committed, RpcError>>, Error> {
+        self.submit_many_with(transfers, true).await
+    }
+
+    /// [`Ledger::submit_many`], saying whether each commit's outputs come back (a sender
+    /// that only needs txids and positions saves the server their encoding).
+    pub async fn submit_many_with(
+        &mut self,
+        transfers: &[Transfer],
+        return_outputs: bool,
+    ) -> Result<Vec<Result<v1::Committed, RpcError>>, Error> {
         let request = v1::SubmitTransfersRequest {
             transfers: transfers.iter().map(convert::to_signed_transfer).collect(),
-            return_outputs: true,
+            return_outputs,
         };
         let r = self.rpc.submit_transfers(request).await?.into_inner();
         Ok(r.results.into_iter().map(outcome).collect())

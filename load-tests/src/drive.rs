@@ -10,16 +10,18 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cbdc_core::{LedgerId, Txid};
+use cbdc_core::{LedgerId, Transfer, Txid};
 use hdrhistogram::Histogram;
 
 use crate::LoadArgs;
-use crate::setup::Prepared;
-use crate::target::{Network, process_usage};
+use crate::setup::{Chains, Prepared};
+use crate::target::{Network, metric, process_usage, scrape};
 
 /// Calls an open loop keeps in flight at most; a call due when they are all taken is not
 /// sent and counted as `not_sent` (the server fell behind the offered rate).
 pub const OPEN_LOOP_IN_FLIGHT_MAX: usize = 4096;
+/// Bank 1's journal fsyncs, as its metrics name them.
+pub const FSYNCS: &str = "cbdc_ledger_store_fsyncs_total";
 /// Connections the generator spreads its calls over, at most.
 const CONNECTIONS_MAX: usize = 8;
 
@@ -34,23 +36,38 @@ pub struct Second {
     pub in_window: bool,
 }
 
+/// One server process's usage over the window.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Usage {
+    pub name: String,
+    pub pid: u32,
+    /// CPU seconds (user + system) spent in the window.
+    pub cpu_s: f64,
+    pub rss_bytes: u64,
+    pub rss_max_bytes: u64,
+}
+
 /// What the timed window measured.
 pub struct Run {
     /// Latency of each transfer in the window, microseconds (a batch's latency counts once
     /// per transfer in it).
     pub latency_us: Histogram<u64>,
     pub committed_in_window: u64,
+    /// Of those, cross-ledger payments.
+    pub cross_in_window: u64,
     pub window_s: f64,
+    /// When the window ended (the last answer).
+    pub ended: Instant,
     pub errors: BTreeMap<String, u64>,
     pub not_sent: u64,
     pub starved: u64,
     pub timeline: Vec<Second>,
     /// Every acknowledged transfer: its payer wallet, txid and log position.
     pub acknowledged: Vec<(usize, Txid, Vec<u8>)>,
-    /// Server CPU seconds and RSS at the window's start and end, and the largest RSS seen.
-    pub server_cpu_s: Option<f64>,
-    pub server_rss_bytes: Option<u64>,
-    pub server_rss_max_bytes: Option<u64>,
+    /// Each server process's usage (when they run as processes of their own here).
+    pub servers: Vec<Usage>,
+    /// Journal fsyncs of bank 1 in the window, if its metrics say.
+    pub fsyncs: Option<f64>,
 }
 
 struct State {
@@ -58,6 +75,7 @@ struct State {
     latency_us: Histogram<u64>,
     per_second: BTreeMap<u64, (u64, u64, Histogram<u64>)>,
     committed_in_window: u64,
+    cross_in_window: u64,
     errors: BTreeMap<String, u64>,
     acknowledged: Vec<(usize, Txid, Vec<u8>)>,
     not_sent: u64,
@@ -76,7 +94,7 @@ struct Shared {
     state: Mutex<State>,
     start: Instant,
     warmup: Duration,
-    chains: Arc<Vec<Vec<cbdc_core::Transfer>>>,
+    chains: Arc<Chains>,
 }
 
 impl Shared {
@@ -95,6 +113,7 @@ impl Shared {
         &self,
         intended: Instant,
         items: &[(usize, usize)],
+        txids: &[Txid],
         outcomes: Vec<Result<Vec<u8>, String>>,
     ) {
         let now = Instant::now();
@@ -103,7 +122,7 @@ impl Shared {
         let second = now.saturating_duration_since(self.start).as_secs();
         let mut s = self.state.lock().expect("state");
         s.last_done = now;
-        for (&(w, i), outcome) in items.iter().zip(outcomes) {
+        for ((&(w, i), &txid), outcome) in items.iter().zip(txids).zip(outcomes) {
             let entry = s
                 .per_second
                 .entry(second)
@@ -114,11 +133,13 @@ impl Shared {
                     let _ = entry.2.record(latency);
                     if in_window {
                         s.committed_in_window += 1;
+                        if self.chains.is_cross(w, i) {
+                            s.cross_in_window += 1;
+                        }
                         let _ = s.latency_us.record(latency);
                     }
-                    let txid = self.chains[w][i].txid();
                     s.acknowledged.push((w, txid, position));
-                    if i + 1 < self.chains[w].len() {
+                    if i + 1 < self.chains.len(w) {
                         s.ready.push_back((w, i + 1));
                     }
                     s.remaining -= 1;
@@ -127,30 +148,44 @@ impl Shared {
                     entry.1 += 1;
                     *s.errors.entry(reason).or_default() += 1;
                     // The chain is broken here: the wallet's later transfers spend this one.
-                    s.remaining -= self.chains[w].len() - i;
+                    s.remaining -= self.chains.len(w) - i;
                 }
             }
         }
     }
 }
 
+/// Sends the transfers of `items` (signing them first when signing live) and records the
+/// outcomes against `intended`.
+async fn send(
+    shared: &Shared,
+    client: &mut cbdc_client::Ledger,
+    intended: Instant,
+    items: &[(usize, usize)],
+    batch: bool,
+) {
+    let transfers: Vec<Transfer> = items
+        .iter()
+        .map(|&(w, i)| shared.chains.transfer(w, i))
+        .collect();
+    let txids: Vec<Txid> = transfers.iter().map(Transfer::txid).collect();
+    let outcomes = submit(client, &transfers, batch).await;
+    shared.record(intended, items, &txids, outcomes);
+}
+
 async fn submit(
     client: &mut cbdc_client::Ledger,
-    chains: &[Vec<cbdc_core::Transfer>],
-    items: &[(usize, usize)],
+    transfers: &[Transfer],
     batch: bool,
 ) -> Vec<Result<Vec<u8>, String>> {
     if !batch {
-        let t = &chains[items[0].0][items[0].1];
-        return vec![match client.submit(t).await {
+        return vec![match client.submit(&transfers[0]).await {
             Ok(c) => Ok(c.log_position),
             Err(cbdc_client::Error::Rpc(e)) => Err(e.reason.clone()),
             Err(e) => Err(format!("CLIENT: {e}")),
         }];
     }
-    let transfers: Vec<cbdc_core::Transfer> =
-        items.iter().map(|&(w, i)| chains[w][i].clone()).collect();
-    match client.submit_many(&transfers).await {
+    match client.submit_many_with(transfers, false).await {
         Ok(rows) => rows
             .into_iter()
             .map(|r| r.map(|c| c.log_position).map_err(|e| e.reason))
@@ -159,7 +194,7 @@ async fn submit(
             let reason = e
                 .reason()
                 .map_or_else(|| "CONNECT".to_string(), str::to_string);
-            vec![Err(reason); items.len()]
+            vec![Err(reason); transfers.len()]
         }
     }
 }
@@ -173,69 +208,63 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
     }
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            ready: (0..prepared.chains.len()).map(|w| (w, 0)).collect(),
+            ready: (0..prepared.chains.payers()).map(|w| (w, 0)).collect(),
             latency_us: histogram(),
             per_second: BTreeMap::new(),
             committed_in_window: 0,
+            cross_in_window: 0,
             errors: BTreeMap::new(),
             acknowledged: Vec::new(),
             not_sent: 0,
             starved: 0,
-            remaining: prepared.chains.iter().map(Vec::len).sum(),
+            remaining: prepared.chains.total(),
             last_done: Instant::now(),
         }),
         start: Instant::now(),
         warmup: args.warmup(),
-        chains: Arc::new(prepared.chains.clone()),
+        chains: Arc::clone(&prepared.chains),
     });
     let end = shared.start + args.duration();
     let batch = args.batch > 1;
-    let pid = network.server_pid();
+    let processes = network.processes();
     let progress = progress_bar(args);
+    let metrics = network.file.bank_metrics.first().copied();
 
-    // Server usage at the window's start, sampled when the warm-up ends.
+    // Server usage and fsyncs at the window's start (once the warm-up is over), the usage
+    // every half second after, for the largest RSS and in case a process is gone at the end.
     let sampler = {
         let shared = Arc::clone(&shared);
         let progress = progress.clone();
+        let processes = processes.clone();
         tokio::spawn(async move {
-            let mut at_start = None;
-            let mut rss_max = 0u64;
-            let mut last = None;
+            // Per process: CPU at the window's start, the last (CPU, RSS) read, the largest RSS.
+            let mut usage: Vec<(Option<f64>, Option<(f64, u64)>, u64)> =
+                vec![(None, None, 0); processes.len()];
+            let mut fsyncs_at_start = None;
+            let mut started = false;
             while Instant::now() < end && !shared.done() {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Some(pid) = pid
-                    && let Some((cpu, rss)) = process_usage(pid)
-                {
-                    rss_max = rss_max.max(rss);
-                    if at_start.is_none() && Instant::now() >= shared.start + shared.warmup {
-                        at_start = Some(cpu);
-                    }
-                    last = Some((cpu, rss));
+                let in_window = Instant::now() >= shared.start + shared.warmup;
+                let starts = in_window && !started;
+                started |= in_window;
+                if starts && let Some(addr) = metrics {
+                    fsyncs_at_start = scrape(addr).await.ok().and_then(|p| metric(&p, FSYNCS));
                 }
-                let s = shared.state.lock().expect("state");
-                let now_s = shared.start.elapsed().as_secs();
-                let recent: u64 = s
-                    .per_second
-                    .range(now_s.saturating_sub(2)..now_s)
-                    .map(|(_, v)| v.0)
-                    .sum();
-                let p99 = s.latency_us.value_at_quantile(0.99) as f64 / 1000.0;
-                let errors: u64 = s.errors.values().sum();
-                progress.set_message(format!(
-                    "{:>8.0} transfers/s   p99 {p99:>8.1} ms   errors {errors}",
-                    recent as f64 / 2.0
-                ));
-                progress.set_position(
-                    shared
-                        .start
-                        .elapsed()
-                        .as_secs()
-                        .min(args_duration(end, shared.start)),
-                );
+                for ((_, pid), u) in processes.iter().zip(usage.iter_mut()) {
+                    if let Some((cpu, rss)) = process_usage(*pid) {
+                        u.2 = u.2.max(rss);
+                        if starts {
+                            u.0 = Some(cpu);
+                        }
+                        u.1 = Some((cpu, rss));
+                    }
+                }
+                show_progress(&shared, &progress, end);
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            (at_start, last, rss_max)
+            (usage, fsyncs_at_start)
         })
     };
+
 
     if args.rate == 0 {
         let mut workers = Vec::new();
@@ -251,9 +280,7 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
                         tokio::time::sleep(Duration::from_millis(1)).await;
                         continue;
                     }
-                    let intended = Instant::now();
-                    let outcomes = submit(&mut client, &shared.chains, &items, batch).await;
-                    shared.record(intended, &items, outcomes);
+                    send(&shared, &mut client, Instant::now(), &items, batch).await;
                 }
             }));
         }
@@ -284,16 +311,29 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
             k += 1;
             calls.spawn(async move {
                 let _permit = permit;
-                let outcomes = submit(&mut client, &shared.chains, &items, batch).await;
-                shared.record(intended, &items, outcomes);
+                send(&shared, &mut client, intended, &items, batch).await;
             });
             while calls.try_join_next().is_some() {}
         }
         while calls.join_next().await.is_some() {}
     }
-    let (at_start, last, rss_max) = sampler.await.map_err(|e| e.to_string())?;
-    let after = pid.and_then(process_usage);
+    let (usage, fsyncs_at_start) = sampler.await.map_err(|e| e.to_string())?;
+    let fsyncs_at_end = network.bank_metric(LedgerId(1), FSYNCS).await;
     progress.finish_and_clear();
+    let servers = processes
+        .into_iter()
+        .zip(usage)
+        .filter_map(|((name, pid), (at_start, last, rss_max))| {
+            let (cpu, rss) = process_usage(pid).or(last)?;
+            Some(Usage {
+                name,
+                pid,
+                cpu_s: cpu - at_start?,
+                rss_bytes: rss,
+                rss_max_bytes: rss_max.max(rss),
+            })
+        })
+        .collect();
 
     let last_done = shared.state.lock().expect("state").last_done;
     let window_s = last_done
@@ -317,26 +357,48 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
             in_window: second >= warmup_s,
         })
         .collect();
-    let (cpu_end, rss_end) = match after.or(last) {
-        Some((c, r)) => (Some(c), Some(r)),
-        None => (None, None),
-    };
     Ok(Run {
         latency_us: state.latency_us,
         committed_in_window: state.committed_in_window,
+        cross_in_window: state.cross_in_window,
         window_s,
+        ended: last_done,
         errors: state.errors,
         not_sent: state.not_sent,
         starved: state.starved,
         timeline,
         acknowledged: state.acknowledged,
-        server_cpu_s: match (at_start, cpu_end) {
+        servers,
+        fsyncs: match (fsyncs_at_start, fsyncs_at_end) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         },
-        server_rss_bytes: rss_end,
-        server_rss_max_bytes: pid.map(|_| rss_max.max(rss_end.unwrap_or(0))),
     })
+}
+
+/// The progress line: the rate over the last two seconds, the window's p99, the errors.
+fn show_progress(shared: &Shared, progress: &indicatif::ProgressBar, end: Instant) {
+
+    let s = shared.state.lock().expect("state");
+    let now_s = shared.start.elapsed().as_secs();
+    let recent: u64 = s
+        .per_second
+        .range(now_s.saturating_sub(2)..now_s)
+        .map(|(_, v)| v.0)
+        .sum();
+    let p99 = s.latency_us.value_at_quantile(0.99) as f64 / 1000.0;
+    let errors: u64 = s.errors.values().sum();
+    progress.set_message(format!(
+        "{:>8.0} transfers/s   p99 {p99:>8.1} ms   errors {errors}",
+        recent as f64 / 2.0
+    ));
+    progress.set_position(
+        shared
+            .start
+            .elapsed()
+            .as_secs()
+            .min(args_duration(end, shared.start)),
+    );
 }
 
 fn args_duration(end: Instant, start: Instant) -> u64 {

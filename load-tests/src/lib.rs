@@ -1,17 +1,21 @@
 //! `cbdc load`: stress a real network and report like a load tester expects.
 //!
-//! - [`target`]: the network under load — a devnet this tool starts as a separate process
-//!   (`cbdc devnet`), so the servers' CPU and memory are read from `/proc` apart from the
-//!   generator's, or a running devnet named by its directory.
+//! - [`target`]: the network under load — a devnet this tool starts with every service in a
+//!   process of its own (`cbdc devnet --processes`), so each server's CPU and memory are read
+//!   from `/proc` apart from the generator's, or a running devnet named by its directory.
 //! - [`setup`]: wallets opened and funded through the real APIs (an administrator's mint,
-//!   anonymous wallets opened with their proofs, the bank's exchanges), then chains of
-//!   presigned transfers built before the timed window (signing time reported apart).
+//!   anonymous wallets opened with their proofs, exchanges into distributor wallets that fan
+//!   out to the rest), then chains of transfers to uniform or Zipf-distributed payees, signed
+//!   before the timed window (signing time reported apart) or as they are sent.
 //! - [`drive`]: closed loop at a concurrency or open loop at a target rate (latency measured
 //!   from the intended send time, so queueing is not hidden), batches or single calls, a
 //!   warm-up left out of the figures, a progress line with the rate, p99 and errors.
-//! - [`report`]: transfers/s, latency percentiles (HdrHistogram), errors by reason, server CPU
-//!   per transfer and RSS, the per-second timeline, and the checks: every acknowledged
-//!   transfer found committed with its position, and the central bank's audit balanced.
+//! - [`report`]: transfers/s, latency percentiles (HdrHistogram), errors by reason, CPU per
+//!   transfer and RSS of each server process, fsyncs per second, cross-ledger delivery, the
+//!   per-second timeline, and the checks: every acknowledged transfer found committed with
+//!   its position, and the central bank's audit balanced.
+//! - [`plot`]: the report as SVG; a scaling run (`--wallets 1e3,1e4,...`) adds transfers/s
+//!   and server RSS against the number of wallets.
 
 pub mod drive;
 pub mod plot;
@@ -21,6 +25,48 @@ pub mod target;
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// How payees are chosen.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Payees {
+    /// Any other wallet, equally likely.
+    Uniform,
+    /// By a Zipf law: wallet 0 (a hot merchant) gets the most, then wallet 1, and so on.
+    Zipf,
+}
+
+/// When transfers are signed.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signing {
+    /// All before the timed window (signing time reported apart).
+    Presigned,
+    /// Each as it is sent, by the generator, inside the measured latency.
+    Live,
+}
+
+/// A number of wallets: digits, or a power of ten written `1e6`.
+fn wallet_count(s: &str) -> Result<usize, String> {
+    let n = match s.split_once(['e', 'E']) {
+        Some((m, e)) => {
+            let m: usize = m.parse().map_err(|_| format!("{s}: not a number"))?;
+            let e: u32 = e.parse().map_err(|_| format!("{s}: not a number"))?;
+            10usize
+                .checked_pow(e)
+                .and_then(|p| p.checked_mul(m))
+                .ok_or_else(|| format!("{s}: too large"))?
+        }
+        None => s.parse().map_err(|_| format!("{s}: not a number"))?,
+    };
+    if !(2..=WALLETS_MAX).contains(&n) {
+        return Err(format!("{s}: between 2 and {WALLETS_MAX} wallets"));
+    }
+    Ok(n)
+}
+
+/// Wallets one run opens, at most.
+pub const WALLETS_MAX: usize = 10_000_000;
 
 /// What to run (the `cbdc load` arguments).
 #[derive(clap::Args, Debug, Clone)]
@@ -32,12 +78,26 @@ pub struct LoadArgs {
     /// Banks of the devnet started for the run.
     #[arg(long, default_value_t = 2)]
     pub banks: u32,
-    /// Wallets opened and funded on bank 1 (payers and payees).
-    #[arg(long, default_value_t = 1000)]
-    pub wallets: usize,
-    /// Presigned transfers per wallet (each spends the change of the one before).
+    /// Wallets opened and funded on bank 1 (`1e6` for a million); several, comma-separated,
+    /// make a scaling run: one run per count, each on a devnet of its own, and a report of
+    /// transfers/s and server RSS against the number of wallets.
+    #[arg(long, value_delimiter = ',', value_parser = wallet_count, default_value = "1000")]
+    pub wallets: Vec<usize>,
+    /// Wallets that pay, spread evenly over all of them (0: every wallet).
+    #[arg(long, default_value_t = 0)]
+    pub payers: usize,
+    /// Transfers per paying wallet (each spends the change of the one before).
     #[arg(long, default_value_t = 20)]
     pub transfers_per_wallet: usize,
+    /// How payees are chosen among bank 1's wallets.
+    #[arg(long, value_enum, default_value_t = Payees::Uniform)]
+    pub payees: Payees,
+    /// The Zipf law's exponent (with `--payees zipf`).
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf_exponent: f64,
+    /// When transfers are signed.
+    #[arg(long, value_enum, default_value_t = Signing::Presigned)]
+    pub sign: Signing,
     /// Percentage of payments to a wallet on bank 2 (cross-ledger).
     #[arg(long, default_value_t = 0)]
     pub cross_percent: u32,
@@ -56,7 +116,8 @@ pub struct LoadArgs {
     /// Seconds at the start left out of the figures.
     #[arg(long, default_value_t = 3)]
     pub warmup_s: u64,
-    /// Where the JSON report is written.
+    /// Where the JSON report is written (the SVG goes beside it; a scaling run writes one
+    /// report per count, `<name>-<wallets>.json`, and the scaling report at this path).
     #[arg(long, default_value = "load-report.json")]
     pub report: PathBuf,
     /// No progress bar (for logs and CI).
@@ -74,8 +135,11 @@ impl LoadArgs {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.wallets < 2 {
-            return Err("--wallets: at least 2 (payers pay each other)".into());
+        if self.wallets.is_empty() {
+            return Err("--wallets: at least one count".into());
+        }
+        if !(self.zipf_exponent > 0.0 && self.zipf_exponent <= 10.0) {
+            return Err("--zipf-exponent: above 0, at most 10".into());
         }
         if self.batch == 0 || self.batch > 1024 {
             return Err("--batch: between 1 and 1024".into());
@@ -83,8 +147,8 @@ impl LoadArgs {
         if self.concurrency == 0 || self.concurrency > 4096 {
             return Err("--concurrency: between 1 and 4096".into());
         }
-        if self.transfers_per_wallet == 0 {
-            return Err("--transfers-per-wallet: at least 1".into());
+        if self.transfers_per_wallet == 0 || self.transfers_per_wallet > 9_000 {
+            return Err("--transfers-per-wallet: between 1 and 9000 (each pays 0.01 of 100.00)".into());
         }
         if self.cross_percent > 100 {
             return Err("--cross-percent: at most 100".into());
@@ -100,28 +164,54 @@ impl LoadArgs {
 }
 
 /// Runs the load described by `args`; `cbdc` is the path of the `cbdc` binary (to start a
-/// devnet). Returns the report, also written to `args.report`.
-pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<report::Report, String> {
+/// devnet). Writes the report (JSON and SVG) and returns it; a scaling run returns the
+/// reports of each count and writes the scaling report too.
+pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<Vec<report::Report>, String> {
     args.check()?;
+    if args.wallets.len() == 1 {
+        let report = run_one(&args, &cbdc, args.wallets[0]).await?;
+        write(&args.report, &report, plot::svg(&report)?)?;
+        return Ok(vec![report]);
+    }
+    let mut reports = Vec::new();
+    for &wallets in &args.wallets {
+        let report = run_one(&args, &cbdc, wallets).await?;
+        let stem = args
+            .report
+            .file_stem()
+            .map_or_else(|| "load-report".into(), |s| s.to_string_lossy().to_string());
+        let path = args.report.with_file_name(format!("{stem}-{wallets}.json"));
+        write(&path, &report, plot::svg(&report)?)?;
+        reports.push(report);
+    }
+    let scaling = report::Scaling::of(&reports);
+    write(&args.report, &scaling, plot::scaling_svg(&scaling)?)?;
+    Ok(reports)
+}
+
+/// One run with `wallets` wallets.
+async fn run_one(args: &LoadArgs, cbdc: &std::path::Path, wallets: usize) -> Result<report::Report, String> {
     let network = match &args.devnet {
         Some(dir) => target::Network::attach(dir).await?,
-        None => target::Network::start(&cbdc, args.banks).await?,
+        None => target::Network::start(cbdc, args.banks).await?,
     };
     let result = async {
-        let prepared = setup::prepare(&network, &args).await?;
-        let run = drive::drive(&network, &args, &prepared).await?;
-        report::finish(&network, &args, &prepared, run).await
+        let prepared = setup::prepare(&network, args, wallets).await?;
+        let run = drive::drive(&network, args, &prepared).await?;
+        report::finish(&network, args, &prepared, run).await
     }
     .await;
     network.stop().await;
-    let report = result?;
+    result
+}
+
+/// Writes a report as JSON at `path` and its picture beside it (`.svg`).
+fn write<T: serde::Serialize>(path: &std::path::Path, report: &T, svg: String) -> Result<(), String> {
     std::fs::write(
-        &args.report,
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+        path,
+        serde_json::to_string_pretty(report).map_err(|e| e.to_string())?,
     )
-    .map_err(|e| format!("{}: {e}", args.report.display()))?;
-    let picture = args.report.with_extension("svg");
-    std::fs::write(&picture, plot::svg(&report)?)
-        .map_err(|e| format!("{}: {e}", picture.display()))?;
-    Ok(report)
+    .map_err(|e| format!("{}: {e}", path.display()))?;
+    let picture = path.with_extension("svg");
+    std::fs::write(&picture, svg).map_err(|e| format!("{}: {e}", picture.display()))
 }

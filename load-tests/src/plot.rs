@@ -195,3 +195,86 @@ pub fn svg(report: &Report) -> Result<String, String> {
     }
     Ok(out)
 }
+
+/// A scaling run drawn as one SVG document: transfers/s and bank 1's RSS against the number
+/// of wallets (logarithmic).
+pub fn scaling_svg(scaling: &crate::report::Scaling) -> Result<String, String> {
+    if !font() {
+        no_font_warning();
+    }
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (1000, 700)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let root = root
+            .titled(
+                &format!(
+                    "cbdc load, scaling: {}; largest/smallest {:.2}× the transfers/s",
+                    scaling.mode, scaling.throughput_ratio
+                ),
+                ("sans-serif", 20),
+            )
+            .map_err(|e| e.to_string())?;
+        let panels = root.split_evenly((2, 1));
+        let lo = scaling.points.first().map_or(1, |p| p.wallets) as f64;
+        let hi = scaling.points.last().map_or(10, |p| p.wallets) as f64;
+        let (lo, hi) = (lo / 2.0, hi * 2.0);
+        let panel = |area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+                     caption: &str,
+                     y_desc: &str,
+                     color: RGBColor,
+                     points: Vec<(f64, f64)>|
+         -> Result<(), String> {
+            let top = points.iter().map(|p| p.1).fold(1.0, f64::max);
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(70)
+                .build_cartesian_2d((lo..hi).log_scale(), 0f64..top * 1.15)
+                .map_err(|e| e.to_string())?;
+            chart
+                .configure_mesh()
+                .x_desc("wallets")
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_desc(y_desc)
+                .draw()
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .map(|&(x, y)| Circle::new((x, y), 4, color.filled())),
+                )
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        };
+        panel(
+            &panels[0],
+            "transfers committed per second",
+            "transfers/s",
+            BLUE,
+            scaling
+                .points
+                .iter()
+                .map(|p| (p.wallets as f64, p.transfers_per_s))
+                .collect(),
+        )?;
+        panel(
+            &panels[1],
+            "bank 1's server RSS at the end of the window (MiB)",
+            "MiB",
+            RED,
+            scaling
+                .points
+                .iter()
+                .filter_map(|p| Some((p.wallets as f64, p.bank_rss_bytes? as f64 / 1048576.0)))
+                .collect(),
+        )?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}

@@ -34,14 +34,30 @@ pub struct Latency {
     pub max_ms: f64,
 }
 
+/// One server process's cost over the window.
 #[derive(Clone, Debug, Serialize)]
 pub struct Server {
-    pub cpu_us_per_transfer: Option<f64>,
-    pub rss_bytes: Option<u64>,
-    pub rss_max_bytes: Option<u64>,
-    /// What the figures are of: "the devnet process this run started (every service in
-    /// one process)", or why there are none.
-    pub note: String,
+    pub name: String,
+    pub pid: u32,
+    pub cpu_s: f64,
+    /// CPU per transfer committed in the window (all threads of the process).
+    pub cpu_us_per_transfer: f64,
+    pub rss_bytes: u64,
+    pub rss_max_bytes: u64,
+}
+
+/// Cross-ledger payments: acknowledged by the payer's ledger, then settled by the central
+/// bank and credited by the payee's.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cross {
+    pub committed_in_window: u64,
+    /// Acknowledged per second by the payer's ledger.
+    pub acknowledged_per_s: f64,
+    /// After the window's last answer, how long until the payee's ledger had credited every
+    /// one (the central bank's audit shows nothing in flight); `None` if not within the wait.
+    pub delivered_after_s: Option<f64>,
+    /// End to end: those payments over the window plus that time.
+    pub delivered_per_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -58,6 +74,10 @@ pub struct Checks {
 pub struct Report {
     pub mode: String,
     pub wallets: usize,
+    pub payers: usize,
+    pub payees: crate::Payees,
+    pub zipf_exponent: Option<f64>,
+    pub sign: crate::Signing,
     pub payees_on_bank_2: usize,
     pub transfers_per_wallet: usize,
     pub batch: usize,
@@ -78,7 +98,16 @@ pub struct Report {
     pub not_sent: u64,
     /// Times a sender found no wallet ready (every chain waiting on a commit).
     pub starved: u64,
-    pub server: Server,
+    /// Each server process's cost (when the services run as processes of their own here).
+    pub servers: Vec<Server>,
+    /// What the server figures are of, or why there are none.
+    pub server_note: String,
+    /// Bank 1's journal fsyncs per second in the window, and transfers per fsync.
+    pub fsyncs_per_s: Option<f64>,
+    pub transfers_per_fsync: Option<f64>,
+    /// Intra-ledger payments committed per second.
+    pub intra_per_s: f64,
+    pub cross: Option<Cross>,
     pub timeline: Vec<Second>,
     pub checks: Checks,
 }
@@ -103,14 +132,33 @@ impl Report {
                 self.errors, self.not_sent
             ));
         }
-        match (self.server.cpu_us_per_transfer, self.server.rss_bytes) {
-            (Some(cpu), Some(rss)) => lines.push(format!(
-                "server: {cpu:.1} µs CPU per transfer, RSS {:.0} MiB (max {:.0} MiB) — {}",
-                rss as f64 / 1048576.0,
-                self.server.rss_max_bytes.unwrap_or(rss) as f64 / 1048576.0,
-                self.server.note
-            )),
-            _ => lines.push(format!("server: {}", self.server.note)),
+        if self.servers.is_empty() {
+            lines.push(format!("servers: {}", self.server_note));
+        }
+        for s in &self.servers {
+            lines.push(format!(
+                "{:<12} {:>7.1} µs CPU per transfer, RSS {:.0} MiB (max {:.0} MiB)",
+                s.name,
+                s.cpu_us_per_transfer,
+                s.rss_bytes as f64 / 1048576.0,
+                s.rss_max_bytes as f64 / 1048576.0,
+            ));
+        }
+        if let (Some(f), Some(t)) = (self.fsyncs_per_s, self.transfers_per_fsync) {
+            lines.push(format!(
+                "bank 1 fsyncs: {f:.0}/s, {t:.1} transfers per fsync"
+            ));
+        }
+        if let Some(c) = &self.cross {
+            lines.push(format!(
+                "intra-ledger {:.0}/s; cross-ledger {:.0}/s acknowledged, {} end to end (all credited {} after the window)",
+                self.intra_per_s,
+                c.acknowledged_per_s,
+                c.delivered_per_s
+                    .map_or_else(|| "not measured".into(), |r| format!("{r:.0}/s")),
+                c.delivered_after_s
+                    .map_or_else(|| "not".into(), |t| format!("{t:.1} s")),
+            ));
         }
         lines.push(format!(
             "checks: {} of {} read back committed at their acknowledged position ({} acknowledged); audit balanced: {}",
@@ -218,11 +266,14 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The central bank's audit, asked until it balances (at most 30 s: deliveries and
-/// checkpoints catch up once the load stops).
-async fn audit_balanced(network: &Network) -> Result<bool, String> {
+/// How long after the window the network waits for deliveries and checkpoints to catch up.
+pub const QUIET_WAIT: Duration = Duration::from_secs(180);
+
+/// The central bank's audit, asked until it balances with nothing in flight (at most
+/// [`QUIET_WAIT`]); when it did, how long after `since` that was.
+async fn audit_balanced(network: &Network, since: Instant) -> Result<Option<Duration>, String> {
     let mut cb = network.central_bank().await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + QUIET_WAIT;
     loop {
         let a = cb
             .audit(v1::AuditRequest {})
@@ -234,12 +285,12 @@ async fn audit_balanced(network: &Network) -> Result<bool, String> {
             .iter()
             .all(|l| l.in_flight_in == "0.00" && l.unacknowledged_out == "0.00");
         if a.balanced && quiet {
-            return Ok(true);
+            return Ok(Some(since.elapsed()));
         }
         if Instant::now() > deadline {
-            return Ok(false);
+            return Ok(None);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -250,18 +301,10 @@ pub async fn finish(
     prepared: &Prepared,
     run: Run,
 ) -> Result<Report, String> {
-    let keys: Arc<Vec<cbdc_core::PublicKey>> = Arc::new(
-        prepared
-            .chains
-            .iter()
-            .map(|c| {
-                c[0].witnesses()
-                    .first()
-                    .map(|w| w.key)
-                    .expect("a signed transfer")
-            })
-            .collect(),
-    );
+    // The audit first: how long the network takes to credit every cross-ledger payment.
+    let quiet_after = audit_balanced(network, run.ended).await?;
+    let keys: Vec<cbdc_core::PublicKey> =
+        prepared.chains.keys.iter().map(Keypair::public).collect();
     let stride = run.acknowledged.len().div_ceil(CHECK_MAX).max(1);
     let sample = run
         .acknowledged
@@ -281,7 +324,6 @@ pub async fn finish(
         sample,
     )
     .await?;
-    let balanced = audit_balanced(network).await?;
     let h = &run.latency_us;
     let committed = run.committed_in_window;
     let mode = format!(
@@ -293,14 +335,35 @@ pub async fn finish(
             "single calls".to_string()
         }
     );
-    let server_note = if network.server_pid().is_some() {
-        "the devnet process this run started (central bank and ledgers in one process; the generator shares the machine)".to_string()
+    let server_note = if run.servers.is_empty() {
+        "not measured: the network's services do not run as processes of their own on this machine".to_string()
     } else {
-        "not measured: the network was not started by this run".to_string()
+        "each service in a process of its own (cbdc serve); the load generator shares the machine".to_string()
     };
+    let per_s = |n: u64| {
+        if run.window_s > 0.0 {
+            n as f64 / run.window_s
+        } else {
+            0.0
+        }
+    };
+    let cross = (args.cross_percent > 0).then(|| {
+        let delivered = quiet_after.map(|d| d.as_secs_f64());
+        Cross {
+            committed_in_window: run.cross_in_window,
+            acknowledged_per_s: per_s(run.cross_in_window),
+            delivered_after_s: delivered,
+            delivered_per_s: delivered
+                .map(|d| run.cross_in_window as f64 / (run.window_s + d).max(f64::EPSILON)),
+        }
+    });
     Ok(Report {
         mode,
         wallets: prepared.wallets,
+        payers: prepared.chains.payers(),
+        payees: args.payees,
+        zipf_exponent: (args.payees == crate::Payees::Zipf).then_some(args.zipf_exponent),
+        sign: args.sign,
         payees_on_bank_2: prepared.payees_elsewhere,
         transfers_per_wallet: args.transfers_per_wallet,
         batch: args.batch,
@@ -316,11 +379,7 @@ pub async fn finish(
         ]),
         window_s: run.window_s,
         committed,
-        transfers_per_s: if run.window_s > 0.0 {
-            committed as f64 / run.window_s
-        } else {
-            0.0
-        },
+        transfers_per_s: per_s(committed),
         latency: Latency {
             p50_ms: ms(h.value_at_quantile(0.5)),
             p90_ms: ms(h.value_at_quantile(0.9)),
@@ -335,22 +394,103 @@ pub async fn finish(
         errors: run.errors,
         not_sent: run.not_sent,
         starved: run.starved,
-        server: Server {
-            cpu_us_per_transfer: run
-                .server_cpu_s
-                .filter(|_| committed > 0)
-                .map(|s| s * 1e6 / committed as f64),
-            rss_bytes: run.server_rss_bytes,
-            rss_max_bytes: run.server_rss_max_bytes,
-            note: server_note,
-        },
+        servers: run
+            .servers
+            .iter()
+            .map(|u| Server {
+                name: u.name.clone(),
+                pid: u.pid,
+                cpu_s: u.cpu_s,
+                cpu_us_per_transfer: if committed > 0 {
+                    u.cpu_s * 1e6 / committed as f64
+                } else {
+                    0.0
+                },
+                rss_bytes: u.rss_bytes,
+                rss_max_bytes: u.rss_max_bytes,
+            })
+            .collect(),
+        server_note,
+        fsyncs_per_s: run.fsyncs.map(|f| f / run.window_s.max(f64::EPSILON)),
+        transfers_per_fsync: run.fsyncs.filter(|&f| f > 0.0).map(|f| committed as f64 / f),
+        intra_per_s: per_s(committed - run.cross_in_window),
+        cross,
         timeline: run.timeline,
         checks: Checks {
             acknowledged: run.acknowledged.len(),
             read_back: read,
             found,
             missing,
-            audit_balanced: balanced,
+            audit_balanced: quiet_after.is_some(),
         },
     })
+}
+
+/// One count of a scaling run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ScalingPoint {
+    pub wallets: usize,
+    pub transfers_per_s: f64,
+    pub p99_ms: f64,
+    /// Bank 1's process: RSS at the window's end and CPU per transfer.
+    pub bank_rss_bytes: Option<u64>,
+    pub bank_cpu_us_per_transfer: Option<f64>,
+    pub checks_pass: bool,
+}
+
+/// A scaling run: the same load against networks of more and more wallets.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scaling {
+    pub mode: String,
+    pub points: Vec<ScalingPoint>,
+    /// Transfers/s of the largest count over that of the smallest.
+    pub throughput_ratio: f64,
+}
+
+impl Scaling {
+    pub fn of(reports: &[Report]) -> Scaling {
+        let points: Vec<ScalingPoint> = reports
+            .iter()
+            .map(|r| {
+                let bank = r.servers.iter().find(|s| s.name == "bank 1");
+                ScalingPoint {
+                    wallets: r.wallets,
+                    transfers_per_s: r.transfers_per_s,
+                    p99_ms: r.latency.p99_ms,
+                    bank_rss_bytes: bank.map(|b| b.rss_bytes),
+                    bank_cpu_us_per_transfer: bank.map(|b| b.cpu_us_per_transfer),
+                    checks_pass: r.checks_pass(),
+                }
+            })
+            .collect();
+        let ratio = match (points.first(), points.last()) {
+            (Some(a), Some(b)) if a.transfers_per_s > 0.0 => b.transfers_per_s / a.transfers_per_s,
+            _ => 0.0,
+        };
+        Scaling {
+            mode: reports.first().map_or_else(String::new, |r| r.mode.clone()),
+            points,
+            throughput_ratio: ratio,
+        }
+    }
+
+    pub fn summary(&self) -> Vec<String> {
+        let mut lines = vec![format!("scaling, {}:", self.mode)];
+        for p in &self.points {
+            lines.push(format!(
+                "  {:>9} wallets: {:>8.0} transfers/s, p99 {:>8.1} ms, bank 1 RSS {}, checks {}",
+                p.wallets,
+                p.transfers_per_s,
+                p.p99_ms,
+                p.bank_rss_bytes
+                    .map_or_else(|| "-".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0)),
+                if p.checks_pass { "pass" } else { "FAIL" }
+            ));
+        }
+        lines.push(format!(
+            "  largest over smallest: {:.2}× the transfers/s",
+            self.throughput_ratio
+        ));
+        lines
+    }
 }

@@ -1,5 +1,7 @@
-//! The network under load: a devnet started for the run as a separate process (its CPU and
-//! memory read from `/proc`), or a running one named by its directory.
+//! The network under load: a devnet started for the run with every service in a process of
+//! its own (`cbdc devnet --processes`: each service's CPU and memory read from `/proc`), or a
+//! running one named by its directory (measured the same way when its services run as
+//! separate processes on this machine).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,7 +23,18 @@ pub struct DevnetFile {
     pub admin_cert: PathBuf,
     pub admin_cert_key: PathBuf,
     #[serde(default)]
+    pub central_bank_metrics: Option<std::net::SocketAddr>,
+    #[serde(default)]
     pub bank_metrics: Vec<std::net::SocketAddr>,
+    /// The services' process ids, when each runs in a process of its own.
+    #[serde(default)]
+    pub pids: Option<Pids>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Pids {
+    pub central_bank: u32,
+    pub banks: Vec<u32>,
 }
 
 /// The network: its description, and the devnet process when this run started it.
@@ -29,8 +42,8 @@ pub struct Network {
     pub file: DevnetFile,
     pub admin: Keypair,
     pub authorities: Vec<Keypair>,
-    /// The server process (all services of a devnet run in it), if this run started it.
-    pub server: Option<tokio::process::Child>,
+    /// The devnet (the parent of its services' processes), if this run started it.
+    pub devnet: Option<tokio::process::Child>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -49,18 +62,22 @@ impl Network {
         Network::from_file(file, None, None)
     }
 
-    /// Starts `cbdc devnet` with `banks` banks in a temporary directory, as a child process,
-    /// and waits until every bank is registered with the central bank.
+    /// Starts `cbdc devnet --processes` with `banks` banks in a temporary directory (each
+    /// service a process of its own) and waits until every bank is registered.
     pub async fn start(cbdc: &Path, banks: u32) -> Result<Network, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(cbdc)
+        let log_path = dir.path().join("devnet.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+        let log_err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut child = tokio::process::Command::new(cbdc)
             .arg("devnet")
             .arg("--dir")
             .arg(dir.path())
             .arg("--banks")
             .arg(banks.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .arg("--processes")
+            .stdout(log)
+            .stderr(log_err)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("starting {} devnet: {e}", cbdc.display()))?;
@@ -69,8 +86,15 @@ impl Network {
         let file = loop {
             if let Ok(text) = std::fs::read_to_string(&path)
                 && let Ok(file) = serde_json::from_str::<DevnetFile>(&text)
+                && file.pids.is_some()
             {
                 break file;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "the devnet exited at start ({status}): {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default().trim()
+                ));
             }
             if Instant::now() > deadline {
                 return Err("the devnet did not start within 60 s".into());
@@ -99,7 +123,7 @@ impl Network {
 
     fn from_file(
         file: DevnetFile,
-        server: Option<tokio::process::Child>,
+        devnet: Option<tokio::process::Child>,
         dir: Option<tempfile::TempDir>,
     ) -> Result<Network, String> {
         let admin = key(&file.admin_key)?;
@@ -112,14 +136,33 @@ impl Network {
             file,
             admin,
             authorities,
-            server,
+            devnet,
             _dir: dir,
         })
     }
 
-    /// The server's process id, if this run started it.
-    pub fn server_pid(&self) -> Option<u32> {
-        self.server.as_ref().and_then(tokio::process::Child::id)
+    /// The services' processes, named, when each runs in a process of its own on this
+    /// machine: the banks in ledger order, then the central bank.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let Some(pids) = &self.file.pids else {
+            return Vec::new();
+        };
+        let mut named: Vec<(String, u32)> = pids
+            .banks
+            .iter()
+            .enumerate()
+            .map(|(i, &pid)| (format!("bank {}", i + 1), pid))
+            .collect();
+        named.push(("central bank".to_string(), pids.central_bank));
+        // A devnet.json left by a devnet that is gone names processes that are not ours.
+        named.retain(|&(_, pid)| process_usage(pid).is_some());
+        named
+    }
+
+    /// The value of a counter on bank `ledger`'s metrics endpoint (summed over its labels).
+    pub async fn bank_metric(&self, ledger: LedgerId, name: &str) -> Option<f64> {
+        let addr = self.file.bank_metrics.get((ledger.0 as usize).wrapping_sub(1))?;
+        metric(&scrape(*addr).await.ok()?, name)
     }
 
     pub fn bank_dial(&self, ledger: LedgerId) -> Result<Dial, String> {
@@ -165,7 +208,7 @@ impl Network {
 
     /// Stops the devnet this run started (SIGTERM, then waits; killed if it does not stop).
     pub async fn stop(mut self) {
-        if let Some(child) = self.server.as_mut() {
+        if let Some(child) = self.devnet.as_mut() {
             if let Some(pid) = child.id() {
                 // SAFETY: sending a signal to our own child process.
                 unsafe {
@@ -200,4 +243,57 @@ pub fn process_usage(pid: u32) -> Option<(f64, u64)> {
         .parse()
         .ok()?;
     Some(((utime + stime) as f64 / ticks, rss_kb * 1024))
+}
+
+/// A Prometheus text page, fetched over plain HTTP/1.0 (at most 4 MiB, within 5 s).
+pub async fn scrape(addr: std::net::SocketAddr) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut body = Vec::new();
+        stream.take(4 << 20).read_to_end(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    let body = tokio::time::timeout(Duration::from_secs(5), fetch)
+        .await
+        .map_err(|_| format!("{addr}: no answer within 5 s"))?
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&body);
+    let (_, page) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{addr}: not an HTTP answer"))?;
+    Ok(page.to_string())
+}
+
+/// The sum of every sample of metric `name` in a Prometheus text page (`None` if it has none).
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in page.lines().filter(|l| !l.starts_with('#')) {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let value = match rest.chars().next() {
+            Some('{') => rest.rsplit_once('}').map(|(_, v)| v),
+            Some(' ') => Some(rest),
+            _ => None,
+        };
+        if let Some(v) = value.and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok()) {
+            *found.get_or_insert(0.0) += v;
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_metric_is_summed_over_its_labels_and_not_confused_with_a_longer_name() {
+        let page = "# HELP x_total X\nx_total{ledger=\"1\"} 3\nx_total{ledger=\"2\"} 4.5\nx_total_other 100\ny 1\n";
+        assert_eq!(super::metric(page, "x_total"), Some(7.5));
+        assert_eq!(super::metric(page, "y"), Some(1.0));
+        assert_eq!(super::metric(page, "z"), None);
+    }
 }

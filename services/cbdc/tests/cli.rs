@@ -693,7 +693,21 @@ fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
     assert_eq!(r["checks"]["audit_balanced"], true);
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r:#}");
     assert!(r["payees_on_bank_2"].as_u64().unwrap() >= 1);
-    assert!(r["server"]["rss_bytes"].as_u64().unwrap() > 0, "{r:#}");
+    // Each service ran in a process of its own, and each one's cost is reported.
+    let servers: Vec<&str> = r["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert!(s["rss_bytes"].as_u64().unwrap() > 0, "{r:#}");
+            s["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(servers, ["bank 1", "bank 2", "central bank"], "{r:#}");
+    assert!(r["fsyncs_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
+    // Every cross-ledger payment was credited by bank 2 after the load.
+    assert!(r["cross"]["committed_in_window"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(r["cross"]["delivered_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
     assert!(!r["timeline"].as_array().unwrap().is_empty());
     // The picture beside it: throughput, latency over time and the distribution.
     let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();

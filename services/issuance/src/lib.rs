@@ -123,6 +123,7 @@ pub async fn serve_with_clock(
         .load("central bank")
         .map_err(ServeError::Config)?;
     let db = open_store(&config)?;
+    let store_metrics = cbdc_store::StoreCollector::new(db.clone());
     let bank = CentralBank::new(db, signing, admin, config.network.clone(), clock);
 
     let listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
@@ -131,6 +132,9 @@ pub async fn serve_with_clock(
         service::IssuanceGrpc::new(bank.clone()).with_tls(tls.clone()),
     );
     let registry = prometheus::Registry::new_custom(Some("cbdc_issuance".into()), None)
+        .map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    registry
+        .register(Box::new(store_metrics))
         .map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
     let worker = delivery::DeliveryWorker::new(
         bank.clone(),

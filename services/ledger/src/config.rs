@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use cbdc_core::{Amount, TierLimits, TierTable};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The environment prefix of ledger settings.
 pub const ENV_PREFIX: &str = "CBDC_LEDGER_";
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerConfig {
     /// This bank ledger's id in the network (addresses carry it).
@@ -84,7 +84,7 @@ pub struct LedgerConfig {
     pub tls: cbdc_runtime::tls::TlsConfig,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TiersConfig {
     pub class1: Option<LimitsConfig>,
@@ -94,7 +94,7 @@ pub struct TiersConfig {
 }
 
 /// Caps in yuan (decimal strings); an absent cap is unlimited.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     pub balance_cap: Option<String>,

@@ -31,7 +31,7 @@ pub fn bank_name(ledger: u32) -> String {
 }
 
 /// Transport security settings (a `[tls]` table in a service's configuration).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// This service's certificate (PEM), issued by the network's CA.

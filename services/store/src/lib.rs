@@ -15,6 +15,7 @@ mod error;
 #[cfg(feature = "fdb")]
 mod fdb;
 pub mod keys;
+mod metrics;
 mod transaction;
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use embedded::{EmbeddedOptions, StoreStats};
 pub use error::{StoreError, TxError};
+pub use metrics::StoreCollector;
 
 /// The value of a counter written by [`Transaction::atomic_add`]: a 64-bit little-endian
 /// integer, shorter values zero-extended, an absent key 0 (FoundationDB's `ADD` semantics).

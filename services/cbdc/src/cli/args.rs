@@ -39,6 +39,10 @@ pub enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 2)]
         banks: u32,
+        /// Run each service as a process of its own (`cbdc serve` from a configuration file
+        /// written into DIR, logging beside it) instead of all in this one.
+        #[arg(long)]
+        processes: bool,
     },
     /// Start a devnet in a temporary directory and run a narrated scenario; exits 0 only if
     /// every step did what it said.

@@ -11,7 +11,7 @@ use cbdc_core::{Address, Amount, Keypair, LedgerId};
 use cbdc_runtime::shutdown::Shutdown;
 use serde_json::json;
 
-use crate::devnet::{Devnet, DevnetFile};
+use crate::devnet::{Devnet, DevnetFile, DevnetProcesses};
 
 mod args;
 mod audit;
@@ -120,34 +120,38 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
     };
     match cli.command {
         Command::Serve { service, config } => serve(service, &config).await?,
-        Command::Devnet { dir, banks } => {
+        Command::Devnet {
+            dir,
+            banks,
+            processes,
+        } => {
             let shutdown = Shutdown::new().on_signals();
-            let devnet = Devnet::start(&dir, banks, shutdown.clone()).await?;
-            let f = &devnet.file;
-            println!(
-                "devnet in {} (Ctrl-C stops it; run again on the same --dir to resume)",
-                dir.display()
-            );
-            println!("  network       {}", f.network);
-            let metrics = |m: Option<&std::net::SocketAddr>| {
-                m.map_or_else(String::new, |m| format!("   metrics http://{m}/metrics"))
-            };
-            println!(
-                "  central bank  https://{}{}",
-                f.central_bank,
-                metrics(f.central_bank_metrics.as_ref())
-            );
-            for (i, b) in f.banks.iter().enumerate() {
-                println!(
-                    "  bank {}        https://{b}{}",
-                    i + 1,
-                    metrics(f.bank_metrics.get(i))
-                );
+            if processes {
+                let cbdc =
+                    std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
+                let mut devnet = DevnetProcesses::start(&dir, banks, &cbdc).await?;
+                print_devnet(&dir, &devnet.file);
+                for (name, pid, log) in devnet.processes() {
+                    println!(
+                        "  {name:<13} pid {}   log {}",
+                        pid.unwrap_or(0),
+                        log.display()
+                    );
+                }
+                let exited = tokio::select! {
+                    () = shutdown.wait() => None,
+                    why = devnet.exited() => Some(why),
+                };
+                devnet.stop().await;
+                if let Some(why) = exited {
+                    return Err(why);
+                }
+            } else {
+                let devnet = Devnet::start(&dir, banks, shutdown.clone()).await?;
+                print_devnet(&dir, &devnet.file);
+                shutdown.wait().await;
+                devnet.stop().await?;
             }
-            println!("  admin key     {}", f.admin_key.display());
-            println!("  TLS CA        {}", f.ca_cert.display());
-            shutdown.wait().await;
-            devnet.stop().await?;
         }
         Command::Demo => {
             let json = cli.json;
@@ -169,17 +173,30 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         Command::Load(args) => {
             let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
             let path = args.report.clone();
-            let report = cbdc_load::run(args, cbdc).await?;
+            let reports = cbdc_load::run(args, cbdc).await?;
+            let scaling = (reports.len() > 1).then(|| cbdc_load::report::Scaling::of(&reports));
             if out.json {
-                out.lines
-                    .push(serde_json::to_string(&report).map_err(|e| e.to_string())?);
+                let value = match &scaling {
+                    Some(s) => serde_json::to_string(s),
+                    None => serde_json::to_string(&reports[0]),
+                };
+                out.lines.push(value.map_err(|e| e.to_string())?);
             } else {
-                out.lines.extend(report.summary());
+                for r in &reports {
+                    if reports.len() > 1 {
+                        out.lines.push(format!("— {} wallets", r.wallets));
+                    }
+                    out.lines.extend(r.summary());
+                }
+                if let Some(s) = &scaling {
+                    out.lines.extend(s.summary());
+                }
             }
-            if !report.checks_pass() {
+            if let Some(r) = reports.iter().find(|r| !r.checks_pass()) {
                 return Err(format!(
-                    "the checks failed: {:?} (report in {})",
-                    report.checks,
+                    "the checks failed ({} wallets): {:?} (report in {})",
+                    r.wallets,
+                    r.checks,
                     path.display()
                 ));
             }
@@ -190,6 +207,32 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         }
     }
     Ok(out.lines)
+}
+
+/// What a started devnet prints: where each service listens and the files a user needs.
+fn print_devnet(dir: &Path, f: &DevnetFile) {
+    println!(
+        "devnet in {} (Ctrl-C stops it; run again on the same --dir to resume)",
+        dir.display()
+    );
+    println!("  network       {}", f.network);
+    let metrics = |m: Option<&std::net::SocketAddr>| {
+        m.map_or_else(String::new, |m| format!("   metrics http://{m}/metrics"))
+    };
+    println!(
+        "  central bank  https://{}{}",
+        f.central_bank,
+        metrics(f.central_bank_metrics.as_ref())
+    );
+    for (i, b) in f.banks.iter().enumerate() {
+        println!(
+            "  bank {}        https://{b}{}",
+            i + 1,
+            metrics(f.bank_metrics.get(i))
+        );
+    }
+    println!("  admin key     {}", f.admin_key.display());
+    println!("  TLS CA        {}", f.ca_cert.display());
 }
 
 async fn serve(service: Service, config: &Path) -> Result<(), String> {

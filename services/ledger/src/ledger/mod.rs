@@ -294,6 +294,10 @@ impl Ledger {
         clock: Clock,
     ) -> Result<Ledger, ServiceError> {
         let metrics = LedgerMetrics::new(settings.ledger.0);
+        metrics
+            .registry
+            .register(Box::new(cbdc_store::StoreCollector::new(db.clone())))
+            .map_err(|e| ServiceError::Internal(format!("metrics: {e}")))?;
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let group_sizes = metrics.commit_group.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {

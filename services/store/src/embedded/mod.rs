@@ -90,6 +90,8 @@ pub struct StoreStats {
     pub conflicts: u64,
     /// Durable batches written; with fsync on, one fsync each.
     pub batches: u64,
+    /// Journal fsyncs made (one per batch with fsync on; none with it off).
+    pub fsyncs: u64,
     /// Keys written to storage (sets and clears, after merging a batch's writes to one key).
     pub rows: u64,
     /// The store stopped after a failed write or fsync: it commits nothing more until
@@ -102,6 +104,7 @@ struct EngineStats {
     pub commits: AtomicU64,
     pub conflicts: AtomicU64,
     pub batches: AtomicU64,
+    pub fsyncs: AtomicU64,
     pub rows: AtomicU64,
     pub failed: std::sync::atomic::AtomicBool,
 }
@@ -233,6 +236,7 @@ impl Engine {
             commits: self.shared.stats.commits.load(Ordering::Relaxed),
             conflicts: self.shared.stats.conflicts.load(Ordering::Relaxed),
             batches: self.shared.stats.batches.load(Ordering::Relaxed),
+            fsyncs: self.shared.stats.fsyncs.load(Ordering::Relaxed),
             rows: self.shared.stats.rows.load(Ordering::Relaxed),
             failed: self.shared.stats.failed.load(Ordering::Relaxed),
         }

@@ -58,6 +58,9 @@ pub(super) fn writer_loop(
                     .commits
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+                if options.fsync {
+                    shared.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+                }
                 for r in batch {
                     let _ = r.reply.send(Ok(r.stamp));
                 }

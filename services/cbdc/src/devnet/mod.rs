@@ -16,6 +16,9 @@ use cbdc_proto::requests;
 use cbdc_runtime::shutdown::Shutdown;
 use serde::{Deserialize, Serialize};
 
+mod processes;
+pub use processes::DevnetProcesses;
+
 /// Bank ledgers a devnet runs, at most.
 pub const BANKS_MAX: u32 = 16;
 
@@ -41,6 +44,18 @@ pub struct DevnetFile {
     pub ca_cert: PathBuf,
     pub admin_cert: PathBuf,
     pub admin_cert_key: PathBuf,
+    /// When every service runs in a process of its own (`cbdc devnet --processes`): their
+    /// process ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<DevnetPids>,
+}
+
+/// The process ids of a devnet whose services run as separate processes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DevnetPids {
+    pub central_bank: u32,
+    /// In ledger order.
+    pub banks: Vec<u32>,
 }
 
 impl DevnetFile {
@@ -114,9 +129,27 @@ fn key(path: &Path) -> Result<Keypair, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-impl Devnet {
-    /// Starts (or resumes) the devnet in `dir` with `banks` ledgers.
-    pub async fn start(dir: &Path, banks: u32, shutdown: Shutdown) -> Result<Devnet, String> {
+/// What a devnet is made of before anything runs: its keys, certificates and each service's
+/// configuration (listening on the addresses of a previous start, or on port 0).
+pub(crate) struct Plan {
+    pub dir: PathBuf,
+    pub network: String,
+    pub admin: Keypair,
+    admin_key: PathBuf,
+    tls_dir: PathBuf,
+    pub central_bank: IssuanceConfig,
+    /// One per bank; `central_bank_endpoint` is set once the central bank's address is known.
+    pub banks: Vec<LedgerConfig>,
+    pub operators: Vec<Keypair>,
+    operator_keys: Vec<PathBuf>,
+    pub authorities: Vec<Keypair>,
+    authority_keys: Vec<PathBuf>,
+}
+
+impl Plan {
+    /// The plan of the devnet in `dir` with `banks` ledgers: made on the first start, read
+    /// back on a restart.
+    pub fn make(dir: &Path, banks: u32) -> Result<Plan, String> {
         if banks == 0 || banks > BANKS_MAX {
             return Err(format!(
                 "--banks {banks}: between 1 and {BANKS_MAX} are supported"
@@ -169,14 +202,19 @@ impl Devnet {
         }
         cb_config.delivery_interval_ms = 20;
         let cb_key = key(&cb_config.signing_key_file)?;
-        let central_bank = cbdc_issuance::serve(cb_config, shutdown.clone())
-            .await
-            .map_err(|e| format!("central bank: {e}"))?;
-        let mut running = Vec::new();
-        let mut operators = Vec::new();
-        let mut operator_keys = Vec::new();
-        let mut authorities = Vec::new();
-        let mut authority_keys = Vec::new();
+        let mut plan = Plan {
+            dir: dir.to_path_buf(),
+            network: network.clone(),
+            admin,
+            admin_key,
+            tls_dir: tls_dir.clone(),
+            central_bank: cb_config,
+            banks: Vec::new(),
+            operators: Vec::new(),
+            operator_keys: Vec::new(),
+            authorities: Vec::new(),
+            authority_keys: Vec::new(),
+        };
         for id in 1..=banks {
             let bank_dir = dir.join(format!("bank-{id}"));
             let authority_key = dir.join(format!("bank-{id}-authority.key"));
@@ -189,77 +227,121 @@ impl Devnet {
                 }
             }
             c.central_bank_public_key = Some(hex::encode(cb_key.public().as_bytes()));
-            c.central_bank_endpoint = Some(format!("https://{}", central_bank.grpc_addr));
             c.tls =
                 cbdc_runtime::tls::TlsConfig::in_dir(&tls_dir, &cbdc_runtime::tls::bank_name(id));
             c.outbox_interval_ms = 20;
             c.sequencer_interval_ms = 50;
             c.checkpoint_interval_ms = 500;
-            let operator = key(&c.operator_key_file)?;
-            operator_keys.push(c.operator_key_file.clone());
+            plan.operators.push(key(&c.operator_key_file)?);
+            plan.operator_keys.push(c.operator_key_file.clone());
+            plan.banks.push(c);
+            plan.authorities.push(authority);
+            plan.authority_keys.push(authority_key);
+        }
+        Ok(plan)
+    }
+
+    /// `devnet.json` for the services listening where they do now, written to the directory.
+    pub fn write_file(
+        &self,
+        central_bank: (SocketAddr, SocketAddr),
+        banks: &[(SocketAddr, SocketAddr)],
+        pids: Option<DevnetPids>,
+    ) -> Result<DevnetFile, String> {
+        let file = DevnetFile {
+            network: self.network.clone(),
+            central_bank: central_bank.0,
+            banks: banks.iter().map(|b| b.0).collect(),
+            central_bank_metrics: Some(central_bank.1),
+            bank_metrics: banks.iter().map(|b| b.1).collect(),
+            admin_key: self.admin_key.clone(),
+            operator_keys: self.operator_keys.clone(),
+            authority_keys: self.authority_keys.clone(),
+            ca_cert: self.tls_dir.join("ca.crt"),
+            admin_cert: self
+                .tls_dir
+                .join(format!("{}.crt", cbdc_runtime::tls::ADMIN_NAME)),
+            admin_cert_key: self
+                .tls_dir
+                .join(format!("{}.key", cbdc_runtime::tls::ADMIN_NAME)),
+            pids,
+        };
+        std::fs::write(
+            self.dir.join("devnet.json"),
+            serde_json::to_string_pretty(&file).expect("serialisable"),
+        )
+        .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        Ok(file)
+    }
+}
+
+/// Registers every bank with the central bank (again, harmlessly, on a restart: the same
+/// order answers alike and keeps the bank's status).
+pub(crate) async fn register_all(
+    file: &DevnetFile,
+    admin: &Keypair,
+    operators: &[Keypair],
+) -> Result<(), String> {
+    let mut cb = crate::client::issuance(&file.admin_dial()?).await?;
+    for (i, (bank, op)) in file.banks.iter().zip(operators).enumerate() {
+        let id = (i + 1) as u32;
+        let endpoint = format!("https://{bank}");
+        let header = requests::header(
+            &file.network,
+            cbdc_core::messages::CENTRAL_BANK,
+            &format!("devnet-register-{id}-{endpoint}"),
+            crate::cli::now_ms() + requests::ORDER_VALID_FOR_MS,
+        );
+        cb.register_operator(requests::register_operator(
+            admin,
+            header,
+            LedgerId(id),
+            &op.public(),
+            &endpoint,
+        ))
+        .await
+        .map_err(|s| format!("registering bank {id}: {}", s.message()))?;
+    }
+    Ok(())
+}
+
+impl Devnet {
+    /// Starts (or resumes) the devnet in `dir` with `banks` ledgers, every service in this
+    /// process.
+    pub async fn start(dir: &Path, banks: u32, shutdown: Shutdown) -> Result<Devnet, String> {
+        let plan = Plan::make(dir, banks)?;
+        let central_bank = cbdc_issuance::serve(plan.central_bank.clone(), shutdown.clone())
+            .await
+            .map_err(|e| format!("central bank: {e}"))?;
+        let mut running = Vec::new();
+        for c in &plan.banks {
+            let mut c = c.clone();
+            c.central_bank_endpoint = Some(format!("https://{}", central_bank.grpc_addr));
+            let id = c.ledger_id;
             let ledger = cbdc_ledger::serve(c, shutdown.clone())
                 .await
                 .map_err(|e| format!("bank {id}: {e}"))?;
             running.push(ledger);
-            operators.push(operator);
-            authorities.push(authority);
-            authority_keys.push(authority_key);
         }
-        let file = DevnetFile {
-            network,
-            central_bank: central_bank.grpc_addr,
-            banks: running.iter().map(|r| r.grpc_addr).collect(),
-            central_bank_metrics: Some(central_bank.metrics_addr),
-            bank_metrics: running.iter().map(|r| r.metrics_addr).collect(),
-            admin_key,
-            operator_keys,
-            authority_keys,
-            ca_cert: tls_dir.join("ca.crt"),
-            admin_cert: tls_dir.join(format!("{}.crt", cbdc_runtime::tls::ADMIN_NAME)),
-            admin_cert_key: tls_dir.join(format!("{}.key", cbdc_runtime::tls::ADMIN_NAME)),
-        };
-        std::fs::write(
-            dir.join("devnet.json"),
-            serde_json::to_string_pretty(&file).expect("serialisable"),
-        )
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let devnet = Devnet {
+        let addresses: Vec<_> = running
+            .iter()
+            .map(|r| (r.grpc_addr, r.metrics_addr))
+            .collect();
+        let file = plan.write_file(
+            (central_bank.grpc_addr, central_bank.metrics_addr),
+            &addresses,
+            None,
+        )?;
+        register_all(&file, &plan.admin, &plan.operators).await?;
+        Ok(Devnet {
             dir: dir.to_path_buf(),
             file,
-            admin,
+            admin: plan.admin,
             central_bank,
             banks: running,
-            operators,
-            authorities,
-        };
-        devnet.register_all().await?;
-        Ok(devnet)
-    }
-
-    /// Registers every bank with the central bank (again, harmlessly, on a restart: the
-    /// same order answers alike and keeps the bank's status).
-    async fn register_all(&self) -> Result<(), String> {
-        let mut cb = crate::client::issuance(&self.file.admin_dial()?).await?;
-        for (i, (bank, op)) in self.banks.iter().zip(&self.operators).enumerate() {
-            let id = (i + 1) as u32;
-            let endpoint = format!("https://{}", bank.grpc_addr);
-            let header = requests::header(
-                &self.file.network,
-                cbdc_core::messages::CENTRAL_BANK,
-                &format!("devnet-register-{id}-{endpoint}"),
-                crate::cli::now_ms() + requests::ORDER_VALID_FOR_MS,
-            );
-            cb.register_operator(requests::register_operator(
-                &self.admin,
-                header,
-                LedgerId(id),
-                &op.public(),
-                &endpoint,
-            ))
-            .await
-            .map_err(|s| format!("registering bank {id}: {}", s.message()))?;
-        }
-        Ok(())
+            operators: plan.operators,
+            authorities: plan.authorities,
+        })
     }
 
     pub fn ledger_id(i: usize) -> LedgerId {

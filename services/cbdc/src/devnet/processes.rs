@@ -1,0 +1,238 @@
+//! A devnet whose services each run in a process of their own: `cbdc serve issuance` and one
+//! `cbdc serve ledger` per bank, each from a configuration file written into the devnet's
+//! directory (`central-bank.toml`, `bank-N.toml`) and logging to a file beside it. What a
+//! deployment runs, on one machine: a service's CPU and memory can be read from `/proc`
+//! apart from everything else, and one service can be stopped or killed on its own.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{DevnetFile, DevnetPids, Plan, register_all};
+
+/// How long a service may take to listen after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a service may take to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One service's process.
+struct Service {
+    name: String,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+/// A running devnet of separate processes.
+pub struct DevnetProcesses {
+    pub file: DevnetFile,
+    services: Vec<Service>,
+}
+
+/// A free loopback address: bound and released, so the service can bind it next.
+fn free_address() -> Result<SocketAddr, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// Gives a port to an address left at port 0, so it can be written to the configuration and
+/// known before the service runs.
+fn fixed(address: &mut SocketAddr) -> Result<(), String> {
+    if address.port() == 0 {
+        *address = free_address()?;
+    }
+    Ok(())
+}
+
+fn write_config<T: serde::Serialize>(path: &Path, config: &T, what: &str) -> Result<(), String> {
+    let text = toml::to_string(config).map_err(|e| format!("{what}'s configuration: {e}"))?;
+    let header = format!(
+        "# {what}, written by `cbdc devnet --processes`; served by `cbdc serve`.\n\n"
+    );
+    std::fs::write(path, header + &text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+impl DevnetProcesses {
+    /// Starts (or resumes) the devnet in `dir` with `banks` ledgers, each service a child
+    /// process of `cbdc` (this binary) that gets SIGTERM if this process dies.
+    pub async fn start(dir: &Path, banks: u32, cbdc: &Path) -> Result<DevnetProcesses, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Children run from this directory too, but absolute paths read better in their files.
+        let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut plan = Plan::make(&dir, banks)?;
+        fixed(&mut plan.central_bank.listen)?;
+        fixed(&mut plan.central_bank.metrics_listen)?;
+        let central_bank_url = format!("https://{}", plan.central_bank.listen);
+        for c in &mut plan.banks {
+            fixed(&mut c.listen)?;
+            fixed(&mut c.metrics_listen)?;
+            c.central_bank_endpoint = Some(central_bank_url.clone());
+        }
+        let central = (plan.central_bank.listen, plan.central_bank.metrics_listen);
+        let addresses: Vec<_> = plan
+            .banks
+            .iter()
+            .map(|c| (c.listen, c.metrics_listen))
+            .collect();
+        let mut devnet = DevnetProcesses {
+            file: plan.write_file(central, &addresses, None)?,
+            services: Vec::new(),
+        };
+        let started = async {
+            let path = dir.join("central-bank.toml");
+            write_config(&path, &plan.central_bank, "the central bank")?;
+            devnet
+                .spawn(cbdc, "central bank", "issuance", &path, plan.central_bank.listen)
+                .await?;
+            for c in &plan.banks {
+                let id = c.ledger_id;
+                let path = dir.join(format!("bank-{id}.toml"));
+                write_config(&path, c, &format!("bank {id}"))?;
+                devnet
+                    .spawn(cbdc, &format!("bank {id}"), "ledger", &path, c.listen)
+                    .await?;
+            }
+            Ok::<_, String>(())
+        }
+        .await;
+        if let Err(e) = started {
+            devnet.stop().await;
+            return Err(e);
+        }
+        let pids: Vec<u32> = devnet
+            .services
+            .iter()
+            .map(|s| s.child.id().unwrap_or(0))
+            .collect();
+        let pids = DevnetPids {
+            central_bank: pids[0],
+            banks: pids[1..].to_vec(),
+        };
+        devnet.file = plan.write_file(central, &addresses, Some(pids))?;
+        if let Err(e) = register_all(&devnet.file, &plan.admin, &plan.operators).await {
+            devnet.stop().await;
+            return Err(e);
+        }
+        Ok(devnet)
+    }
+
+    /// Starts `cbdc serve <service> --config <config>` and waits until it listens on `listen`.
+    async fn spawn(
+        &mut self,
+        cbdc: &Path,
+        name: &str,
+        service: &str,
+        config: &Path,
+        listen: SocketAddr,
+    ) -> Result<(), String> {
+        let log = config.with_extension("log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        let mut command = tokio::process::Command::new(cbdc);
+        command
+            .arg("serve")
+            .arg(service)
+            .arg("--config")
+            .arg(config)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGTERM to the
+        // child when this process dies, so no service outlives the devnet that started it.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("starting {name} ({}): {e}", cbdc.display()))?;
+        self.services.push(Service {
+            name: name.to_string(),
+            child,
+            log: log.clone(),
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if tokio::net::TcpStream::connect(listen).await.is_ok() {
+                return Ok(());
+            }
+            let service = self.services.last_mut().expect("just pushed");
+            if let Ok(Some(status)) = service.child.try_wait() {
+                return Err(format!(
+                    "{name} exited at start ({status}); its log is {}:\n{}",
+                    log.display(),
+                    tail(&log)
+                ));
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{name} did not listen on {listen} within {} s; its log is {}",
+                    START_TIMEOUT.as_secs(),
+                    log.display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The services' names and process ids, central bank first.
+    pub fn processes(&self) -> Vec<(String, Option<u32>, PathBuf)> {
+        self.services
+            .iter()
+            .map(|s| (s.name.clone(), s.child.id(), s.log.clone()))
+            .collect()
+    }
+
+    /// Waits until one of the services exits (it should not: it is said which, and how).
+    pub async fn exited(&mut self) -> String {
+        loop {
+            for s in &mut self.services {
+                if let Ok(Some(status)) = s.child.try_wait() {
+                    return format!(
+                        "{} exited ({status}); its log is {}",
+                        s.name,
+                        s.log.display()
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stops the banks, then the central bank: SIGTERM (a graceful stop that drains calls
+    /// and closes the store), killed if one does not stop in time.
+    pub async fn stop(mut self) {
+        while let Some(mut s) = self.services.pop() {
+            if let Some(pid) = s.child.id() {
+                // SAFETY: a signal to our own child process.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                }
+            }
+            if tokio::time::timeout(STOP_TIMEOUT, s.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = s.child.kill().await;
+            }
+        }
+    }
+}
+
+/// The last lines of a log, to say why a service did not start.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
