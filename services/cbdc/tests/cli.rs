@@ -714,3 +714,108 @@ fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
     assert!(svg.starts_with("<svg"), "{svg:.100}");
     assert!(svg.matches("<polyline").count() >= 4, "{svg:.300}");
 }
+
+/// `cbdc devnet --processes`: each service is a `cbdc serve` process of its own, named with
+/// its pid in devnet.json and answering on its address; a wallet command works against it;
+/// a restart on the same directory resumes at the same addresses; and when the devnet
+/// itself is killed (SIGKILL, no chance to clean up) its services stop too.
+#[cfg(unix)]
+#[test]
+fn a_devnet_of_processes_serves_resumes_and_leaves_no_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
+            .args(["devnet", "--banks", "2", "--processes", "--dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starts")
+    };
+    let file = || -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.path().join("devnet.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v.get("pids")?;
+        Some(v)
+    };
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !f() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let alive = |pid: u64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    let pids = |v: &serde_json::Value| -> Vec<u64> {
+        let p = &v["pids"];
+        let mut all = vec![p["central_bank"].as_u64().unwrap()];
+        all.extend(p["banks"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()));
+        all
+    };
+
+    let mut devnet = start();
+    wait_for("devnet.json names the processes", &|| file().is_some());
+    let first = file().unwrap();
+    let services = pids(&first);
+    assert_eq!(services.len(), 3);
+    for &pid in &services {
+        assert!(alive(pid));
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(cmdline.contains("serve"), "{cmdline}");
+    }
+    assert!(dir.path().join("bank-1.toml").exists());
+    // The banks register once devnet.json is written; a wallet command then works.
+    let devnet_dir = dir.path().to_str().unwrap().to_string();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let opened = runtime.block_on(async {
+        let key = dir.path().join("w.key");
+        cbdc_runtime::secret::load_or_create_seed(&key).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let r = cbdc(&[
+                "wallet",
+                "open",
+                "--ledger",
+                "1",
+                "--devnet",
+                &devnet_dir,
+                "--key",
+                key.to_str().unwrap(),
+                "--phone",
+                "+8613800000001",
+            ])
+            .await;
+            if r.is_ok() || std::time::Instant::now() > deadline {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    assert!(opened.is_ok(), "{opened:?}");
+
+    // SIGKILL the devnet: its services get SIGTERM from the kernel and stop.
+    devnet.kill().unwrap();
+    devnet.wait().unwrap();
+    wait_for("the services stop with their devnet", &|| {
+        services.iter().all(|&p| !alive(p))
+    });
+
+    // Resumed on the same directory: new processes, the same addresses.
+    let mut devnet = start();
+    wait_for("the devnet resumes", &|| {
+        file().is_some_and(|v| pids(&v) != services)
+    });
+    let second = file().unwrap();
+    assert_eq!(second["banks"], first["banks"]);
+    assert_eq!(second["central_bank"], first["central_bank"]);
+    let again = pids(&second);
+    // SIGTERM: a graceful stop of every service.
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &devnet.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(devnet.wait().unwrap().success());
+    assert!(again.iter().all(|&p| !alive(p)));
+}
