@@ -65,6 +65,9 @@ fn wallet_count(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Transfers one wallet can pay (0.01 each out of 100.00, the day's anonymous cap aside).
+pub const CHAIN_MAX: usize = 9_000;
+
 /// Wallets one run opens, at most.
 pub const WALLETS_MAX: usize = 10_000_000;
 
@@ -89,6 +92,10 @@ pub struct LoadArgs {
     /// Transfers per paying wallet (each spends the change of the one before).
     #[arg(long, default_value_t = 20)]
     pub transfers_per_wallet: usize,
+    /// Transfers in all, shared out over the payers (overrides `--transfers-per-wallet`), so
+    /// every count of a scaling run sends the same number.
+    #[arg(long, default_value_t = 0)]
+    pub transfers: usize,
     /// How payees are chosen among bank 1's wallets.
     #[arg(long, value_enum, default_value_t = Payees::Uniform)]
     pub payees: Payees,
@@ -126,6 +133,15 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
+    /// Transfers per paying wallet when there are `payers`.
+    pub fn chain_length(&self, payers: usize) -> usize {
+        if self.transfers == 0 {
+            self.transfers_per_wallet
+        } else {
+            self.transfers.div_ceil(payers.max(1))
+        }
+    }
+
     pub fn duration(&self) -> Duration {
         Duration::from_secs(self.duration_s)
     }
@@ -147,8 +163,14 @@ impl LoadArgs {
         if self.concurrency == 0 || self.concurrency > 4096 {
             return Err("--concurrency: between 1 and 4096".into());
         }
-        if self.transfers_per_wallet == 0 || self.transfers_per_wallet > 9_000 {
-            return Err("--transfers-per-wallet: between 1 and 9000 (each pays 0.01 of 100.00)".into());
+        for &w in &self.wallets {
+            let payers = if self.payers == 0 { w } else { self.payers.min(w) };
+            let n = self.chain_length(payers);
+            if n == 0 || n > CHAIN_MAX {
+                return Err(format!(
+                    "--transfers-per-wallet (or --transfers over the payers): {n} per wallet; between 1 and {CHAIN_MAX} (each pays 0.01 of 100.00)"
+                ));
+            }
         }
         if self.cross_percent > 100 {
             return Err("--cross-percent: at most 100".into());

@@ -365,7 +365,7 @@ pub async fn finish(
         zipf_exponent: (args.payees == crate::Payees::Zipf).then_some(args.zipf_exponent),
         sign: args.sign,
         payees_on_bank_2: prepared.payees_elsewhere,
-        transfers_per_wallet: args.transfers_per_wallet,
+        transfers_per_wallet: prepared.chains.plan.first().map_or(0, Vec::len),
         batch: args.batch,
         concurrency: args.concurrency,
         offered_rate: args.rate,

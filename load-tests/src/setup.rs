@@ -503,7 +503,7 @@ pub async fn prepare(
     let plan: Vec<Vec<u32>> = payer_wallets
         .iter()
         .map(|&w| {
-            (0..args.transfers_per_wallet)
+            (0..args.chain_length(payers))
                 .map(|_| chooser.next(w))
                 .collect()
         })
