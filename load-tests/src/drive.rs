@@ -259,7 +259,13 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
                     }
                 }
                 show_progress(&shared, &progress, end);
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Every half second, and at the warm-up's end exactly.
+                let warm_end = shared.start + shared.warmup;
+                let mut next = Instant::now() + Duration::from_millis(500);
+                if !started && warm_end < next {
+                    next = warm_end;
+                }
+                tokio::time::sleep_until(next.into()).await;
             }
             (usage, fsyncs_at_start)
         })

@@ -444,11 +444,13 @@ pub async fn prepare(
             .collect(),
     );
 
-    // The vault's value: a mint by the administrator, for every wallet and some to spare.
+    // The vault's value: a mint by the administrator, twice what the wallets get. The vault
+    // keeps its value in many coins; an exchange that had to gather the last fragments of
+    // an almost empty vault could need more inputs than a transfer may have.
     let total = Amount::parse(FUNDING)
         .expect("amount")
         .fen()
-        .checked_mul(wallets as u64 + DISTRIBUTORS_MAX as u64)
+        .checked_mul(2 * (wallets as u64 + DISTRIBUTORS_MAX as u64))
         .map(Amount::from_fen)
         .ok_or("--wallets: too many to fund")?;
     let mut cb = network.central_bank().await?;
