@@ -55,6 +55,8 @@ pub struct Run {
     pub committed_in_window: u64,
     /// Of those, cross-ledger payments.
     pub cross_in_window: u64,
+    /// Of those, payments to wallet 0 (the hot merchant of a Zipf law).
+    pub to_wallet_0_in_window: u64,
     pub window_s: f64,
     /// When the window ended (the last answer).
     pub ended: Instant,
@@ -76,6 +78,7 @@ struct State {
     per_second: BTreeMap<u64, (u64, u64, Histogram<u64>)>,
     committed_in_window: u64,
     cross_in_window: u64,
+    to_wallet_0_in_window: u64,
     errors: BTreeMap<String, u64>,
     acknowledged: Vec<(usize, Txid, Vec<u8>)>,
     not_sent: u64,
@@ -135,6 +138,9 @@ impl Shared {
                         s.committed_in_window += 1;
                         if self.chains.is_cross(w, i) {
                             s.cross_in_window += 1;
+                        }
+                        if self.chains.pays_wallet_0(w, i) {
+                            s.to_wallet_0_in_window += 1;
                         }
                         let _ = s.latency_us.record(latency);
                     }
@@ -206,18 +212,27 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
     for _ in 0..connections {
         clients.push(network.bank(LedgerId(1)).await?);
     }
+    let ready = prepared.chains.ready();
+    if ready.is_empty() {
+        return Err("no transfers left to send: raise --transfers or --transfers-per-wallet".into());
+    }
+    let remaining = ready
+        .iter()
+        .map(|&(w, i)| prepared.chains.len(w) - i)
+        .sum();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            ready: (0..prepared.chains.payers()).map(|w| (w, 0)).collect(),
+            ready: ready.into(),
             latency_us: histogram(),
             per_second: BTreeMap::new(),
             committed_in_window: 0,
             cross_in_window: 0,
+            to_wallet_0_in_window: 0,
             errors: BTreeMap::new(),
             acknowledged: Vec::new(),
             not_sent: 0,
             starved: 0,
-            remaining: prepared.chains.total(),
+            remaining,
             last_done: Instant::now(),
         }),
         start: Instant::now(),
@@ -350,6 +365,8 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
         .state
         .into_inner()
         .expect("state");
+    // Every call is answered: the next phase starts where this one left each chain.
+    prepared.chains.set_ready(state.ready.iter().copied().collect());
     let warmup_s = args.warmup().as_secs();
     let timeline = state
         .per_second
@@ -367,6 +384,7 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
         latency_us: state.latency_us,
         committed_in_window: state.committed_in_window,
         cross_in_window: state.cross_in_window,
+        to_wallet_0_in_window: state.to_wallet_0_in_window,
         window_s,
         ended: last_done,
         errors: state.errors,

@@ -46,6 +46,50 @@ pub enum Signing {
     Live,
 }
 
+/// One load shape of a run: closed loop at a concurrency, or open loop at a rate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Phase {
+    Closed { batch: usize, concurrency: usize },
+    Open { batch: usize, rate: Rate },
+}
+
+/// An open loop's offered rate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    PerSecond(u64),
+    /// A percentage of what the closed-loop phase before it committed per second (its
+    /// peak).
+    OfPeak(f64),
+}
+
+/// A phase: `closed:BATCHxCONCURRENCY` or `open:BATCH@RATE`, the rate in transfers/s or as a
+/// percentage of the closed-loop phase before it (`open:64@50%`: half its peak).
+fn phase(s: &str) -> Result<Phase, String> {
+    let bad = || format!("{s}: a phase is closed:BATCHxCONCURRENCY or open:BATCH@RATE[%]");
+    let number = |t: &str| t.trim().parse::<usize>().map_err(|_| bad());
+    match s.trim().split_once(':') {
+        Some(("closed", rest)) => {
+            let (b, c) = rest.split_once('x').ok_or_else(bad)?;
+            Ok(Phase::Closed {
+                batch: number(b)?,
+                concurrency: number(c)?,
+            })
+        }
+        Some(("open", rest)) => {
+            let (b, r) = rest.split_once('@').ok_or_else(bad)?;
+            let rate = match r.trim().strip_suffix('%') {
+                Some(p) => Rate::OfPeak(p.trim().parse::<f64>().map_err(|_| bad())?),
+                None => Rate::PerSecond(number(r)? as u64),
+            };
+            Ok(Phase::Open {
+                batch: number(b)?,
+                rate,
+            })
+        }
+        _ => Err(bad()),
+    }
+}
+
 /// A number of wallets: digits, or a power of ten written `1e6`.
 fn wallet_count(s: &str) -> Result<usize, String> {
     let n = match s.split_once(['e', 'E']) {
@@ -123,6 +167,12 @@ pub struct LoadArgs {
     /// Seconds at the start left out of the figures.
     #[arg(long, default_value_t = 3)]
     pub warmup_s: u64,
+    /// Several load shapes run one after the other on the same wallets (one set-up), e.g.
+    /// `closed:256x8,open:256@50%,closed:1x256,open:1@50%` (an open loop at a percentage
+    /// of the closed loop before it); each gets a report (`<report>-p<N>.json`). Overrides
+    /// `--batch`, `--concurrency` and `--rate`.
+    #[arg(long, value_delimiter = ',', value_parser = phase)]
+    pub phases: Vec<Phase>,
     /// Where the JSON report is written (the SVG goes beside it; a scaling run writes one
     /// report per count, `<name>-<wallets>.json`, and the scaling report at this path).
     #[arg(long, default_value = "load-report.json")]
@@ -150,18 +200,100 @@ impl LoadArgs {
         Duration::from_secs(self.warmup_s.min(self.duration_s))
     }
 
-    fn check(&self) -> Result<(), String> {
-        if self.wallets.is_empty() {
-            return Err("--wallets: at least one count".into());
+    /// The phases of a run: `--phases`, or the one that `--batch`, `--concurrency` and
+    /// `--rate` describe.
+    pub fn phase_list(&self) -> Vec<Phase> {
+        if !self.phases.is_empty() {
+            return self.phases.clone();
         }
-        if !(self.zipf_exponent > 0.0 && self.zipf_exponent <= 10.0) {
-            return Err("--zipf-exponent: above 0, at most 10".into());
+        vec![if self.rate == 0 {
+            Phase::Closed {
+                batch: self.batch,
+                concurrency: self.concurrency,
+            }
+        } else {
+            Phase::Open {
+                batch: self.batch,
+                rate: Rate::PerSecond(self.rate),
+            }
+        }]
+    }
+
+    /// These arguments with one phase's shape, a rate in % resolved against `peak`, the
+    /// rate of the last closed-loop phase before it.
+    fn for_phase(&self, phase: Phase, peak: Option<f64>) -> Result<LoadArgs, String> {
+        let mut a = self.clone();
+        match phase {
+            Phase::Closed { batch, concurrency } => {
+                (a.batch, a.concurrency, a.rate) = (batch, concurrency, 0);
+            }
+            Phase::Open { batch, rate } => {
+                a.batch = batch;
+                a.rate = match rate {
+                    Rate::PerSecond(r) => r,
+                    Rate::OfPeak(p) => {
+                        let peak = peak
+                            .ok_or("--phases: a rate in % needs a closed-loop phase before it")?;
+                        ((peak * p / 100.0).round() as u64).max(1)
+                    }
+                };
+            }
         }
+        a.check_shape()?;
+        Ok(a)
+    }
+
+    fn check_shape(&self) -> Result<(), String> {
         if self.batch == 0 || self.batch > 1024 {
             return Err("--batch: between 1 and 1024".into());
         }
         if self.concurrency == 0 || self.concurrency > 4096 {
             return Err("--concurrency: between 1 and 4096".into());
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for p in self.phase_list() {
+            match p {
+                Phase::Closed { batch, concurrency } => {
+                    let mut a = self.clone();
+                    (a.batch, a.concurrency) = (batch, concurrency);
+                    a.check_shape()?;
+                }
+                Phase::Open { batch, rate } => {
+                    if !(1..=1024).contains(&batch) {
+                        return Err("--phases: a batch is between 1 and 1024".into());
+                    }
+                    if matches!(rate, Rate::OfPeak(p) if !(p > 0.0 && p <= 1000.0))
+                        || rate == Rate::PerSecond(0)
+                    {
+                        return Err("--phases: a rate is above 0 (and a percentage at most 1000)".into());
+                    }
+                }
+            }
+        }
+        let mut closed_before = false;
+        for p in self.phase_list() {
+            match p {
+                Phase::Closed { .. } => closed_before = true,
+                Phase::Open {
+                    rate: Rate::OfPeak(_),
+                    ..
+                } if !closed_before => {
+                    return Err(
+                        "--phases: an open loop at a % rate needs a closed-loop phase before it"
+                            .into(),
+                    );
+                }
+                Phase::Open { .. } => {}
+            }
+        }
+        if self.wallets.is_empty() {
+            return Err("--wallets: at least one count".into());
+        }
+        if !(self.zipf_exponent > 0.0 && self.zipf_exponent <= 10.0) {
+            return Err("--zipf-exponent: above 0, at most 10".into());
         }
         for &w in &self.wallets {
             let payers = if self.payers == 0 { w } else { self.payers.min(w) };
@@ -186,41 +318,78 @@ impl LoadArgs {
 }
 
 /// Runs the load described by `args`; `cbdc` is the path of the `cbdc` binary (to start a
-/// devnet). Writes the report (JSON and SVG) and returns it; a scaling run returns the
-/// reports of each count and writes the scaling report too.
-pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<Vec<report::Report>, String> {
+/// devnet). Writes the reports (JSON and SVG) and returns them, one per wallet count and
+/// phase; a scaling run also writes the scaling report (of each count's first phase).
+pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<Outcome, String> {
     args.check()?;
-    if args.wallets.len() == 1 {
-        let report = run_one(&args, &cbdc, args.wallets[0]).await?;
-        write(&args.report, &report, plot::svg(&report)?)?;
-        return Ok(vec![report]);
-    }
-    let mut reports = Vec::new();
+    let stem = args
+        .report
+        .file_stem()
+        .map_or_else(|| "load-report".into(), |s| s.to_string_lossy().to_string());
+    let scaling = args.wallets.len() > 1;
+    let phased = args.phase_list().len() > 1;
+    let mut all = Vec::new();
+    let mut firsts = Vec::new();
     for &wallets in &args.wallets {
-        let report = run_one(&args, &cbdc, wallets).await?;
-        let stem = args
-            .report
-            .file_stem()
-            .map_or_else(|| "load-report".into(), |s| s.to_string_lossy().to_string());
-        let path = args.report.with_file_name(format!("{stem}-{wallets}.json"));
-        write(&path, &report, plot::svg(&report)?)?;
-        reports.push(report);
+        let reports = run_one(&args, &cbdc, wallets).await?;
+        for (k, report) in reports.iter().enumerate() {
+            let name = match (scaling, phased) {
+                (false, false) => args.report.clone(),
+                (true, false) => args.report.with_file_name(format!("{stem}-{wallets}.json")),
+                (false, true) => args.report.with_file_name(format!("{stem}-p{}.json", k + 1)),
+                (true, true) => args
+                    .report
+                    .with_file_name(format!("{stem}-{wallets}-p{}.json", k + 1)),
+            };
+            write(&name, report, plot::svg(report)?)?;
+        }
+        firsts.push(reports[0].clone());
+        all.extend(reports);
     }
-    let scaling = report::Scaling::of(&reports);
-    write(&args.report, &scaling, plot::scaling_svg(&scaling)?)?;
-    Ok(reports)
+    let scaling = if scaling {
+        let scaling = report::Scaling::of(&firsts);
+        write(&args.report, &scaling, plot::scaling_svg(&scaling)?)?;
+        Some(scaling)
+    } else {
+        None
+    };
+    Ok(Outcome {
+        reports: all,
+        scaling,
+    })
 }
 
-/// One run with `wallets` wallets.
-async fn run_one(args: &LoadArgs, cbdc: &std::path::Path, wallets: usize) -> Result<report::Report, String> {
+/// What a run produced: a report per wallet count and phase, in order, and for several
+/// counts the scaling report.
+pub struct Outcome {
+    pub reports: Vec<report::Report>,
+    pub scaling: Option<report::Scaling>,
+}
+
+/// One set-up with `wallets` wallets, then each phase on it.
+async fn run_one(
+    args: &LoadArgs,
+    cbdc: &std::path::Path,
+    wallets: usize,
+) -> Result<Vec<report::Report>, String> {
     let network = match &args.devnet {
         Some(dir) => target::Network::attach(dir).await?,
         None => target::Network::start(cbdc, args.banks).await?,
     };
     let result = async {
         let prepared = setup::prepare(&network, args, wallets).await?;
-        let run = drive::drive(&network, args, &prepared).await?;
-        report::finish(&network, args, &prepared, run).await
+        let mut reports: Vec<report::Report> = Vec::new();
+        let mut peak = None;
+        for phase in args.phase_list() {
+            let a = args.for_phase(phase, peak)?;
+            let run = drive::drive(&network, &a, &prepared).await?;
+            let report = report::finish(&network, &a, &prepared, run).await?;
+            if let Phase::Closed { .. } = phase {
+                peak = Some(report.transfers_per_s);
+            }
+            reports.push(report);
+        }
+        Ok::<_, String>(reports)
     }
     .await;
     network.stop().await;
@@ -236,4 +405,65 @@ fn write<T: serde::Serialize>(path: &std::path::Path, report: &T, svg: String) -
     .map_err(|e| format!("{}: {e}", path.display()))?;
     let picture = path.with_extension("svg");
     std::fs::write(&picture, svg).map_err(|e| format!("{}: {e}", picture.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wallet_counts_read_digits_and_powers_of_ten_within_bounds() {
+        assert_eq!(wallet_count("1e6"), Ok(1_000_000));
+        assert_eq!(wallet_count("5e3"), Ok(5_000));
+        assert_eq!(wallet_count("1000"), Ok(1_000));
+        assert!(wallet_count("1").is_err());
+        assert!(wallet_count("1e8").is_err());
+        assert!(wallet_count("1e99").is_err());
+        assert!(wallet_count("ten").is_err());
+    }
+
+    #[test]
+    fn phases_read_closed_and_open_shapes_and_name_what_is_wrong() {
+        assert_eq!(
+            phase("closed:256x8"),
+            Ok(Phase::Closed {
+                batch: 256,
+                concurrency: 8
+            })
+        );
+        assert_eq!(
+            phase("open:64@2500"),
+            Ok(Phase::Open {
+                batch: 64,
+                rate: Rate::PerSecond(2500)
+            })
+        );
+        assert_eq!(
+            phase("open:1@50%"),
+            Ok(Phase::Open {
+                batch: 1,
+                rate: Rate::OfPeak(50.0)
+            })
+        );
+        for bad in ["closed:256", "open:64", "sideways:1x1", "open:x@5", "closed:1x"] {
+            assert!(phase(bad).unwrap_err().starts_with(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_open_phase_at_a_percentage_takes_it_of_the_closed_phase_before_it() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: LoadArgs,
+        }
+        let cli = Cli::parse_from(["load", "--phases", "closed:256x8,open:64@50%"]);
+        let phases = cli.args.phase_list();
+        let second = cli.args.for_phase(phases[1], Some(5000.0)).unwrap();
+        assert_eq!((second.batch, second.rate), (64, 2500));
+        assert!(cli.args.for_phase(phases[1], None).is_err());
+        let first_open = Cli::parse_from(["load", "--phases", "open:64@50%"]);
+        assert!(first_open.args.check().is_err());
+    }
 }

@@ -77,6 +77,8 @@ pub struct Report {
     pub payers: usize,
     pub payees: crate::Payees,
     pub zipf_exponent: Option<f64>,
+    /// The share of the window's payments that went to wallet 0 (the hot merchant).
+    pub wallet_0_share: f64,
     pub sign: crate::Signing,
     pub payees_on_bank_2: usize,
     pub transfers_per_wallet: usize,
@@ -363,6 +365,7 @@ pub async fn finish(
         payers: prepared.chains.payers(),
         payees: args.payees,
         zipf_exponent: (args.payees == crate::Payees::Zipf).then_some(args.zipf_exponent),
+        wallet_0_share: run.to_wallet_0_in_window as f64 / committed.max(1) as f64,
         sign: args.sign,
         payees_on_bank_2: prepared.payees_elsewhere,
         transfers_per_wallet: prepared.chains.plan.first().map_or(0, Vec::len),

@@ -51,6 +51,9 @@ pub struct Chains {
     /// Per payer, the coin its next transfer spends (live signing).
     live: Mutex<Vec<(OutPoint, Amount)>>,
     valid_until: UnixSeconds,
+    /// Where the next phase starts: each payer's next transfer, for the payers whose chain
+    /// is neither done nor broken (`None`: every payer at its first).
+    resume: Mutex<Option<Vec<(usize, usize)>>>,
 }
 
 impl Chains {
@@ -62,8 +65,23 @@ impl Chains {
         self.plan[w].len()
     }
 
-    pub fn total(&self) -> usize {
-        self.plan.iter().map(Vec::len).sum()
+    /// The transfers a phase may send: (payer, index) of each payer's next one.
+    pub fn ready(&self) -> Vec<(usize, usize)> {
+        match &*self.resume.lock().expect("resume") {
+            Some(r) => r.clone(),
+            None => (0..self.payers()).map(|w| (w, 0)).collect(),
+        }
+    }
+
+    /// Where a phase left the chains (every call answered): the next phase starts there.
+    pub fn set_ready(&self, ready: Vec<(usize, usize)>) {
+        *self.resume.lock().expect("resume") = Some(ready);
+    }
+
+    /// Whether transfer `i` of payer `w` pays wallet 0 of bank 1 (the hot merchant of a Zipf
+    /// law).
+    pub fn pays_wallet_0(&self, w: usize, i: usize) -> bool {
+        self.plan[w][i] == 0
     }
 
     /// Whether transfer `i` of payer `w` pays a wallet of another ledger.
@@ -528,6 +546,7 @@ pub async fn prepare(
         presigned: None,
         live: Mutex::new(first),
         valid_until,
+        resume: Mutex::new(None),
     };
 
     // Presigned: on blocking threads (one chunk per core), outside the timed window.

@@ -819,3 +819,66 @@ fn a_devnet_of_processes_serves_resumes_and_leaves_no_orphans() {
     assert!(devnet.wait().unwrap().success());
     assert!(again.iter().all(|&p| !alive(p)));
 }
+
+/// `cbdc load` with two phases on one set-up (the second open loop at half the first's
+/// rate), Zipf payees and live signing: each phase reports, and every transfer of both is
+/// found committed at its acknowledged position with the audit balanced.
+#[test]
+fn load_phases_continue_the_same_chains_with_zipf_payees_signed_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
+        .args([
+            "load",
+            "--wallets",
+            "50",
+            "--transfers",
+            "2000",
+            "--phases",
+            "closed:1x1,open:1@50%",
+            "--payees",
+            "zipf",
+            "--sign",
+            "live",
+            "--duration-s",
+            "1",
+            "--warmup-s",
+            "0",
+            "--quiet",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |k: u32| -> serde_json::Value {
+        let path = dir.path().join(format!("r-p{k}.json"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (first, second) = (read(1), read(2));
+    assert_eq!(first["sign"], "live");
+    assert_eq!(first["payees"], "zipf");
+    let first_rate = first["transfers_per_s"].as_f64().unwrap();
+    let offered = second["offered_rate"].as_u64().unwrap();
+    assert_eq!(offered, ((first_rate * 0.5).round() as u64).max(1), "{second:#}");
+    for r in [&first, &second] {
+        assert_eq!(r["checks"]["found"], r["checks"]["read_back"], "{r:#}");
+        assert_eq!(r["checks"]["audit_balanced"], true);
+        assert!(r["errors"].as_object().unwrap().is_empty(), "{r:#}");
+    }
+    // Both phases together sent no more than the chains hold, and the second sent some.
+    let acknowledged = first["checks"]["acknowledged"].as_u64().unwrap()
+        + second["checks"]["acknowledged"].as_u64().unwrap();
+    assert!(acknowledged <= 2000, "{acknowledged}");
+    assert!(second["checks"]["acknowledged"].as_u64().unwrap() > 0);
+    // Zipf: the hot merchant (wallet 0) got about 1/H(50) ≈ 22% of the payments (uniform
+    // payees would give it 1/49 ≈ 2%).
+    let share = first["wallet_0_share"].as_f64().unwrap();
+    assert!(share > 0.1, "{share}");
+    assert!(report.with_file_name("r-p2.svg").exists());
+}

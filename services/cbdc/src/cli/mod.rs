@@ -173,18 +173,18 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         Command::Load(args) => {
             let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
             let path = args.report.clone();
-            let reports = cbdc_load::run(args, cbdc).await?;
-            let scaling = (reports.len() > 1).then(|| cbdc_load::report::Scaling::of(&reports));
+            let cbdc_load::Outcome { reports, scaling } = cbdc_load::run(args, cbdc).await?;
             if out.json {
                 let value = match &scaling {
                     Some(s) => serde_json::to_string(s),
-                    None => serde_json::to_string(&reports[0]),
+                    None if reports.len() == 1 => serde_json::to_string(&reports[0]),
+                    None => serde_json::to_string(&reports),
                 };
                 out.lines.push(value.map_err(|e| e.to_string())?);
             } else {
                 for r in &reports {
                     if reports.len() > 1 {
-                        out.lines.push(format!("— {} wallets", r.wallets));
+                        out.lines.push(format!("— {} wallets, {}", r.wallets, r.mode));
                     }
                     out.lines.extend(r.summary());
                 }
