@@ -47,6 +47,15 @@ pub struct Usage {
     pub rss_max_bytes: u64,
 }
 
+/// What the sampler read of one process: CPU at the window's start, the last (CPU, RSS)
+/// read, the largest RSS.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sampled {
+    cpu_at_start: Option<f64>,
+    last: Option<(f64, u64)>,
+    rss_max: u64,
+}
+
 /// What the timed window measured.
 pub struct Run {
     /// Latency of each transfer in the window, microseconds (a batch's latency counts once
@@ -214,12 +223,11 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
     }
     let ready = prepared.chains.ready();
     if ready.is_empty() {
-        return Err("no transfers left to send: raise --transfers or --transfers-per-wallet".into());
+        return Err(
+            "no transfers left to send: raise --transfers or --transfers-per-wallet".into(),
+        );
     }
-    let remaining = ready
-        .iter()
-        .map(|&(w, i)| prepared.chains.len(w) - i)
-        .sum();
+    let remaining = ready.iter().map(|&(w, i)| prepared.chains.len(w) - i).sum();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             ready: ready.into(),
@@ -252,9 +260,7 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
         let progress = progress.clone();
         let processes = processes.clone();
         tokio::spawn(async move {
-            // Per process: CPU at the window's start, the last (CPU, RSS) read, the largest RSS.
-            let mut usage: Vec<(Option<f64>, Option<(f64, u64)>, u64)> =
-                vec![(None, None, 0); processes.len()];
+            let mut usage = vec![Sampled::default(); processes.len()];
             let mut fsyncs_at_start = None;
             let mut started = false;
             while Instant::now() < end && !shared.done() {
@@ -266,11 +272,11 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
                 }
                 for ((_, pid), u) in processes.iter().zip(usage.iter_mut()) {
                     if let Some((cpu, rss)) = process_usage(*pid) {
-                        u.2 = u.2.max(rss);
+                        u.rss_max = u.rss_max.max(rss);
                         if starts {
-                            u.0 = Some(cpu);
+                            u.cpu_at_start = Some(cpu);
                         }
-                        u.1 = Some((cpu, rss));
+                        u.last = Some((cpu, rss));
                     }
                 }
                 show_progress(&shared, &progress, end);
@@ -285,7 +291,6 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
             (usage, fsyncs_at_start)
         })
     };
-
 
     if args.rate == 0 {
         let mut workers = Vec::new();
@@ -344,14 +349,14 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
     let servers = processes
         .into_iter()
         .zip(usage)
-        .filter_map(|((name, pid), (at_start, last, rss_max))| {
-            let (cpu, rss) = process_usage(pid).or(last)?;
+        .filter_map(|((name, pid), u)| {
+            let (cpu, rss) = process_usage(pid).or(u.last)?;
             Some(Usage {
                 name,
                 pid,
-                cpu_s: cpu - at_start?,
+                cpu_s: cpu - u.cpu_at_start?,
                 rss_bytes: rss,
-                rss_max_bytes: rss_max.max(rss),
+                rss_max_bytes: u.rss_max.max(rss),
             })
         })
         .collect();
@@ -366,7 +371,9 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
         .into_inner()
         .expect("state");
     // Every call is answered: the next phase starts where this one left each chain.
-    prepared.chains.set_ready(state.ready.iter().copied().collect());
+    prepared
+        .chains
+        .set_ready(state.ready.iter().copied().collect());
     let warmup_s = args.warmup().as_secs();
     let timeline = state
         .per_second
@@ -402,7 +409,6 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
 
 /// The progress line: the rate over the last two seconds, the window's p99, the errors.
 fn show_progress(shared: &Shared, progress: &indicatif::ProgressBar, end: Instant) {
-
     let s = shared.state.lock().expect("state");
     let now_s = shared.start.elapsed().as_secs();
     let recent: u64 = s

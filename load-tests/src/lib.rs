@@ -268,7 +268,9 @@ impl LoadArgs {
                     if matches!(rate, Rate::OfPeak(p) if !(p > 0.0 && p <= 1000.0))
                         || rate == Rate::PerSecond(0)
                     {
-                        return Err("--phases: a rate is above 0 (and a percentage at most 1000)".into());
+                        return Err(
+                            "--phases: a rate is above 0 (and a percentage at most 1000)".into(),
+                        );
                     }
                 }
             }
@@ -296,7 +298,11 @@ impl LoadArgs {
             return Err("--zipf-exponent: above 0, at most 10".into());
         }
         for &w in &self.wallets {
-            let payers = if self.payers == 0 { w } else { self.payers.min(w) };
+            let payers = if self.payers == 0 {
+                w
+            } else {
+                self.payers.min(w)
+            };
             let n = self.chain_length(payers);
             if n == 0 || n > CHAIN_MAX {
                 return Err(format!(
@@ -336,7 +342,9 @@ pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<Outcome, String> {
             let name = match (scaling, phased) {
                 (false, false) => args.report.clone(),
                 (true, false) => args.report.with_file_name(format!("{stem}-{wallets}.json")),
-                (false, true) => args.report.with_file_name(format!("{stem}-p{}.json", k + 1)),
+                (false, true) => args
+                    .report
+                    .with_file_name(format!("{stem}-p{}.json", k + 1)),
                 (true, true) => args
                     .report
                     .with_file_name(format!("{stem}-{wallets}-p{}.json", k + 1)),
@@ -397,7 +405,11 @@ async fn run_one(
 }
 
 /// Writes a report as JSON at `path` and its picture beside it (`.svg`).
-fn write<T: serde::Serialize>(path: &std::path::Path, report: &T, svg: String) -> Result<(), String> {
+fn write<T: serde::Serialize>(
+    path: &std::path::Path,
+    report: &T,
+    svg: String,
+) -> Result<(), String> {
     std::fs::write(
         path,
         serde_json::to_string_pretty(report).map_err(|e| e.to_string())?,
@@ -445,7 +457,13 @@ mod tests {
                 rate: Rate::OfPeak(50.0)
             })
         );
-        for bad in ["closed:256", "open:64", "sideways:1x1", "open:x@5", "closed:1x"] {
+        for bad in [
+            "closed:256",
+            "open:64",
+            "sideways:1x1",
+            "open:x@5",
+            "closed:1x",
+        ] {
             assert!(phase(bad).unwrap_err().starts_with(bad), "{bad}");
         }
     }

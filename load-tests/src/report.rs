@@ -338,9 +338,11 @@ pub async fn finish(
         }
     );
     let server_note = if run.servers.is_empty() {
-        "not measured: the network's services do not run as processes of their own on this machine".to_string()
+        "not measured: the network's services do not run as processes of their own on this machine"
+            .to_string()
     } else {
-        "each service in a process of its own (cbdc serve); the load generator shares the machine".to_string()
+        "each service in a process of its own (cbdc serve); the load generator shares the machine"
+            .to_string()
     };
     let per_s = |n: u64| {
         if run.window_s > 0.0 {
@@ -415,7 +417,10 @@ pub async fn finish(
             .collect(),
         server_note,
         fsyncs_per_s: run.fsyncs.map(|f| f / run.window_s.max(f64::EPSILON)),
-        transfers_per_fsync: run.fsyncs.filter(|&f| f > 0.0).map(|f| committed as f64 / f),
+        transfers_per_fsync: run
+            .fsyncs
+            .filter(|&f| f > 0.0)
+            .map(|f| committed as f64 / f),
         intra_per_s: per_s(committed - run.cross_in_window),
         cross,
         timeline: run.timeline,
@@ -485,8 +490,10 @@ impl Scaling {
                 p.wallets,
                 p.transfers_per_s,
                 p.p99_ms,
-                p.bank_rss_bytes
-                    .map_or_else(|| "-".into(), |b| format!("{:.0} MiB", b as f64 / 1048576.0)),
+                p.bank_rss_bytes.map_or_else(
+                    || "-".into(),
+                    |b| format!("{:.0} MiB", b as f64 / 1048576.0)
+                ),
                 if p.checks_pass { "pass" } else { "FAIL" }
             ));
         }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cbdc_core::{
-    Address, Amount, KycTier, Keypair, LedgerId, Lock, OutPoint, PublicKey, Transfer,
+    Address, Amount, Keypair, KycTier, LedgerId, Lock, OutPoint, PublicKey, Transfer,
     TransferBuilder, UnixSeconds,
 };
 use cbdc_proto::requests;
@@ -322,8 +322,7 @@ async fn fund(
                 .await
                 .map_err(|s| format!("distributor {i}: {}", cbdc_client::RpcError::from(s)))?
                 .into_inner();
-                let Some(cbdc_proto::v1::transfer_result::Outcome::Committed(c)) = r.outcome
-                else {
+                let Some(cbdc_proto::v1::transfer_result::Outcome::Committed(c)) = r.outcome else {
                     return Err(format!("distributor {i}: the exchange did not commit"));
                 };
                 let lock = cbdc_proto::convert::to_lock(&Lock::Key(key));

@@ -93,7 +93,9 @@ impl Network {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!(
                     "the devnet exited at start ({status}): {}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default().trim()
+                    std::fs::read_to_string(&log_path)
+                        .unwrap_or_default()
+                        .trim()
                 ));
             }
             if Instant::now() > deadline {
@@ -161,7 +163,10 @@ impl Network {
 
     /// The value of a counter on bank `ledger`'s metrics endpoint (summed over its labels).
     pub async fn bank_metric(&self, ledger: LedgerId, name: &str) -> Option<f64> {
-        let addr = self.file.bank_metrics.get((ledger.0 as usize).wrapping_sub(1))?;
+        let addr = self
+            .file
+            .bank_metrics
+            .get((ledger.0 as usize).wrapping_sub(1))?;
         metric(&scrape(*addr).await.ok()?, name)
     }
 

@@ -706,8 +706,14 @@ fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
     assert_eq!(servers, ["bank 1", "bank 2", "central bank"], "{r:#}");
     assert!(r["fsyncs_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
     // Every cross-ledger payment was credited by bank 2 after the load.
-    assert!(r["cross"]["committed_in_window"].as_u64().unwrap() > 0, "{r:#}");
-    assert!(r["cross"]["delivered_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert!(
+        r["cross"]["committed_in_window"].as_u64().unwrap() > 0,
+        "{r:#}"
+    );
+    assert!(
+        r["cross"]["delivered_per_s"].as_f64().unwrap() > 0.0,
+        "{r:#}"
+    );
     assert!(!r["timeline"].as_array().unwrap().is_empty());
     // The picture beside it: throughput, latency over time and the distribution.
     let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();
@@ -749,7 +755,13 @@ fn a_devnet_of_processes_serves_resumes_and_leaves_no_orphans() {
     let pids = |v: &serde_json::Value| -> Vec<u64> {
         let p = &v["pids"];
         let mut all = vec![p["central_bank"].as_u64().unwrap()];
-        all.extend(p["banks"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()));
+        all.extend(
+            p["banks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap()),
+        );
         all
     };
 
@@ -865,7 +877,11 @@ fn load_phases_continue_the_same_chains_with_zipf_payees_signed_live() {
     assert_eq!(first["payees"], "zipf");
     let first_rate = first["transfers_per_s"].as_f64().unwrap();
     let offered = second["offered_rate"].as_u64().unwrap();
-    assert_eq!(offered, ((first_rate * 0.5).round() as u64).max(1), "{second:#}");
+    assert_eq!(
+        offered,
+        ((first_rate * 0.5).round() as u64).max(1),
+        "{second:#}"
+    );
     for r in [&first, &second] {
         assert_eq!(r["checks"]["found"], r["checks"]["read_back"], "{r:#}");
         assert_eq!(r["checks"]["audit_balanced"], true);

@@ -3,9 +3,9 @@
 //! exports none: its own status reports them). Whether the store stopped after a failed
 //! write is `store_failed`, set by the service's health watch.
 
+use prometheus::IntCounter;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::IntCounter;
 
 use crate::Database;
 

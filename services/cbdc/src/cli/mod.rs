@@ -127,8 +127,7 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         } => {
             let shutdown = Shutdown::new().on_signals();
             if processes {
-                let cbdc =
-                    std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
+                let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
                 let mut devnet = DevnetProcesses::start(&dir, banks, &cbdc).await?;
                 print_devnet(&dir, &devnet.file);
                 for (name, pid, log) in devnet.processes() {
@@ -184,7 +183,8 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
             } else {
                 for r in &reports {
                     if reports.len() > 1 {
-                        out.lines.push(format!("— {} wallets, {}", r.wallets, r.mode));
+                        out.lines
+                            .push(format!("— {} wallets, {}", r.wallets, r.mode));
                     }
                     out.lines.extend(r.summary());
                 }

@@ -46,9 +46,8 @@ fn fixed(address: &mut SocketAddr) -> Result<(), String> {
 
 fn write_config<T: serde::Serialize>(path: &Path, config: &T, what: &str) -> Result<(), String> {
     let text = toml::to_string(config).map_err(|e| format!("{what}'s configuration: {e}"))?;
-    let header = format!(
-        "# {what}, written by `cbdc devnet --processes`; served by `cbdc serve`.\n\n"
-    );
+    let header =
+        format!("# {what}, written by `cbdc devnet --processes`; served by `cbdc serve`.\n\n");
     std::fs::write(path, header + &text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -82,7 +81,13 @@ impl DevnetProcesses {
             let path = dir.join("central-bank.toml");
             write_config(&path, &plan.central_bank, "the central bank")?;
             devnet
-                .spawn(cbdc, "central bank", "issuance", &path, plan.central_bank.listen)
+                .spawn(
+                    cbdc,
+                    "central bank",
+                    "issuance",
+                    &path,
+                    plan.central_bank.listen,
+                )
                 .await?;
             for c in &plan.banks {
                 let id = c.ledger_id;
