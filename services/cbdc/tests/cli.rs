@@ -654,9 +654,9 @@ fn serve_runs_a_service_from_its_config_and_stops_on_sigterm() {
 fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
-        .args([
-            "load",
+    let stdout = cbdc_load(
+        &report,
+        &[
             "--wallets",
             "60",
             "--transfers-per-wallet",
@@ -671,17 +671,7 @@ fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
             "30",
             "--warmup-s",
             "0",
-            "--quiet",
-            "--report",
-        ])
-        .arg(&report)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert!(stdout.contains("transfers/s"), "{stdout}");
     let r: serde_json::Value =
@@ -719,6 +709,25 @@ fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
     let svg = std::fs::read_to_string(report.with_extension("svg")).unwrap();
     assert!(svg.starts_with("<svg"), "{svg:.100}");
     assert!(svg.matches("<polyline").count() >= 4, "{svg:.300}");
+}
+
+/// Runs `cbdc load` with `args`, quietly, its report at `report`; what it printed, once it
+/// succeeded.
+fn cbdc_load(report: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
+        .arg("load")
+        .args(args)
+        .args(["--quiet", "--report"])
+        .arg(report)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// `cbdc devnet --processes`: each service is a `cbdc serve` process of its own, named with
@@ -836,12 +845,12 @@ fn a_devnet_of_processes_serves_resumes_and_leaves_no_orphans() {
 /// rate), Zipf payees and live signing: each phase reports, and every transfer of both is
 /// found committed at its acknowledged position with the audit balanced.
 #[test]
-fn load_phases_continue_the_same_chains_with_zipf_payees_signed_live() {
+fn load_phases_run_on_one_set_up_with_zipf_payees_signed_live() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("r.json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
-        .args([
-            "load",
+    cbdc_load(
+        &report,
+        &[
             "--wallets",
             "50",
             "--transfers",
@@ -856,17 +865,7 @@ fn load_phases_continue_the_same_chains_with_zipf_payees_signed_live() {
             "1",
             "--warmup-s",
             "0",
-            "--quiet",
-            "--report",
-        ])
-        .arg(&report)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let read = |k: u32| -> serde_json::Value {
         let path = dir.path().join(format!("r-p{k}.json"));
