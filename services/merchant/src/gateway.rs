@@ -1,0 +1,482 @@
+//! The gateway's rules and state: merchants onboarded by their bank, orders, and the nonces
+//! of signed requests — all in `cbdc-store`, each request's effect and its nonce in one
+//! transaction.
+//!
+//! Keys: `m\0<merchant_id>` a merchant; `o\0<merchant_id>\0<out_trade_no>` an order;
+//! `n\0<timestamp, 8 bytes big-endian><signer>\0<nonce>` a used nonce, cleared once its
+//! timestamp is outside the replay window (a replay must carry the same timestamp: the
+//! signature covers it).
+
+use std::collections::BTreeMap;
+
+use cbdc_core::{Address, Amount, LedgerId, PublicKey};
+use cbdc_store::{Database, TxError};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, Credentials, Signer};
+use crate::error::ApiError;
+use crate::qr;
+
+/// Longest description of an order, in bytes.
+pub const DESCRIPTION_MAX: usize = 127;
+/// An order's validity: at least a minute, at most a week; two hours by default.
+pub const EXPIRY_MIN_S: u64 = 60;
+pub const EXPIRY_MAX_S: u64 = 7 * 24 * 3600;
+pub const EXPIRY_DEFAULT_S: u64 = 2 * 3600;
+/// Longest webhook URL.
+pub const URL_MAX: usize = 512;
+
+/// A merchant, as its bank onboarded it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Merchant {
+    pub merchant_id: String,
+    pub bank: u32,
+    pub settlement_address: String,
+    pub api_public_key: String,
+    pub webhook_url: String,
+}
+
+/// What a bank sends to onboard a merchant.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnboardRequest {
+    pub merchant_id: String,
+    pub settlement_address: String,
+    pub api_public_key: String,
+    pub webhook_url: String,
+}
+
+/// What a merchant sends to create an order.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    pub out_trade_no: String,
+    pub amount: String,
+    pub description: String,
+    #[serde(default)]
+    pub expires_in_s: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Created,
+    Paid,
+    Closed,
+}
+
+/// An order as stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Order {
+    pub merchant_id: String,
+    pub out_trade_no: String,
+    pub amount: String,
+    pub description: String,
+    pub status: OrderStatus,
+    pub created_at_unix_s: u64,
+    pub expires_at_unix_s: u64,
+    /// What the payer's wallet scans.
+    pub payment_uri: String,
+    /// The memo the payment carries.
+    pub memo: String,
+}
+
+impl Order {
+    /// The order as a merchant reads it at `now`: an unpaid order past its expiry is
+    /// `EXPIRED`.
+    pub fn view(&self, now: u64) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("serialisable");
+        if self.status == OrderStatus::Created && now >= self.expires_at_unix_s {
+            v["status"] = "EXPIRED".into();
+        }
+        v
+    }
+}
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    parts.join(&0u8)
+}
+
+fn merchant_key(id: &str) -> Vec<u8> {
+    key(&[b"m", id.as_bytes()])
+}
+
+fn order_key(merchant: &str, out_trade_no: &str) -> Vec<u8> {
+    key(&[b"o", merchant.as_bytes(), out_trade_no.as_bytes()])
+}
+
+fn nonce_key(c: &Credentials) -> Vec<u8> {
+    let signer = match &c.signer {
+        Signer::Merchant(m) => format!("m:{m}"),
+        Signer::Bank(b) => format!("b:{b}"),
+    };
+    let mut k = b"n\0".to_vec();
+    k.extend_from_slice(&c.timestamp.to_be_bytes());
+    k.extend_from_slice(signer.as_bytes());
+    k.push(0);
+    k.extend_from_slice(c.nonce.as_bytes());
+    k
+}
+
+/// An identifier: 1 to `max` letters, digits, `-` or `_` (and at least `min`).
+fn identifier(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    if value.len() < min
+        || value.len() > max
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::invalid(
+            field,
+            format!("{min} to {max} letters, digits, '-' or '_'"),
+        ));
+    }
+    Ok(())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        // serde names an unknown or missing field in its message; say which one.
+        let text = e.to_string();
+        let field = text
+            .split('`')
+            .nth(1)
+            .filter(|_| text.contains("field"))
+            .unwrap_or("body");
+        ApiError::invalid(field, format!("not the expected JSON: {text}"))
+    })
+}
+
+/// The gateway: its store, its network's name and the banks that may onboard merchants.
+#[derive(Clone)]
+pub struct Gateway {
+    db: Database,
+    network: String,
+    banks: BTreeMap<u32, PublicKey>,
+    clock: fn() -> u64,
+}
+
+fn system_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Gateway {
+    pub fn new(db: Database, network: String, banks: BTreeMap<u32, PublicKey>) -> Gateway {
+        Gateway {
+            db,
+            network,
+            banks,
+            clock: system_now,
+        }
+    }
+
+    pub fn now(&self) -> u64 {
+        (self.clock)()
+    }
+
+    /// The signer's key: a bank's authority key from the configuration, or an onboarded
+    /// merchant's API key.
+    async fn signer_key(&self, signer: &Signer) -> Result<PublicKey, ApiError> {
+        match signer {
+            Signer::Bank(b) => self.banks.get(b).copied().ok_or_else(|| {
+                ApiError::unauthenticated("authorization", format!("bank {b}: not known here"))
+            }),
+            Signer::Merchant(m) => {
+                let merchant = self.merchant(m).await?.ok_or_else(|| {
+                    ApiError::unauthenticated(
+                        "authorization",
+                        format!("merchant_id {m}: not onboarded"),
+                    )
+                })?;
+                crate::parse_key("api_public_key", &merchant.api_public_key)
+                    .map_err(|e| ApiError::internal(e.message))
+            }
+        }
+    }
+
+    /// Checks a request's signature (but not yet its nonce).
+    pub async fn authenticate(
+        &self,
+        credentials: &Credentials,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        let key = self.signer_key(&credentials.signer).await?;
+        auth::verify(credentials, &key, method, path, body, self.now())
+    }
+
+    pub async fn merchant(&self, id: &str) -> Result<Option<Merchant>, ApiError> {
+        let k = merchant_key(id);
+        let found: Result<Option<Vec<u8>>, TxError<ApiError>> = self
+            .db
+            .run(|tx| {
+                let k = k.clone();
+                Box::pin(async move { Ok(tx.get(&k).await?) })
+            })
+            .await;
+        found?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| ApiError::internal(e.to_string())))
+            .transpose()
+    }
+
+    /// Runs `effect` in one transaction with the check and record of the request's nonce.
+    async fn once<T, F>(&self, credentials: &Credentials, effect: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(
+                &'t mut cbdc_store::Transaction,
+            ) -> cbdc_store::BoxFuture<'t, Result<T, TxError<ApiError>>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let nonce = nonce_key(credentials);
+        let effect = std::sync::Arc::new(effect);
+        Ok(self
+            .db
+            .run(|tx| {
+                let nonce = nonce.clone();
+                let effect = std::sync::Arc::clone(&effect);
+                Box::pin(async move {
+                    if tx.get(&nonce).await?.is_some() {
+                        return Err(TxError::Abort(ApiError::unauthenticated(
+                            "authorization",
+                            "nonce: already used (a replayed request)",
+                        )));
+                    }
+                    tx.set(nonce, b"")?;
+                    effect(tx).await
+                })
+            })
+            .await?)
+    }
+
+    /// Forgets nonces whose timestamps are outside the replay window (they can no longer be
+    /// replayed: the timestamp check refuses them first).
+    pub async fn prune_nonces(&self) -> Result<(), ApiError> {
+        let cutoff = self.now().saturating_sub(auth::REPLAY_WINDOW_S + 1);
+        let (begin, mut end) = (b"n\0".to_vec(), b"n\0".to_vec());
+        end.extend_from_slice(&cutoff.to_be_bytes());
+        let done: Result<(), TxError<ApiError>> = self
+            .db
+            .run(|tx| {
+                let (begin, end) = (begin.clone(), end.clone());
+                Box::pin(async move { Ok(tx.clear_range(&begin, &end)?) })
+            })
+            .await;
+        Ok(done?)
+    }
+
+    /// A bank onboards a merchant: the settlement wallet must be on the bank's own ledger.
+    /// The merchant id is the idempotency key: the same content answers the same merchant,
+    /// other content is refused.
+    pub async fn onboard(
+        &self,
+        credentials: &Credentials,
+        body: &[u8],
+    ) -> Result<Merchant, ApiError> {
+        let Signer::Bank(bank) = credentials.signer else {
+            return Err(ApiError::denied(
+                "authorization",
+                "only a bank's authority onboards merchants",
+            ));
+        };
+        let r: OnboardRequest = decode(body)?;
+        identifier("merchant_id", &r.merchant_id, 1, 32)?;
+        let address: Address = r
+            .settlement_address
+            .parse()
+            .map_err(|e| ApiError::invalid("settlement_address", format!("{e}")))?;
+        if address.ledger != LedgerId(bank) {
+            return Err(ApiError::invalid(
+                "settlement_address",
+                format!(
+                    "on ledger {}; bank {bank} onboards merchants with wallets on its own ledger",
+                    address.ledger.0
+                ),
+            ));
+        }
+        crate::parse_key("api_public_key", &r.api_public_key)?;
+        let url = r.webhook_url.trim();
+        if url.len() > URL_MAX || !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ApiError::invalid(
+                "webhook_url",
+                format!("an http(s) URL of at most {URL_MAX} bytes"),
+            ));
+        }
+        let merchant = Merchant {
+            merchant_id: r.merchant_id.clone(),
+            bank,
+            settlement_address: address.to_string(),
+            api_public_key: r.api_public_key.trim().to_lowercase(),
+            webhook_url: url.to_string(),
+        };
+        let k = merchant_key(&merchant.merchant_id);
+        let value = serde_json::to_vec(&merchant).expect("serialisable");
+        let m = merchant.clone();
+        self.once(credentials, move |tx| {
+            let (k, value, m) = (k.clone(), value.clone(), m.clone());
+            Box::pin(async move {
+                if let Some(old) = tx.get(&k).await? {
+                    return if old == value {
+                        Ok(m)
+                    } else {
+                        Err(TxError::Abort(ApiError::conflict(
+                            "merchant_id",
+                            format!("{} is onboarded with other details", m.merchant_id),
+                        )))
+                    };
+                }
+                tx.set(k, value)?;
+                Ok(m)
+            })
+        })
+        .await
+    }
+
+    /// A merchant creates an order. `out_trade_no` is the idempotency key: the same content
+    /// answers the same order, other content is refused with ALREADY_EXISTS.
+    pub async fn create_order(
+        &self,
+        credentials: &Credentials,
+        body: &[u8],
+    ) -> Result<Order, ApiError> {
+        let merchant_id = self.merchant_signer(credentials)?;
+        let r: CreateOrder = decode(body)?;
+        identifier("out_trade_no", &r.out_trade_no, 6, 32)?;
+        let amount =
+            Amount::parse(&r.amount).map_err(|e| ApiError::invalid("amount", e.to_string()))?;
+        if amount == Amount::ZERO {
+            return Err(ApiError::invalid("amount", "must be above 0.00"));
+        }
+        if r.description.len() > DESCRIPTION_MAX || r.description.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "description",
+                format!("at most {DESCRIPTION_MAX} bytes, no control characters"),
+            ));
+        }
+        let expires_in = r.expires_in_s.unwrap_or(EXPIRY_DEFAULT_S);
+        if !(EXPIRY_MIN_S..=EXPIRY_MAX_S).contains(&expires_in) {
+            return Err(ApiError::invalid(
+                "expires_in_s",
+                format!("between {EXPIRY_MIN_S} and {EXPIRY_MAX_S} seconds"),
+            ));
+        }
+        let merchant = self
+            .merchant(&merchant_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("merchant_id", "not onboarded"))?;
+        let now = self.now();
+        let memo = qr::order_memo(&merchant_id, &r.out_trade_no);
+        let order = Order {
+            merchant_id: merchant_id.clone(),
+            out_trade_no: r.out_trade_no.clone(),
+            amount: amount.to_string(),
+            description: r.description.clone(),
+            status: OrderStatus::Created,
+            created_at_unix_s: now,
+            expires_at_unix_s: now + expires_in,
+            payment_uri: qr::payment_uri(
+                &merchant.settlement_address,
+                &amount.to_string(),
+                &memo,
+                &self.network,
+            ),
+            memo,
+        };
+        let k = order_key(&merchant_id, &r.out_trade_no);
+        self.once(credentials, move |tx| {
+            let (k, order) = (k.clone(), order.clone());
+            Box::pin(async move {
+                if let Some(old) = tx.get(&k).await? {
+                    let old: Order = serde_json::from_slice(&old)
+                        .map_err(|e| TxError::Abort(ApiError::internal(e.to_string())))?;
+                    let same = old.amount == order.amount
+                        && old.description == order.description
+                        && old.expires_at_unix_s - old.created_at_unix_s
+                            == order.expires_at_unix_s - order.created_at_unix_s;
+                    return if same {
+                        Ok(old)
+                    } else {
+                        Err(TxError::Abort(ApiError::conflict(
+                            "out_trade_no",
+                            format!("{} was created with other content", order.out_trade_no),
+                        )))
+                    };
+                }
+                tx.set(k, serde_json::to_vec(&order).expect("serialisable"))?;
+                Ok(order)
+            })
+        })
+        .await
+    }
+
+    fn merchant_signer(&self, credentials: &Credentials) -> Result<String, ApiError> {
+        match &credentials.signer {
+            Signer::Merchant(m) => Ok(m.clone()),
+            Signer::Bank(_) => Err(ApiError::denied(
+                "authorization",
+                "orders are the merchant's: sign with its API key",
+            )),
+        }
+    }
+
+    /// A merchant reads one of its orders (another merchant's is not found).
+    pub async fn get_order(
+        &self,
+        credentials: &Credentials,
+        out_trade_no: &str,
+    ) -> Result<Order, ApiError> {
+        let merchant_id = self.merchant_signer(credentials)?;
+        identifier("out_trade_no", out_trade_no, 6, 32)?;
+        let k = order_key(&merchant_id, out_trade_no);
+        self.once(credentials, move |tx| {
+            let k = k.clone();
+            Box::pin(async move {
+                let v = tx.get(&k).await?.ok_or_else(|| {
+                    TxError::Abort(ApiError::not_found("out_trade_no", "no such order"))
+                })?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| TxError::Abort(ApiError::internal(e.to_string())))
+            })
+        })
+        .await
+    }
+
+    /// A merchant closes an unpaid order (closing it again answers the closed order).
+    pub async fn close_order(
+        &self,
+        credentials: &Credentials,
+        out_trade_no: &str,
+    ) -> Result<Order, ApiError> {
+        let merchant_id = self.merchant_signer(credentials)?;
+        identifier("out_trade_no", out_trade_no, 6, 32)?;
+        let k = order_key(&merchant_id, out_trade_no);
+        self.once(credentials, move |tx| {
+            let k = k.clone();
+            Box::pin(async move {
+                let v = tx.get(&k).await?.ok_or_else(|| {
+                    TxError::Abort(ApiError::not_found("out_trade_no", "no such order"))
+                })?;
+                let mut order: Order = serde_json::from_slice(&v)
+                    .map_err(|e| TxError::Abort(ApiError::internal(e.to_string())))?;
+                match order.status {
+                    OrderStatus::Paid => Err(TxError::Abort(ApiError::precondition(
+                        "out_trade_no",
+                        "the order is paid: refund it instead",
+                    ))),
+                    OrderStatus::Closed => Ok(order),
+                    OrderStatus::Created => {
+                        order.status = OrderStatus::Closed;
+                        tx.set(k, serde_json::to_vec(&order).expect("serialisable"))?;
+                        Ok(order)
+                    }
+                }
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,551 @@
+//! The merchant gateway over HTTP: a bank onboards a merchant, the merchant creates, reads
+//! and closes an order whose QR code scans back to its payment URI; and hostile requests
+//! are refused with a status and a JSON error naming the field, changing nothing.
+
+use std::collections::BTreeMap;
+
+use cbdc_core::{Address, Keypair, LedgerId};
+use cbdc_merchant::auth::{self, Signer};
+use serde_json::{Value, json};
+
+struct Net {
+    base: String,
+    bank: Keypair,
+    merchant: Keypair,
+    http: reqwest::Client,
+    shutdown: cbdc_runtime::shutdown::Shutdown,
+    _dir: tempfile::TempDir,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("n{}-{}", now(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A request as sent: method, path, body, and the headers to use.
+struct Call<'a> {
+    method: &'a str,
+    path: &'a str,
+    body: Vec<u8>,
+    authorization: Option<String>,
+    content_type: Option<&'a str>,
+}
+
+impl Net {
+    async fn start() -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let db = cbdc_store::Database::open_embedded(
+            &dir.path().join("store"),
+            cbdc_store::EmbeddedOptions::default(),
+        )
+        .unwrap();
+        let bank = Keypair::from_seed(&[1; 32]);
+        let shutdown = cbdc_runtime::shutdown::Shutdown::new();
+        let running = cbdc_merchant::serve(
+            "127.0.0.1:0".parse().unwrap(),
+            db,
+            "test-net".into(),
+            BTreeMap::from([(1, bank.public())]),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        Net {
+            base: format!("http://{}", running.http_addr),
+            bank,
+            merchant: Keypair::from_seed(&[2; 32]),
+            http: reqwest::Client::new(),
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    /// A call signed by `key` as `signer` now, with a fresh nonce.
+    fn signed<'a>(
+        &self,
+        key: &Keypair,
+        signer: Signer,
+        method: &'a str,
+        path: &'a str,
+        body: &Value,
+    ) -> Call<'a> {
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        Call {
+            method,
+            path,
+            authorization: Some(auth::authorization(
+                key,
+                &signer,
+                method,
+                path,
+                now(),
+                &nonce(),
+                &body,
+            )),
+            body,
+            content_type: Some("application/json"),
+        }
+    }
+
+    fn as_merchant<'a>(&self, method: &'a str, path: &'a str, body: &Value) -> Call<'a> {
+        self.signed(
+            &self.merchant,
+            Signer::Merchant("m-1".into()),
+            method,
+            path,
+            body,
+        )
+    }
+
+    fn as_bank<'a>(&self, method: &'a str, path: &'a str, body: &Value) -> Call<'a> {
+        self.signed(&self.bank, Signer::Bank(1), method, path, body)
+    }
+
+    async fn send(&self, call: &Call<'_>) -> (u16, Vec<u8>) {
+        let url = format!("{}{}", self.base, call.path);
+        let mut r = match call.method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        };
+        if let Some(a) = &call.authorization {
+            r = r.header("authorization", a);
+        }
+        if let Some(c) = call.content_type {
+            r = r.header("content-type", c);
+        }
+        let resp = r.body(call.body.clone()).send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.bytes().await.unwrap().to_vec())
+    }
+
+    async fn json(&self, call: &Call<'_>) -> (u16, Value) {
+        let (status, body) = self.send(call).await;
+        let v = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| panic!("{status}: not JSON: {}", String::from_utf8_lossy(&body)));
+        (status, v)
+    }
+
+    fn settlement(&self) -> String {
+        Address::new(LedgerId(1), Keypair::from_seed(&[3; 32]).public()).to_string()
+    }
+
+    fn onboarding(&self) -> Value {
+        json!({
+            "merchant_id": "m-1",
+            "settlement_address": self.settlement(),
+            "api_public_key": hex::encode(self.merchant.public().as_bytes()),
+            "webhook_url": "https://shop.example/hooks",
+        })
+    }
+
+    async fn onboard(&self) {
+        let (status, v) = self
+            .json(&self.as_bank("POST", "/v1/merchants", &self.onboarding()))
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+}
+
+fn order(out_trade_no: &str, amount: &str) -> Value {
+    json!({"out_trade_no": out_trade_no, "amount": amount, "description": "2 × noodles"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_onboards_a_merchant_who_creates_reads_and_closes_an_order_with_a_scannable_qr_code()
+{
+    let net = Net::start().await;
+    net.onboard().await;
+    // Onboarding again with the same details answers the same merchant.
+    net.onboard().await;
+
+    let (status, created) = net
+        .json(&net.as_merchant("POST", "/v1/orders", &order("T20261130001", "12.3")))
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(created["status"], "CREATED");
+    assert_eq!(created["amount"], "12.30");
+    let uri = created["payment_uri"].as_str().unwrap().to_string();
+    assert_eq!(
+        uri,
+        format!(
+            "cbdc:{}?amount=12.30&memo=order:m-1:T20261130001&network=test-net",
+            net.settlement()
+        )
+    );
+    // The same out_trade_no with the same content: the same order.
+    let (status, again) = net
+        .json(&net.as_merchant("POST", "/v1/orders", &order("T20261130001", "12.30")))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again, created);
+
+    let (status, read) = net
+        .json(&net.as_merchant("GET", "/v1/orders/T20261130001", &Value::Null))
+        .await;
+    assert_eq!((status, &read), (200, &created));
+
+    // The QR code scans back to the payment URI.
+    let (status, png_bytes) = net
+        .send(&net.as_merchant("GET", "/v1/orders/T20261130001/qr.png", &Value::Null))
+        .await;
+    assert_eq!(status, 200);
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1);
+    let (_, content) = grids[0].decode().unwrap();
+    assert_eq!(content, uri);
+    let (status, svg) = net
+        .send(&net.as_merchant("GET", "/v1/orders/T20261130001/qr.svg", &Value::Null))
+        .await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&svg).contains("<svg"));
+
+    // Closed, and closing again answers the closed order.
+    for _ in 0..2 {
+        let (status, closed) = net
+            .json(&net.as_merchant("POST", "/v1/orders/T20261130001/close", &Value::Null))
+            .await;
+        assert_eq!(status, 200, "{closed}");
+        assert_eq!(closed["status"], "CLOSED");
+    }
+    net.shutdown.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_are_refused_with_the_field_named_and_change_nothing() {
+    let net = Net::start().await;
+    net.onboard().await;
+    let (status, existing) = net
+        .json(&net.as_merchant("POST", "/v1/orders", &order("EXISTING01", "5.00")))
+        .await;
+    assert_eq!(status, 200);
+    // A second merchant, with an order of its own.
+    let other = Keypair::from_seed(&[9; 32]);
+    let mut onboarding = net.onboarding();
+    onboarding["merchant_id"] = "m-2".into();
+    onboarding["api_public_key"] = hex::encode(other.public().as_bytes()).into();
+    assert_eq!(
+        net.json(&net.as_bank("POST", "/v1/merchants", &onboarding))
+            .await
+            .0,
+        200
+    );
+    let as_other = |method, path, body: &Value| {
+        net.signed(&other, Signer::Merchant("m-2".into()), method, path, body)
+    };
+    assert_eq!(
+        net.json(&as_other(
+            "POST",
+            "/v1/orders",
+            &order("OTHERS0001", "1.00")
+        ))
+        .await
+        .0,
+        200
+    );
+
+    let create = |amount: &str| net.as_merchant("POST", "/v1/orders", &order("NEWORDER01", amount));
+    let mut cases: Vec<(&str, Call, u16, &str)> = Vec::new();
+    let mut unsigned = create("1.00");
+    unsigned.authorization = None;
+    cases.push(("no signature", unsigned, 401, "authorization"));
+    let mut bearer = create("1.00");
+    bearer.authorization = Some("Bearer abc".into());
+    cases.push(("another scheme", bearer, 401, "authorization"));
+    let mut tampered = create("1.00");
+    tampered.body = order("NEWORDER01", "1000.00").to_string().into_bytes();
+    cases.push((
+        "a body changed after signing",
+        tampered,
+        401,
+        "authorization",
+    ));
+    let stale_body = order("NEWORDER01", "1.00").to_string().into_bytes();
+    let stale = Call {
+        method: "POST",
+        path: "/v1/orders",
+        authorization: Some(auth::authorization(
+            &net.merchant,
+            &Signer::Merchant("m-1".into()),
+            "POST",
+            "/v1/orders",
+            now() - 301,
+            &nonce(),
+            &stale_body,
+        )),
+        body: stale_body.clone(),
+        content_type: Some("application/json"),
+    };
+    cases.push(("a stale timestamp", stale, 401, "authorization"));
+    let future = Call {
+        authorization: Some(auth::authorization(
+            &net.merchant,
+            &Signer::Merchant("m-1".into()),
+            "POST",
+            "/v1/orders",
+            now() + 400,
+            &nonce(),
+            &stale_body,
+        )),
+        body: stale_body.clone(),
+        ..create("1.00")
+    };
+    cases.push(("a timestamp in the future", future, 401, "authorization"));
+    let mut wrong_key = create("1.00");
+    wrong_key.authorization = Some(auth::authorization(
+        &other,
+        &Signer::Merchant("m-1".into()),
+        "POST",
+        "/v1/orders",
+        now(),
+        &nonce(),
+        &wrong_key.body,
+    ));
+    cases.push((
+        "signed with another merchant's key",
+        wrong_key,
+        401,
+        "authorization",
+    ));
+    let mut unknown = create("1.00");
+    unknown.authorization = Some(auth::authorization(
+        &net.merchant,
+        &Signer::Merchant("m-404".into()),
+        "POST",
+        "/v1/orders",
+        now(),
+        &nonce(),
+        &unknown.body,
+    ));
+    cases.push(("a merchant never onboarded", unknown, 401, "authorization"));
+    cases.push((
+        "a bank creating an order",
+        net.as_bank("POST", "/v1/orders", &order("NEWORDER01", "1.00")),
+        403,
+        "authorization",
+    ));
+    cases.push((
+        "a merchant onboarding itself",
+        net.as_merchant("POST", "/v1/merchants", &net.onboarding()),
+        403,
+        "authorization",
+    ));
+    let unknown_bank = net.signed(
+        &net.bank,
+        Signer::Bank(7),
+        "POST",
+        "/v1/merchants",
+        &net.onboarding(),
+    );
+    cases.push(("a bank not known here", unknown_bank, 401, "authorization"));
+    cases.push((
+        "another merchant's order",
+        net.as_merchant("GET", "/v1/orders/OTHERS0001", &Value::Null),
+        404,
+        "out_trade_no",
+    ));
+    cases.push((
+        "closing another merchant's order",
+        net.as_merchant("POST", "/v1/orders/OTHERS0001/close", &Value::Null),
+        404,
+        "out_trade_no",
+    ));
+    cases.push((
+        "an order id reused with other content",
+        net.as_merchant("POST", "/v1/orders", &order("EXISTING01", "6.00")),
+        409,
+        "out_trade_no",
+    ));
+    let mut details = net.onboarding();
+    details["webhook_url"] = "https://elsewhere.example/hooks".into();
+    cases.push((
+        "a merchant id onboarded again with other details",
+        net.as_bank("POST", "/v1/merchants", &details),
+        409,
+        "merchant_id",
+    ));
+    let mut malformed = create("1.00");
+    malformed.body = b"{\"out_trade_no\": ".to_vec();
+    malformed.authorization = Some(auth::authorization(
+        &net.merchant,
+        &Signer::Merchant("m-1".into()),
+        "POST",
+        "/v1/orders",
+        now(),
+        &nonce(),
+        &malformed.body,
+    ));
+    cases.push(("malformed JSON", malformed, 400, "body"));
+    cases.push((
+        "an unknown field",
+        net.as_merchant(
+            "POST",
+            "/v1/orders",
+            &json!({"out_trade_no": "NEWORDER01", "amount": "1.00", "description": "x", "tip": "1"}),
+        ),
+        400,
+        "tip",
+    ));
+    cases.push((
+        "a missing field",
+        net.as_merchant(
+            "POST",
+            "/v1/orders",
+            &json!({"out_trade_no": "NEWORDER01", "description": "x"}),
+        ),
+        400,
+        "amount",
+    ));
+    let mut text = create("1.00");
+    text.content_type = Some("text/plain");
+    cases.push(("the wrong content type", text, 415, "content-type"));
+    let mut huge = create("1.00");
+    huge.body = vec![b' '; 20_000];
+    cases.push(("an oversized body", huge, 413, "body"));
+    cases.push((
+        "an amount with three decimals",
+        create("1.001"),
+        400,
+        "amount",
+    ));
+    cases.push(("an amount with an exponent", create("1e3"), 400, "amount"));
+    cases.push(("a negative amount", create("-1.00"), 400, "amount"));
+    cases.push(("a zero amount", create("0.00"), 400, "amount"));
+    cases.push((
+        "a description too long",
+        net.as_merchant(
+            "POST",
+            "/v1/orders",
+            &json!({"out_trade_no": "NEWORDER01", "amount": "1.00", "description": "x".repeat(200)}),
+        ),
+        400,
+        "description",
+    ));
+    cases.push((
+        "an expiry too short",
+        net.as_merchant(
+            "POST",
+            "/v1/orders",
+            &json!({"out_trade_no": "NEWORDER01", "amount": "1.00", "description": "x", "expires_in_s": 5}),
+        ),
+        400,
+        "expires_in_s",
+    ));
+    cases.push((
+        "an order id too short",
+        net.as_merchant("POST", "/v1/orders", &order("T1", "1.00")),
+        400,
+        "out_trade_no",
+    ));
+    cases.push((
+        "an order id with a slash",
+        net.as_merchant("POST", "/v1/orders", &order("T2026/1130", "1.00")),
+        400,
+        "out_trade_no",
+    ));
+    let mut elsewhere = net.onboarding();
+    elsewhere["merchant_id"] = "m-3".into();
+    elsewhere["settlement_address"] =
+        Address::new(LedgerId(2), Keypair::from_seed(&[3; 32]).public())
+            .to_string()
+            .into();
+    cases.push((
+        "a settlement wallet at another bank",
+        net.as_bank("POST", "/v1/merchants", &elsewhere),
+        400,
+        "settlement_address",
+    ));
+    let mut typo = net.onboarding();
+    typo["merchant_id"] = "m-3".into();
+    let mut address = net.settlement();
+    address.pop();
+    address.push('q');
+    typo["settlement_address"] = address.into();
+    cases.push((
+        "a mistyped settlement address",
+        net.as_bank("POST", "/v1/merchants", &typo),
+        400,
+        "settlement_address",
+    ));
+    let mut bad_key = net.onboarding();
+    bad_key["merchant_id"] = "m-3".into();
+    bad_key["api_public_key"] = "abcd".into();
+    cases.push((
+        "an API key that is not a key",
+        net.as_bank("POST", "/v1/merchants", &bad_key),
+        400,
+        "api_public_key",
+    ));
+    let mut ftp = net.onboarding();
+    ftp["merchant_id"] = "m-3".into();
+    ftp["webhook_url"] = "ftp://shop.example".into();
+    cases.push((
+        "a webhook URL that is not http(s)",
+        net.as_bank("POST", "/v1/merchants", &ftp),
+        400,
+        "webhook_url",
+    ));
+    cases.push((
+        "an order that does not exist",
+        net.as_merchant("GET", "/v1/orders/NOSUCHORDER", &Value::Null),
+        404,
+        "out_trade_no",
+    ));
+    cases.push((
+        "an unknown path",
+        net.as_merchant("GET", "/v1/refunds", &Value::Null),
+        404,
+        "path",
+    ));
+
+    assert!(cases.len() >= 30, "{}", cases.len());
+    for (what, call, status, field) in &cases {
+        let (got, body) = net.json(call).await;
+        assert_eq!(got, *status, "{what}: {body}");
+        assert_eq!(body["error"]["field"], *field, "{what}: {body}");
+        assert!(
+            !body["error"]["message"].as_str().unwrap().is_empty(),
+            "{what}"
+        );
+    }
+
+    // A replay: the same signed request twice is refused the second time.
+    let call = net.as_merchant("GET", "/v1/orders/EXISTING01", &Value::Null);
+    assert_eq!(net.json(&call).await.0, 200);
+    let (status, body) = net.json(&call).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("nonce"));
+
+    // Nothing changed: no new order, the existing one as it was, no merchant m-3.
+    let (status, _) = net
+        .json(&net.as_merchant("GET", "/v1/orders/NEWORDER01", &Value::Null))
+        .await;
+    assert_eq!(status, 404);
+    let (status, read) = net
+        .json(&net.as_merchant("GET", "/v1/orders/EXISTING01", &Value::Null))
+        .await;
+    assert_eq!((status, read), (200, existing));
+    let mut m3 = net.onboarding();
+    m3["merchant_id"] = "m-3".into();
+    m3["api_public_key"] = hex::encode(Keypair::from_seed(&[8; 32]).public().as_bytes()).into();
+    let (status, _) = net.json(&net.as_bank("POST", "/v1/merchants", &m3)).await;
+    assert_eq!(status, 200, "m-3 was not onboarded by any refused request");
+    net.shutdown.trigger();
+}
