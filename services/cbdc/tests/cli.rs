@@ -730,8 +730,9 @@ fn cbdc_load(report: &std::path::Path, args: &[&str]) -> String {
     stdout
 }
 
-/// `cbdc devnet --processes`: each service is a `cbdc serve` process of its own, named with
-/// its pid in devnet.json and answering on its address; a wallet command works against it;
+/// `cbdc devnet --processes`: each service (the central bank, the banks, the merchant
+/// gateway) is a `cbdc serve` process of its own, named with its pid in devnet.json and
+/// answering on its address; a wallet command works against it;
 /// a restart on the same directory resumes at the same addresses; and when the devnet
 /// itself is killed (SIGKILL, no chance to clean up) its services stop too.
 #[cfg(unix)]
@@ -771,6 +772,7 @@ fn a_devnet_of_processes_serves_resumes_and_leaves_no_orphans() {
                 .iter()
                 .map(|b| b.as_u64().unwrap()),
         );
+        all.push(p["merchant"].as_u64().unwrap());
         all
     };
 
@@ -778,7 +780,7 @@ fn a_devnet_of_processes_serves_resumes_and_leaves_no_orphans() {
     wait_for("devnet.json names the processes", &|| file().is_some());
     let first = file().unwrap();
     let services = pids(&first);
-    assert_eq!(services.len(), 3);
+    assert_eq!(services.len(), 4);
     for &pid in &services {
         assert!(alive(pid));
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
@@ -814,6 +816,19 @@ fn a_devnet_of_processes_serves_resumes_and_leaves_no_orphans() {
         }
     });
     assert!(opened.is_ok(), "{opened:?}");
+    // The merchant gateway answers HTTP: an unsigned request is refused, naming the header.
+    let gateway = first["merchant_gateway"].as_str().unwrap();
+    let mut stream = std::net::TcpStream::connect(gateway).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /v1/orders/T000001 HTTP/1.0\r\nHost: {gateway}\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 401"), "{answer}");
+    assert!(answer.contains("\"field\":\"authorization\""), "{answer}");
 
     // SIGKILL the devnet: its services get SIGTERM from the kernel and stop.
     devnet.kill().unwrap();

@@ -12,6 +12,7 @@
 //! statements, gRPC and the OpenAPI document.
 
 pub mod auth;
+pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod http;
@@ -33,6 +34,20 @@ pub fn parse_key(field: &str, text: &str) -> Result<PublicKey, ApiError> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ApiError::invalid(field, "64 hex digits"))?;
     PublicKey::checked(&bytes).map_err(|e| ApiError::invalid(field, e.to_string()))
+}
+
+/// Serves the gateway its configuration describes.
+pub async fn serve_config(
+    config: &config::MerchantConfig,
+    shutdown: Shutdown,
+) -> Result<RunningGateway, String> {
+    let banks = config.bank_keys()?;
+    let db =
+        cbdc_store::Database::open_configured(&config.data_dir, config.fdb_cluster_file.as_deref())
+            .map_err(|e| format!("store: {e}"))?;
+    serve(config.listen, db, config.network.clone(), banks, shutdown)
+        .await
+        .map_err(|e| format!("listen {}: {e}", config.listen))
 }
 
 /// A running gateway.

@@ -97,6 +97,8 @@ pub enum AuditCommand {
 pub enum Service {
     Issuance,
     Ledger,
+    /// The merchant gateway (HTTP/JSON).
+    Merchant,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]

@@ -231,6 +231,9 @@ fn print_devnet(dir: &Path, f: &DevnetFile) {
             metrics(f.bank_metrics.get(i))
         );
     }
+    if let Some(m) = f.merchant_gateway {
+        println!("  merchants     http://{m}/v1/");
+    }
     println!("  admin key     {}", f.admin_key.display());
     println!("  TLS CA        {}", f.ca_cert.display());
 }
@@ -247,6 +250,15 @@ async fn serve(service: Service, config: &Path) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             running.wait().await.map_err(|e| e.to_string())
+        }
+        Service::Merchant => {
+            let c: cbdc_merchant::config::MerchantConfig =
+                cbdc_runtime::config::load(Some(config), cbdc_merchant::config::ENV_PREFIX)
+                    .map_err(|e| e.to_string())?;
+            cbdc_runtime::telemetry::init(c.log_json);
+            let running = cbdc_merchant::serve_config(&c, shutdown).await?;
+            running.wait().await;
+            Ok(())
         }
         Service::Issuance => {
             let c: cbdc_issuance::config::IssuanceConfig =

@@ -35,6 +35,9 @@ pub struct DevnetFile {
     pub central_bank_metrics: Option<SocketAddr>,
     #[serde(default)]
     pub bank_metrics: Vec<SocketAddr>,
+    /// The merchant gateway's HTTP/JSON address.
+    #[serde(default)]
+    pub merchant_gateway: Option<SocketAddr>,
     /// Key files: the administrator's, each bank's operator (vault and settlement) key,
     /// and each bank's authority key (orders and reads).
     pub admin_key: PathBuf,
@@ -56,6 +59,8 @@ pub struct DevnetPids {
     pub central_bank: u32,
     /// In ledger order.
     pub banks: Vec<u32>,
+    #[serde(default)]
+    pub merchant: Option<u32>,
 }
 
 impl DevnetFile {
@@ -119,6 +124,7 @@ pub struct Devnet {
     pub admin: Keypair,
     pub central_bank: RunningIssuance,
     pub banks: Vec<RunningLedger>,
+    pub merchant: cbdc_merchant::RunningGateway,
     pub operators: Vec<Keypair>,
     pub authorities: Vec<Keypair>,
 }
@@ -140,6 +146,8 @@ pub(crate) struct Plan {
     pub central_bank: IssuanceConfig,
     /// One per bank; `central_bank_endpoint` is set once the central bank's address is known.
     pub banks: Vec<LedgerConfig>,
+    /// The merchant gateway, onboarding merchants for every bank.
+    pub merchant: cbdc_merchant::config::MerchantConfig,
     pub operators: Vec<Keypair>,
     operator_keys: Vec<PathBuf>,
     pub authorities: Vec<Keypair>,
@@ -210,6 +218,14 @@ impl Plan {
             tls_dir: tls_dir.clone(),
             central_bank: cb_config,
             banks: Vec::new(),
+            merchant: {
+                let mut m =
+                    cbdc_merchant::config::MerchantConfig::local(&dir.join("merchant"), &network);
+                if let Some(a) = previous.as_ref().and_then(|p| p.merchant_gateway) {
+                    m.listen = a;
+                }
+                m
+            },
             operators: Vec::new(),
             operator_keys: Vec::new(),
             authorities: Vec::new(),
@@ -235,6 +251,9 @@ impl Plan {
             plan.operators.push(key(&c.operator_key_file)?);
             plan.operator_keys.push(c.operator_key_file.clone());
             plan.banks.push(c);
+            plan.merchant
+                .banks
+                .insert(id.to_string(), hex::encode(authority.public().as_bytes()));
             plan.authorities.push(authority);
             plan.authority_keys.push(authority_key);
         }
@@ -246,6 +265,7 @@ impl Plan {
         &self,
         central_bank: (SocketAddr, SocketAddr),
         banks: &[(SocketAddr, SocketAddr)],
+        merchant: SocketAddr,
         pids: Option<DevnetPids>,
     ) -> Result<DevnetFile, String> {
         let file = DevnetFile {
@@ -254,6 +274,7 @@ impl Plan {
             banks: banks.iter().map(|b| b.0).collect(),
             central_bank_metrics: Some(central_bank.1),
             bank_metrics: banks.iter().map(|b| b.1).collect(),
+            merchant_gateway: Some(merchant),
             admin_key: self.admin_key.clone(),
             operator_keys: self.operator_keys.clone(),
             authority_keys: self.authority_keys.clone(),
@@ -323,6 +344,9 @@ impl Devnet {
                 .map_err(|e| format!("bank {id}: {e}"))?;
             running.push(ledger);
         }
+        let merchant = cbdc_merchant::serve_config(&plan.merchant, shutdown.clone())
+            .await
+            .map_err(|e| format!("merchant gateway: {e}"))?;
         let addresses: Vec<_> = running
             .iter()
             .map(|r| (r.grpc_addr, r.metrics_addr))
@@ -330,6 +354,7 @@ impl Devnet {
         let file = plan.write_file(
             (central_bank.grpc_addr, central_bank.metrics_addr),
             &addresses,
+            merchant.http_addr,
             None,
         )?;
         register_all(&file, &plan.admin, &plan.operators).await?;
@@ -339,6 +364,7 @@ impl Devnet {
             admin: plan.admin,
             central_bank,
             banks: running,
+            merchant,
             operators: plan.operators,
             authorities: plan.authorities,
         })

@@ -62,6 +62,7 @@ impl DevnetProcesses {
         fixed(&mut plan.central_bank.listen)?;
         fixed(&mut plan.central_bank.metrics_listen)?;
         let central_bank_url = format!("https://{}", plan.central_bank.listen);
+        fixed(&mut plan.merchant.listen)?;
         for c in &mut plan.banks {
             fixed(&mut c.listen)?;
             fixed(&mut c.metrics_listen)?;
@@ -74,7 +75,7 @@ impl DevnetProcesses {
             .map(|c| (c.listen, c.metrics_listen))
             .collect();
         let mut devnet = DevnetProcesses {
-            file: plan.write_file(central, &addresses, None)?,
+            file: plan.write_file(central, &addresses, plan.merchant.listen, None)?,
             services: Vec::new(),
         };
         let started = async {
@@ -97,6 +98,11 @@ impl DevnetProcesses {
                     .spawn(cbdc, &format!("bank {id}"), "ledger", &path, c.listen)
                     .await?;
             }
+            let path = dir.join("merchant.toml");
+            write_config(&path, &plan.merchant, "the merchant gateway")?;
+            devnet
+                .spawn(cbdc, "merchant", "merchant", &path, plan.merchant.listen)
+                .await?;
             Ok::<_, String>(())
         }
         .await;
@@ -109,11 +115,13 @@ impl DevnetProcesses {
             .iter()
             .map(|s| s.child.id().unwrap_or(0))
             .collect();
+        let banks = plan.banks.len();
         let pids = DevnetPids {
             central_bank: pids[0],
-            banks: pids[1..].to_vec(),
+            banks: pids[1..=banks].to_vec(),
+            merchant: pids.get(banks + 1).copied(),
         };
-        devnet.file = plan.write_file(central, &addresses, Some(pids))?;
+        devnet.file = plan.write_file(central, &addresses, plan.merchant.listen, Some(pids))?;
         if let Err(e) = register_all(&devnet.file, &plan.admin, &plan.operators).await {
             devnet.stop().await;
             return Err(e);
