@@ -198,6 +198,19 @@ mod tests {
     }
 
     #[test]
+    fn a_nonce_is_1_to_64_safe_characters() {
+        let key = cbdc_core::Keypair::from_seed(&[4; 32]);
+        let signer = Signer::Merchant("m-1".into());
+        let header = |nonce: &str| authorization(&key, &signer, "GET", "/", 1, nonce, b"");
+        assert!(parse(Some(&header(&"a".repeat(NONCE_MAX)))).is_ok());
+        assert!(parse(Some(&header("a"))).is_ok());
+        for bad in ["".to_string(), "a".repeat(NONCE_MAX + 1), "a/b".into()] {
+            let e = parse(Some(&header(&bad))).unwrap_err();
+            assert!(e.message.starts_with("nonce"), "{bad:?}: {}", e.message);
+        }
+    }
+
+    #[test]
     fn malformed_headers_are_named() {
         for (header, names) in [
             (None, "missing"),
