@@ -201,6 +201,10 @@ async fn a_bank_onboards_a_merchant_who_creates_reads_and_closes_an_order_with_a
         .send(&net.as_merchant("GET", "/v1/orders/T20261130001/qr.png", &Value::Null))
         .await;
     assert_eq!(status, 200);
+    // To look at it: CBDC_QR_OUT=/tmp/qr.png cargo test -p cbdc-merchant --test http
+    if let Some(path) = std::env::var_os("CBDC_QR_OUT") {
+        std::fs::write(path, &png_bytes).unwrap();
+    }
     let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
