@@ -84,9 +84,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open_embedded(dir.path(), crate::EmbeddedOptions::default()).unwrap();
         let registry = prometheus::Registry::new_custom(Some("t".into()), None).unwrap();
-        registry
-            .register(Box::new(StoreCollector::new(db.clone())))
-            .unwrap();
+        let collector = StoreCollector::new(db.clone());
+        // The descriptions name every metric, so a registry refuses another collector of
+        // the same names (as it would a service registering `store_*` twice).
+        let names: Vec<String> = collector.desc().iter().map(|d| d.fq_name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "store_commits_total",
+                "store_conflicts_total",
+                "store_batches_total",
+                "store_fsyncs_total",
+                "store_rows_written_total"
+            ]
+        );
+        registry.register(Box::new(collector)).unwrap();
+        assert!(
+            registry
+                .register(Box::new(StoreCollector::new(db.clone())))
+                .is_err()
+        );
         for i in 0..3u8 {
             let written: Result<(), crate::TxError<()>> = db
                 .run(|tx| {
