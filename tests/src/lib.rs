@@ -47,6 +47,7 @@ pub struct LedgerNet {
     issued: u64,
 }
 
+pub mod merchant;
 pub mod network;
 
 pub(crate) fn wall_ms() -> u64 {

@@ -30,6 +30,43 @@ pub struct MerchantConfig {
     /// One JSON object per log line.
     #[serde(default)]
     pub log_json: bool,
+    /// The gateway's secret seed (32 bytes in hex, mode 0600, made on first start): merchants'
+    /// collection keys and the webhook signing key are derived from it.
+    pub key_file: PathBuf,
+    /// The bank ledgers the gateway pays through: ledger id → gRPC endpoint.
+    #[serde(default)]
+    pub ledgers: BTreeMap<String, String>,
+    /// Mutual TLS to the ledgers (the gateway's certificate, the network's CA).
+    #[serde(default)]
+    pub tls: cbdc_runtime::tls::TlsConfig,
+    /// How often each merchant's collection wallet is read for new credits.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Webhook retries: the first waits `webhook_retry_base_ms`, each further one twice as
+    /// long up to `webhook_retry_max_ms`; after `webhook_attempts_max` attempts the event is
+    /// given up (and may be redelivered by hand). The defaults span about a day.
+    #[serde(default = "default_retry_base_ms")]
+    pub webhook_retry_base_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    pub webhook_retry_max_ms: u64,
+    #[serde(default = "default_attempts_max")]
+    pub webhook_attempts_max: u32,
+}
+
+fn default_poll_ms() -> u64 {
+    250
+}
+
+fn default_retry_base_ms() -> u64 {
+    15_000
+}
+
+fn default_retry_max_ms() -> u64 {
+    4 * 3600 * 1000
+}
+
+fn default_attempts_max() -> u32 {
+    16
 }
 
 fn default_listen() -> SocketAddr {
@@ -47,7 +84,33 @@ impl MerchantConfig {
             fdb_cluster_file: None,
             banks: BTreeMap::new(),
             log_json: false,
+            key_file: dir.join("gateway.key"),
+            ledgers: BTreeMap::new(),
+            tls: cbdc_runtime::tls::TlsConfig {
+                insecure: true,
+                ..Default::default()
+            },
+            poll_interval_ms: 50,
+            webhook_retry_base_ms: 200,
+            webhook_retry_max_ms: 2_000,
+            webhook_attempts_max: default_attempts_max(),
         }
+    }
+
+    /// The ledgers' endpoints, each checked (errors name `ledgers.<id>`).
+    pub fn ledger_endpoints(&self) -> Result<BTreeMap<u32, String>, String> {
+        self.ledgers
+            .iter()
+            .map(|(id, url)| {
+                let ledger: u32 = id
+                    .parse()
+                    .map_err(|_| format!("ledgers.{id}: the key must be a ledger id (a number)"))?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("ledgers.{id}: {url:?} is not an http(s) URL"));
+                }
+                Ok((ledger, url.clone()))
+            })
+            .collect()
     }
 
     /// The banks' authority keys, each checked (errors name `banks.<id>`).

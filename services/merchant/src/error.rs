@@ -57,6 +57,25 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, "FAILED_PRECONDITION", field, message)
     }
 
+    /// The ledger refused a transfer for good (its reason leads the message).
+    pub fn rejected(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "LEDGER_REJECTED",
+            field,
+            message,
+        )
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "method",
+            "this endpoint does not take this method",
+        )
+    }
+
     pub fn unsupported_media(message: impl Into<String>) -> ApiError {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -7,14 +7,18 @@
 //! timestamp is outside the replay window (a replay must carry the same timestamp: the
 //! signature covers it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use cbdc_core::{Address, Amount, LedgerId, PublicKey};
+use cbdc_runtime::clock::Clock;
 use cbdc_store::{Database, TxError};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, Credentials, Signer};
+use crate::custody::Custody;
 use crate::error::ApiError;
+use crate::ledgers::Ledgers;
 use crate::qr;
 
 /// Longest description of an order, in bytes.
@@ -34,6 +38,9 @@ pub struct Merchant {
     pub settlement_address: String,
     pub api_public_key: String,
     pub webhook_url: String,
+    /// The wallet the gateway keeps for the merchant at its bank: payments arrive here,
+    /// refunds leave from here. Its key is derived from the gateway's seed.
+    pub collection_address: String,
 }
 
 /// What a bank sends to onboard a merchant.
@@ -44,6 +51,8 @@ pub struct OnboardRequest {
     pub settlement_address: String,
     pub api_public_key: String,
     pub webhook_url: String,
+    /// The merchant's contact number (E.164): its collection wallet is opened with it.
+    pub contact_phone: String,
 }
 
 /// What a merchant sends to create an order.
@@ -63,6 +72,8 @@ pub enum OrderStatus {
     Created,
     Paid,
     Closed,
+    /// Paid, and refunded in full.
+    Refunded,
 }
 
 /// An order as stored.
@@ -79,6 +90,24 @@ pub struct Order {
     pub payment_uri: String,
     /// The memo the payment carries.
     pub memo: String,
+    /// The payment that paid it, once paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at_unix_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer_address: Option<String>,
+    /// The last payment handed to the gateway for it (on its way when the payer is at
+    /// another bank).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_txid: Option<String>,
+    /// Refunded so far.
+    #[serde(default = "zero")]
+    pub refunded: String,
+}
+
+fn zero() -> String {
+    "0.00".into()
 }
 
 impl Order {
@@ -93,15 +122,22 @@ impl Order {
     }
 }
 
-fn key(parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn key(parts: &[&[u8]]) -> Vec<u8> {
     parts.join(&0u8)
+}
+
+/// The key after every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    end
 }
 
 fn merchant_key(id: &str) -> Vec<u8> {
     key(&[b"m", id.as_bytes()])
 }
 
-fn order_key(merchant: &str, out_trade_no: &str) -> Vec<u8> {
+pub(crate) fn order_key(merchant: &str, out_trade_no: &str) -> Vec<u8> {
     key(&[b"o", merchant.as_bytes(), out_trade_no.as_bytes()])
 }
 
@@ -119,7 +155,7 @@ fn nonce_key(c: &Credentials) -> Vec<u8> {
 }
 
 /// An identifier: 1 to `max` letters, digits, `-` or `_` (and at least `min`).
-fn identifier(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
+pub(crate) fn identifier(field: &str, value: &str, min: usize, max: usize) -> Result<(), ApiError> {
     if value.len() < min
         || value.len() > max
         || !value
@@ -134,7 +170,7 @@ fn identifier(field: &str, value: &str, min: usize, max: usize) -> Result<(), Ap
     Ok(())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         // serde names an unknown or missing field in its message; say which one.
         let text = e.to_string();
@@ -147,33 +183,81 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// The gateway: its store, its network's name and the banks that may onboard merchants.
+/// The gateway: its store, its network's name, the banks that may onboard merchants, the
+/// keys it holds and the ledgers it pays through.
 #[derive(Clone)]
 pub struct Gateway {
-    db: Database,
-    network: String,
+    pub(crate) db: Database,
+    pub(crate) network: String,
     banks: BTreeMap<u32, PublicKey>,
-    clock: fn() -> u64,
-}
-
-fn system_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    pub(crate) custody: Custody,
+    pub(crate) ledgers: Ledgers,
+    pub(crate) clock: Clock,
+    /// One outgoing transfer at a time per collection wallet (each spends its coins).
+    pub(crate) senders: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Wakes the refund and webhook workers.
+    pub(crate) wake: Arc<tokio::sync::Notify>,
 }
 
 impl Gateway {
-    pub fn new(db: Database, network: String, banks: BTreeMap<u32, PublicKey>) -> Gateway {
+    pub fn new(
+        db: Database,
+        network: String,
+        banks: BTreeMap<u32, PublicKey>,
+        custody: Custody,
+        ledgers: Ledgers,
+    ) -> Gateway {
         Gateway {
             db,
             network,
             banks,
-            clock: system_now,
+            custody,
+            ledgers,
+            clock: Clock::system(),
+            senders: Arc::default(),
+            wake: Arc::default(),
         }
     }
 
+    /// The gateway reading time from `clock` (tests move it).
+    pub fn with_clock(mut self, clock: Clock) -> Gateway {
+        self.clock = clock;
+        self
+    }
+
+    /// Seconds since the Unix epoch.
     pub fn now(&self) -> u64 {
-        (self.clock)()
+        self.clock.now_ms() / 1000
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The public key that signs webhooks.
+    pub fn webhook_key(&self) -> PublicKey {
+        self.custody.webhook().public()
+    }
+
+    /// Runs `f` as one store transaction (retried on conflict).
+    pub(crate) async fn tx<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: for<'t> Fn(
+                &'t mut cbdc_store::Transaction,
+            ) -> cbdc_store::BoxFuture<'t, Result<T, TxError<ApiError>>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let f = Arc::new(f);
+        Ok(self
+            .db
+            .run(|tx| {
+                let f = Arc::clone(&f);
+                Box::pin(async move { f(tx).await })
+            })
+            .await?)
     }
 
     /// The signer's key: a bank's authority key from the configuration, or an onboarded
@@ -223,7 +307,11 @@ impl Gateway {
     }
 
     /// Runs `effect` in one transaction with the check and record of the request's nonce.
-    async fn once<T, F>(&self, credentials: &Credentials, effect: F) -> Result<T, ApiError>
+    pub(crate) async fn once<T, F>(
+        &self,
+        credentials: &Credentials,
+        effect: F,
+    ) -> Result<T, ApiError>
     where
         T: Send + 'static,
         F: for<'t> Fn(
@@ -307,13 +395,42 @@ impl Gateway {
                 format!("an http(s) URL of at most {URL_MAX} bytes"),
             ));
         }
+        let phone = r.contact_phone.trim();
+        if !(phone.len() >= 8
+            && phone.len() <= 16
+            && phone.starts_with('+')
+            && phone[1..].bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ApiError::invalid(
+                "contact_phone",
+                "an E.164 number: '+' and 7 to 15 digits",
+            ));
+        }
+        if !self.ledgers.knows(bank) {
+            return Err(ApiError::invalid(
+                "authorization",
+                format!("bank {bank}: this gateway is not connected to its ledger"),
+            ));
+        }
+        let collection = self.custody.collection(&r.merchant_id);
         let merchant = Merchant {
             merchant_id: r.merchant_id.clone(),
             bank,
             settlement_address: address.to_string(),
             api_public_key: r.api_public_key.trim().to_lowercase(),
             webhook_url: url.to_string(),
+            collection_address: Address::new(LedgerId(bank), collection.public()).to_string(),
         };
+        // The collection wallet is opened first (opening it again is harmless), so no
+        // merchant is ever stored without its wallet.
+        if self.merchant(&merchant.merchant_id).await?.as_ref() != Some(&merchant) {
+            let mut ledger = self.ledgers.get("authorization", bank).await?;
+            match ledger.open_wallet(&collection, phone).await {
+                Ok(_) => {}
+                Err(cbdc_client::Error::Rpc(e)) if e.code == tonic::Code::AlreadyExists => {}
+                Err(e) => return Err(crate::payments::ledger_error("contact_phone", e)),
+            }
+        }
         let k = merchant_key(&merchant.merchant_id);
         let value = serde_json::to_vec(&merchant).expect("serialisable");
         let m = merchant.clone();
@@ -380,12 +497,17 @@ impl Gateway {
             created_at_unix_s: now,
             expires_at_unix_s: now + expires_in,
             payment_uri: qr::payment_uri(
-                &merchant.settlement_address,
+                &merchant.collection_address,
                 &amount.to_string(),
                 &memo,
                 &self.network,
             ),
             memo,
+            txid: None,
+            paid_at_unix_ms: None,
+            payer_address: None,
+            pending_txid: None,
+            refunded: zero(),
         };
         let k = order_key(&merchant_id, &r.out_trade_no);
         self.once(credentials, move |tx| {
@@ -414,7 +536,7 @@ impl Gateway {
         .await
     }
 
-    fn merchant_signer(&self, credentials: &Credentials) -> Result<String, ApiError> {
+    pub(crate) fn merchant_signer(&self, credentials: &Credentials) -> Result<String, ApiError> {
         match &credentials.signer {
             Signer::Merchant(m) => Ok(m.clone()),
             Signer::Bank(_) => Err(ApiError::denied(
@@ -432,16 +554,10 @@ impl Gateway {
     ) -> Result<Order, ApiError> {
         let merchant_id = self.merchant_signer(credentials)?;
         identifier("out_trade_no", out_trade_no, 6, 32)?;
-        let k = order_key(&merchant_id, out_trade_no);
+        let otn = out_trade_no.to_string();
         self.once(credentials, move |tx| {
-            let k = k.clone();
-            Box::pin(async move {
-                let v = tx.get(&k).await?.ok_or_else(|| {
-                    TxError::Abort(ApiError::not_found("out_trade_no", "no such order"))
-                })?;
-                serde_json::from_slice(&v)
-                    .map_err(|e| TxError::Abort(ApiError::internal(e.to_string())))
-            })
+            let (m, otn) = (merchant_id.clone(), otn.clone());
+            Box::pin(async move { read_order(tx, &m, &otn).await })
         })
         .await
     }
@@ -454,20 +570,19 @@ impl Gateway {
     ) -> Result<Order, ApiError> {
         let merchant_id = self.merchant_signer(credentials)?;
         identifier("out_trade_no", out_trade_no, 6, 32)?;
-        let k = order_key(&merchant_id, out_trade_no);
+        let otn = out_trade_no.to_string();
         self.once(credentials, move |tx| {
-            let k = k.clone();
+            let (m, otn) = (merchant_id.clone(), otn.clone());
             Box::pin(async move {
-                let v = tx.get(&k).await?.ok_or_else(|| {
-                    TxError::Abort(ApiError::not_found("out_trade_no", "no such order"))
-                })?;
-                let mut order: Order = serde_json::from_slice(&v)
-                    .map_err(|e| TxError::Abort(ApiError::internal(e.to_string())))?;
+                let mut order = read_order(tx, &m, &otn).await?;
+                let k = order_key(&m, &otn);
                 match order.status {
-                    OrderStatus::Paid => Err(TxError::Abort(ApiError::precondition(
-                        "out_trade_no",
-                        "the order is paid: refund it instead",
-                    ))),
+                    OrderStatus::Paid | OrderStatus::Refunded => {
+                        Err(TxError::Abort(ApiError::precondition(
+                            "out_trade_no",
+                            "the order is paid: refund it instead",
+                        )))
+                    }
                     OrderStatus::Closed => Ok(order),
                     OrderStatus::Created => {
                         order.status = OrderStatus::Closed;
@@ -479,4 +594,38 @@ impl Gateway {
         })
         .await
     }
+}
+
+/// Reads a JSON record.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
+    tx: &mut cbdc_store::Transaction,
+    k: &[u8],
+) -> Result<Option<T>, TxError<ApiError>> {
+    tx.get(k)
+        .await?
+        .map(|v| {
+            serde_json::from_slice(&v)
+                .map_err(|e| TxError::Abort(ApiError::internal(format!("a stored record: {e}"))))
+        })
+        .transpose()
+}
+
+/// Writes a JSON record.
+pub(crate) fn put_json<T: Serialize>(
+    tx: &mut cbdc_store::Transaction,
+    k: Vec<u8>,
+    v: &T,
+) -> Result<(), TxError<ApiError>> {
+    Ok(tx.set(k, serde_json::to_vec(v).expect("serialisable"))?)
+}
+
+/// An order as stored, or not found (naming `out_trade_no`).
+pub(crate) async fn read_order(
+    tx: &mut cbdc_store::Transaction,
+    merchant: &str,
+    out_trade_no: &str,
+) -> Result<Order, TxError<ApiError>> {
+    get_json(tx, &order_key(merchant, out_trade_no))
+        .await?
+        .ok_or_else(|| TxError::Abort(ApiError::not_found("out_trade_no", "no such order")))
 }

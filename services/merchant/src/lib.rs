@@ -1,24 +1,36 @@
 //! `cbdc-merchant`: the merchant gateway — what e-commerce, ride-hailing and video platforms
-//! integrate with. This first part serves HTTP/JSON:
+//! integrate with, over HTTP/JSON.
 //!
 //! - [`auth`]: signed requests (Ed25519 over method, path, timestamp, nonce and body, a
 //!   replay window, nonces remembered for it).
 //! - [`gateway`]: merchants onboarded by their bank's authority, orders (idempotent by
 //!   `out_trade_no`), their `cbdc:` payment URIs; state in `cbdc-store`.
+//! - [`custody`]: the keys the gateway holds — a collection wallet per merchant, the webhook
+//!   key — derived from one secret seed.
+//! - [`ledgers`]: clients of the bank ledgers over mutual TLS.
+//! - [`payments`]: orders paid by a payer's signed transfer from any bank, credits matched
+//!   to orders, refunds (asked for, and automatic for payments an order cannot take).
+//! - [`locks`]: ride holds captured with splits, subscription mandates charged and revoked.
+//! - [`events`]: events and their signed webhooks, retried, logged, redelivered.
+//! - [`statements`]: daily statements in CSV and JSON, reconciled with the ledger.
+//! - [`workers`]: reading credits, settling refunds, delivering webhooks.
 //! - [`qr`]: the payment URI's QR code as SVG and PNG.
 //! - [`http`]: the axum routes and JSON errors naming the field ([`error`]).
-//!
-//! Not yet: payments of orders through the ledgers, holds, mandates, refunds, webhooks,
-//! statements, gRPC and the OpenAPI document.
 
 pub mod auth;
 pub mod config;
+pub mod custody;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod http;
+pub mod ledgers;
+pub mod locks;
+pub mod payments;
 pub mod qr;
+pub mod statements;
+pub mod workers;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -41,13 +53,45 @@ pub async fn serve_config(
     config: &config::MerchantConfig,
     shutdown: Shutdown,
 ) -> Result<RunningGateway, String> {
+    let gateway = gateway_of(config)?;
+    serve(config.listen, gateway, pace(config), shutdown)
+        .await
+        .map_err(|e| format!("listen {}: {e}", config.listen))
+}
+
+/// The gateway its configuration describes (its store open, its seed read or made).
+pub fn gateway_of(config: &config::MerchantConfig) -> Result<gateway::Gateway, String> {
     let banks = config.bank_keys()?;
+    let seed = cbdc_runtime::secret::load_or_create_seed(&config.key_file)
+        .map_err(|e| format!("key_file {}: {e}", config.key_file.display()))?;
+    let ledgers = ledgers::Ledgers::new(
+        &config.network,
+        &config.ledger_endpoints()?,
+        Some(&config.tls),
+    )?;
+    if config.tls.insecure {
+        tracing::warn!("merchant gateway: tls.insecure: PLAINTEXT to the ledgers");
+    }
     let db =
         cbdc_store::Database::open_configured(&config.data_dir, config.fdb_cluster_file.as_deref())
             .map_err(|e| format!("store: {e}"))?;
-    serve(config.listen, db, config.network.clone(), banks, shutdown)
-        .await
-        .map_err(|e| format!("listen {}: {e}", config.listen))
+    Ok(gateway::Gateway::new(
+        db,
+        config.network.clone(),
+        banks,
+        custody::Custody::new(seed),
+        ledgers,
+    ))
+}
+
+/// The workers' pace from the configuration.
+pub fn pace(config: &config::MerchantConfig) -> workers::Pace {
+    workers::Pace {
+        poll: Duration::from_millis(config.poll_interval_ms.max(1)),
+        webhook_base: Duration::from_millis(config.webhook_retry_base_ms.max(1)),
+        webhook_max: Duration::from_millis(config.webhook_retry_max_ms.max(1)),
+        webhook_attempts: config.webhook_attempts_max,
+    }
 }
 
 /// A running gateway.
@@ -63,39 +107,23 @@ impl RunningGateway {
     }
 }
 
-/// Serves the gateway over HTTP on `listen` with its state in `db`, for `network`, taking
-/// onboardings from the banks whose authority keys are `banks`; stops on `shutdown`.
+/// Serves `gateway` over HTTP on `listen` with its workers at `pace`; stops on `shutdown`.
 pub async fn serve(
     listen: SocketAddr,
-    db: cbdc_store::Database,
-    network: String,
-    banks: BTreeMap<u32, PublicKey>,
+    gateway: gateway::Gateway,
+    pace: workers::Pace,
     shutdown: Shutdown,
 ) -> std::io::Result<RunningGateway> {
-    let gateway = gateway::Gateway::new(db, network, banks);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let http_addr = listener.local_addr()?;
     let app = http::router(gateway.clone());
-    let pruner = {
-        let (gateway, shutdown) = (gateway.clone(), shutdown.clone());
-        async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.wait() => return,
-                    () = tokio::time::sleep(Duration::from_secs(30)) => {}
-                }
-                if let Err(e) = gateway.prune_nonces().await {
-                    tracing::warn!(error = %e.message, "pruning nonces");
-                }
-            }
-        }
-    };
+    let workers = workers::run(gateway, pace, shutdown.clone());
     let task = tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown({
             let shutdown = shutdown.clone();
             async move { shutdown.wait().await }
         });
-        let _ = tokio::join!(server, pruner);
+        let _ = tokio::join!(server, workers);
     });
     tracing::info!(%http_addr, "merchant gateway serving");
     Ok(RunningGateway { http_addr, task })

@@ -18,6 +18,11 @@ impl Clock {
         }))
     }
 
+    /// A clock that reads `f` (tests offset wall time with it).
+    pub fn from_fn(f: impl Fn() -> u64 + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+
     /// A clock that reads `ms` (tests move it).
     pub fn manual(ms: Arc<AtomicU64>) -> Clock {
         Clock(Arc::new(move || ms.load(Ordering::SeqCst)))

@@ -2,161 +2,10 @@
 //! and closes an order whose QR code scans back to its payment URI; and hostile requests
 //! are refused with a status and a JSON error naming the field, changing nothing.
 
-use std::collections::BTreeMap;
-
 use cbdc_core::{Address, Keypair, LedgerId};
 use cbdc_merchant::auth::{self, Signer};
+use cbdc_tests::merchant::{Call, MerchantNet as Net, nonce, now};
 use serde_json::{Value, json};
-
-struct Net {
-    base: String,
-    bank: Keypair,
-    merchant: Keypair,
-    http: reqwest::Client,
-    shutdown: cbdc_runtime::shutdown::Shutdown,
-    _dir: tempfile::TempDir,
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn nonce() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!("n{}-{}", now(), N.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A request as sent: method, path, body, and the headers to use.
-struct Call<'a> {
-    method: &'a str,
-    path: &'a str,
-    body: Vec<u8>,
-    authorization: Option<String>,
-    content_type: Option<&'a str>,
-}
-
-impl Net {
-    async fn start() -> Net {
-        let dir = tempfile::tempdir().unwrap();
-        let db = cbdc_store::Database::open_embedded(
-            &dir.path().join("store"),
-            cbdc_store::EmbeddedOptions::default(),
-        )
-        .unwrap();
-        let bank = Keypair::from_seed(&[1; 32]);
-        let shutdown = cbdc_runtime::shutdown::Shutdown::new();
-        let running = cbdc_merchant::serve(
-            "127.0.0.1:0".parse().unwrap(),
-            db,
-            "test-net".into(),
-            BTreeMap::from([(1, bank.public())]),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        Net {
-            base: format!("http://{}", running.http_addr),
-            bank,
-            merchant: Keypair::from_seed(&[2; 32]),
-            http: reqwest::Client::new(),
-            shutdown,
-            _dir: dir,
-        }
-    }
-
-    /// A call signed by `key` as `signer` now, with a fresh nonce.
-    fn signed<'a>(
-        &self,
-        key: &Keypair,
-        signer: Signer,
-        method: &'a str,
-        path: &'a str,
-        body: &Value,
-    ) -> Call<'a> {
-        let body = if body.is_null() {
-            Vec::new()
-        } else {
-            body.to_string().into_bytes()
-        };
-        Call {
-            method,
-            path,
-            authorization: Some(auth::authorization(
-                key,
-                &signer,
-                method,
-                path,
-                now(),
-                &nonce(),
-                &body,
-            )),
-            body,
-            content_type: Some("application/json"),
-        }
-    }
-
-    fn as_merchant<'a>(&self, method: &'a str, path: &'a str, body: &Value) -> Call<'a> {
-        self.signed(
-            &self.merchant,
-            Signer::Merchant("m-1".into()),
-            method,
-            path,
-            body,
-        )
-    }
-
-    fn as_bank<'a>(&self, method: &'a str, path: &'a str, body: &Value) -> Call<'a> {
-        self.signed(&self.bank, Signer::Bank(1), method, path, body)
-    }
-
-    async fn send(&self, call: &Call<'_>) -> (u16, Vec<u8>) {
-        let url = format!("{}{}", self.base, call.path);
-        let mut r = match call.method {
-            "GET" => self.http.get(url),
-            _ => self.http.post(url),
-        };
-        if let Some(a) = &call.authorization {
-            r = r.header("authorization", a);
-        }
-        if let Some(c) = call.content_type {
-            r = r.header("content-type", c);
-        }
-        let resp = r.body(call.body.clone()).send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.bytes().await.unwrap().to_vec())
-    }
-
-    async fn json(&self, call: &Call<'_>) -> (u16, Value) {
-        let (status, body) = self.send(call).await;
-        let v = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| panic!("{status}: not JSON: {}", String::from_utf8_lossy(&body)));
-        (status, v)
-    }
-
-    fn settlement(&self) -> String {
-        Address::new(LedgerId(1), Keypair::from_seed(&[3; 32]).public()).to_string()
-    }
-
-    fn onboarding(&self) -> Value {
-        json!({
-            "merchant_id": "m-1",
-            "settlement_address": self.settlement(),
-            "api_public_key": hex::encode(self.merchant.public().as_bytes()),
-            "webhook_url": "https://shop.example/hooks",
-        })
-    }
-
-    async fn onboard(&self) {
-        let (status, v) = self
-            .json(&self.as_bank("POST", "/v1/merchants", &self.onboarding()))
-            .await;
-        assert_eq!(status, 200, "{v}");
-    }
-}
 
 fn order(out_trade_no: &str, amount: &str) -> Value {
     json!({"out_trade_no": out_trade_no, "amount": amount, "description": "2 × noodles"})
@@ -165,10 +14,12 @@ fn order(out_trade_no: &str, amount: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bank_onboards_a_merchant_who_creates_reads_and_closes_an_order_with_a_scannable_qr_code()
 {
-    let net = Net::start().await;
-    net.onboard().await;
+    let net = Net::start(1).await;
+    let merchant = net.onboard().await;
     // Onboarding again with the same details answers the same merchant.
-    net.onboard().await;
+    assert_eq!(net.onboard().await, merchant);
+    let collection = merchant["collection_address"].as_str().unwrap();
+    assert!(collection.starts_with("ecny1"), "{merchant}");
 
     let (status, created) = net
         .json(&net.as_merchant("POST", "/v1/orders", &order("T20261130001", "12.3")))
@@ -180,8 +31,8 @@ async fn a_bank_onboards_a_merchant_who_creates_reads_and_closes_an_order_with_a
     assert_eq!(
         uri,
         format!(
-            "cbdc:{}?amount=12.30&memo=order:m-1:T20261130001&network=test-net",
-            net.settlement()
+            "cbdc:{}?amount=12.30&memo=order:m-1:T20261130001&network=cbdc-test",
+            collection
         )
     );
     // The same out_trade_no with the same content: the same order.
@@ -201,7 +52,7 @@ async fn a_bank_onboards_a_merchant_who_creates_reads_and_closes_an_order_with_a
         .send(&net.as_merchant("GET", "/v1/orders/T20261130001/qr.png", &Value::Null))
         .await;
     assert_eq!(status, 200);
-    // To look at it: CBDC_QR_OUT=/tmp/qr.png cargo test -p cbdc-merchant --test http
+    // To look at it: CBDC_QR_OUT=/tmp/qr.png cargo test -p cbdc-tests --test merchant_http
     if let Some(path) = std::env::var_os("CBDC_QR_OUT") {
         std::fs::write(path, &png_bytes).unwrap();
     }
@@ -229,12 +80,12 @@ async fn a_bank_onboards_a_merchant_who_creates_reads_and_closes_an_order_with_a
         assert_eq!(status, 200, "{closed}");
         assert_eq!(closed["status"], "CLOSED");
     }
-    net.shutdown.trigger();
+    net.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_are_refused_with_the_field_named_and_change_nothing() {
-    let net = Net::start().await;
+    let net = Net::start(1).await;
     net.onboard().await;
     let (status, existing) = net
         .json(&net.as_merchant("POST", "/v1/orders", &order("EXISTING01", "5.00")))
@@ -514,9 +365,24 @@ async fn hostile_requests_are_refused_with_the_field_named_and_change_nothing() 
     ));
     cases.push((
         "an unknown path",
-        net.as_merchant("GET", "/v1/refunds", &Value::Null),
+        net.as_merchant("GET", "/v1/nothing-here", &Value::Null),
         404,
         "path",
+    ));
+    cases.push((
+        "a method the endpoint does not take",
+        net.as_merchant("GET", "/v1/refunds", &Value::Null),
+        405,
+        "method",
+    ));
+    let mut no_phone = net.onboarding();
+    no_phone["merchant_id"] = "m-3".into();
+    no_phone["contact_phone"] = "13800000001".into();
+    cases.push((
+        "a contact number that is not E.164",
+        net.as_bank("POST", "/v1/merchants", &no_phone),
+        400,
+        "contact_phone",
     ));
 
     assert!(cases.len() >= 30, "{}", cases.len());
@@ -551,5 +417,5 @@ async fn hostile_requests_are_refused_with_the_field_named_and_change_nothing() 
     m3["api_public_key"] = hex::encode(Keypair::from_seed(&[8; 32]).public().as_bytes()).into();
     let (status, _) = net.json(&net.as_bank("POST", "/v1/merchants", &m3)).await;
     assert_eq!(status, 200, "m-3 was not onboarded by any refused request");
-    net.shutdown.trigger();
+    net.stop().await;
 }

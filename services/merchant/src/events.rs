@@ -1,0 +1,512 @@
+//! Events and their webhooks. Every change a merchant must hear of (an order paid, a refund
+//! done, a hold captured, a mandate charged, …) is an event, written in the same store
+//! transaction as the change, with an id that is the same however often the change is
+//! retried. The delivery worker POSTs each event to the merchant's webhook URL, signed with
+//! the gateway's Ed25519 key, until the merchant answers 2xx: at least once, retried on the
+//! runtime's one retry queue (backoff doubling from `webhook_retry_base_ms` to
+//! `webhook_retry_max_ms`; given up after `webhook_attempts_max` attempts, about a day with
+//! the defaults), every attempt in the delivery log, and redelivered by hand on request.
+//!
+//! A delivery is
+//!
+//! ```text
+//! POST <webhook_url>
+//! Content-Type: application/json
+//! CBDC-Event-Id: evt_…
+//! CBDC-Timestamp: <unix seconds>
+//! CBDC-Signature: ed25519=<hex of the signature over "<timestamp>.<body>">
+//!
+//! {"id":"evt_…","type":"order.paid","merchant_id":"…","created_at_unix_ms":…,"data":{…}}
+//! ```
+//!
+//! Keys: `e\0<id>` the event; `em\0<merchant>\0<created, 8 bytes BE><id>` a merchant's
+//! events in order; `q\0<created, 8 bytes BE><id>` events to deliver (the queue);
+//! `ds\0<id>` its delivery state; `dl\0<id>\0<attempt, 4 bytes BE>` the delivery log.
+
+use std::time::Duration;
+
+use cbdc_runtime::retry::{Failure, Item, RetryOptions, RetryQueue, Verdict};
+use cbdc_store::TxError;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::auth::Credentials;
+use crate::error::ApiError;
+use crate::gateway::{Gateway, get_json, identifier, key, prefix_end, put_json};
+
+/// Events read per pass of the delivery worker, at most.
+const PAGE: usize = 256;
+/// Deliveries in flight at once, at most.
+const IN_FLIGHT: usize = 16;
+/// How long a merchant's endpoint has to answer.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// Events a merchant lists at once, at most.
+pub const LIST_MAX: usize = 100;
+/// Bytes of a merchant's answer kept in the delivery log.
+const ANSWER_KEPT: usize = 200;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub merchant_id: String,
+    pub created_at_unix_ms: u64,
+    pub data: serde_json::Value,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    /// Given up after the last attempt; redelivery starts it again.
+    Failed,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeliveryState {
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+}
+
+/// One attempt.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub at_unix_ms: u64,
+    /// The HTTP status answered (0 when none came).
+    pub http_status: u16,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// An event as its merchant reads it: the event, its delivery state and log.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventView {
+    pub event: Event,
+    pub delivery: DeliveryState,
+    pub attempts: Vec<Attempt>,
+}
+
+/// The event id of `kind` for `reference` at a merchant: the same for the same change.
+pub fn event_id(merchant: &str, kind: &str, reference: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [merchant, kind, reference] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    format!("evt_{}", &hex::encode(h.finalize())[..32])
+}
+
+fn event_key(id: &str) -> Vec<u8> {
+    key(&[b"e", id.as_bytes()])
+}
+
+fn state_key(id: &str) -> Vec<u8> {
+    key(&[b"ds", id.as_bytes()])
+}
+
+fn queue_key(created: u64, id: &str) -> Vec<u8> {
+    let mut k = b"q\0".to_vec();
+    k.extend_from_slice(&created.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn log_key(id: &str, attempt: u32) -> Vec<u8> {
+    let mut k = key(&[b"dl", id.as_bytes()]);
+    k.push(0);
+    k.extend_from_slice(&attempt.to_be_bytes());
+    k
+}
+
+/// Records an event and queues its delivery (inside the transaction of its change).
+pub(crate) fn emit(
+    tx: &mut cbdc_store::Transaction,
+    merchant: &str,
+    kind: &str,
+    reference: &str,
+    at_ms: u64,
+    data: &impl Serialize,
+) -> Result<(), TxError<ApiError>> {
+    let id = event_id(merchant, kind, reference);
+    let event = Event {
+        id: id.clone(),
+        kind: kind.to_string(),
+        merchant_id: merchant.to_string(),
+        created_at_unix_ms: at_ms,
+        data: serde_json::to_value(data).expect("serialisable"),
+    };
+    put_json(tx, event_key(&id), &event)?;
+    let mut listed = key(&[b"em", merchant.as_bytes()]);
+    listed.push(0);
+    listed.extend_from_slice(&at_ms.to_be_bytes());
+    listed.extend_from_slice(id.as_bytes());
+    tx.set(listed, b"")?;
+    put_json(
+        tx,
+        state_key(&id),
+        &DeliveryState {
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+        },
+    )?;
+    tx.set(queue_key(at_ms, &id), merchant.as_bytes())?;
+    Ok(())
+}
+
+/// The signature header's value for `body` sent at `timestamp`.
+pub fn sign(key: &cbdc_core::Keypair, timestamp: u64, body: &[u8]) -> String {
+    format!(
+        "ed25519={}",
+        hex::encode(key.sign(&signed_bytes(timestamp, body)))
+    )
+}
+
+/// What a webhook's signature covers: `"<timestamp>.<body>"`.
+pub fn signed_bytes(timestamp: u64, body: &[u8]) -> Vec<u8> {
+    let mut m = format!("{timestamp}.").into_bytes();
+    m.extend_from_slice(body);
+    m
+}
+
+/// Checks a delivery as a merchant would: the signature by the gateway's key over the
+/// timestamp and body, and the timestamp within `window_s` of `now`.
+pub fn verify(
+    gateway_key: &cbdc_core::PublicKey,
+    timestamp: u64,
+    signature_header: &str,
+    body: &[u8],
+    now: u64,
+    window_s: u64,
+) -> Result<(), String> {
+    if now.abs_diff(timestamp) > window_s {
+        return Err(format!("timestamp {timestamp} is outside the window"));
+    }
+    let sig: [u8; 64] = signature_header
+        .strip_prefix("ed25519=")
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|b| b.try_into().ok())
+        .ok_or("CBDC-Signature: expected ed25519=<128 hex digits>")?;
+    let checked = gateway_key
+        .checked_key()
+        .map_err(|e| format!("the gateway's key: {e}"))?;
+    if !cbdc_core::signature::verify(&checked, &signed_bytes(timestamp, body), &sig) {
+        return Err("signature: does not verify".into());
+    }
+    Ok(())
+}
+
+/// The delivery worker's state.
+pub(crate) struct Deliveries {
+    queue: RetryQueue<String>,
+    http: reqwest::Client,
+    attempts_max: u32,
+}
+
+impl Deliveries {
+    pub fn new(base: Duration, max: Duration, attempts_max: u32) -> Deliveries {
+        Deliveries {
+            queue: RetryQueue::new(RetryOptions {
+                base,
+                max,
+                chunk_items_max: PAGE,
+                ..RetryOptions::default()
+            }),
+            http: reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("an HTTP client"),
+            attempts_max: attempts_max.max(1),
+        }
+    }
+}
+
+enum Outcome {
+    Delivered,
+    Retry(String),
+    GiveUp(String),
+}
+
+impl Gateway {
+    /// One pass of the delivery worker: every due event of a page, `IN_FLIGHT` at a time.
+    pub(crate) async fn deliver_due(&self, d: &mut Deliveries) -> Result<usize, ApiError> {
+        let begin = d.queue.next_page().unwrap_or_else(|| b"q\0".to_vec());
+        let end = prefix_end(b"q\0");
+        let rows = self
+            .tx(move |tx| {
+                let (begin, end) = (begin.clone(), end.clone());
+                Box::pin(async move {
+                    Ok(tx
+                        .get_range(&begin, &end, cbdc_store::RangeOptions::snapshot(PAGE))
+                        .await?)
+                })
+            })
+            .await?;
+        let next = (rows.len() == PAGE).then(|| {
+            let mut k = rows.last().expect("a full page").0.clone();
+            k.push(0);
+            k
+        });
+        let now = self.now_ms();
+        let items = rows
+            .into_iter()
+            .map(|(k, merchant)| Item {
+                key: String::from_utf8_lossy(&k[10..]).into_owned(),
+                group: 0,
+                bytes: 1,
+                value: (k, String::from_utf8_lossy(&merchant).into_owned()),
+            })
+            .collect();
+        let plan = d.queue.plan(items, next, now);
+        let due: Vec<_> = plan.chunks.into_iter().flatten().collect();
+        let attempts_max = d.attempts_max;
+        let http = d.http.clone();
+        let outcomes: Vec<(String, Outcome)> = futures::stream::iter(due)
+            .map(|item| {
+                let http = http.clone();
+                async move {
+                    let (qk, merchant) = item.value;
+                    let outcome = self
+                        .deliver_one(&http, &item.key, &qk, &merchant, attempts_max)
+                        .await
+                        .unwrap_or_else(|e| Outcome::Retry(e.message));
+                    (item.key, outcome)
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        let delivered = outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Delivered))
+            .count();
+        for (id, outcome) in outcomes {
+            match outcome {
+                Outcome::Delivered => d.queue.succeeded(&id),
+                Outcome::Retry(why) => {
+                    if let Verdict::Retry { failures, wait } =
+                        d.queue
+                            .failed(id.clone(), Failure::Retryable(why.clone()), now)
+                    {
+                        tracing::debug!(event = %id, failures, ?wait, %why, "webhook retried later");
+                    }
+                }
+                Outcome::GiveUp(why) => {
+                    d.queue.succeeded(&id);
+                    tracing::warn!(event = %id, %why, "webhook given up");
+                }
+            }
+        }
+        Ok(delivered)
+    }
+
+    async fn deliver_one(
+        &self,
+        http: &reqwest::Client,
+        id: &str,
+        queue_row: &[u8],
+        merchant_id: &str,
+        attempts_max: u32,
+    ) -> Result<Outcome, ApiError> {
+        let merchant = self
+            .merchant(merchant_id)
+            .await?
+            .ok_or_else(|| ApiError::internal("an event of an unknown merchant"))?;
+        let (ek, sk) = (event_key(id), state_key(id));
+        let (event, state) = self
+            .tx(move |tx| {
+                let (ek, sk) = (ek.clone(), sk.clone());
+                Box::pin(async move {
+                    let e: Option<Event> = get_json(tx, &ek).await?;
+                    let s: Option<DeliveryState> = get_json(tx, &sk).await?;
+                    Ok((e, s))
+                })
+            })
+            .await?;
+        let (Some(event), Some(state)) = (event, state) else {
+            return Err(ApiError::internal("a queued event without its record"));
+        };
+        let body = serde_json::to_vec(&event).expect("serialisable");
+        let timestamp = self.now();
+        let signature = sign(&self.custody.webhook(), timestamp, &body);
+        let started = std::time::Instant::now();
+        let answer = http
+            .post(&merchant.webhook_url)
+            .header("content-type", "application/json")
+            .header("cbdc-event-id", id)
+            .header("cbdc-timestamp", timestamp.to_string())
+            .header("cbdc-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let (http_status, error) = match answer {
+            Ok(r) if r.status().is_success() => (r.status().as_u16(), None),
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let text = r.text().await.unwrap_or_default();
+                let kept: String = text.chars().take(ANSWER_KEPT).collect();
+                (status, Some(format!("answered {status}: {kept}")))
+            }
+            Err(e) => (0, Some(e.to_string())),
+        };
+        let attempt = Attempt {
+            attempt: state.attempts + 1,
+            at_unix_ms: self.now_ms(),
+            http_status,
+            error: error.clone(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        let give_up = error.is_some() && attempt.attempt >= attempts_max;
+        let (id_owned, qk) = (id.to_string(), queue_row.to_vec());
+        let delivered = error.is_none();
+        self.tx(move |tx| {
+            let (id, qk, attempt) = (id_owned.clone(), qk.clone(), attempt.clone());
+            Box::pin(async move {
+                put_json(tx, log_key(&id, attempt.attempt), &attempt)?;
+                let status = if delivered {
+                    DeliveryStatus::Delivered
+                } else if give_up {
+                    DeliveryStatus::Failed
+                } else {
+                    DeliveryStatus::Pending
+                };
+                put_json(
+                    tx,
+                    state_key(&id),
+                    &DeliveryState {
+                        status,
+                        attempts: attempt.attempt,
+                    },
+                )?;
+                if status != DeliveryStatus::Pending {
+                    tx.clear(&qk)?;
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(match error {
+            None => Outcome::Delivered,
+            Some(e) if give_up => Outcome::GiveUp(e),
+            Some(e) => Outcome::Retry(e),
+        })
+    }
+
+    /// An event of the signing merchant with its delivery state and log.
+    pub async fn event(&self, credentials: &Credentials, id: &str) -> Result<EventView, ApiError> {
+        let m = self.merchant_signer(credentials)?;
+        identifier("event_id", id, 36, 36)?;
+        self.event_view(&m, id).await
+    }
+
+    pub(crate) async fn event_view(&self, merchant: &str, id: &str) -> Result<EventView, ApiError> {
+        let (m, id) = (merchant.to_string(), id.to_string());
+        self.tx(move |tx| {
+            let (m, id) = (m.clone(), id.clone());
+            Box::pin(async move {
+                let event: Event = get_json(tx, &event_key(&id))
+                    .await?
+                    .filter(|e: &Event| e.merchant_id == m)
+                    .ok_or_else(|| {
+                        TxError::Abort(ApiError::not_found("event_id", "no such event"))
+                    })?;
+                let delivery: DeliveryState =
+                    get_json(tx, &state_key(&id)).await?.ok_or_else(|| {
+                        TxError::Abort(ApiError::internal("an event without its state"))
+                    })?;
+                let begin = log_key(&id, 0);
+                let end = log_key(&id, u32::MAX);
+                let rows = tx
+                    .get_range(&begin, &end, cbdc_store::RangeOptions::snapshot(1000))
+                    .await?;
+                let attempts = rows
+                    .iter()
+                    .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+                    .collect();
+                Ok(EventView {
+                    event,
+                    delivery,
+                    attempts,
+                })
+            })
+        })
+        .await
+    }
+
+    /// The signing merchant's latest events (at most `limit`, newest first).
+    pub async fn events(
+        &self,
+        credentials: &Credentials,
+        limit: usize,
+    ) -> Result<Vec<EventView>, ApiError> {
+        let m = self.merchant_signer(credentials)?;
+        if limit == 0 || limit > LIST_MAX {
+            return Err(ApiError::invalid("limit", format!("1 to {LIST_MAX}")));
+        }
+        let mut begin = key(&[b"em", m.as_bytes()]);
+        begin.push(0);
+        let end = prefix_end(&begin);
+        let rows = self
+            .tx(move |tx| {
+                let (begin, end) = (begin.clone(), end.clone());
+                Box::pin(async move {
+                    Ok(tx
+                        .get_range(
+                            &begin,
+                            &end,
+                            cbdc_store::RangeOptions {
+                                limit,
+                                reverse: true,
+                                snapshot: true,
+                            },
+                        )
+                        .await?)
+                })
+            })
+            .await?;
+        let prefix = key(&[b"em", m.as_bytes()]).len() + 1 + 8;
+        let mut out = Vec::with_capacity(rows.len());
+        for (k, _) in rows {
+            let id = String::from_utf8_lossy(&k[prefix..]).into_owned();
+            out.push(self.event_view(&m, &id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Queues an event's delivery again (after it was given up, or to hear it once more).
+    pub async fn redeliver(
+        &self,
+        credentials: &Credentials,
+        id: &str,
+    ) -> Result<EventView, ApiError> {
+        let m = self.merchant_signer(credentials)?;
+        identifier("event_id", id, 36, 36)?;
+        let (mm, idd) = (m.clone(), id.to_string());
+        self.once(credentials, move |tx| {
+            let (m, id) = (mm.clone(), idd.clone());
+            Box::pin(async move {
+                let event: Event = get_json(tx, &event_key(&id))
+                    .await?
+                    .filter(|e: &Event| e.merchant_id == m)
+                    .ok_or_else(|| {
+                        TxError::Abort(ApiError::not_found("event_id", "no such event"))
+                    })?;
+                let mut state: DeliveryState =
+                    get_json(tx, &state_key(&id)).await?.ok_or_else(|| {
+                        TxError::Abort(ApiError::internal("an event without its state"))
+                    })?;
+                state.status = DeliveryStatus::Pending;
+                put_json(tx, state_key(&id), &state)?;
+                tx.set(queue_key(event.created_at_unix_ms, &id), m.as_bytes())?;
+                Ok(())
+            })
+        })
+        .await?;
+        self.wake.notify_waiters();
+        self.event_view(&m, id).await
+    }
+}
