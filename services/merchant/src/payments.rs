@@ -746,7 +746,7 @@ impl Gateway {
                         };
                         events::emit(tx, &m, kind, &n, at, &r)?;
                         put_json(tx, k, &r)?;
-                        tx.clear(&refund_queue_key(&m, &n))?;
+                        tx.clear(refund_queue_key(&m, &n))?;
                         Ok(())
                     })
                 })
@@ -793,7 +793,7 @@ impl Gateway {
                 }
                 events::emit(tx, &m, "refund.failed", &n, now, &r)?;
                 put_json(tx, k, &r)?;
-                tx.clear(&refund_queue_key(&m, &n))?;
+                tx.clear(refund_queue_key(&m, &n))?;
                 Ok(())
             })
         })
