@@ -18,6 +18,7 @@
 //!   and server RSS against the number of wallets.
 
 pub mod drive;
+pub mod merchant;
 pub mod plot;
 pub mod report;
 pub mod setup;
@@ -49,8 +50,18 @@ pub enum Signing {
 /// One load shape of a run: closed loop at a concurrency, or open loop at a rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Phase {
-    Closed { batch: usize, concurrency: usize },
-    Open { batch: usize, rate: Rate },
+    Closed {
+        batch: usize,
+        concurrency: usize,
+    },
+    Open {
+        batch: usize,
+        rate: Rate,
+    },
+    /// Merchant orders end to end through the gateway, `concurrency` shoppers at once.
+    Merchant {
+        concurrency: usize,
+    },
 }
 
 /// An open loop's offered rate.
@@ -65,7 +76,11 @@ pub enum Rate {
 /// A phase: `closed:BATCHxCONCURRENCY` or `open:BATCH@RATE`, the rate in transfers/s or as a
 /// percentage of the closed-loop phase before it (`open:64@50%`: half its peak).
 fn phase(s: &str) -> Result<Phase, String> {
-    let bad = || format!("{s}: a phase is closed:BATCHxCONCURRENCY or open:BATCH@RATE[%]");
+    let bad = || {
+        format!(
+            "{s}: a phase is closed:BATCHxCONCURRENCY, open:BATCH@RATE[%] or merchant:CONCURRENCY"
+        )
+    };
     let number = |t: &str| t.trim().parse::<usize>().map_err(|_| bad());
     match s.trim().split_once(':') {
         Some(("closed", rest)) => {
@@ -75,6 +90,9 @@ fn phase(s: &str) -> Result<Phase, String> {
                 concurrency: number(c)?,
             })
         }
+        Some(("merchant", c)) => Ok(Phase::Merchant {
+            concurrency: number(c)?,
+        }),
         Some(("open", rest)) => {
             let (b, r) = rest.split_once('@').ok_or_else(bad)?;
             let rate = match r.trim().strip_suffix('%') {
@@ -227,6 +245,9 @@ impl LoadArgs {
             Phase::Closed { batch, concurrency } => {
                 (a.batch, a.concurrency, a.rate) = (batch, concurrency, 0);
             }
+            Phase::Merchant { concurrency } => {
+                (a.batch, a.concurrency, a.rate) = (1, concurrency, 0);
+            }
             Phase::Open { batch, rate } => {
                 a.batch = batch;
                 a.rate = match rate {
@@ -261,6 +282,14 @@ impl LoadArgs {
                     (a.batch, a.concurrency) = (batch, concurrency);
                     a.check_shape()?;
                 }
+                Phase::Merchant { concurrency } => {
+                    if !(1..=merchant::SHOPPERS_MAX).contains(&concurrency) {
+                        return Err(format!(
+                            "--phases: merchant:C takes 1 to {} shoppers",
+                            merchant::SHOPPERS_MAX
+                        ));
+                    }
+                }
                 Phase::Open { batch, rate } => {
                     if !(1..=1024).contains(&batch) {
                         return Err("--phases: a batch is between 1 and 1024".into());
@@ -288,7 +317,7 @@ impl LoadArgs {
                             .into(),
                     );
                 }
-                Phase::Open { .. } => {}
+                Phase::Open { .. } | Phase::Merchant { .. } => {}
             }
         }
         if self.wallets.is_empty() {
@@ -336,8 +365,16 @@ pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<Outcome, String> {
     let phased = args.phase_list().len() > 1;
     let mut all = Vec::new();
     let mut firsts = Vec::new();
+    let mut merchant_reports = Vec::new();
     for &wallets in &args.wallets {
-        let reports = run_one(&args, &cbdc, wallets).await?;
+        let (reports, merchants) = run_one(&args, &cbdc, wallets).await?;
+        for (k, m) in merchants.iter().enumerate() {
+            let name = args
+                .report
+                .with_file_name(format!("{stem}-{wallets}-merchant-{}.json", k + 1));
+            write(&name, m, merchant::svg(m)?)?;
+        }
+        merchant_reports.extend(merchants);
         for (k, report) in reports.iter().enumerate() {
             let name = match (scaling, phased) {
                 (false, false) => args.report.clone(),
@@ -364,6 +401,7 @@ pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<Outcome, String> {
     Ok(Outcome {
         reports: all,
         scaling,
+        merchant: merchant_reports,
     })
 }
 
@@ -372,6 +410,8 @@ pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<Outcome, String> {
 pub struct Outcome {
     pub reports: Vec<report::Report>,
     pub scaling: Option<report::Scaling>,
+    /// One per merchant phase.
+    pub merchant: Vec<merchant::Report>,
 }
 
 /// One set-up with `wallets` wallets, then each phase on it.
@@ -379,7 +419,7 @@ async fn run_one(
     args: &LoadArgs,
     cbdc: &std::path::Path,
     wallets: usize,
-) -> Result<Vec<report::Report>, String> {
+) -> Result<(Vec<report::Report>, Vec<merchant::Report>), String> {
     let network = match &args.devnet {
         Some(dir) => target::Network::attach(dir).await?,
         None => target::Network::start(cbdc, args.banks).await?,
@@ -387,17 +427,26 @@ async fn run_one(
     let result = async {
         let prepared = setup::prepare(&network, args, wallets).await?;
         let mut reports: Vec<report::Report> = Vec::new();
+        let mut merchants = Vec::new();
         let mut peak = None;
+        let mut single_calls = None;
         for phase in args.phase_list() {
             let a = args.for_phase(phase, peak)?;
+            if let Phase::Merchant { concurrency } = phase {
+                merchants.push(merchant::run(&network, &a, concurrency, single_calls).await?);
+                continue;
+            }
             let run = drive::drive(&network, &a, &prepared).await?;
             let report = report::finish(&network, &a, &prepared, run).await?;
-            if let Phase::Closed { .. } = phase {
+            if let Phase::Closed { batch, .. } = phase {
                 peak = Some(report.transfers_per_s);
+                if batch == 1 {
+                    single_calls = Some(report.transfers_per_s);
+                }
             }
             reports.push(report);
         }
-        Ok::<_, String>(reports)
+        Ok::<_, String>((reports, merchants))
     }
     .await;
     network.stop().await;

@@ -33,6 +33,13 @@ fn font() -> bool {
     })
 }
 
+/// Registers the labels' font, warning once if there is none.
+pub fn ensure_font() {
+    if !font() {
+        no_font_warning();
+    }
+}
+
 /// The report drawn as one SVG document.
 pub fn svg(report: &Report) -> Result<String, String> {
     if !font() {

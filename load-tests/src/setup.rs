@@ -148,7 +148,7 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// The key of wallet `i` of a run: derived from the run's seed, so nothing is stored.
-fn wallet_key(run: &[u8; 8], role: &[u8], i: usize) -> Keypair {
+pub(crate) fn wallet_key(run: &[u8; 8], role: &[u8], i: usize) -> Keypair {
     let seed: [u8; 32] = Sha256::new()
         .chain_update(b"cbdc-load/wallet")
         .chain_update(run)
@@ -161,7 +161,7 @@ fn wallet_key(run: &[u8; 8], role: &[u8], i: usize) -> Keypair {
 
 /// A phone number for wallet `i` of a run (`+86 1`, two digits of the run, eight of the
 /// index), so a run of up to 10⁸ wallets never reuses one.
-fn phone(run: &[u8; 8], i: usize) -> String {
+pub(crate) fn phone(run: &[u8; 8], i: usize) -> String {
     format!("+861{:02}{:08}", run[7] % 100, i)
 }
 
@@ -203,7 +203,7 @@ where
 }
 
 /// Opens an anonymous wallet for each of `keys` on `ledger`; phone numbers from `first`.
-async fn open_wallets(
+pub(crate) async fn open_wallets(
     network: &Network,
     ledger: LedgerId,
     run: [u8; 8],
@@ -255,7 +255,7 @@ where
 /// Funds each of `wallets` with [`FUNDING`]: distributors are raised to class 1 and filled
 /// by exchange orders of the bank's authority, then pay the wallets in fan-out transfers.
 /// Returns each wallet's coin.
-async fn fund(
+pub(crate) async fn fund(
     network: &Network,
     run: [u8; 8],
     wallets: &Arc<Vec<Keypair>>,

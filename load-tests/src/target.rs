@@ -26,6 +26,9 @@ pub struct DevnetFile {
     pub central_bank_metrics: Option<std::net::SocketAddr>,
     #[serde(default)]
     pub bank_metrics: Vec<std::net::SocketAddr>,
+    /// The merchant gateway's HTTP/JSON address.
+    #[serde(default)]
+    pub merchant_gateway: Option<std::net::SocketAddr>,
     /// The services' process ids, when each runs in a process of its own.
     #[serde(default)]
     pub pids: Option<Pids>,
@@ -35,6 +38,8 @@ pub struct DevnetFile {
 pub struct Pids {
     pub central_bank: u32,
     pub banks: Vec<u32>,
+    #[serde(default)]
+    pub merchant: Option<u32>,
 }
 
 /// The network: its description, and the devnet process when this run started it.
@@ -156,6 +161,9 @@ impl Network {
             .map(|(i, &pid)| (format!("bank {}", i + 1), pid))
             .collect();
         named.push(("central bank".to_string(), pids.central_bank));
+        if let Some(m) = pids.merchant {
+            named.push(("merchant gateway".to_string(), m));
+        }
         // A devnet.json left by a devnet that is gone names processes that are not ours.
         named.retain(|&(_, pid)| process_usage(pid).is_some());
         named

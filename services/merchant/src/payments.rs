@@ -406,7 +406,8 @@ impl Gateway {
             txid.to_string(),
             String::from_utf8_lossy(memo).into_owned(),
         );
-        let refunding = self
+        // Whether a refund was queued; either way the workers are woken below.
+        let _refund_queued = self
             .tx(move |tx| {
                 let (m, t, memo) = (m.clone(), t.clone(), memo.clone());
                 Box::pin(async move {
@@ -509,9 +510,8 @@ impl Gateway {
                 })
             })
             .await?;
-        if refunding {
-            self.wake.notify_waiters();
-        }
+        // The webhook worker (an event may be waiting) and the refund worker.
+        self.wake.notify_waiters();
         Ok(())
     }
 

@@ -172,7 +172,11 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         Command::Load(args) => {
             let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
             let path = args.report.clone();
-            let cbdc_load::Outcome { reports, scaling } = cbdc_load::run(args, cbdc).await?;
+            let cbdc_load::Outcome {
+                reports,
+                scaling,
+                merchant,
+            } = cbdc_load::run(args, cbdc).await?;
             if out.json {
                 let value = match &scaling {
                     Some(s) => serde_json::to_string(s),
@@ -191,6 +195,9 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
                 if let Some(s) = &scaling {
                     out.lines.extend(s.summary());
                 }
+                for m in &merchant {
+                    out.lines.extend(m.summary());
+                }
             }
             if let Some(r) = reports.iter().find(|r| !r.checks_pass()) {
                 return Err(format!(
@@ -199,6 +206,9 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
                     r.checks,
                     path.display()
                 ));
+            }
+            if let Some(m) = merchant.iter().find(|m| !m.checks_pass()) {
+                return Err(format!("the merchant checks failed: {:?}", m.checks));
             }
             if !out.json {
                 out.lines

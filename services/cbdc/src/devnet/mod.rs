@@ -135,6 +135,9 @@ fn key(path: &Path) -> Result<Keypair, String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The merchant gateway's certificate name.
+pub const MERCHANT_GATEWAY_NAME: &str = "merchant-gateway";
+
 /// What a devnet is made of before anything runs: its keys, certificates and each service's
 /// configuration (listening on the addresses of a previous start, or on port 0).
 pub(crate) struct Plan {
@@ -195,6 +198,7 @@ impl Plan {
                 cbdc_runtime::tls::ADMIN_NAME.to_string(),
             ];
             names.extend((1..=banks).map(cbdc_runtime::tls::bank_name));
+            names.push(MERCHANT_GATEWAY_NAME.to_string());
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             ca.write(&tls_dir, &names)?;
         }
@@ -224,6 +228,7 @@ impl Plan {
                 if let Some(a) = previous.as_ref().and_then(|p| p.merchant_gateway) {
                     m.listen = a;
                 }
+                m.tls = cbdc_runtime::tls::TlsConfig::in_dir(&tls_dir, MERCHANT_GATEWAY_NAME);
                 m
             },
             operators: Vec::new(),
@@ -344,7 +349,13 @@ impl Devnet {
                 .map_err(|e| format!("bank {id}: {e}"))?;
             running.push(ledger);
         }
-        let merchant = cbdc_merchant::serve_config(&plan.merchant, shutdown.clone())
+        let mut gateway = plan.merchant.clone();
+        for (c, r) in plan.banks.iter().zip(&running) {
+            gateway
+                .ledgers
+                .insert(c.ledger_id.to_string(), format!("https://{}", r.grpc_addr));
+        }
+        let merchant = cbdc_merchant::serve_config(&gateway, shutdown.clone())
             .await
             .map_err(|e| format!("merchant gateway: {e}"))?;
         let addresses: Vec<_> = running

@@ -67,6 +67,9 @@ impl DevnetProcesses {
             fixed(&mut c.listen)?;
             fixed(&mut c.metrics_listen)?;
             c.central_bank_endpoint = Some(central_bank_url.clone());
+            plan.merchant
+                .ledgers
+                .insert(c.ledger_id.to_string(), format!("https://{}", c.listen));
         }
         let central = (plan.central_bank.listen, plan.central_bank.metrics_listen);
         let addresses: Vec<_> = plan
