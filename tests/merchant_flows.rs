@@ -468,7 +468,7 @@ async fn an_order_paid_by_qr_from_another_bank_partly_refunded_reconciles_to_the
         .await;
     assert_eq!(rec["reconciled"], false, "{rec}");
     assert_eq!(
-        rec["missing_from_statement"][0][0],
+        rec["missing_from_statement"][0]["txid"],
         theft.txid().to_string(),
         "{rec}"
     );

@@ -119,11 +119,34 @@ impl From<cbdc_store::TxError<ApiError>> for ApiError {
     }
 }
 
+/// Every error's body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// A stable code: `INVALID_ARGUMENT`, `UNAUTHENTICATED`, `PERMISSION_DENIED`,
+    /// `NOT_FOUND`, `ALREADY_EXISTS`, `FAILED_PRECONDITION`, `LEDGER_REJECTED`,
+    /// `RESOURCE_EXHAUSTED`, `UNSUPPORTED_MEDIA_TYPE`, `METHOD_NOT_ALLOWED`, `UNAVAILABLE`,
+    /// `INTERNAL`.
+    pub code: String,
+    /// The request field at fault (`body`, `authorization`, `path`, …).
+    pub field: String,
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": {"code": self.code, "field": self.field, "message": self.message}
-        });
+        let body = serde_json::to_value(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                field: self.field,
+                message: self.message,
+            },
+        })
+        .expect("serialisable");
         (
             self.status,
             [(axum::http::header::CONTENT_TYPE, "application/json")],

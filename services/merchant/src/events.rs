@@ -46,17 +46,19 @@ pub const LIST_MAX: usize = 100;
 /// Bytes of a merchant's answer kept in the delivery log.
 const ANSWER_KEPT: usize = 200;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Event {
     pub id: String,
     #[serde(rename = "type")]
     pub kind: String,
     pub merchant_id: String,
     pub created_at_unix_ms: u64,
+    /// The order, refund, hold or mandate as it became.
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeliveryStatus {
     Pending,
@@ -65,14 +67,14 @@ pub enum DeliveryStatus {
     Failed,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DeliveryState {
     pub status: DeliveryStatus,
     pub attempts: u32,
 }
 
 /// One attempt.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: u32,
     pub at_unix_ms: u64,
@@ -83,7 +85,7 @@ pub struct Attempt {
 }
 
 /// An event as its merchant reads it: the event, its delivery state and log.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct EventView {
     pub event: Event,
     pub delivery: DeliveryState,

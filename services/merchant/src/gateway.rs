@@ -31,7 +31,7 @@ pub const EXPIRY_DEFAULT_S: u64 = 2 * 3600;
 pub const URL_MAX: usize = 512;
 
 /// A merchant, as its bank onboarded it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Merchant {
     pub merchant_id: String,
     pub bank: u32,
@@ -44,7 +44,7 @@ pub struct Merchant {
 }
 
 /// What a bank sends to onboard a merchant.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OnboardRequest {
     pub merchant_id: String,
@@ -56,7 +56,7 @@ pub struct OnboardRequest {
 }
 
 /// What a merchant sends to create an order.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
     pub out_trade_no: String,
@@ -66,7 +66,7 @@ pub struct CreateOrder {
     pub expires_in_s: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Created,
@@ -74,10 +74,12 @@ pub enum OrderStatus {
     Closed,
     /// Paid, and refunded in full.
     Refunded,
+    /// Not paid by its expiry (never stored: how an unpaid order past its expiry reads).
+    Expired,
 }
 
 /// An order as stored.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Order {
     pub merchant_id: String,
     pub out_trade_no: String,
@@ -113,10 +115,10 @@ fn zero() -> String {
 impl Order {
     /// The order as a merchant reads it at `now`: an unpaid order past its expiry is
     /// `EXPIRED`.
-    pub fn view(&self, now: u64) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("serialisable");
-        if self.status == OrderStatus::Created && now >= self.expires_at_unix_s {
-            v["status"] = "EXPIRED".into();
+    pub fn view(&self, now: u64) -> Order {
+        let mut v = self.clone();
+        if v.status == OrderStatus::Created && now >= v.expires_at_unix_s {
+            v.status = OrderStatus::Expired;
         }
         v
     }
@@ -584,7 +586,7 @@ impl Gateway {
                         )))
                     }
                     OrderStatus::Closed => Ok(order),
-                    OrderStatus::Created => {
+                    OrderStatus::Created | OrderStatus::Expired => {
                         order.status = OrderStatus::Closed;
                         tx.set(k, serde_json::to_vec(&order).expect("serialisable"))?;
                         Ok(order)

@@ -14,6 +14,7 @@
 //! - `GET /v1/events?limit=N`, `GET /v1/events/{event_id}`, `POST …/redeliver` — webhooks.
 //! - `GET /v1/statements/{date}`, `GET …/csv`, `GET …/reconciliation` — statements.
 //! - `GET /v1/webhook-key` — the key webhooks are signed with (public).
+//! - `GET /v1/openapi.json` — the OpenAPI document of all this (public).
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,9 +24,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::auth;
-use crate::error::ApiError;
-use crate::gateway::Gateway;
+use crate::error::{ApiError, ErrorBody};
+use crate::events::EventView;
+use crate::gateway::{CreateOrder, Gateway, Merchant, OnboardRequest, Order};
+use crate::locks::{
+    AuthorizeHold, CaptureHold, ChargeMandate, CreateMandate, Hold, Mandate, RevokeMandate,
+};
+use crate::payments::{PayOrder, Refund, RefundRequest};
 use crate::qr;
+use crate::statements::{Reconciliation, Statement};
 
 /// Largest request body, in bytes.
 pub const BODY_MAX: usize = 16 * 1024;
@@ -62,6 +69,7 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/statements/{date}/csv", get(statement_csv))
         .route("/v1/statements/{date}/reconciliation", get(reconcile))
         .route("/v1/webhook-key", get(webhook_key))
+        .route("/v1/openapi.json", get(openapi))
         .fallback(|| async { ApiError::not_found("path", "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Larger bodies are cut off by the limit below and answered 413 by `Body`.
@@ -158,25 +166,70 @@ impl FromRequest<Gateway> for Signed {
 
 type Answer = Result<Response, ApiError>;
 
+/// A bank onboards a merchant (signed by the bank's authority key).
+#[utoipa::path(
+    post,
+    path = "/v1/merchants",
+    request_body(content = OnboardRequest, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = Merchant), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn onboard(State(g): State<Gateway>, s: Signed) -> Answer {
     Ok(json(&g.onboard(&s.credentials, &s.body).await?))
 }
 
+/// Creates an order (idempotent by `out_trade_no`).
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    request_body(content = CreateOrder, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = Order), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn create_order(State(g): State<Gateway>, s: Signed) -> Answer {
     let order = g.create_order(&s.credentials, &s.body).await?;
     Ok(json(&order.view(g.now())))
 }
 
+/// Reads an order.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{out_trade_no}",
+    params(("out_trade_no" = String, Path, description = "the merchant's order id")),
+    responses((status = 200, description = "OK", body = Order), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn get_order(State(g): State<Gateway>, Path(otn): Path<String>, s: Signed) -> Answer {
     let order = g.get_order(&s.credentials, &otn).await?;
     Ok(json(&order.view(g.now())))
 }
 
+/// Closes an unpaid order.
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{out_trade_no}/close",
+    params(("out_trade_no" = String, Path, description = "the merchant's order id")),
+    responses((status = 200, description = "OK", body = Order), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn close_order(State(g): State<Gateway>, Path(otn): Path<String>, s: Signed) -> Answer {
     let order = g.close_order(&s.credentials, &otn).await?;
     Ok(json(&order.view(g.now())))
 }
 
+/// The order's payment QR code as SVG.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{out_trade_no}/qr.svg",
+    params(("out_trade_no" = String, Path, description = "the merchant's order id")),
+    responses((status = 200, description = "OK", body = String, content_type = "image/svg+xml"), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn qr_svg(State(g): State<Gateway>, Path(otn): Path<String>, s: Signed) -> Answer {
     let order = g.get_order(&s.credentials, &otn).await?;
     Ok((
@@ -186,6 +239,15 @@ async fn qr_svg(State(g): State<Gateway>, Path(otn): Path<String>, s: Signed) ->
         .into_response())
 }
 
+/// The order's payment QR code as PNG.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{out_trade_no}/qr.png",
+    params(("out_trade_no" = String, Path, description = "the merchant's order id")),
+    responses((status = 200, description = "OK", body = String, content_type = "image/png"), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn qr_png(State(g): State<Gateway>, Path(otn): Path<String>, s: Signed) -> Answer {
     let order = g.get_order(&s.credentials, &otn).await?;
     Ok((
@@ -195,6 +257,15 @@ async fn qr_png(State(g): State<Gateway>, Path(otn): Path<String>, s: Signed) ->
         .into_response())
 }
 
+/// A payer pays an order with its signed transfer (no merchant signature).
+#[utoipa::path(
+    post,
+    path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}/pay",
+    request_body(content = PayOrder, content_type = "application/json"),
+    params(("merchant_id" = String, Path), ("out_trade_no" = String, Path, description = "the merchant's order id")),
+    responses((status = 200, description = "OK", body = Order), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    tag = "merchant gateway"
+)]
 async fn pay_order(
     State(g): State<Gateway>,
     Path((merchant_id, otn)): Path<(String, String)>,
@@ -204,47 +275,139 @@ async fn pay_order(
     Ok(json(&order.view(g.now())))
 }
 
+/// Refunds part or all of a paid order (idempotent by `out_refund_no`).
+#[utoipa::path(
+    post,
+    path = "/v1/refunds",
+    request_body(content = RefundRequest, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = Refund), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn refund(State(g): State<Gateway>, s: Signed) -> Answer {
     Ok(json(&g.refund(&s.credentials, &s.body).await?))
 }
 
+/// Reads a refund.
+#[utoipa::path(
+    get,
+    path = "/v1/refunds/{out_refund_no}",
+    params(("out_refund_no" = String, Path)),
+    responses((status = 200, description = "OK", body = Refund), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn get_refund(State(g): State<Gateway>, Path(no): Path<String>, s: Signed) -> Answer {
     Ok(json(&g.get_refund(&s.credentials, &no).await?))
 }
 
+/// Authorises a hold with the rider's signed transfer (idempotent by `hold_id`).
+#[utoipa::path(
+    post,
+    path = "/v1/holds",
+    request_body(content = AuthorizeHold, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = Hold), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn authorize_hold(State(g): State<Gateway>, s: Signed) -> Answer {
     Ok(json(&g.authorize_hold(&s.credentials, &s.body).await?))
 }
 
+/// Reads a hold.
+#[utoipa::path(
+    get,
+    path = "/v1/holds/{hold_id}",
+    params(("hold_id" = String, Path)),
+    responses((status = 200, description = "OK", body = Hold), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn get_hold(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) -> Answer {
     Ok(json(&g.get_hold(&s.credentials, &id).await?))
 }
 
+/// Captures a hold with splits; the rest goes back to the rider.
+#[utoipa::path(
+    post,
+    path = "/v1/holds/{hold_id}/capture",
+    request_body(content = CaptureHold, content_type = "application/json"),
+    params(("hold_id" = String, Path)),
+    responses((status = 200, description = "OK", body = Hold), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn capture_hold(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) -> Answer {
     Ok(json(
         &g.settle_hold(&s.credentials, &id, &s.body, false).await?,
     ))
 }
 
+/// Releases a hold whole.
+#[utoipa::path(
+    post,
+    path = "/v1/holds/{hold_id}/release",
+    params(("hold_id" = String, Path)),
+    responses((status = 200, description = "OK", body = Hold), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn release_hold(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) -> Answer {
     Ok(json(
         &g.settle_hold(&s.credentials, &id, &s.body, true).await?,
     ))
 }
 
+/// Registers a mandate funded by the owner's signed transfer (idempotent by `mandate_id`).
+#[utoipa::path(
+    post,
+    path = "/v1/mandates",
+    request_body(content = CreateMandate, content_type = "application/json"),
+    responses((status = 200, description = "OK", body = Mandate), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn create_mandate(State(g): State<Gateway>, s: Signed) -> Answer {
     Ok(json(&g.create_mandate(&s.credentials, &s.body).await?))
 }
 
+/// Reads a mandate.
+#[utoipa::path(
+    get,
+    path = "/v1/mandates/{mandate_id}",
+    params(("mandate_id" = String, Path)),
+    responses((status = 200, description = "OK", body = Mandate), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn get_mandate(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) -> Answer {
     Ok(json(&g.get_mandate(&s.credentials, &id).await?))
 }
 
+/// Charges a mandate: an order paid from it at once.
+#[utoipa::path(
+    post,
+    path = "/v1/mandates/{mandate_id}/charge",
+    request_body(content = ChargeMandate, content_type = "application/json"),
+    params(("mandate_id" = String, Path)),
+    responses((status = 200, description = "OK", body = Order), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn charge_mandate(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) -> Answer {
     let order = g.charge_mandate(&s.credentials, &id, &s.body).await?;
     Ok(json(&order.view(g.now())))
 }
 
+/// The owner revokes a mandate with its own signed transfer.
+#[utoipa::path(
+    post,
+    path = "/v1/merchants/{merchant_id}/mandates/{mandate_id}/revoke",
+    request_body(content = RevokeMandate, content_type = "application/json"),
+    params(("merchant_id" = String, Path), ("mandate_id" = String, Path)),
+    responses((status = 200, description = "OK", body = Mandate), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    tag = "merchant gateway"
+)]
 async fn revoke_mandate(
     State(g): State<Gateway>,
     Path((merchant_id, id)): Path<(String, String)>,
@@ -275,23 +438,68 @@ fn limit(path: &str) -> Result<usize, ApiError> {
     Ok(limit)
 }
 
+/// The merchant's latest events, newest first, with their deliveries.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    params(("limit" = Option<u32>, Query, description = "1 to 100, default 20")),
+    responses((status = 200, description = "OK", body = Vec<EventView>), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn list_events(State(g): State<Gateway>, s: Signed) -> Answer {
     let limit = limit(&s.path)?;
     Ok(json(&g.events(&s.credentials, limit).await?))
 }
 
+/// An event and its delivery log.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{event_id}",
+    params(("event_id" = String, Path)),
+    responses((status = 200, description = "OK", body = EventView), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn get_event(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) -> Answer {
     Ok(json(&g.event(&s.credentials, &id).await?))
 }
 
+/// Delivers an event again.
+#[utoipa::path(
+    post,
+    path = "/v1/events/{event_id}/redeliver",
+    params(("event_id" = String, Path)),
+    responses((status = 200, description = "OK", body = EventView), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn redeliver(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) -> Answer {
     Ok(json(&g.redeliver(&s.credentials, &id).await?))
 }
 
+/// The day's statement as JSON.
+#[utoipa::path(
+    get,
+    path = "/v1/statements/{date}",
+    params(("date" = String, Path, description = "YYYY-MM-DD, UTC")),
+    responses((status = 200, description = "OK", body = Statement), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn statement(State(g): State<Gateway>, Path(date): Path<String>, s: Signed) -> Answer {
     Ok(json(&g.statement(&s.credentials, &date).await?))
 }
 
+/// The day's statement as CSV.
+#[utoipa::path(
+    get,
+    path = "/v1/statements/{date}/csv",
+    params(("date" = String, Path, description = "YYYY-MM-DD, UTC")),
+    responses((status = 200, description = "OK", body = String, content_type = "text/csv"), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn statement_csv(State(g): State<Gateway>, Path(date): Path<String>, s: Signed) -> Answer {
     let st = g.statement(&s.credentials, &date).await?;
     Ok((
@@ -301,13 +509,48 @@ async fn statement_csv(State(g): State<Gateway>, Path(date): Path<String>, s: Si
         .into_response())
 }
 
+/// The day's statement compared with the ledger.
+#[utoipa::path(
+    get,
+    path = "/v1/statements/{date}/reconciliation",
+    params(("date" = String, Path, description = "YYYY-MM-DD, UTC")),
+    responses((status = 200, description = "OK", body = Reconciliation), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
 async fn reconcile(State(g): State<Gateway>, Path(date): Path<String>, s: Signed) -> Answer {
     Ok(json(&g.reconcile(&s.credentials, &date).await?))
 }
 
+/// The public key webhooks are signed with.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-key",
+    responses((status = 200, description = "OK", body = WebhookKey), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    tag = "merchant gateway"
+)]
 async fn webhook_key(State(g): State<Gateway>) -> Answer {
-    Ok(json(&serde_json::json!({
-        "algorithm": "ed25519",
-        "public_key": hex::encode(g.webhook_key().as_bytes()),
-    })))
+    Ok(json(&WebhookKey {
+        algorithm: "ed25519".into(),
+        public_key: hex::encode(g.webhook_key().as_bytes()),
+    }))
+}
+
+/// The key that signs webhooks.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WebhookKey {
+    pub algorithm: String,
+    /// 64 hex digits.
+    pub public_key: String,
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    responses((status = 200, description = "OK", body = Object), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    tag = "merchant gateway"
+)]
+async fn openapi() -> Response {
+    json(&crate::openapi::document())
 }

@@ -15,7 +15,8 @@
 //! - [`statements`]: daily statements in CSV and JSON, reconciled with the ledger.
 //! - [`workers`]: reading credits, settling refunds, delivering webhooks.
 //! - [`qr`]: the payment URI's QR code as SVG and PNG.
-//! - [`http`]: the axum routes and JSON errors naming the field ([`error`]).
+//! - [`http`]: the axum routes and JSON errors naming the field ([`error`]);
+//!   [`openapi`]: their OpenAPI document, generated from the code.
 
 pub mod auth;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod gateway;
 pub mod http;
 pub mod ledgers;
 pub mod locks;
+pub mod openapi;
 pub mod payments;
 pub mod qr;
 pub mod statements;

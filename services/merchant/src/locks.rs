@@ -40,7 +40,7 @@ pub const LOCK_MAX_S: u64 = 366 * 24 * 3600;
 /// How long the gateway's own transfers stay valid for the ledger.
 const VALID_FOR_S: u64 = 300;
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum HoldStatus {
     /// Registered, its transfer not yet committed.
@@ -52,13 +52,13 @@ pub enum HoldStatus {
     Failed,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Split {
     pub to_address: String,
     pub amount: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Hold {
     pub merchant_id: String,
     pub hold_id: String,
@@ -80,7 +80,7 @@ pub struct Hold {
     pub failure: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeHold {
     pub hold_id: String,
@@ -88,13 +88,13 @@ pub struct AuthorizeHold {
     pub transfer: SignedTransferJson,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureHold {
     pub splits: Vec<Split>,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MandateStatus {
     Creating,
@@ -105,7 +105,7 @@ pub enum MandateStatus {
     Failed,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Mandate {
     pub merchant_id: String,
     pub mandate_id: String,
@@ -123,7 +123,7 @@ pub struct Mandate {
     pub failure: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMandate {
     pub mandate_id: String,
@@ -131,7 +131,7 @@ pub struct CreateMandate {
     pub transfer: SignedTransferJson,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChargeMandate {
     pub out_trade_no: String,
@@ -140,7 +140,7 @@ pub struct ChargeMandate {
     pub description: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeMandate {
     /// The owner's transfer spending the mandate's output back to itself.

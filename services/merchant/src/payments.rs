@@ -21,14 +21,14 @@ use crate::gateway::{
 use crate::{events, statements};
 
 /// A signed transfer in JSON: the exact body bytes and each witness, in hex.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedTransferJson {
     pub body: String,
     pub witnesses: Vec<WitnessJson>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WitnessJson {
     pub public_key: String,
@@ -163,7 +163,7 @@ fn amount_of(text: &str) -> Result<Amount, TxError<ApiError>> {
 }
 
 /// A payer's request to pay an order.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayOrder {
     /// The paying wallet (one of the transfer's signers): refunds go back to it.
@@ -171,7 +171,7 @@ pub struct PayOrder {
     pub transfer: SignedTransferJson,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RefundStatus {
     Pending,
@@ -180,7 +180,7 @@ pub enum RefundStatus {
 }
 
 /// A refund out of a collection wallet.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Refund {
     pub merchant_id: String,
     pub out_refund_no: String,
@@ -206,7 +206,7 @@ pub struct Refund {
 }
 
 /// A merchant's refund request.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     pub out_refund_no: String,
@@ -339,6 +339,12 @@ impl Gateway {
                             return abort(ApiError::precondition(
                                 "out_trade_no",
                                 "the order is closed",
+                            ));
+                        }
+                        OrderStatus::Expired => {
+                            return abort(ApiError::precondition(
+                                "out_trade_no",
+                                "the order expired",
                             ));
                         }
                         OrderStatus::Created if now >= order.expires_at_unix_s => {

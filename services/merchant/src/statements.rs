@@ -22,7 +22,7 @@ const HISTORY_MAX: usize = 200_000;
 const HISTORY_PAGE: u32 = 500;
 
 /// One movement of the collection wallet.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Line {
     pub at_unix_ms: u64,
     pub txid: String,
@@ -83,7 +83,7 @@ pub(crate) fn record(
 }
 
 /// A day's statement.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Statement {
     pub merchant_id: String,
     pub date: String,
@@ -114,19 +114,35 @@ impl Statement {
     }
 }
 
+/// A movement of the collection wallet as the ledger's history shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct LedgerEntry {
+    pub txid: String,
+    pub amount: String,
+    pub incoming: bool,
+}
+
+/// A movement on both sides with another signed amount (`+` in, `-` out).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Difference {
+    pub txid: String,
+    pub statement: String,
+    pub ledger: String,
+}
+
 /// Where a day's statement and the ledger's history of the collection wallet differ.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Reconciliation {
     pub merchant_id: String,
     pub date: String,
     pub statement_lines: usize,
     pub ledger_entries: usize,
-    /// On the ledger that day, not on the statement: `(txid, amount, incoming)`.
-    pub missing_from_statement: Vec<(String, String, bool)>,
+    /// On the ledger that day, not on the statement.
+    pub missing_from_statement: Vec<LedgerEntry>,
     /// On the statement, not on the ledger that day.
     pub missing_from_ledger: Vec<Line>,
-    /// On both with another amount or direction: `(txid, statement, ledger)`.
-    pub differing: Vec<(String, String, String)>,
+    /// On both with another amount or direction.
+    pub differing: Vec<Difference>,
     pub reconciled: bool,
 }
 
@@ -260,14 +276,22 @@ impl Gateway {
                         signed(amount, *incoming),
                     );
                     if ours != theirs {
-                        r.differing.push((line.txid, ours, theirs));
+                        r.differing.push(Difference {
+                            txid: line.txid,
+                            statement: ours,
+                            ledger: theirs,
+                        });
                     }
                 }
             }
         }
         for (txid, (amount, incoming)) in entries {
             if !on_statement.contains(&txid) {
-                r.missing_from_statement.push((txid, amount, incoming));
+                r.missing_from_statement.push(LedgerEntry {
+                    txid,
+                    amount,
+                    incoming,
+                });
             }
         }
         r.reconciled = r.missing_from_ledger.is_empty()
