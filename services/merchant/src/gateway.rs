@@ -59,10 +59,14 @@ pub struct OnboardRequest {
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
+    #[schema(pattern = "^[A-Za-z0-9_-]{6,32}$", min_length = 6, max_length = 32)]
     pub out_trade_no: String,
+    #[schema(pattern = "^[0-9]{1,9}(\\.[0-9]{1,2})?$")]
     pub amount: String,
+    #[schema(max_length = 127)]
     pub description: String,
     #[serde(default)]
+    #[schema(minimum = 60, maximum = 604800)]
     pub expires_in_s: Option<u64>,
 }
 

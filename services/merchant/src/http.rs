@@ -197,7 +197,7 @@ async fn create_order(State(g): State<Gateway>, s: Signed) -> Answer {
 #[utoipa::path(
     get,
     path = "/v1/orders/{out_trade_no}",
-    params(("out_trade_no" = String, Path, description = "the merchant's order id")),
+    params(("out_trade_no" = String, Path, description = "the merchant's order id", pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Order), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -211,7 +211,7 @@ async fn get_order(State(g): State<Gateway>, Path(otn): Path<String>, s: Signed)
 #[utoipa::path(
     post,
     path = "/v1/orders/{out_trade_no}/close",
-    params(("out_trade_no" = String, Path, description = "the merchant's order id")),
+    params(("out_trade_no" = String, Path, description = "the merchant's order id", pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Order), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -225,7 +225,7 @@ async fn close_order(State(g): State<Gateway>, Path(otn): Path<String>, s: Signe
 #[utoipa::path(
     get,
     path = "/v1/orders/{out_trade_no}/qr.svg",
-    params(("out_trade_no" = String, Path, description = "the merchant's order id")),
+    params(("out_trade_no" = String, Path, description = "the merchant's order id", pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = String, content_type = "image/svg+xml"), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -243,7 +243,7 @@ async fn qr_svg(State(g): State<Gateway>, Path(otn): Path<String>, s: Signed) ->
 #[utoipa::path(
     get,
     path = "/v1/orders/{out_trade_no}/qr.png",
-    params(("out_trade_no" = String, Path, description = "the merchant's order id")),
+    params(("out_trade_no" = String, Path, description = "the merchant's order id", pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = String, content_type = "image/png"), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -262,7 +262,7 @@ async fn qr_png(State(g): State<Gateway>, Path(otn): Path<String>, s: Signed) ->
     post,
     path = "/v1/merchants/{merchant_id}/orders/{out_trade_no}/pay",
     request_body(content = PayOrder, content_type = "application/json"),
-    params(("merchant_id" = String, Path), ("out_trade_no" = String, Path, description = "the merchant's order id")),
+    params(("merchant_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,32}$"), ("out_trade_no" = String, Path, description = "the merchant's order id", pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Order), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     tag = "merchant gateway"
 )]
@@ -292,7 +292,7 @@ async fn refund(State(g): State<Gateway>, s: Signed) -> Answer {
 #[utoipa::path(
     get,
     path = "/v1/refunds/{out_refund_no}",
-    params(("out_refund_no" = String, Path)),
+    params(("out_refund_no" = String, Path, pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Refund), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -318,7 +318,7 @@ async fn authorize_hold(State(g): State<Gateway>, s: Signed) -> Answer {
 #[utoipa::path(
     get,
     path = "/v1/holds/{hold_id}",
-    params(("hold_id" = String, Path)),
+    params(("hold_id" = String, Path, pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Hold), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -332,7 +332,7 @@ async fn get_hold(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) -
     post,
     path = "/v1/holds/{hold_id}/capture",
     request_body(content = CaptureHold, content_type = "application/json"),
-    params(("hold_id" = String, Path)),
+    params(("hold_id" = String, Path, pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Hold), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -347,7 +347,7 @@ async fn capture_hold(State(g): State<Gateway>, Path(id): Path<String>, s: Signe
 #[utoipa::path(
     post,
     path = "/v1/holds/{hold_id}/release",
-    params(("hold_id" = String, Path)),
+    params(("hold_id" = String, Path, pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Hold), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -375,7 +375,7 @@ async fn create_mandate(State(g): State<Gateway>, s: Signed) -> Answer {
 #[utoipa::path(
     get,
     path = "/v1/mandates/{mandate_id}",
-    params(("mandate_id" = String, Path)),
+    params(("mandate_id" = String, Path, pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Mandate), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -389,7 +389,7 @@ async fn get_mandate(State(g): State<Gateway>, Path(id): Path<String>, s: Signed
     post,
     path = "/v1/mandates/{mandate_id}/charge",
     request_body(content = ChargeMandate, content_type = "application/json"),
-    params(("mandate_id" = String, Path)),
+    params(("mandate_id" = String, Path, pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Order), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -404,7 +404,7 @@ async fn charge_mandate(State(g): State<Gateway>, Path(id): Path<String>, s: Sig
     post,
     path = "/v1/merchants/{merchant_id}/mandates/{mandate_id}/revoke",
     request_body(content = RevokeMandate, content_type = "application/json"),
-    params(("merchant_id" = String, Path), ("mandate_id" = String, Path)),
+    params(("merchant_id" = String, Path, pattern = "^[A-Za-z0-9_-]{1,32}$"), ("mandate_id" = String, Path, pattern = "^[A-Za-z0-9_-]{6,32}$")),
     responses((status = 200, description = "OK", body = Mandate), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     tag = "merchant gateway"
 )]
@@ -442,7 +442,7 @@ fn limit(path: &str) -> Result<usize, ApiError> {
 #[utoipa::path(
     get,
     path = "/v1/events",
-    params(("limit" = Option<u32>, Query, description = "1 to 100, default 20")),
+    params(("limit" = Option<u32>, Query, description = "1 to 100, default 20", minimum = 1, maximum = 100)),
     responses((status = 200, description = "OK", body = Vec<EventView>), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -456,7 +456,7 @@ async fn list_events(State(g): State<Gateway>, s: Signed) -> Answer {
 #[utoipa::path(
     get,
     path = "/v1/events/{event_id}",
-    params(("event_id" = String, Path)),
+    params(("event_id" = String, Path, pattern = "^evt_[0-9a-f]{32}$")),
     responses((status = 200, description = "OK", body = EventView), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -469,7 +469,7 @@ async fn get_event(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) 
 #[utoipa::path(
     post,
     path = "/v1/events/{event_id}/redeliver",
-    params(("event_id" = String, Path)),
+    params(("event_id" = String, Path, pattern = "^evt_[0-9a-f]{32}$")),
     responses((status = 200, description = "OK", body = EventView), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -482,7 +482,7 @@ async fn redeliver(State(g): State<Gateway>, Path(id): Path<String>, s: Signed) 
 #[utoipa::path(
     get,
     path = "/v1/statements/{date}",
-    params(("date" = String, Path, description = "YYYY-MM-DD, UTC")),
+    params(("date" = String, Path, description = "YYYY-MM-DD, UTC", pattern = "^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")),
     responses((status = 200, description = "OK", body = Statement), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -495,7 +495,7 @@ async fn statement(State(g): State<Gateway>, Path(date): Path<String>, s: Signed
 #[utoipa::path(
     get,
     path = "/v1/statements/{date}/csv",
-    params(("date" = String, Path, description = "YYYY-MM-DD, UTC")),
+    params(("date" = String, Path, description = "YYYY-MM-DD, UTC", pattern = "^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")),
     responses((status = 200, description = "OK", body = String, content_type = "text/csv"), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"
@@ -513,7 +513,7 @@ async fn statement_csv(State(g): State<Gateway>, Path(date): Path<String>, s: Si
 #[utoipa::path(
     get,
     path = "/v1/statements/{date}/reconciliation",
-    params(("date" = String, Path, description = "YYYY-MM-DD, UTC")),
+    params(("date" = String, Path, description = "YYYY-MM-DD, UTC", pattern = "^20[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])$")),
     responses((status = 200, description = "OK", body = Reconciliation), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
     security(("cbdc_signature" = [])),
     tag = "merchant gateway"

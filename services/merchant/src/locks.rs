@@ -83,6 +83,7 @@ pub struct Hold {
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeHold {
+    #[schema(pattern = "^[A-Za-z0-9_-]{6,32}$", min_length = 6, max_length = 32)]
     pub hold_id: String,
     pub payer_address: String,
     pub transfer: SignedTransferJson,
@@ -126,6 +127,7 @@ pub struct Mandate {
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMandate {
+    #[schema(pattern = "^[A-Za-z0-9_-]{6,32}$", min_length = 6, max_length = 32)]
     pub mandate_id: String,
     pub owner_address: String,
     pub transfer: SignedTransferJson,
@@ -134,9 +136,12 @@ pub struct CreateMandate {
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChargeMandate {
+    #[schema(pattern = "^[A-Za-z0-9_-]{6,32}$", min_length = 6, max_length = 32)]
     pub out_trade_no: String,
+    #[schema(pattern = "^[0-9]{1,9}(\\.[0-9]{1,2})?$")]
     pub amount: String,
     #[serde(default)]
+    #[schema(max_length = 127)]
     pub description: String,
 }
 

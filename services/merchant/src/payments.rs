@@ -209,10 +209,14 @@ pub struct Refund {
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{6,32}$", min_length = 6, max_length = 32)]
     pub out_refund_no: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{6,32}$", min_length = 6, max_length = 32)]
     pub out_trade_no: String,
+    #[schema(pattern = "^[0-9]{1,9}(\\.[0-9]{1,2})?$")]
     pub amount: String,
     #[serde(default)]
+    #[schema(max_length = 80)]
     pub reason: String,
 }
 
