@@ -227,14 +227,9 @@ impl Deliveries {
     }
 }
 
-enum Outcome {
-    Delivered,
-    Retry(String),
-    GiveUp(String),
-}
-
 impl Gateway {
-    /// One pass of the delivery worker: every due event of a page, `IN_FLIGHT` at a time.
+    /// One pass of the delivery worker: every due event of a page is read (one store read),
+    /// POSTed (`IN_FLIGHT` at a time) and its attempt recorded (one store commit).
     pub(crate) async fn deliver_due(&self, d: &mut Deliveries) -> Result<usize, ApiError> {
         let begin = d.queue.next_page().unwrap_or_else(|| b"q\0".to_vec());
         let end = prefix_end(b"q\0");
@@ -265,31 +260,97 @@ impl Gateway {
             .collect();
         let plan = d.queue.plan(items, next, now);
         let due: Vec<_> = plan.chunks.into_iter().flatten().collect();
+        if due.is_empty() {
+            return Ok(0);
+        }
+        // The events and their states, in one read.
+        let ids: Vec<String> = due.iter().map(|i| i.key.clone()).collect();
+        let records = self
+            .tx(move |tx| {
+                let ids = ids.clone();
+                Box::pin(async move {
+                    let mut out = Vec::with_capacity(ids.len());
+                    for id in &ids {
+                        let e: Option<Event> = get_json(tx, &event_key(id)).await?;
+                        let s: Option<DeliveryState> = get_json(tx, &state_key(id)).await?;
+                        out.push(e.zip(s));
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
         let attempts_max = d.attempts_max;
         let http = d.http.clone();
-        let outcomes: Vec<(String, Outcome)> = futures::stream::iter(due)
-            .map(|item| {
-                let http = http.clone();
+        let key = std::sync::Arc::new(self.custody.webhook());
+        let jobs: Vec<_> = due.into_iter().zip(records).collect();
+        let attempts: Vec<(String, Vec<u8>, Attempt)> = futures::stream::iter(jobs)
+            .map(|(item, record)| {
+                let (http, key) = (http.clone(), std::sync::Arc::clone(&key));
                 async move {
-                    let (qk, merchant) = item.value;
-                    let outcome = self
-                        .deliver_one(&http, &item.key, &qk, &merchant, attempts_max)
-                        .await
-                        .unwrap_or_else(|e| Outcome::Retry(e.message));
-                    (item.key, outcome)
+                    let (queue_row, merchant_id) = item.value;
+                    let attempt = match record {
+                        Some((event, state)) => {
+                            self.post(&http, &key, &merchant_id, &event, state.attempts + 1)
+                                .await
+                        }
+                        None => Attempt {
+                            attempt: 0,
+                            at_unix_ms: self.now_ms(),
+                            http_status: 0,
+                            error: Some("a queued event without its record".into()),
+                            duration_ms: 0,
+                        },
+                    };
+                    (item.key, queue_row, attempt)
                 }
             })
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
-        let delivered = outcomes
-            .iter()
-            .filter(|(_, o)| matches!(o, Outcome::Delivered))
-            .count();
-        for (id, outcome) in outcomes {
-            match outcome {
-                Outcome::Delivered => d.queue.succeeded(&id),
-                Outcome::Retry(why) => {
+        // Every attempt, in one commit.
+        let recorded = attempts.clone();
+        self.tx(move |tx| {
+            let recorded = recorded.clone();
+            Box::pin(async move {
+                for (id, queue_row, attempt) in recorded {
+                    if attempt.attempt == 0 {
+                        tx.clear(queue_row)?;
+                        continue;
+                    }
+                    put_json(tx, log_key(&id, attempt.attempt), &attempt)?;
+                    let status = match (&attempt.error, attempt.attempt >= attempts_max) {
+                        (None, _) => DeliveryStatus::Delivered,
+                        (Some(_), true) => DeliveryStatus::Failed,
+                        (Some(_), false) => DeliveryStatus::Pending,
+                    };
+                    put_json(
+                        tx,
+                        state_key(&id),
+                        &DeliveryState {
+                            status,
+                            attempts: attempt.attempt,
+                        },
+                    )?;
+                    if status != DeliveryStatus::Pending {
+                        tx.clear(queue_row)?;
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        let mut delivered = 0;
+        for (id, _, attempt) in attempts {
+            match attempt.error {
+                None => {
+                    d.queue.succeeded(&id);
+                    delivered += 1;
+                }
+                Some(why) if attempt.attempt >= attempts_max || attempt.attempt == 0 => {
+                    d.queue.succeeded(&id);
+                    tracing::warn!(event = %id, %why, "webhook given up");
+                }
+                Some(why) => {
                     if let Verdict::Retry { failures, wait } =
                         d.queue
                             .failed(id.clone(), Failure::Retryable(why.clone()), now)
@@ -297,51 +358,42 @@ impl Gateway {
                         tracing::debug!(event = %id, failures, ?wait, %why, "webhook retried later");
                     }
                 }
-                Outcome::GiveUp(why) => {
-                    d.queue.succeeded(&id);
-                    tracing::warn!(event = %id, %why, "webhook given up");
-                }
             }
         }
         Ok(delivered)
     }
 
-    async fn deliver_one(
+    /// POSTs one event to its merchant's endpoint, signed; the attempt as it went.
+    async fn post(
         &self,
         http: &reqwest::Client,
-        id: &str,
-        queue_row: &[u8],
+        key: &cbdc_core::Keypair,
         merchant_id: &str,
-        attempts_max: u32,
-    ) -> Result<Outcome, ApiError> {
-        let merchant = self
-            .merchant(merchant_id)
-            .await?
-            .ok_or_else(|| ApiError::internal("an event of an unknown merchant"))?;
-        let (ek, sk) = (event_key(id), state_key(id));
-        let (event, state) = self
-            .tx(move |tx| {
-                let (ek, sk) = (ek.clone(), sk.clone());
-                Box::pin(async move {
-                    let e: Option<Event> = get_json(tx, &ek).await?;
-                    let s: Option<DeliveryState> = get_json(tx, &sk).await?;
-                    Ok((e, s))
-                })
-            })
-            .await?;
-        let (Some(event), Some(state)) = (event, state) else {
-            return Err(ApiError::internal("a queued event without its record"));
-        };
-        let body = serde_json::to_vec(&event).expect("serialisable");
-        let timestamp = self.now();
-        let signature = sign(&self.custody.webhook(), timestamp, &body);
+        event: &Event,
+        attempt: u32,
+    ) -> Attempt {
         let started = std::time::Instant::now();
+        let url = match self.merchant(merchant_id).await {
+            Ok(Some(m)) => m.webhook_url,
+            Ok(None) => String::new(),
+            Err(e) => {
+                return Attempt {
+                    attempt,
+                    at_unix_ms: self.now_ms(),
+                    http_status: 0,
+                    error: Some(e.message),
+                    duration_ms: 0,
+                };
+            }
+        };
+        let body = serde_json::to_vec(event).expect("serialisable");
+        let timestamp = self.now();
         let answer = http
-            .post(&merchant.webhook_url)
+            .post(&url)
             .header("content-type", "application/json")
-            .header("cbdc-event-id", id)
+            .header("cbdc-event-id", &event.id)
             .header("cbdc-timestamp", timestamp.to_string())
-            .header("cbdc-signature", signature)
+            .header("cbdc-signature", sign(key, timestamp, &body))
             .body(body)
             .send()
             .await;
@@ -355,47 +407,13 @@ impl Gateway {
             }
             Err(e) => (0, Some(e.to_string())),
         };
-        let attempt = Attempt {
-            attempt: state.attempts + 1,
+        Attempt {
+            attempt,
             at_unix_ms: self.now_ms(),
             http_status,
-            error: error.clone(),
+            error,
             duration_ms: started.elapsed().as_millis() as u64,
-        };
-        let give_up = error.is_some() && attempt.attempt >= attempts_max;
-        let (id_owned, qk) = (id.to_string(), queue_row.to_vec());
-        let delivered = error.is_none();
-        self.tx(move |tx| {
-            let (id, qk, attempt) = (id_owned.clone(), qk.clone(), attempt.clone());
-            Box::pin(async move {
-                put_json(tx, log_key(&id, attempt.attempt), &attempt)?;
-                let status = if delivered {
-                    DeliveryStatus::Delivered
-                } else if give_up {
-                    DeliveryStatus::Failed
-                } else {
-                    DeliveryStatus::Pending
-                };
-                put_json(
-                    tx,
-                    state_key(&id),
-                    &DeliveryState {
-                        status,
-                        attempts: attempt.attempt,
-                    },
-                )?;
-                if status != DeliveryStatus::Pending {
-                    tx.clear(&qk)?;
-                }
-                Ok(())
-            })
-        })
-        .await?;
-        Ok(match error {
-            None => Outcome::Delivered,
-            Some(e) if give_up => Outcome::GiveUp(e),
-            Some(e) => Outcome::Retry(e),
-        })
+        }
     }
 
     /// An event of the signing merchant with its delivery state and log.
@@ -508,7 +526,7 @@ impl Gateway {
             })
         })
         .await?;
-        self.wake.notify_waiters();
+        self.wake_webhooks.notify_one();
         self.event_view(&m, id).await
     }
 }

@@ -201,9 +201,15 @@ pub struct Gateway {
     pub(crate) clock: Clock,
     /// One outgoing transfer at a time per collection wallet (each spends its coins).
     pub(crate) senders: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    /// Wakes the refund and webhook workers.
-    pub(crate) wake: Arc<tokio::sync::Notify>,
+    /// Wake the refund and the webhook worker (a wake-up while one is busy is kept for its
+    /// next wait).
+    pub(crate) wake_refunds: Arc<tokio::sync::Notify>,
+    pub(crate) wake_webhooks: Arc<tokio::sync::Notify>,
+    merchants: Arc<std::sync::RwLock<HashMap<String, Merchant>>>,
 }
+
+/// Merchant records kept in memory, at most.
+const MERCHANTS_CACHED: usize = 100_000;
 
 impl Gateway {
     pub fn new(
@@ -221,7 +227,9 @@ impl Gateway {
             ledgers,
             clock: Clock::system(),
             senders: Arc::default(),
-            wake: Arc::default(),
+            wake_refunds: Arc::default(),
+            wake_webhooks: Arc::default(),
+            merchants: Arc::default(),
         }
     }
 
@@ -298,7 +306,24 @@ impl Gateway {
         auth::verify(credentials, &key, method, path, body, self.now())
     }
 
+    /// An onboarded merchant. A merchant record never changes once written (onboarding it
+    /// again with other details is refused), so the ones read are kept in memory (bounded).
     pub async fn merchant(&self, id: &str) -> Result<Option<Merchant>, ApiError> {
+        if let Some(m) = self.merchants.read().expect("not poisoned").get(id) {
+            return Ok(Some(m.clone()));
+        }
+        let found = self.read_merchant(id).await?;
+        if let Some(m) = &found {
+            let mut cache = self.merchants.write().expect("not poisoned");
+            if cache.len() >= MERCHANTS_CACHED {
+                cache.clear();
+            }
+            cache.insert(id.to_string(), m.clone());
+        }
+        Ok(found)
+    }
+
+    async fn read_merchant(&self, id: &str) -> Result<Option<Merchant>, ApiError> {
         let k = merchant_key(id);
         let found: Result<Option<Vec<u8>>, TxError<ApiError>> = self
             .db

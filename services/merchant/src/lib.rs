@@ -15,10 +15,12 @@
 //! - [`statements`]: daily statements in CSV and JSON, reconciled with the ledger.
 //! - [`workers`]: reading credits, settling refunds, delivering webhooks.
 //! - [`qr`]: the payment URI's QR code as SVG and PNG.
+//! - [`client`]: a client of the HTTP API, signing as merchants and banks sign.
 //! - [`http`]: the axum routes and JSON errors naming the field ([`error`]);
 //!   [`openapi`]: their OpenAPI document, generated from the code.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod custody;
 pub mod error;

@@ -521,7 +521,8 @@ impl Gateway {
             })
             .await?;
         // The webhook worker (an event may be waiting) and the refund worker.
-        self.wake.notify_waiters();
+        self.wake_webhooks.notify_one();
+        self.wake_refunds.notify_one();
         Ok(())
     }
 

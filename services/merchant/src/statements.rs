@@ -17,6 +17,8 @@ use crate::gateway::{Gateway, key, prefix_end, put_json};
 
 /// Lines of one day, at most (a statement larger than this is refused, not cut short).
 pub const LINES_MAX: usize = 100_000;
+/// Lines read per store read.
+const PAGE: usize = 5_000;
 /// History entries reconciliation reads from the ledger, at most.
 const HISTORY_MAX: usize = 200_000;
 const HISTORY_PAGE: u32 = 500;
@@ -154,22 +156,34 @@ impl Gateway {
     /// The statement of `merchant_id` for `date`.
     pub async fn statement_of(&self, merchant_id: &str, date: &str) -> Result<Statement, ApiError> {
         check_date(date)?;
-        let begin = day_prefix(merchant_id, date);
-        let end = prefix_end(&begin);
-        let rows = self
-            .tx(move |tx| {
+        let prefix = day_prefix(merchant_id, date);
+        let end = prefix_end(&prefix);
+        // Read in pages of what one range read may return (a store bounds every read).
+        let mut rows = Vec::new();
+        let mut begin = prefix.clone();
+        loop {
+            let page = {
                 let (begin, end) = (begin.clone(), end.clone());
-                Box::pin(async move {
-                    Ok(tx
-                        .get_range(
-                            &begin,
-                            &end,
-                            cbdc_store::RangeOptions::snapshot(LINES_MAX + 1),
-                        )
-                        .await?)
+                self.tx(move |tx| {
+                    let (begin, end) = (begin.clone(), end.clone());
+                    Box::pin(async move {
+                        Ok(tx
+                            .get_range(&begin, &end, cbdc_store::RangeOptions::snapshot(PAGE))
+                            .await?)
+                    })
                 })
-            })
-            .await?;
+                .await?
+            };
+            let full = page.len() == PAGE;
+            if let Some((last, _)) = page.last() {
+                begin = last.clone();
+                begin.push(0);
+            }
+            rows.extend(page);
+            if !full || rows.len() > LINES_MAX {
+                break;
+            }
+        }
         if rows.len() > LINES_MAX {
             return Err(ApiError::precondition(
                 "date",

@@ -53,7 +53,7 @@ pub async fn run(gateway: Gateway, pace: Pace, shutdown: Shutdown) {
     let refunds = {
         let (g, s) = (gateway.clone(), shutdown.clone());
         async move {
-            while pause(&s, Some(&g.wake), pace.poll * 4).await {
+            while pause(&s, Some(&g.wake_refunds), pace.poll * 4).await {
                 if let Err(e) = g.settle_pending_refunds().await {
                     tracing::warn!(error = %e.message, "settling refunds");
                 }
@@ -64,7 +64,7 @@ pub async fn run(gateway: Gateway, pace: Pace, shutdown: Shutdown) {
         let (g, s) = (gateway.clone(), shutdown.clone());
         async move {
             let mut d = Deliveries::new(pace.webhook_base, pace.webhook_max, pace.webhook_attempts);
-            while pause(&s, Some(&g.wake), pace.poll).await {
+            while pause(&s, Some(&g.wake_webhooks), pace.poll).await {
                 if let Err(e) = g.deliver_due(&mut d).await {
                     tracing::warn!(error = %e.message, "delivering webhooks");
                 }

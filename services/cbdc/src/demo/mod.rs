@@ -3,7 +3,12 @@
 //! anonymous wallets, a self-upgrade is refused and the bank raises tiers after identity
 //! checks; wallets pay each other within and across banks; a limit
 //! breach and a double spend are refused with their reasons; a receipt is verified offline;
-//! a bank redeems; the audit shows supply conserved.
+//! a bank redeems; then, through the merchant gateway, an order paid by QR code from another
+//! bank and partly refunded, a ride hold captured with a split, a subscription mandate
+//! charged and revoked, and the shop's statement reconciled ([`merchant`]); the audit shows
+//! supply conserved.
+
+mod merchant;
 
 use std::time::{Duration, Instant};
 
@@ -479,6 +484,9 @@ async fn scenario(devnet: &Devnet, out: Box<dyn FnMut(&str) + Send>) -> Result<(
         .await
         .map_err(|s| format!("redeem: {}", client::status(&s)))?;
     d.ok("committed on bank 2, settled through its outbox");
+
+    // The merchant gateway's scenes.
+    merchant::scenes(&mut d, devnet.merchant.http_addr).await?;
 
     // 9. The audit.
     d.say("The central bank audits: issued − redeemed against every ledger's signed checkpoint.");
