@@ -34,6 +34,10 @@ async fn the_demo_does_what_it_says() {
         "Carol's class 1 refused: tier: a customer opens an anonymous wallet only",
         "her wallet records the change",
         "Every step did what it said.",
+        "credited at bank 1 through the central bank",
+        "captured 52.50",
+        "revoked by Gus alone",
+        "every line tied to its txid on the ledger: reconciled",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -402,6 +406,258 @@ async fn wallet_and_admin_commands_against_a_devnet() {
         .unwrap();
     assert!(out[0].contains(": 13.00"), "{out:?}");
     assert_eq!(cbdc::devnet::DevnetFile::load(dir.path()).unwrap(), file);
+    devnet.stop().await.unwrap();
+}
+
+/// Runs `args` until its JSON answer satisfies `done` (at most 20 s).
+async fn until(args: &[&str], done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = cbdc(args).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out.join("\n")).unwrap();
+        if done(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{args:?}: still {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn owned(args: &[&str], tail: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    v.extend(tail.iter().cloned());
+    v
+}
+
+async fn run_owned(args: Vec<String>) -> Result<Vec<String>, String> {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    cbdc(&refs).await
+}
+
+fn json_of(out: Vec<String>) -> serde_json::Value {
+    serde_json::from_str(&out.join("\n")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_commands_against_a_devnet() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let devnet =
+        cbdc::devnet::Devnet::start(dir.path(), 2, cbdc_runtime::shutdown::Shutdown::new())
+            .await
+            .expect("devnet");
+    let key = |name: &str| {
+        let path = dir.path().join(format!("{name}.key"));
+        cbdc_runtime::secret::load_or_create_seed(&path).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (api, dora) = (key("shop-api"), key("dora"));
+    let shop: Vec<String> = ["--merchant-id", "shop-1", "--api-key", &api, "--devnet", &d]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+
+    // Money: bank 2 issued, Dora's wallet opened there and filled.
+    cbdc(&[
+        "central-bank",
+        "mint",
+        "--ledger",
+        "2",
+        "--amount",
+        "1000.00",
+        "--request-id",
+        "m2",
+        "--devnet",
+        &d,
+    ])
+    .await
+    .unwrap();
+    let opened = json_of(
+        cbdc(&[
+            "--json",
+            "wallet",
+            "open",
+            "--key",
+            &dora,
+            "--ledger",
+            "2",
+            "--phone",
+            "+8613800000042",
+            "--devnet",
+            &d,
+        ])
+        .await
+        .unwrap(),
+    );
+    let dora_address = opened["address"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while cbdc(&[
+        "bank",
+        "exchange",
+        &dora_address,
+        "--amount",
+        "100.00",
+        "--request-id",
+        "xd",
+        "--devnet",
+        &d,
+    ])
+    .await
+    .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the issue never reached bank 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // Bank 1 onboards the shop; an order; its QR code; Dora pays from bank 2.
+    let m = json_of(
+        run_owned(owned(
+            &[
+                "--json",
+                "merchant",
+                "onboard",
+                "--bank",
+                "1",
+                "--webhook-url",
+                "http://127.0.0.1:9/hooks",
+                "--phone",
+                "+8613800000099",
+            ],
+            &shop,
+        ))
+        .await
+        .unwrap(),
+    );
+    assert!(
+        m["collection_address"]
+            .as_str()
+            .unwrap()
+            .starts_with("ecny1"),
+        "{m}"
+    );
+    let order = json_of(
+        run_owned(owned(
+            &[
+                "--json",
+                "merchant",
+                "order",
+                "create",
+                "--out-trade-no",
+                "CLI-000001",
+                "--amount",
+                "12.30",
+                "--description",
+                "tea",
+            ],
+            &shop,
+        ))
+        .await
+        .unwrap(),
+    );
+    let uri = order["payment_uri"].as_str().unwrap().to_string();
+    let png = dir.path().join("qr.png");
+    run_owned(owned(
+        &[
+            "merchant",
+            "order",
+            "qr",
+            "CLI-000001",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &shop,
+    ))
+    .await
+    .unwrap();
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    run_owned(owned(
+        &["merchant", "pay", &uri, "--key", &dora, "--ledger", "2"],
+        &shop,
+    ))
+    .await
+    .unwrap();
+    let get = owned(&["--json", "merchant", "order", "get", "CLI-000001"], &shop);
+    let get: Vec<&str> = get.iter().map(String::as_str).collect();
+    let paid = until(&get, |o| o["status"] == "PAID").await;
+    assert_eq!(paid["payer_address"], dora_address.as_str());
+
+    // A partial refund; the same refund id with another amount is refused, naming the field.
+    let r = json_of(
+        run_owned(owned(
+            &[
+                "--json",
+                "merchant",
+                "refund",
+                "--out-trade-no",
+                "CLI-000001",
+                "--out-refund-no",
+                "CLI-R-0001",
+                "--amount",
+                "2.30",
+            ],
+            &shop,
+        ))
+        .await
+        .unwrap(),
+    );
+    assert_eq!(r["status"], "SUCCEEDED", "{r}");
+    let err = run_owned(owned(
+        &[
+            "merchant",
+            "refund",
+            "--out-trade-no",
+            "CLI-000001",
+            "--out-refund-no",
+            "CLI-R-0001",
+            "--amount",
+            "3.00",
+        ],
+        &shop,
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        err.contains("409") && err.contains("(out_refund_no)"),
+        "{err}"
+    );
+
+    // The statement, as CSV and reconciled; the events the shop was sent.
+    let csv = run_owned(owned(&["merchant", "statement", "--csv"], &shop))
+        .await
+        .unwrap()
+        .join("\n");
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(
+        csv.contains(",payment,") && csv.contains(",refund,"),
+        "{csv}"
+    );
+    let rec = json_of(
+        run_owned(owned(
+            &["--json", "merchant", "statement", "--reconcile"],
+            &shop,
+        ))
+        .await
+        .unwrap(),
+    );
+    assert_eq!(rec["reconciled"], true, "{rec}");
+    let events = json_of(
+        run_owned(owned(&["--json", "merchant", "events"], &shop))
+            .await
+            .unwrap(),
+    );
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"]["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"order.paid") && kinds.contains(&"refund.succeeded"),
+        "{kinds:?}"
+    );
     devnet.stop().await.unwrap();
 }
 
@@ -871,7 +1127,7 @@ fn load_phases_run_on_one_set_up_with_zipf_payees_signed_live() {
             "--transfers",
             "2000",
             "--phases",
-            "closed:1x1,open:1@50%",
+            "closed:1x1,open:1@50%,merchant:2",
             "--payees",
             "zipf",
             "--sign",
@@ -887,6 +1143,19 @@ fn load_phases_run_on_one_set_up_with_zipf_payees_signed_live() {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     };
     let (first, second) = (read(1), read(2));
+    // The merchant phase: orders end to end, beside the single calls before it, checked.
+    let merchant: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("r-50-merchant-1.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(merchant["orders"].as_u64().unwrap() > 0, "{merchant:#}");
+    assert_eq!(
+        merchant["ledger_single_calls_per_s"],
+        first["transfers_per_s"],
+        "{merchant:#}"
+    );
+    assert_eq!(merchant["checks"]["reconciled"], true, "{merchant:#}");
+    assert_eq!(merchant["checks"]["webhooks_missing"], 0, "{merchant:#}");
     assert_eq!(first["sign"], "live");
     assert_eq!(first["payees"], "zipf");
     let first_rate = first["transfers_per_s"].as_f64().unwrap();

@@ -577,6 +577,16 @@ impl Gateway {
         }
     }
 
+    /// The signing merchant's own record (its collection address among it).
+    pub async fn me(&self, credentials: &Credentials) -> Result<Merchant, ApiError> {
+        let m = self.merchant_signer(credentials)?;
+        self.once(credentials, |_| Box::pin(async { Ok(()) }))
+            .await?;
+        self.merchant(&m)
+            .await?
+            .ok_or_else(|| ApiError::not_found("merchant_id", "not onboarded"))
+    }
+
     /// A merchant reads one of its orders (another merchant's is not found).
     pub async fn get_order(
         &self,

@@ -3,7 +3,8 @@
 //! [`crate::auth`]); the payer-facing ones (paying an order, revoking a mandate) carry the
 //! payer's own signed transfer instead.
 //!
-//! - `POST /v1/merchants` — a bank onboards a merchant.
+//! - `POST /v1/merchants` — a bank onboards a merchant; `GET /v1/merchant` — a merchant
+//!   reads its own record.
 //! - `POST /v1/orders`, `GET /v1/orders/{out_trade_no}`, `POST …/close`, `GET …/qr.svg`,
 //!   `GET …/qr.png` — orders.
 //! - `POST /v1/merchants/{merchant_id}/orders/{out_trade_no}/pay` — a payer pays (public).
@@ -40,6 +41,7 @@ pub const BODY_MAX: usize = 16 * 1024;
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/v1/merchants", post(onboard))
+        .route("/v1/merchant", get(me))
         .route("/v1/orders", post(create_order))
         .route("/v1/orders/{out_trade_no}", get(get_order))
         .route("/v1/orders/{out_trade_no}/close", post(close_order))
@@ -177,6 +179,18 @@ type Answer = Result<Response, ApiError>;
 )]
 async fn onboard(State(g): State<Gateway>, s: Signed) -> Answer {
     Ok(json(&g.onboard(&s.credentials, &s.body).await?))
+}
+
+/// The signing merchant's own record, its collection wallet among it.
+#[utoipa::path(
+    get,
+    path = "/v1/merchant",
+    responses((status = 200, description = "OK", body = Merchant), (status = "4XX", description = "refused: the JSON error names the field", body = ErrorBody), (status = "5XX", description = "the gateway or a ledger is unavailable", body = ErrorBody)),
+    security(("cbdc_signature" = [])),
+    tag = "merchant gateway"
+)]
+async fn me(State(g): State<Gateway>, s: Signed) -> Answer {
+    Ok(json(&g.me(&s.credentials).await?))
 }
 
 /// Creates an order (idempotent by `out_trade_no`).

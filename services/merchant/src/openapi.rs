@@ -13,6 +13,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
     ),
     paths(
         crate::http::onboard,
+        crate::http::me,
         crate::http::create_order,
         crate::http::get_order,
         crate::http::close_order,

@@ -59,6 +59,10 @@ pub enum Command {
     /// Auditing a bank without trusting it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The merchant gateway: onboarding, orders and QR codes, payments, refunds, holds,
+    /// mandates, statements and webhook events.
+    #[command(subcommand)]
+    Merchant(super::MerchantCommand),
     /// Stress a network with presigned transfers (a devnet it starts as a separate process,
     /// or a running one) and report throughput, latency, errors and server cost; exits 0
     /// only if every acknowledged transfer is found committed and the audit balances.

@@ -17,10 +17,12 @@ mod args;
 mod audit;
 mod bank;
 mod central_bank;
+mod merchant;
 mod wallet;
 
 pub use args::*;
 pub use cbdc_runtime::secret::PASSPHRASE_ENV;
+pub use merchant::MerchantCommand;
 
 /// Reads a key file (see `cbdc_runtime::secret`).
 fn read_key(path: &Path) -> Result<Keypair, String> {
@@ -169,6 +171,7 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         Command::Bank(b) => bank::bank(b, &mut out).await?,
         Command::CentralBank(c) => central_bank::central_bank(c, &mut out).await?,
         Command::Audit(a) => audit::audit(a, &mut out).await?,
+        Command::Merchant(m) => merchant::merchant(m, &mut out).await?,
         Command::Load(args) => {
             let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
             let path = args.report.clone();
