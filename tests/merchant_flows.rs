@@ -483,6 +483,41 @@ async fn an_order_paid_by_qr_from_another_bank_partly_refunded_reconciles_to_the
     .await;
 
     assert!(check_deliveries(&received) >= 4);
+
+    // The delivery log of the order.paid event: two refusals, then accepted; redelivered by
+    // hand, the merchant hears it once more.
+    let events = net
+        .ok(&net.as_merchant("GET", "/v1/events?limit=100", &Value::Null))
+        .await;
+    let paid_event = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"]["type"] == "order.paid")
+        .expect("an order.paid event")
+        .clone();
+    let id = paid_event["event"]["id"].as_str().unwrap().to_string();
+    let log: Vec<u64> = paid_event["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["http_status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(log, [503, 503, 200], "{paid_event}");
+    assert_eq!(paid_event["delivery"]["status"], "DELIVERED");
+    let path = format!("/v1/events/{id}/redeliver");
+    net.ok(&net.as_merchant("POST", &path, &Value::Null)).await;
+    let view_path = format!("/v1/events/{id}");
+    net.eventually(
+        "the redelivery",
+        || async {
+            net.ok(&net.as_merchant("GET", &view_path, &Value::Null))
+                .await
+        },
+        |v| v["attempts"].as_array().unwrap().len() == 4 && v["delivery"]["status"] == "DELIVERED",
+    )
+    .await;
+    assert_eq!(received.lock().unwrap().accepted[&id], 2);
     net.net.quiesce().await;
     assert_eq!(net.net.assert_ledgers_conserve().await, yuan("20000.00"));
     net.stop().await;

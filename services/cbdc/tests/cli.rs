@@ -1150,8 +1150,7 @@ fn load_phases_run_on_one_set_up_with_zipf_payees_signed_live() {
     .unwrap();
     assert!(merchant["orders"].as_u64().unwrap() > 0, "{merchant:#}");
     assert_eq!(
-        merchant["ledger_single_calls_per_s"],
-        first["transfers_per_s"],
+        merchant["ledger_single_calls_per_s"], first["transfers_per_s"],
         "{merchant:#}"
     );
     assert_eq!(merchant["checks"]["reconciled"], true, "{merchant:#}");

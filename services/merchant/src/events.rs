@@ -206,7 +206,18 @@ pub(crate) struct Deliveries {
     queue: RetryQueue<String>,
     http: reqwest::Client,
     attempts_max: u32,
+    /// The queue time (ms) at or after which every row still queued lies, less
+    /// [`FLOOR_SLACK_MS`]: a pass starts there rather than at the front, where delivered
+    /// rows leave tombstones a range read would walk over. A sweep from the front every
+    /// [`SWEEP`] catches a row queued late with an earlier time.
+    floor: Option<u64>,
+    last_sweep: std::time::Instant,
 }
+
+/// How far before the floor a pass starts (events committed out of their time order).
+const FLOOR_SLACK_MS: u64 = 5_000;
+/// How often a pass starts at the front of the queue.
+const SWEEP: Duration = Duration::from_secs(10);
 
 impl Deliveries {
     pub fn new(base: Duration, max: Duration, attempts_max: u32) -> Deliveries {
@@ -223,15 +234,36 @@ impl Deliveries {
                 .build()
                 .expect("an HTTP client"),
             attempts_max: attempts_max.max(1),
+            floor: None,
+            last_sweep: std::time::Instant::now(),
         }
     }
+}
+
+/// The queue time of a queue row's key.
+fn queued_at(key: &[u8]) -> u64 {
+    key.get(2..10)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 impl Gateway {
     /// One pass of the delivery worker: every due event of a page is read (one store read),
     /// POSTed (`IN_FLIGHT` at a time) and its attempt recorded (one store commit).
     pub(crate) async fn deliver_due(&self, d: &mut Deliveries) -> Result<usize, ApiError> {
-        let begin = d.queue.next_page().unwrap_or_else(|| b"q\0".to_vec());
+        let resumed = d.queue.next_page();
+        let begin = match (resumed.clone(), d.floor) {
+            (Some(k), _) => k,
+            (None, Some(floor)) if d.last_sweep.elapsed() < SWEEP => {
+                let mut k = b"q\0".to_vec();
+                k.extend_from_slice(&floor.saturating_sub(FLOOR_SLACK_MS).to_be_bytes());
+                k
+            }
+            (None, _) => {
+                d.last_sweep = std::time::Instant::now();
+                b"q\0".to_vec()
+            }
+        };
         let end = prefix_end(b"q\0");
         let rows = self
             .tx(move |tx| {
@@ -248,6 +280,13 @@ impl Gateway {
             k.push(0);
             k
         });
+        // Every row read, by id: what stays queued after this pass sets the floor.
+        let mut read: std::collections::HashMap<String, u64> = rows
+            .iter()
+            .map(|(k, _)| (String::from_utf8_lossy(&k[10..]).into_owned(), queued_at(k)))
+            .collect();
+        let last_read = rows.last().map(|(k, _)| queued_at(k));
+        let full = next.is_some();
         let now = self.now_ms();
         let items = rows
             .into_iter()
@@ -261,6 +300,12 @@ impl Gateway {
         let plan = d.queue.plan(items, next, now);
         let due: Vec<_> = plan.chunks.into_iter().flatten().collect();
         if due.is_empty() {
+            if !full
+                && resumed.is_none()
+                && let Some(t) = read.values().min().copied().or(last_read)
+            {
+                d.floor = Some(t);
+            }
             return Ok(0);
         }
         // The events and their states, in one read.
@@ -344,10 +389,12 @@ impl Gateway {
             match attempt.error {
                 None => {
                     d.queue.succeeded(&id);
+                    read.remove(&id);
                     delivered += 1;
                 }
                 Some(why) if attempt.attempt >= attempts_max || attempt.attempt == 0 => {
                     d.queue.succeeded(&id);
+                    read.remove(&id);
                     tracing::warn!(event = %id, %why, "webhook given up");
                 }
                 Some(why) => {
@@ -359,6 +406,14 @@ impl Gateway {
                     }
                 }
             }
+        }
+        // A pass that read from the floor (or the front) to the end of the queue moves the
+        // floor to what is still queued (or, with nothing left, to the last row read).
+        if !full
+            && resumed.is_none()
+            && let Some(t) = read.values().min().copied().or(last_read)
+        {
+            d.floor = Some(t);
         }
         Ok(delivered)
     }
@@ -506,10 +561,12 @@ impl Gateway {
         let m = self.merchant_signer(credentials)?;
         identifier("event_id", id, 36, 36)?;
         let (mm, idd) = (m.clone(), id.to_string());
+        // Queued at the current time, where the delivery worker's passes start.
+        let now = self.now_ms();
         self.once(credentials, move |tx| {
             let (m, id) = (mm.clone(), idd.clone());
             Box::pin(async move {
-                let event: Event = get_json(tx, &event_key(&id))
+                let _event: Event = get_json(tx, &event_key(&id))
                     .await?
                     .filter(|e: &Event| e.merchant_id == m)
                     .ok_or_else(|| {
@@ -521,7 +578,7 @@ impl Gateway {
                     })?;
                 state.status = DeliveryStatus::Pending;
                 put_json(tx, state_key(&id), &state)?;
-                tx.set(queue_key(event.created_at_unix_ms, &id), m.as_bytes())?;
+                tx.set(queue_key(now, &id), m.as_bytes())?;
                 Ok(())
             })
         })
