@@ -987,3 +987,387 @@ async fn a_subscription_mandate_is_charged_within_its_maximum_and_then_revoked_b
     assert_eq!(net.net.assert_ledgers_conserve().await, yuan("20000.00"));
     net.stop().await;
 }
+
+/// A gRPC request signed by merchant `m-1` for `method`.
+fn grpc_signed<M: prost::Message>(net: &MerchantNet, method: &str, m: M) -> tonic::Request<M> {
+    let auth = cbdc_merchant::grpc::authorization(
+        &net.merchant,
+        "m-1",
+        method,
+        &m,
+        net.gateway.now(),
+        &cbdc_tests::merchant::nonce(),
+    );
+    let mut r = tonic::Request::new(m);
+    r.metadata_mut()
+        .insert("authorization", auth.parse().unwrap());
+    r
+}
+
+fn hex_transfer(t: &Transfer) -> v1::TransferHex {
+    let j = SignedTransferJson::of(t);
+    v1::TransferHex {
+        body: j.body,
+        witnesses: j
+            .witnesses
+            .into_iter()
+            .map(|w| v1::WitnessHex {
+                public_key: w.public_key,
+                signature: w.signature,
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_three_flows_through_grpc() {
+    use v1::merchant_gateway_client::MerchantGatewayClient;
+    let (mut net, received, collection) = setup().await;
+    let mut g = MerchantGatewayClient::connect(net.grpc.clone())
+        .await
+        .unwrap();
+    // The field a refusal names (its BadRequest violation).
+    let field = |s: &tonic::Status| {
+        tonic_types::StatusExt::get_details_bad_request(s)
+            .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+    };
+
+    // An order paid from bank 2, partly refunded, the statement reconciled.
+    let payer = net.net.bank(2).open_wallet(0xb7, KycTier::Class2).await;
+    net.net
+        .bank(2)
+        .exchange_in(&payer.public(), "100.00", "x-payer")
+        .await
+        .expect("exchange");
+    let payer_address = net.net.bank(2).address(&payer.public());
+    let create = v1::CreateOrderRequest {
+        merchant_id: "m-1".into(),
+        out_trade_no: "GRPC00000001".into(),
+        amount: "30.00".into(),
+        description: "grpc".into(),
+        expires_in_s: 0,
+    };
+    let o = g
+        .create_order(grpc_signed(&net, "CreateOrder", create.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(o.status, v1::OrderStatus::Created as i32);
+    // Hostile: unsigned; signed over another message; another merchant's id; a replay.
+    let e = g
+        .create_order(tonic::Request::new(create.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    let mut other = grpc_signed(&net, "CreateOrder", create.clone());
+    other.get_mut().amount = "3000.00".into();
+    assert_eq!(
+        g.create_order(other).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+    let mut foreign = create.clone();
+    foreign.merchant_id = "m-2".into();
+    let e = g
+        .create_order(grpc_signed(&net, "CreateOrder", foreign))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), field(&e).as_deref()),
+        (tonic::Code::PermissionDenied, Some("merchant_id")),
+        "{e:?}"
+    );
+    let once = grpc_signed(
+        &net,
+        "GetOrder",
+        v1::GetOrderRequest {
+            merchant_id: "m-1".into(),
+            out_trade_no: "GRPC00000001".into(),
+        },
+    );
+    let (meta, ext, msg) = once.into_parts();
+    g.get_order(tonic::Request::from_parts(
+        meta.clone(),
+        tonic::Extensions::default(),
+        msg.clone(),
+    ))
+    .await
+    .unwrap();
+    let _ = ext;
+    let e = g
+        .get_order(tonic::Request::from_parts(
+            meta,
+            tonic::Extensions::default(),
+            msg,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "a replay: {e:?}");
+
+    let pay = pay_with(net.net.bank(2), &payer, collection, "30.00", &o.memo).await;
+    let paid = g
+        .pay_order(v1::PayOrderRequest {
+            merchant_id: "m-1".into(),
+            out_trade_no: "GRPC00000001".into(),
+            transfer: Some(hex_transfer(&pay)),
+            payer_address: payer_address.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paid.pending_txid, pay.txid().to_string());
+    net.eventually(
+        "paid through gRPC",
+        || async {
+            net.ok(&net.as_merchant("GET", "/v1/orders/GRPC00000001", &Value::Null))
+                .await
+        },
+        |o| o["status"] == "PAID",
+    )
+    .await;
+    let r = g
+        .refund(grpc_signed(
+            &net,
+            "Refund",
+            v1::RefundRequest {
+                merchant_id: "m-1".into(),
+                out_trade_no: "GRPC00000001".into(),
+                out_refund_no: "GRPCRF000001".into(),
+                amount: "10.00".into(),
+                reason: "grpc".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, "SUCCEEDED");
+    let e = g
+        .refund(grpc_signed(
+            &net,
+            "Refund",
+            v1::RefundRequest {
+                merchant_id: "m-1".into(),
+                out_trade_no: "GRPC00000001".into(),
+                out_refund_no: "GRPCRF000002".into(),
+                amount: "20.01".into(),
+                reason: String::new(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), field(&e).as_deref()),
+        (tonic::Code::FailedPrecondition, Some("amount")),
+        "{e:?}"
+    );
+
+    // A ride hold captured with a split.
+    let rider = net.net.bank(1).open_wallet(0xc7, KycTier::Class2).await;
+    net.net
+        .bank(1)
+        .exchange_in(&rider.public(), "100.00", "x-rider")
+        .await
+        .expect("exchange");
+    let rider_address = net.net.bank(1).address(&rider.public());
+    let driver = net.net.bank(2).open_wallet(0xd7, KycTier::Class2).await;
+    let driver_address = net.net.bank(2).address(&driver.public());
+    let lock = Lock::Hold {
+        payer: rider.public(),
+        payee: collection.key,
+        expires_at: UnixSeconds(net.net.banks[0].now_s() + 900),
+    };
+    let t = wallet_transfer(
+        net.net.bank(1),
+        &rider,
+        &[(LedgerId(1), yuan("40.00"), lock)],
+        "ride",
+    )
+    .await;
+    let h = g
+        .authorize_hold(grpc_signed(
+            &net,
+            "AuthorizeHold",
+            v1::AuthorizeHoldRequest {
+                merchant_id: "m-1".into(),
+                hold_id: "GRPCRIDE0001".into(),
+                transfer: Some(hex_transfer(&t)),
+                payer_address: rider_address.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.status, v1::HoldStatus::Authorized as i32);
+    let splits = vec![
+        v1::Split {
+            to_address: driver_address.clone(),
+            amount: "30.00".into(),
+        },
+        v1::Split {
+            to_address: collection.to_string(),
+            amount: "5.00".into(),
+        },
+    ];
+    let e = g
+        .capture_hold(grpc_signed(
+            &net,
+            "CaptureHold",
+            v1::CaptureHoldRequest {
+                merchant_id: "m-1".into(),
+                hold_id: "GRPCRIDE0001".into(),
+                splits: vec![v1::Split {
+                    to_address: driver_address.clone(),
+                    amount: "40.01".into(),
+                }],
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), field(&e).as_deref()),
+        (tonic::Code::FailedPrecondition, Some("splits")),
+        "{e:?}"
+    );
+    let h = g
+        .capture_hold(grpc_signed(
+            &net,
+            "CaptureHold",
+            v1::CaptureHoldRequest {
+                merchant_id: "m-1".into(),
+                hold_id: "GRPCRIDE0001".into(),
+                splits,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (h.status, h.captured.as_str()),
+        (v1::HoldStatus::Captured as i32, "35.00")
+    );
+    assert_eq!(balance(&mut net, 1, &rider.public()).await, "65.00");
+
+    // A mandate charged, refused above its maximum, revoked by its owner.
+    let owner = net.net.bank(1).open_wallet(0xe7, KycTier::Class2).await;
+    net.net
+        .bank(1)
+        .exchange_in(&owner.public(), "100.00", "x-owner")
+        .await
+        .expect("exchange");
+    let owner_address = net.net.bank(1).address(&owner.public());
+    let lock = Lock::Mandate {
+        owner: owner.public(),
+        merchant: collection.key,
+        per_payment_max: yuan("20.00"),
+        expires_at: UnixSeconds(net.net.banks[0].now_s() + 86400),
+    };
+    let t = wallet_transfer(
+        net.net.bank(1),
+        &owner,
+        &[(LedgerId(1), yuan("50.00"), lock)],
+        "club",
+    )
+    .await;
+    let m = g
+        .create_mandate(grpc_signed(
+            &net,
+            "CreateMandate",
+            v1::CreateMandateRequest {
+                merchant_id: "m-1".into(),
+                mandate_id: "GRPCSUB00001".into(),
+                transfer: Some(hex_transfer(&t)),
+                owner_address: owner_address.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.status, "ACTIVE");
+    let charge = |otn: &str, amount: &str| v1::ChargeMandateRequest {
+        merchant_id: "m-1".into(),
+        mandate_id: "GRPCSUB00001".into(),
+        out_trade_no: otn.into(),
+        amount: amount.into(),
+        description: String::new(),
+    };
+    let o = g
+        .charge_mandate(grpc_signed(
+            &net,
+            "ChargeMandate",
+            charge("GRPCCHG00001", "20.00"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(o.status, v1::OrderStatus::Paid as i32);
+    let e = g
+        .charge_mandate(grpc_signed(
+            &net,
+            "ChargeMandate",
+            charge("GRPCCHG00002", "20.01"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), field(&e).as_deref()),
+        (tonic::Code::FailedPrecondition, Some("amount")),
+        "{e:?}"
+    );
+    let md = net
+        .ok(&net.as_merchant("GET", "/v1/mandates/GRPCSUB00001", &Value::Null))
+        .await;
+    let (txid, index) = md["outpoint"].as_str().unwrap().split_once(':').unwrap();
+    let held = OutPoint {
+        txid: Txid(hex::decode(txid).unwrap().try_into().unwrap()),
+        index: index.parse().unwrap(),
+    };
+    let back = TransferBuilder::new(UnixSeconds(net.net.banks[0].now_s() + 300))
+        .input(held, yuan("30.00"))
+        .output(LedgerId(1), yuan("30.00"), Lock::Key(owner.public()))
+        .sign(&[&owner])
+        .unwrap();
+    let m = g
+        .revoke_mandate(v1::RevokeMandateRequest {
+            merchant_id: "m-1".into(),
+            mandate_id: "GRPCSUB00001".into(),
+            transfer: Some(hex_transfer(&back)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.status, "REVOKED");
+    assert_eq!(balance(&mut net, 1, &owner.public()).await, "80.00");
+
+    // The day's statement through gRPC, reconciled.
+    let today = cbdc_merchant::statements::day(net.gateway.now_ms());
+    net.eventually(
+        "the refund out",
+        || async {
+            net.ok(&net.as_merchant("GET", &format!("/v1/statements/{today}"), &Value::Null))
+                .await
+        },
+        |s| s["lines"].as_array().unwrap().len() == 4,
+    )
+    .await;
+    let st = g
+        .get_statement(grpc_signed(
+            &net,
+            "GetStatement",
+            v1::GetStatementRequest {
+                merchant_id: "m-1".into(),
+                date: today,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.reconciled, "{st:?}");
+    assert_eq!(
+        (st.total_in.as_str(), st.total_out.as_str()),
+        ("55.00", "10.00")
+    );
+
+    check_deliveries(&received);
+    net.net.quiesce().await;
+    assert_eq!(net.net.assert_ledgers_conserve().await, yuan("20000.00"));
+    net.stop().await;
+}

@@ -385,6 +385,84 @@ async fn hostile_requests_are_refused_with_the_field_named_and_change_nothing() 
         "contact_phone",
     ));
 
+    // The payment, refund, hold, mandate, event and statement endpoints.
+    cases.push((
+        "a payment whose transfer is not hex",
+        net.public(
+            "/v1/merchants/m-1/orders/EXISTING01/pay",
+            &json!({"payer_address": net.settlement(), "transfer": {"body": "zz", "witnesses": []}}),
+        ),
+        400,
+        "transfer",
+    ));
+    cases.push((
+        "a payment whose transfer does not decode",
+        net.public(
+            "/v1/merchants/nobody/orders/EXISTING01/pay",
+            &json!({"payer_address": net.settlement(), "transfer": {"body": "00", "witnesses": []}}),
+        ),
+        400,
+        "transfer",
+    ));
+    cases.push((
+        "a refund of an order never paid",
+        net.as_merchant(
+            "POST",
+            "/v1/refunds",
+            &json!({"out_refund_no": "REFUND0001", "out_trade_no": "EXISTING01", "amount": "1.00"}),
+        ),
+        409,
+        "out_trade_no",
+    ));
+    cases.push((
+        "a refund with three decimals",
+        net.as_merchant("POST", "/v1/refunds", &json!({"out_refund_no": "REFUND0002", "out_trade_no": "EXISTING01", "amount": "1.001"})),
+        400,
+        "amount",
+    ));
+    cases.push((
+        "a capture of no such hold",
+        net.as_merchant(
+            "POST",
+            "/v1/holds/NOSUCHHOLD/capture",
+            &json!({"splits": [{"to_address": net.settlement(), "amount": "1.00"}]}),
+        ),
+        404,
+        "hold_id",
+    ));
+    cases.push((
+        "a charge of no such mandate",
+        net.as_merchant(
+            "POST",
+            "/v1/mandates/NOSUCHMANDATE/charge",
+            &json!({"out_trade_no": "CHARGE0001", "amount": "1.00"}),
+        ),
+        404,
+        "mandate_id",
+    ));
+    cases.push((
+        "events, too many at once",
+        net.as_merchant("GET", "/v1/events?limit=1000", &Value::Null),
+        400,
+        "limit",
+    ));
+    cases.push((
+        "a statement of no date",
+        net.as_merchant("GET", "/v1/statements/yesterday", &Value::Null),
+        400,
+        "date",
+    ));
+    cases.push((
+        "another merchant's event",
+        net.as_merchant(
+            "GET",
+            "/v1/events/evt_00000000000000000000000000000000",
+            &Value::Null,
+        ),
+        404,
+        "event_id",
+    ));
+
     assert!(cases.len() >= 30, "{}", cases.len());
     for (what, call, status, field) in &cases {
         let (got, body) = net.json(call).await;

@@ -37,6 +37,8 @@ pub struct Call<'a> {
 pub struct MerchantNet {
     pub net: Network,
     pub base: String,
+    /// The gRPC face's endpoint.
+    pub grpc: String,
     /// Bank 1's authority key (every test bank's).
     pub bank: Keypair,
     /// Merchant `m-1`'s API key.
@@ -96,7 +98,7 @@ impl MerchantNet {
             .with_clock(clock);
         let shutdown = cbdc_runtime::shutdown::Shutdown::new();
         let running = cbdc_merchant::serve(
-            config.listen,
+            (config.listen, config.grpc_listen),
             gateway.clone(),
             cbdc_merchant::pace(&config),
             shutdown.clone(),
@@ -106,6 +108,7 @@ impl MerchantNet {
         MerchantNet {
             net,
             base: format!("http://{}", running.http_addr),
+            grpc: format!("http://{}", running.grpc_addr),
             bank,
             merchant: Keypair::from_seed(&[2; 32]),
             http: reqwest::Client::new(),

@@ -19,6 +19,9 @@ pub struct MerchantConfig {
     /// HTTP/JSON listen address; port 0 picks a free port.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// gRPC listen address (`cbdc.v1.MerchantGateway` and health); port 0 picks a free port.
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: SocketAddr,
     /// The embedded store's directory (ignored when `fdb_cluster_file` is set).
     pub data_dir: PathBuf,
     /// A FoundationDB cluster file; when set (and built with `fdb`), the store is FoundationDB.
@@ -53,6 +56,10 @@ pub struct MerchantConfig {
     pub webhook_attempts_max: u32,
 }
 
+fn default_grpc_listen() -> SocketAddr {
+    "127.0.0.1:8481".parse().expect("address")
+}
+
 fn default_poll_ms() -> u64 {
     250
 }
@@ -80,6 +87,7 @@ impl MerchantConfig {
         MerchantConfig {
             network: network.to_string(),
             listen: "127.0.0.1:0".parse().expect("address"),
+            grpc_listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.join("store"),
             fdb_cluster_file: None,
             banks: BTreeMap::new(),

@@ -16,6 +16,7 @@
 //! - [`workers`]: reading credits, settling refunds, delivering webhooks.
 //! - [`qr`]: the payment URI's QR code as SVG and PNG.
 //! - [`client`]: a client of the HTTP API, signing as merchants and banks sign.
+//! - [`grpc`]: the same operations as `cbdc.v1.MerchantGateway` over gRPC.
 //! - [`http`]: the axum routes and JSON errors naming the field ([`error`]);
 //!   [`openapi`]: their OpenAPI document, generated from the code.
 
@@ -26,6 +27,7 @@ pub mod custody;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod grpc;
 pub mod http;
 pub mod ledgers;
 pub mod locks;
@@ -58,9 +60,14 @@ pub async fn serve_config(
     shutdown: Shutdown,
 ) -> Result<RunningGateway, String> {
     let gateway = gateway_of(config)?;
-    serve(config.listen, gateway, pace(config), shutdown)
-        .await
-        .map_err(|e| format!("listen {}: {e}", config.listen))
+    serve(
+        (config.listen, config.grpc_listen),
+        gateway,
+        pace(config),
+        shutdown,
+    )
+    .await
+    .map_err(|e| format!("listen {} / {}: {e}", config.listen, config.grpc_listen))
 }
 
 /// The gateway its configuration describes (its store open, its seed read or made).
@@ -101,6 +108,7 @@ pub fn pace(config: &config::MerchantConfig) -> workers::Pace {
 /// A running gateway.
 pub struct RunningGateway {
     pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -111,24 +119,51 @@ impl RunningGateway {
     }
 }
 
-/// Serves `gateway` over HTTP on `listen` with its workers at `pace`; stops on `shutdown`.
+/// Serves `gateway` over HTTP and gRPC on `listen` (HTTP, gRPC) with its workers at
+/// `pace`; stops on `shutdown`.
 pub async fn serve(
-    listen: SocketAddr,
+    listen: (SocketAddr, SocketAddr),
     gateway: gateway::Gateway,
     pace: workers::Pace,
     shutdown: Shutdown,
 ) -> std::io::Result<RunningGateway> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen.0).await?;
     let http_addr = listener.local_addr()?;
+    let grpc_listener = tokio::net::TcpListener::bind(listen.1).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
     let app = http::router(gateway.clone());
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<cbdc_proto::v1::merchant_gateway_server::MerchantGatewayServer<grpc::GrpcGateway>>()
+        .await;
+    let grpc = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .timeout(Duration::from_secs(30))
+        .add_service(health)
+        .add_service(
+            cbdc_proto::v1::merchant_gateway_server::MerchantGatewayServer::new(
+                grpc::GrpcGateway::new(gateway.clone()),
+            ),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            {
+                let shutdown = shutdown.clone();
+                async move { shutdown.wait().await }
+            },
+        );
     let workers = workers::run(gateway, pace, shutdown.clone());
     let task = tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown({
             let shutdown = shutdown.clone();
             async move { shutdown.wait().await }
         });
-        let _ = tokio::join!(server, workers);
+        let _ = tokio::join!(server, grpc, workers);
     });
-    tracing::info!(%http_addr, "merchant gateway serving");
-    Ok(RunningGateway { http_addr, task })
+    tracing::info!(%http_addr, %grpc_addr, "merchant gateway serving");
+    Ok(RunningGateway {
+        http_addr,
+        grpc_addr,
+        task,
+    })
 }

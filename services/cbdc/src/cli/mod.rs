@@ -245,7 +245,10 @@ fn print_devnet(dir: &Path, f: &DevnetFile) {
         );
     }
     if let Some(m) = f.merchant_gateway {
-        println!("  merchants     http://{m}/v1/");
+        println!("  merchants     http://{m}/v1/ (OpenAPI: /v1/openapi.json)");
+    }
+    if let Some(m) = f.merchant_gateway_grpc {
+        println!("  merchants     gRPC http://{m} (cbdc.v1.MerchantGateway)");
     }
     println!("  admin key     {}", f.admin_key.display());
     println!("  TLS CA        {}", f.ca_cert.display());

@@ -38,6 +38,9 @@ pub struct DevnetFile {
     /// The merchant gateway's HTTP/JSON address.
     #[serde(default)]
     pub merchant_gateway: Option<SocketAddr>,
+    /// Its gRPC face (`cbdc.v1.MerchantGateway`).
+    #[serde(default)]
+    pub merchant_gateway_grpc: Option<SocketAddr>,
     /// Key files: the administrator's, each bank's operator (vault and settlement) key,
     /// and each bank's authority key (orders and reads).
     pub admin_key: PathBuf,
@@ -228,6 +231,9 @@ impl Plan {
                 if let Some(a) = previous.as_ref().and_then(|p| p.merchant_gateway) {
                     m.listen = a;
                 }
+                if let Some(a) = previous.as_ref().and_then(|p| p.merchant_gateway_grpc) {
+                    m.grpc_listen = a;
+                }
                 m.tls = cbdc_runtime::tls::TlsConfig::in_dir(&tls_dir, MERCHANT_GATEWAY_NAME);
                 m
             },
@@ -270,7 +276,7 @@ impl Plan {
         &self,
         central_bank: (SocketAddr, SocketAddr),
         banks: &[(SocketAddr, SocketAddr)],
-        merchant: SocketAddr,
+        merchant: (SocketAddr, SocketAddr),
         pids: Option<DevnetPids>,
     ) -> Result<DevnetFile, String> {
         let file = DevnetFile {
@@ -279,7 +285,8 @@ impl Plan {
             banks: banks.iter().map(|b| b.0).collect(),
             central_bank_metrics: Some(central_bank.1),
             bank_metrics: banks.iter().map(|b| b.1).collect(),
-            merchant_gateway: Some(merchant),
+            merchant_gateway: Some(merchant.0),
+            merchant_gateway_grpc: Some(merchant.1),
             admin_key: self.admin_key.clone(),
             operator_keys: self.operator_keys.clone(),
             authority_keys: self.authority_keys.clone(),
@@ -365,7 +372,7 @@ impl Devnet {
         let file = plan.write_file(
             (central_bank.grpc_addr, central_bank.metrics_addr),
             &addresses,
-            merchant.http_addr,
+            (merchant.http_addr, merchant.grpc_addr),
             None,
         )?;
         register_all(&file, &plan.admin, &plan.operators).await?;

@@ -63,6 +63,7 @@ impl DevnetProcesses {
         fixed(&mut plan.central_bank.metrics_listen)?;
         let central_bank_url = format!("https://{}", plan.central_bank.listen);
         fixed(&mut plan.merchant.listen)?;
+        fixed(&mut plan.merchant.grpc_listen)?;
         for c in &mut plan.banks {
             fixed(&mut c.listen)?;
             fixed(&mut c.metrics_listen)?;
@@ -78,7 +79,12 @@ impl DevnetProcesses {
             .map(|c| (c.listen, c.metrics_listen))
             .collect();
         let mut devnet = DevnetProcesses {
-            file: plan.write_file(central, &addresses, plan.merchant.listen, None)?,
+            file: plan.write_file(
+                central,
+                &addresses,
+                (plan.merchant.listen, plan.merchant.grpc_listen),
+                None,
+            )?,
             services: Vec::new(),
         };
         let started = async {
@@ -124,7 +130,12 @@ impl DevnetProcesses {
             banks: pids[1..=banks].to_vec(),
             merchant: pids.get(banks + 1).copied(),
         };
-        devnet.file = plan.write_file(central, &addresses, plan.merchant.listen, Some(pids))?;
+        devnet.file = plan.write_file(
+            central,
+            &addresses,
+            (plan.merchant.listen, plan.merchant.grpc_listen),
+            Some(pids),
+        )?;
         if let Err(e) = register_all(&devnet.file, &plan.admin, &plan.operators).await {
             devnet.stop().await;
             return Err(e);
