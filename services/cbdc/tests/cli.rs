@@ -949,7 +949,11 @@ fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
             s["name"].as_str().unwrap()
         })
         .collect();
-    assert_eq!(servers, ["bank 1", "bank 2", "central bank"], "{r:#}");
+    assert_eq!(
+        servers,
+        ["bank 1", "bank 2", "central bank", "merchant gateway"],
+        "{r:#}"
+    );
     assert!(r["fsyncs_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
     // Every cross-ledger payment was credited by bank 2 after the load.
     assert!(
