@@ -266,14 +266,7 @@ impl Gateway {
         };
         let end = prefix_end(b"q\0");
         let rows = self
-            .tx(move |tx| {
-                let (begin, end) = (begin.clone(), end.clone());
-                Box::pin(async move {
-                    Ok(tx
-                        .get_range(&begin, &end, cbdc_store::RangeOptions::snapshot(PAGE))
-                        .await?)
-                })
-            })
+            .scan(begin, end, cbdc_store::RangeOptions::snapshot(PAGE))
             .await?;
         let next = (rows.len() == PAGE).then(|| {
             let mut k = rows.last().expect("a full page").0.clone();
@@ -525,24 +518,12 @@ impl Gateway {
         let mut begin = key(&[b"em", m.as_bytes()]);
         begin.push(0);
         let end = prefix_end(&begin);
-        let rows = self
-            .tx(move |tx| {
-                let (begin, end) = (begin.clone(), end.clone());
-                Box::pin(async move {
-                    Ok(tx
-                        .get_range(
-                            &begin,
-                            &end,
-                            cbdc_store::RangeOptions {
-                                limit,
-                                reverse: true,
-                                snapshot: true,
-                            },
-                        )
-                        .await?)
-                })
-            })
-            .await?;
+        let options = cbdc_store::RangeOptions {
+            limit,
+            reverse: true,
+            snapshot: true,
+        };
+        let rows = self.scan(begin, end, options).await?;
         let prefix = key(&[b"em", m.as_bytes()]).len() + 1 + 8;
         let mut out = Vec::with_capacity(rows.len());
         for (k, _) in rows {

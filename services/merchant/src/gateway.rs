@@ -253,6 +253,20 @@ impl Gateway {
         self.custody.webhook().public()
     }
 
+    /// The rows from `begin` (inclusive) to `end` (exclusive), as `options` say.
+    pub(crate) async fn scan(
+        &self,
+        begin: Vec<u8>,
+        end: Vec<u8>,
+        options: cbdc_store::RangeOptions,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ApiError> {
+        self.tx(move |tx| {
+            let (begin, end) = (begin.clone(), end.clone());
+            Box::pin(async move { Ok(tx.get_range(&begin, &end, options).await?) })
+        })
+        .await
+    }
+
     /// Runs `f` as one store transaction (retried on conflict).
     pub(crate) async fn tx<T, F>(&self, f: F) -> Result<T, ApiError>
     where

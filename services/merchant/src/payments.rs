@@ -817,18 +817,7 @@ impl Gateway {
         let begin = b"rq\0".to_vec();
         let end = prefix_end(&begin);
         let rows = self
-            .tx(move |tx| {
-                let (begin, end) = (begin.clone(), end.clone());
-                Box::pin(async move {
-                    Ok(tx
-                        .get_range(
-                            &begin,
-                            &end,
-                            cbdc_store::RangeOptions::snapshot(REFUND_PAGE),
-                        )
-                        .await?)
-                })
-            })
+            .scan(begin, end, cbdc_store::RangeOptions::snapshot(REFUND_PAGE))
             .await?;
         let mut settled = 0;
         for (k, _) in rows {

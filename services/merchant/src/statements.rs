@@ -162,18 +162,13 @@ impl Gateway {
         let mut rows = Vec::new();
         let mut begin = prefix.clone();
         loop {
-            let page = {
-                let (begin, end) = (begin.clone(), end.clone());
-                self.tx(move |tx| {
-                    let (begin, end) = (begin.clone(), end.clone());
-                    Box::pin(async move {
-                        Ok(tx
-                            .get_range(&begin, &end, cbdc_store::RangeOptions::snapshot(PAGE))
-                            .await?)
-                    })
-                })
-                .await?
-            };
+            let page = self
+                .scan(
+                    begin.clone(),
+                    end.clone(),
+                    cbdc_store::RangeOptions::snapshot(PAGE),
+                )
+                .await?;
             let full = page.len() == PAGE;
             if let Some((last, _)) = page.last() {
                 begin = last.clone();

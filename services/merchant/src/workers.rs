@@ -97,18 +97,11 @@ impl Gateway {
         };
         let end = prefix_end(b"m\0");
         let rows = self
-            .tx(move |tx| {
-                let (begin, end) = (begin.clone(), end.clone());
-                Box::pin(async move {
-                    Ok(tx
-                        .get_range(
-                            &begin,
-                            &end,
-                            cbdc_store::RangeOptions::snapshot(MERCHANTS_PAGE),
-                        )
-                        .await?)
-                })
-            })
+            .scan(
+                begin,
+                end,
+                cbdc_store::RangeOptions::snapshot(MERCHANTS_PAGE),
+            )
             .await?;
         let next = if rows.len() == MERCHANTS_PAGE {
             rows.last().map(|(k, _)| k.clone()).unwrap_or_default()
