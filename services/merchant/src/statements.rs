@@ -334,6 +334,72 @@ mod tests {
         assert_eq!(day(1_796_083_199_999), "2026-11-30");
     }
 
+    /// A day of more lines than one store read returns is read whole (it was once cut off at
+    /// the store's range limit of 10,000 rows).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_day_of_more_lines_than_one_read_returns_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = cbdc_store::Database::open_embedded(
+            dir.path(),
+            cbdc_store::EmbeddedOptions {
+                fsync: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let gateway = Gateway::new(
+            db,
+            "t".into(),
+            Default::default(),
+            crate::custody::Custody::new(cbdc_runtime::secret::Seed::new([7; 32])),
+            crate::ledgers::Ledgers::new("t", &Default::default(), None).unwrap(),
+        );
+        let at = 1_796_083_200_000u64; // 2026-12-01
+        let lines = 12_345u64;
+        for chunk in (0..lines).collect::<Vec<_>>().chunks(2_000) {
+            let chunk = chunk.to_vec();
+            gateway
+                .tx(move |tx| {
+                    let chunk = chunk.clone();
+                    Box::pin(async move {
+                        for i in chunk {
+                            record(
+                                tx,
+                                "m-1",
+                                &Line {
+                                    at_unix_ms: at + i,
+                                    txid: format!("{i:064x}"),
+                                    kind: "payment".into(),
+                                    reference: "o".into(),
+                                    amount: "0.01".into(),
+                                    incoming: true,
+                                },
+                            )?;
+                        }
+                        Ok(())
+                    })
+                })
+                .await
+                .unwrap();
+        }
+        let st = gateway.statement_of("m-1", "2026-12-01").await.unwrap();
+        assert_eq!(st.lines.len() as u64, lines);
+        assert_eq!(st.total_in, "123.45");
+        assert!(
+            st.lines
+                .windows(2)
+                .all(|w| w[0].at_unix_ms < w[1].at_unix_ms)
+        );
+        assert!(
+            gateway
+                .statement_of("m-1", "2026-12-02")
+                .await
+                .unwrap()
+                .lines
+                .is_empty()
+        );
+    }
+
     #[test]
     fn dates_are_checked() {
         check_date("2026-11-30").unwrap();
