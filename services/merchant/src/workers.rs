@@ -142,8 +142,30 @@ impl Gateway {
             return Ok(());
         };
         let last_cursor = last.cursor.clone();
-        for e in &page.entries {
-            if !e.incoming || e.txid.is_empty() {
+        let incoming: Vec<&cbdc_proto::v1::HistoryEntry> = page
+            .entries
+            .iter()
+            .filter(|e| e.incoming && !e.txid.is_empty())
+            .collect();
+        // Most credits were counted already (a payment at the merchant's own bank is counted
+        // when it commits): one read finds the ones that were not.
+        let txids: Vec<String> = incoming.iter().map(|e| hex::encode(&e.txid)).collect();
+        let m = merchant.merchant_id.clone();
+        let seen = self
+            .tx(move |tx| {
+                let (txids, m) = (txids.clone(), m.clone());
+                Box::pin(async move {
+                    let mut seen = Vec::with_capacity(txids.len());
+                    for t in &txids {
+                        let k = key(&[b"c", m.as_bytes(), t.as_bytes()]);
+                        seen.push(tx.get_snapshot(&k).await?.is_some());
+                    }
+                    Ok(seen)
+                })
+            })
+            .await?;
+        for (e, seen) in incoming.into_iter().zip(seen) {
+            if seen {
                 continue;
             }
             let amount = crate::payments::parse_amount("amount", &e.amount)?;
