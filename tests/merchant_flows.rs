@@ -579,6 +579,43 @@ async fn payments_an_order_cannot_take_are_refused_or_refunded_automatically() {
         );
     }
     assert_eq!(balance(&mut net, 2, &payer.public()).await, "200.00");
+    // A transfer spending a coin that does not exist: the ledger refuses it (422, naming the
+    // transfer) and the gateway keeps nothing of it.
+    let bogus = TransferBuilder::new(UnixSeconds(net.net.banks[1].now_s() + 300))
+        .memo(b"order:m-1:LATE00000001".to_vec())
+        .input(
+            OutPoint {
+                txid: Txid([0x42; 32]),
+                index: 0,
+            },
+            yuan("20.00"),
+        )
+        .output(collection.ledger, yuan("20.00"), Lock::Key(collection.key))
+        .sign(&[&payer])
+        .unwrap();
+    let (status, e) = net
+        .json(&net.public(
+            "/v1/merchants/m-1/orders/LATE00000001/pay",
+            &json!({"payer_address": payer_address, "transfer": transfer_json(&bogus)}),
+        ))
+        .await;
+    assert_eq!(
+        (
+            status,
+            e["error"]["code"].as_str(),
+            e["error"]["field"].as_str()
+        ),
+        (422, Some("LEDGER_REJECTED"), Some("transfer")),
+        "{e}"
+    );
+    let o = net
+        .ok(&net.as_merchant("GET", "/v1/orders/LATE00000001", &Value::Null))
+        .await;
+    assert_eq!(
+        (o["status"].as_str(), o.get("pending_txid")),
+        (Some("CREATED"), None),
+        "{o}"
+    );
 
     // A payment that commits after its order was closed is refunded automatically. (The
     // close must land while the payment crosses to the merchant's bank; if the payment

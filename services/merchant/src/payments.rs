@@ -380,10 +380,18 @@ impl Gateway {
             return Ok(order);
         }
         let mut ledger = self.ledgers.get("payer_address", payer.ledger.0).await?;
-        let committed = ledger
-            .submit(&transfer)
-            .await
-            .map_err(|e| ledger_error("transfer", e))?;
+        let committed = match ledger.submit(&transfer).await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = ledger_error("transfer", e);
+                if e.code == "LEDGER_REJECTED" {
+                    // Refused for good: it will never be credited, so its registration goes
+                    // (a stream of refused transfers leaves nothing behind).
+                    self.unregister(merchant_id, out_trade_no, &txid).await?;
+                }
+                return Err(e);
+            }
+        };
         if payer.ledger == collection.ledger {
             // The credit is this commit: count it now rather than when the wallet is read.
             self.credit(
@@ -396,6 +404,33 @@ impl Gateway {
             .await?;
         }
         self.order(merchant_id, out_trade_no).await
+    }
+
+    /// Forgets the registration of a payment the ledger refused for good.
+    async fn unregister(
+        &self,
+        merchant_id: &str,
+        out_trade_no: &str,
+        txid: &str,
+    ) -> Result<(), ApiError> {
+        let (m, o, t) = (
+            merchant_id.to_string(),
+            out_trade_no.to_string(),
+            txid.to_string(),
+        );
+        self.tx(move |tx| {
+            let (m, o, t) = (m.clone(), o.clone(), t.clone());
+            Box::pin(async move {
+                tx.clear(payment_key(&t))?;
+                let mut order = read_order(tx, &m, &o).await?;
+                if order.pending_txid.as_deref() == Some(t.as_str()) {
+                    order.pending_txid = None;
+                    put_json(tx, order_key(&m, &o), &order)?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Counts a credit of `amount` by `txid` into the merchant's collection wallet, committed
