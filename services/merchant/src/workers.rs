@@ -28,11 +28,18 @@ pub struct Pace {
     pub webhook_attempts: u32,
 }
 
+/// Waits `d`, or until `wake` is notified; false once `shutdown` fires.
 async fn pause(shutdown: &Shutdown, wake: Option<&tokio::sync::Notify>, d: Duration) -> bool {
+    let woken = async {
+        match wake {
+            Some(w) => w.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = shutdown.wait() => false,
         () = tokio::time::sleep(d) => true,
-        () = async { match wake { Some(w) => w.notified().await, None => std::future::pending().await } } => true,
+        () = woken => true,
     }
 }
 
