@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cbdc_core::{Address, Amount, KycTier, LedgerId, Lock, OutPoint, TransferBuilder, UnixSeconds};
-use cbdc_merchant::auth::{self, Signer};
+use cbdc_merchant::auth::Signer;
+use cbdc_merchant::client::Client;
 use cbdc_merchant::payments::SignedTransferJson;
 use cbdc_proto::requests;
 use hdrhistogram::Histogram;
@@ -189,59 +190,12 @@ async fn receiver(
     Ok((format!("http://{addr}/hooks"), hooks))
 }
 
-/// Signed calls to the gateway.
-#[derive(Clone)]
-struct Gateway {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Gateway {
-    async fn call(
-        &self,
-        key: Option<(&cbdc_core::Keypair, &Signer)>,
-        method: &str,
-        path: &str,
-        body: &Value,
-    ) -> Result<Value, String> {
-        let bytes = if body.is_null() {
-            Vec::new()
-        } else {
-            body.to_string().into_bytes()
-        };
-        let url = format!("{}{path}", self.base);
-        let mut r = if method == "GET" {
-            self.http.get(url)
-        } else {
-            self.http.post(url)
-        };
-        if let Some((key, signer)) = key {
-            let nonce = format!("{:x}{:x}", now_ms(), rand::random::<u64>());
-            r = r.header(
-                "authorization",
-                auth::authorization(key, signer, method, path, now_ms() / 1000, &nonce, &bytes),
-            );
-        }
-        let resp = r
-            .header("content-type", "application/json")
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| format!("the gateway: {e}"))?;
-        let status = resp.status();
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("the gateway's answer: {e}"))?;
-        if !status.is_success() {
-            return Err(format!(
-                "{} {}",
-                status.as_u16(),
-                v["error"]["code"].as_str().unwrap_or("?")
-            ));
-        }
-        Ok(v)
-    }
+/// A call to the gateway; a refusal as its status and code (the error's kind, for counting).
+async fn call(client: &Client, method: &str, path: &str, body: &Value) -> Result<Value, String> {
+    client
+        .call(method, path, body)
+        .await
+        .map_err(|e| format!("{} {}", e.status, e.code))
 }
 
 fn histogram() -> Histogram<u64> {
@@ -263,16 +217,8 @@ pub async fn run(
         .file
         .merchant_gateway
         .ok_or("the devnet runs no merchant gateway")?;
-    let gateway = Gateway {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(shoppers)
-            .build()
-            .map_err(|e| e.to_string())?,
-    };
-    let key = gateway
-        .call(None, "GET", "/v1/webhook-key", &Value::Null)
-        .await?;
+    let gateway = Client::new(format!("http://{addr}"));
+    let key = call(&gateway, "GET", "/v1/webhook-key", &Value::Null).await?;
     let gateway_key =
         cbdc_merchant::parse_key("public_key", key["public_key"].as_str().unwrap_or(""))
             .map_err(|e| e.message)?;
@@ -283,21 +229,24 @@ pub async fn run(
     let merchant_id = format!("load-{}", hex::encode(&run[2..]));
     let api = cbdc_core::Keypair::generate(&mut rand::rngs::OsRng);
     let authority = &network.authorities[0];
-    let merchant = gateway
-        .call(
-            Some((authority, &Signer::Bank(1))),
-            "POST",
-            "/v1/merchants",
-            &json!({
-                "merchant_id": merchant_id,
-                "settlement_address": Address::new(LedgerId(1), api.public()).to_string(),
-                "api_public_key": hex::encode(api.public().as_bytes()),
-                "webhook_url": url,
-                "contact_phone": format!("+86139{:08}", u64::from_be_bytes(run) % 100_000_000),
-            }),
-        )
-        .await
-        .map_err(|e| format!("onboarding the merchant: {e}"))?;
+    let bank1 = gateway.signed(
+        Arc::new(cbdc_core::Keypair::from_seed(authority.seed())),
+        Signer::Bank(1),
+    );
+    let merchant = call(
+        &bank1,
+        "POST",
+        "/v1/merchants",
+        &json!({
+            "merchant_id": merchant_id,
+            "settlement_address": Address::new(LedgerId(1), api.public()).to_string(),
+            "api_public_key": hex::encode(api.public().as_bytes()),
+            "webhook_url": url,
+            "contact_phone": format!("+86139{:08}", u64::from_be_bytes(run) % 100_000_000),
+        }),
+    )
+    .await
+    .map_err(|e| format!("onboarding the merchant: {e}"))?;
     let collection: Address = merchant["collection_address"]
         .as_str()
         .unwrap_or("")
@@ -355,8 +304,7 @@ pub async fn run(
     let coins = crate::setup::fund(network, run, &keys).await?;
 
     let price = Amount::parse(PRICE).expect("price");
-    let api = Arc::new(api);
-    let signer = Signer::Merchant(merchant_id.clone());
+    let shop = gateway.signed(Arc::new(api), Signer::Merchant(merchant_id.clone()));
     let start = Instant::now();
     let warmup = args.warmup();
     let end = start + args.duration();
@@ -367,12 +315,11 @@ pub async fn run(
         .collect();
     let mut tasks = tokio::task::JoinSet::new();
     for (w, coin) in coins.into_iter().enumerate() {
-        let (gateway, hooks, keys, api, signer, merchant_id) = (
+        let (gateway, shop, hooks, keys, merchant_id) = (
             gateway.clone(),
+            shop.clone(),
             Arc::clone(&hooks),
             Arc::clone(&keys),
-            Arc::clone(&api),
-            signer.clone(),
             merchant_id.clone(),
         );
         tasks.spawn(async move {
@@ -398,14 +345,13 @@ pub async fn run(
                     .waiting
                     .insert(otn.clone(), tx);
                 let t0 = Instant::now();
-                let order = gateway
-                    .call(
-                        Some((&api, &signer)),
-                        "POST",
-                        "/v1/orders",
-                        &json!({"out_trade_no": otn, "amount": PRICE, "description": "load"}),
-                    )
-                    .await;
+                let order = call(
+                    &shop,
+                    "POST",
+                    "/v1/orders",
+                    &json!({"out_trade_no": otn, "amount": PRICE, "description": "load"}),
+                )
+                .await;
                 let order = match order {
                     Ok(o) => o,
                     Err(e) => {
@@ -425,14 +371,13 @@ pub async fn run(
                 }
                 let t = b.sign(&[wallet]).expect("signs");
                 let path = format!("/v1/merchants/{merchant_id}/orders/{otn}/pay");
-                match gateway
-                    .call(
-                        None,
-                        "POST",
-                        &path,
-                        &json!({"payer_address": payer, "transfer": SignedTransferJson::of(&t)}),
-                    )
-                    .await
+                match call(
+                    &gateway,
+                    "POST",
+                    &path,
+                    &json!({"payer_address": payer, "transfer": SignedTransferJson::of(&t)}),
+                )
+                .await
                 {
                     Ok(_) => {
                         outpoint = t.outpoint(1);
@@ -518,13 +463,9 @@ pub async fn run(
     };
     let today = cbdc_merchant::statements::day(now_ms());
     let path = format!("/v1/statements/{today}");
-    let statement = gateway
-        .call(Some((&api, &signer)), "GET", &path, &Value::Null)
-        .await?;
+    let statement = call(&shop, "GET", &path, &Value::Null).await?;
     let rec_path = format!("/v1/statements/{today}/reconciliation");
-    let reconciliation = gateway
-        .call(Some((&api, &signer)), "GET", &rec_path, &Value::Null)
-        .await?;
+    let reconciliation = call(&shop, "GET", &rec_path, &Value::Null).await?;
     let checks = Checks {
         webhooks_missing: paid.saturating_sub(delivered),
         webhooks_duplicated: duplicated,
