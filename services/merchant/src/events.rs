@@ -215,7 +215,7 @@ pub(crate) struct Deliveries {
 }
 
 /// How far before the floor a pass starts (events committed out of their time order).
-const FLOOR_SLACK_MS: u64 = 5_000;
+const FLOOR_SLACK_MS: u64 = 1_000;
 /// How often a pass starts at the front of the queue.
 const SWEEP: Duration = Duration::from_secs(10);
 

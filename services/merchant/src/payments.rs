@@ -143,10 +143,28 @@ pub(crate) fn retryable(code: tonic::Code) -> bool {
     )
 }
 
+/// Parses an address, naming `field`. Parsing checks the key is a usable curve point (about
+/// as costly as a signature check), so addresses parsed before are remembered: the answer
+/// is a pure function of the text.
 pub(crate) fn parse_address(field: &str, text: &str) -> Result<Address, ApiError> {
-    text.trim()
+    static PARSED: std::sync::LazyLock<
+        std::sync::RwLock<std::collections::HashMap<String, Address>>,
+    > = std::sync::LazyLock::new(Default::default);
+    /// Addresses remembered, at most.
+    const REMEMBERED: usize = 100_000;
+    let text = text.trim();
+    if let Some(a) = PARSED.read().expect("not poisoned").get(text) {
+        return Ok(*a);
+    }
+    let a: Address = text
         .parse()
-        .map_err(|e| ApiError::invalid(field, format!("{e}")))
+        .map_err(|e| ApiError::invalid(field, format!("{e}")))?;
+    let mut parsed = PARSED.write().expect("not poisoned");
+    if parsed.len() >= REMEMBERED {
+        parsed.clear();
+    }
+    parsed.insert(text.to_string(), a);
+    Ok(a)
 }
 
 pub(crate) fn parse_amount(field: &str, text: &str) -> Result<Amount, ApiError> {
