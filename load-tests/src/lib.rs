@@ -388,10 +388,11 @@ pub async fn run(args: LoadArgs, cbdc: PathBuf) -> Result<Outcome, String> {
             };
             write(&name, report, plot::svg(report)?)?;
         }
-        firsts.push(reports[0].clone());
+        // A run of merchant phases alone has no ledger report.
+        firsts.extend(reports.first().cloned());
         all.extend(reports);
     }
-    let scaling = if scaling {
+    let scaling = if scaling && !firsts.is_empty() {
         let scaling = report::Scaling::of(&firsts);
         write(&args.report, &scaling, plot::scaling_svg(&scaling)?)?;
         Some(scaling)

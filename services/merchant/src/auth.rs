@@ -16,7 +16,7 @@
 //! window; the gateway remembers nonces for the window, so a recorded request replayed later
 //! is refused either as stale or as a reused nonce.
 
-use cbdc_core::PublicKey;
+use cbdc_core::keys::CheckedKey;
 use ed25519_dalek::Signature;
 
 use crate::error::ApiError;
@@ -147,7 +147,7 @@ pub fn parse(header: Option<&str>) -> Result<Credentials, ApiError> {
 /// (and remembered) by the caller in the same transaction as the request's effect.
 pub fn verify(
     credentials: &Credentials,
-    key: &PublicKey,
+    key: &CheckedKey,
     method: &str,
     path: &str,
     body: &[u8],
@@ -166,11 +166,7 @@ pub fn verify(
         &credentials.nonce,
         body,
     );
-    let checked = key
-        .checked_key()
-        .map_err(|_| unauthenticated("signature: the signer's key is not usable"))?;
-    checked
-        .verifying_key()
+    key.verifying_key()
         .verify_strict(&message, &Signature::from_bytes(&credentials.signature))
         .map_err(|_| unauthenticated("signature: does not verify for this request"))
 }
@@ -186,14 +182,14 @@ mod tests {
         let h = authorization(&key, &signer, "POST", "/v1/orders", 1000, "n1", b"{}");
         let c = parse(Some(&h)).unwrap();
         assert_eq!(c.signer, signer);
-        verify(&c, &key.public(), "POST", "/v1/orders", b"{}", 1000).unwrap();
+        verify(&c, &key.checked_key(), "POST", "/v1/orders", b"{}", 1000).unwrap();
         // Another body, path, method, clock far off, or key: refused.
-        assert!(verify(&c, &key.public(), "POST", "/v1/orders", b"{ }", 1000).is_err());
-        assert!(verify(&c, &key.public(), "POST", "/v1/order", b"{}", 1000).is_err());
-        assert!(verify(&c, &key.public(), "GET", "/v1/orders", b"{}", 1000).is_err());
-        assert!(verify(&c, &key.public(), "POST", "/v1/orders", b"{}", 1301).is_err());
-        assert!(verify(&c, &key.public(), "POST", "/v1/orders", b"{}", 1300).is_ok());
-        let other = cbdc_core::Keypair::from_seed(&[5; 32]).public();
+        assert!(verify(&c, &key.checked_key(), "POST", "/v1/orders", b"{ }", 1000).is_err());
+        assert!(verify(&c, &key.checked_key(), "POST", "/v1/order", b"{}", 1000).is_err());
+        assert!(verify(&c, &key.checked_key(), "GET", "/v1/orders", b"{}", 1000).is_err());
+        assert!(verify(&c, &key.checked_key(), "POST", "/v1/orders", b"{}", 1301).is_err());
+        assert!(verify(&c, &key.checked_key(), "POST", "/v1/orders", b"{}", 1300).is_ok());
+        let other = cbdc_core::Keypair::from_seed(&[5; 32]).checked_key();
         assert!(verify(&c, &other, "POST", "/v1/orders", b"{}", 1000).is_err());
     }
 

@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use cbdc_core::keys::CheckedKey;
 use cbdc_core::{Address, Amount, LedgerId, PublicKey};
+use cbdc_proto::keycache::KeyCache;
 use cbdc_runtime::clock::Clock;
 use cbdc_store::{Database, TxError};
 use serde::{Deserialize, Serialize};
@@ -206,6 +208,8 @@ pub struct Gateway {
     pub(crate) wake_refunds: Arc<tokio::sync::Notify>,
     pub(crate) wake_webhooks: Arc<tokio::sync::Notify>,
     merchants: Arc<std::sync::RwLock<HashMap<String, Merchant>>>,
+    /// Signers' keys checked before (a check costs about a signature verification).
+    pub(crate) keys: Arc<KeyCache>,
 }
 
 /// Merchant records kept in memory, at most.
@@ -230,6 +234,7 @@ impl Gateway {
             wake_refunds: Arc::default(),
             wake_webhooks: Arc::default(),
             merchants: Arc::default(),
+            keys: Arc::default(),
         }
     }
 
@@ -290,11 +295,11 @@ impl Gateway {
 
     /// The signer's key: a bank's authority key from the configuration, or an onboarded
     /// merchant's API key.
-    async fn signer_key(&self, signer: &Signer) -> Result<PublicKey, ApiError> {
-        match signer {
+    async fn signer_key(&self, signer: &Signer) -> Result<CheckedKey, ApiError> {
+        let key = match signer {
             Signer::Bank(b) => self.banks.get(b).copied().ok_or_else(|| {
                 ApiError::unauthenticated("authorization", format!("bank {b}: not known here"))
-            }),
+            })?,
             Signer::Merchant(m) => {
                 let merchant = self.merchant(m).await?.ok_or_else(|| {
                     ApiError::unauthenticated(
@@ -302,10 +307,17 @@ impl Gateway {
                         format!("merchant_id {m}: not onboarded"),
                     )
                 })?;
-                crate::parse_key("api_public_key", &merchant.api_public_key)
-                    .map_err(|e| ApiError::internal(e.message))
+                // Checked when the merchant was onboarded, and again below (once).
+                let bytes: [u8; 32] = hex::decode(&merchant.api_public_key)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| ApiError::internal("api_public_key: stored unreadable"))?;
+                PublicKey::from_bytes(bytes)
             }
-        }
+        };
+        self.keys
+            .checked_key(&key)
+            .map_err(|_| ApiError::unauthenticated("signature", "the signer's key is not usable"))
     }
 
     /// Checks a request's signature (but not yet its nonce).

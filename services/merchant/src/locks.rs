@@ -239,7 +239,7 @@ impl Gateway {
         let r: AuthorizeHold = decode(body)?;
         identifier("hold_id", &r.hold_id, 6, 32)?;
         let payer = parse_address("payer_address", &r.payer_address)?;
-        let t = r.transfer.decode("transfer")?;
+        let t = r.transfer.decode("transfer", &self.keys)?;
         let collection = self.custody.collection(&m).public();
         let (index, out) = the_output(
             &t,
@@ -391,10 +391,15 @@ impl Gateway {
         let (hold, transfer) = self
             .once(credentials, {
                 let (k, splits, paid) = (k.clone(), splits.clone(), paid.clone());
-                let collection = collection.clone();
+                let (collection, keys) = (collection.clone(), self.keys.clone());
                 move |tx| {
-                    let (k, splits, paid, collection) =
-                        (k.clone(), splits.clone(), paid.clone(), collection.clone());
+                    let (k, splits, paid, collection, keys) = (
+                        k.clone(),
+                        splits.clone(),
+                        paid.clone(),
+                        collection.clone(),
+                        keys.clone(),
+                    );
                     Box::pin(async move {
                         let abort = |e| Err(TxError::Abort(e));
                         let mut h: Hold = get_json(tx, &k).await?.ok_or_else(|| {
@@ -409,7 +414,7 @@ impl Gateway {
                             return if h.splits == splits
                                 && (h.status == wanted || h.status == HoldStatus::Authorized)
                             {
-                                let t = t.decode("transfer").map_err(TxError::Abort)?;
+                                let t = t.decode("transfer", &keys).map_err(TxError::Abort)?;
                                 Ok((h, Some(t)))
                             } else {
                                 abort(ApiError::precondition(
@@ -581,7 +586,7 @@ impl Gateway {
         let r: CreateMandate = decode(body)?;
         identifier("mandate_id", &r.mandate_id, 6, 32)?;
         let owner = parse_address("owner_address", &r.owner_address)?;
-        let t = r.transfer.decode("transfer")?;
+        let t = r.transfer.decode("transfer", &self.keys)?;
         let collection = self.custody.collection(&m).public();
         let (index, out) = the_output(
             &t,
@@ -987,7 +992,7 @@ impl Gateway {
         identifier("merchant_id", merchant_id, 1, 32)?;
         identifier("mandate_id", mandate_id, 6, 32)?;
         let r: RevokeMandate = decode(body)?;
-        let t = r.transfer.decode("transfer")?;
+        let t = r.transfer.decode("transfer", &self.keys)?;
         let sender = self.sender(merchant_id);
         let _one_at_a_time = sender.lock().await;
         let k = mandate_key(merchant_id, mandate_id);

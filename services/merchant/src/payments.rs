@@ -9,6 +9,7 @@
 //! queue).
 
 use cbdc_core::{Address, Amount, Lock, Transfer};
+use cbdc_proto::keycache::KeyCache;
 use cbdc_store::TxError;
 use serde::{Deserialize, Serialize};
 
@@ -50,8 +51,9 @@ impl SignedTransferJson {
         }
     }
 
-    /// The transfer, decoded and its structure checked (naming `field`).
-    pub fn decode(&self, field: &str) -> Result<Transfer, ApiError> {
+    /// The transfer, decoded and its structure checked (naming `field`), its witnesses' keys
+    /// checked through `keys`.
+    pub fn decode(&self, field: &str, keys: &KeyCache) -> Result<Transfer, ApiError> {
         let hexed = |what: &str, text: &str| {
             hex::decode(text).map_err(|_| ApiError::invalid(field, format!("{what}: not hex")))
         };
@@ -66,7 +68,7 @@ impl SignedTransferJson {
             .map(|(i, w)| {
                 let k = hexed("witnesses.public_key", &w.public_key)?;
                 let s = hexed("witnesses.signature", &w.signature)?;
-                cbdc_core::Witness::from_slices(i, &k, &s)
+                cbdc_core::Witness::from_slices_with(i, &k, &s, |k| keys.checked_key(k))
                     .map_err(|e| ApiError::invalid(field, e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -278,7 +280,7 @@ impl Gateway {
         identifier("out_trade_no", out_trade_no, 6, 32)?;
         let r: PayOrder = decode(body)?;
         let payer = parse_address("payer_address", &r.payer_address)?;
-        let transfer = r.transfer.decode("transfer")?;
+        let transfer = r.transfer.decode("transfer", &self.keys)?;
         let merchant = self
             .merchant(merchant_id)
             .await?
@@ -721,7 +723,7 @@ impl Gateway {
         let collection = self.custody.collection(merchant_id);
         let mut ledger = self.ledgers.get("merchant_id", merchant.bank).await?;
         let transfer = match &refund.transfer {
-            Some(t) => t.decode("transfer")?,
+            Some(t) => t.decode("transfer", &self.keys)?,
             None => {
                 let to = parse_address("to_address", &refund.to_address)?;
                 let amount = parse_amount("amount", &refund.amount)?;
