@@ -320,6 +320,12 @@ impl Gateway {
             .map_err(|_| ApiError::unauthenticated("signature", "the signer's key is not usable"))
     }
 
+    /// The lock that lets one outgoing transfer at a time spend a collection wallet.
+    pub(crate) fn sender(&self, merchant_id: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut senders = self.senders.lock().expect("not poisoned");
+        std::sync::Arc::clone(senders.entry(merchant_id.to_string()).or_default())
+    }
+
     /// Checks a request's signature (but not yet its nonce).
     pub async fn authenticate(
         &self,

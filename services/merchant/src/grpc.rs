@@ -14,7 +14,7 @@ use crate::auth::{self, Credentials, Signer};
 use crate::error::ApiError;
 use crate::gateway::{Gateway, Order, OrderStatus};
 use crate::locks::{Hold, HoldStatus, Mandate};
-use crate::payments::Refund;
+use crate::refunds::Refund;
 
 /// The service's path prefix, which signatures cover.
 pub const SERVICE_PATH: &str = "/cbdc.v1.MerchantGateway/";

@@ -31,8 +31,9 @@ use crate::gateway::{CreateOrder, Gateway, Merchant, OnboardRequest, Order};
 use crate::locks::{
     AuthorizeHold, CaptureHold, ChargeMandate, CreateMandate, Hold, Mandate, RevokeMandate,
 };
-use crate::payments::{PayOrder, Refund, RefundRequest};
+use crate::payments::PayOrder;
 use crate::qr;
+use crate::refunds::{Refund, RefundRequest};
 use crate::statements::{Reconciliation, Statement};
 
 /// Largest request body, in bytes.

@@ -34,6 +34,7 @@ pub mod locks;
 pub mod openapi;
 pub mod payments;
 pub mod qr;
+pub mod refunds;
 pub mod statements;
 pub mod workers;
 
