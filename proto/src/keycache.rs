@@ -2,21 +2,31 @@
 //! and torsion tests, the last a scalar multiplication) costs about as much as a single
 //! signature verification, and the same wallets sign again and again.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use cbdc_core::PublicKey;
 use cbdc_core::keys::{CheckedKey, KeyError};
 
-/// Keys kept, at most; when full the cache starts over.
-pub const KEY_CACHE_MAX: usize = 65_536;
+/// Keys kept, at most (a million wallets' keys, about 250 MiB when full); beyond that the
+/// cache forgets the keys least worth keeping (S3-FIFO: one-off signers first).
+pub const KEY_CACHE_MAX: usize = 1 << 20;
 
-#[derive(Default)]
 pub struct KeyCache {
-    keys: Mutex<HashMap<[u8; 32], CheckedKey>>,
+    keys: quick_cache::sync::Cache<[u8; 32], CheckedKey>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache::with_capacity(KEY_CACHE_MAX)
+    }
 }
 
 impl KeyCache {
+    /// A cache of at most `keys` keys.
+    pub fn with_capacity(keys: usize) -> KeyCache {
+        KeyCache {
+            keys: quick_cache::sync::Cache::new(keys.max(1)),
+        }
+    }
+
     /// A signed transfer from the wire, its witness keys checked through this cache.
     pub fn signed_transfer(
         &self,
@@ -29,21 +39,21 @@ impl KeyCache {
     /// The key decompressed and checked (not of small order, torsion-free), from the cache if it is there.
     /// Keys that fail the check are not cached.
     pub fn checked_key(&self, key: &PublicKey) -> Result<CheckedKey, KeyError> {
-        if let Some(vk) = self.lock().get(key.as_bytes()) {
-            return Ok(*vk);
+        if let Some(vk) = self.keys.get(key.as_bytes()) {
+            return Ok(vk);
         }
         let vk = key.checked_key()?;
-        let mut keys = self.lock();
-        if keys.len() >= KEY_CACHE_MAX {
-            keys.clear();
-        }
-        keys.insert(*key.as_bytes(), vk);
+        self.keys.insert(*key.as_bytes(), vk);
         Ok(vk)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], CheckedKey>> {
-        // A panic while holding the lock cannot leave the map inconsistent.
-        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 }
 
@@ -69,6 +79,6 @@ mod tests {
             cache.checked_key(&PublicKey::from_bytes(identity)),
             Err(KeyError::Weak)
         );
-        assert_eq!(cache.lock().len(), 1);
+        assert_eq!(cache.len(), 1);
     }
 }

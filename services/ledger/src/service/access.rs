@@ -78,8 +78,9 @@ impl LedgerGrpc {
         } else {
             key
         };
-        let vk = signer
-            .checked_key()
+        let vk = self
+            .keys
+            .checked_key(&signer)
             .map_err(|e| cbdc_runtime::error::invalid(format!("{field}: {e}")))?;
         cbdc_core::messages::verify(&vk, &grant, &auth.signature).map_err(|e| {
             cbdc_runtime::error::denied(format!(

@@ -124,6 +124,9 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             .ledger
             .open_wallet(key, &r.network, &r.phone_number, &r.signature)
             .await?;
+        // The wallet's key, checked once now, so that its first transfer finds it checked
+        // (with many wallets each signs rarely; a check costs about a verification).
+        let _ = self.keys.checked_key(&key);
         Ok(Response::new(wallet_msg(&w)))
     }
 
