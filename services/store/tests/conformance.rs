@@ -124,6 +124,37 @@ async fn a_long_open_reader_still_sees_its_conflict_after_many_commits() {
 }
 
 #[tokio::test]
+async fn a_reader_sees_its_snapshot_not_later_commits() {
+    for f in backends("snapshot") {
+        let (a, b, c) = (f.key("a", 0), f.key("b", 0), f.key("c", 0));
+        put(&f, &a, b"a1").await;
+        put(&f, &b, b"b1").await;
+        put(&f, &c, b"c1").await;
+        let mut reader = f.db.create_transaction().unwrap();
+        // The first read fixes the read version.
+        assert_eq!(reader.get(&f.key("none", 0)).await.unwrap(), None);
+        put(&f, &a, b"a2").await;
+        let mut tx = f.db.create_transaction().unwrap();
+        tx.clear(&b).unwrap();
+        tx.set(f.key("fresh", 0), b"new").unwrap();
+        tx.commit().await.unwrap();
+        let mut tx = f.db.create_transaction().unwrap();
+        tx.clear_range(&c, &strinc(&c).unwrap()).unwrap();
+        tx.commit().await.unwrap();
+        let name = f.db.backend_name();
+        assert_eq!(reader.get(&a).await.unwrap().as_deref(), Some(&b"a1"[..]), "{name}");
+        assert_eq!(reader.get(&b).await.unwrap().as_deref(), Some(&b"b1"[..]), "{name}");
+        assert_eq!(reader.get(&c).await.unwrap().as_deref(), Some(&b"c1"[..]), "{name}");
+        assert_eq!(reader.get(&f.key("fresh", 0)).await.unwrap(), None, "{name}");
+        // A transaction begun now sees every commit.
+        assert_eq!(read(&f, &a).await.as_deref(), Some(&b"a2"[..]), "{name}");
+        assert_eq!(read(&f, &b).await, None, "{name}");
+        assert_eq!(read(&f, &c).await, None, "{name}");
+        assert_eq!(read(&f, &f.key("fresh", 0)).await.as_deref(), Some(&b"new"[..]));
+    }
+}
+
+#[tokio::test]
 async fn atomic_adds_build_on_sets_clears_and_range_clears_of_earlier_commits() {
     for f in backends("add-after-writes") {
         let k = f.key("counter", 0);
