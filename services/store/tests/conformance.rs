@@ -142,15 +142,34 @@ async fn a_reader_sees_its_snapshot_not_later_commits() {
         tx.clear_range(&c, &strinc(&c).unwrap()).unwrap();
         tx.commit().await.unwrap();
         let name = f.db.backend_name();
-        assert_eq!(reader.get(&a).await.unwrap().as_deref(), Some(&b"a1"[..]), "{name}");
-        assert_eq!(reader.get(&b).await.unwrap().as_deref(), Some(&b"b1"[..]), "{name}");
-        assert_eq!(reader.get(&c).await.unwrap().as_deref(), Some(&b"c1"[..]), "{name}");
-        assert_eq!(reader.get(&f.key("fresh", 0)).await.unwrap(), None, "{name}");
+        assert_eq!(
+            reader.get(&a).await.unwrap().as_deref(),
+            Some(&b"a1"[..]),
+            "{name}"
+        );
+        assert_eq!(
+            reader.get(&b).await.unwrap().as_deref(),
+            Some(&b"b1"[..]),
+            "{name}"
+        );
+        assert_eq!(
+            reader.get(&c).await.unwrap().as_deref(),
+            Some(&b"c1"[..]),
+            "{name}"
+        );
+        assert_eq!(
+            reader.get(&f.key("fresh", 0)).await.unwrap(),
+            None,
+            "{name}"
+        );
         // A transaction begun now sees every commit.
         assert_eq!(read(&f, &a).await.as_deref(), Some(&b"a2"[..]), "{name}");
         assert_eq!(read(&f, &b).await, None, "{name}");
         assert_eq!(read(&f, &c).await, None, "{name}");
-        assert_eq!(read(&f, &f.key("fresh", 0)).await.as_deref(), Some(&b"new"[..]));
+        assert_eq!(
+            read(&f, &f.key("fresh", 0)).await.as_deref(),
+            Some(&b"new"[..])
+        );
     }
 }
 
