@@ -88,8 +88,10 @@ pub(super) struct CounterCache {
     pub(super) values: rustc_hash::FxHashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
-/// Counter values kept by the writer, at most.
-pub(super) const COUNTER_CACHE_MAX: usize = 65_536;
+/// Counter values kept by the writer, at most (about 150 bytes each). A transfer adds to a
+/// few per-wallet counters (balances, day totals), so with 10⁵ wallets paying a smaller cache
+/// started over every few thousand transfers and most adds read their base from storage.
+pub(super) const COUNTER_CACHE_MAX: usize = 1 << 19;
 
 /// Applies resolved transactions, in order, as one atomic fjall write batch and one journal
 /// fsync.
