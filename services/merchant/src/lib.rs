@@ -32,6 +32,7 @@ pub mod http;
 pub mod ledgers;
 pub mod locks;
 pub mod openapi;
+pub mod orders;
 pub mod payments;
 pub mod qr;
 pub mod refunds;
