@@ -36,17 +36,29 @@ pub fn load(path: &Path) -> Result<Option<Checkpoint>, Error> {
     Ok(Some(cp))
 }
 
-/// Keeps `cp` in `path` (written whole, then renamed over the old one).
+/// Keeps `cp` in `path`: written whole and synced, then renamed over the old one and the
+/// directory synced, so a power cut leaves the old checkpoint or the new one, never an
+/// empty file.
 pub fn save(path: &Path, cp: &Checkpoint) -> Result<(), Error> {
+    use std::io::Write;
     let text = serde_json::to_string_pretty(&Stored {
         ledger: cp.ledger.0,
         checkpoint: hex::encode(cp.message()),
     })
     .map_err(|e| Error::Invalid(e.to_string()))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })()
+    .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
 }
 
 /// Checks that two signed checkpoints of one ledger are of one log — the smaller a prefix

@@ -140,6 +140,16 @@ fn fresh_seed() -> Seed {
 /// the same directory, written and synced, then linked under `path` (which fails if `path`
 /// exists: nothing is overwritten), the temporary name removed and the directory synced.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_whole(path, bytes, 0o600, false)
+}
+
+/// Writes a file anyone may read (a certificate), whole or not at all and durably, like
+/// [`write_private`], replacing what `path` held.
+pub fn write_public(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_whole(path, bytes, 0o644, true)
+}
+
+fn write_whole(path: &Path, bytes: &[u8], mode: u32, replace: bool) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -154,12 +164,18 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    #[cfg(not(unix))]
+    let _ = mode;
     let written = (|| {
         let mut file = options.open(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::hard_link(&tmp, path)
+        if replace {
+            std::fs::rename(&tmp, path)
+        } else {
+            std::fs::hard_link(&tmp, path)
+        }
     })();
     let _ = std::fs::remove_file(&tmp);
     written.map_err(|e| e.to_string())?;

@@ -214,15 +214,16 @@ impl DevCa {
     }
 
     /// Writes `ca.crt` and, for each name, `<name>.crt` and `<name>.key` (mode 0600) in
-    /// `dir`.
+    /// `dir`, each whole and synced (a power cut leaves no empty certificate).
     pub fn write(&self, dir: &Path, names: &[&str]) -> Result<(), String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let ca = dir.join("ca.crt");
-        std::fs::write(&ca, self.cert_pem()).map_err(|e| format!("{}: {e}", ca.display()))?;
+        crate::secret::write_public(&ca, self.cert_pem().as_bytes())
+            .map_err(|e| format!("{}: {e}", ca.display()))?;
         for name in names {
             let issued = self.issue(name)?;
             let cert = dir.join(format!("{name}.crt"));
-            std::fs::write(&cert, issued.cert_pem)
+            crate::secret::write_public(&cert, issued.cert_pem.as_bytes())
                 .map_err(|e| format!("{}: {e}", cert.display()))?;
             crate::secret::write_private(
                 &dir.join(format!("{name}.key")),

@@ -1,7 +1,9 @@
 //! Crash-test child: commits transactions as fast as it can from many tasks and prints
 //! `ack N` for each acknowledged commit, until the parent kills it with SIGKILL.
 //!
-//! Usage: `store-crash-child DIR FIRST_ID` — ids are FIRST_ID, FIRST_ID+1, ...
+//! Usage: `store-crash-child DIR FIRST_ID [no-fsync]` — ids are FIRST_ID, FIRST_ID+1, ...
+//! `no-fsync` acknowledges commits without syncing them: the faulty store the power-loss
+//! test must catch.
 //! Transaction N writes `("a", N)` and `("b", N)` with the same value and adds 1 to
 //! `("count",)`, so a half-applied transaction is visible as an `a` without its `b`.
 
@@ -23,7 +25,16 @@ async fn main() {
         .next()
         .and_then(|s| s.parse().ok())
         .expect("FIRST_ID must be an integer");
-    let db = Database::open_embedded(&dir, EmbeddedOptions::default()).expect("store opens");
+    let fsync = match args.next().as_deref() {
+        None => true,
+        Some("no-fsync") => false,
+        Some(other) => panic!("unknown option {other:?}"),
+    };
+    let options = EmbeddedOptions {
+        fsync,
+        ..EmbeddedOptions::default()
+    };
+    let db = Database::open_embedded(&dir, options).expect("store opens");
     let next = Arc::new(AtomicI64::new(first));
     let (acks, mut acked) = tokio::sync::mpsc::channel::<i64>(4096);
     for _ in 0..TASKS {
