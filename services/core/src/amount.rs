@@ -127,11 +127,12 @@ impl Amount {
             given: text.to_owned(),
             max,
         };
-        // rust_decimal holds 28 digits; anything longer is certainly above any maximum.
+        // rust_decimal holds 28 digits; anything longer is certainly above any maximum, and
+        // so is a 27- or 28-digit number that overflows when turned into fen.
         let decimal = Decimal::from_str_exact(text).map_err(|_| above())?;
-        let fen = (decimal * Decimal::ONE_HUNDRED)
-            .trunc()
-            .to_u64()
+        let fen = decimal
+            .checked_mul(Decimal::ONE_HUNDRED)
+            .and_then(|d| d.trunc().to_u64())
             .ok_or_else(above)?;
         if fen > max.0 {
             return Err(above());
@@ -238,6 +239,14 @@ mod tests {
             Amount::parse_with_max("184467440737095516.16", Amount::from_fen(u64::MAX)),
             Err(AboveMaximum { .. })
         ));
+        // Found by fuzzing: 28 digits fit rust_decimal, but not once multiplied into fen
+        // (this panicked).
+        for text in ["1011111111111111111111111110", "9999999999999999999999999999.9"] {
+            assert!(
+                matches!(Amount::parse(text), Err(AboveMaximum { .. })),
+                "{text}"
+            );
+        }
     }
 
     #[test]
