@@ -2,6 +2,7 @@
 //! and admin commands. The commands live here (the binary only parses arguments), so the
 //! tests run them in process.
 
+pub mod chaos;
 pub mod cli;
 pub mod client;
 pub mod demo;

@@ -241,7 +241,10 @@ mod tests {
         ));
         // Found by fuzzing: 28 digits fit rust_decimal, but not once multiplied into fen
         // (this panicked).
-        for text in ["1011111111111111111111111110", "9999999999999999999999999999.9"] {
+        for text in [
+            "1011111111111111111111111110",
+            "9999999999999999999999999999.9",
+        ] {
             assert!(
                 matches!(Amount::parse(text), Err(AboveMaximum { .. })),
                 "{text}"

@@ -67,6 +67,11 @@ pub enum Command {
     /// or a running one) and report throughput, latency, errors and server cost; exits 0
     /// only if every acknowledged transfer is found committed and the audit balances.
     Load(cbdc_load::LoadArgs),
+    /// A Jepsen-style bank test: the central bank and two ledgers as processes behind
+    /// loopback proxies, paid at under load while a seeded nemesis kills, restarts,
+    /// partitions and pauses them; then checks that no acknowledged transfer was lost, no
+    /// coin spent twice and the books balance. Exits 0 only if every check passes.
+    Chaos(crate::chaos::ChaosArgs),
 }
 
 /// The administrator's TLS client certificate and key (default: the devnet's).

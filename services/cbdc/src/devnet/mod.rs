@@ -17,7 +17,7 @@ use cbdc_runtime::shutdown::Shutdown;
 use serde::{Deserialize, Serialize};
 
 mod processes;
-pub use processes::DevnetProcesses;
+pub use processes::{BankRoute, DevnetProcesses, Routes};
 
 /// Bank ledgers a devnet runs, at most.
 pub const BANKS_MAX: u32 = 16;

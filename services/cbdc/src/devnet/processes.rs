@@ -15,11 +15,31 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a service may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One service's process.
+/// One service's process, and how to start it again.
 struct Service {
     name: String,
     child: tokio::process::Child,
     log: PathBuf,
+    service: String,
+    config: PathBuf,
+    listen: SocketAddr,
+}
+
+/// Where the services listen when something the caller runs (a fault-injecting proxy) sits
+/// between them: each bank listens on `listen`, is known to everyone else (clients, the
+/// central bank, the gateway) as `public`, and reaches the central bank through
+/// `central_bank_via`; the central bank listens on `central_bank`.
+#[derive(Clone, Debug)]
+pub struct Routes {
+    pub central_bank: SocketAddr,
+    pub banks: Vec<BankRoute>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BankRoute {
+    pub public: SocketAddr,
+    pub listen: SocketAddr,
+    pub central_bank_via: SocketAddr,
 }
 
 /// A running devnet of separate processes.
@@ -55,28 +75,58 @@ impl DevnetProcesses {
     /// Starts (or resumes) the devnet in `dir` with `banks` ledgers, each service a child
     /// process of `cbdc` (this binary) that gets SIGTERM if this process dies.
     pub async fn start(dir: &Path, banks: u32, cbdc: &Path) -> Result<DevnetProcesses, String> {
+        DevnetProcesses::start_routed(dir, banks, cbdc, None).await
+    }
+
+    /// [`DevnetProcesses::start`], the services listening and dialling as `routes` say.
+    pub async fn start_routed(
+        dir: &Path,
+        banks: u32,
+        cbdc: &Path,
+        routes: Option<&Routes>,
+    ) -> Result<DevnetProcesses, String> {
+        if let Some(r) = routes
+            && r.banks.len() != banks as usize
+        {
+            return Err(format!("{} bank routes for {banks} banks", r.banks.len()));
+        }
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         // Children run from this directory too, but absolute paths read better in their files.
         let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut plan = Plan::make(&dir, banks)?;
+        if let Some(r) = routes {
+            plan.central_bank.listen = r.central_bank;
+        }
         fixed(&mut plan.central_bank.listen)?;
         fixed(&mut plan.central_bank.metrics_listen)?;
         let central_bank_url = format!("https://{}", plan.central_bank.listen);
         fixed(&mut plan.merchant.listen)?;
         fixed(&mut plan.merchant.grpc_listen)?;
-        for c in &mut plan.banks {
+        // What everyone else dials for each bank.
+        let mut public = Vec::new();
+        for (i, c) in plan.banks.iter_mut().enumerate() {
+            let route = routes.map(|r| r.banks[i]);
+            if let Some(route) = route {
+                c.listen = route.listen;
+            }
             fixed(&mut c.listen)?;
             fixed(&mut c.metrics_listen)?;
-            c.central_bank_endpoint = Some(central_bank_url.clone());
+            c.central_bank_endpoint = Some(match route {
+                Some(r) => format!("https://{}", r.central_bank_via),
+                None => central_bank_url.clone(),
+            });
+            let known_as = route.map_or(c.listen, |r| r.public);
             plan.merchant
                 .ledgers
-                .insert(c.ledger_id.to_string(), format!("https://{}", c.listen));
+                .insert(c.ledger_id.to_string(), format!("https://{known_as}"));
+            public.push(known_as);
         }
         let central = (plan.central_bank.listen, plan.central_bank.metrics_listen);
         let addresses: Vec<_> = plan
             .banks
             .iter()
-            .map(|c| (c.listen, c.metrics_listen))
+            .zip(&public)
+            .map(|(c, known_as)| (*known_as, c.metrics_listen))
             .collect();
         let mut devnet = DevnetProcesses {
             file: plan.write_file(
@@ -188,14 +238,25 @@ impl DevnetProcesses {
             name: name.to_string(),
             child,
             log: log.clone(),
+            service: service.to_string(),
+            config: config.to_path_buf(),
+            listen,
         });
+        self.wait_listening(self.services.len() - 1).await
+    }
+
+    /// Waits until service `i` listens (or says why it will not).
+    async fn wait_listening(&mut self, i: usize) -> Result<(), String> {
+        let (name, listen, log) = {
+            let s = &self.services[i];
+            (s.name.clone(), s.listen, s.log.clone())
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if tokio::net::TcpStream::connect(listen).await.is_ok() {
                 return Ok(());
             }
-            let service = self.services.last_mut().expect("just pushed");
-            if let Ok(Some(status)) = service.child.try_wait() {
+            if let Ok(Some(status)) = self.services[i].child.try_wait() {
                 return Err(format!(
                     "{name} exited at start ({status}); its log is {}:\n{}",
                     log.display(),
@@ -218,6 +279,47 @@ impl DevnetProcesses {
         self.services
             .iter()
             .map(|s| (s.name.clone(), s.child.id(), s.log.clone()))
+            .collect()
+    }
+
+    /// Kills service `i` with SIGKILL (no chance to flush or close anything) and reaps it.
+    pub async fn kill(&mut self, i: usize) {
+        let s = &mut self.services[i];
+        let _ = s.child.kill().await;
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to service `i`, if it runs.
+    pub fn signal(&self, i: usize, signal: i32) {
+        if let Some(pid) = self.services[i].child.id() {
+            // SAFETY: a signal to our own child process.
+            unsafe {
+                libc::kill(pid as i32, signal);
+            }
+        }
+    }
+
+    /// Starts service `i` again on its configuration and data (after [`Self::kill`]) and
+    /// waits until it listens.
+    pub async fn restart(&mut self, i: usize, cbdc: &Path) -> Result<(), String> {
+        let old = self.services.remove(i);
+        let (name, service, config, listen) = (old.name, old.service, old.config, old.listen);
+        let before = self.services.len();
+        let started = self.spawn(cbdc, &name, &service, &config, listen).await;
+        if self.services.len() > before {
+            let again = self.services.pop().expect("just pushed");
+            self.services.insert(i, again);
+        }
+        started
+    }
+
+    /// The services that are not running (exited, and how).
+    pub fn not_running(&mut self) -> Vec<String> {
+        self.services
+            .iter_mut()
+            .filter_map(|s| match s.child.try_wait() {
+                Ok(Some(status)) => Some(format!("{} ({status})", s.name)),
+                _ => None,
+            })
             .collect()
     }
 

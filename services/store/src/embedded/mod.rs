@@ -175,6 +175,17 @@ impl Engine {
         let meta = keyspace
             .open_partition(META, PartitionCreateOptions::default())
             .map_err(io)?;
+        // Memtables recovered from the journal are queued for flushing without waking the
+        // flush worker, yet they count against the write buffer: after a few crashes under
+        // load they filled it, fjall halted every write, and nothing woke the worker (a
+        // ledger stopped committing for good after its fourth SIGKILL in the bank test).
+        // Rotating the recovered active memtables wakes the worker, which flushes every
+        // queued one; opening waits for that.
+        if keyspace.write_buffer_size() > 0 {
+            for p in [&data, &meta] {
+                p.rotate_memtable_and_wait().map_err(io)?;
+            }
+        }
         let version = match meta.get(META_VERSION).map_err(io)? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()

@@ -1,0 +1,729 @@
+//! `cbdc chaos`: a Jepsen-style bank test. The central bank and two bank ledgers run as
+//! separate `cbdc serve` processes, each bank behind loopback proxies this process controls
+//! (one in front of it, one on its way to the central bank). Clients pay chains of signed
+//! transfers at bank 1 — some to wallets at bank 2 — and retry each with the same txid until
+//! its outcome is definite, while a seeded nemesis:
+//! - kills a ledger or the central bank with SIGKILL and restarts it on its data;
+//! - partitions a bank (both of its proxies cut or stalled);
+//! - pauses a process with SIGSTOP long enough for its peers' timeouts, then SIGCONT.
+//!
+//! Every invocation and completion goes to a history file (JSON lines). After the faults the
+//! network is healed and the checker verifies, from the history and the services' own
+//! answers: every acknowledged transfer committed at its acknowledged position; no coin
+//! spent twice (double spends of already spent coins are tried along the way and must all
+//! be refused); nothing in flight and the audit balanced, with issued − redeemed equal to
+//! the sum of what the ledgers' signed checkpoints report; no service exited on its own.
+
+mod proxy;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cbdc_core::{Amount, Keypair, LedgerId, Lock, Transfer, TransferBuilder, Txid};
+use cbdc_load::setup::Prepared;
+use cbdc_load::target::Network;
+use cbdc_proto::v1;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::devnet::{BankRoute, DevnetProcesses, Routes};
+pub use proxy::{Link, Proxy};
+
+/// The `cbdc chaos` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ChaosArgs {
+    /// How long the nemesis injects faults, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub duration_s: u64,
+    /// The nemesis's seed (random when not given; the summary names it).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Paying wallets at bank 1.
+    #[arg(long, default_value_t = 500)]
+    pub wallets: usize,
+    /// Transfers each wallet's chain holds.
+    #[arg(long, default_value_t = 400)]
+    pub transfers_per_wallet: usize,
+    /// Percent of payments to wallets at bank 2.
+    #[arg(long, default_value_t = 25)]
+    pub cross_percent: u32,
+    /// Clients sending at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Mean pause between two faults, in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    pub fault_every_s: f64,
+    /// Where the history, the summary and the services' directory and logs go.
+    #[arg(long, default_value = "chaos-run")]
+    pub out: PathBuf,
+}
+
+/// How long one call may take before it counts as indeterminate (and is sent again).
+const CALL_TIMEOUT: Duration = Duration::from_secs(4);
+/// Pause before a call whose outcome was indeterminate is sent again.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+/// After the faults, how long in-flight transfers may take to reach a definite outcome.
+const DRAIN: Duration = Duration::from_secs(120);
+/// After the drain, how long the network may take to settle and balance.
+const QUIET: Duration = Duration::from_secs(180);
+/// One double spend is tried after this many acknowledged transfers.
+const DOUBLE_SPEND_EVERY: usize = 20;
+
+/// What a run did and what the checker found.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub seed: u64,
+    pub duration_s: u64,
+    pub transfers_acknowledged: usize,
+    pub cross_ledger_acknowledged: usize,
+    pub transfers_refused: usize,
+    pub indeterminate_calls: usize,
+    pub double_spends_tried: usize,
+    pub double_spends_refused: usize,
+    pub faults: BTreeMap<String, usize>,
+    pub crashes: usize,
+    pub partitions: usize,
+    pub pauses: usize,
+    pub read_back_found: usize,
+    pub read_back_missing: Vec<String>,
+    pub audit_balanced: bool,
+    pub issued_minus_redeemed: String,
+    pub sum_reported_by_ledgers: String,
+    pub quiet_after_s: Option<f64>,
+    pub exited_on_their_own: Vec<String>,
+    pub refusals: BTreeMap<String, usize>,
+    pub history: PathBuf,
+    pub pass: bool,
+}
+
+impl Summary {
+    pub fn lines(&self) -> Vec<String> {
+        vec![
+            format!(
+                "chaos: seed {}, {} s of faults: {} crashes, {} partitions, {} pauses {:?}",
+                self.seed, self.duration_s, self.crashes, self.partitions, self.pauses, self.faults
+            ),
+            format!(
+                "  transfers: {} acknowledged ({} cross-ledger), {} refused {:?}, {} calls indeterminate and sent again",
+                self.transfers_acknowledged,
+                self.cross_ledger_acknowledged,
+                self.transfers_refused,
+                self.refusals,
+                self.indeterminate_calls
+            ),
+            format!(
+                "  double spends: {} tried, {} refused",
+                self.double_spends_tried, self.double_spends_refused
+            ),
+            format!(
+                "  read back: {} of {} acknowledged found at their position{}",
+                self.read_back_found,
+                self.transfers_acknowledged,
+                if self.read_back_missing.is_empty() {
+                    String::new()
+                } else {
+                    format!("; missing: {:?}", self.read_back_missing)
+                }
+            ),
+            format!(
+                "  audit balanced: {} (issued − redeemed {}, the ledgers' checkpoints {}), quiet {} s after the faults",
+                self.audit_balanced,
+                self.issued_minus_redeemed,
+                self.sum_reported_by_ledgers,
+                self.quiet_after_s
+                    .map_or_else(|| "never".to_string(), |s| format!("{s:.1}"))
+            ),
+            format!(
+                "  services that exited on their own: {:?}",
+                self.exited_on_their_own
+            ),
+            format!(
+                "  history: {}; checks: {}",
+                self.history.display(),
+                if self.pass { "pass" } else { "FAIL" }
+            ),
+        ]
+    }
+}
+
+/// The history: one JSON object per line, stamped with milliseconds since the start.
+#[derive(Clone)]
+struct History {
+    tx: tokio::sync::mpsc::UnboundedSender<serde_json::Value>,
+    start: Instant,
+}
+
+impl History {
+    fn record(&self, mut event: serde_json::Value) {
+        event["t_ms"] = json!(self.start.elapsed().as_millis() as u64);
+        let _ = self.tx.send(event);
+    }
+}
+
+/// The work the clients share: each payer's next transfer, when it may be sent.
+struct Work {
+    queue: Mutex<VecDeque<(usize, usize, Instant)>>,
+    /// Transfers invoked and not yet definite, plus those queued.
+    open: std::sync::atomic::AtomicUsize,
+    /// No new chain step is started after this.
+    stop_new: std::sync::atomic::AtomicBool,
+    outcomes: Mutex<Outcomes>,
+}
+
+#[derive(Default)]
+struct Outcomes {
+    acknowledged: Vec<(usize, Txid, Vec<u8>)>,
+    cross: usize,
+    refused: BTreeMap<String, usize>,
+    indeterminate: usize,
+    double_tried: usize,
+    double_refused: usize,
+    double_accepted: Vec<String>,
+}
+
+fn retryable(e: &cbdc_client::Error) -> bool {
+    match e {
+        cbdc_client::Error::Rpc(e) => matches!(
+            e.code,
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::Aborted
+                | tonic::Code::Unknown
+                | tonic::Code::Internal
+                | tonic::Code::Cancelled
+        ),
+        cbdc_client::Error::Connect(_) => true,
+        _ => false,
+    }
+}
+
+/// A transfer spending the coin transfer `i` of payer `w` spent (already spent by it, once
+/// that one is acknowledged), all of it back to the payer.
+fn double_spend(prepared: &Prepared, key: &Keypair, w: usize, i: usize) -> Option<Transfer> {
+    let spent = prepared.chains.transfer(w, i);
+    let input = spent.body().inputs.first()?;
+    TransferBuilder::new(spent.body().valid_until)
+        .input(input.outpoint, input.value)
+        .output(LedgerId(1), input.value, Lock::Key(key.public()))
+        .memo(b"double spend".to_vec())
+        .sign(&[key])
+        .ok()
+}
+
+async fn client_loop(
+    network: Arc<Network>,
+    prepared: Arc<Prepared>,
+    work: Arc<Work>,
+    history: History,
+    k: usize,
+) {
+    use std::sync::atomic::Ordering;
+    let mut client: Option<cbdc_client::Ledger> = None;
+    loop {
+        let item = {
+            let mut q = work.queue.lock().expect("queue");
+            let now = Instant::now();
+            match q.front() {
+                Some(&(_, _, due)) if due <= now => q.pop_front(),
+                _ => None,
+            }
+        };
+        let Some((w, i, _)) = item else {
+            if work.open.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let transfer = prepared.chains.transfer(w, i);
+        let txid = transfer.txid();
+        let cross = prepared.chains.is_cross(w, i);
+        history.record(json!({"process": k, "type": "invoke", "f": "transfer",
+            "payer": w, "i": i, "txid": txid.to_string(), "cross": cross}));
+        if client.is_none() {
+            client = tokio::time::timeout(CALL_TIMEOUT, network.bank(LedgerId(1)))
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let outcome = match client.as_mut() {
+            None => Err(cbdc_client::Error::Connect(
+                "no connection to bank 1".into(),
+            )),
+            Some(c) => match tokio::time::timeout(CALL_TIMEOUT, c.submit(&transfer)).await {
+                Ok(r) => r,
+                Err(_) => Err(cbdc_client::Error::Connect("timed out".into())),
+            },
+        };
+        match outcome {
+            Ok(committed) => {
+                history.record(json!({"process": k, "type": "ok", "f": "transfer",
+                    "payer": w, "i": i, "txid": txid.to_string(),
+                    "position": hex::encode(&committed.log_position)}));
+                let n = {
+                    let mut o = work.outcomes.lock().expect("outcomes");
+                    o.acknowledged.push((w, txid, committed.log_position));
+                    if cross {
+                        o.cross += 1;
+                    }
+                    o.acknowledged.len()
+                };
+                if n % DOUBLE_SPEND_EVERY == 0
+                    && let Some(c) = client.as_mut()
+                    && let Some(d) = double_spend(&prepared, &prepared.chains.keys[w], w, i)
+                {
+                    history.record(json!({"process": k, "type": "invoke", "f": "double_spend",
+                        "payer": w, "i": i, "txid": d.txid().to_string()}));
+                    if let Ok(r) = tokio::time::timeout(CALL_TIMEOUT, c.submit(&d)).await {
+                        let mut o = work.outcomes.lock().expect("outcomes");
+                        o.double_tried += 1;
+                        match r {
+                            Ok(_) => {
+                                o.double_accepted.push(d.txid().to_string());
+                                history.record(json!({"process": k, "type": "ok",
+                                    "f": "double_spend", "txid": d.txid().to_string()}));
+                            }
+                            Err(e) if !retryable(&e) => {
+                                o.double_refused += 1;
+                                history.record(json!({"process": k, "type": "fail",
+                                    "f": "double_spend", "txid": d.txid().to_string(),
+                                    "error": e.to_string()}));
+                            }
+                            // Indeterminate: not counted either way.
+                            Err(_) => o.double_tried -= 1,
+                        }
+                    }
+                }
+                if i + 1 < prepared.chains.len(w) && !work.stop_new.load(Ordering::SeqCst) {
+                    work.queue
+                        .lock()
+                        .expect("queue")
+                        .push_back((w, i + 1, Instant::now()));
+                } else {
+                    work.open.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            Err(e) if retryable(&e) => {
+                history.record(json!({"process": k, "type": "info", "f": "transfer",
+                    "payer": w, "i": i, "txid": txid.to_string(), "error": e.to_string()}));
+                work.outcomes.lock().expect("outcomes").indeterminate += 1;
+                if matches!(e, cbdc_client::Error::Connect(_)) {
+                    client = None;
+                }
+                work.queue
+                    .lock()
+                    .expect("queue")
+                    .push_back((w, i, Instant::now() + RETRY_AFTER));
+            }
+            Err(e) => {
+                let reason = match &e {
+                    cbdc_client::Error::Rpc(r) => r.reason.clone(),
+                    other => other.to_string(),
+                };
+                history.record(json!({"process": k, "type": "fail", "f": "transfer",
+                    "payer": w, "i": i, "txid": txid.to_string(), "error": e.to_string()}));
+                *work
+                    .outcomes
+                    .lock()
+                    .expect("outcomes")
+                    .refused
+                    .entry(reason)
+                    .or_default() += 1;
+                // The chain ends here: its later transfers spend this one.
+                work.open.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// The processes: index 0 the central bank, then the banks (the gateway after them is left
+/// alone).
+struct Nemesis {
+    devnet: DevnetProcesses,
+    cbdc: PathBuf,
+    banks: usize,
+    /// Per bank: the proxy in front of it and the one to the central bank.
+    proxies: Vec<(Proxy, Proxy)>,
+    rng: StdRng,
+    history: History,
+    faults: BTreeMap<String, usize>,
+}
+
+fn process_name(i: usize) -> String {
+    if i == 0 {
+        "central-bank".into()
+    } else {
+        format!("bank-{i}")
+    }
+}
+
+impl Nemesis {
+    fn log(&mut self, f: &str, target: &str, extra: serde_json::Value) {
+        self.history
+            .record(json!({"process": "nemesis", "type": "info", "f": f,
+            "target": target, "detail": extra}));
+    }
+
+    async fn one_fault(&mut self) -> Result<(), String> {
+        let pick = self.rng.gen_range(0..100);
+        let hold = Duration::from_millis(self.rng.gen_range(1_000..6_000));
+        if pick < 45 {
+            // A crash: a bank two times in three, else the central bank.
+            let i = if self.rng.gen_range(0..3) < 2 {
+                self.rng.gen_range(1..=self.banks)
+            } else {
+                0
+            };
+            let name = process_name(i);
+            let down = Duration::from_millis(self.rng.gen_range(100..2_000));
+            self.log("kill", &name, json!({"down_ms": down.as_millis() as u64}));
+            self.devnet.kill(i).await;
+            tokio::time::sleep(down).await;
+            self.devnet.restart(i, &self.cbdc).await?;
+            self.log("restart", &name, json!({}));
+            *self.faults.entry("crash".into()).or_default() += 1;
+        } else if pick < 75 {
+            let b = self.rng.gen_range(1..=self.banks);
+            let link = if self.rng.gen_bool(0.5) {
+                Link::Cut
+            } else {
+                Link::Stall
+            };
+            let name = process_name(b);
+            self.log(
+                "partition",
+                &name,
+                json!({"link": link, "ms": hold.as_millis() as u64}),
+            );
+            let (front, to_cb) = &self.proxies[b - 1];
+            front.set(link);
+            to_cb.set(link);
+            tokio::time::sleep(hold).await;
+            let (front, to_cb) = &self.proxies[b - 1];
+            front.set(Link::Pass);
+            to_cb.set(Link::Pass);
+            self.log("heal", &name, json!({}));
+            *self.faults.entry("partition".into()).or_default() += 1;
+        } else {
+            let i = self.rng.gen_range(0..=self.banks);
+            let name = process_name(i);
+            self.log("pause", &name, json!({"ms": hold.as_millis() as u64}));
+            self.devnet.signal(i, libc::SIGSTOP);
+            tokio::time::sleep(hold).await;
+            self.devnet.signal(i, libc::SIGCONT);
+            self.log("resume", &name, json!({}));
+            *self.faults.entry("pause".into()).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Reads back every acknowledged transfer in chunks; a chunk whose reads failed for a
+/// passing reason (a timeout, a connection) is read again, up to [`READ_TRIES`] times, so
+/// only a transfer the ledger answers for as missing or misplaced counts as missing.
+async fn read_back_all(
+    network: &Network,
+    keys: &[cbdc_core::PublicKey],
+    acknowledged: &[(usize, Txid, Vec<u8>)],
+) -> Result<cbdc_load::report::ReadBack, String> {
+    let authority = Arc::new(Keypair::from_seed(network.authorities[0].seed()));
+    let client = network.bank(LedgerId(1)).await?;
+    let (mut found, mut missing) = (0, Vec::new());
+    for chunk in acknowledged.chunks(READ_CHUNK) {
+        let items: Vec<_> = chunk
+            .iter()
+            .map(|(w, txid, position)| (keys[*w], *txid, position.clone()))
+            .collect();
+        let mut tries = 0;
+        let got = loop {
+            tries += 1;
+            let got = cbdc_load::report::read_back(
+                &client,
+                Arc::clone(&authority),
+                &network.file.network,
+                LedgerId(1),
+                items.clone(),
+            )
+            .await?;
+            let passing = got.missing.iter().any(|m| {
+                m.contains("CANCELLED") || m.contains("UNAVAILABLE") || m.contains("DEADLINE")
+            });
+            if !passing || tries >= READ_TRIES {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        found += got.found;
+        missing.extend(got.missing);
+    }
+    missing.truncate(20);
+    Ok(cbdc_load::report::ReadBack {
+        read: acknowledged.len(),
+        found,
+        missing,
+    })
+}
+
+const READ_CHUNK: usize = 2_000;
+const READ_TRIES: u32 = 5;
+
+fn free() -> Result<std::net::SocketAddr, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("a free port: {e}"))
+}
+
+fn fen(text: &str) -> Result<u64, String> {
+    Amount::parse(text)
+        .map(Amount::fen)
+        .map_err(|e| format!("{text}: {e}"))
+}
+
+/// Runs the test; the summary says whether its checks passed.
+pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
+    use std::sync::atomic::Ordering;
+    let seed = args.seed.unwrap_or_else(|| rand::thread_rng().r#gen());
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let out = std::fs::canonicalize(&args.out).map_err(|e| e.to_string())?;
+    let dir = out.join("devnet");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+
+    // The proxies first: the configurations name them.
+    let banks = 2;
+    let central_bank = free()?;
+    let mut proxies = Vec::new();
+    let mut routes = Routes {
+        central_bank,
+        banks: Vec::new(),
+    };
+    for _ in 0..banks {
+        let listen = free()?;
+        let front = Proxy::start("127.0.0.1:0".parse().expect("address"), listen)
+            .await
+            .map_err(|e| e.to_string())?;
+        let to_cb = Proxy::start("127.0.0.1:0".parse().expect("address"), central_bank)
+            .await
+            .map_err(|e| e.to_string())?;
+        routes.banks.push(BankRoute {
+            public: front.listen,
+            listen,
+            central_bank_via: to_cb.listen,
+        });
+        proxies.push((front, to_cb));
+    }
+    let devnet = DevnetProcesses::start_routed(&dir, banks as u32, &cbdc, Some(&routes)).await?;
+    let network = Arc::new(Network::attach(&dir).await?);
+
+    let load_args = {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            load: cbdc_load::LoadArgs,
+        }
+        Wrap::try_parse_from([
+            "load".to_string(),
+            "--devnet".into(),
+            dir.display().to_string(),
+            "--transfers-per-wallet".into(),
+            args.transfers_per_wallet.to_string(),
+            "--cross-percent".into(),
+            args.cross_percent.to_string(),
+            "--quiet".into(),
+        ])
+        .map_err(|e| e.to_string())?
+        .load
+    };
+    let prepared = Arc::new(cbdc_load::setup::prepare(&network, &load_args, args.wallets).await?);
+
+    let history_path = out.join("history.jsonl");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let history = History {
+        tx,
+        start: Instant::now(),
+    };
+    let writer = {
+        let path = history_path.clone();
+        let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut w = std::io::BufWriter::new(file);
+            while let Some(event) = rx.blocking_recv() {
+                writeln!(w, "{event}").expect("history");
+                if rx.is_empty() {
+                    w.flush().expect("history");
+                }
+            }
+            w.flush().expect("history");
+        })
+    };
+
+    let work = Arc::new(Work {
+        queue: Mutex::new(
+            (0..prepared.chains.payers())
+                .map(|w| (w, 0, Instant::now()))
+                .collect(),
+        ),
+        open: std::sync::atomic::AtomicUsize::new(prepared.chains.payers()),
+        stop_new: std::sync::atomic::AtomicBool::new(false),
+        outcomes: Mutex::new(Outcomes::default()),
+    });
+    let mut clients = tokio::task::JoinSet::new();
+    for k in 0..args.concurrency {
+        clients.spawn(client_loop(
+            Arc::clone(&network),
+            Arc::clone(&prepared),
+            Arc::clone(&work),
+            history.clone(),
+            k,
+        ));
+    }
+
+    let mut nemesis = Nemesis {
+        devnet,
+        cbdc,
+        banks,
+        proxies,
+        rng: StdRng::seed_from_u64(seed),
+        history: history.clone(),
+        faults: BTreeMap::new(),
+    };
+    let faults_end = Instant::now() + Duration::from_secs(args.duration_s);
+    let mut fault_error = None;
+    while Instant::now() < faults_end {
+        let gap = nemesis.rng.gen_range(0.2..1.8) * args.fault_every_s;
+        tokio::time::sleep(Duration::from_secs_f64(gap)).await;
+        if Instant::now() >= faults_end {
+            break;
+        }
+        if let Err(e) = nemesis.one_fault().await {
+            fault_error = Some(e);
+            break;
+        }
+    }
+    history.record(json!({"process": "nemesis", "type": "info", "f": "stop"}));
+    work.stop_new.store(true, Ordering::SeqCst);
+
+    // Heal: every link passes, every process runs.
+    for (front, to_cb) in &nemesis.proxies {
+        front.set(Link::Pass);
+        to_cb.set(Link::Pass);
+    }
+    for i in 0..=banks {
+        nemesis.devnet.signal(i, libc::SIGCONT);
+    }
+    let exited = nemesis.devnet.not_running();
+    let drained = tokio::time::timeout(DRAIN, async {
+        while clients.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    clients.abort_all();
+    let faults_ended = Instant::now();
+
+    // The audit, asked until nothing is in flight and it balances.
+    let mut cb = network.central_bank().await?;
+    let deadline = Instant::now() + QUIET;
+    let (audit, quiet_after) = loop {
+        let a = cb.audit(v1::AuditRequest {}).await.map(|r| r.into_inner());
+        if let Ok(a) = &a {
+            let quiet = a
+                .ledgers
+                .iter()
+                .all(|l| l.in_flight_in == "0.00" && l.unacknowledged_out == "0.00");
+            if a.balanced && quiet {
+                break (a.clone(), Some(faults_ended.elapsed().as_secs_f64()));
+            }
+        }
+        if Instant::now() > deadline {
+            break (a.map_err(|s| format!("audit: {s}"))?, None);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Independently of the audit's verdict: what the central bank issued and saw redeemed
+    // against what the ledgers' own signed checkpoints hold.
+    let issued_minus_redeemed = fen(&audit.issued)? as i128 - fen(&audit.redeemed)? as i128;
+    let reported: i128 = audit
+        .ledgers
+        .iter()
+        .map(|l| fen(&l.outstanding_reported).map(i128::from))
+        .sum::<Result<i128, String>>()?;
+
+    let outcomes = std::mem::take(&mut *work.outcomes.lock().expect("outcomes"));
+    let keys: Vec<cbdc_core::PublicKey> =
+        prepared.chains.keys.iter().map(Keypair::public).collect();
+    let read = read_back_all(&network, &keys, &outcomes.acknowledged).await?;
+
+    let Nemesis {
+        devnet,
+        faults,
+        history: nemesis_history,
+        ..
+    } = nemesis;
+    devnet.stop().await;
+    // The history closes when its last writer goes.
+    drop((history, nemesis_history));
+    let _ = writer.await;
+
+    let mut missing = read.missing;
+    if !drained {
+        missing.push(format!(
+            "transfers still not definite {} s after the faults",
+            DRAIN.as_secs()
+        ));
+    }
+    if let Some(e) = fault_error {
+        missing.push(format!("the nemesis could not restart a service: {e}"));
+    }
+    missing.extend(
+        outcomes
+            .double_accepted
+            .iter()
+            .map(|t| format!("double spend {t} accepted")),
+    );
+    let summary = Summary {
+        seed,
+        duration_s: args.duration_s,
+        transfers_acknowledged: outcomes.acknowledged.len(),
+        cross_ledger_acknowledged: outcomes.cross,
+        transfers_refused: outcomes.refused.values().sum(),
+        indeterminate_calls: outcomes.indeterminate,
+        double_spends_tried: outcomes.double_tried,
+        double_spends_refused: outcomes.double_refused,
+        crashes: faults.get("crash").copied().unwrap_or(0),
+        partitions: faults.get("partition").copied().unwrap_or(0),
+        pauses: faults.get("pause").copied().unwrap_or(0),
+        faults,
+        read_back_found: read.found,
+        audit_balanced: audit.balanced,
+        issued_minus_redeemed: Amount::from_fen(issued_minus_redeemed.max(0) as u64).to_string(),
+        sum_reported_by_ledgers: Amount::from_fen(reported.max(0) as u64).to_string(),
+        quiet_after_s: quiet_after,
+        exited_on_their_own: exited,
+        refusals: outcomes.refused,
+        history: history_path,
+        pass: false,
+        read_back_missing: missing,
+    };
+    let pass = summary.read_back_missing.is_empty()
+        && summary.read_back_found == summary.transfers_acknowledged
+        && summary.audit_balanced
+        && summary.quiet_after_s.is_some()
+        && issued_minus_redeemed == reported
+        && summary.double_spends_refused == summary.double_spends_tried
+        && summary.exited_on_their_own.is_empty();
+    let summary = Summary { pass, ..summary };
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(summary)
+}
