@@ -931,15 +931,23 @@ impl Keyspace {
 
                 self.flush_semaphore.acquire();
 
-                crate::flush::worker::run(
-                    &self.flush_manager,
-                    &self.journal_manager,
-                    &self.compaction_manager,
-                    &self.write_buffer_manager,
-                    &self.snapshot_tracker,
-                    self.parallelism,
-                    &self.stats,
-                )?;
+                // One wake-up flushes at most `parallelism` tasks, and crash recovery queues
+                // its sealed memtables without waking anyone: drain the queue, or what is
+                // left waits for a wake-up that may never come while its size halts writes.
+                loop {
+                    crate::flush::worker::run(
+                        &self.flush_manager,
+                        &self.journal_manager,
+                        &self.compaction_manager,
+                        &self.write_buffer_manager,
+                        &self.snapshot_tracker,
+                        self.parallelism,
+                        &self.stats,
+                    )?;
+                    if self.flush_manager.read().expect("lock is poisoned").is_empty() {
+                        break;
+                    }
+                }
 
                 Ok(())
             }
