@@ -43,10 +43,11 @@ pub struct ChaosArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Paying wallets at bank 1.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 300)]
     pub wallets: usize,
-    /// Transfers each wallet's chain holds.
-    #[arg(long, default_value_t = 400)]
+    /// Transfers each wallet's chain holds (enough for the whole run: a chain that ends
+    /// leaves its client idle).
+    #[arg(long, default_value_t = 3000)]
     pub transfers_per_wallet: usize,
     /// Percent of payments to wallets at bank 2.
     #[arg(long, default_value_t = 25)]
@@ -89,7 +90,8 @@ pub struct Summary {
     pub partitions: usize,
     pub pauses: usize,
     pub read_back_found: usize,
-    pub read_back_missing: Vec<String>,
+    /// What the checker found wrong (empty when every check passed).
+    pub problems: Vec<String>,
     pub audit_balanced: bool,
     pub issued_minus_redeemed: String,
     pub sum_reported_by_ledgers: String,
@@ -123,10 +125,10 @@ impl Summary {
                 "  read back: {} of {} acknowledged found at their position{}",
                 self.read_back_found,
                 self.transfers_acknowledged,
-                if self.read_back_missing.is_empty() {
+                if self.problems.is_empty() {
                     String::new()
                 } else {
-                    format!("; missing: {:?}", self.read_back_missing)
+                    format!("; problems: {:?}", self.problems)
                 }
             ),
             format!(
@@ -710,9 +712,9 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         refusals: outcomes.refused,
         history: history_path,
         pass: false,
-        read_back_missing: missing,
+        problems: missing,
     };
-    let pass = summary.read_back_missing.is_empty()
+    let pass = summary.problems.is_empty()
         && summary.read_back_found == summary.transfers_acknowledged
         && summary.audit_balanced
         && summary.quiet_after_s.is_some()
