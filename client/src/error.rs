@@ -92,6 +92,34 @@ pub enum Error {
     Verify(String),
 }
 
+/// Whether a call that failed with `code` may succeed sent again unchanged: the service was
+/// busy, unreachable, restarting or cut off mid-call (a write's outcome may then be unknown,
+/// which is why a transfer is sent again as the same transfer: a ledger answers a committed
+/// one with its commit).
+pub fn transient(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
+    )
+}
+
+impl Error {
+    /// [`transient`] for a refusal; a connection that failed is transient too.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Rpc(e) => transient(e.code),
+            Error::Connect(_) => true,
+            Error::Invalid(_) | Error::Verify(_) => false,
+        }
+    }
+}
+
 impl From<tonic::Status> for Error {
     fn from(s: tonic::Status) -> Error {
         Error::Rpc(Box::new(s.into()))

@@ -38,5 +38,5 @@ pub mod trust;
 
 pub use cbdc_proto::v1;
 pub use dial::{Dial, connect};
-pub use error::{Error, RpcError};
+pub use error::{Error, RpcError, transient};
 pub use ledger::{Coin, Ledger, Paid, select_coins};

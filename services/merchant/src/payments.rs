@@ -118,7 +118,7 @@ pub(crate) async fn expect(
 /// busy or unreachable is UNAVAILABLE (try again).
 pub(crate) fn ledger_error(field: &str, e: cbdc_client::Error) -> ApiError {
     match e {
-        cbdc_client::Error::Rpc(e) if retryable(e.code) => {
+        cbdc_client::Error::Rpc(e) if cbdc_client::transient(e.code) => {
             ApiError::unavailable(format!("the ledger: {e}"))
         }
         cbdc_client::Error::Rpc(e) => {
@@ -127,19 +127,6 @@ pub(crate) fn ledger_error(field: &str, e: cbdc_client::Error) -> ApiError {
         cbdc_client::Error::Connect(e) => ApiError::unavailable(format!("the ledger: {e}")),
         other => ApiError::rejected(field, other.to_string()),
     }
-}
-
-pub(crate) fn retryable(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::ResourceExhausted
-            | tonic::Code::Aborted
-            | tonic::Code::Unknown
-            | tonic::Code::Internal
-            | tonic::Code::Cancelled
-    )
 }
 
 /// Parses an address, naming `field`. Parsing checks the key is a usable curve point (about
