@@ -14,6 +14,7 @@
 //! be refused); nothing in flight and the audit balanced, with issued − redeemed equal to
 //! the sum of what the ledgers' signed checkpoints report; no service exited on its own.
 
+mod nemesis;
 mod proxy;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -31,6 +32,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::devnet::{BankRoute, DevnetProcesses, Routes};
+use nemesis::Nemesis;
 pub use proxy::{Link, Proxy};
 
 /// The `cbdc chaos` arguments.
@@ -323,88 +325,6 @@ async fn client_loop(
                 work.open.fetch_sub(1, Ordering::SeqCst);
             }
         }
-    }
-}
-
-/// The processes: index 0 the central bank, then the banks (the gateway after them is left
-/// alone).
-struct Nemesis {
-    devnet: DevnetProcesses,
-    cbdc: PathBuf,
-    banks: usize,
-    /// Per bank: the proxy in front of it and the one to the central bank.
-    proxies: Vec<(Proxy, Proxy)>,
-    rng: StdRng,
-    history: History,
-    faults: BTreeMap<String, usize>,
-}
-
-fn process_name(i: usize) -> String {
-    if i == 0 {
-        "central-bank".into()
-    } else {
-        format!("bank-{i}")
-    }
-}
-
-impl Nemesis {
-    fn log(&mut self, f: &str, target: &str, extra: serde_json::Value) {
-        self.history
-            .record(json!({"process": "nemesis", "type": "info", "f": f,
-            "target": target, "detail": extra}));
-    }
-
-    async fn one_fault(&mut self) -> Result<(), String> {
-        let pick = self.rng.gen_range(0..100);
-        let hold = Duration::from_millis(self.rng.gen_range(1_000..6_000));
-        if pick < 45 {
-            // A crash: a bank two times in three, else the central bank.
-            let i = if self.rng.gen_range(0..3) < 2 {
-                self.rng.gen_range(1..=self.banks)
-            } else {
-                0
-            };
-            let name = process_name(i);
-            let down = Duration::from_millis(self.rng.gen_range(100..2_000));
-            self.log("kill", &name, json!({"down_ms": down.as_millis() as u64}));
-            self.devnet.kill(i).await;
-            tokio::time::sleep(down).await;
-            self.devnet.restart(i, &self.cbdc).await?;
-            self.log("restart", &name, json!({}));
-            *self.faults.entry("crash".into()).or_default() += 1;
-        } else if pick < 75 {
-            let b = self.rng.gen_range(1..=self.banks);
-            let link = if self.rng.gen_bool(0.5) {
-                Link::Cut
-            } else {
-                Link::Stall
-            };
-            let name = process_name(b);
-            self.log(
-                "partition",
-                &name,
-                json!({"link": link, "ms": hold.as_millis() as u64}),
-            );
-            let (front, to_cb) = &self.proxies[b - 1];
-            front.set(link);
-            to_cb.set(link);
-            tokio::time::sleep(hold).await;
-            let (front, to_cb) = &self.proxies[b - 1];
-            front.set(Link::Pass);
-            to_cb.set(Link::Pass);
-            self.log("heal", &name, json!({}));
-            *self.faults.entry("partition".into()).or_default() += 1;
-        } else {
-            let i = self.rng.gen_range(0..=self.banks);
-            let name = process_name(i);
-            self.log("pause", &name, json!({"ms": hold.as_millis() as u64}));
-            self.devnet.signal(i, libc::SIGSTOP);
-            tokio::time::sleep(hold).await;
-            self.devnet.signal(i, libc::SIGCONT);
-            self.log("resume", &name, json!({}));
-            *self.faults.entry("pause".into()).or_default() += 1;
-        }
-        Ok(())
     }
 }
 
