@@ -63,6 +63,10 @@ pub struct LedgerConfig {
     /// Transfers per `SubmitTransfers` request, at most.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// Open client connections, at most (default: 10,000, or fewer when the descriptor
+    /// limit is lower); one more is closed on arrival.
+    #[serde(default)]
+    pub connections_max: Option<usize>,
     /// Entries per history page, at most.
     #[serde(default = "default_page_max")]
     pub page_size_max: u32,
@@ -157,6 +161,7 @@ impl LedgerConfig {
             checkpoint_interval_ms: default_checkpoint_interval(),
             utc_offset_minutes: default_offset(),
             max_batch: default_max_batch(),
+            connections_max: None,
             page_size_max: default_page_max(),
             default_valid_for_s: default_valid_for(),
             amount_max: None,

@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod batcher;
 pub mod config;
+pub mod hub;
 pub mod layout;
 pub mod ledger;
 pub mod metrics;
@@ -172,7 +173,10 @@ pub async fn serve_with_clock(
     let ledger = Ledger::open(db, settings, operator, clock).await?;
 
     let tls = config.tls.load("ledger").map_err(ServeError::Config)?;
-    let listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
+    let mut listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
+    if let Some(max) = config.connections_max {
+        listeners.limits.connections_max = max.max(1);
+    }
     let (grpc_addr, metrics_addr) = (listeners.grpc_addr, listeners.metrics_addr);
     let grpc = cbdc_proto::v1::ledger_service_server::LedgerServiceServer::new(
         service::LedgerGrpc::new(ledger.clone(), shutdown.clone()).with_tls(tls.clone()),

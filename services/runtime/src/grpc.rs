@@ -60,6 +60,8 @@ pub struct Listeners {
     pub grpc_addr: std::net::SocketAddr,
     pub metrics: tokio::net::TcpListener,
     pub metrics_addr: std::net::SocketAddr,
+    /// How the gRPC listener bounds its connections.
+    pub limits: crate::conn::Limits,
 }
 
 /// Binds the gRPC listener on `grpc` and the Prometheus one on `metrics`; an error names the
@@ -77,6 +79,7 @@ pub async fn bind(
         grpc: grpc_listener,
         metrics_addr: metrics_listener.local_addr()?,
         metrics: metrics_listener,
+        limits: crate::conn::Limits::default(),
     })
 }
 
@@ -87,6 +90,11 @@ pub const STREAMS_PER_CONNECTION: u32 = 512;
 /// A unary call (or the start of a stream) that takes longer than this is cancelled with
 /// `CANCELLED`/`DEADLINE_EXCEEDED`.
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The server pings each connection this often (a live client's answer keeps it from
+/// counting as idle: see [`crate::conn::IDLE_TIMEOUT`]).
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// A ping not answered within this closes the connection.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// A TLS handshake that takes longer than this is dropped.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -138,7 +146,8 @@ pub fn with_error_details<B>(
 /// mini-program wallets), `registry` on the metrics listener, until `shutdown` fires; then the metrics
 /// endpoint and the background `workers` (which end on the same signal) are awaited.
 /// Every connection is bounded ([`CALLS_PER_CONNECTION`], [`STREAMS_PER_CONNECTION`],
-/// [`CALL_TIMEOUT`]). `name` goes in the logs.
+/// [`CALL_TIMEOUT`]), and so are the connections themselves (`listeners.limits`: how many,
+/// how long idle; see [`crate::conn`]). `name` goes in the logs.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<S>(
     name: &'static str,
@@ -169,7 +178,9 @@ where
         grpc_addr,
         metrics: metrics_listener,
         metrics_addr,
+        limits,
     } = listeners;
+    let counts = crate::conn::Counts::registered(&registry).map_err(|e| format!("metrics: {e}"))?;
     let (health_reporter, health) = health();
     health_reporter.set_serving::<S>().await;
     // A store that stopped after a storage failure takes no more commits: the service says
@@ -211,6 +222,8 @@ where
         .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
         .max_concurrent_streams(STREAMS_PER_CONNECTION)
         .timeout(CALL_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .accept_http1(grpc_web)
         .layer(tower::util::MapResponseLayer::new(with_error_details))
         .layer(tower::util::option_layer(
@@ -235,9 +248,7 @@ where
             .add_service(reflection_v1alpha)
             .add_service(service)
             .serve_with_incoming_shutdown(
-                // TCP_NODELAY: without it a response written in two segments waits for the
-                // client's delayed ACK of the first (about 40 ms on Linux).
-                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+                crate::conn::incoming(grpc_listener, limits, counts),
                 async move { shutdown.wait().await },
             )
             .await;

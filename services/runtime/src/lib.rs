@@ -10,6 +10,8 @@
 //! - [`retry`]: the one sans-IO retry queue of every worker that hands rows on until
 //!   acknowledged (paging, backoff with jitter, bounded chunks, dead letters).
 //! - [`grpc`]: the standard health and reflection services for a tonic server.
+//! - [`conn`]: accepting connections within bounds (a cap, an idle timeout, an accept loop
+//!   that outlives running out of descriptors).
 //! - [`secret`]: secret key files (hex seed, mode 0600).
 //! - [`tls`]: mutual TLS between services (rustls), certificate checks by service name,
 //!   and a CA for devnets and tests.
@@ -17,6 +19,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod grpc;
 pub mod metrics;

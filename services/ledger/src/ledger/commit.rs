@@ -265,10 +265,9 @@ impl Ledger {
             },
             Applied::New(lines, _) => {
                 self.inner.metrics.committed.inc();
-                let _ = self
-                    .inner
+                self.inner
                     .events
-                    .send(Arc::new(CommitEvent { position, lines }));
+                    .publish(Arc::new(CommitEvent { position, lines }));
                 Committed {
                     txid,
                     position,

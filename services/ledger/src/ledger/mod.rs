@@ -22,7 +22,6 @@ use cbdc_core::{
 use cbdc_runtime::error::abort;
 pub use cbdc_runtime::orders::Seen;
 use cbdc_store::{Database, RangeOptions, StoreError, Transaction, TxError};
-use tokio::sync::broadcast;
 
 use crate::batcher::{Batcher, Stopped};
 use crate::layout::{LOG_ENTRY_TXIDS_MAX, Layout, POSITION_LEN, STAMP_LEN};
@@ -51,9 +50,6 @@ pub use wallets::{TIER_CHANGES_MAX, TierChange};
 
 use coins::CoinPolicy;
 
-/// Committed transfers buffered for watchers; a watcher that falls further behind catches up
-/// from the store.
-pub const EVENT_BUFFER: usize = 4096;
 /// Transfers committed in one store transaction, at most.
 pub const COMMIT_GROUP_MAX: usize = 128;
 /// Store transactions of grouped transfers in flight, at most.
@@ -141,7 +137,7 @@ pub struct HistoryItem {
     pub record: HistoryRecord,
 }
 
-/// A committed transfer, as broadcast to watchers.
+/// A committed transfer, as handed to the watchers of the wallets it touched.
 #[derive(Clone, Debug)]
 pub struct CommitEvent {
     pub position: [u8; POSITION_LEN],
@@ -253,7 +249,7 @@ struct Inner {
     operator: cbdc_core::Keypair,
     clock: Clock,
     verifier: Verifier,
-    events: broadcast::Sender<Arc<CommitEvent>>,
+    events: Arc<crate::hub::Hub>,
     metrics: LedgerMetrics,
     /// The central bank's key, decompressed once.
     central_bank_key: Option<cbdc_core::keys::CheckedKey>,
@@ -298,7 +294,7 @@ impl Ledger {
             .registry
             .register(Box::new(cbdc_store::StoreCollector::new(db.clone())))
             .map_err(|e| ServiceError::Internal(format!("metrics: {e}")))?;
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let events = Arc::new(crate::hub::Hub::default());
         let group_sizes = metrics.commit_group.clone();
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let weak = weak.clone();
@@ -502,8 +498,9 @@ impl Ledger {
         self.inner.clock.now_ms()
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommitEvent>> {
-        self.inner.events.subscribe()
+    /// The commits that touch `key`'s wallet from now on.
+    pub fn subscribe(&self, key: PublicKey) -> crate::hub::Subscription {
+        self.inner.events.subscribe(key)
     }
 
     /// The local day number (days since the epoch at the configured UTC offset).

@@ -314,7 +314,7 @@ impl Ledger {
                 TxError::Store(e) => e.into(),
             })?;
         if let Some(line) = line {
-            let _ = self.inner.events.send(Arc::new(CommitEvent {
+            self.inner.events.publish(Arc::new(CommitEvent {
                 position: position(stamp.0, 0),
                 lines: vec![(key, line)],
             }));

@@ -457,7 +457,7 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                 ))
             })?;
         // Subscribe before reading the store, so nothing committed in between is missed.
-        let live = self.ledger.subscribe();
+        let live = self.ledger.subscribe(key);
         let (sender, receiver) = mpsc::channel(WATCH_QUEUE);
         let (ledger, shutdown) = (self.ledger.clone(), self.shutdown.clone());
         // The stream lasts as long as the grant that opened it.

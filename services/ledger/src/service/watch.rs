@@ -1,7 +1,7 @@
 //! `WatchWallet`: history from a cursor, then live commits.
 
 use cbdc_proto::v1;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::layout::POSITION_LEN;
@@ -12,13 +12,14 @@ use crate::ledger::{HistoryItem, Ledger};
 use super::WATCH_QUEUE;
 use super::wire::entry_msg;
 
-/// Feeds a watcher: history after `after` from the store, then live commits; if the live
-/// feed overflows, catches up from the store again. Ends when the client goes away.
+/// Feeds a watcher: history after `after` from the store, then live commits of its wallet;
+/// if the live feed overflows, catches up from the store again. Ends when the client goes
+/// away.
 pub(super) async fn watch(
     ledger: Ledger,
     key: cbdc_core::PublicKey,
     after: Option<[u8; POSITION_LEN]>,
-    mut live: broadcast::Receiver<std::sync::Arc<crate::ledger::CommitEvent>>,
+    mut live: crate::hub::Subscription,
     sender: mpsc::Sender<Result<v1::HistoryEntry, Status>>,
     shutdown: Shutdown,
 ) {
@@ -56,6 +57,12 @@ pub(super) async fn watch(
             sent_live.clear();
             from_store = false;
         }
+        if live.take_lagged() {
+            // Commits were dropped from the full live queue: the store has them.
+            cursor = caught_up.or(after).or(cursor);
+            from_store = true;
+            continue;
+        }
         let next = tokio::select! {
             next = live.recv() => next,
             // The client went away: free its slot now, not at the next commit.
@@ -70,7 +77,7 @@ pub(super) async fn watch(
             }
         };
         match next {
-            Ok(event) => {
+            Some(event) => {
                 if caught_up.is_some_and(|c| event.position <= c) {
                     continue;
                 }
@@ -96,11 +103,7 @@ pub(super) async fn watch(
                     from_store = true;
                 }
             }
-            Err(broadcast::error::RecvError::Lagged(_)) => {
-                cursor = caught_up.or(after).or(cursor);
-                from_store = true;
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
+            None => return,
         }
     }
 }
