@@ -4,6 +4,11 @@
 //! committing many transfers in one store transaction. The first stage hands what passes on
 //! to the second itself ([`Batcher::enqueue_each`]), so a batch verified together is
 //! committed together.
+//!
+//! Each batcher has two queues: the priority lane (single calls of wallets, the latency
+//! path) and the bulk lane (large batches). A batch is gathered from the priority lane
+//! first, so a wallet's transfer waits for the batches already running, never for the bulk
+//! queue behind them.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,11 +30,21 @@ struct Job<T, R> {
 /// batcher stopped before answering.
 pub type Ticket<R> = oneshot::Receiver<Vec<R>>;
 
+/// Which queue a caller's items join.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Gathered first: the latency path.
+    Priority,
+    /// Gathered when the priority lane is empty.
+    Bulk,
+}
+
 /// A handle to a batching task.
 pub struct Batcher<T, R> {
     name: &'static str,
     max: usize,
-    sender: mpsc::Sender<Job<T, R>>,
+    bulk: mpsc::Sender<Job<T, R>>,
+    priority: mpsc::Sender<Job<T, R>>,
 }
 
 impl<T, R> Clone for Batcher<T, R> {
@@ -37,7 +52,8 @@ impl<T, R> Clone for Batcher<T, R> {
         Batcher {
             name: self.name,
             max: self.max,
-            sender: self.sender.clone(),
+            bulk: self.bulk.clone(),
+            priority: self.priority.clone(),
         }
     }
 }
@@ -46,12 +62,15 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts the task on the current runtime. `run` gets each batch (at most `max` items:
     /// [`Batcher::run`] and [`Batcher::enqueue_each`] queue at most that many at a time) and
     /// must return one result per item, in order.
-    /// At most `in_flight` batches run at once; `observe` sees each batch's size.
+    /// At most `in_flight` batches run at once, and of those at most `bulk_in_flight` led by
+    /// the bulk lane (a batch is led by the lane its first job came from), so some slots stay
+    /// free for the priority lane; `observe` sees each batch's size.
     pub fn start<F, Fut>(
         name: &'static str,
         max: usize,
         queue_depth: usize,
         in_flight: usize,
+        bulk_in_flight: usize,
         observe: impl Fn(usize) + Send + 'static,
         run: F,
     ) -> Batcher<T, R>
@@ -59,26 +78,45 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send + 'static,
     {
-        let (sender, receiver) = mpsc::channel(queue_depth.max(1));
+        let (bulk, bulk_queue) = mpsc::channel(queue_depth.max(1));
+        let (priority, priority_queue) = mpsc::channel(queue_depth.max(1));
         tokio::spawn(gather(
-            receiver,
+            Queues {
+                priority: priority_queue,
+                bulk: bulk_queue,
+                held: [None, None],
+            },
             max.max(1),
             in_flight.max(1),
+            bulk_in_flight.clamp(1, in_flight.max(1)),
             observe,
             Arc::new(run),
         ));
         Batcher {
             name,
             max: max.max(1),
-            sender,
+            bulk,
+            priority,
         }
     }
 
-    /// Runs `items` (split into chunks of at most the batch maximum), returning one result
-    /// per item in order.
+    fn sender(&self, lane: Lane) -> &mpsc::Sender<Job<T, R>> {
+        match lane {
+            Lane::Priority => &self.priority,
+            Lane::Bulk => &self.bulk,
+        }
+    }
+
+    /// Runs `items` (split into chunks of at most the batch maximum) in the bulk lane,
+    /// returning one result per item in order.
     pub async fn run(&self, items: Vec<T>) -> Result<Vec<R>, Stopped> {
+        self.run_in(Lane::Bulk, items).await
+    }
+
+    /// [`Batcher::run`] in `lane`.
+    pub async fn run_in(&self, lane: Lane, items: Vec<T>) -> Result<Vec<R>, Stopped> {
         if items.len() <= self.max {
-            return self.run_chunk(items).await;
+            return self.run_chunk(lane, items).await;
         }
         let mut chunks = Vec::new();
         let mut rest = items;
@@ -88,7 +126,8 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
             rest = tail;
         }
         chunks.push(rest);
-        let parts = futures::future::join_all(chunks.into_iter().map(|c| self.run_chunk(c))).await;
+        let parts =
+            futures::future::join_all(chunks.into_iter().map(|c| self.run_chunk(lane, c))).await;
         let mut all = Vec::new();
         for part in parts {
             all.extend(part?);
@@ -96,13 +135,13 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         Ok(all)
     }
 
-    async fn run_chunk(&self, items: Vec<T>) -> Result<Vec<R>, Stopped> {
+    async fn run_chunk(&self, lane: Lane, items: Vec<T>) -> Result<Vec<R>, Stopped> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let (reply, answer) = oneshot::channel();
         let size = items.len();
-        self.sender
+        self.sender(lane)
             .send(Job {
                 items,
                 replies: vec![(size, reply)],
@@ -117,6 +156,15 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// output on to the next: one queued job keeps the items together, so the next stage
     /// batches them as the first one did, however its callers are woken.
     pub async fn enqueue_each(&self, items: Vec<T>) -> Result<Vec<Ticket<R>>, Stopped> {
+        self.enqueue_each_in(Lane::Bulk, items).await
+    }
+
+    /// [`Batcher::enqueue_each`] in `lane`.
+    pub async fn enqueue_each_in(
+        &self,
+        lane: Lane,
+        items: Vec<T>,
+    ) -> Result<Vec<Ticket<R>>, Stopped> {
         let mut tickets = Vec::with_capacity(items.len());
         let mut rest = items.into_iter().peekable();
         while rest.peek().is_some() {
@@ -127,7 +175,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                 replies.push((1, reply));
                 tickets.push(ticket);
             }
-            self.sender
+            self.sender(lane)
                 .send(Job {
                     items: chunk,
                     replies,
@@ -139,10 +187,45 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     }
 }
 
+/// The two lanes, and per lane a job taken that did not fit the last batch.
+struct Queues<T, R> {
+    priority: mpsc::Receiver<Job<T, R>>,
+    bulk: mpsc::Receiver<Job<T, R>>,
+    held: [Option<Job<T, R>>; 2],
+}
+
+impl<T, R> Queues<T, R> {
+    /// The next job and its lane (0: priority, 1: bulk), waiting for one; `None` once
+    /// both lanes are closed.
+    async fn next(&mut self) -> Option<(Job<T, R>, usize)> {
+        if let Some(job) = self.held[0].take() {
+            return Some((job, 0));
+        }
+        if let Ok(job) = self.priority.try_recv() {
+            return Some((job, 0));
+        }
+        if let Some(job) = self.held[1].take() {
+            return Some((job, 1));
+        }
+        tokio::select! {
+            biased;
+            Some(job) = self.priority.recv() => Some((job, 0)),
+            Some(job) = self.bulk.recv() => Some((job, 1)),
+            else => None,
+        }
+    }
+
+    /// Puts back a job that did not fit (at most one per lane is ever held).
+    fn hold(&mut self, job: Job<T, R>, lane: usize) {
+        self.held[lane] = Some(job);
+    }
+}
+
 async fn gather<T, R, F, Fut>(
-    mut receiver: mpsc::Receiver<Job<T, R>>,
+    mut queues: Queues<T, R>,
     max: usize,
     in_flight: usize,
+    bulk_in_flight: usize,
     observe: impl Fn(usize),
     run: Arc<F>,
 ) where
@@ -152,34 +235,60 @@ async fn gather<T, R, F, Fut>(
     Fut: Future<Output = Vec<R>> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(in_flight));
-    // A job that would have taken the last batch past `max` starts the next one.
-    let mut held: Option<Job<T, R>> = None;
+    let bulk_permits = Arc::new(Semaphore::new(bulk_in_flight));
     loop {
-        let first = match held.take() {
-            Some(job) => job,
-            None => match receiver.recv().await {
-                Some(job) => job,
-                None => return,
-            },
-        };
-        // Wait for a free slot before gathering: while all are busy, the queue fills and
-        // the next batch is bigger.
+        // Wait for a free slot before choosing: while all are busy, the queues fill, the
+        // next batch is bigger, and what arrived in the priority lane meanwhile goes first.
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;
         };
+        let Some((mut first, lane)) = queues.next().await else {
+            return;
+        };
+        // A batch led by the bulk lane needs a bulk slot too; while it waits for one, a
+        // job in the priority lane takes the slot instead.
+        let mut bulk_permit = None;
+        if lane == 1 {
+            match Arc::clone(&bulk_permits).try_acquire_owned() {
+                Ok(p) => bulk_permit = Some(p),
+                Err(_) => {
+                    tokio::select! {
+                        biased;
+                        Some(job) = queues.priority.recv() => {
+                            queues.hold(first, 1);
+                            first = job;
+                        }
+                        p = Arc::clone(&bulk_permits).acquire_owned() => {
+                            let Ok(p) = p else { return };
+                            bulk_permit = Some(p);
+                        }
+                    }
+                }
+            }
+        }
         let mut total = first.items.len();
         let mut jobs = vec![first];
-        while total < max {
-            match receiver.try_recv() {
-                Ok(job) if total + job.items.len() > max => {
-                    held = Some(job);
+        // Fill from the priority lane, then from the bulk lane. A job that would take the
+        // batch past `max` waits for the next batch, first in its lane.
+        for lane in 0..2 {
+            while total < max {
+                let job = match (lane, queues.held[lane].take()) {
+                    (_, Some(job)) => job,
+                    (0, None) => match queues.priority.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    },
+                    (_, None) => match queues.bulk.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    },
+                };
+                if total + job.items.len() > max {
+                    queues.hold(job, lane);
                     break;
                 }
-                Ok(job) => {
-                    total += job.items.len();
-                    jobs.push(job);
-                }
-                Err(_) => break,
+                total += job.items.len();
+                jobs.push(job);
             }
         }
         observe(total);
@@ -192,7 +301,7 @@ async fn gather<T, R, F, Fut>(
         let run = Arc::clone(&run);
         tokio::spawn(async move {
             let results = run(items).await;
-            drop(permit);
+            drop((permit, bulk_permit));
             let mut results = results.into_iter();
             for (size, reply) in replies {
                 let mine: Vec<R> = results.by_ref().take(size).collect();
@@ -218,6 +327,7 @@ mod tests {
             10,
             64,
             2,
+            2,
             move |n| seen.lock().unwrap().push(n),
             |items: Vec<u32>| async move {
                 tokio::task::yield_now().await;
@@ -242,5 +352,53 @@ mod tests {
         let sizes = sizes.lock().unwrap();
         assert!(!sizes.is_empty());
         assert!(sizes.iter().all(|&n| (1..=10).contains(&n)), "{sizes:?}");
+    }
+
+    /// With the one slot busy and the bulk lane full, an item in the priority lane is in
+    /// the next batch, ahead of every bulk item queued before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_priority_lane_goes_first() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&order);
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let batcher: Batcher<u32, u32> = Batcher::start(
+            "test",
+            4,
+            64,
+            1,
+            1,
+            |_| {},
+            move |items: Vec<u32>| {
+                let (seen, mut gate) = (Arc::clone(&seen), gate.clone());
+                async move {
+                    let _ = gate.wait_for(|open| *open).await;
+                    seen.lock().unwrap().push(items.clone());
+                    items
+                }
+            },
+        );
+        let mut bulk = Vec::new();
+        for i in 0..6u32 {
+            let b = batcher.clone();
+            bulk.push(tokio::spawn(async move {
+                b.run(vec![i * 10, i * 10 + 1]).await
+            }));
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let b = batcher.clone();
+        let urgent = tokio::spawn(async move { b.run_in(Lane::Priority, vec![999]).await });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        release.send(true).unwrap();
+        assert_eq!(urgent.await.unwrap().unwrap(), vec![999]);
+        for b in bulk {
+            b.await.unwrap().unwrap();
+        }
+        let order = order.lock().unwrap();
+        // The first batch (the first bulk job) was already running; the next one starts with
+        // the priority item.
+        assert_eq!(order[0], vec![0, 1]);
+        assert_eq!(order[1][0], 999, "{order:?}");
+        assert_eq!(order.iter().map(Vec::len).sum::<usize>(), 13);
+        assert!(order.iter().all(|b| b.len() <= 4));
     }
 }

@@ -64,7 +64,8 @@ pub struct LedgerConfig {
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
     /// Open client connections, at most (default: 10,000, or fewer when the descriptor
-    /// limit is lower); one more is closed on arrival.
+    /// limit is lower), a quarter of them from one source address; one more is closed on
+    /// arrival.
     #[serde(default)]
     pub connections_max: Option<usize>,
     /// Entries per history page, at most.
@@ -124,8 +125,11 @@ fn default_checkpoint_interval() -> u64 {
 fn default_offset() -> i32 {
     8 * 60
 }
+/// Transfers per `SubmitTransfers` request, at most, unless configured.
+pub const MAX_BATCH_DEFAULT: usize = 1024;
+
 fn default_max_batch() -> usize {
-    1024
+    MAX_BATCH_DEFAULT
 }
 fn default_page_max() -> u32 {
     1000

@@ -175,13 +175,16 @@ pub async fn serve_with_clock(
     let tls = config.tls.load("ledger").map_err(ServeError::Config)?;
     let mut listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
     if let Some(max) = config.connections_max {
-        listeners.limits.connections_max = max.max(1);
+        listeners.limits = cbdc_runtime::conn::Limits::with_max(max);
     }
     let (grpc_addr, metrics_addr) = (listeners.grpc_addr, listeners.metrics_addr);
-    let grpc = cbdc_proto::v1::ledger_service_server::LedgerServiceServer::new(
-        service::LedgerGrpc::new(ledger.clone(), shutdown.clone()).with_tls(tls.clone()),
-    )
-    .max_decoding_message_size(request_bytes_max(config.max_batch));
+    let service = service::LedgerGrpc::new(ledger.clone(), shutdown.clone()).with_tls(tls.clone());
+    let admission = service.admission();
+    let grpc = service::admission::Gate::new(
+        cbdc_proto::v1::ledger_service_server::LedgerServiceServer::new(service)
+            .max_decoding_message_size(request_bytes_max(config.max_batch)),
+        admission,
+    );
     let mut workers = vec![tokio::spawn(audit::run_sequencer(
         ledger.clone(),
         std::time::Duration::from_millis(config.sequencer_interval_ms.max(1)),

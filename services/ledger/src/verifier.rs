@@ -12,7 +12,7 @@ use cbdc_core::validate::check_stateless_batch;
 use cbdc_core::{Reject, Transfer, UnixSeconds};
 use prometheus::Histogram;
 
-use crate::batcher::{Batcher, Stopped, Ticket};
+use crate::batcher::{Batcher, Lane, Stopped, Ticket};
 use crate::ledger::{Committed, ServiceError};
 
 /// Transfers verified together, at most.
@@ -37,7 +37,7 @@ pub enum Verdict {
 /// A handle to the verifier task.
 #[derive(Clone)]
 pub struct Verifier {
-    batcher: Batcher<(Transfer, bool), Verdict>,
+    batcher: Batcher<(Transfer, bool, Lane), Verdict>,
 }
 
 impl Verifier {
@@ -55,15 +55,22 @@ impl Verifier {
             CHUNK,
             QUEUE_DEPTH,
             parallelism,
+            // One slot is kept for the priority lane: a wallet's single transfer is verified
+            // beside a running batch, not after it.
+            parallelism.saturating_sub(1).max(1),
             move |n| batch_sizes.observe(n as f64),
-            move |items: Vec<(Transfer, bool)>| {
+            move |items: Vec<(Transfer, bool, Lane)>| {
                 let now = now();
                 let committer = committer.clone();
                 async move {
                     let n = items.len();
                     let Ok(checked) = tokio::task::spawn_blocking(move || {
-                        let (transfers, commit): (Vec<Transfer>, Vec<bool>) =
-                            items.into_iter().unzip();
+                        let mut transfers = Vec::with_capacity(items.len());
+                        let mut commit = Vec::with_capacity(items.len());
+                        for (t, c, lane) in items {
+                            transfers.push(t);
+                            commit.push((c, lane));
+                        }
                         let verdicts = check_stateless_batch(&transfers, now);
                         (transfers, commit, verdicts)
                     })
@@ -73,24 +80,43 @@ impl Verifier {
                     };
                     let (transfers, commit, verdicts) = checked;
                     let mut out: Vec<Option<Verdict>> = Vec::with_capacity(n);
-                    let mut to_commit = Vec::new();
-                    let mut queued = Vec::new();
-                    for ((t, commit), verdict) in transfers.into_iter().zip(commit).zip(verdicts) {
+                    // Per lane (priority, bulk): the transfers to commit and their slots.
+                    let mut to_commit = [Vec::new(), Vec::new()];
+                    let mut queued = [Vec::new(), Vec::new()];
+                    for ((t, (commit, lane)), verdict) in
+                        transfers.into_iter().zip(commit).zip(verdicts)
+                    {
+                        let l = usize::from(lane == Lane::Bulk);
                         out.push(match verdict {
                             Err(r) => Some(Verdict::Refused(t, r)),
                             Ok(()) if commit => {
-                                queued.push(out.len());
-                                to_commit.push(t);
+                                queued[l].push(out.len());
+                                to_commit[l].push(t);
                                 None
                             }
                             Ok(()) => Some(Verdict::Valid(t)),
                         });
                     }
-                    // A stopped committer gives no tickets: the verdicts then end short and
-                    // the callers from the first missing one on answer "stopped".
-                    let tickets = committer.enqueue_each(to_commit).await.unwrap_or_default();
-                    for (slot, ticket) in queued.into_iter().zip(tickets) {
-                        out[slot] = Some(Verdict::Queued(ticket));
+                    // What came in the priority lane goes on in the committer's, the rest in
+                    // its bulk lane. A stopped committer gives no tickets: the verdicts then
+                    // end short and the callers from the first missing one on answer
+                    // "stopped".
+                    let [priority, bulk] = to_commit;
+                    let [priority_slots, bulk_slots] = queued;
+                    for (lane, items, slots) in [
+                        (Lane::Priority, priority, priority_slots),
+                        (Lane::Bulk, bulk, bulk_slots),
+                    ] {
+                        if items.is_empty() {
+                            continue;
+                        }
+                        let tickets = committer
+                            .enqueue_each_in(lane, items)
+                            .await
+                            .unwrap_or_default();
+                        for (slot, ticket) in slots.into_iter().zip(tickets) {
+                            out[slot] = Some(Verdict::Queued(ticket));
+                        }
                     }
                     out.into_iter().map_while(|v| v).collect()
                 }
@@ -105,7 +131,7 @@ impl Verifier {
         &self,
         transfers: Vec<Transfer>,
     ) -> Result<Vec<(Transfer, Result<(), Reject>)>, Stopped> {
-        let verdicts = self.run(transfers, false).await?;
+        let verdicts = self.run(transfers, false, Lane::Bulk).await?;
         Ok(verdicts
             .into_iter()
             .map(|v| match v {
@@ -116,20 +142,29 @@ impl Verifier {
             .collect())
     }
 
-    /// Checks `transfers` and queues those that pass to commit; returns each one's verdict,
-    /// in order.
+    /// Checks `transfers` and queues those that pass to commit, both in `lane`; returns
+    /// each one's verdict, in order.
     pub async fn check_and_commit(
         &self,
         transfers: Vec<Transfer>,
+        lane: Lane,
     ) -> Result<Vec<Verdict>, Stopped> {
-        self.run(transfers, true).await
+        self.run(transfers, true, lane).await
     }
 
-    async fn run(&self, transfers: Vec<Transfer>, commit: bool) -> Result<Vec<Verdict>, Stopped> {
+    async fn run(
+        &self,
+        transfers: Vec<Transfer>,
+        commit: bool,
+        lane: Lane,
+    ) -> Result<Vec<Verdict>, Stopped> {
         let n = transfers.len();
         let verdicts = self
             .batcher
-            .run(transfers.into_iter().map(|t| (t, commit)).collect())
+            .run_in(
+                lane,
+                transfers.into_iter().map(|t| (t, commit, lane)).collect(),
+            )
             .await?;
         if verdicts.len() != n {
             return Err(Stopped("verifier"));

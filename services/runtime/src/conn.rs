@@ -6,9 +6,11 @@
 //! descriptor and a task per connection for ever, and once the descriptors run out the
 //! accept loop ends and the service stops serving everyone.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,14 +35,26 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct Limits {
     /// Open connections, at most; one more is closed as soon as it is accepted.
     pub connections_max: usize,
+    /// Open connections from one source address, at most (so one client cannot take every
+    /// place); one more is closed as soon as it is accepted.
+    pub per_address_max: usize,
     /// A connection from which nothing was read for this long is closed.
     pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        Limits::with_max(CONNECTIONS_MAX.min(descriptors_for_connections()))
+    }
+}
+
+impl Limits {
+    /// At most `connections_max` open connections, a quarter of them from one address.
+    pub fn with_max(connections_max: usize) -> Limits {
+        let connections_max = connections_max.max(1);
         Limits {
-            connections_max: CONNECTIONS_MAX.min(descriptors_for_connections()),
+            connections_max,
+            per_address_max: (connections_max / 4).max(1),
             idle_timeout: IDLE_TIMEOUT,
         }
     }
@@ -123,13 +137,21 @@ pub fn incoming(
     counts: Counts,
 ) -> impl futures::Stream<Item = Result<Bounded, io::Error>> {
     let open = Arc::new(Semaphore::new(limits.connections_max.max(1)));
-    futures::stream::unfold(
-        (listener, open, counts),
-        move |(listener, open, counts)| async move {
+    let by_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    futures::stream::unfold((listener, open, counts), move |(listener, open, counts)| {
+        let by_address = Arc::clone(&by_address);
+        async move {
             loop {
                 match listener.accept().await {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
                         let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                            counts.refused.inc();
+                            drop(stream);
+                            continue;
+                        };
+                        let Some(place) =
+                            Place::take(&by_address, peer.ip(), limits.per_address_max)
+                        else {
                             counts.refused.inc();
                             drop(stream);
                             continue;
@@ -137,7 +159,8 @@ pub fn incoming(
                         // TCP_NODELAY: without it a response written in two segments waits
                         // for the client's delayed ACK of the first (about 40 ms on Linux).
                         let _ = stream.set_nodelay(true);
-                        let bounded = Bounded::new(stream, permit, limits.idle_timeout, &counts);
+                        let bounded =
+                            Bounded::new(stream, (permit, place), limits.idle_timeout, &counts);
                         return Some((Ok(bounded), (listener, open, counts)));
                     }
                     Err(e) => {
@@ -149,14 +172,47 @@ pub fn incoming(
                     }
                 }
             }
-        },
-    )
+        }
+    })
+}
+
+/// One connection's place in its source address's count.
+struct Place {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Place {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Place> {
+        let mut map = counts.lock().expect("connections by address");
+        let n = map.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Place {
+            counts: Arc::clone(counts),
+            ip,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().expect("connections by address");
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// An accepted connection holding its place under the cap, closed when idle too long.
 pub struct Bounded {
     stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
+    _places: (OwnedSemaphorePermit, Place),
     idle: Duration,
     last_read: Instant,
     deadline: Pin<Box<Sleep>>,
@@ -166,14 +222,14 @@ pub struct Bounded {
 impl Bounded {
     fn new(
         stream: TcpStream,
-        permit: OwnedSemaphorePermit,
+        places: (OwnedSemaphorePermit, Place),
         idle: Duration,
         counts: &Counts,
     ) -> Bounded {
         let now = Instant::now();
         Bounded {
             stream,
-            _permit: permit,
+            _places: places,
             idle,
             last_read: now,
             deadline: Box::pin(tokio::time::sleep_until(now + idle)),
@@ -262,9 +318,10 @@ impl AsyncWrite for Bounded {
 mod tests {
     use super::*;
     use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// Beyond the cap a connection is closed on arrival; a connection that sends nothing
+    /// Beyond the cap per address a connection is closed on arrival, while another address
+    /// still gets in; a connection that sends nothing
     /// is closed after the idle timeout; one that keeps sending stays open; closing one
     /// frees its place.
     #[tokio::test]
@@ -273,7 +330,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let addr = listener.local_addr().unwrap();
         let counts = Counts::new().unwrap();
         let limits = Limits {
-            connections_max: 2,
+            connections_max: 3,
+            per_address_max: 2,
             idle_timeout: Duration::from_millis(300),
         };
         let mut accepted = Box::pin(incoming(listener, limits, counts.clone()));
@@ -322,5 +380,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
         again.write_all(b"y").await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(counts.refused.get(), 1);
+        // Another source address has places of its own, up to the overall cap (3).
+        let other = || async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            socket.connect(addr).await.unwrap()
+        };
+        let mut fourth = other().await;
+        fourth.write_all(b"z").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(counts.refused.get(), 1, "a place under the overall cap");
+        let mut fifth = other().await;
+        let n = tokio::time::timeout(Duration::from_secs(2), fifth.read(&mut buf))
+            .await
+            .expect("closed promptly")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "over the overall cap");
+        assert_eq!(counts.refused.get(), 2);
     }
 }

@@ -331,7 +331,7 @@ async fn client_loop(
 /// Reads back every acknowledged transfer in chunks; a chunk whose reads failed for a
 /// passing reason (a timeout, a connection) is read again, up to [`READ_TRIES`] times, so
 /// only a transfer the ledger answers for as missing or misplaced counts as missing.
-async fn read_back_all(
+pub(crate) async fn read_back_all(
     network: &Network,
     keys: &[cbdc_core::PublicKey],
     acknowledged: &[(usize, Txid, Vec<u8>)],

@@ -72,6 +72,12 @@ pub enum Command {
     /// partitions and pauses them; then checks that no acknowledged transfer was lost, no
     /// coin spent twice and the books balance. Exits 0 only if every check passes.
     Chaos(crate::chaos::ChaosArgs),
+    /// Abusive clients against a bank ledger in its own process — thousands of watch
+    /// streams, a flood of maximum-size batches, idle connections beyond the cap — beside a
+    /// well-behaved client whose p99 is measured alone and under the abuse. Exits 0 only if
+    /// nothing acknowledged is lost, the ledger keeps running, every overload refusal
+    /// carries retry advice and the p99 stays within 5× of its figure alone.
+    Overload(crate::overload::OverloadArgs),
 }
 
 /// The administrator's TLS client certificate and key (default: the devnet's).

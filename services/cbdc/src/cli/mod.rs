@@ -188,6 +188,22 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
                 ));
             }
         }
+        Command::Overload(args) => {
+            let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
+            let summary = crate::overload::run(args, cbdc).await?;
+            if out.json {
+                out.lines
+                    .push(serde_json::to_string(&summary).map_err(|e| e.to_string())?);
+            } else {
+                out.lines.extend(summary.lines());
+            }
+            if !summary.pass {
+                return Err(format!(
+                    "overload: a check failed\n{}",
+                    summary.lines().join("\n")
+                ));
+            }
+        }
         Command::Load(args) => {
             let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
             let path = args.report.clone();

@@ -12,6 +12,16 @@ impl Ledger {
         &self,
         transfers: Vec<Result<Transfer, Reject>>,
     ) -> Vec<Result<Committed, ServiceError>> {
+        self.submit_in(Lane::Bulk, transfers).await
+    }
+
+    /// [`Ledger::submit`] in `lane` of the verifier and the committer: a wallet's single
+    /// call goes in the priority lane, ahead of queued batches.
+    pub async fn submit_in(
+        &self,
+        lane: Lane,
+        transfers: Vec<Result<Transfer, Reject>>,
+    ) -> Vec<Result<Committed, ServiceError>> {
         let mut results: Vec<Option<Result<Committed, ServiceError>>> =
             Vec::with_capacity(transfers.len());
         let mut to_check = Vec::new();
@@ -31,7 +41,7 @@ impl Ledger {
             }
         }
         let unavailable = |e: &dyn std::fmt::Display| ServiceError::Unavailable(e.to_string());
-        let verdicts = match self.inner.verifier.check_and_commit(to_check).await {
+        let verdicts = match self.inner.verifier.check_and_commit(to_check, lane).await {
             Ok(v) => v,
             Err(stopped) => {
                 return results

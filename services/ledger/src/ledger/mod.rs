@@ -23,7 +23,7 @@ use cbdc_runtime::error::abort;
 pub use cbdc_runtime::orders::Seen;
 use cbdc_store::{Database, RangeOptions, StoreError, Transaction, TxError};
 
-use crate::batcher::{Batcher, Stopped};
+use crate::batcher::{Batcher, Lane, Stopped};
 use crate::layout::{LOG_ENTRY_TXIDS_MAX, Layout, POSITION_LEN, STAMP_LEN};
 use crate::metrics::LedgerMetrics;
 use crate::records::{
@@ -54,6 +54,9 @@ use coins::CoinPolicy;
 pub const COMMIT_GROUP_MAX: usize = 128;
 /// Store transactions of grouped transfers in flight, at most.
 pub const COMMIT_GROUPS_IN_FLIGHT: usize = 64;
+/// Of those, groups led by batches (`SubmitTransfers`), at most: the store commits groups in
+/// order, so a wallet's single call waits behind at most this many batch groups.
+pub const COMMIT_GROUPS_IN_FLIGHT_BULK: usize = 4;
 
 /// A log position: the commit's versionstamp, then the order within that commit.
 pub fn position(stamp: [u8; STAMP_LEN], order: u16) -> [u8; POSITION_LEN] {
@@ -303,6 +306,7 @@ impl Ledger {
                 COMMIT_GROUP_MAX,
                 crate::verifier::QUEUE_DEPTH,
                 COMMIT_GROUPS_IN_FLIGHT,
+                COMMIT_GROUPS_IN_FLIGHT_BULK,
                 move |n| group_sizes.observe(n as f64),
                 move |transfers: Vec<Transfer>| {
                     let inner = weak.upgrade();

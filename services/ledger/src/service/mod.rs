@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::batcher::Lane;
 use crate::ledger::Ledger;
 
 /// Default entries per history page.
@@ -41,18 +42,26 @@ pub struct LedgerGrpc {
     shutdown: Shutdown,
     /// Transport security, when on: deliveries must come from the central bank's certificate.
     tls: Option<cbdc_runtime::tls::Tls>,
+    /// Bounds on the batches in flight, overall and per connection.
+    admission: std::sync::Arc<admission::Admission>,
 }
 
 impl LedgerGrpc {
     pub fn new(ledger: Ledger, shutdown: Shutdown) -> LedgerGrpc {
         LedgerGrpc {
-            ledger,
             keys: Default::default(),
             watchers: std::sync::Arc::new(tokio::sync::Semaphore::new(WATCHERS_MAX)),
             watching: Default::default(),
+            admission: admission::Admission::new(ledger.settings().max_batch),
+            ledger,
             shutdown,
             tls: None,
         }
+    }
+
+    /// The bounds on batches in flight (shared with the [`admission::Gate`] in front).
+    pub fn admission(&self) -> std::sync::Arc<admission::Admission> {
+        std::sync::Arc::clone(&self.admission)
     }
 
     /// Checks callers' certificates where only a service may call (see
@@ -87,6 +96,7 @@ impl LedgerGrpc {
 }
 
 mod access;
+pub mod admission;
 mod deliveries;
 mod log;
 mod reads;
@@ -209,7 +219,11 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
             .keys
             .signed_transfer("transfer", request.get_ref().transfer.as_ref())?;
         let outputs = t.body().outputs.clone();
-        let result = self.ledger.submit(vec![Ok(t)]).await.remove(0);
+        let result = self
+            .ledger
+            .submit_in(Lane::Priority, vec![Ok(t)])
+            .await
+            .remove(0);
         self.ledger.observe("SubmitTransfer", started);
         Ok(Response::new(committed_msg(&result?, &outputs)))
     }
@@ -219,6 +233,9 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
         request: Request<v1::SubmitTransfersRequest>,
     ) -> Result<Response<v1::SubmitTransfersResponse>, Status> {
         let started = Instant::now();
+        let connection = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let r = request.into_inner();
         let max = self.ledger.settings().max_batch;
         if r.transfers.is_empty() {
@@ -232,6 +249,8 @@ impl v1::ledger_service_server::LedgerService for LedgerGrpc {
                 r.transfers.len()
             )));
         }
+        // Held until the batch is answered (or the call is abandoned).
+        let _admitted = self.admission.admit(&connection, r.transfers.len())?;
         self.ledger
             .metrics()
             .request_batch
