@@ -75,8 +75,8 @@ pub enum Command {
     /// Abusive clients against a bank ledger in its own process — thousands of watch
     /// streams, a flood of maximum-size batches, idle connections beyond the cap — beside a
     /// well-behaved client whose p99 is measured alone and under the abuse. Exits 0 only if
-    /// nothing acknowledged is lost, the ledger keeps running, every overload refusal
-    /// carries retry advice and the p99 stays within 5× of its figure alone.
+    /// nothing acknowledged is lost, the ledger keeps running and every overload refusal
+    /// carries retry advice.
     Overload(crate::overload::OverloadArgs),
 }
 
