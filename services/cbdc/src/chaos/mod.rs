@@ -12,9 +12,16 @@
 //! answers: every acknowledged transfer committed at its acknowledged position; no coin
 //! spent twice (double spends of already spent coins are tried along the way and must all
 //! be refused); nothing in flight and the audit balanced, with issued − redeemed equal to
-//! the sum of what the ledgers' signed checkpoints report; no service exited on its own.
+//! the sum of what the ledgers' signed checkpoints report and to the sum each ledger's log
+//! gives when replayed from its transfers alone; every acknowledged redemption reached the
+//! central bank, and no other; no service exited on its own.
+//!
+//! Beside the payments, the banks' authorities send orders (`operator.rs`): exchanges from
+//! bank 1's vault into its paying wallets, and redemptions from either bank to the central
+//! bank, each sent again with the same request id until its outcome is definite.
 
 mod nemesis;
+mod operator;
 mod proxy;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -87,6 +94,15 @@ pub struct Summary {
     pub indeterminate_calls: usize,
     pub double_spends_tried: usize,
     pub double_spends_refused: usize,
+    pub exchanges_acknowledged: usize,
+    pub redemptions_acknowledged: usize,
+    /// What the acknowledged redemptions returned, and what the central bank counts as
+    /// redeemed.
+    pub redeemed_acknowledged: String,
+    pub redeemed_at_central_bank: String,
+    pub orders_refused: BTreeMap<String, usize>,
+    /// Σ over the ledgers of the unspent value their logs give when replayed.
+    pub replayed_unspent: String,
     pub faults: BTreeMap<String, usize>,
     pub crashes: usize,
     pub partitions: usize,
@@ -124,6 +140,14 @@ impl Summary {
                 self.double_spends_tried, self.double_spends_refused
             ),
             format!(
+                "  orders: {} exchanges, {} redemptions acknowledged ({} redeemed; the central bank counts {}), refused {:?}",
+                self.exchanges_acknowledged,
+                self.redemptions_acknowledged,
+                self.redeemed_acknowledged,
+                self.redeemed_at_central_bank,
+                self.orders_refused
+            ),
+            format!(
                 "  read back: {} of {} acknowledged found at their position{}",
                 self.read_back_found,
                 self.transfers_acknowledged,
@@ -134,10 +158,11 @@ impl Summary {
                 }
             ),
             format!(
-                "  audit balanced: {} (issued − redeemed {}, the ledgers' checkpoints {}), quiet {} s after the faults",
+                "  audit balanced: {} (issued − redeemed {}, the ledgers' checkpoints {}, their logs replayed {}), quiet {} s after the faults",
                 self.audit_balanced,
                 self.issued_minus_redeemed,
                 self.sum_reported_by_ledgers,
+                self.replayed_unspent,
                 self.quiet_after_s
                     .map_or_else(|| "never".to_string(), |s| format!("{s:.1}"))
             ),
@@ -491,6 +516,15 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         ));
     }
 
+    let orders = tokio::spawn(operator::operator_loop(
+        Arc::clone(&network),
+        Arc::clone(&prepared),
+        Arc::clone(&work),
+        history.clone(),
+        seed,
+        banks as u32,
+    ));
+
     let mut nemesis = Nemesis {
         devnet,
         cbdc,
@@ -537,6 +571,14 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
     .await
     .is_ok();
     clients.abort_all();
+    let orders_abort = orders.abort_handle();
+    let orders = match tokio::time::timeout(DRAIN, orders).await {
+        Ok(Ok(o)) => Some(o),
+        _ => {
+            orders_abort.abort();
+            None
+        }
+    };
     let faults_ended = Instant::now();
 
     // The audit, asked until nothing is in flight and it balances.
@@ -570,7 +612,22 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
     let outcomes = std::mem::take(&mut *work.outcomes.lock().expect("outcomes"));
     let keys: Vec<cbdc_core::PublicKey> =
         prepared.chains.keys.iter().map(Keypair::public).collect();
-    let read = read_back_all(&network, &keys, &outcomes.acknowledged).await?;
+    let orders_done = orders.is_some();
+    let orders = orders.unwrap_or_default();
+    let mut to_read = outcomes.acknowledged.clone();
+    to_read.extend(orders.exchanges.iter().cloned());
+    let read = read_back_all(&network, &keys, &to_read).await?;
+    // Each ledger's log, replayed from its transfers alone.
+    let mut replayed: i128 = 0;
+    let mut replay_problems = Vec::new();
+    for bank in 1..=banks as u32 {
+        match operator::replay(&network, &dir, bank).await {
+            Ok(unspent) => replayed += i128::from(unspent),
+            Err(e) => replay_problems.push(e),
+        }
+    }
+    let redeemed_acknowledged: u64 = orders.redemptions.iter().sum();
+    let redeemed_at_central_bank = fen(&audit.redeemed)?;
 
     let Nemesis {
         devnet,
@@ -584,6 +641,27 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
     let _ = writer.await;
 
     let mut missing = read.missing;
+    missing.extend(replay_problems);
+    if !orders_done {
+        missing.push(format!(
+            "orders still not definite {} s after the faults",
+            DRAIN.as_secs()
+        ));
+    }
+    if redeemed_acknowledged != redeemed_at_central_bank {
+        missing.push(format!(
+            "the central bank counts {} redeemed; the acknowledged redemptions returned {}",
+            Amount::from_fen(redeemed_at_central_bank),
+            Amount::from_fen(redeemed_acknowledged)
+        ));
+    }
+    if replayed != issued_minus_redeemed {
+        missing.push(format!(
+            "the ledgers' logs replayed give {} unspent; issued − redeemed is {}",
+            Amount::from_fen(replayed.max(0) as u64),
+            Amount::from_fen(issued_minus_redeemed.max(0) as u64)
+        ));
+    }
     if !drained {
         missing.push(format!(
             "transfers still not definite {} s after the faults",
@@ -605,9 +683,15 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         transfers_acknowledged: outcomes.acknowledged.len(),
         cross_ledger_acknowledged: outcomes.cross,
         transfers_refused: outcomes.refused.values().sum(),
-        indeterminate_calls: outcomes.indeterminate,
+        indeterminate_calls: outcomes.indeterminate + orders.indeterminate,
         double_spends_tried: outcomes.double_tried,
         double_spends_refused: outcomes.double_refused,
+        exchanges_acknowledged: orders.exchanges.len(),
+        redemptions_acknowledged: (redeemed_acknowledged / fen(operator::ORDER_AMOUNT)?) as usize,
+        redeemed_acknowledged: Amount::from_fen(redeemed_acknowledged).to_string(),
+        redeemed_at_central_bank: Amount::from_fen(redeemed_at_central_bank).to_string(),
+        orders_refused: orders.refused,
+        replayed_unspent: Amount::from_fen(replayed.max(0) as u64).to_string(),
         crashes: faults.get("crash").copied().unwrap_or(0),
         partitions: faults.get("partition").copied().unwrap_or(0),
         pauses: faults.get("pause").copied().unwrap_or(0),
@@ -624,7 +708,8 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         problems: missing,
     };
     let pass = summary.problems.is_empty()
-        && summary.read_back_found == summary.transfers_acknowledged
+        && summary.read_back_found
+            == summary.transfers_acknowledged + summary.exchanges_acknowledged
         && summary.audit_balanced
         && summary.quiet_after_s.is_some()
         && issued_minus_redeemed == reported
