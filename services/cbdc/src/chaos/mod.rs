@@ -16,9 +16,9 @@
 //! gives when replayed from its transfers alone; every acknowledged redemption reached the
 //! central bank, and no other; no service exited on its own.
 //!
-//! Beside the payments, the banks' authorities send orders (`operator.rs`): exchanges from
-//! bank 1's vault into its paying wallets, and redemptions from either bank to the central
-//! bank, each sent again with the same request id until its outcome is definite.
+//! Beside the payments, bank 1's authority sends orders (`operator.rs`): exchanges from its
+//! vault into its paying wallets, and redemptions from its vault to the central bank, each
+//! sent again with the same request id until its outcome is definite.
 
 mod nemesis;
 mod operator;
@@ -70,6 +70,11 @@ pub struct ChaosArgs {
     /// Where the history, the summary and the services' directory and logs go.
     #[arg(long, default_value = "chaos-run")]
     pub out: PathBuf,
+    /// Put every service's data on a filesystem that keeps only what was synced, and add
+    /// power losses to the faults: every service killed at once, everything unsynced gone,
+    /// all restarted (needs root and /dev/fuse; the data is in memory, not in --out).
+    #[arg(long)]
+    pub power_loss: bool,
 }
 
 /// How long one call may take before it counts as indeterminate (and is sent again).
@@ -107,6 +112,7 @@ pub struct Summary {
     pub crashes: usize,
     pub partitions: usize,
     pub pauses: usize,
+    pub power_losses: usize,
     pub read_back_found: usize,
     /// What the checker found wrong (empty when every check passed).
     pub problems: Vec<String>,
@@ -124,8 +130,14 @@ impl Summary {
     pub fn lines(&self) -> Vec<String> {
         vec![
             format!(
-                "chaos: seed {}, {} s of faults: {} crashes, {} partitions, {} pauses {:?}",
-                self.seed, self.duration_s, self.crashes, self.partitions, self.pauses, self.faults
+                "chaos: seed {}, {} s of faults: {} crashes, {} partitions, {} pauses, {} power losses {:?}",
+                self.seed,
+                self.duration_s,
+                self.crashes,
+                self.partitions,
+                self.pauses,
+                self.power_losses,
+                self.faults
             ),
             format!(
                 "  transfers: {} acknowledged ({} cross-ledger), {} refused {:?}, {} calls indeterminate and sent again",
@@ -148,9 +160,9 @@ impl Summary {
                 self.orders_refused
             ),
             format!(
-                "  read back: {} of {} acknowledged found at their position{}",
+                "  read back: {} of {} acknowledged transfers and exchanges found at their position{}",
                 self.read_back_found,
-                self.transfers_acknowledged,
+                self.transfers_acknowledged + self.exchanges_acknowledged,
                 if self.problems.is_empty() {
                     String::new()
                 } else {
@@ -425,6 +437,19 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         std::fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
 
+    // With power losses, the whole devnet lives on a filesystem that keeps only what was
+    // synced.
+    let power = if args.power_loss {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Some(cbdc_lossyfs::Mount::new(&dir).map_err(|e| {
+            format!(
+                "mounting the power-loss filesystem on {}: {e} (needs root and /dev/fuse)",
+                dir.display()
+            )
+        })?)
+    } else {
+        None
+    };
     // The proxies first: the configurations name them.
     let banks = 2;
     let central_bank = free()?;
@@ -449,6 +474,9 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         proxies.push((front, to_cb));
     }
     let devnet = DevnetProcesses::start_routed(&dir, banks as u32, &cbdc, Some(&routes)).await?;
+    if power.is_some() {
+        nemesis::sync_tree(&dir)?;
+    }
     let network = Arc::new(Network::attach(&dir).await?);
 
     let load_args = {
@@ -533,6 +561,7 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         rng: StdRng::seed_from_u64(seed),
         history: history.clone(),
         faults: BTreeMap::new(),
+        power,
     };
     let faults_end = Instant::now() + Duration::from_secs(args.duration_s);
     let mut fault_error = None;
@@ -695,6 +724,7 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         crashes: faults.get("crash").copied().unwrap_or(0),
         partitions: faults.get("partition").copied().unwrap_or(0),
         pauses: faults.get("pause").copied().unwrap_or(0),
+        power_losses: faults.get("power_loss").copied().unwrap_or(0),
         faults,
         read_back_found: read.found,
         audit_balanced: audit.balanced,

@@ -24,6 +24,49 @@ pub(super) struct Nemesis {
     pub(super) rng: StdRng,
     pub(super) history: History,
     pub(super) faults: BTreeMap<String, usize>,
+    /// The filesystem every service's data is on, when the run cuts the power.
+    pub(super) power: Option<cbdc_lossyfs::Mount>,
+}
+
+impl Nemesis {
+    /// The machine loses power: every service dies at once (SIGKILL), every byte not yet
+    /// synced is gone, then everything starts again on what the disk kept.
+    async fn power_loss(&mut self) -> Result<(), String> {
+        let all = self.devnet.processes().len();
+        self.log("power_loss", "all", json!({}));
+        for i in 0..all {
+            self.devnet.kill(i).await;
+        }
+        if let Some(mount) = &self.power {
+            mount.power_cut();
+        }
+        for i in 0..all {
+            self.devnet.restart(i, &self.cbdc).await?;
+        }
+        self.log("power_back", "all", json!({}));
+        *self.faults.entry("power_loss".into()).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// Makes every file under `dir` durable (what the devnet wrote when it was made: its
+/// configurations and keys), so a power cut takes only what the services did since.
+pub(super) fn sync_tree(dir: &std::path::Path) -> Result<(), String> {
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| e.to_string())?;
+        if kind.is_dir() {
+            sync_tree(&path)?;
+        } else if kind.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 fn process_name(i: usize) -> String {
@@ -44,7 +87,9 @@ impl Nemesis {
     pub(super) async fn one_fault(&mut self) -> Result<(), String> {
         let pick = self.rng.gen_range(0..100);
         let hold = Duration::from_millis(self.rng.gen_range(1_000..6_000));
-        if pick < 45 {
+        if self.power.is_some() && pick < 15 {
+            self.power_loss().await?;
+        } else if pick < 45 {
             // A crash: a bank two times in three, else the central bank.
             let i = if self.rng.gen_range(0..3) < 2 {
                 self.rng.gen_range(1..=self.banks)

@@ -41,7 +41,8 @@ enum Order {
 }
 
 /// Sends orders until the work stops taking new steps: mostly exchanges into bank 1's
-/// paying wallets, and redemptions from either bank.
+/// paying wallets, and redemptions from bank 1's vault (the one the setup funded; bank 2's
+/// vault holds nothing to return).
 pub(super) async fn operator_loop(
     network: Arc<Network>,
     prepared: Arc<Prepared>,
@@ -65,9 +66,7 @@ pub(super) async fn operator_loop(
                 wallet: rng.gen_range(0..prepared.chains.payers()),
             }
         } else {
-            Order::Redeem {
-                bank: rng.gen_range(1..=banks),
-            }
+            Order::Redeem { bank: 1 }
         };
         let bank = match order {
             Order::Exchange { .. } => 1,
@@ -138,9 +137,12 @@ pub(super) async fn operator_loop(
                 Ok(v1::TransferResult {
                     outcome: Some(v1::transfer_result::Outcome::Rejected(r)),
                     ..
-                }) => Err((false, r.code)),
+                }) => Err((false, format!("{}: {}", r.code, r.message))),
                 Ok(_) => Err((true, "an empty result".to_string())),
-                Err(e) => Err((cbdc_client::transient(e.code), e.reason)),
+                Err(e) => Err((
+                    cbdc_client::transient(e.code),
+                    format!("{}: {}", e.reason, e.message),
+                )),
             };
             match committed {
                 Ok((txid, c)) => {
@@ -170,7 +172,8 @@ pub(super) async fn operator_loop(
                 Err((false, reason)) => {
                     history.record(json!({"process": "operator", "type": "fail", "f": f,
                         "bank": bank, "request_id": header.request_id, "error": reason}));
-                    *orders.refused.entry(reason).or_default() += 1;
+                    let code = reason.split(':').next().unwrap_or_default().to_string();
+                    *orders.refused.entry(code).or_default() += 1;
                     break;
                 }
             }
