@@ -601,26 +601,7 @@ pub async fn run(args: OverloadArgs, cbdc: PathBuf) -> Result<Summary, String> {
     let phase = Duration::from_secs(args.phase_s);
     let max_batch = cbdc_ledger::config::MAX_BATCH_DEFAULT;
     let per_wallet = (args.rate as u64 * args.phase_s * 2 / args.wallets as u64 + 8) as usize;
-    let load_args = {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            load: cbdc_load::LoadArgs,
-        }
-        Wrap::try_parse_from([
-            "load".to_string(),
-            "--devnet".into(),
-            dir.display().to_string(),
-            "--transfers-per-wallet".into(),
-            per_wallet.max(FLOOD_BATCHES).to_string(),
-            "--cross-percent".into(),
-            "0".into(),
-            "--quiet".into(),
-        ])
-        .map_err(|e| e.to_string())?
-        .load
-    };
+    let load_args = crate::chaos::load_args(&dir, per_wallet.max(FLOOD_BATCHES), 0)?;
     let prepared =
         cbdc_load::setup::prepare(&network, &load_args, args.wallets + max_batch).await?;
     let chains = Arc::clone(&prepared.chains);

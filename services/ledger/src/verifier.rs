@@ -34,6 +34,75 @@ pub enum Verdict {
     Refused(Transfer, Reject),
 }
 
+/// Threads that verify the bulk lane's batches at a lower scheduling priority (nice 10), so
+/// that when the CPU is saturated by batches the threads serving a wallet's single call (at
+/// the normal priority) get it first. With no single calls waiting, batches have the CPU as
+/// before.
+struct BulkThreads {
+    jobs: std::sync::mpsc::SyncSender<Box<dyn FnOnce() + Send>>,
+}
+
+/// The nice value of the bulk verification threads.
+const BULK_NICE: i32 = 10;
+
+impl BulkThreads {
+    fn start(threads: usize) -> BulkThreads {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send>>(threads);
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..threads {
+            let queue = std::sync::Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("verify-bulk-{i}"))
+                .spawn(move || {
+                    // SAFETY: setpriority on this thread's own id, no memory passed.
+                    unsafe {
+                        libc::setpriority(
+                            libc::PRIO_PROCESS,
+                            libc::gettid() as libc::id_t,
+                            BULK_NICE,
+                        );
+                    }
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!("starting a bulk verification thread: {e}");
+            }
+        }
+        BulkThreads { jobs }
+    }
+
+    /// Runs `f` on a bulk thread; `None` if the threads are gone.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = reply.send(f());
+        });
+        // The batcher runs at most `threads` bulk batches at once and the queue holds as
+        // many, so it is never full; if it were, a blocking thread waits for room.
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                let jobs = self.jobs.clone();
+                tokio::task::spawn_blocking(move || jobs.send(job))
+                    .await
+                    .ok()?
+                    .ok()?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return None,
+        }
+        answer.await.ok()
+    }
+}
+
 /// A handle to the verifier task.
 #[derive(Clone)]
 pub struct Verifier {
@@ -49,6 +118,8 @@ impl Verifier {
         committer: Committer,
     ) -> Verifier {
         let parallelism = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let bulk_threads = parallelism.saturating_sub(1).max(1);
+        let bulk = std::sync::Arc::new(BulkThreads::start(bulk_threads));
         let now = std::sync::Arc::new(now);
         let batcher = Batcher::start(
             "verifier",
@@ -57,14 +128,20 @@ impl Verifier {
             parallelism,
             // One slot is kept for the priority lane: a wallet's single transfer is verified
             // beside a running batch, not after it.
-            parallelism.saturating_sub(1).max(1),
+            bulk_threads,
             move |n| batch_sizes.observe(n as f64),
             move |items: Vec<(Transfer, bool, Lane)>| {
                 let now = now();
                 let committer = committer.clone();
+                let bulk = std::sync::Arc::clone(&bulk);
                 async move {
                     let n = items.len();
-                    let Ok(checked) = tokio::task::spawn_blocking(move || {
+                    // A batch is of one lane (see the batcher): the bulk lane's are verified on
+                    // the low-priority threads.
+                    let on_bulk = items
+                        .first()
+                        .is_some_and(|(_, _, lane)| *lane == Lane::Bulk);
+                    let verify = move || {
                         let mut transfers = Vec::with_capacity(items.len());
                         let mut commit = Vec::with_capacity(items.len());
                         for (t, c, lane) in items {
@@ -73,9 +150,13 @@ impl Verifier {
                         }
                         let verdicts = check_stateless_batch(&transfers, now);
                         (transfers, commit, verdicts)
-                    })
-                    .await
-                    else {
+                    };
+                    let checked = if on_bulk {
+                        bulk.run(verify).await
+                    } else {
+                        tokio::task::spawn_blocking(verify).await.ok()
+                    };
+                    let Some(checked) = checked else {
                         return Vec::new(); // the caller answers "stopped"
                     };
                     let (transfers, commit, verdicts) = checked;

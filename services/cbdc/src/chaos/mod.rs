@@ -414,6 +414,33 @@ pub(crate) async fn read_back_all(
 const READ_CHUNK: usize = 2_000;
 const READ_TRIES: u32 = 5;
 
+/// The load generator's arguments for chains of `transfers_per_wallet` on the devnet in
+/// `dir`, `cross_percent` of them to bank 2.
+pub(crate) fn load_args(
+    dir: &std::path::Path,
+    transfers_per_wallet: usize,
+    cross_percent: u32,
+) -> Result<cbdc_load::LoadArgs, String> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        load: cbdc_load::LoadArgs,
+    }
+    Wrap::try_parse_from([
+        "load".to_string(),
+        "--devnet".into(),
+        dir.display().to_string(),
+        "--transfers-per-wallet".into(),
+        transfers_per_wallet.to_string(),
+        "--cross-percent".into(),
+        cross_percent.to_string(),
+        "--quiet".into(),
+    ])
+    .map(|w| w.load)
+    .map_err(|e| e.to_string())
+}
+
 fn free() -> Result<std::net::SocketAddr, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -479,26 +506,7 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
     }
     let network = Arc::new(Network::attach(&dir).await?);
 
-    let load_args = {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            load: cbdc_load::LoadArgs,
-        }
-        Wrap::try_parse_from([
-            "load".to_string(),
-            "--devnet".into(),
-            dir.display().to_string(),
-            "--transfers-per-wallet".into(),
-            args.transfers_per_wallet.to_string(),
-            "--cross-percent".into(),
-            args.cross_percent.to_string(),
-            "--quiet".into(),
-        ])
-        .map_err(|e| e.to_string())?
-        .load
-    };
+    let load_args = load_args(&dir, args.transfers_per_wallet, args.cross_percent)?;
     let prepared = Arc::new(cbdc_load::setup::prepare(&network, &load_args, args.wallets).await?);
 
     let history_path = out.join("history.jsonl");

@@ -25,6 +25,26 @@ pub use cbdc_runtime::secret::PASSPHRASE_ENV;
 pub use merchant::MerchantCommand;
 
 /// Reads a key file (see `cbdc_runtime::secret`).
+/// A test command's summary, as JSON or as its lines; an error (exit 1) if its checks failed.
+fn verdict(
+    out: &mut Out,
+    what: &str,
+    summary: &impl serde::Serialize,
+    lines: Vec<String>,
+    pass: bool,
+) -> Result<(), String> {
+    if out.json {
+        out.lines
+            .push(serde_json::to_string(summary).map_err(|e| e.to_string())?);
+    } else {
+        out.lines.extend(lines.iter().cloned());
+    }
+    if !pass {
+        return Err(format!("{what}: a check failed\n{}", lines.join("\n")));
+    }
+    Ok(())
+}
+
 fn read_key(path: &Path) -> Result<Keypair, String> {
     cbdc_runtime::secret::read_seed(path).map(|s| Keypair::from_seed(&s))
 }
@@ -175,34 +195,18 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         Command::Chaos(args) => {
             let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
             let summary = crate::chaos::run(args, cbdc).await?;
-            if out.json {
-                out.lines
-                    .push(serde_json::to_string(&summary).map_err(|e| e.to_string())?);
-            } else {
-                out.lines.extend(summary.lines());
-            }
-            if !summary.pass {
-                return Err(format!(
-                    "chaos: a check failed\n{}",
-                    summary.lines().join("\n")
-                ));
-            }
+            verdict(&mut out, "chaos", &summary, summary.lines(), summary.pass)?;
         }
         Command::Overload(args) => {
             let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
             let summary = crate::overload::run(args, cbdc).await?;
-            if out.json {
-                out.lines
-                    .push(serde_json::to_string(&summary).map_err(|e| e.to_string())?);
-            } else {
-                out.lines.extend(summary.lines());
-            }
-            if !summary.pass {
-                return Err(format!(
-                    "overload: a check failed\n{}",
-                    summary.lines().join("\n")
-                ));
-            }
+            verdict(
+                &mut out,
+                "overload",
+                &summary,
+                summary.lines(),
+                summary.pass,
+            )?;
         }
         Command::Load(args) => {
             let cbdc = std::env::current_exe().map_err(|e| format!("the cbdc binary: {e}"))?;
