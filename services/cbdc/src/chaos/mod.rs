@@ -23,6 +23,7 @@
 mod nemesis;
 mod operator;
 mod proxy;
+mod summary;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -35,12 +36,12 @@ use cbdc_load::target::Network;
 use cbdc_proto::v1;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 use serde_json::json;
 
 use crate::devnet::{BankRoute, DevnetProcesses, Routes};
 use nemesis::Nemesis;
 pub use proxy::{Link, Proxy};
+pub use summary::{Summary, write_summary};
 
 /// The `cbdc chaos` arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -87,109 +88,6 @@ const DRAIN: Duration = Duration::from_secs(120);
 const QUIET: Duration = Duration::from_secs(180);
 /// One double spend is tried after this many acknowledged transfers.
 const DOUBLE_SPEND_EVERY: usize = 20;
-
-/// What a run did and what the checker found.
-#[derive(Debug, Serialize)]
-pub struct Summary {
-    pub seed: u64,
-    pub duration_s: u64,
-    pub transfers_acknowledged: usize,
-    pub cross_ledger_acknowledged: usize,
-    pub transfers_refused: usize,
-    pub indeterminate_calls: usize,
-    pub double_spends_tried: usize,
-    pub double_spends_refused: usize,
-    pub exchanges_acknowledged: usize,
-    pub redemptions_acknowledged: usize,
-    /// What the acknowledged redemptions returned, and what the central bank counts as
-    /// redeemed.
-    pub redeemed_acknowledged: String,
-    pub redeemed_at_central_bank: String,
-    pub orders_refused: BTreeMap<String, usize>,
-    /// Σ over the ledgers of the unspent value their logs give when replayed.
-    pub replayed_unspent: String,
-    pub faults: BTreeMap<String, usize>,
-    pub crashes: usize,
-    pub partitions: usize,
-    pub pauses: usize,
-    pub power_losses: usize,
-    pub read_back_found: usize,
-    /// What the checker found wrong (empty when every check passed).
-    pub problems: Vec<String>,
-    pub audit_balanced: bool,
-    pub issued_minus_redeemed: String,
-    pub sum_reported_by_ledgers: String,
-    pub quiet_after_s: Option<f64>,
-    pub exited_on_their_own: Vec<String>,
-    pub refusals: BTreeMap<String, usize>,
-    pub history: PathBuf,
-    pub pass: bool,
-}
-
-impl Summary {
-    pub fn lines(&self) -> Vec<String> {
-        vec![
-            format!(
-                "chaos: seed {}, {} s of faults: {} crashes, {} partitions, {} pauses, {} power losses {:?}",
-                self.seed,
-                self.duration_s,
-                self.crashes,
-                self.partitions,
-                self.pauses,
-                self.power_losses,
-                self.faults
-            ),
-            format!(
-                "  transfers: {} acknowledged ({} cross-ledger), {} refused {:?}, {} calls indeterminate and sent again",
-                self.transfers_acknowledged,
-                self.cross_ledger_acknowledged,
-                self.transfers_refused,
-                self.refusals,
-                self.indeterminate_calls
-            ),
-            format!(
-                "  double spends: {} tried, {} refused",
-                self.double_spends_tried, self.double_spends_refused
-            ),
-            format!(
-                "  orders: {} exchanges, {} redemptions acknowledged ({} redeemed; the central bank counts {}), refused {:?}",
-                self.exchanges_acknowledged,
-                self.redemptions_acknowledged,
-                self.redeemed_acknowledged,
-                self.redeemed_at_central_bank,
-                self.orders_refused
-            ),
-            format!(
-                "  read back: {} of {} acknowledged transfers and exchanges found at their position{}",
-                self.read_back_found,
-                self.transfers_acknowledged + self.exchanges_acknowledged,
-                if self.problems.is_empty() {
-                    String::new()
-                } else {
-                    format!("; problems: {:?}", self.problems)
-                }
-            ),
-            format!(
-                "  audit balanced: {} (issued − redeemed {}, the ledgers' checkpoints {}, their logs replayed {}), quiet {} s after the faults",
-                self.audit_balanced,
-                self.issued_minus_redeemed,
-                self.sum_reported_by_ledgers,
-                self.replayed_unspent,
-                self.quiet_after_s
-                    .map_or_else(|| "never".to_string(), |s| format!("{s:.1}"))
-            ),
-            format!(
-                "  services that exited on their own: {:?}",
-                self.exited_on_their_own
-            ),
-            format!(
-                "  history: {}; checks: {}",
-                self.history.display(),
-                if self.pass { "pass" } else { "FAIL" }
-            ),
-        ]
-    }
-}
 
 /// The history: one JSON object per line, stamped with milliseconds since the start.
 #[derive(Clone)]
@@ -754,10 +652,6 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         && summary.double_spends_refused == summary.double_spends_tried
         && summary.exited_on_their_own.is_empty();
     let summary = Summary { pass, ..summary };
-    std::fs::write(
-        out.join("summary.json"),
-        serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    write_summary(&out, &summary)?;
     Ok(summary)
 }

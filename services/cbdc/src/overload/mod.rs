@@ -555,11 +555,7 @@ pub async fn run(args: OverloadArgs, cbdc: PathBuf) -> Result<Summary, String> {
         && summary.ledger_running
         && summary.overload_without_retry_advice == 0;
     let summary = Summary { pass, ..summary };
-    std::fs::write(
-        out.join("summary.json"),
-        serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+    crate::chaos::write_summary(&out, &summary)?;
     Ok(summary)
 }
 
