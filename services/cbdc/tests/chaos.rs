@@ -3,7 +3,8 @@
 //! its checks (every acknowledged transfer read back at its position, every double spend
 //! refused, nothing in flight, the audit balanced, the ledgers' checkpoints and their logs
 //! replayed summing to what was issued less what was redeemed, every acknowledged
-//! redemption counted by the central bank). The full run is `cbdc chaos` (300 s of faults by default).
+//! redemption counted by the central bank, every move between ledgers credited or reversed
+//! exactly once). The full run is `cbdc chaos` (300 s of faults by default).
 
 #[test]
 fn the_bank_test_loses_nothing_through_crashes_partitions_and_pauses() {
@@ -61,6 +62,20 @@ fn the_bank_test_loses_nothing_through_crashes_partitions_and_pauses() {
         summary["replayed_unspent"], summary["issued_minus_redeemed"],
         "{summary}"
     );
+    // Payment by payment, from the ledgers' logs: every acknowledged cross-ledger payment is
+    // among the moves, and each move was credited or reversed exactly once.
+    let moves = &summary["moves"];
+    let between = moves["between_banks"].as_u64().unwrap();
+    assert!(
+        between >= summary["cross_ledger_acknowledged"].as_u64().unwrap() && between > 0,
+        "{summary}"
+    );
+    assert_eq!(
+        moves["credited_once"].as_u64().unwrap() + moves["reversed_once"].as_u64().unwrap(),
+        between,
+        "{summary}"
+    );
+    assert!(moves["to_central_bank"].as_u64().unwrap() > 0, "{summary}");
     let history = std::fs::read_to_string(out.path().join("history.jsonl")).unwrap();
     assert!(history.lines().count() > 2000);
 }

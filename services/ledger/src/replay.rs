@@ -299,9 +299,19 @@ pub enum ReplayError {
 /// Replays the log `StreamLog` sends: every transfer, every checkpoint checked. Stops at the
 /// first fault.
 pub async fn replay_stream(
+    stream: tonic::Streaming<cbdc_proto::v1::LogItem>,
+    ledger: LedgerId,
+    operator: PublicKey,
+) -> Result<Replayed, ReplayError> {
+    replay_stream_with(stream, ledger, operator, |_, _| {}).await
+}
+
+/// [`replay_stream`], showing `observe` every transfer once it is replayed.
+pub async fn replay_stream_with(
     mut stream: tonic::Streaming<cbdc_proto::v1::LogItem>,
     ledger: LedgerId,
     operator: PublicKey,
+    mut observe: impl FnMut(TransferKind, &Transfer),
 ) -> Result<Replayed, ReplayError> {
     use cbdc_proto::{convert, v1};
     let mut replayer = Replayer::new(ledger, operator);
@@ -326,6 +336,7 @@ pub async fn replay_stream(
                     (false, false) => TransferKind::Local,
                 };
                 replayer.transfer(t.leaf, &position, kind, &transfer)?;
+                observe(kind, &transfer);
             }
             Some(v1::log_item::Item::Checkpoint(c)) => {
                 let (cp, signature) = convert::checkpoint(&c)

@@ -20,6 +20,7 @@
 //! vault into its paying wallets, and redemptions from its vault to the central bank, each
 //! sent again with the same request id until its outcome is definite.
 
+mod moves;
 mod nemesis;
 mod operator;
 mod proxy;
@@ -116,7 +117,8 @@ struct Work {
 #[derive(Default)]
 struct Outcomes {
     acknowledged: Vec<(usize, Txid, Vec<u8>)>,
-    cross: usize,
+    /// The acknowledged payments to bank 2.
+    cross: Vec<Txid>,
     refused: BTreeMap<String, usize>,
     indeterminate: usize,
     double_tried: usize,
@@ -191,7 +193,7 @@ async fn client_loop(
                     let mut o = work.outcomes.lock().expect("outcomes");
                     o.acknowledged.push((w, txid, committed.log_position));
                     if cross {
-                        o.cross += 1;
+                        o.cross.push(txid);
                     }
                     o.acknowledged.len()
                 };
@@ -555,12 +557,16 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
     // Each ledger's log, replayed from its transfers alone.
     let mut replayed: i128 = 0;
     let mut replay_problems = Vec::new();
+    let mut moves = moves::Moves::default();
     for bank in 1..=banks as u32 {
-        match operator::replay(&network, &dir, bank).await {
+        match operator::replay(&network, &dir, bank, &mut moves).await {
             Ok(unspent) => replayed += i128::from(unspent),
             Err(e) => replay_problems.push(e),
         }
     }
+    // Payment by payment: every move between ledgers credited or reversed exactly once.
+    let cross: Vec<(Txid, u32, u32)> = outcomes.cross.iter().map(|t| (*t, 1, 2)).collect();
+    let (moves, moves_problems) = moves.check(&cross);
     let redeemed_acknowledged: u64 = orders.redemptions.iter().sum();
     let redeemed_at_central_bank = fen(&audit.redeemed)?;
 
@@ -577,6 +583,14 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
 
     let mut missing = read.missing;
     missing.extend(replay_problems);
+    missing.extend(moves_problems);
+    if moves.issued_credited_fen != fen(&audit.issued)? {
+        missing.push(format!(
+            "the ledgers' logs credit {} of issues; the central bank issued {}",
+            Amount::from_fen(moves.issued_credited_fen),
+            audit.issued
+        ));
+    }
     if !orders_done {
         missing.push(format!(
             "orders still not definite {} s after the faults",
@@ -616,7 +630,8 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
         seed,
         duration_s: args.duration_s,
         transfers_acknowledged: outcomes.acknowledged.len(),
-        cross_ledger_acknowledged: outcomes.cross,
+        cross_ledger_acknowledged: outcomes.cross.len(),
+        moves,
         transfers_refused: outcomes.refused.values().sum(),
         indeterminate_calls: outcomes.indeterminate + orders.indeterminate,
         double_spends_tried: outcomes.double_tried,

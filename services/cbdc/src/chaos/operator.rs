@@ -189,11 +189,13 @@ fn now_unix_ms() -> u64 {
 }
 
 /// Replays bank `ledger`'s whole log, as the administrator, from its transfers alone (every
-/// signed checkpoint checked on the way); the unspent value it gives, in fen.
+/// signed checkpoint checked on the way); the unspent value it gives, in fen. Every transfer
+/// replayed goes into `moves`.
 pub(super) async fn replay(
     network: &Network,
     dir: &std::path::Path,
     ledger: u32,
+    moves: &mut super::moves::Moves,
 ) -> Result<u64, String> {
     let file = crate::devnet::DevnetFile::load(dir)?;
     let operator_file = file
@@ -208,6 +210,8 @@ pub(super) async fn replay(
         .map_err(|e| e.to_string())?;
     let started = Instant::now();
     loop {
+        // What this attempt saw: kept only if it replayed the whole log.
+        let mut seen = super::moves::Moves::default();
         let attempt = async {
             let channel = cbdc_client::connect(&dial, "bank")
                 .await
@@ -219,11 +223,20 @@ pub(super) async fn replay(
                 .map_err(|s| format!("StreamLog: {}", s.message()))?
                 .into_inner();
             Ok::<_, String>(
-                cbdc_ledger::replay::replay_stream(stream, LedgerId(ledger), operator).await,
+                cbdc_ledger::replay::replay_stream_with(
+                    stream,
+                    LedgerId(ledger),
+                    operator,
+                    |kind, t| seen.observe(ledger, kind, t),
+                )
+                .await,
             )
         };
         match attempt.await {
-            Ok(Ok(r)) => return Ok(r.unspent.fen()),
+            Ok(Ok(r)) => {
+                moves.merge(seen);
+                return Ok(r.unspent.fen());
+            }
             // The log does not give what the ledger signed: no retry makes that right.
             Ok(Err(cbdc_ledger::replay::ReplayError::Fault(f))) => {
                 return Err(format!("bank {ledger}'s log replay: {f}"));

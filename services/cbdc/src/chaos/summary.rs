@@ -13,6 +13,8 @@ pub struct Summary {
     pub duration_s: u64,
     pub transfers_acknowledged: usize,
     pub cross_ledger_acknowledged: usize,
+    /// Every move between ledgers in their logs, and how each ended.
+    pub moves: super::moves::MovesFigures,
     pub transfers_refused: usize,
     pub indeterminate_calls: usize,
     pub double_spends_tried: usize,
@@ -64,6 +66,15 @@ impl Summary {
                 self.transfers_refused,
                 self.refusals,
                 self.indeterminate_calls
+            ),
+            format!(
+                "  moves between ledgers in their logs: {} between banks, {} credited once, {} reversed once; {} redemptions, {} reversed; {} of issues credited",
+                self.moves.between_banks,
+                self.moves.credited_once,
+                self.moves.reversed_once,
+                self.moves.to_central_bank,
+                self.moves.to_central_bank_reversed,
+                cbdc_core::Amount::from_fen(self.moves.issued_credited_fen)
             ),
             format!(
                 "  double spends: {} tried, {} refused",
