@@ -7,9 +7,9 @@
 //!
 //! Each batcher has two queues: the priority lane (single calls of wallets, the latency
 //! path) and the bulk lane (large batches). A batch is gathered from one lane, the priority
-//! lane first, and batches from the bulk lane may hold only some of the slots, so a wallet's
-//! transfer neither waits for the bulk queue nor is verified or committed inside a large
-//! batch.
+//! lane first, and batches from the bulk lane may hold only some of the slots and run on the
+//! lower-priority background runtime, so a wallet's transfer neither waits for the bulk
+//! queue nor is verified or committed inside a large batch, and gets the CPU first.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -304,7 +304,13 @@ async fn gather<T, R, F, Fut>(
         }
         let run = Arc::clone(&run);
         tokio::spawn(async move {
-            let results = run(items).await;
+            // A batch the bulk lane leads runs on the background runtime's lower-priority
+            // threads.
+            let results = if lane == 1 {
+                cbdc_runtime::background::run(run(items)).await
+            } else {
+                run(items).await
+            };
             drop((permit, bulk_permit));
             let mut results = results.into_iter();
             for (size, reply) in replies {

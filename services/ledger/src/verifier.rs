@@ -42,9 +42,6 @@ struct BulkThreads {
     jobs: std::sync::mpsc::SyncSender<Box<dyn FnOnce() + Send>>,
 }
 
-/// The nice value of the bulk verification threads.
-const BULK_NICE: i32 = 10;
-
 impl BulkThreads {
     fn start(threads: usize) -> BulkThreads {
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Box<dyn FnOnce() + Send>>(threads);
@@ -54,14 +51,7 @@ impl BulkThreads {
             let spawned = std::thread::Builder::new()
                 .name(format!("verify-bulk-{i}"))
                 .spawn(move || {
-                    // SAFETY: setpriority on this thread's own id, no memory passed.
-                    unsafe {
-                        libc::setpriority(
-                            libc::PRIO_PROCESS,
-                            libc::gettid() as libc::id_t,
-                            BULK_NICE,
-                        );
-                    }
+                    cbdc_runtime::background::lower_this_thread();
                     loop {
                         let job = match queue.lock() {
                             Ok(q) => q.recv(),

@@ -17,6 +17,7 @@
 //!   and a CA for devnets and tests.
 //! - [`shutdown`]: one signal (SIGINT, SIGTERM or a test's trigger) that servers drain on.
 
+pub mod background;
 pub mod clock;
 pub mod config;
 pub mod conn;

@@ -164,8 +164,13 @@ where
 {
     type Response = tonic::codegen::http::Response<tonic::body::Body>;
     type Error = std::convert::Infallible;
-    type Future =
-        futures::future::Either<std::future::Ready<Result<Self::Response, Self::Error>>, S::Future>;
+    type Future = futures::future::Either<
+        std::future::Ready<Result<Self::Response, Self::Error>>,
+        futures::future::Either<
+            S::Future,
+            futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>,
+        >,
+    >;
 
     fn poll_ready(
         &mut self,
@@ -175,12 +180,18 @@ where
     }
 
     fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
-        if request.uri().path() == SUBMIT_TRANSFERS
-            && let Err(status) = self.admission.room(&connection_of(&request))
-        {
-            return futures::future::Either::Left(std::future::ready(Ok(status.into_http())));
+        use futures::future::Either;
+        if request.uri().path() != SUBMIT_TRANSFERS {
+            return Either::Right(Either::Left(self.inner.call(request)));
         }
-        futures::future::Either::Right(self.inner.call(request))
+        if let Err(status) = self.admission.room(&connection_of(&request)) {
+            return Either::Left(std::future::ready(Ok(status.into_http())));
+        }
+        // A batch is decoded, verified and committed on the background runtime's threads,
+        // which yield the CPU to the single calls' (its body still arrives on the
+        // connection's task).
+        let call = self.inner.call(request);
+        Either::Right(Either::Right(Box::pin(cbdc_runtime::background::run(call))))
     }
 }
 
