@@ -5,11 +5,17 @@
 //! Without these, a client that opens connections and sends nothing (slowloris) holds a
 //! descriptor and a task per connection for ever, and once the descriptors run out the
 //! accept loop ends and the service stops serving everyone.
+//!
+//! A connection that keeps sending what it was just told to hold back (see [`refused`]) is
+//! not read from for the advised wait: its bytes wait in its own socket buffer, and the
+//! sender's TCP window closes, instead of costing the service their decryption and parsing.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -98,13 +104,20 @@ pub struct Counts {
     pub idle_closed: IntCounter,
     /// Accept errors waited out (descriptors or memory exhausted).
     pub accept_errors: IntCounter,
+    /// Pauses in reading from a connection that sent again before the advised wait.
+    pub paused: IntCounter,
 }
 
 impl Counts {
     /// The counters, registered in `registry`.
     pub fn registered(registry: &prometheus::Registry) -> Result<Counts, prometheus::Error> {
         let counts = Counts::new()?;
-        for c in [&counts.refused, &counts.idle_closed, &counts.accept_errors] {
+        for c in [
+            &counts.refused,
+            &counts.idle_closed,
+            &counts.accept_errors,
+            &counts.paused,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
         Ok(counts)
@@ -123,6 +136,10 @@ impl Counts {
             accept_errors: IntCounter::new(
                 "grpc_accept_errors_total",
                 "Failed accepts waited out (descriptors or memory exhausted)",
+            )?,
+            paused: IntCounter::new(
+                "grpc_connections_paused_total",
+                "Pauses in reading from a connection that kept sending requests it was told to hold back",
             )?,
         })
     }
@@ -159,8 +176,17 @@ pub fn incoming(
                         // TCP_NODELAY: without it a response written in two segments waits
                         // for the client's delayed ACK of the first (about 40 ms on Linux).
                         let _ = stream.set_nodelay(true);
-                        let bounded =
-                            Bounded::new(stream, (permit, place), limits.idle_timeout, &counts);
+                        let advice = stream
+                            .local_addr()
+                            .ok()
+                            .map(|local| Told::register(local, peer));
+                        let bounded = Bounded::new(
+                            stream,
+                            (permit, place),
+                            advice,
+                            limits.idle_timeout,
+                            &counts,
+                        );
                         return Some((Ok(bounded), (listener, open, counts)));
                     }
                     Err(e) => {
@@ -174,6 +200,102 @@ pub fn incoming(
             }
         }
     })
+}
+
+/// Refusals of a connection within [`REFUSALS_WINDOW`], at most, before it is paused: a
+/// client whose several requests were refused at once is not ignoring the advice, one that
+/// sends on regardless is.
+pub const REFUSALS_TOLERATED: u32 = 8;
+
+/// Open connections by (local, peer) address: what the service told each.
+static TOLD: LazyLock<Mutex<HashMap<Ends, Arc<Advice>>>> = LazyLock::new(Mutex::default);
+
+/// A connection's (local, peer) addresses.
+type Ends = (SocketAddr, SocketAddr);
+static EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// A connection's refusals and pause.
+#[derive(Default)]
+struct Advice {
+    /// The current window's start (ms since [`EPOCH`]) and refusals in it.
+    window: Mutex<(u64, u32)>,
+    /// Nothing is read before this (ms since [`EPOCH`]).
+    paused_until_ms: AtomicU64,
+}
+
+/// A connection's entry in [`TOLD`], removed when the connection closes.
+struct Told {
+    key: Ends,
+    advice: Arc<Advice>,
+}
+
+impl Told {
+    fn register(local: SocketAddr, peer: SocketAddr) -> Told {
+        let advice = Arc::new(Advice::default());
+        TOLD.lock()
+            .expect("connections told")
+            .insert((local, peer), Arc::clone(&advice));
+        Told {
+            key: (local, peer),
+            advice,
+        }
+    }
+
+    /// When reading resumes, if it is paused now.
+    fn paused_until(&self) -> Option<std::time::Instant> {
+        let until = self.advice.paused_until_ms.load(Ordering::Relaxed);
+        let now = now_ms();
+        (until > now).then(|| std::time::Instant::now() + Duration::from_millis(until - now))
+    }
+}
+
+impl Drop for Told {
+    fn drop(&mut self) {
+        let mut map = TOLD.lock().expect("connections told");
+        if map
+            .get(&self.key)
+            .is_some_and(|a| Arc::ptr_eq(a, &self.advice))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// The window in which refusals of one connection are counted: the retry advice's wait.
+pub const REFUSALS_WINDOW: Duration = crate::error::RETRY_AFTER;
+
+/// Tells the accept loop that a request on the connection from `peer` to `local` was
+/// refused with the advice to wait [`REFUSALS_WINDOW`]. A connection refused more than
+/// [`REFUSALS_TOLERATED`] times within that window sends without waiting: nothing more is
+/// read from it until the window has passed since its last refusal. Returns whether it is
+/// paused now.
+pub fn refused(local: SocketAddr, peer: SocketAddr) -> bool {
+    let Some(advice) = TOLD
+        .lock()
+        .expect("connections told")
+        .get(&(local, peer))
+        .cloned()
+    else {
+        return false;
+    };
+    let now = now_ms();
+    let wait = REFUSALS_WINDOW.as_millis() as u64;
+    let mut window = advice.window.lock().expect("advice");
+    if now >= window.0 + wait {
+        *window = (now, 0);
+    }
+    window.1 += 1;
+    if window.1 > REFUSALS_TOLERATED {
+        advice
+            .paused_until_ms
+            .fetch_max(now + wait, Ordering::Relaxed);
+        return true;
+    }
+    false
 }
 
 /// One connection's place in its source address's count.
@@ -213,6 +335,10 @@ impl Drop for Place {
 pub struct Bounded {
     stream: TcpStream,
     _places: (OwnedSemaphorePermit, Place),
+    /// What the service told this connection; `None` if its address was not known.
+    told: Option<Told>,
+    /// Set while reading is paused: when it resumes.
+    resume: Option<Pin<Box<Sleep>>>,
     idle: Duration,
     last_read: Instant,
     deadline: Pin<Box<Sleep>>,
@@ -223,6 +349,7 @@ impl Bounded {
     fn new(
         stream: TcpStream,
         places: (OwnedSemaphorePermit, Place),
+        told: Option<Told>,
         idle: Duration,
         counts: &Counts,
     ) -> Bounded {
@@ -230,6 +357,8 @@ impl Bounded {
         Bounded {
             stream,
             _places: places,
+            told,
+            resume: None,
             idle,
             last_read: now,
             deadline: Box::pin(tokio::time::sleep_until(now + idle)),
@@ -252,6 +381,25 @@ impl AsyncRead for Bounded {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // Paused: nothing is read until the advised wait is over.
+        if let Some(until) = self.told.as_ref().and_then(Told::paused_until) {
+            let until = Instant::from_std(until);
+            match &mut self.resume {
+                Some(sleep) if sleep.deadline() == until => {}
+                slot => {
+                    if slot.is_none() {
+                        self.counts.paused.inc();
+                    }
+                    self.resume = Some(Box::pin(tokio::time::sleep_until(until)));
+                }
+            }
+            if let Some(sleep) = self.resume.as_mut()
+                && sleep.as_mut().poll(cx).is_pending()
+            {
+                return Poll::Pending;
+            }
+        }
+        self.resume = None;
         let before = buf.filled().len();
         match Pin::new(&mut self.stream).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -319,6 +467,75 @@ mod tests {
     use super::*;
     use futures::StreamExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Up to the tolerated refusals nothing changes; one more within the window and what
+    /// the connection sends is not read until the window has passed; another connection is
+    /// read at once all along; a closed connection leaves nothing behind.
+    #[tokio::test]
+    async fn a_connection_that_sends_on_after_refusals_is_not_read_for_the_wait() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counts = Counts::new().unwrap();
+        let mut accepted = Box::pin(incoming(listener, Limits::with_max(8), counts.clone()));
+        // Each accepted connection: its peer address, and when each byte was read.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(mut conn)) = accepted.next().await {
+                let peer = conn.stream.peer_addr().unwrap();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1];
+                    while let Ok(1) = conn.read(&mut buf).await {
+                        let _ = tx.send((peer, std::time::Instant::now()));
+                    }
+                });
+            }
+        });
+        let mut rude = TcpStream::connect(addr).await.unwrap();
+        let mut polite = TcpStream::connect(addr).await.unwrap();
+        let rude_addr = rude.local_addr().unwrap();
+        let polite_addr = polite.local_addr().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        async fn read_one(
+            s: &mut TcpStream,
+            rx: &mut tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, std::time::Instant)>,
+        ) -> (SocketAddr, Duration) {
+            let sent = std::time::Instant::now();
+            s.write_all(b"x").await.unwrap();
+            let (peer, at) = rx.recv().await.unwrap();
+            (peer, at - sent)
+        }
+        for _ in 0..REFUSALS_TOLERATED {
+            assert!(!refused(addr, rude_addr), "within the tolerated refusals");
+        }
+        let (peer, took) = read_one(&mut rude, &mut rx).await;
+        assert_eq!(peer, rude_addr);
+        assert!(took < Duration::from_millis(200), "read at once: {took:?}");
+        assert_eq!(counts.paused.get(), 0);
+        // One more within the window: paused.
+        assert!(refused(addr, rude_addr));
+        let started = std::time::Instant::now();
+        rude.write_all(b"y").await.unwrap();
+        let (peer, took) = read_one(&mut polite, &mut rx).await;
+        assert_eq!(peer, polite_addr, "the other connection is read first");
+        assert!(took < Duration::from_millis(200), "{took:?}");
+        let (peer, at) = rx.recv().await.unwrap();
+        assert_eq!(peer, rude_addr);
+        let waited = at - started;
+        assert!(
+            waited >= REFUSALS_WINDOW - Duration::from_millis(100),
+            "paused for the wait: {waited:?}"
+        );
+        assert_eq!(counts.paused.get(), 1);
+        // Refusals on an unknown connection change nothing; a closed one is forgotten.
+        assert!(!refused(addr, "127.0.0.1:1".parse().unwrap()));
+        drop(rude);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !TOLD.lock().unwrap().contains_key(&(addr, rude_addr)),
+            "forgotten when closed"
+        );
+    }
 
     /// Beyond the cap per address a connection is closed on arrival, while another address
     /// still gets in; a connection that sends nothing

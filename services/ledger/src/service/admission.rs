@@ -130,10 +130,24 @@ pub fn connection_of<B>(request: &tonic::codegen::http::Request<B>) -> String {
         .map_or_else(|| "unknown".to_string(), |a| a.to_string())
 }
 
+/// The (local, peer) addresses of the connection a request came on.
+fn addresses_of<B>(
+    request: &tonic::codegen::http::Request<B>,
+) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let e = request.extensions();
+    let info = e.get::<TcpConnectInfo>().or_else(|| {
+        e.get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(TlsConnectInfo::get_ref)
+    })?;
+    Some((info.local_addr()?, info.remote_addr()?))
+}
+
 /// The ledger's gRPC service behind a gate that refuses a `SubmitTransfers` call before its
 /// body is read when the caller's connection (or the ledger) has no room for another batch:
 /// a client that ignores the retry advice and sends again at once costs the ledger a header
-/// parse, not the decoding of a maximum-size message.
+/// parse, not the decoding of a maximum-size message; and if it keeps doing so, nothing
+/// more is read from its connection for the advised wait ([`cbdc_runtime::conn::refused`]).
 #[derive(Clone)]
 pub struct Gate<S> {
     inner: S,
@@ -185,6 +199,10 @@ where
             return Either::Right(Either::Left(self.inner.call(request)));
         }
         if let Err(status) = self.admission.room(&connection_of(&request)) {
+            // A connection that sends on without waiting is not read from for a while.
+            if let Some((local, peer)) = addresses_of(&request) {
+                cbdc_runtime::conn::refused(local, peer);
+            }
             return Either::Left(std::future::ready(Ok(status.into_http())));
         }
         // A batch is decoded, verified and committed on the background runtime's threads,
