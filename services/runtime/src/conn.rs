@@ -155,22 +155,27 @@ pub fn incoming(
 ) -> impl futures::Stream<Item = Result<Bounded, io::Error>> {
     let open = Arc::new(Semaphore::new(limits.connections_max.max(1)));
     let by_address: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let refusals = Arc::new(Mutex::new(Pace::default()));
     futures::stream::unfold((listener, open, counts), move |(listener, open, counts)| {
         let by_address = Arc::clone(&by_address);
+        let refusals = Arc::clone(&refusals);
         async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
-                        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
-                            counts.refused.inc();
-                            drop(stream);
-                            continue;
-                        };
-                        let Some(place) =
+                        let place = Arc::clone(&open).try_acquire_owned().ok().and_then(|p| {
                             Place::take(&by_address, peer.ip(), limits.per_address_max)
-                        else {
+                                .map(|place| (p, place))
+                        });
+                        let Some((permit, place)) = place else {
                             counts.refused.inc();
+                            // A reset, not a close: no TIME_WAIT left behind.
+                            let _ = stream.set_zero_linger();
                             drop(stream);
+                            let wait = refusals.lock().expect("refusals").refused();
+                            if let Some(wait) = wait {
+                                tokio::time::sleep(wait).await;
+                            }
                             continue;
                         };
                         // TCP_NODELAY: without it a response written in two segments waits
@@ -296,6 +301,39 @@ pub fn refused(local: SocketAddr, peer: SocketAddr) -> bool {
         return true;
     }
     false
+}
+
+/// Connections closed on arrival per second, at most, at full speed. Beyond that the accept
+/// loop waits: a client that reopens every refused connection at once (a connection flood)
+/// then waits in the kernel's backlog, which costs the service nothing, instead of
+/// costing it an accept and a reset each time. Connections already open are not affected;
+/// a new one may wait in the backlog while the flood lasts.
+pub const REFUSALS_PER_SECOND: u32 = 1_000;
+
+/// Refusals counted per tenth of a second.
+#[derive(Default)]
+struct Pace {
+    window_start: Option<Instant>,
+    count: u32,
+}
+
+impl Pace {
+    /// Counts a refusal; how long to wait before accepting again, if the tenth of a second
+    /// has had its share.
+    fn refused(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        let tenth = Duration::from_millis(100);
+        let start = match self.window_start {
+            Some(start) if now < start + tenth => start,
+            _ => {
+                self.window_start = Some(now);
+                self.count = 0;
+                now
+            }
+        };
+        self.count += 1;
+        (self.count >= REFUSALS_PER_SECOND / 10).then(|| start + tenth - now)
+    }
 }
 
 /// One connection's place in its source address's count.
@@ -467,6 +505,21 @@ mod tests {
     use super::*;
     use futures::StreamExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Refusals run at full speed up to their share of a tenth of a second; the one that
+    /// reaches it waits for the tenth to end, and the next tenth starts afresh.
+    #[tokio::test]
+    async fn refusals_beyond_their_rate_wait() {
+        let mut pace = Pace::default();
+        let share = REFUSALS_PER_SECOND / 10;
+        for _ in 1..share {
+            assert_eq!(pace.refused(), None);
+        }
+        let wait = pace.refused().expect("the share is reached");
+        assert!(wait <= Duration::from_millis(100) && wait > Duration::ZERO);
+        tokio::time::sleep(wait).await;
+        assert_eq!(pace.refused(), None, "a new tenth");
+    }
 
     /// Up to the tolerated refusals nothing changes; one more within the window and what
     /// the connection sends is not read until the window has passed; another connection is
