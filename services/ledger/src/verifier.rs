@@ -34,10 +34,10 @@ pub enum Verdict {
     Refused(Transfer, Reject),
 }
 
-/// Threads that verify the bulk lane's batches at a lower scheduling priority (nice 10), so
-/// that when the CPU is saturated by batches the threads serving a wallet's single call (at
-/// the normal priority) get it first. With no single calls waiting, batches have the CPU as
-/// before.
+/// Threads that verify the bulk lane's batches at the lowest scheduling priority
+/// (`SCHED_IDLE`), so that when the CPU is saturated by batches the threads serving a
+/// wallet's single call (at the normal priority) get it first. With no single calls
+/// waiting, batches have the CPU as before.
 struct BulkThreads {
     jobs: std::sync::mpsc::SyncSender<Box<dyn FnOnce() + Send>>,
 }

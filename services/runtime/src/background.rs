@@ -1,22 +1,27 @@
-//! Work that may wait: a process-wide tokio runtime whose threads run at a lower priority
-//! ([`NICE`]). The bulk lane's batches (decoded, verified and committed) run there, so when
-//! they saturate the CPU the threads serving single calls still get it first, and a bulk
-//! client can use whatever the latency path leaves idle.
+//! Work that may wait: a process-wide tokio runtime whose threads run under Linux's
+//! `SCHED_IDLE` policy. The bulk lane's batches (decoded, verified and committed) run there,
+//! so when they saturate the CPU a thread serving single calls that wakes up takes the CPU
+//! at once (the scheduler preempts an idle-policy thread for any other), and a bulk client
+//! uses whatever the latency path leaves idle. (A nice value alone is not enough: a nice-10
+//! thread may keep the CPU for the rest of its slice when a nice-0 thread wakes, and a
+//! single call crosses half a dozen threads.)
 
 use std::future::Future;
 use std::sync::OnceLock;
 
-/// The nice value of the background threads (the default is 0; each step of 1 is about
-/// 10% less CPU share under contention).
+/// The nice value the background threads fall back to where `SCHED_IDLE` is refused.
 pub const NICE: i32 = 10;
 
 static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
 
-/// Lowers the calling thread's priority to [`NICE`].
+/// Puts the calling thread under `SCHED_IDLE` (or, if that is refused, at nice [`NICE`]).
 pub fn lower_this_thread() {
-    // SAFETY: setpriority on this thread's own id; no memory is passed.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: both calls act on this thread alone (id 0 / its own id) and read only `param`.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE);
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, NICE);
+        }
     }
 }
 
@@ -65,18 +70,19 @@ where
 
 #[cfg(test)]
 mod tests {
-    /// The work runs on a thread of the background runtime, at the lower priority.
+    /// The work runs on a thread of the background runtime, under the idle policy; the
+    /// caller's thread is untouched.
     #[tokio::test]
-    async fn runs_on_a_lower_priority_thread() {
-        let (name, nice) = super::run(async {
+    async fn runs_on_an_idle_policy_thread() {
+        // SAFETY: sched_getscheduler reads this thread's policy; no memory is passed.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let (name, there) = super::run(async move {
             let name = std::thread::current().name().map(str::to_string);
-            // SAFETY: getpriority of this thread; no memory is passed.
-            let nice =
-                unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
-            (name, nice)
+            (name, policy())
         })
         .await;
         assert_eq!(name.as_deref(), Some("background"));
-        assert_eq!(nice, super::NICE);
+        assert_eq!(there, libc::SCHED_IDLE);
+        assert_eq!(policy(), libc::SCHED_OTHER);
     }
 }
