@@ -170,6 +170,10 @@ pub struct LoadArgs {
     /// Percentage of payments to a wallet on bank 2 (cross-ledger).
     #[arg(long, default_value_t = 0)]
     pub cross_percent: u32,
+    /// Of bank 2's payees, this many are never opened: payments to them are refused there
+    /// and reversed to their payers (the refused path of cross-ledger payments).
+    #[arg(long, default_value_t = 0)]
+    pub unopened_payees: usize,
     /// Transfers per `SubmitTransfers` call; 1 sends single `SubmitTransfer` calls.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,

@@ -489,8 +489,16 @@ pub async fn prepare(
 
     let started = Instant::now();
     open_wallets(network, LedgerId(1), run, &local, 0).await?;
-    if !elsewhere.is_empty() {
-        open_wallets(network, LedgerId(2), run, &elsewhere, 0).await?;
+    // The last `unopened_payees` of bank 2's wallets stay unopened.
+    let opened = elsewhere.len().saturating_sub(args.unopened_payees);
+    if opened > 0 {
+        let to_open = Arc::new(
+            elsewhere[..opened]
+                .iter()
+                .map(|k| Keypair::from_seed(k.seed()))
+                .collect::<Vec<_>>(),
+        );
+        open_wallets(network, LedgerId(2), run, &to_open, 0).await?;
     }
     let open_s = started.elapsed().as_secs_f64();
 

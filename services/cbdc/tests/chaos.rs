@@ -76,6 +76,9 @@ fn the_bank_test_loses_nothing_through_crashes_partitions_and_pauses() {
         "{summary}"
     );
     assert!(moves["to_central_bank"].as_u64().unwrap() > 0, "{summary}");
+    // Payments to bank 2's unopened payees were refused there and came back.
+    assert!(moves["credited_once"].as_u64().unwrap() > 0, "{summary}");
+    assert!(moves["reversed_once"].as_u64().unwrap() > 0, "{summary}");
     let history = std::fs::read_to_string(out.path().join("history.jsonl")).unwrap();
     assert!(history.lines().count() > 2000);
 }

@@ -1,8 +1,9 @@
 //! `cbdc chaos`: a Jepsen-style bank test. The central bank and two bank ledgers run as
 //! separate `cbdc serve` processes, each bank behind loopback proxies this process controls
 //! (one in front of it, one on its way to the central bank). Clients pay chains of signed
-//! transfers at bank 1 — some to wallets at bank 2 — and retry each with the same txid until
-//! its outcome is definite, while a seeded nemesis:
+//! transfers at bank 1 — some to wallets at bank 2, two of which are never opened (payments
+//! to them are refused there and reversed) — and retry each with the same txid until its
+//! outcome is definite, while a seeded nemesis:
 //! - kills a ledger or the central bank with SIGKILL and restarts it on its data;
 //! - partitions a bank (both of its proxies cut or stalled);
 //! - pauses a process with SIGSTOP long enough for its peers' timeouts, then SIGCONT.
@@ -87,6 +88,8 @@ const RETRY_AFTER: Duration = Duration::from_millis(250);
 const DRAIN: Duration = Duration::from_secs(120);
 /// After the drain, how long the network may take to settle and balance.
 const QUIET: Duration = Duration::from_secs(180);
+/// Bank 2's payees that are never opened (payments to them are reversed).
+const UNOPENED_PAYEES: usize = 2;
 /// One double spend is tried after this many acknowledged transfers.
 const DOUBLE_SPEND_EVERY: usize = 20;
 
@@ -321,6 +324,17 @@ pub(crate) fn load_args(
     transfers_per_wallet: usize,
     cross_percent: u32,
 ) -> Result<cbdc_load::LoadArgs, String> {
+    load_args_with(dir, transfers_per_wallet, cross_percent, 0)
+}
+
+/// [`load_args`], with `unopened` of bank 2's payees never opened (payments to them are
+/// refused there and reversed).
+fn load_args_with(
+    dir: &std::path::Path,
+    transfers_per_wallet: usize,
+    cross_percent: u32,
+    unopened: usize,
+) -> Result<cbdc_load::LoadArgs, String> {
     use clap::Parser;
     #[derive(clap::Parser)]
     struct Wrap {
@@ -335,6 +349,8 @@ pub(crate) fn load_args(
         transfers_per_wallet.to_string(),
         "--cross-percent".into(),
         cross_percent.to_string(),
+        "--unopened-payees".into(),
+        unopened.to_string(),
         "--quiet".into(),
     ])
     .map(|w| w.load)
@@ -406,7 +422,14 @@ pub async fn run(args: ChaosArgs, cbdc: PathBuf) -> Result<Summary, String> {
     }
     let network = Arc::new(Network::attach(&dir).await?);
 
-    let load_args = load_args(&dir, args.transfers_per_wallet, args.cross_percent)?;
+    // Two of bank 2's payees are never opened: payments to them are refused there and
+    // reversed, so the run has both ends of a cross-ledger payment to check.
+    let load_args = load_args_with(
+        &dir,
+        args.transfers_per_wallet,
+        args.cross_percent,
+        UNOPENED_PAYEES,
+    )?;
     let prepared = Arc::new(cbdc_load::setup::prepare(&network, &load_args, args.wallets).await?);
 
     let history_path = out.join("history.jsonl");
