@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// Batches of the largest size in flight on the ledger, at most.
 pub const BATCHES_IN_FLIGHT: usize = 32;
@@ -119,27 +120,25 @@ impl Admission {
 
 /// The client connection a request came on, as [`tonic::Request::remote_addr`] names it.
 pub fn connection_of<B>(request: &tonic::codegen::http::Request<B>) -> String {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let e = request.extensions();
-    e.get::<TcpConnectInfo>()
+    tcp_info(request)
         .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| {
-            e.get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|i| i.get_ref().remote_addr())
-        })
         .map_or_else(|| "unknown".to_string(), |a| a.to_string())
+}
+
+/// The TCP connection a request came on (under TLS or not).
+fn tcp_info<B>(request: &tonic::codegen::http::Request<B>) -> Option<&TcpConnectInfo> {
+    let e = request.extensions();
+    e.get::<TcpConnectInfo>().or_else(|| {
+        e.get::<TlsConnectInfo<TcpConnectInfo>>()
+            .map(TlsConnectInfo::get_ref)
+    })
 }
 
 /// The (local, peer) addresses of the connection a request came on.
 fn addresses_of<B>(
     request: &tonic::codegen::http::Request<B>,
 ) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let e = request.extensions();
-    let info = e.get::<TcpConnectInfo>().or_else(|| {
-        e.get::<TlsConnectInfo<TcpConnectInfo>>()
-            .map(TlsConnectInfo::get_ref)
-    })?;
+    let info = tcp_info(request)?;
     Some((info.local_addr()?, info.remote_addr()?))
 }
 
