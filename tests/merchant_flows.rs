@@ -518,6 +518,62 @@ async fn an_order_paid_by_qr_from_another_bank_partly_refunded_reconciles_to_the
     )
     .await;
     assert_eq!(received.lock().unwrap().accepted[&id], 2);
+    // The gateway's metrics agree with what the receiver saw: every delivery it accepted
+    // counted as delivered, every one it refused as to be retried, none given up.
+    let (accepted, refused) = {
+        let r = received.lock().unwrap();
+        let accepted: u32 = r.accepted.values().sum();
+        (accepted, r.attempts.values().sum::<u32>() - accepted)
+    };
+    assert!(accepted > 0 && refused > 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let delivered = net
+            .metric(
+                "merchant_webhook_attempts_total",
+                &[r#"outcome="delivered""#],
+            )
+            .await;
+        let retry = net
+            .metric("merchant_webhook_attempts_total", &[r#"outcome="retry""#])
+            .await;
+        if (delivered, retry) == (f64::from(accepted), f64::from(refused)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics: {delivered} delivered and {retry} retried; the receiver accepted \
+             {accepted} and refused {refused}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        net.metric(
+            "merchant_webhook_attempts_total",
+            &[r#"outcome="given_up""#]
+        )
+        .await,
+        0.0
+    );
+    // Requests by route template (not by order id), with their latency.
+    let created = net
+        .metric(
+            "merchant_requests_total",
+            &[
+                r#"api="http""#,
+                r#"operation="POST /v1/orders""#,
+                r#"code="200""#,
+            ],
+        )
+        .await;
+    assert!(created >= 1.0, "{created}");
+    let paid = net
+        .metric(
+            "merchant_request_duration_seconds_count",
+            &[r#"operation="POST /v1/merchants/{merchant_id}/orders/{out_trade_no}/pay""#],
+        )
+        .await;
+    assert!(paid >= 1.0, "{paid}");
     net.net.quiesce().await;
     assert_eq!(net.net.assert_ledgers_conserve().await, yuan("20000.00"));
     net.stop().await;
@@ -1402,6 +1458,25 @@ async fn the_three_flows_through_grpc() {
         (st.total_in.as_str(), st.total_out.as_str()),
         ("55.00", "10.00")
     );
+    // Each gRPC call counted by method and code.
+    for method in [
+        "CreateOrder",
+        "CaptureHold",
+        "ChargeMandate",
+        "GetStatement",
+    ] {
+        let ok = net
+            .metric(
+                "merchant_requests_total",
+                &[
+                    r#"api="grpc""#,
+                    &format!(r#"operation="{method}""#),
+                    r#"code="0""#,
+                ],
+            )
+            .await;
+        assert!(ok >= 1.0, "{method}: {ok}");
+    }
 
     check_deliveries(&received);
     net.net.quiesce().await;

@@ -39,6 +39,8 @@ pub struct MerchantNet {
     pub base: String,
     /// The gRPC face's endpoint.
     pub grpc: String,
+    /// The gateway's `/metrics` URL.
+    pub metrics: String,
     /// Bank 1's authority key (every test bank's).
     pub bank: Keypair,
     /// Merchant `m-1`'s API key.
@@ -98,7 +100,7 @@ impl MerchantNet {
             .with_clock(clock);
         let shutdown = cbdc_runtime::shutdown::Shutdown::new();
         let running = cbdc_merchant::serve(
-            (config.listen, config.grpc_listen),
+            (config.listen, config.grpc_listen, config.metrics_listen),
             gateway.clone(),
             cbdc_merchant::pace(&config),
             shutdown.clone(),
@@ -109,6 +111,7 @@ impl MerchantNet {
             net,
             base: format!("http://{}", running.http_addr),
             grpc: format!("http://{}", running.grpc_addr),
+            metrics: format!("http://{}/metrics", running.metrics_addr),
             bank,
             merchant: Keypair::from_seed(&[2; 32]),
             http: reqwest::Client::new(),
@@ -258,6 +261,30 @@ impl MerchantNet {
             assert!(std::time::Instant::now() < deadline, "{what}: still {v}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The sum of the samples of metric `name` whose labels contain every one of `labels`
+    /// (as `key="value"`), from the gateway's `/metrics`.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let text = self
+            .http
+            .get(&self.metrics)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+                (metric == name && labels.iter().all(|want| rest.contains(want)))
+                    .then(|| value.parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum()
     }
 
     pub async fn stop(self) {

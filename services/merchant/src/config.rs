@@ -22,6 +22,9 @@ pub struct MerchantConfig {
     /// gRPC listen address (`cbdc.v1.MerchantGateway` and health); port 0 picks a free port.
     #[serde(default = "default_grpc_listen")]
     pub grpc_listen: SocketAddr,
+    /// Prometheus `/metrics` listen address; port 0 picks a free port.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
     /// The embedded store's directory (ignored when `fdb_cluster_file` is set).
     pub data_dir: PathBuf,
     /// A FoundationDB cluster file; when set (and built with `fdb`), the store is FoundationDB.
@@ -60,6 +63,10 @@ fn default_grpc_listen() -> SocketAddr {
     "127.0.0.1:8481".parse().expect("address")
 }
 
+fn default_metrics_listen() -> SocketAddr {
+    "127.0.0.1:9481".parse().expect("address")
+}
+
 fn default_poll_ms() -> u64 {
     250
 }
@@ -88,6 +95,7 @@ impl MerchantConfig {
             network: network.to_string(),
             listen: "127.0.0.1:0".parse().expect("address"),
             grpc_listen: "127.0.0.1:0".parse().expect("address"),
+            metrics_listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.join("store"),
             fdb_cluster_file: None,
             banks: BTreeMap::new(),

@@ -379,6 +379,12 @@ impl Gateway {
         .await?;
         let mut delivered = 0;
         for (id, _, attempt) in attempts {
+            let outcome = match &attempt.error {
+                None => "delivered",
+                Some(_) if attempt.attempt >= attempts_max || attempt.attempt == 0 => "given_up",
+                Some(_) => "retry",
+            };
+            self.metrics.webhooks.with_label_values(&[outcome]).inc();
             match attempt.error {
                 None => {
                     d.queue.succeeded(&id);

@@ -131,6 +131,8 @@ pub struct Gateway {
     merchants: Arc<std::sync::RwLock<HashMap<String, Merchant>>>,
     /// Signers' keys checked before (a check costs about a signature verification).
     pub(crate) keys: Arc<KeyCache>,
+    /// What the gateway counts (served on `/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Merchant records kept in memory, at most.
@@ -156,6 +158,7 @@ impl Gateway {
             wake_webhooks: Arc::default(),
             merchants: Arc::default(),
             keys: Arc::default(),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 

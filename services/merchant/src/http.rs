@@ -17,6 +17,8 @@
 //! - `GET /v1/webhook-key` — the key webhooks are signed with (public).
 //! - `GET /v1/openapi.json` — the OpenAPI document of all this (public).
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
@@ -77,6 +79,10 @@ pub fn router(gateway: Gateway) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Larger bodies are cut off by the limit below and answered 413 by `Body`.
         .layer(DefaultBodyLimit::max(BODY_MAX + 1))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&gateway.metrics),
+            crate::metrics::http_layer,
+        ))
         .with_state(gateway)
 }
 

@@ -19,6 +19,7 @@
 //! - [`grpc`]: the same operations as `cbdc.v1.MerchantGateway` over gRPC.
 //! - [`http`]: the axum routes and JSON errors naming the field ([`error`]);
 //!   [`openapi`]: their OpenAPI document, generated from the code.
+//! - [`metrics`]: requests, latency and webhook attempts, on a Prometheus `/metrics`.
 
 pub mod auth;
 pub mod client;
@@ -31,6 +32,7 @@ pub mod grpc;
 pub mod http;
 pub mod ledgers;
 pub mod locks;
+pub mod metrics;
 pub mod openapi;
 pub mod orders;
 pub mod payments;
@@ -63,13 +65,18 @@ pub async fn serve_config(
 ) -> Result<RunningGateway, String> {
     let gateway = gateway_of(config)?;
     serve(
-        (config.listen, config.grpc_listen),
+        (config.listen, config.grpc_listen, config.metrics_listen),
         gateway,
         pace(config),
         shutdown,
     )
     .await
-    .map_err(|e| format!("listen {} / {}: {e}", config.listen, config.grpc_listen))
+    .map_err(|e| {
+        format!(
+            "listen {} / {} / {}: {e}",
+            config.listen, config.grpc_listen, config.metrics_listen
+        )
+    })
 }
 
 /// The gateway its configuration describes (its store open, its seed read or made).
@@ -111,6 +118,8 @@ pub fn pace(config: &config::MerchantConfig) -> workers::Pace {
 pub struct RunningGateway {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    /// Where `/metrics` is served.
+    pub metrics_addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -121,10 +130,10 @@ impl RunningGateway {
     }
 }
 
-/// Serves `gateway` over HTTP and gRPC on `listen` (HTTP, gRPC) with its workers at
-/// `pace`; stops on `shutdown`.
+/// Serves `gateway` over HTTP and gRPC on `listen` (HTTP, gRPC, metrics) with its workers
+/// at `pace`; stops on `shutdown`.
 pub async fn serve(
-    listen: (SocketAddr, SocketAddr),
+    listen: (SocketAddr, SocketAddr, SocketAddr),
     gateway: gateway::Gateway,
     pace: workers::Pace,
     shutdown: Shutdown,
@@ -133,6 +142,8 @@ pub async fn serve(
     let http_addr = listener.local_addr()?;
     let grpc_listener = tokio::net::TcpListener::bind(listen.1).await?;
     let grpc_addr = grpc_listener.local_addr()?;
+    let metrics_listener = cbdc_runtime::metrics::bind(listen.2).await?;
+    let metrics_addr = metrics_listener.local_addr()?;
     let app = http::router(gateway.clone());
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -142,11 +153,12 @@ pub async fn serve(
         .concurrency_limit_per_connection(256)
         .timeout(Duration::from_secs(30))
         .add_service(health)
-        .add_service(
+        .add_service(metrics::Counted::new(
             cbdc_proto::v1::merchant_gateway_server::MerchantGatewayServer::new(
                 grpc::GrpcGateway::new(gateway.clone()),
             ),
-        )
+            std::sync::Arc::clone(&gateway.metrics),
+        ))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             {
@@ -154,18 +166,24 @@ pub async fn serve(
                 async move { shutdown.wait().await }
             },
         );
+    let metrics_server = cbdc_runtime::metrics::serve(
+        metrics_listener,
+        gateway.metrics.registry.clone(),
+        shutdown.clone(),
+    );
     let workers = workers::run(gateway, pace, shutdown.clone());
     let task = tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown({
             let shutdown = shutdown.clone();
             async move { shutdown.wait().await }
         });
-        let _ = tokio::join!(server, grpc, workers);
+        let _ = tokio::join!(server, grpc, workers, metrics_server);
     });
-    tracing::info!(%http_addr, %grpc_addr, "merchant gateway serving");
+    tracing::info!(%http_addr, %grpc_addr, %metrics_addr, "merchant gateway serving");
     Ok(RunningGateway {
         http_addr,
         grpc_addr,
+        metrics_addr,
         task,
     })
 }

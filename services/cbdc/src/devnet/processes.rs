@@ -102,6 +102,7 @@ impl DevnetProcesses {
         let central_bank_url = format!("https://{}", plan.central_bank.listen);
         fixed(&mut plan.merchant.listen)?;
         fixed(&mut plan.merchant.grpc_listen)?;
+        fixed(&mut plan.merchant.metrics_listen)?;
         // What everyone else dials for each bank.
         let mut public = Vec::new();
         for (i, c) in plan.banks.iter_mut().enumerate() {
