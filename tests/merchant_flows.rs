@@ -34,7 +34,9 @@ struct Received {
 
 /// A merchant's webhook endpoint: checks the signature, refuses the first attempts of each
 /// event, records the accepted ones.
-async fn webhook_receiver(gateway_key: cbdc_core::PublicKey) -> (String, Arc<Mutex<Received>>) {
+async fn webhook_receiver(
+    gateway_key: cbdc_core::keys::CheckedKey,
+) -> (String, Arc<Mutex<Received>>) {
     let received = Arc::new(Mutex::new(Received::default()));
     let state = Arc::clone(&received);
     let app = axum::Router::new().route(
@@ -228,8 +230,10 @@ async fn setup() -> (MerchantNet, Arc<Mutex<Received>>, Address) {
             &Value::Null,
         ))
         .await;
-    let gateway_key =
-        cbdc_merchant::parse_key("public_key", key["public_key"].as_str().unwrap()).unwrap();
+    let gateway_key = cbdc_merchant::parse_key("public_key", key["public_key"].as_str().unwrap())
+        .unwrap()
+        .checked_key()
+        .unwrap();
     let (url, received) = webhook_receiver(gateway_key).await;
     let merchant = net.onboard_with(&url).await;
     let collection: Address = merchant["collection_address"]

@@ -374,6 +374,14 @@ pub async fn drive(network: &Network, args: &LoadArgs, prepared: &Prepared) -> R
     prepared
         .chains
         .set_ready(state.ready.iter().copied().collect());
+    if state.committed_in_window == 0 && !state.acknowledged.is_empty() {
+        return Err(format!(
+            "all {} transfers were answered within the {} s warm-up, so the window measured \
+             nothing: raise --transfers or --transfers-per-wallet",
+            state.acknowledged.len(),
+            args.warmup().as_secs()
+        ));
+    }
     let warmup_s = args.warmup().as_secs();
     let timeline = state
         .per_second

@@ -134,7 +134,7 @@ struct Hooks {
 /// The merchant's webhook endpoint: checks each signature, wakes the shopper waiting for
 /// the order.
 async fn receiver(
-    gateway_key: cbdc_core::PublicKey,
+    gateway_key: cbdc_core::keys::CheckedKey,
 ) -> Result<(String, Arc<Mutex<Hooks>>), String> {
     use axum::http::{HeaderMap, StatusCode};
     let hooks = Arc::new(Mutex::new(Hooks::default()));
@@ -221,7 +221,9 @@ pub async fn run(
     let key = call(&gateway, "GET", "/v1/webhook-key", &Value::Null).await?;
     let gateway_key =
         cbdc_merchant::parse_key("public_key", key["public_key"].as_str().unwrap_or(""))
-            .map_err(|e| e.message)?;
+            .map_err(|e| e.message)?
+            .checked_key()
+            .map_err(|e| format!("the gateway's webhook key: {e}"))?;
     let (url, hooks) = receiver(gateway_key).await?;
 
     // The merchant, onboarded by bank 1 for this run.
