@@ -34,6 +34,10 @@ pub struct IssuanceConfig {
     /// How often queued settlements are delivered, in milliseconds.
     #[serde(default = "default_delivery_interval")]
     pub delivery_interval_ms: u64,
+    /// How often the audit runs for the metrics (supply, each ledger's figures, whether
+    /// they balance), in milliseconds.
+    #[serde(default = "default_audit_interval")]
+    pub audit_interval_ms: u64,
     /// One JSON object per log line.
     #[serde(default)]
     pub log_json: bool,
@@ -52,6 +56,9 @@ fn default_metrics() -> SocketAddr {
 fn default_delivery_interval() -> u64 {
     100
 }
+fn default_audit_interval() -> u64 {
+    15_000
+}
 
 impl IssuanceConfig {
     /// A configuration for tests and devnets: loopback, ephemeral ports, files under `dir`.
@@ -69,6 +76,7 @@ impl IssuanceConfig {
             signing_key_file: dir.join("signing.key"),
             admin_public_key: hex::encode(admin_public_key.as_bytes()),
             delivery_interval_ms: default_delivery_interval(),
+            audit_interval_ms: default_audit_interval(),
             log_json: false,
             tls: cbdc_runtime::tls::TlsConfig {
                 insecure: true,

@@ -17,6 +17,7 @@
 pub mod bank;
 pub mod config;
 pub mod delivery;
+pub mod gauges;
 pub mod records;
 pub mod service;
 
@@ -128,11 +129,14 @@ pub async fn serve_with_clock(
 
     let listeners = cbdc_runtime::grpc::bind(config.listen, config.metrics_listen).await?;
     let (grpc_addr, metrics_addr) = (listeners.grpc_addr, listeners.metrics_addr);
-    let grpc = cbdc_proto::v1::issuance_service_server::IssuanceServiceServer::new(
-        service::IssuanceGrpc::new(bank.clone()).with_tls(tls.clone()),
-    );
     let registry = prometheus::Registry::new_custom(Some("cbdc_issuance".into()), None)
         .map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let grpc = cbdc_proto::v1::issuance_service_server::IssuanceServiceServer::new(
+        service::IssuanceGrpc::new(bank.clone())
+            .with_tls(tls.clone())
+            .with_metrics(&registry)
+            .map_err(|e| ServeError::Config(format!("metrics: {e}")))?,
+    );
     registry
         .register(Box::new(store_metrics))
         .map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
@@ -141,10 +145,19 @@ pub async fn serve_with_clock(
         Arc::new(delivery::GrpcLedgers::new(tls.clone())),
     )
     .with_metrics(&registry);
-    let workers = vec![tokio::spawn(worker.run(
-        Duration::from_millis(config.delivery_interval_ms.max(1)),
-        shutdown.clone(),
-    ))];
+    let audits = gauges::AuditMetrics::register(&registry)
+        .map_err(|e| ServeError::Config(format!("metrics: {e}")))?;
+    let workers = vec![
+        tokio::spawn(worker.run(
+            Duration::from_millis(config.delivery_interval_ms.max(1)),
+            shutdown.clone(),
+        )),
+        tokio::spawn(audits.run(
+            bank.clone(),
+            Duration::from_millis(config.audit_interval_ms.max(100)),
+            shutdown.clone(),
+        )),
+    ];
     let server = cbdc_runtime::grpc::serve(
         "central bank",
         listeners,

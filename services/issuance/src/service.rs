@@ -27,6 +27,8 @@ pub struct IssuanceGrpc {
     /// Transport security, when on: a bank's calls must come with that bank's certificate,
     /// the administrator's with the administrator's.
     tls: Option<cbdc_runtime::tls::Tls>,
+    /// How long settling took, by RPC (`settle`, `settle_batch`), when registered.
+    settle_latency: Option<prometheus::HistogramVec>,
 }
 
 /// Txids per `GetSettlementStatus` request, at most.
@@ -38,7 +40,35 @@ impl IssuanceGrpc {
             bank,
             keys: Default::default(),
             tls: None,
+            settle_latency: None,
         }
+    }
+
+    /// Registers `settle_duration_seconds{rpc}` in `registry`: how long a bank waits for
+    /// its settlements to be recorded and countersigned.
+    pub fn with_metrics(
+        mut self,
+        registry: &prometheus::Registry,
+    ) -> prometheus::Result<IssuanceGrpc> {
+        let h = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "settle_duration_seconds",
+                "Time to record and countersign a bank's settlements, by RPC",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ]),
+            &["rpc"],
+        )?;
+        registry.register(Box::new(h.clone()))?;
+        self.settle_latency = Some(h);
+        Ok(self)
+    }
+
+    fn settle_timer(&self, rpc: &str) -> Option<prometheus::HistogramTimer> {
+        self.settle_latency
+            .as_ref()
+            .map(|h| h.with_label_values(&[rpc]).start_timer())
     }
 
     /// Checks callers' certificates where only a service may call (see
@@ -188,6 +218,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             &request,
             &cbdc_runtime::tls::bank_name(request.get_ref().from_ledger_id),
         )?;
+        let _timer = self.settle_timer("settle");
         let r = request.into_inner();
         let t = self.transfer("transfer", r.transfer.as_ref())?;
         let wire = convert::to_signed_transfer(&t);
@@ -206,6 +237,7 @@ impl v1::issuance_service_server::IssuanceService for IssuanceGrpc {
             &request,
             &cbdc_runtime::tls::bank_name(request.get_ref().from_ledger_id),
         )?;
+        let _timer = self.settle_timer("settle_batch");
         let r = request.into_inner();
         let transfers = r
             .transfers

@@ -95,13 +95,19 @@ pub fn gateway_of(config: &config::MerchantConfig) -> Result<gateway::Gateway, S
     let db =
         cbdc_store::Database::open_configured(&config.data_dir, config.fdb_cluster_file.as_deref())
             .map_err(|e| format!("store: {e}"))?;
-    Ok(gateway::Gateway::new(
+    let gateway = gateway::Gateway::new(
         db,
         config.network.clone(),
         banks,
         custody::Custody::new(seed),
         ledgers,
-    ))
+    );
+    if let Some(expiry) = config.tls.expiry()? {
+        expiry
+            .register(&gateway.metrics.registry)
+            .map_err(|e| format!("metrics: {e}"))?;
+    }
+    Ok(gateway)
 }
 
 /// The workers' pace from the configuration.

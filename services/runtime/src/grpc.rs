@@ -193,6 +193,10 @@ where
     registry
         .register(Box::new(failed.clone()))
         .map_err(|e| format!("metrics: {e}"))?;
+    if let Some(tls) = tls {
+        tls.register_expiry(&registry)
+            .map_err(|e| format!("metrics: {e}"))?;
+    }
     let watch_store = {
         let (store, shutdown) = (store.clone(), shutdown.clone());
         let reporter = health_reporter.clone();

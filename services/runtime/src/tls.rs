@@ -53,6 +53,42 @@ pub struct TlsConfig {
 pub struct Tls {
     identity: Identity,
     ca: Certificate,
+    /// When this service's certificate and the CA's stop being valid (Unix seconds).
+    expiry: Expiry,
+}
+
+/// When certificates stop being valid (`notAfter`, Unix seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    pub service: i64,
+    pub ca: i64,
+}
+
+impl Expiry {
+    /// Registers `tls_certificate_expiry_timestamp_seconds{certificate="service"|"ca"}` in
+    /// `registry`: an alert can then warn weeks before a certificate lapses.
+    pub fn register(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        let g = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "tls_certificate_expiry_timestamp_seconds",
+                "When a certificate this service presents or trusts stops being valid (notAfter)",
+            ),
+            &["certificate"],
+        )?;
+        g.with_label_values(&["service"]).set(self.service);
+        g.with_label_values(&["ca"]).set(self.ca);
+        registry.register(Box::new(g))
+    }
+}
+
+/// The `notAfter` of the first certificate in `pem` (Unix seconds), naming `field`.
+pub fn not_after(field: &str, pem: &[u8]) -> Result<i64, String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem)
+        .map_err(|e| format!("tls.{field}: not a PEM certificate: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("tls.{field}: the certificate does not parse: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
 }
 
 fn read(field: &str, path: &Option<PathBuf>) -> Result<Vec<u8>, String> {
@@ -86,9 +122,26 @@ impl TlsConfig {
                 return Err(format!("tls.{field}: not a PEM file holding a {what}"));
             }
         }
+        let expiry = Expiry {
+            service: not_after("cert_file", &cert)?,
+            ca: not_after("ca_file", &ca)?,
+        };
         Ok(Some(Tls {
             identity: Identity::from_pem(cert, key),
             ca: Certificate::from_pem(ca),
+            expiry,
+        }))
+    }
+
+    /// When the configured certificate and CA expire (`None` when insecure), read from
+    /// their files; for a client that does not load a [`Tls`] of its own.
+    pub fn expiry(&self) -> Result<Option<Expiry>, String> {
+        if self.insecure {
+            return Ok(None);
+        }
+        Ok(Some(Expiry {
+            service: not_after("cert_file", &read("cert_file", &self.cert_file)?)?,
+            ca: not_after("ca_file", &read("ca_file", &self.ca_file)?)?,
         }))
     }
 
@@ -104,6 +157,16 @@ impl TlsConfig {
 }
 
 impl Tls {
+    /// When this service's certificate and the CA's expire.
+    pub fn expiry(&self) -> Expiry {
+        self.expiry
+    }
+
+    /// Registers the certificates' expiry in `registry` ([`Expiry::register`]).
+    pub fn register_expiry(&self, registry: &prometheus::Registry) -> prometheus::Result<()> {
+        self.expiry.register(registry)
+    }
+
     /// Server settings: present this identity; accept client certificates from the CA
     /// only (a client without one is let in, and refused by [`require_peer`] where a
     /// service must call).
@@ -237,6 +300,52 @@ impl DevCa {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificates_expiry_is_read_and_exported() {
+        let dir = tempfile::tempdir().unwrap();
+        DevCa::new("test CA")
+            .unwrap()
+            .write(dir.path(), &["bank-1"])
+            .unwrap();
+        let config = TlsConfig::in_dir(dir.path(), "bank-1");
+        // What the certificates were issued with (rcgen's default validity).
+        let issued = rcgen::CertificateParams::default()
+            .not_after
+            .unix_timestamp();
+        let expiry = config.expiry().unwrap().unwrap();
+        assert_eq!(
+            expiry,
+            Expiry {
+                service: issued,
+                ca: issued
+            }
+        );
+        assert_eq!(config.load("ledger").unwrap().unwrap().expiry(), expiry);
+        let registry = prometheus::Registry::new();
+        expiry.register(&registry).unwrap();
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut text,
+        )
+        .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        for certificate in ["service", "ca"] {
+            let line = format!(
+                "tls_certificate_expiry_timestamp_seconds{{certificate=\"{certificate}\"}} {issued}"
+            );
+            assert!(text.lines().any(|l| l == line), "{line} not in {text}");
+        }
+        let e = not_after("cert_file", b"not a certificate").unwrap_err();
+        assert!(e.starts_with("tls.cert_file: not a PEM certificate"), "{e}");
+        let insecure = TlsConfig {
+            insecure: true,
+            ..TlsConfig::default()
+        };
+        assert_eq!(insecure.expiry().unwrap(), None);
+    }
 
     #[test]
     fn settings_load_from_a_devnet_ca_and_name_what_is_missing() {

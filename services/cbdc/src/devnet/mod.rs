@@ -216,6 +216,7 @@ impl Plan {
             }
         }
         cb_config.delivery_interval_ms = 20;
+        cb_config.audit_interval_ms = 1_000;
         let cb_key = key(&cb_config.signing_key_file)?;
         let mut plan = Plan {
             dir: dir.to_path_buf(),

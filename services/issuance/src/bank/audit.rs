@@ -20,7 +20,13 @@ pub struct LedgerAudit {
     /// Settled out of the ledger, still counted by its checkpoint.
     pub unacknowledged_out: Amount,
     pub balanced: bool,
+    /// Settled toward the ledger (and minted into it), less what it refused: only grows.
+    pub received: Amount,
+    /// Settled out of the ledger: only grows.
+    pub sent: Amount,
     pub checkpoint_size: u64,
+    /// When the ledger signed its latest accepted checkpoint (0: none yet).
+    pub checkpoint_timestamp_ms: u64,
     /// Why the ledger's own figures do not add up: in its latest checkpoint, or in the
     /// first faulty one it ever signed (kept as evidence).
     pub fault: Option<String>,
@@ -75,8 +81,8 @@ impl CentralBank {
             };
             // What the ledger holds, counted from its outputs and outbox — not its edge
             // totals, which would make the comparison below an identity.
-            let (reported, inbound, settled_out, size) = match &cp {
-                None => (Amount::ZERO, Amount::ZERO, Amount::ZERO, 0),
+            let (reported, inbound, settled_out, size, timestamp_ms) = match &cp {
+                None => (Amount::ZERO, Amount::ZERO, Amount::ZERO, 0, 0),
                 Some(c) => (
                     c.unspent
                         .checked_add(c.outbox)
@@ -84,6 +90,7 @@ impl CentralBank {
                     c.inbound,
                     c.settled_out,
                     c.size,
+                    c.timestamp_ms,
                 ),
             };
             let first_fault = match tx.get_snapshot(&k.faulty_checkpoint(l)).await? {
@@ -119,7 +126,10 @@ impl CentralBank {
                 in_flight_in: in_flight_in.unwrap_or(Amount::ZERO),
                 unacknowledged_out: unacknowledged_out.unwrap_or(Amount::ZERO),
                 balanced: ok,
+                received: sent_in,
+                sent: out,
                 checkpoint_size: size,
+                checkpoint_timestamp_ms: timestamp_ms,
                 fault,
             });
         }
