@@ -534,12 +534,15 @@ async fn an_order_paid_by_qr_from_another_bank_partly_refunded_reconciles_to_the
     loop {
         let delivered = net
             .metric(
-                "merchant_webhook_attempts_total",
+                "cbdc_merchant_webhook_attempts_total",
                 &[r#"outcome="delivered""#],
             )
             .await;
         let retry = net
-            .metric("merchant_webhook_attempts_total", &[r#"outcome="retry""#])
+            .metric(
+                "cbdc_merchant_webhook_attempts_total",
+                &[r#"outcome="retry""#],
+            )
             .await;
         if (delivered, retry) == (f64::from(accepted), f64::from(refused)) {
             break;
@@ -553,7 +556,7 @@ async fn an_order_paid_by_qr_from_another_bank_partly_refunded_reconciles_to_the
     }
     assert_eq!(
         net.metric(
-            "merchant_webhook_attempts_total",
+            "cbdc_merchant_webhook_attempts_total",
             &[r#"outcome="given_up""#]
         )
         .await,
@@ -562,7 +565,7 @@ async fn an_order_paid_by_qr_from_another_bank_partly_refunded_reconciles_to_the
     // Requests by route template (not by order id), with their latency.
     let created = net
         .metric(
-            "merchant_requests_total",
+            "cbdc_merchant_requests_total",
             &[
                 r#"api="http""#,
                 r#"operation="POST /v1/orders""#,
@@ -573,7 +576,7 @@ async fn an_order_paid_by_qr_from_another_bank_partly_refunded_reconciles_to_the
     assert!(created >= 1.0, "{created}");
     let paid = net
         .metric(
-            "merchant_request_duration_seconds_count",
+            "cbdc_merchant_request_duration_seconds_count",
             &[r#"operation="POST /v1/merchants/{merchant_id}/orders/{out_trade_no}/pay""#],
         )
         .await;
@@ -1471,7 +1474,7 @@ async fn the_three_flows_through_grpc() {
     ] {
         let ok = net
             .metric(
-                "merchant_requests_total",
+                "cbdc_merchant_requests_total",
                 &[
                     r#"api="grpc""#,
                     &format!(r#"operation="{method}""#),

@@ -21,10 +21,11 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let registry = Registry::new();
+        let registry =
+            Registry::new_custom(Some("cbdc_merchant".into()), None).expect("valid registry");
         let requests = IntCounterVec::new(
             Opts::new(
-                "merchant_requests_total",
+                "requests_total",
                 "Merchant gateway requests answered, by API, operation and outcome",
             ),
             &["api", "operation", "code"],
@@ -32,7 +33,7 @@ impl Metrics {
         .expect("valid metric");
         let latency = HistogramVec::new(
             HistogramOpts::new(
-                "merchant_request_duration_seconds",
+                "request_duration_seconds",
                 "Time to answer a merchant gateway request",
             )
             .buckets(vec![
@@ -43,7 +44,7 @@ impl Metrics {
         .expect("valid metric");
         let webhooks = IntCounterVec::new(
             Opts::new(
-                "merchant_webhook_attempts_total",
+                "webhook_attempts_total",
                 "Webhook delivery attempts, by outcome (delivered, retry, given_up)",
             ),
             &["outcome"],

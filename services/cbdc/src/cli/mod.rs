@@ -281,7 +281,10 @@ fn print_devnet(dir: &Path, f: &DevnetFile) {
         );
     }
     if let Some(m) = f.merchant_gateway {
-        println!("  merchants     http://{m}/v1/ (OpenAPI: /v1/openapi.json)");
+        println!(
+            "  merchants     http://{m}/v1/ (OpenAPI: /v1/openapi.json){}",
+            metrics(f.merchant_gateway_metrics.as_ref())
+        );
     }
     if let Some(m) = f.merchant_gateway_grpc {
         println!("  merchants     gRPC http://{m} (cbdc.v1.MerchantGateway)");

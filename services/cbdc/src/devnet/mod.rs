@@ -41,6 +41,9 @@ pub struct DevnetFile {
     /// Its gRPC face (`cbdc.v1.MerchantGateway`).
     #[serde(default)]
     pub merchant_gateway_grpc: Option<SocketAddr>,
+    /// Its Prometheus `/metrics` address.
+    #[serde(default)]
+    pub merchant_gateway_metrics: Option<SocketAddr>,
     /// Key files: the administrator's, each bank's operator (vault and settlement) key,
     /// and each bank's authority key (orders and reads).
     pub admin_key: PathBuf,
@@ -235,6 +238,9 @@ impl Plan {
                 if let Some(a) = previous.as_ref().and_then(|p| p.merchant_gateway_grpc) {
                     m.grpc_listen = a;
                 }
+                if let Some(a) = previous.as_ref().and_then(|p| p.merchant_gateway_metrics) {
+                    m.metrics_listen = a;
+                }
                 m.tls = cbdc_runtime::tls::TlsConfig::in_dir(&tls_dir, MERCHANT_GATEWAY_NAME);
                 m
             },
@@ -277,7 +283,7 @@ impl Plan {
         &self,
         central_bank: (SocketAddr, SocketAddr),
         banks: &[(SocketAddr, SocketAddr)],
-        merchant: (SocketAddr, SocketAddr),
+        merchant: (SocketAddr, SocketAddr, SocketAddr),
         pids: Option<DevnetPids>,
     ) -> Result<DevnetFile, String> {
         let file = DevnetFile {
@@ -288,6 +294,7 @@ impl Plan {
             bank_metrics: banks.iter().map(|b| b.1).collect(),
             merchant_gateway: Some(merchant.0),
             merchant_gateway_grpc: Some(merchant.1),
+            merchant_gateway_metrics: Some(merchant.2),
             admin_key: self.admin_key.clone(),
             operator_keys: self.operator_keys.clone(),
             authority_keys: self.authority_keys.clone(),
@@ -373,7 +380,11 @@ impl Devnet {
         let file = plan.write_file(
             (central_bank.grpc_addr, central_bank.metrics_addr),
             &addresses,
-            (merchant.http_addr, merchant.grpc_addr),
+            (
+                merchant.http_addr,
+                merchant.grpc_addr,
+                merchant.metrics_addr,
+            ),
             None,
         )?;
         register_all(&file, &plan.admin, &plan.operators).await?;

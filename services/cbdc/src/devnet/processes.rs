@@ -133,7 +133,11 @@ impl DevnetProcesses {
             file: plan.write_file(
                 central,
                 &addresses,
-                (plan.merchant.listen, plan.merchant.grpc_listen),
+                (
+                    plan.merchant.listen,
+                    plan.merchant.grpc_listen,
+                    plan.merchant.metrics_listen,
+                ),
                 None,
             )?,
             services: Vec::new(),
@@ -184,7 +188,11 @@ impl DevnetProcesses {
         devnet.file = plan.write_file(
             central,
             &addresses,
-            (plan.merchant.listen, plan.merchant.grpc_listen),
+            (
+                plan.merchant.listen,
+                plan.merchant.grpc_listen,
+                plan.merchant.metrics_listen,
+            ),
             Some(pids),
         )?;
         if let Err(e) = register_all(&devnet.file, &plan.admin, &plan.operators).await {
