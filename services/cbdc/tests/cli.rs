@@ -990,6 +990,132 @@ fn cbdc_load(report: &std::path::Path, args: &[&str]) -> String {
     stdout
 }
 
+/// What a deployment needs beyond a devnet: certificates for its services (`cbdc certs`)
+/// and each bank registered by the administrator (`cbdc central-bank register-bank`), once
+/// per request id, refused when signed by anyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_made_and_banks_registered_as_a_deployment_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let out = cbdc(&[
+        "certs",
+        "--dir",
+        tls.to_str().unwrap(),
+        "central-bank",
+        "bank-3",
+    ])
+    .await
+    .unwrap();
+    assert!(out[0].contains("central-bank, bank-3"), "{out:?}");
+    let config = cbdc_runtime::tls::TlsConfig::in_dir(&tls, "bank-3");
+    assert!(config.load("ledger").unwrap().is_some());
+    assert!(config.expiry().unwrap().is_some());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tls.join("bank-3.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(
+        cbdc(&["certs", "--dir", tls.to_str().unwrap()])
+            .await
+            .is_err()
+    );
+
+    let net = dir.path().join("net");
+    let devnet = cbdc::devnet::Devnet::start(&net, 2, cbdc_runtime::shutdown::Shutdown::new())
+        .await
+        .expect("devnet");
+    let d = net.to_str().unwrap();
+    let operator = dir.path().join("bank-3-operator.key");
+    cbdc_runtime::secret::load_or_create_seed(&operator).unwrap();
+    let operator_hex = hex::encode(
+        cbdc_core::Keypair::from_seed(&cbdc_runtime::secret::read_seed(&operator).unwrap())
+            .public()
+            .as_bytes(),
+    );
+    let register = |key: &str, endpoint: &str, request: &str| {
+        let (key, endpoint, request) = (key.to_string(), endpoint.to_string(), request.to_string());
+        let d = d.to_string();
+        async move {
+            cbdc(&[
+                "central-bank",
+                "register-bank",
+                "--ledger",
+                "3",
+                "--operator-key-file",
+                &key,
+                "--bank-endpoint",
+                &endpoint,
+                "--request-id",
+                &request,
+                "--devnet",
+                &d,
+            ])
+            .await
+        }
+    };
+    let key = operator.to_str().unwrap();
+    let out = register(key, "https://bank-3:50061", "reg-3")
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![format!(
+            "bank 3 registered: operator key {operator_hex}, endpoint https://bank-3:50061"
+        )]
+    );
+    // The same order again answers the same.
+    let again = register(key, "https://bank-3:50061", "reg-3")
+        .await
+        .unwrap();
+    assert_eq!(again, out);
+    let e = register(key, "bank-3:50061", "reg-3b").await.unwrap_err();
+    assert!(e.contains("--bank-endpoint bank-3:50061"), "{e}");
+    let e = cbdc(&[
+        "central-bank",
+        "register-bank",
+        "--ledger",
+        "3",
+        "--bank-endpoint",
+        "https://bank-3:50061",
+        "--request-id",
+        "reg-3c",
+        "--devnet",
+        d,
+    ])
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("--operator-public-key or --operator-key-file"),
+        "{e}"
+    );
+    // Signed by a key that is not the administrator's: refused.
+    let e = cbdc(&[
+        "central-bank",
+        "register-bank",
+        "--ledger",
+        "4",
+        "--operator-public-key",
+        &operator_hex,
+        "--bank-endpoint",
+        "https://bank-4:50061",
+        "--request-id",
+        "reg-4",
+        "--admin-key",
+        key,
+        "--devnet",
+        d,
+    ])
+    .await
+    .unwrap_err();
+    assert!(e.contains("admin_signature"), "{e}");
+    devnet.stop().await.unwrap();
+}
+
 /// `cbdc devnet --processes`: each service (the central bank, the banks, the merchant
 /// gateway) is a `cbdc serve` process of its own, named with its pid in devnet.json and
 /// answering on its address; a wallet command works against it;

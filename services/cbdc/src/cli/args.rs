@@ -78,6 +78,16 @@ pub enum Command {
     /// nothing acknowledged is lost, the ledger keeps running and every overload refusal
     /// carries retry advice.
     Overload(crate::overload::OverloadArgs),
+    /// A certificate authority for a test deployment: writes `ca.crt` and, for each NAME, a
+    /// certificate naming it (and `localhost`, 127.0.0.1) with its key (mode 0600) into DIR.
+    /// Service names: `central-bank`, `bank-<id>`, `merchant-gateway`, `admin`. A production
+    /// network uses its own PKI instead.
+    Certs {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 /// The administrator's TLS client certificate and key (default: the devnet's).
@@ -394,6 +404,31 @@ pub enum CentralBankCommand {
     },
     /// Reconcile the books with every ledger's checkpoint.
     Audit {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Register bank LEDGER: its operator public key (which signs its settlements and
+    /// checkpoints) and the endpoint the central bank delivers to. Signed by the
+    /// administrator, once per request id.
+    RegisterBank {
+        #[arg(long)]
+        ledger: u32,
+        /// The operator's public key (64 hex digits), as `cbdc wallet new --key` prints it.
+        #[arg(long, conflicts_with = "operator_key_file")]
+        operator_public_key: Option<String>,
+        /// Or the operator's key file, whose public key is registered.
+        #[arg(long)]
+        operator_key_file: Option<PathBuf>,
+        /// Where the central bank reaches the ledger (e.g. https://bank-1:50061).
+        #[arg(long)]
+        bank_endpoint: String,
+        #[arg(long)]
+        request_id: String,
+        /// The administrator's key file (default: the devnet's).
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
+        #[command(flatten)]
+        admin_cert: AdminCert,
         #[command(flatten)]
         target: Target,
     },

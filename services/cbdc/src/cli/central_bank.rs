@@ -1,4 +1,4 @@
-//! `cbdc central-bank …`: mint, redeem, audit.
+//! `cbdc central-bank …`: mint, redeem, audit, register a bank.
 
 use cbdc_core::LedgerId;
 use cbdc_proto::{requests, v1};
@@ -113,6 +113,59 @@ pub(super) async fn central_bank(c: CentralBankCommand, out: &mut Out) -> Result
                     json!({"ledger": l.ledger_id, "books": l.outstanding_books, "reported": l.outstanding_reported, "balanced": l.balanced, "fault": l.fault, "checkpoint_size": l.checkpoint_size}),
                 );
             }
+        }
+        CentralBankCommand::RegisterBank {
+            ledger,
+            operator_public_key,
+            operator_key_file,
+            bank_endpoint,
+            request_id,
+            admin_key,
+            admin_cert,
+            target,
+        } => {
+            let operator = match (operator_public_key, operator_key_file) {
+                (Some(hex), None) => cbdc_issuance::parse_public_key("operator_public_key", &hex)?,
+                (None, Some(file)) => read_key(&file)?.public(),
+                _ => {
+                    return Err(
+                        "give the operator's key: --operator-public-key or --operator-key-file"
+                            .into(),
+                    );
+                }
+            };
+            if !(bank_endpoint.starts_with("https://") || bank_endpoint.starts_with("http://")) {
+                return Err(format!(
+                    "--bank-endpoint {bank_endpoint}: expected https://host:port"
+                ));
+            }
+            let admin_file = match admin_key {
+                Some(k) => k,
+                None => DevnetFile::load(&target.devnet)?.admin_key,
+            };
+            let admin = read_key(&admin_file)?;
+            let request = requests::register_operator(
+                &admin,
+                header(&target, cbdc_core::messages::CENTRAL_BANK, &request_id)?,
+                LedgerId(ledger),
+                &operator,
+                &bank_endpoint,
+            );
+            let mut cb = client::issuance(&target.central_bank_admin(&admin_cert)?).await?;
+            let r = cb
+                .register_operator(request)
+                .await
+                .map_err(|s| client::status(&s))?
+                .into_inner();
+            out.emit(
+                format!(
+                    "bank {} registered: operator key {}, endpoint {}",
+                    r.ledger_id,
+                    hex::encode(&r.operator_public_key),
+                    r.endpoint
+                ),
+                json!({"ledger": r.ledger_id, "operator_public_key": hex::encode(&r.operator_public_key), "endpoint": r.endpoint}),
+            );
         }
     }
     Ok(())

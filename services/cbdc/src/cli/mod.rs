@@ -174,6 +174,19 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
                 devnet.stop().await?;
             }
         }
+        Command::Certs { dir, names } => {
+            let ca = cbdc_runtime::tls::DevCa::new("cbdc network CA")?;
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            ca.write(&dir, &names)?;
+            out.emit(
+                format!(
+                    "wrote {} with ca.crt and a certificate and key for {}",
+                    dir.display(),
+                    names.join(", ")
+                ),
+                serde_json::json!({"dir": dir, "names": names}),
+            );
+        }
         Command::Demo => {
             let json = cli.json;
             crate::demo::run(Box::new(move |line| {
