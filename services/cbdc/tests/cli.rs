@@ -1113,6 +1113,41 @@ async fn certificates_are_made_and_banks_registered_as_a_deployment_does() {
     .await
     .unwrap_err();
     assert!(e.contains("admin_signature"), "{e}");
+
+    // The probe a container runs: SERVING over TLS, checked against the network's CA.
+    let file = cbdc::devnet::DevnetFile::load(&net).unwrap();
+    let (bank1, ca) = (
+        format!("https://{}", file.banks[0]),
+        file.ca_cert.to_str().unwrap().to_string(),
+    );
+    let health = |name: &str, endpoint: &str| {
+        let (name, endpoint, ca) = (name.to_string(), endpoint.to_string(), ca.clone());
+        async move {
+            cbdc(&[
+                "health",
+                "--endpoint",
+                &endpoint,
+                "--name",
+                &name,
+                "--ca",
+                &ca,
+            ])
+            .await
+        }
+    };
+    let out = health("bank-1", &bank1).await.unwrap();
+    assert_eq!(out, vec![format!("{bank1}: SERVING")]);
+    // A certificate naming another service, or nothing listening: not healthy.
+    assert!(health("bank-2", &bank1).await.is_err());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    assert!(
+        health("bank-1", &format!("https://{closed}"))
+            .await
+            .is_err()
+    );
     devnet.stop().await.unwrap();
 }
 

@@ -78,6 +78,23 @@ pub enum Command {
     /// nothing acknowledged is lost, the ledger keeps running and every overload refusal
     /// carries retry advice.
     Overload(crate::overload::OverloadArgs),
+    /// Ask a service's gRPC health service whether it is serving (for container and
+    /// Kubernetes probes, which cannot speak TLS themselves): exits 0 only if it is.
+    Health {
+        /// The service's gRPC endpoint (https://host:port, or http:// for a plaintext one).
+        #[arg(long)]
+        endpoint: String,
+        /// The name its certificate carries (`central-bank`, `bank-<id>`,
+        /// `merchant-gateway`).
+        #[arg(long)]
+        name: String,
+        /// The network's CA certificate to check it against.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The gRPC service to ask about (empty: the server as a whole).
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// A certificate authority for a test deployment: writes `ca.crt` and, for each NAME, a
     /// certificate naming it (and `localhost`, 127.0.0.1) with its key (mode 0600) into DIR.
     /// Service names: `central-bank`, `bank-<id>`, `merchant-gateway`, `admin`. A production

@@ -174,6 +174,45 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
                 devnet.stop().await?;
             }
         }
+        Command::Health {
+            endpoint,
+            name,
+            ca,
+            service,
+        } => {
+            let mut dial = crate::client::Dial::new(endpoint.clone(), name);
+            if let Some(ca) = &ca {
+                dial = dial.with_ca(ca).map_err(|e| e.to_string())?;
+            }
+            let channel = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                cbdc_client::connect(&dial, "service"),
+            )
+            .await
+            .map_err(|_| format!("{endpoint}: no connection within 5 s"))?
+            .map_err(|e| e.to_string())?;
+            let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+            let status = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                health.check(tonic_health::pb::HealthCheckRequest {
+                    service: service.clone(),
+                }),
+            )
+            .await
+            .map_err(|_| format!("{endpoint}: no health answer within 5 s"))?
+            .map_err(|s| crate::client::status(&s))?
+            .into_inner()
+            .status();
+            let serving = status == tonic_health::pb::health_check_response::ServingStatus::Serving;
+            let name = status.as_str_name();
+            if !serving {
+                return Err(format!("{endpoint}: {name}"));
+            }
+            out.emit(
+                format!("{endpoint}: {name}"),
+                serde_json::json!({"endpoint": endpoint, "status": name}),
+            );
+        }
         Command::Certs { dir, names } => {
             let ca = cbdc_runtime::tls::DevCa::new("cbdc network CA")?;
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
