@@ -1151,6 +1151,59 @@ async fn certificates_are_made_and_banks_registered_as_a_deployment_does() {
     devnet.stop().await.unwrap();
 }
 
+/// `cbdc serve --check`: the deployment's configurations load with the public keys the
+/// deployment gives them; a missing key or an unknown field is named, and nothing starts.
+#[test]
+fn serve_check_loads_a_deployment_configuration_and_names_what_is_wrong() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let key = hex::encode(cbdc_core::Keypair::from_seed(&[9; 32]).public().as_bytes());
+    let check = |service: &str, file: &std::path::Path, env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
+            .args(["serve", service, "--check", "--config"])
+            .arg(file)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let bank = repo.join("deploy/compose/bank-1.toml");
+    let keys = [
+        ("CBDC_LEDGER_AUTHORITY_PUBLIC_KEY", key.as_str()),
+        ("CBDC_LEDGER_CENTRAL_BANK_PUBLIC_KEY", key.as_str()),
+    ];
+    let (ok, text) = check("ledger", &bank, &keys);
+    assert!(
+        ok && text.contains("a valid Ledger configuration"),
+        "{text}"
+    );
+    let (ok, text) = check("ledger", &bank, &keys[1..]);
+    assert!(!ok && text.contains("authority_public_key"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        std::fs::read_to_string(&bank)
+            .unwrap()
+            .replace("outbox_interval_ms", "outbox_intervall_ms"),
+    )
+    .unwrap();
+    let (ok, text) = check("ledger", &typo, &keys);
+    assert!(!ok && text.contains("outbox_intervall_ms"), "{text}");
+    let (ok, text) = check(
+        "merchant",
+        &repo.join("deploy/compose/merchant.toml"),
+        &[
+            ("CBDC_MERCHANT_BANKS__1", key.as_str()),
+            ("CBDC_MERCHANT_BANKS__2", "not a key"),
+        ],
+    );
+    assert!(!ok && text.contains("banks"), "{text}");
+}
+
 /// `cbdc devnet --processes`: each service (the central bank, the banks, the merchant
 /// gateway) is a `cbdc serve` process of its own, named with its pid in devnet.json and
 /// answering on its address; a wallet command works against it;

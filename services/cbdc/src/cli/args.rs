@@ -31,6 +31,10 @@ pub enum Command {
         /// The TOML configuration; environment variables override it.
         #[arg(long)]
         config: PathBuf,
+        /// Only check the configuration (every key known, keys and endpoints well formed)
+        /// and exit: for a deployment's CI, before a rollout.
+        #[arg(long)]
+        check: bool,
     },
     /// Run the central bank and N bank ledgers on loopback, with durable stores under DIR;
     /// restarting on the same DIR resumes with all data.

@@ -141,7 +141,20 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
         lines: Vec::new(),
     };
     match cli.command {
-        Command::Serve { service, config } => serve(service, &config).await?,
+        Command::Serve {
+            service,
+            config,
+            check: true,
+        } => {
+            check_config(service, &config)?;
+            out.emit(
+                format!("{}: a valid {service:?} configuration", config.display()),
+                json!({"config": config, "valid": true}),
+            );
+        }
+        Command::Serve {
+            service, config, ..
+        } => serve(service, &config).await?,
         Command::Devnet {
             dir,
             banks,
@@ -343,6 +356,44 @@ fn print_devnet(dir: &Path, f: &DevnetFile) {
     }
     println!("  admin key     {}", f.admin_key.display());
     println!("  TLS CA        {}", f.ca_cert.display());
+}
+
+/// Loads `config` for `service` as `serve` would, and checks what can be checked without
+/// starting: the keys it names parse, its endpoints are URLs.
+fn check_config(service: Service, config: &Path) -> Result<(), String> {
+    let key = |field: &str, hex: &str| cbdc_issuance::parse_public_key(field, hex).map(|_| ());
+    match service {
+        Service::Ledger => {
+            let c: cbdc_ledger::config::LedgerConfig =
+                cbdc_runtime::config::load(Some(config), cbdc_ledger::config::ENV_PREFIX)
+                    .map_err(|e| e.to_string())?;
+            key("authority_public_key", &c.authority_public_key)?;
+            if let Some(k) = &c.central_bank_public_key {
+                key("central_bank_public_key", k)?;
+            }
+            if let Some(e) = &c.central_bank_endpoint
+                && !(e.starts_with("https://") || e.starts_with("http://"))
+            {
+                return Err(format!(
+                    "central_bank_endpoint {e}: expected https://host:port"
+                ));
+            }
+        }
+        Service::Merchant => {
+            let c: cbdc_merchant::config::MerchantConfig =
+                cbdc_runtime::config::load(Some(config), cbdc_merchant::config::ENV_PREFIX)
+                    .map_err(|e| e.to_string())?;
+            c.bank_keys()?;
+            c.ledger_endpoints()?;
+        }
+        Service::Issuance => {
+            let c: cbdc_issuance::config::IssuanceConfig =
+                cbdc_runtime::config::load(Some(config), cbdc_issuance::config::ENV_PREFIX)
+                    .map_err(|e| e.to_string())?;
+            key("admin_public_key", &c.admin_public_key)?;
+        }
+    }
+    Ok(())
 }
 
 async fn serve(service: Service, config: &Path) -> Result<(), String> {
