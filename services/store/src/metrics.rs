@@ -17,6 +17,7 @@ pub struct StoreCollector {
     batches: IntCounter,
     fsyncs: IntCounter,
     rows: IntCounter,
+    bytes: IntCounter,
     lock: std::sync::Mutex<()>,
 }
 
@@ -39,17 +40,22 @@ impl StoreCollector {
             ),
             fsyncs: counter("store_fsyncs_total", "Journal fsyncs"),
             rows: counter("store_rows_written_total", "Keys written to storage"),
+            bytes: counter(
+                "store_written_bytes_total",
+                "Bytes of the keys and values written to storage",
+            ),
             lock: std::sync::Mutex::new(()),
         }
     }
 
-    fn counters(&self) -> [&IntCounter; 5] {
+    fn counters(&self) -> [&IntCounter; 6] {
         [
             &self.commits,
             &self.conflicts,
             &self.batches,
             &self.fsyncs,
             &self.rows,
+            &self.bytes,
         ]
     }
 }
@@ -64,7 +70,7 @@ impl Collector for StoreCollector {
             return Vec::new();
         };
         let _one_scrape_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let values = [s.commits, s.conflicts, s.batches, s.fsyncs, s.rows];
+        let values = [s.commits, s.conflicts, s.batches, s.fsyncs, s.rows, s.bytes];
         let mut families = Vec::new();
         for (c, v) in self.counters().into_iter().zip(values) {
             c.reset();
@@ -95,7 +101,8 @@ mod tests {
                 "store_conflicts_total",
                 "store_batches_total",
                 "store_fsyncs_total",
-                "store_rows_written_total"
+                "store_rows_written_total",
+                "store_written_bytes_total"
             ]
         );
         registry.register(Box::new(collector)).unwrap();
@@ -125,6 +132,8 @@ mod tests {
         assert_eq!(value("t_store_commits_total"), Some(3.0));
         assert_eq!(value("t_store_fsyncs_total"), Some(3.0));
         assert_eq!(value("t_store_rows_written_total"), Some(3.0));
+        // Three one-byte keys, each with a one-byte value.
+        assert_eq!(value("t_store_written_bytes_total"), Some(6.0));
         // Read again, not added again.
         assert_eq!(value("t_store_commits_total"), Some(3.0));
     }

@@ -100,6 +100,8 @@ pub struct StoreStats {
     pub fsyncs: u64,
     /// Keys written to storage (sets and clears, after merging a batch's writes to one key).
     pub rows: u64,
+    /// Bytes of those keys and their values (a cleared key counts its key's bytes).
+    pub bytes: u64,
     /// The store stopped after a failed write or fsync: it commits nothing more until
     /// reopened.
     pub failed: bool,
@@ -112,6 +114,7 @@ struct EngineStats {
     pub batches: AtomicU64,
     pub fsyncs: AtomicU64,
     pub rows: AtomicU64,
+    pub bytes: AtomicU64,
     pub failed: std::sync::atomic::AtomicBool,
 }
 
@@ -258,6 +261,7 @@ impl Engine {
             batches: self.shared.stats.batches.load(Ordering::Relaxed),
             fsyncs: self.shared.stats.fsyncs.load(Ordering::Relaxed),
             rows: self.shared.stats.rows.load(Ordering::Relaxed),
+            bytes: self.shared.stats.bytes.load(Ordering::Relaxed),
             failed: self.shared.stats.failed.load(Ordering::Relaxed),
         }
     }

@@ -118,12 +118,15 @@ pub(super) fn apply_batch(
         .stats
         .rows
         .fetch_add(rows.len() as u64, Ordering::Relaxed);
+    let mut bytes = 0u64;
     for (key, value) in rows {
+        bytes += (key.as_ref().len() + value.as_ref().map_or(0, |v| v.as_ref().len())) as u64;
         match value {
             Some(v) => write.insert(&shared.data, key.as_ref(), v.as_ref()),
             None => write.remove(&shared.data, key.as_ref()),
         }
     }
+    shared.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
     write.insert(&shared.meta, META_VERSION, last_version.to_be_bytes());
     write.commit().map_err(io)?;
     if fsync {
