@@ -83,6 +83,72 @@ async fn a_bank_onboards_a_merchant_who_creates_reads_and_closes_an_order_with_a
     net.stop().await;
 }
 
+/// The checkout page: found only at the order's own capability address, the merchant's
+/// description shown as text (never markup), private headers, and its status read by the
+/// page's script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkout_page_opens_with_its_capability_only_and_escapes_the_description() {
+    let net = Net::start(1).await;
+    net.onboard().await;
+    let hostile = json!({"out_trade_no": "T20261130777", "amount": "8.80",
+        "description": "<script>alert(1)</script> & \"noodles\""});
+    let created = net
+        .ok(&net.as_merchant("POST", "/v1/orders", &hostile))
+        .await;
+    let other = net
+        .ok(&net.as_merchant("POST", "/v1/orders", &order("T20261130778", "1.00")))
+        .await;
+    let path = created["checkout_path"].as_str().unwrap().to_string();
+    let other_path = other["checkout_path"].as_str().unwrap().to_string();
+    assert!(path.starts_with("/checkout/m-1/T20261130777/"), "{path}");
+    let get = |p: String| {
+        let http = reqwest::Client::new();
+        let url = format!("{}{p}", net.base);
+        async move { http.get(url).send().await.unwrap() }
+    };
+    let page = get(path.clone()).await;
+    assert_eq!(page.status(), 200);
+    let h = |n: &str| page.headers()[n].to_str().unwrap().to_string();
+    assert_eq!(h("content-type"), "text/html; charset=utf-8");
+    assert!(h("content-security-policy").starts_with("default-src 'none'; script-src 'self'"));
+    assert_eq!(h("referrer-policy"), "no-referrer");
+    assert_eq!(h("cache-control"), "no-store");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;noodles&quot;"),
+        "{html}"
+    );
+    assert!(!html.contains("<script>alert"), "{html}");
+    // The URI as HTML text: its `&`s escaped.
+    let uri = created["payment_uri"].as_str().unwrap();
+    assert!(html.contains(&uri.replace('&', "&amp;")), "{html}");
+    assert!(html.contains(r#"data-status="CREATED""#));
+    let status: Value = get(format!("{path}/status")).await.json().await.unwrap();
+    assert_eq!(status["status"], "CREATED");
+    assert_eq!(status["payment_uri"], created["payment_uri"]);
+    let svg = get(format!("{path}/qr.svg")).await.text().await.unwrap();
+    assert!(svg.contains("<svg"));
+    assert_eq!(get("/checkout.js".into()).await.status(), 200);
+
+    // Another order's capability, a changed one, or none: not found, naming the checkout.
+    let other_mac = other_path.rsplit('/').next().unwrap();
+    let mut flipped = path.clone().into_bytes();
+    let last = flipped.len() - 1;
+    flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+    for bad in [
+        format!("/checkout/m-1/T20261130777/{other_mac}"),
+        String::from_utf8(flipped).unwrap(),
+        "/checkout/m-1/T20261130777/00".into(),
+        format!("{}/status", "/checkout/m-1/T20261130777/zz"),
+    ] {
+        let r = get(bad.clone()).await;
+        assert_eq!(r.status(), 404, "{bad}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["field"], "checkout", "{bad}: {v}");
+    }
+    net.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_are_refused_with_the_field_named_and_change_nothing() {
     let net = Net::start(1).await;

@@ -409,6 +409,9 @@ fn audit_msg(a: &AuditReport) -> v1::AuditResponse {
                 balanced: l.balanced,
                 checkpoint_size: l.checkpoint_size,
                 fault: l.fault.clone().unwrap_or_default(),
+                checkpoint_timestamp_ms: l.checkpoint_timestamp_ms,
+                received: l.received.to_string(),
+                sent: l.sent.to_string(),
             })
             .collect(),
         balanced: a.balanced,

@@ -9,6 +9,7 @@
 
 use cbdc_core::Keypair;
 use cbdc_runtime::secret::Seed;
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 #[derive(Clone)]
@@ -23,7 +24,7 @@ impl Custody {
         }
     }
 
-    fn derive(&self, purpose: &str, name: &str) -> Keypair {
+    fn secret(&self, purpose: &str, name: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"cbdc/merchant/v1/");
         h.update(purpose.as_bytes());
@@ -31,8 +32,42 @@ impl Custody {
         h.update(self.seed.as_slice());
         h.update([0]);
         h.update(name.as_bytes());
-        let derived: [u8; 32] = h.finalize().into();
-        Keypair::from_seed(&derived)
+        h.finalize().into()
+    }
+
+    fn derive(&self, purpose: &str, name: &str) -> Keypair {
+        Keypair::from_seed(&self.secret(purpose, name))
+    }
+
+    fn checkout_tag(&self, merchant_id: &str, out_trade_no: &str) -> Hmac<Sha256> {
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.secret("checkout", ""))
+            .expect("HMAC takes any key length");
+        m.update(merchant_id.as_bytes());
+        m.update(&[0]);
+        m.update(out_trade_no.as_bytes());
+        m
+    }
+
+    /// The capability in an order's checkout page address: the first 128 bits of
+    /// HMAC-SHA-256 over the merchant and order ids under a key derived from the seed, so
+    /// only whoever the merchant gives the address to can see the page.
+    pub fn checkout_mac(&self, merchant_id: &str, out_trade_no: &str) -> String {
+        let tag = self
+            .checkout_tag(merchant_id, out_trade_no)
+            .finalize()
+            .into_bytes();
+        hex::encode(&tag[..16])
+    }
+
+    /// Whether `mac` is the order's checkout capability (compared in constant time).
+    pub fn checkout_ok(&self, merchant_id: &str, out_trade_no: &str, mac: &str) -> bool {
+        match hex::decode(mac) {
+            Ok(bytes) if bytes.len() == 16 => self
+                .checkout_tag(merchant_id, out_trade_no)
+                .verify_truncated_left(&bytes)
+                .is_ok(),
+            _ => false,
+        }
     }
 
     /// The merchant's collection wallet key.
@@ -58,5 +93,27 @@ mod tests {
         assert_ne!(a.collection("m1").public(), a.collection("m2").public());
         assert_ne!(a.collection("m1").public(), b.collection("m1").public());
         assert_ne!(a.collection("").public(), a.webhook().public());
+    }
+
+    #[test]
+    fn a_checkout_capability_opens_its_own_order_only() {
+        let a = Custody::new(Seed::new([1; 32]));
+        let b = Custody::new(Seed::new([2; 32]));
+        let mac = a.checkout_mac("m1", "T000001");
+        assert_eq!(mac.len(), 32);
+        assert!(a.checkout_ok("m1", "T000001", &mac));
+        assert!(!a.checkout_ok("m1", "T000002", &mac));
+        assert!(!a.checkout_ok("m2", "T000001", &mac));
+        assert!(!b.checkout_ok("m1", "T000001", &mac));
+        // The ids are separated: ("m1", "0T…") and ("m10", "T…") do not share a tag.
+        assert_ne!(
+            a.checkout_mac("m1", "0T00001"),
+            a.checkout_mac("m10", "T00001")
+        );
+        let mut flipped = mac.clone().into_bytes();
+        flipped[31] = if flipped[31] == b'0' { b'1' } else { b'0' };
+        assert!(!a.checkout_ok("m1", "T000001", std::str::from_utf8(&flipped).unwrap()));
+        assert!(!a.checkout_ok("m1", "T000001", &mac[..30]));
+        assert!(!a.checkout_ok("m1", "T000001", "not hex at all, not hex at all!!"));
     }
 }

@@ -75,6 +75,20 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/statements/{date}/reconciliation", get(reconcile))
         .route("/v1/webhook-key", get(webhook_key))
         .route("/v1/openapi.json", get(openapi))
+        .route(
+            "/checkout/{merchant_id}/{out_trade_no}/{mac}",
+            get(crate::checkout::page),
+        )
+        .route(
+            "/checkout/{merchant_id}/{out_trade_no}/{mac}/status",
+            get(crate::checkout::status),
+        )
+        .route(
+            "/checkout/{merchant_id}/{out_trade_no}/{mac}/qr.svg",
+            get(crate::checkout::qr),
+        )
+        .route("/checkout.js", get(crate::checkout::script))
+        .route("/checkout.css", get(crate::checkout::style))
         .fallback(|| async { ApiError::not_found("path", "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         // Larger bodies are cut off by the limit below and answered 413 by `Body`.

@@ -22,6 +22,7 @@
 //! - [`metrics`]: requests, latency and webhook attempts, on a Prometheus `/metrics`.
 
 pub mod auth;
+pub mod checkout;
 pub mod client;
 pub mod config;
 pub mod custody;

@@ -74,6 +74,11 @@ pub struct Order {
     /// Refunded so far.
     #[serde(default = "zero")]
     pub refunded: String,
+    /// The checkout page a payer opens (on the gateway's HTTP address): the order's QR
+    /// code, turning to paid when the payment lands. Its last segment is a capability:
+    /// anyone with the address sees the order's amount, description and status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_path: Option<String>,
 }
 
 fn zero() -> String {
@@ -162,6 +167,11 @@ impl Gateway {
             payer_address: None,
             pending_txid: None,
             refunded: zero(),
+            checkout_path: Some(format!(
+                "/checkout/{merchant_id}/{}/{}",
+                r.out_trade_no,
+                self.custody.checkout_mac(&merchant_id, &r.out_trade_no)
+            )),
         };
         let k = order_key(&merchant_id, &r.out_trade_no);
         self.once(credentials, move |tx| {

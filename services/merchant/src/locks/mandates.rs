@@ -369,6 +369,8 @@ impl Gateway {
                             payer_address: Some(md.owner_address.clone()),
                             pending_txid: Some(txid),
                             refunded: "0.00".into(),
+                            // Charged by the mandate: no payer opens a checkout page.
+                            checkout_path: None,
                         };
                         put_json(tx, ok.to_vec(), &order)?;
                         Ok((order, Some(t), owner.ledger))
