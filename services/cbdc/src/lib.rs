@@ -5,6 +5,7 @@
 pub mod chaos;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod demo;
 pub mod devnet;
 pub mod overload;

@@ -82,6 +82,23 @@ pub enum Command {
     /// nothing acknowledged is lost, the ledger keeps running and every overload refusal
     /// carries retry advice.
     Overload(crate::overload::OverloadArgs),
+    /// The central bank's console: a web page for the administrator showing supply, each
+    /// ledger's outstanding value, checkpoint freshness, the audit, flows between banks
+    /// and transfers per second, live. Log in with the token in `--token-file` (made, mode
+    /// 0600, on first start).
+    Console {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        #[arg(long, default_value = "console.token")]
+        token_file: PathBuf,
+        /// How often the audit is read, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        #[command(flatten)]
+        admin_cert: AdminCert,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Ask a service's gRPC health service whether it is serving (for container and
     /// Kubernetes probes, which cannot speak TLS themselves): exits 0 only if it is.
     Health {

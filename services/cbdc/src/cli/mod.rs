@@ -187,6 +187,35 @@ pub async fn run(cli: Cli) -> Result<Vec<String>, String> {
                 devnet.stop().await?;
             }
         }
+        Command::Console {
+            listen,
+            token_file,
+            interval_ms,
+            admin_cert,
+            target,
+        } => {
+            let dial = target.central_bank_admin(&admin_cert)?;
+            let network = target.network()?;
+            let token = hex::encode(
+                cbdc_runtime::secret::load_or_create_seed(&token_file)
+                    .map_err(|e| format!("--token-file {}: {e}", token_file.display()))?
+                    .as_slice(),
+            );
+            let listener = crate::console::bind(listen).await?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            println!(
+                "console on http://{addr}/ — log in with the token in {}",
+                token_file.display()
+            );
+            crate::console::serve(
+                listener,
+                crate::console::Console::new(&network, token),
+                dial,
+                std::time::Duration::from_millis(interval_ms.max(200)),
+            )
+            .await
+            .map_err(|e| format!("console: {e}"))?;
+        }
         Command::Health {
             endpoint,
             name,
