@@ -18,6 +18,8 @@ use cbdc::cli::{Cli, run};
 use clap::Parser;
 use serde_json::Value;
 
+mod common;
+
 async fn cbdc(args: &[&str]) -> Result<Vec<String>, String> {
     let mut argv = vec!["cbdc"];
     argv.extend_from_slice(args);
@@ -90,59 +92,7 @@ async fn the_console_and_a_checkout_page_in_a_real_browser() {
         path.to_str().unwrap().to_string()
     };
     let (api, dora) = (key("shop-api"), key("dora"));
-    cbdc(&[
-        "central-bank",
-        "mint",
-        "--ledger",
-        "2",
-        "--amount",
-        "1000.00",
-        "--request-id",
-        "m2",
-        "--devnet",
-        &d,
-    ])
-    .await
-    .unwrap();
-    let opened = json_of(
-        cbdc(&[
-            "--json",
-            "wallet",
-            "open",
-            "--key",
-            &dora,
-            "--ledger",
-            "2",
-            "--phone",
-            "+8613800000042",
-            "--devnet",
-            &d,
-        ])
-        .await
-        .unwrap(),
-    );
-    let dora_address = opened["address"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while cbdc(&[
-        "bank",
-        "exchange",
-        &dora_address,
-        "--amount",
-        "100.00",
-        "--request-id",
-        "xd",
-        "--devnet",
-        &d,
-    ])
-    .await
-    .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the issue never reached bank 2"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    common::funded_at_bank_2(&d, &dora, "+8613800000042").await;
     let shop = ["--merchant-id", "shop-1", "--api-key", &api, "--devnet", &d];
     let with_shop = |args: &[&str]| {
         let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -5,6 +5,8 @@
 use cbdc::cli::{Cli, run};
 use clap::Parser;
 
+mod common;
+
 /// Bob's key file in `dir`, created on first use.
 fn bob_key_path(dir: &tempfile::TempDir) -> &'static str {
     let path = dir.path().join("bob.key");
@@ -458,59 +460,7 @@ async fn merchant_commands_against_a_devnet() {
         .collect();
 
     // Money: bank 2 issued, Dora's wallet opened there and filled.
-    cbdc(&[
-        "central-bank",
-        "mint",
-        "--ledger",
-        "2",
-        "--amount",
-        "1000.00",
-        "--request-id",
-        "m2",
-        "--devnet",
-        &d,
-    ])
-    .await
-    .unwrap();
-    let opened = json_of(
-        cbdc(&[
-            "--json",
-            "wallet",
-            "open",
-            "--key",
-            &dora,
-            "--ledger",
-            "2",
-            "--phone",
-            "+8613800000042",
-            "--devnet",
-            &d,
-        ])
-        .await
-        .unwrap(),
-    );
-    let dora_address = opened["address"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while cbdc(&[
-        "bank",
-        "exchange",
-        &dora_address,
-        "--amount",
-        "100.00",
-        "--request-id",
-        "xd",
-        "--devnet",
-        &d,
-    ])
-    .await
-    .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the issue never reached bank 2"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let dora_address = common::funded_at_bank_2(&d, &dora, "+8613800000042").await;
 
     // Bank 1 onboards the shop; an order; its QR code; Dora pays from bank 2.
     let m = json_of(

@@ -7,7 +7,6 @@
 //! is an SVG from the gateway), and its Content-Security-Policy allows nothing else.
 
 use axum::extract::{Path, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -31,17 +30,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// Headers every checkout answer carries: the capability is in the path, so it must not
 /// leak through a referrer or a shared cache.
 fn private(content_type: &'static str, body: impl IntoResponse) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CONTENT_SECURITY_POLICY, CSP),
-            (header::REFERRER_POLICY, "no-referrer"),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
-        .into_response()
+    cbdc_runtime::web::private(content_type, CSP, body)
 }
 
 /// Text for HTML: the description is the merchant's, never markup.

@@ -30,5 +30,6 @@ pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
+pub mod web;
 
 pub use error::ServiceError;
