@@ -1101,6 +1101,106 @@ async fn certificates_are_made_and_banks_registered_as_a_deployment_does() {
     devnet.stop().await.unwrap();
 }
 
+/// `cbdc console`: makes its token file (mode 0600) on first start and prints where it
+/// listens; without a session the page is the login and the state is refused naming the
+/// cookie; the token from the file logs in, and the session reads the audit.
+#[cfg(unix)]
+#[test]
+fn the_console_command_makes_its_token_and_lets_only_its_holder_in() {
+    use std::io::{BufRead, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let devnet = runtime
+        .block_on(cbdc::devnet::Devnet::start(
+            dir.path(),
+            2,
+            cbdc_runtime::shutdown::Shutdown::new(),
+        ))
+        .expect("devnet");
+    let token_file = dir.path().join("console.token");
+    let mut console = std::process::Command::new(env!("CARGO_BIN_EXE_cbdc"))
+        .args([
+            "console",
+            "--listen",
+            "127.0.0.1:0",
+            "--interval-ms",
+            "200",
+            "--devnet",
+        ])
+        .arg(dir.path())
+        .arg("--token-file")
+        .arg(&token_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(console.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .strip_prefix("console on http://")
+        .and_then(|r| r.split('/').next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_string();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let http = |request: String| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let page = http(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n"));
+    assert!(
+        page.starts_with("HTTP/1.0 200") && page.contains(r#"name="token""#),
+        "{page}"
+    );
+    let state = http(format!("GET /api/state HTTP/1.0\r\nHost: {addr}\r\n\r\n"));
+    assert!(
+        state.starts_with("HTTP/1.0 401") && state.contains(r#""field":"cookie""#),
+        "{state}"
+    );
+    let login = |t: &str| {
+        let body = format!("token={t}");
+        http(format!(
+            "POST /login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let refused = login("0000");
+    assert!(refused.starts_with("HTTP/1.0 401"), "{refused}");
+    let ok = login(&token);
+    assert!(ok.starts_with("HTTP/1.0 303"), "{ok}");
+    let cookie = ok
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("{ok}"))
+        .to_string();
+    assert!(ok.contains("HttpOnly; SameSite=Strict"), "{ok}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let state = http(format!(
+            "GET /api/state HTTP/1.0\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n"
+        ));
+        assert!(state.starts_with("HTTP/1.0 200"), "{state}");
+        if state.contains(r#""balanced":true"#) && state.contains(r#""ledger":2"#) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{state}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    console.kill().unwrap();
+    console.wait().unwrap();
+    runtime.block_on(devnet.stop()).unwrap();
+}
+
 /// `cbdc serve --check`: the deployment's configurations load with the public keys the
 /// deployment gives them; a missing key or an unknown field is named, and nothing starts.
 #[test]
