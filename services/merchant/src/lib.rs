@@ -151,6 +151,12 @@ pub async fn serve(
     let grpc_addr = grpc_listener.local_addr()?;
     let metrics_listener = cbdc_runtime::metrics::bind(listen.2).await?;
     let metrics_addr = metrics_listener.local_addr()?;
+    // Both listeners bound their connections as the services' gRPC servers do: a cap (a
+    // quarter of it per source address), idle connections closed, accept errors waited out.
+    let counts = cbdc_runtime::conn::Counts::registered(&gateway.metrics.registry)
+        .map_err(|e| std::io::Error::other(format!("metrics: {e}")))?;
+    let limits = cbdc_runtime::conn::Limits::default();
+    let listener = cbdc_runtime::conn::BoundedListener::new(listener, limits, counts.clone())?;
     let app = http::router(gateway.clone());
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -167,7 +173,7 @@ pub async fn serve(
             std::sync::Arc::clone(&gateway.metrics),
         ))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            cbdc_runtime::conn::incoming(grpc_listener, limits, counts),
             {
                 let shutdown = shutdown.clone();
                 async move { shutdown.wait().await }

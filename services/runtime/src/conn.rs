@@ -369,6 +369,46 @@ impl Drop for Place {
     }
 }
 
+/// The same bounded accept loop as [`incoming`], as a listener for `axum::serve` (an HTTP
+/// server: the merchant gateway, the console).
+pub struct BoundedListener {
+    connections: Pin<Box<dyn futures::Stream<Item = Result<Bounded, io::Error>> + Send>>,
+    local: SocketAddr,
+}
+
+impl BoundedListener {
+    pub fn new(listener: TcpListener, limits: Limits, counts: Counts) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        Ok(BoundedListener {
+            connections: Box::pin(incoming(listener, limits, counts)),
+            local,
+        })
+    }
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = Bounded;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Bounded, SocketAddr) {
+        use futures::StreamExt;
+        loop {
+            // `incoming` never ends and never yields an error (it retries accepts itself).
+            if let Some(Ok(connection)) = self.connections.next().await {
+                let peer = connection
+                    .stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                return (connection, peer);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
 /// An accepted connection holding its place under the cap, closed when idle too long.
 pub struct Bounded {
     stream: TcpStream,
