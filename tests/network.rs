@@ -539,6 +539,13 @@ async fn a_bank_cannot_settle_out_more_than_it_holds() {
     net.quiesce().await;
     let op1 = Keypair::from_seed(net.bank(1).operator.seed());
     let forger = Keypair::from_seed(&[0x66; 32]);
+    // The payee's wallet exists at ledger 2, so the moves that settle are delivered there
+    // rather than refused and sent back to ledger 1 (which would raise its headroom while
+    // the checks below run).
+    net.bank(2)
+        .open_wallet_key(&forger, cbdc_core::KycTier::Class2)
+        .await
+        .expect("opens");
     let cb_key = Keypair::from_seed(&cbdc_tests::network::CENTRAL_BANK_SEED).public();
     let until = UnixSeconds(net.bank(1).now_s() + 600);
     // A transfer spending a made-up coin of `yuan` into `to` (ledger, lock).

@@ -49,7 +49,21 @@ pub struct DevnetProcesses {
 }
 
 /// A free loopback address: bound and released, so the service can bind it next.
+/// A port free now, for a service that binds it later. Chosen below Linux's ephemeral range
+/// (32768 and up): a port the kernel handed out for `bind(0)` and released could be handed
+/// to another socket (an outgoing connection's, another server's) before the service binds
+/// it, and with many tests at once that happens.
 fn free_address() -> Result<SocketAddr, String> {
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_000;
+    for _ in 0..256 {
+        let port = LOW + rand::random::<u16>() % (HIGH - LOW);
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return l
+                .local_addr()
+                .map_err(|e| format!("finding a free port: {e}"));
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("finding a free port: {e}"))
