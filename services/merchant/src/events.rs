@@ -20,8 +20,9 @@
 //! ```
 //!
 //! Keys: `e\0<id>` the event; `em\0<merchant>\0<created, 8 bytes BE><id>` a merchant's
-//! events in order; `q\0<created, 8 bytes BE><id>` events to deliver (the queue);
-//! `ds\0<id>` its delivery state; `dl\0<id>\0<attempt, 4 bytes BE>` the delivery log.
+//! events in order; `q\0<versionstamp, 10 bytes><id>` events to deliver (the queue, in the
+//! order the store committed them); `ds\0<id>` its delivery state;
+//! `dl\0<id>\0<attempt, 4 bytes BE>` the delivery log.
 
 use std::time::Duration;
 
@@ -110,11 +111,28 @@ fn state_key(id: &str) -> Vec<u8> {
     key(&[b"ds", id.as_bytes()])
 }
 
-fn queue_key(created: u64, id: &str) -> Vec<u8> {
+/// Where the versionstamp starts in a queue key, and where the event id starts.
+const STAMP_AT: usize = 2;
+const ID_AT: usize = STAMP_AT + 10;
+
+/// Queues `id`'s delivery, at the versionstamp of the transaction's commit: a row that
+/// becomes visible later always lies after every row visible now, so a pass resumes exactly
+/// after the last row it read.
+fn queue(
+    tx: &mut cbdc_store::Transaction,
+    id: &str,
+    merchant: &str,
+) -> Result<(), TxError<ApiError>> {
     let mut k = b"q\0".to_vec();
-    k.extend_from_slice(&created.to_be_bytes());
+    k.extend_from_slice(&cbdc_store::Versionstamp::PLACEHOLDER);
     k.extend_from_slice(id.as_bytes());
-    k
+    tx.set_versionstamped_key(k, STAMP_AT as u32, merchant.as_bytes().to_vec())?;
+    Ok(())
+}
+
+/// The event id of a queue row's key.
+fn queued_id(key: &[u8]) -> String {
+    String::from_utf8_lossy(key.get(ID_AT..).unwrap_or_default()).into_owned()
 }
 
 fn log_key(id: &str, attempt: u32) -> Vec<u8> {
@@ -155,8 +173,7 @@ pub(crate) fn emit(
             attempts: 0,
         },
     )?;
-    tx.set(queue_key(at_ms, &id), merchant.as_bytes())?;
-    Ok(())
+    queue(tx, &id, merchant)
 }
 
 /// The signature header's value for `body` sent at `timestamp`.
@@ -205,18 +222,20 @@ pub(crate) struct Deliveries {
     queue: RetryQueue<String>,
     http: reqwest::Client,
     attempts_max: u32,
-    /// The queue time (ms) at or after which every row still queued lies, less
-    /// [`FLOOR_SLACK_MS`]: a pass starts there rather than at the front, where delivered
-    /// rows leave tombstones a range read would walk over. A sweep from the front every
-    /// [`SWEEP`] catches a row queued late with an earlier time.
-    floor: Option<u64>,
+    /// The last queue row a pass read to the end of the queue: rows queued since lie after
+    /// it, so a pass starts there rather than at the front, where delivered rows leave
+    /// tombstones a range read would walk over.
+    floor: Option<Vec<u8>>,
+    /// Rows left queued behind the floor (their delivery failed; they wait for their
+    /// retry) are found by a pass from the front, every `sweep`.
+    sweep: Duration,
     last_sweep: std::time::Instant,
 }
 
-/// How far before the floor a pass starts (events committed out of their time order).
-const FLOOR_SLACK_MS: u64 = 1_000;
-/// How often a pass starts at the front of the queue.
-const SWEEP: Duration = Duration::from_secs(10);
+/// The longest time between two passes from the front of the queue.
+const SWEEP_MAX: Duration = Duration::from_secs(10);
+/// The shortest.
+const SWEEP_MIN: Duration = Duration::from_millis(100);
 
 impl Deliveries {
     pub fn new(base: Duration, max: Duration, attempts_max: u32) -> Deliveries {
@@ -234,16 +253,11 @@ impl Deliveries {
                 .expect("an HTTP client"),
             attempts_max: attempts_max.max(1),
             floor: None,
+            // A retry is due no sooner than `base`: sweeping more often finds nothing new.
+            sweep: base.clamp(SWEEP_MIN, SWEEP_MAX),
             last_sweep: std::time::Instant::now(),
         }
     }
-}
-
-/// The queue time of a queue row's key.
-fn queued_at(key: &[u8]) -> u64 {
-    key.get(2..10)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_be_bytes)
 }
 
 impl Gateway {
@@ -251,11 +265,11 @@ impl Gateway {
     /// POSTed (`IN_FLIGHT` at a time) and its attempt recorded (one store commit).
     pub(crate) async fn deliver_due(&self, d: &mut Deliveries) -> Result<usize, ApiError> {
         let resumed = d.queue.next_page();
-        let begin = match (resumed.clone(), d.floor) {
+        let begin = match (resumed, &d.floor) {
             (Some(k), _) => k,
-            (None, Some(floor)) if d.last_sweep.elapsed() < SWEEP => {
-                let mut k = b"q\0".to_vec();
-                k.extend_from_slice(&floor.saturating_sub(FLOOR_SLACK_MS).to_be_bytes());
+            (None, Some(floor)) if d.last_sweep.elapsed() < d.sweep => {
+                let mut k = floor.clone();
+                k.push(0);
                 k
             }
             (None, _) => {
@@ -272,18 +286,18 @@ impl Gateway {
             k.push(0);
             k
         });
-        // Every row read, by id: what stays queued after this pass sets the floor.
-        let mut read: std::collections::HashMap<String, u64> = rows
-            .iter()
-            .map(|(k, _)| (String::from_utf8_lossy(&k[10..]).into_owned(), queued_at(k)))
-            .collect();
-        let last_read = rows.last().map(|(k, _)| queued_at(k));
-        let full = next.is_some();
+        // A pass that read to the end of the queue moves the floor to its last row (whether
+        // it started at the front, the floor or a page before).
+        if next.is_none()
+            && let Some((last, _)) = rows.last()
+        {
+            d.floor = Some(last.clone());
+        }
         let now = self.now_ms();
         let items = rows
             .into_iter()
             .map(|(k, merchant)| Item {
-                key: String::from_utf8_lossy(&k[10..]).into_owned(),
+                key: queued_id(&k),
                 group: 0,
                 bytes: 1,
                 value: (k, String::from_utf8_lossy(&merchant).into_owned()),
@@ -292,12 +306,6 @@ impl Gateway {
         let plan = d.queue.plan(items, next, now);
         let due: Vec<_> = plan.chunks.into_iter().flatten().collect();
         if due.is_empty() {
-            if !full
-                && resumed.is_none()
-                && let Some(t) = read.values().min().copied().or(last_read)
-            {
-                d.floor = Some(t);
-            }
             return Ok(0);
         }
         // The events and their states, in one read.
@@ -387,12 +395,10 @@ impl Gateway {
             match attempt.error {
                 None => {
                     d.queue.succeeded(&id);
-                    read.remove(&id);
                     delivered += 1;
                 }
                 Some(why) if attempt.attempt >= attempts_max || attempt.attempt == 0 => {
                     d.queue.succeeded(&id);
-                    read.remove(&id);
                     tracing::warn!(event = %id, %why, "webhook given up");
                 }
                 Some(why) => {
@@ -404,14 +410,6 @@ impl Gateway {
                     }
                 }
             }
-        }
-        // A pass that read from the floor (or the front) to the end of the queue moves the
-        // floor to what is still queued (or, with nothing left, to the last row read).
-        if !full
-            && resumed.is_none()
-            && let Some(t) = read.values().min().copied().or(last_read)
-        {
-            d.floor = Some(t);
         }
         Ok(delivered)
     }
@@ -547,8 +545,7 @@ impl Gateway {
         let m = self.merchant_signer(credentials)?;
         identifier("event_id", id, 36, 36)?;
         let (mm, idd) = (m.clone(), id.to_string());
-        // Queued at the current time, where the delivery worker's passes start.
-        let now = self.now_ms();
+        // Queued at this commit's versionstamp: after the delivery worker's floor.
         self.once(credentials, move |tx| {
             let (m, id) = (mm.clone(), idd.clone());
             Box::pin(async move {
@@ -564,8 +561,7 @@ impl Gateway {
                     })?;
                 state.status = DeliveryStatus::Pending;
                 put_json(tx, state_key(&id), &state)?;
-                tx.set(queue_key(now, &id), m.as_bytes())?;
-                Ok(())
+                queue(tx, &id, &m)
             })
         })
         .await?;

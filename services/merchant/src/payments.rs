@@ -321,8 +321,7 @@ impl Gateway {
         if order.status != OrderStatus::Created {
             return Ok(order);
         }
-        let mut ledger = self.ledgers.get("payer_address", payer.ledger.0).await?;
-        let committed = match ledger.submit(&transfer).await {
+        let committed = match self.ledgers.submit(payer.ledger.0, &transfer).await {
             Ok(c) => c,
             Err(e) => {
                 let e = ledger_error("transfer", e);
@@ -336,14 +335,18 @@ impl Gateway {
         };
         if payer.ledger == collection.ledger {
             // The credit is this commit: count it now rather than when the wallet is read.
-            self.credit(
-                merchant_id,
-                &txid,
-                paid,
-                &transfer.body().memo,
-                committed.committed_at_unix_ms,
-            )
-            .await?;
+            let credited = self
+                .credit(
+                    merchant_id,
+                    &txid,
+                    paid,
+                    &transfer.body().memo,
+                    committed.committed_at_unix_ms,
+                )
+                .await?;
+            if let Some(order) = credited.filter(|o| o.out_trade_no == out_trade_no) {
+                return Ok(order);
+            }
         }
         self.order(merchant_id, out_trade_no).await
     }
@@ -379,7 +382,8 @@ impl Gateway {
     /// at `at_ms` (once: a credit seen again changes nothing). A payment for an order pays it
     /// if the order could take it when the ledger committed it; else it is refunded. A
     /// capture or mandate charge the gateway made is a statement line; anything else is an
-    /// unmatched receipt, reported to the merchant.
+    /// unmatched receipt, reported to the merchant. Returns the order this credit paid, as
+    /// it now is (`None` for anything else, or a credit counted before).
     pub async fn credit(
         &self,
         merchant_id: &str,
@@ -387,20 +391,19 @@ impl Gateway {
         amount: Amount,
         memo: &[u8],
         at_ms: u64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<Order>, ApiError> {
         let (m, t, memo) = (
             merchant_id.to_string(),
             txid.to_string(),
             String::from_utf8_lossy(memo).into_owned(),
         );
-        // Whether a refund was queued; either way the workers are woken below.
-        let _refund_queued = self
+        let paid = self
             .tx(move |tx| {
                 let (m, t, memo) = (m.clone(), t.clone(), memo.clone());
                 Box::pin(async move {
                     let seen = key(&[b"c", m.as_bytes(), t.as_bytes()]);
                     if tx.get(&seen).await?.is_some() {
-                        return Ok(false);
+                        return Ok(None);
                     }
                     tx.set(seen, b"")?;
                     let expected = get_json::<Expected>(tx, &payment_key(&t))
@@ -443,10 +446,10 @@ impl Gateway {
                                 order.pending_txid = None;
                                 put_json(tx, order_key(&m, &reference), &order)?;
                                 events::emit(tx, &m, "order.paid", &reference, at_ms, &order)?;
-                                return Ok(false);
+                                return Ok(Some(order));
                             };
                             let Some(to) = payer_address else {
-                                return Ok(false);
+                                return Ok(None);
                             };
                             let refund = Refund {
                                 merchant_id: m.clone(),
@@ -466,7 +469,7 @@ impl Gateway {
                             };
                             put_json(tx, refund_key(&m, &refund.out_refund_no), &refund)?;
                             tx.set(refund_queue_key(&m, &refund.out_refund_no), b"")?;
-                            Ok(true)
+                            Ok(None)
                         }
                         Some(Expected {
                             kind, reference, ..
@@ -477,7 +480,7 @@ impl Gateway {
                                 _ => "transfer",
                             };
                             statements::record(tx, &m, &line(kind, reference))?;
-                            Ok(false)
+                            Ok(None)
                         }
                         None => {
                             statements::record(tx, &m, &line("unmatched", memo.clone()))?;
@@ -491,7 +494,7 @@ impl Gateway {
                                     "txid": t, "amount": amount.to_string(), "memo": memo,
                                 }),
                             )?;
-                            Ok(false)
+                            Ok(None)
                         }
                     }
                 })
@@ -500,6 +503,6 @@ impl Gateway {
         // The webhook worker (an event may be waiting) and the refund worker.
         self.wake_webhooks.notify_one();
         self.wake_refunds.notify_one();
-        Ok(())
+        Ok(paid)
     }
 }

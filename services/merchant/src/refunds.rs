@@ -269,7 +269,7 @@ impl Gateway {
                 t
             }
         };
-        match ledger.submit(&transfer).await {
+        match self.ledgers.submit(merchant.bank, &transfer).await {
             Ok(committed) => {
                 let (m, n) = (merchant_id.to_string(), no.to_string());
                 let at = committed.committed_at_unix_ms;

@@ -101,7 +101,15 @@ impl Gateway {
         ledger: u32,
         t: &Transfer,
     ) -> Result<cbdc_proto::v1::Committed, ApiError> {
-        let mut l = self.ledgers.get("payer_address", ledger).await?;
-        l.submit(t).await.map_err(|e| ledger_error("transfer", e))
+        if !self.ledgers.knows(ledger) {
+            return Err(ApiError::invalid(
+                "payer_address",
+                format!("ledger {ledger}: this gateway does not serve it"),
+            ));
+        }
+        self.ledgers
+            .submit(ledger, t)
+            .await
+            .map_err(|e| ledger_error("transfer", e))
     }
 }
