@@ -24,6 +24,7 @@
 //! order the store committed them); `ds\0<id>` its delivery state;
 //! `dl\0<id>\0<attempt, 4 bytes BE>` the delivery log.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cbdc_runtime::retry::{Failure, Item, RetryOptions, RetryQueue, Verdict};
@@ -226,16 +227,23 @@ pub(crate) struct Deliveries {
     /// it, so a pass starts there rather than at the front, where delivered rows leave
     /// tombstones a range read would walk over.
     floor: Option<Vec<u8>>,
-    /// Rows left queued behind the floor (their delivery failed; they wait for their
-    /// retry) are found by a pass from the front, every `sweep`.
-    sweep: Duration,
-    last_sweep: std::time::Instant,
+    /// Rows read and still queued (row key → merchant): their delivery failed and waits
+    /// for its retry. They lie behind the floor, so they are offered again from here, every
+    /// `recheck`, a page at a time.
+    behind: BTreeMap<Vec<u8>, String>,
+    recheck: Duration,
+    last_recheck: std::time::Instant,
+    /// The next pass reads from the front of the queue: at start, and after `behind`
+    /// overflowed (what it could not hold is found there).
+    from_front: bool,
 }
 
-/// The longest time between two passes from the front of the queue.
-const SWEEP_MAX: Duration = Duration::from_secs(10);
+/// Rows kept behind the floor, at most.
+const BEHIND_MAX: usize = 65_536;
+/// The longest time between two offers of the rows behind the floor.
+const RECHECK_MAX: Duration = Duration::from_secs(10);
 /// The shortest.
-const SWEEP_MIN: Duration = Duration::from_millis(100);
+const RECHECK_MIN: Duration = Duration::from_millis(100);
 
 impl Deliveries {
     pub fn new(base: Duration, max: Duration, attempts_max: u32) -> Deliveries {
@@ -253,10 +261,24 @@ impl Deliveries {
                 .expect("an HTTP client"),
             attempts_max: attempts_max.max(1),
             floor: None,
-            // A retry is due no sooner than `base`: sweeping more often finds nothing new.
-            sweep: base.clamp(SWEEP_MIN, SWEEP_MAX),
-            last_sweep: std::time::Instant::now(),
+            behind: BTreeMap::new(),
+            // A retry is due no sooner than `base` after its failure.
+            recheck: base.clamp(RECHECK_MIN, RECHECK_MAX),
+            last_recheck: std::time::Instant::now(),
+            from_front: true,
         }
+    }
+
+    /// Keeps a row read behind the floor until it is delivered or given up.
+    fn keep(&mut self, row: &[u8], merchant: &str) {
+        if self.behind.contains_key(row) {
+            return;
+        }
+        if self.behind.len() >= BEHIND_MAX {
+            self.from_front = true;
+            return;
+        }
+        self.behind.insert(row.to_vec(), merchant.to_string());
     }
 }
 
@@ -267,13 +289,13 @@ impl Gateway {
         let resumed = d.queue.next_page();
         let begin = match (resumed, &d.floor) {
             (Some(k), _) => k,
-            (None, Some(floor)) if d.last_sweep.elapsed() < d.sweep => {
+            (None, Some(floor)) if !d.from_front => {
                 let mut k = floor.clone();
                 k.push(0);
                 k
             }
             (None, _) => {
-                d.last_sweep = std::time::Instant::now();
+                d.from_front = false;
                 b"q\0".to_vec()
             }
         };
@@ -294,13 +316,31 @@ impl Gateway {
             d.floor = Some(last.clone());
         }
         let now = self.now_ms();
+        let mut rows: BTreeMap<Vec<u8>, String> = rows
+            .into_iter()
+            .map(|(k, m)| (k, String::from_utf8_lossy(&m).into_owned()))
+            .collect();
+        if d.last_recheck.elapsed() >= d.recheck {
+            d.last_recheck = std::time::Instant::now();
+            let due = d
+                .behind
+                .iter()
+                .filter(|(k, _)| !rows.contains_key(*k) && d.queue.due(&queued_id(k), now))
+                .take(PAGE)
+                .map(|(k, m)| (k.clone(), m.clone()))
+                .collect::<Vec<_>>();
+            rows.extend(due);
+        }
+        for (k, m) in &rows {
+            d.keep(k, m);
+        }
         let items = rows
             .into_iter()
             .map(|(k, merchant)| Item {
                 key: queued_id(&k),
                 group: 0,
                 bytes: 1,
-                value: (k, String::from_utf8_lossy(&merchant).into_owned()),
+                value: (k, merchant),
             })
             .collect();
         let plan = d.queue.plan(items, next, now);
@@ -385,7 +425,7 @@ impl Gateway {
         })
         .await?;
         let mut delivered = 0;
-        for (id, _, attempt) in attempts {
+        for (id, row, attempt) in attempts {
             let outcome = match &attempt.error {
                 None => "delivered",
                 Some(_) if attempt.attempt >= attempts_max || attempt.attempt == 0 => "given_up",
@@ -395,10 +435,12 @@ impl Gateway {
             match attempt.error {
                 None => {
                     d.queue.succeeded(&id);
+                    d.behind.remove(&row);
                     delivered += 1;
                 }
                 Some(why) if attempt.attempt >= attempts_max || attempt.attempt == 0 => {
                     d.queue.succeeded(&id);
+                    d.behind.remove(&row);
                     tracing::warn!(event = %id, %why, "webhook given up");
                 }
                 Some(why) => {
