@@ -112,12 +112,25 @@ impl Database {
         data_dir: &Path,
         fdb_cluster_file: Option<&Path>,
     ) -> Result<Database, StoreError> {
+        Database::open_configured_with(data_dir, fdb_cluster_file, EmbeddedOptions::default())
+    }
+
+    /// [`Database::open_configured`], with the embedded store's `options` (FoundationDB
+    /// batches commits at its own proxies).
+    pub fn open_configured_with(
+        data_dir: &Path,
+        fdb_cluster_file: Option<&Path>,
+        options: EmbeddedOptions,
+    ) -> Result<Database, StoreError> {
         match fdb_cluster_file {
             #[cfg(feature = "fdb")]
-            Some(cluster) => Database::open_fdb(cluster),
+            Some(cluster) => {
+                let _ = options;
+                Database::open_fdb(cluster)
+            }
             #[cfg(not(feature = "fdb"))]
             Some(_) => Err(StoreError::NoFdbSupport),
-            None => Database::open_embedded(data_dir, EmbeddedOptions::default()),
+            None => Database::open_embedded(data_dir, options),
         }
     }
 

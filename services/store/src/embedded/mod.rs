@@ -73,6 +73,12 @@ pub struct EmbeddedOptions {
     /// hot part of the data: at 10⁵ wallets the 32 MiB default left most reads decoding a
     /// block from the file again.
     pub cache_bytes: u64,
+    /// Group commit (PostgreSQL's `commit_delay`): when the last durable batch held more
+    /// than one transaction, the writer waits up to this long for more to join the next
+    /// fsync. Each commit may wait this much longer; a service whose transactions are many
+    /// and small saves most of its fsyncs. A lone committer never waits (its batches hold
+    /// one). Zero (the default) never waits: the ledger groups its own commits.
+    pub commit_delay: std::time::Duration,
 }
 
 impl Default for EmbeddedOptions {
@@ -83,6 +89,7 @@ impl Default for EmbeddedOptions {
             fsync: true,
             fail_fsync_at_batch: None,
             cache_bytes: 256 << 20,
+            commit_delay: std::time::Duration::ZERO,
         }
     }
 }

@@ -29,11 +29,25 @@ pub(super) fn writer_loop(
     let mut counters = CounterCache::default();
     let mut stopped: Option<StoreError> = None;
     let mut batches = 0u64;
+    // Transactions in the last durable batch: more than one means committers are waiting
+    // on each other, and a short wait for more saves fsyncs.
+    let mut last_batch = 0usize;
     while let Ok(mut batch) = receiver.recv() {
         // Whatever else is already resolved joins this fsync (bounded by the channel).
         while let Ok(more) = receiver.try_recv() {
             batch.extend(more);
         }
+        if !options.commit_delay.is_zero() && last_batch > 1 {
+            let deadline = std::time::Instant::now() + options.commit_delay;
+            while batch.len() < options.max_batch {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match receiver.recv_timeout(left) {
+                    Ok(more) => batch.extend(more),
+                    Err(_) => break,
+                }
+            }
+        }
+        last_batch = batch.len();
         if let Some(e) = &stopped {
             for r in batch {
                 let _ = r.reply.send(Err(e.clone()));
