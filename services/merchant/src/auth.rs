@@ -17,7 +17,6 @@
 //! is refused either as stale or as a reused nonce.
 
 use cbdc_core::keys::CheckedKey;
-use ed25519_dalek::Signature;
 
 use crate::error::ApiError;
 
@@ -166,9 +165,12 @@ pub fn verify(
         &credentials.nonce,
         body,
     );
-    key.verifying_key()
-        .verify_strict(&message, &Signature::from_bytes(&credentials.signature))
-        .map_err(|_| unauthenticated("signature: does not verify for this request"))
+    // The ledger's one Ed25519 rule: the key was checked once (valid, torsion-free) when
+    // it was cached, so only the signature's own checks remain.
+    if !cbdc_core::signature::verify(key, &message, &credentials.signature) {
+        return Err(unauthenticated("signature: does not verify for this request"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
