@@ -168,7 +168,9 @@ pub fn verify(
     // The ledger's one Ed25519 rule: the key was checked once (valid, torsion-free) when
     // it was cached, so only the signature's own checks remain.
     if !cbdc_core::signature::verify(key, &message, &credentials.signature) {
-        return Err(unauthenticated("signature: does not verify for this request"));
+        return Err(unauthenticated(
+            "signature: does not verify for this request",
+        ));
     }
     Ok(())
 }

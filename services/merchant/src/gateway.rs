@@ -117,8 +117,8 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, A
 #[derive(Clone)]
 pub struct Gateway {
     pub(crate) db: Database,
-    pub(crate) network: String,
-    banks: BTreeMap<u32, PublicKey>,
+    pub(crate) network: Arc<str>,
+    banks: Arc<BTreeMap<u32, PublicKey>>,
     pub(crate) custody: Custody,
     pub(crate) ledgers: Ledgers,
     pub(crate) clock: Clock,
@@ -148,8 +148,8 @@ impl Gateway {
     ) -> Gateway {
         Gateway {
             db,
-            network,
-            banks,
+            network: network.into(),
+            banks: Arc::new(banks),
             custody,
             ledgers,
             clock: Clock::system(),

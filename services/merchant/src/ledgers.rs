@@ -32,7 +32,7 @@ type Job = (Transfer, oneshot::Sender<Outcome>);
 
 #[derive(Clone)]
 pub struct Ledgers {
-    network: String,
+    network: Arc<str>,
     dials: Arc<BTreeMap<u32, Dial>>,
     clients: Arc<Mutex<BTreeMap<u32, Ledger>>>,
     /// Each ledger's batch queue, started on its first submission.
@@ -67,7 +67,7 @@ impl Ledgers {
             dials.insert(id, dial);
         }
         Ok(Ledgers {
-            network: network.to_string(),
+            network: network.into(),
             dials: Arc::new(dials),
             clients: Arc::new(Mutex::new(BTreeMap::new())),
             queues: Arc::default(),
