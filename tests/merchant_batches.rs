@@ -16,7 +16,7 @@ async fn signed_payments(net: &mut MerchantNet, n: usize) -> Vec<Transfer> {
         let k = bank.open_wallet(10 + i as u8, KycTier::Class2).await;
         let r = bank
             .pay(
-                &Keypair::from_seed(&bank.operator.seed()),
+                &Keypair::from_seed(bank.operator.seed()),
                 &bank.address(&k.public()),
                 "5.00",
             )
