@@ -562,6 +562,14 @@ async fn an_order_paid_by_qr_from_another_bank_partly_refunded_reconciles_to_the
         .await,
         0.0
     );
+    // The store's own counters: every change was a commit, and none made its own fsync
+    // twice.
+    let commits = net.metric("cbdc_merchant_store_commits_total", &[]).await;
+    let fsyncs = net.metric("cbdc_merchant_store_fsyncs_total", &[]).await;
+    assert!(
+        commits > 0.0 && fsyncs > 0.0 && fsyncs <= commits,
+        "{commits} commits, {fsyncs} fsyncs"
+    );
     // Requests by route template (not by order id), with their latency.
     let created = net
         .metric(

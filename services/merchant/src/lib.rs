@@ -114,6 +114,15 @@ pub fn gateway_of(config: &config::MerchantConfig) -> Result<gateway::Gateway, S
         custody::Custody::new(seed),
         ledgers,
     );
+    // The store's commits, fsyncs and bytes written, as the ledger and central bank expose
+    // theirs.
+    gateway
+        .metrics
+        .registry
+        .register(Box::new(cbdc_store::StoreCollector::new(
+            gateway.db.clone(),
+        )))
+        .map_err(|e| format!("metrics: {e}"))?;
     if let Some(expiry) = config.tls.expiry()? {
         expiry
             .register(&gateway.metrics.registry)
