@@ -120,16 +120,27 @@ impl Ledgers {
                 .clone()
         };
         let (done, outcome) = oneshot::channel();
-        queue.try_send((t.clone(), done)).map_err(|_| {
-            cbdc_client::Error::Rpc(Box::new(cbdc_client::RpcError {
-                code: tonic::Code::Unavailable,
-                reason: "UNAVAILABLE".into(),
-                message: format!("{QUEUED_MAX} transfers are waiting for ledger {ledger}"),
-                metadata: BTreeMap::new(),
-                field: None,
-                retry_after: Some(std::time::Duration::from_millis(100)),
-            }))
-        })?;
+        match queue.try_send((t.clone(), done)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(cbdc_client::Error::Rpc(Box::new(cbdc_client::RpcError {
+                    code: tonic::Code::Unavailable,
+                    reason: "UNAVAILABLE".into(),
+                    message: format!("{QUEUED_MAX} transfers are waiting for ledger {ledger}"),
+                    metadata: BTreeMap::new(),
+                    field: None,
+                    retry_after: Some(std::time::Duration::from_millis(100)),
+                })));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // Its task ended with the runtime that ran it: the next submission starts
+                // another.
+                self.queues.lock().expect("not poisoned").remove(&ledger);
+                return Err(cbdc_client::Error::Connect(format!(
+                    "ledger {ledger}: the batch queue stopped; send again"
+                )));
+            }
+        }
         outcome.await.unwrap_or_else(|_| {
             Err(cbdc_client::Error::Connect(format!(
                 "ledger {ledger}: the batch was dropped"
