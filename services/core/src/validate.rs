@@ -370,25 +370,85 @@ pub struct WalletChange {
     pub incoming: Amount,
 }
 
-/// The wallets of `ledger` whose state [`check_stateful`] reads: owners of the inputs being
-/// spent and of the outputs this ledger will hold.
+/// Which of a party's limit counters [`check_stateful`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterReads {
+    /// The wallet pays out on net: its outgoing total of the day (daily cap).
+    pub spent_today: bool,
+    /// The wallet is paid on net: its balance (balance cap).
+    pub balance: bool,
+}
+
+/// The wallets of `ledger` whose state [`check_stateful`] reads — owners of the inputs being
+/// spent and of the outputs this ledger will hold — each with the limit counters it reads
+/// (those of its net direction; both if the sums overflow, which the check then refuses).
 pub fn parties(
     transfer: &Transfer,
     ledger: LedgerId,
     inputs: &[InputState],
-) -> BTreeSet<PublicKey> {
-    let mut keys = BTreeSet::new();
-    for state in inputs {
-        if let InputState::Unspent(output) = state {
-            keys.insert(output.lock.owner());
+) -> BTreeMap<PublicKey, CounterReads> {
+    let spent = inputs.iter().filter_map(|state| match state {
+        InputState::Unspent(output) => Some(output),
+        _ => None,
+    });
+    match net_flows(transfer, ledger, spent) {
+        Ok(flows) => flows
+            .into_iter()
+            .map(|(key, (out_total, in_total))| {
+                (
+                    key,
+                    CounterReads {
+                        spent_today: out_total > in_total,
+                        balance: in_total > out_total,
+                    },
+                )
+            })
+            .collect(),
+        Err(_) => {
+            let spent = inputs.iter().filter_map(|state| match state {
+                InputState::Unspent(output) => Some(output.lock.owner()),
+                _ => None,
+            });
+            let paid = transfer
+                .body()
+                .outputs
+                .iter()
+                .filter(|o| o.ledger == ledger)
+                .map(|o| o.lock.owner());
+            let both = CounterReads {
+                spent_today: true,
+                balance: true,
+            };
+            spent.chain(paid).map(|key| (key, both)).collect()
         }
+    }
+}
+
+/// Per wallet of `ledger`: the value `spent` takes out of it and the value `transfer`'s
+/// outputs held by `ledger` put into it.
+fn net_flows<'a>(
+    transfer: &Transfer,
+    ledger: LedgerId,
+    spent: impl IntoIterator<Item = &'a Output>,
+) -> Result<BTreeMap<PublicKey, (Amount, Amount)>, Reject> {
+    let mut flows: BTreeMap<PublicKey, (Amount, Amount)> = BTreeMap::new();
+    for output in spent {
+        let entry = flows.entry(output.lock.owner()).or_default();
+        entry.0 = entry
+            .0
+            .checked_add(output.value)
+            .ok_or(Reject::ValueOverflow)?;
     }
     for output in &transfer.body().outputs {
         if output.ledger == ledger {
-            keys.insert(output.lock.owner());
+            let entry = flows.entry(output.lock.owner()).or_default();
+            entry.1 = entry
+                .1
+                .checked_add(output.value)
+                .ok_or(Reject::ValueOverflow)?;
         }
     }
-    keys
+    Ok(flows)
 }
 
 /// Checks 7–9 and returns the effects to write. Assumes [`check_stateless`] passed.
@@ -575,23 +635,7 @@ fn check_wallets(
     ctx: &StatefulContext<'_>,
 ) -> Result<Vec<WalletChange>, Reject> {
     // Net flow per wallet of this ledger: (out of it, into it).
-    let mut flows: BTreeMap<PublicKey, (Amount, Amount)> = BTreeMap::new();
-    for output in spent {
-        let entry = flows.entry(output.lock.owner()).or_default();
-        entry.0 = entry
-            .0
-            .checked_add(output.value)
-            .ok_or(Reject::ValueOverflow)?;
-    }
-    for output in &transfer.body().outputs {
-        if output.ledger == ctx.ledger {
-            let entry = flows.entry(output.lock.owner()).or_default();
-            entry.1 = entry
-                .1
-                .checked_add(output.value)
-                .ok_or(Reject::ValueOverflow)?;
-        }
-    }
+    let flows = net_flows(transfer, ctx.ledger, spent)?;
     let mut changes = Vec::with_capacity(flows.len());
     for (key, (out_total, in_total)) in flows {
         let wallet = ctx.wallets.get(&key).ok_or(Reject::UnknownWallet {

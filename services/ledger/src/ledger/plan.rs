@@ -3,7 +3,8 @@
 //! - [`prefetch`] says which keys a transfer needs and reads them through whatever reader it
 //!   is given (a store transaction in the service, a map in the tests): its inputs, then —
 //!   only if an input is spent by this very txid or missing — its record, then its parties'
-//!   wallets, then balances and day totals only of wallets whose tier caps them;
+//!   wallets, then only the limit counters a cap checks (a capped payee's balance, a capped
+//!   payer's day total);
 //! - [`plan`] turns that snapshot into the [`Write`]s the transfer makes, or a [`Reject`],
 //!   with no clock, store or randomness of its own.
 //!
@@ -153,20 +154,22 @@ pub(crate) async fn prefetch(
         }
     }
     let mut wallets = BTreeMap::new();
-    for key in parties(t, ctx.ledger, &inputs) {
+    for (key, needs) in parties(t, ctx.ledger, &inputs) {
         let Some(bytes) = reader.read(l.wallet(&key)).await? else {
             continue; // the plan names it as unknown
         };
         let record = WalletRecord::decode(&bytes).map_err(corrupt)?;
         let limits = ctx.tiers.limits(record.tier);
-        // Read (and so conflict on) balances and day totals only where a cap needs them:
-        // uncapped wallets, like a busy merchant's, take payments without conflicts.
-        let balance = if limits.balance_cap.is_some() {
+        // Read (and so conflict on) a balance or a day total only where a cap needs it: the
+        // balance of a capped wallet paid on net, the day total of a capped wallet paying on
+        // net. Uncapped wallets, like a busy merchant's, take payments without conflicts,
+        // and a payer's balance or a payee's day total is never read.
+        let balance = if needs.balance && limits.balance_cap.is_some() {
             counter_amount(reader.read(l.balance(&key)).await?.as_deref()).map_err(corrupt)?
         } else {
             Amount::ZERO
         };
-        let spent_today = if limits.daily_outgoing_cap.is_some() {
+        let spent_today = if needs.spent_today && limits.daily_outgoing_cap.is_some() {
             counter_amount(reader.read(l.daily(&key, ctx.day)).await?.as_deref())
                 .map_err(corrupt)?
         } else {

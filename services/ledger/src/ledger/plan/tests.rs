@@ -51,6 +51,8 @@ fn key(i: usize) -> Keypair {
 struct Model {
     kv: BTreeMap<Vec<u8>, Vec<u8>>,
     commits: u64,
+    /// Every key read, in order.
+    reads: Vec<Vec<u8>>,
 }
 
 impl Reader for Model {
@@ -59,6 +61,7 @@ impl Reader for Model {
         key: Vec<u8>,
     ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send {
         let v = self.kv.get(&key).cloned();
+        self.reads.push(key);
         async move { Ok(v) }
     }
 }
@@ -511,6 +514,46 @@ fn caps_hold_at_exactly_the_cap_and_refuse_one_fen_more() {
     };
     assert!(attempt(&mut w, &exactly_daily), "exactly at the daily cap");
     w.check();
+}
+
+/// A payment reads what its checks need and nothing more: the input, both wallets, the
+/// payer's day total (it pays out) and the payee's balance (it is paid); not the payer's
+/// balance nor the payee's day total, which no cap checks here and which would only add
+/// reads and conflicts.
+#[test]
+fn a_payment_reads_only_the_counters_its_caps_check() {
+    // Wallet 2 (class 3) and wallet 3 (anonymous) are capped every way.
+    let mut w = World::new();
+    w.model.reads.clear();
+    let pay = Attempt {
+        payer: 2,
+        payee: 3,
+        amount: 100,
+        respend: None,
+        misstate: false,
+    };
+    assert!(attempt(&mut w, &pay));
+    let (payer, payee) = (key(2).public(), key(3).public());
+    let reads: BTreeSet<_> = w.model.reads.iter().cloned().collect();
+    assert!(reads.contains(&w.layout.daily(&payer, DAY)));
+    assert!(reads.contains(&w.layout.balance(&payee)));
+    assert!(
+        !reads.contains(&w.layout.balance(&payer)),
+        "the payer's balance"
+    );
+    assert!(
+        !reads.contains(&w.layout.daily(&payee, DAY)),
+        "the payee's day total"
+    );
+    // The payment: one input, two wallets, two counters; then its replay, answered from its
+    // record after reading its input.
+    assert_eq!(w.model.reads.len(), 5 + 2, "{:?}", w.model.reads);
+
+    // A wallet paying itself neither pays out nor is paid on net: no counter is read.
+    let mut w = World::new();
+    w.model.reads.clear();
+    assert!(attempt(&mut w, &Attempt { payee: 2, ..pay }));
+    assert_eq!(w.model.reads.len(), 2 + 2, "{:?}", w.model.reads);
 }
 
 /// The plan judges locks at the context's time: a hold the payee captures before it expires
