@@ -1,5 +1,6 @@
 //! The embedded store's counters as Prometheus metrics, read when scraped: commits,
-//! conflicts, durable batches, journal fsyncs and keys written (the FoundationDB backend
+//! conflicts, durable batches, journal fsyncs, keys written and the read cache's hits and
+//! misses (the FoundationDB backend
 //! exports none: its own status reports them). Whether the store stopped after a failed
 //! write is `store_failed`, set by the service's health watch.
 
@@ -18,6 +19,8 @@ pub struct StoreCollector {
     fsyncs: IntCounter,
     rows: IntCounter,
     bytes: IntCounter,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
     lock: std::sync::Mutex<()>,
 }
 
@@ -44,11 +47,16 @@ impl StoreCollector {
                 "store_written_bytes_total",
                 "Bytes of the keys and values written to storage",
             ),
+            cache_hits: counter(
+                "store_cache_hits_total",
+                "Point reads answered by the read cache",
+            ),
+            cache_misses: counter("store_cache_misses_total", "Point reads that read storage"),
             lock: std::sync::Mutex::new(()),
         }
     }
 
-    fn counters(&self) -> [&IntCounter; 6] {
+    fn counters(&self) -> [&IntCounter; 8] {
         [
             &self.commits,
             &self.conflicts,
@@ -56,6 +64,8 @@ impl StoreCollector {
             &self.fsyncs,
             &self.rows,
             &self.bytes,
+            &self.cache_hits,
+            &self.cache_misses,
         ]
     }
 }
@@ -70,7 +80,16 @@ impl Collector for StoreCollector {
             return Vec::new();
         };
         let _one_scrape_at_a_time = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let values = [s.commits, s.conflicts, s.batches, s.fsyncs, s.rows, s.bytes];
+        let values = [
+            s.commits,
+            s.conflicts,
+            s.batches,
+            s.fsyncs,
+            s.rows,
+            s.bytes,
+            s.cache_hits,
+            s.cache_misses,
+        ];
         let mut families = Vec::new();
         for (c, v) in self.counters().into_iter().zip(values) {
             c.reset();
@@ -102,7 +121,9 @@ mod tests {
                 "store_batches_total",
                 "store_fsyncs_total",
                 "store_rows_written_total",
-                "store_written_bytes_total"
+                "store_written_bytes_total",
+                "store_cache_hits_total",
+                "store_cache_misses_total"
             ]
         );
         registry.register(Box::new(collector)).unwrap();

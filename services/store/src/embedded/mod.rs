@@ -39,6 +39,7 @@ use tokio::sync::mpsc;
 
 use crate::error::StoreError;
 
+mod cache;
 mod resolver;
 mod transaction;
 mod writer;
@@ -79,6 +80,10 @@ pub struct EmbeddedOptions {
     /// and small saves most of its fsyncs. A lone committer never waits (its batches hold
     /// one). Zero (the default) never waits: the ledger groups its own commits.
     pub commit_delay: std::time::Duration,
+    /// Keys whose values the read cache keeps, at most (zero: no cache). A transfer reads
+    /// its parties' wallet records and limit counters, hot keys that otherwise walk the
+    /// memtables and the segments' bloom filters on every read (see `cache`).
+    pub read_cache_entries: usize,
 }
 
 impl Default for EmbeddedOptions {
@@ -90,6 +95,7 @@ impl Default for EmbeddedOptions {
             fail_fsync_at_batch: None,
             cache_bytes: 256 << 20,
             commit_delay: std::time::Duration::ZERO,
+            read_cache_entries: 1 << 18,
         }
     }
 }
@@ -112,6 +118,10 @@ pub struct StoreStats {
     /// The store stopped after a failed write or fsync: it commits nothing more until
     /// reopened.
     pub failed: bool,
+    /// Point reads answered by the read cache.
+    pub cache_hits: u64,
+    /// Point reads that read storage (the cache did not know the key at their version).
+    pub cache_misses: u64,
 }
 
 #[derive(Debug, Default)]
@@ -140,6 +150,8 @@ struct Shared {
     committed: AtomicU64,
     /// The fjall sequence number that makes exactly the durable batches visible.
     visible: AtomicU64,
+    /// Values of hot keys, kept current by the writer (`None`: no cache).
+    cache: Option<cache::ReadCache>,
     /// Read versions of open transactions (version → how many). The resolver forgets writes
     /// at or below the oldest, since no open transaction can conflict with them.
     active: Mutex<BTreeMap<u64, u32>>,
@@ -211,6 +223,7 @@ impl Engine {
             meta,
             committed: AtomicU64::new(version),
             visible: AtomicU64::new(visible),
+            cache: cache::ReadCache::new(options.read_cache_entries),
             active: Mutex::new(BTreeMap::new()),
             stats: EngineStats::default(),
         });
@@ -262,6 +275,7 @@ impl Engine {
     }
 
     pub(crate) fn stats(&self) -> StoreStats {
+        let (cache_hits, cache_misses) = self.shared.cache.as_ref().map_or((0, 0), |c| c.counts());
         StoreStats {
             commits: self.shared.stats.commits.load(Ordering::Relaxed),
             conflicts: self.shared.stats.conflicts.load(Ordering::Relaxed),
@@ -270,6 +284,8 @@ impl Engine {
             rows: self.shared.stats.rows.load(Ordering::Relaxed),
             bytes: self.shared.stats.bytes.load(Ordering::Relaxed),
             failed: self.shared.stats.failed.load(Ordering::Relaxed),
+            cache_hits,
+            cache_misses,
         }
     }
 }

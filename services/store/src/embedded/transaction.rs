@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::cache::Cached;
 use super::writeset::{LocalOp, VersionstampedOp, WriteSet, apply_add};
 use super::{Shared, io};
 use crate::error::StoreError;
@@ -84,7 +85,17 @@ impl EmbeddedTx {
                 return Ok(v.clone());
             }
         }
-        let v = self.snapshot.get(key).map_err(io)?.map(|v| v.to_vec());
+        let v = match self.shared.cache.as_ref() {
+            None => self.snapshot.get(key).map_err(io)?.map(|v| v.to_vec()),
+            Some(cache) => match cache.get(key, self.read_version) {
+                Cached::Hit(v) => v,
+                Cached::Miss => {
+                    let v = self.snapshot.get(key).map_err(io)?.map(|v| v.to_vec());
+                    cache.offer(key, self.read_version, &v);
+                    v
+                }
+            },
+        };
         match self.point_reads.get_mut(key) {
             Some(read) => read.stored = Some(v.clone()),
             None => {

@@ -133,8 +133,8 @@ pub(super) fn apply_batch(
         .rows
         .fetch_add(rows.len() as u64, Ordering::Relaxed);
     let mut bytes = 0u64;
-    for (key, value) in rows {
-        bytes += (key.as_ref().len() + value.as_ref().map_or(0, |v| v.as_ref().len())) as u64;
+    for (key, value) in &rows {
+        bytes += (key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
         match value {
             Some(v) => write.insert(&shared.data, key.as_ref(), v.as_ref()),
             None => write.remove(&shared.data, key.as_ref()),
@@ -152,6 +152,13 @@ pub(super) fn apply_batch(
             .keyspace
             .persist(PersistMode::SyncData)
             .map_err(|e| StoreError::Io(format!("fsync: {e}")))?;
+    }
+    // Durable: the read cache takes the batch's values before its version is published.
+    // A range clear's rows list every key it removed.
+    if let Some(cache) = &shared.cache {
+        for (key, value) in &rows {
+            cache.wrote(key, value.as_deref(), last_version);
+        }
     }
     Ok(())
 }
