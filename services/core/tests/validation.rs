@@ -486,3 +486,67 @@ fn a_witness_has_one_verdict_whatever_its_batch() {
         }
     }
 }
+
+/// `parties` names each wallet of this ledger with the limit counters its net direction
+/// makes the checks read: a payer's day total, a payee's balance, nothing for a wallet
+/// whose flows cancel; and both for every party when the sums overflow (which the checks
+/// then refuse). Owners of outputs for other ledgers are not parties.
+#[test]
+fn parties_read_the_counters_of_each_wallets_net_direction() {
+    use cbdc_core::Amount;
+    use cbdc_core::validate::{CounterReads, parties};
+    let (alice, bob, carol) = (key(1), key(2), key(3));
+    let coin = |fen: u64| {
+        InputState::Unspent(cbdc_core::Output {
+            ledger: LEDGER,
+            value: Amount::from_fen(fen),
+            lock: Lock::Key(alice.public()),
+        })
+    };
+    let pays = CounterReads {
+        spent_today: true,
+        balance: false,
+    };
+    let paid = CounterReads {
+        spent_today: false,
+        balance: true,
+    };
+    let t = TransferBuilder::new(UnixSeconds(NOW.0 + 60))
+        .input(outpoint(1), yuan(1_000))
+        .output(LEDGER, yuan(300), Lock::Key(bob.public()))
+        .output(LEDGER, yuan(700), Lock::Key(alice.public()))
+        .output(OTHER_LEDGER, yuan(0), Lock::Key(carol.public()))
+        .sign(&[&alice])
+        .unwrap();
+    let got = parties(&t, LEDGER, &[coin(100_000)]);
+    assert_eq!(
+        got,
+        std::collections::BTreeMap::from([(alice.public(), pays), (bob.public(), paid)])
+    );
+    // Paying oneself: flows cancel, no counter.
+    let own = TransferBuilder::new(UnixSeconds(NOW.0 + 60))
+        .input(outpoint(1), yuan(1_000))
+        .output(LEDGER, yuan(1_000), Lock::Key(alice.public()))
+        .sign(&[&alice])
+        .unwrap();
+    let got = parties(&own, LEDGER, &[coin(100_000)]);
+    assert_eq!(got.get(&alice.public()), Some(&CounterReads::default()));
+    // Inputs whose values overflow when summed: every party reads both (alice only spends
+    // here, bob is only paid), carol, paid on another ledger, still none.
+    let both = CounterReads {
+        spent_today: true,
+        balance: true,
+    };
+    let all = TransferBuilder::new(UnixSeconds(NOW.0 + 60))
+        .input(outpoint(1), yuan(1_000))
+        .output(LEDGER, yuan(1_000), Lock::Key(bob.public()))
+        .output(OTHER_LEDGER, yuan(0), Lock::Key(carol.public()))
+        .sign(&[&alice])
+        .unwrap();
+    let huge = u64::MAX / 2 + 1;
+    let got = parties(&all, LEDGER, &[coin(huge), coin(huge)]);
+    assert_eq!(
+        got,
+        std::collections::BTreeMap::from([(alice.public(), both), (bob.public(), both)])
+    );
+}
