@@ -391,64 +391,47 @@ pub fn parties(
         InputState::Unspent(output) => Some(output),
         _ => None,
     });
-    match net_flows(transfer, ledger, spent) {
-        Ok(flows) => flows
-            .into_iter()
-            .map(|(key, (out_total, in_total))| {
-                (
-                    key,
-                    CounterReads {
-                        spent_today: out_total > in_total,
-                        balance: in_total > out_total,
-                    },
-                )
-            })
-            .collect(),
-        Err(_) => {
-            let spent = inputs.iter().filter_map(|state| match state {
-                InputState::Unspent(output) => Some(output.lock.owner()),
-                _ => None,
-            });
-            let paid = transfer
-                .body()
-                .outputs
-                .iter()
-                .filter(|o| o.ledger == ledger)
-                .map(|o| o.lock.owner());
-            let both = CounterReads {
-                spent_today: true,
-                balance: true,
+    let (flows, overflow) = net_flows(transfer, ledger, spent);
+    flows
+        .into_iter()
+        .map(|(key, (out_total, in_total))| {
+            let reads = CounterReads {
+                spent_today: overflow || out_total > in_total,
+                balance: overflow || in_total > out_total,
             };
-            spent.chain(paid).map(|key| (key, both)).collect()
-        }
-    }
+            (key, reads)
+        })
+        .collect()
 }
 
 /// Per wallet of `ledger`: the value `spent` takes out of it and the value `transfer`'s
-/// outputs held by `ledger` put into it.
+/// outputs held by `ledger` put into it; and whether a sum overflowed (it then stops short).
 fn net_flows<'a>(
     transfer: &Transfer,
     ledger: LedgerId,
     spent: impl IntoIterator<Item = &'a Output>,
-) -> Result<BTreeMap<PublicKey, (Amount, Amount)>, Reject> {
+) -> (BTreeMap<PublicKey, (Amount, Amount)>, bool) {
     let mut flows: BTreeMap<PublicKey, (Amount, Amount)> = BTreeMap::new();
+    let mut overflow = false;
+    let mut add = |sum: &mut Amount, value: Amount| match sum.checked_add(value) {
+        Some(total) => *sum = total,
+        None => overflow = true,
+    };
     for output in spent {
-        let entry = flows.entry(output.lock.owner()).or_default();
-        entry.0 = entry
-            .0
-            .checked_add(output.value)
-            .ok_or(Reject::ValueOverflow)?;
+        add(
+            &mut flows.entry(output.lock.owner()).or_default().0,
+            output.value,
+        );
     }
     for output in &transfer.body().outputs {
         if output.ledger == ledger {
-            let entry = flows.entry(output.lock.owner()).or_default();
-            entry.1 = entry
-                .1
-                .checked_add(output.value)
-                .ok_or(Reject::ValueOverflow)?;
+            add(
+                &mut flows.entry(output.lock.owner()).or_default().1,
+                output.value,
+            );
         }
     }
-    Ok(flows)
+    (flows, overflow)
 }
 
 /// Checks 7–9 and returns the effects to write. Assumes [`check_stateless`] passed.
@@ -635,7 +618,10 @@ fn check_wallets(
     ctx: &StatefulContext<'_>,
 ) -> Result<Vec<WalletChange>, Reject> {
     // Net flow per wallet of this ledger: (out of it, into it).
-    let flows = net_flows(transfer, ctx.ledger, spent)?;
+    let (flows, overflow) = net_flows(transfer, ctx.ledger, spent);
+    if overflow {
+        return Err(Reject::ValueOverflow);
+    }
     let mut changes = Vec::with_capacity(flows.len());
     for (key, (out_total, in_total)) in flows {
         let wallet = ctx.wallets.get(&key).ok_or(Reject::UnknownWallet {

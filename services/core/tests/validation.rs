@@ -503,14 +503,11 @@ fn parties_read_the_counters_of_each_wallets_net_direction() {
             lock: Lock::Key(alice.public()),
         })
     };
-    let pays = CounterReads {
-        spent_today: true,
-        balance: false,
+    let reads = |spent_today, balance| CounterReads {
+        spent_today,
+        balance,
     };
-    let paid = CounterReads {
-        spent_today: false,
-        balance: true,
-    };
+    let (pays, paid, both) = (reads(true, false), reads(false, true), reads(true, true));
     let t = TransferBuilder::new(UnixSeconds(NOW.0 + 60))
         .input(outpoint(1), yuan(1_000))
         .output(LEDGER, yuan(300), Lock::Key(bob.public()))
@@ -533,10 +530,6 @@ fn parties_read_the_counters_of_each_wallets_net_direction() {
     assert_eq!(got.get(&alice.public()), Some(&CounterReads::default()));
     // Inputs whose values overflow when summed: every party reads both (alice only spends
     // here, bob is only paid), carol, paid on another ledger, still none.
-    let both = CounterReads {
-        spent_today: true,
-        balance: true,
-    };
     let all = TransferBuilder::new(UnixSeconds(NOW.0 + 60))
         .input(outpoint(1), yuan(1_000))
         .output(LEDGER, yuan(1_000), Lock::Key(bob.public()))
