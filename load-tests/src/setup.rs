@@ -159,10 +159,13 @@ pub(crate) fn wallet_key(run: &[u8; 8], role: &[u8], i: usize) -> Keypair {
     Keypair::from_seed(&seed)
 }
 
-/// A phone number for wallet `i` of a run (`+86 1`, two digits of the run, eight of the
-/// index), so a run of up to 10⁸ wallets never reuses one.
+/// A phone number for wallet `i` of a run (`+86 1`, four digits mixed from the whole run
+/// id, seven of the index), so a run of up to 10⁷ wallets never reuses one, and two runs on
+/// one devnet (a merchant phase opens its shoppers as a run of its own) meet with odds of
+/// 1 in 10,000 rather than the 1 in 100 of two digits of the run id's last byte.
 pub(crate) fn phone(run: &[u8; 8], i: usize) -> String {
-    format!("+861{:02}{:08}", run[7] % 100, i)
+    let mixed = u64::from_be_bytes(*run).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    format!("+861{:04}{:07}", mixed % 10_000, i)
 }
 
 /// Runs `call(i)` for each of `0..n`, `SETUP_CONCURRENCY` at a time over `SETUP_CONNECTIONS`
@@ -602,4 +605,27 @@ pub async fn prepare(
         fund_s,
         sign_s: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::phone;
+
+    /// Runs started a millisecond apart (as two phases of one load run may be) get numbers
+    /// of their own, each a valid E.164 number of 14 digits.
+    #[test]
+    fn runs_a_millisecond_apart_use_other_numbers() {
+        let start = 1_800_000_000_000u64;
+        let prefixes: std::collections::BTreeSet<String> = (0..100u64)
+            .map(|ms| phone(&(start + ms).to_be_bytes(), 0)[..8].to_string())
+            .collect();
+        assert!(
+            prefixes.len() >= 95,
+            "{} prefixes of 100 runs",
+            prefixes.len()
+        );
+        let p = phone(&start.to_be_bytes(), 9_999_999);
+        assert_eq!(p.len(), 15, "{p}");
+        assert!(p[1..].bytes().all(|b| b.is_ascii_digit()));
+    }
 }
