@@ -149,7 +149,8 @@ impl Network {
     }
 
     /// The services' processes, named, when each runs in a process of its own on this
-    /// machine: the banks in ledger order, then the central bank.
+    /// machine: the banks in ledger order, the central bank, the merchant gateway, then this
+    /// load generator itself.
     pub fn processes(&self) -> Vec<(String, u32)> {
         let Some(pids) = &self.file.pids else {
             return Vec::new();
@@ -166,6 +167,10 @@ impl Network {
         }
         // A devnet.json left by a devnet that is gone names processes that are not ours.
         named.retain(|&(_, pid)| process_usage(pid).is_some());
+        // The generator shares the machine with them: its own cost is the rest of the bill.
+        if !named.is_empty() {
+            named.push(("load generator".to_string(), std::process::id()));
+        }
         named
     }
 

@@ -889,7 +889,8 @@ fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
     assert_eq!(r["checks"]["audit_balanced"], true);
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r:#}");
     assert!(r["payees_on_bank_2"].as_u64().unwrap() >= 1);
-    // Each service ran in a process of its own, and each one's cost is reported.
+    // Each service ran in a process of its own, and each one's cost is reported, the load
+    // generator's own beside them.
     let servers: Vec<&str> = r["servers"]
         .as_array()
         .unwrap()
@@ -901,7 +902,13 @@ fn load_runs_against_a_devnet_it_starts_and_checks_what_it_did() {
         .collect();
     assert_eq!(
         servers,
-        ["bank 1", "bank 2", "central bank", "merchant gateway"],
+        [
+            "bank 1",
+            "bank 2",
+            "central bank",
+            "merchant gateway",
+            "load generator"
+        ],
         "{r:#}"
     );
     assert!(r["fsyncs_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
