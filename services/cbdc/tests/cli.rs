@@ -608,6 +608,116 @@ async fn merchant_commands_against_a_devnet() {
         kinds.contains(&"order.paid") && kinds.contains(&"refund.succeeded"),
         "{kinds:?}"
     );
+
+    // A ride: Dora's wallet holds 5.00 for the shop, which captures 3.00 of it.
+    let hold = json_of(
+        run_owned(owned(
+            &[
+                "--json",
+                "merchant",
+                "hold",
+                "authorize",
+                "--hold-id",
+                "CLI-RIDE-01",
+                "--amount",
+                "5.00",
+                "--payer-key",
+                &dora,
+                "--payer-ledger",
+                "2",
+            ],
+            &shop,
+        ))
+        .await
+        .unwrap(),
+    );
+    assert_eq!(hold["status"], "AUTHORIZED", "{hold}");
+    let collection = m["collection_address"].as_str().unwrap().to_string();
+    let captured = json_of(
+        run_owned(owned(
+            &[
+                "--json",
+                "merchant",
+                "hold",
+                "capture",
+                "CLI-RIDE-01",
+                "--split",
+                &format!("{collection}=3.00"),
+            ],
+            &shop,
+        ))
+        .await
+        .unwrap(),
+    );
+    assert_eq!(captured["status"], "CAPTURED", "{captured}");
+    assert_eq!(captured["captured"], "3.00", "{captured}");
+    let got = json_of(
+        run_owned(owned(
+            &["--json", "merchant", "hold", "get", "CLI-RIDE-01"],
+            &shop,
+        ))
+        .await
+        .unwrap(),
+    );
+    assert_eq!(got["status"], "CAPTURED", "{got}");
+
+    // A mandate of 6.00, at most 2.00 a charge: 1.50 is charged, 2.50 refused naming the
+    // field.
+    run_owned(owned(
+        &[
+            "merchant",
+            "mandate",
+            "create",
+            "--mandate-id",
+            "CLI-SUB-01",
+            "--amount",
+            "6.00",
+            "--per-payment-max",
+            "2.00",
+            "--owner-key",
+            &dora,
+            "--owner-ledger",
+            "2",
+        ],
+        &shop,
+    ))
+    .await
+    .unwrap();
+    let charged = json_of(
+        run_owned(owned(
+            &[
+                "--json",
+                "merchant",
+                "mandate",
+                "charge",
+                "CLI-SUB-01",
+                "--out-trade-no",
+                "CLI-SUB-0001",
+                "--amount",
+                "1.50",
+            ],
+            &shop,
+        ))
+        .await
+        .unwrap(),
+    );
+    assert_eq!(charged["status"], "PAID", "{charged}");
+    let err = run_owned(owned(
+        &[
+            "merchant",
+            "mandate",
+            "charge",
+            "CLI-SUB-01",
+            "--out-trade-no",
+            "CLI-SUB-0002",
+            "--amount",
+            "2.50",
+        ],
+        &shop,
+    ))
+    .await
+    .unwrap_err();
+    assert!(err.contains("409") && err.contains("(amount)"), "{err}");
     devnet.stop().await.unwrap();
 }
 
