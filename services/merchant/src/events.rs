@@ -112,6 +112,20 @@ fn state_key(id: &str) -> Vec<u8> {
     key(&[b"ds", id.as_bytes()])
 }
 
+/// The delivery state of an event that exists: pending and never attempted until its
+/// first attempt is recorded.
+async fn delivery_state(
+    tx: &mut cbdc_store::Transaction,
+    id: &str,
+) -> Result<DeliveryState, TxError<ApiError>> {
+    Ok(get_json(tx, &state_key(id))
+        .await?
+        .unwrap_or(DeliveryState {
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+        }))
+}
+
 /// Where the versionstamp starts in a queue key, and where the event id starts.
 const STAMP_AT: usize = 2;
 const ID_AT: usize = STAMP_AT + 10;
@@ -166,14 +180,8 @@ pub(crate) fn emit(
     listed.extend_from_slice(&at_ms.to_be_bytes());
     listed.extend_from_slice(id.as_bytes());
     tx.set(listed, b"")?;
-    put_json(
-        tx,
-        state_key(&id),
-        &DeliveryState {
-            status: DeliveryStatus::Pending,
-            attempts: 0,
-        },
-    )?;
+    // No state row yet: an event without one is pending, never attempted (one row fewer
+    // for every event, most of which are delivered at the first attempt).
     queue(tx, &id, merchant)
 }
 
@@ -357,8 +365,8 @@ impl Gateway {
                     let mut out = Vec::with_capacity(ids.len());
                     for id in &ids {
                         let e: Option<Event> = get_json(tx, &event_key(id)).await?;
-                        let s: Option<DeliveryState> = get_json(tx, &state_key(id)).await?;
-                        out.push(e.zip(s));
+                        let s = delivery_state(tx, id).await?;
+                        out.push(e.map(|e| (e, s)));
                     }
                     Ok(out)
                 })
@@ -527,10 +535,7 @@ impl Gateway {
                     .ok_or_else(|| {
                         TxError::Abort(ApiError::not_found("event_id", "no such event"))
                     })?;
-                let delivery: DeliveryState =
-                    get_json(tx, &state_key(&id)).await?.ok_or_else(|| {
-                        TxError::Abort(ApiError::internal("an event without its state"))
-                    })?;
+                let delivery = delivery_state(tx, &id).await?;
                 let begin = log_key(&id, 0);
                 let end = log_key(&id, u32::MAX);
                 let rows = tx
@@ -597,10 +602,7 @@ impl Gateway {
                     .ok_or_else(|| {
                         TxError::Abort(ApiError::not_found("event_id", "no such event"))
                     })?;
-                let mut state: DeliveryState =
-                    get_json(tx, &state_key(&id)).await?.ok_or_else(|| {
-                        TxError::Abort(ApiError::internal("an event without its state"))
-                    })?;
+                let mut state = delivery_state(tx, &id).await?;
                 state.status = DeliveryStatus::Pending;
                 put_json(tx, state_key(&id), &state)?;
                 queue(tx, &id, &m)
@@ -609,5 +611,58 @@ impl Gateway {
         .await?;
         self.wake_webhooks.notify_one();
         self.event_view(&m, id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event is pending and unattempted until its first attempt is recorded, with no
+    /// state row written when it is emitted; a recorded state then reads back as written.
+    #[tokio::test]
+    async fn an_emitted_event_is_pending_until_an_attempt_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let db =
+            cbdc_store::Database::open_embedded(dir.path(), Default::default()).expect("opens");
+        let id = event_id("m1", "order.paid", "o1");
+        let read = |db: cbdc_store::Database, id: String| async move {
+            let r: Result<_, TxError<ApiError>> = db
+                .run(|tx| {
+                    let id = id.clone();
+                    Box::pin(async move {
+                        let state = delivery_state(tx, &id).await?;
+                        let row = tx.get(&state_key(&id)).await?;
+                        Ok((state, row.is_some()))
+                    })
+                })
+                .await;
+            r.expect("reads")
+        };
+        let emitted: Result<(), TxError<ApiError>> = db
+            .run(|tx| {
+                Box::pin(async move { emit(tx, "m1", "order.paid", "o1", 1_000, &"data") })
+            })
+            .await;
+        emitted.expect("emits");
+        let pending = DeliveryState {
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+        };
+        assert_eq!(read(db.clone(), id.clone()).await, (pending, false));
+        let delivered = DeliveryState {
+            status: DeliveryStatus::Delivered,
+            attempts: 2,
+        };
+        let d = delivered.clone();
+        let k = state_key(&id);
+        let recorded: Result<(), TxError<ApiError>> = db
+            .run(|tx| {
+                let (k, d) = (k.clone(), d.clone());
+                Box::pin(async move { put_json(tx, k, &d) })
+            })
+            .await;
+        recorded.expect("records");
+        assert_eq!(read(db, id).await, (delivered, true));
     }
 }

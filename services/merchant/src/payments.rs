@@ -403,7 +403,7 @@ impl Gateway {
                 Box::pin(async move {
                     let seen = key(&[b"c", m.as_bytes(), t.as_bytes()]);
                     if tx.get(&seen).await?.is_some() {
-                        return Ok(None);
+                        return Ok(Credited::default());
                     }
                     tx.set(seen, b"")?;
                     let expected = get_json::<Expected>(tx, &payment_key(&t))
@@ -446,10 +446,14 @@ impl Gateway {
                                 order.pending_txid = None;
                                 put_json(tx, order_key(&m, &reference), &order)?;
                                 events::emit(tx, &m, "order.paid", &reference, at_ms, &order)?;
-                                return Ok(Some(order));
+                                return Ok(Credited {
+                                    paid: Some(order),
+                                    event: true,
+                                    refund: false,
+                                });
                             };
                             let Some(to) = payer_address else {
-                                return Ok(None);
+                                return Ok(Credited::default());
                             };
                             let refund = Refund {
                                 merchant_id: m.clone(),
@@ -469,7 +473,10 @@ impl Gateway {
                             };
                             put_json(tx, refund_key(&m, &refund.out_refund_no), &refund)?;
                             tx.set(refund_queue_key(&m, &refund.out_refund_no), b"")?;
-                            Ok(None)
+                            Ok(Credited {
+                                refund: true,
+                                ..Credited::default()
+                            })
                         }
                         Some(Expected {
                             kind, reference, ..
@@ -480,7 +487,7 @@ impl Gateway {
                                 _ => "transfer",
                             };
                             statements::record(tx, &m, &line(kind, reference))?;
-                            Ok(None)
+                            Ok(Credited::default())
                         }
                         None => {
                             statements::record(tx, &m, &line("unmatched", memo.clone()))?;
@@ -494,15 +501,33 @@ impl Gateway {
                                     "txid": t, "amount": amount.to_string(), "memo": memo,
                                 }),
                             )?;
-                            Ok(None)
+                            Ok(Credited {
+                                event: true,
+                                ..Credited::default()
+                            })
                         }
                     }
                 })
             })
             .await?;
-        // The webhook worker (an event may be waiting) and the refund worker.
-        self.wake_webhooks.notify_one();
-        self.wake_refunds.notify_one();
-        Ok(paid)
+        // Only the workers with something new to do: each wake-up is a pass over its queue.
+        if paid.event {
+            self.wake_webhooks.notify_one();
+        }
+        if paid.refund {
+            self.wake_refunds.notify_one();
+        }
+        Ok(paid.paid)
     }
+}
+
+/// What counting a credit did, for the workers it wakes.
+#[derive(Default)]
+struct Credited {
+    /// The order it paid.
+    paid: Option<Order>,
+    /// An event was emitted.
+    event: bool,
+    /// An automatic refund was queued.
+    refund: bool,
 }
