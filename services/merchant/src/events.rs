@@ -640,9 +640,7 @@ mod tests {
             r.expect("reads")
         };
         let emitted: Result<(), TxError<ApiError>> = db
-            .run(|tx| {
-                Box::pin(async move { emit(tx, "m1", "order.paid", "o1", 1_000, &"data") })
-            })
+            .run(|tx| Box::pin(async move { emit(tx, "m1", "order.paid", "o1", 1_000, &"data") }))
             .await;
         emitted.expect("emits");
         let pending = DeliveryState {
