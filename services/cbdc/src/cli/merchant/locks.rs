@@ -7,7 +7,7 @@ use cbdc_merchant::payments::SignedTransferJson;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{Gateway, err, merchant_collection, show, wallet_transfer};
+use super::{Gateway, call_show, merchant_collection, wallet_transfer};
 use crate::cli::*;
 
 #[derive(Subcommand, Debug)]
@@ -109,13 +109,7 @@ pub(super) async fn hold(h: HoldCommand, out: &mut Out) -> Result<(), String> {
             )
             .await?;
             let body = json!({"hold_id": hold_id, "payer_address": Address::new(LedgerId(payer_ledger), rider.public()).to_string(), "transfer": SignedTransferJson::of(&t)});
-            show(
-                out,
-                &merchant
-                    .call("POST", "/v1/holds", &body)
-                    .await
-                    .map_err(err)?,
-            );
+            call_show(out, &merchant, "POST", "/v1/holds", &body).await?;
         }
         HoldCommand::Capture {
             hold_id,
@@ -131,42 +125,34 @@ pub(super) async fn hold(h: HoldCommand, out: &mut Out) -> Result<(), String> {
                     Ok(json!({"to_address": to, "amount": a}))
                 })
                 .collect::<Result<Vec<_>, String>>()?;
-            show(
+            call_show(
                 out,
-                &gateway
-                    .merchant()?
-                    .call(
-                        "POST",
-                        &format!("/v1/holds/{hold_id}/capture"),
-                        &json!({"splits": splits}),
-                    )
-                    .await
-                    .map_err(err)?,
-            );
+                &gateway.merchant()?,
+                "POST",
+                &format!("/v1/holds/{hold_id}/capture"),
+                &json!({"splits": splits}),
+            )
+            .await?;
         }
         HoldCommand::Release { hold_id, gateway } => {
-            show(
+            call_show(
                 out,
-                &gateway
-                    .merchant()?
-                    .call(
-                        "POST",
-                        &format!("/v1/holds/{hold_id}/release"),
-                        &Value::Null,
-                    )
-                    .await
-                    .map_err(err)?,
-            );
+                &gateway.merchant()?,
+                "POST",
+                &format!("/v1/holds/{hold_id}/release"),
+                &Value::Null,
+            )
+            .await?;
         }
         HoldCommand::Get { hold_id, gateway } => {
-            show(
+            call_show(
                 out,
-                &gateway
-                    .merchant()?
-                    .call("GET", &format!("/v1/holds/{hold_id}"), &Value::Null)
-                    .await
-                    .map_err(err)?,
-            );
+                &gateway.merchant()?,
+                "GET",
+                &format!("/v1/holds/{hold_id}"),
+                &Value::Null,
+            )
+            .await?;
         }
     }
     Ok(())
@@ -201,13 +187,7 @@ pub(super) async fn mandate(m: MandateCommand, out: &mut Out) -> Result<(), Stri
             )
             .await?;
             let body = json!({"mandate_id": mandate_id, "owner_address": Address::new(LedgerId(owner_ledger), owner.public()).to_string(), "transfer": SignedTransferJson::of(&t)});
-            show(
-                out,
-                &merchant
-                    .call("POST", "/v1/mandates", &body)
-                    .await
-                    .map_err(err)?,
-            );
+            call_show(out, &merchant, "POST", "/v1/mandates", &body).await?;
         }
         MandateCommand::Charge {
             mandate_id,
@@ -216,27 +196,27 @@ pub(super) async fn mandate(m: MandateCommand, out: &mut Out) -> Result<(), Stri
             gateway,
         } => {
             let body = json!({"out_trade_no": out_trade_no, "amount": amount});
-            show(
+            call_show(
                 out,
-                &gateway
-                    .merchant()?
-                    .call("POST", &format!("/v1/mandates/{mandate_id}/charge"), &body)
-                    .await
-                    .map_err(err)?,
-            );
+                &gateway.merchant()?,
+                "POST",
+                &format!("/v1/mandates/{mandate_id}/charge"),
+                &body,
+            )
+            .await?;
         }
         MandateCommand::Get {
             mandate_id,
             gateway,
         } => {
-            show(
+            call_show(
                 out,
-                &gateway
-                    .merchant()?
-                    .call("GET", &format!("/v1/mandates/{mandate_id}"), &Value::Null)
-                    .await
-                    .map_err(err)?,
-            );
+                &gateway.merchant()?,
+                "GET",
+                &format!("/v1/mandates/{mandate_id}"),
+                &Value::Null,
+            )
+            .await?;
         }
     }
     Ok(())

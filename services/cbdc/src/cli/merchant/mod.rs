@@ -224,6 +224,18 @@ async fn wallet_transfer(
     b.sign(&[key]).map_err(|e| e.to_string())
 }
 
+/// Calls the gateway through `client` and prints its answer.
+async fn call_show(
+    out: &mut Out,
+    client: &Client,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Result<(), String> {
+    show(out, &client.call(method, path, body).await.map_err(err)?);
+    Ok(())
+}
+
 fn err(e: cbdc_merchant::client::CallError) -> String {
     e.to_string()
 }
@@ -301,44 +313,33 @@ pub(super) async fn merchant(c: MerchantCommand, out: &mut Out) -> Result<(), St
                 if let Some(s) = expires_in_s {
                     body["expires_in_s"] = s.into();
                 }
-                show(
-                    out,
-                    &gateway
-                        .merchant()?
-                        .call("POST", "/v1/orders", &body)
-                        .await
-                        .map_err(err)?,
-                );
+                call_show(out, &gateway.merchant()?, "POST", "/v1/orders", &body).await?;
             }
             OrderCommand::Get {
                 out_trade_no,
                 gateway,
             } => {
-                show(
+                call_show(
                     out,
-                    &gateway
-                        .merchant()?
-                        .call("GET", &format!("/v1/orders/{out_trade_no}"), &Value::Null)
-                        .await
-                        .map_err(err)?,
-                );
+                    &gateway.merchant()?,
+                    "GET",
+                    &format!("/v1/orders/{out_trade_no}"),
+                    &Value::Null,
+                )
+                .await?;
             }
             OrderCommand::Close {
                 out_trade_no,
                 gateway,
             } => {
-                show(
+                call_show(
                     out,
-                    &gateway
-                        .merchant()?
-                        .call(
-                            "POST",
-                            &format!("/v1/orders/{out_trade_no}/close"),
-                            &Value::Null,
-                        )
-                        .await
-                        .map_err(err)?,
-                );
+                    &gateway.merchant()?,
+                    "POST",
+                    &format!("/v1/orders/{out_trade_no}/close"),
+                    &Value::Null,
+                )
+                .await?;
             }
             OrderCommand::Qr {
                 out_trade_no,
@@ -400,18 +401,8 @@ pub(super) async fn merchant(c: MerchantCommand, out: &mut Out) -> Result<(), St
                 "payer_address": Address::new(LedgerId(ledger), wallet.public()).to_string(),
                 "transfer": SignedTransferJson::of(&t),
             });
-            show(
-                out,
-                &gateway
-                    .base()?
-                    .call(
-                        "POST",
-                        &format!("/v1/merchants/{m}/orders/{otn}/pay"),
-                        &body,
-                    )
-                    .await
-                    .map_err(err)?,
-            );
+            let path = format!("/v1/merchants/{m}/orders/{otn}/pay");
+            call_show(out, &gateway.base()?, "POST", &path, &body).await?;
         }
         MerchantCommand::Refund {
             out_trade_no,
@@ -421,14 +412,7 @@ pub(super) async fn merchant(c: MerchantCommand, out: &mut Out) -> Result<(), St
             gateway,
         } => {
             let body = json!({"out_refund_no": out_refund_no, "out_trade_no": out_trade_no, "amount": amount, "reason": reason});
-            show(
-                out,
-                &gateway
-                    .merchant()?
-                    .call("POST", "/v1/refunds", &body)
-                    .await
-                    .map_err(err)?,
-            );
+            call_show(out, &gateway.merchant()?, "POST", "/v1/refunds", &body).await?;
         }
         MerchantCommand::Hold(h) => locks::hold(h, out).await?,
         MerchantCommand::Mandate(m) => locks::mandate(m, out).await?,
@@ -448,25 +432,23 @@ pub(super) async fn merchant(c: MerchantCommand, out: &mut Out) -> Result<(), St
                 let text = String::from_utf8_lossy(&bytes).into_owned();
                 out.emit(text.trim_end().to_string(), json!({"csv": text}));
             } else if reconcile {
-                show(
+                call_show(
                     out,
-                    &client
-                        .call(
-                            "GET",
-                            &format!("/v1/statements/{date}/reconciliation"),
-                            &Value::Null,
-                        )
-                        .await
-                        .map_err(err)?,
-                );
+                    &client,
+                    "GET",
+                    &format!("/v1/statements/{date}/reconciliation"),
+                    &Value::Null,
+                )
+                .await?;
             } else {
-                show(
+                call_show(
                     out,
-                    &client
-                        .call("GET", &format!("/v1/statements/{date}"), &Value::Null)
-                        .await
-                        .map_err(err)?,
-                );
+                    &client,
+                    "GET",
+                    &format!("/v1/statements/{date}"),
+                    &Value::Null,
+                )
+                .await?;
             }
         }
         MerchantCommand::Events {
