@@ -341,14 +341,14 @@ fn tiers() -> TierTable {
     t
 }
 
-/// A node's store, fsyncing every batch as in production; with `fault`, the fsync of that
-/// batch fails and the store fail-stops until reopened.
-fn store(dir: &Path, fault: Option<u64>) -> Database {
+/// A node's store, opened as its service opens it (fsyncing every batch, as in production);
+/// with `fault`, the fsync of that batch fails and the store fail-stops until reopened.
+fn store(dir: &Path, fault: Option<u64>, options: EmbeddedOptions) -> Database {
     Database::open_embedded(
         dir,
         EmbeddedOptions {
             fail_fsync_at_batch: fault,
-            ..EmbeddedOptions::default()
+            ..options
         },
     )
     .expect("store opens")
@@ -474,7 +474,11 @@ impl Sim {
     }
 
     fn start_cb(&mut self) {
-        let db = store(&self.dir.join("cb"), self.store_fault[0].take());
+        let db = store(
+            &self.dir.join("cb"),
+            self.store_fault[0].take(),
+            EmbeddedOptions::default(),
+        );
         let bank = CentralBank::new(
             db,
             Keypair::from_seed(&CB_SEED),
@@ -496,6 +500,7 @@ impl Sim {
         let db = store(
             &self.dir.join(format!("bank-{b}")),
             self.store_fault[b].take(),
+            cbdc_ledger::store_options(LedgerId(b as u32)),
         );
         let settings = Settings {
             ledger: LedgerId(b as u32),

@@ -102,6 +102,17 @@ impl Layout {
         }
     }
 
+    /// The key families kept in memory by the embedded store, with its journal as their
+    /// durable copy: wallet records, balances and output counts, read or added to by every
+    /// transfer, one key each per wallet (so their size is bounded by the wallets opened).
+    pub fn memory_families(&self) -> Vec<Vec<u8>> {
+        vec![
+            self.wallet.clone(),
+            self.balance.clone(),
+            self.utxo_count.clone(),
+        ]
+    }
+
     fn k(key: &PublicKey) -> &[u8] {
         key.as_bytes().as_slice()
     }

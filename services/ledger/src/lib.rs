@@ -26,7 +26,7 @@ pub mod verifier;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use cbdc_core::{Keypair, PublicKey};
+use cbdc_core::{Keypair, LedgerId, PublicKey};
 use cbdc_runtime::shutdown::{ServerTask, Shutdown};
 use cbdc_store::Database;
 
@@ -119,7 +119,7 @@ fn settings(config: &LedgerConfig) -> Result<Settings, ServeError> {
         )));
     }
     Ok(Settings {
-        ledger: cbdc_core::LedgerId(config.ledger_id),
+        ledger: LedgerId(config.ledger_id),
         tiers: config.tier_table().map_err(ServeError::Config)?,
         utc_offset_minutes: config.utc_offset_minutes,
         max_batch: config.max_batch,
@@ -144,10 +144,20 @@ pub fn request_bytes_max(max_batch: usize) -> usize {
 }
 
 fn open_store(config: &LedgerConfig) -> Result<Database, ServeError> {
-    Ok(Database::open_configured(
+    Ok(Database::open_configured_with(
         &config.data_dir,
         config.fdb_cluster_file.as_deref(),
+        store_options(LedgerId(config.ledger_id)),
     )?)
+}
+
+/// How a ledger opens its embedded store: its hot key families in memory
+/// ([`layout::Layout::memory_families`]).
+pub fn store_options(ledger: LedgerId) -> cbdc_store::EmbeddedOptions {
+    cbdc_store::EmbeddedOptions {
+        memory_families: layout::Layout::new(ledger).memory_families(),
+        ..cbdc_store::EmbeddedOptions::default()
+    }
 }
 
 /// Starts the ledger service described by `config`: binds both listeners, opens the store

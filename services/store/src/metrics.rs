@@ -1,6 +1,6 @@
 //! The embedded store's counters as Prometheus metrics, read when scraped: commits,
-//! conflicts, durable batches, journal fsyncs, keys written and the read cache's hits and
-//! misses (the FoundationDB backend
+//! conflicts, durable batches, journal fsyncs, keys written, the read cache's hits and
+//! misses and the memory families' snapshots (the FoundationDB backend
 //! exports none: its own status reports them). Whether the store stopped after a failed
 //! write is `store_failed`, set by the service's health watch.
 
@@ -21,6 +21,7 @@ pub struct StoreCollector {
     bytes: IntCounter,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    memory_snapshots: IntCounter,
     lock: std::sync::Mutex<()>,
 }
 
@@ -52,11 +53,15 @@ impl StoreCollector {
                 "Point reads answered by the read cache",
             ),
             cache_misses: counter("store_cache_misses_total", "Point reads that read storage"),
+            memory_snapshots: counter(
+                "store_memory_snapshots_total",
+                "Snapshots of the memory-resident key families written",
+            ),
             lock: std::sync::Mutex::new(()),
         }
     }
 
-    fn counters(&self) -> [&IntCounter; 8] {
+    fn counters(&self) -> [&IntCounter; 9] {
         [
             &self.commits,
             &self.conflicts,
@@ -66,6 +71,7 @@ impl StoreCollector {
             &self.bytes,
             &self.cache_hits,
             &self.cache_misses,
+            &self.memory_snapshots,
         ]
     }
 }
@@ -89,6 +95,7 @@ impl Collector for StoreCollector {
             s.bytes,
             s.cache_hits,
             s.cache_misses,
+            s.memory_snapshots,
         ];
         let mut families = Vec::new();
         for (c, v) in self.counters().into_iter().zip(values) {
@@ -123,7 +130,8 @@ mod tests {
                 "store_rows_written_total",
                 "store_written_bytes_total",
                 "store_cache_hits_total",
-                "store_cache_misses_total"
+                "store_cache_misses_total",
+                "store_memory_snapshots_total"
             ]
         );
         registry.register(Box::new(collector)).unwrap();

@@ -31,15 +31,36 @@ impl Fixture {
     }
 }
 
+/// The embedded store three ways: every key in storage; every key in a memory family; and
+/// mixed, some keys of each test in memory families and their neighbours in storage (half of
+/// the range test's keys, the counters, `k` and `a`), so that scans merge the two.
+fn embedded(test: &str) -> Vec<Fixture> {
+    let space = Subspace::from(("conformance", test));
+    let mixed: Vec<Vec<u8>> = [1, 3, 5, 7, 9]
+        .into_iter()
+        .map(|i| space.pack(&("r", i)))
+        .chain(["counter", "k", "a", "balance", "n"].map(|name| space.pack(&(name,))))
+        .collect();
+    [Vec::new(), vec![space.bytes().to_vec()], mixed]
+        .into_iter()
+        .map(|families| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let options = EmbeddedOptions {
+                memory_families: families,
+                ..EmbeddedOptions::default()
+            };
+            Fixture {
+                db: Database::open_embedded(dir.path(), options).expect("opens"),
+                space: space.clone(),
+                _dir: Some(dir),
+            }
+        })
+        .collect()
+}
+
 fn backends(test: &str) -> Vec<Fixture> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::open_embedded(dir.path(), EmbeddedOptions::default()).expect("opens");
     #[allow(unused_mut)] // mutated only with the `fdb` feature
-    let mut all = vec![Fixture {
-        db,
-        space: Subspace::from(("conformance", test)),
-        _dir: Some(dir),
-    }];
+    let mut all = embedded(test);
     match std::env::var_os("CBDC_FDB_CLUSTER_FILE") {
         #[cfg(feature = "fdb")]
         Some(path) => {

@@ -5,7 +5,10 @@
 //! `no-fsync` acknowledges commits without syncing them: the faulty store the power-loss
 //! test must catch.
 //! Transaction N writes `("a", N)` and `("b", N)` with the same value and adds 1 to
-//! `("count",)`, so a half-applied transaction is visible as an `a` without its `b`.
+//! `("count",)`, so a half-applied transaction is visible as an `a` without its `b`. The `b`
+//! keys and the counter are memory families ([`options`]), the `a` keys are in storage, and
+//! the families are snapshotted every 64 KiB of their log: each transaction spans both
+//! halves of the store, and crashes land before, during and after snapshots.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,6 +19,15 @@ use cbdc_store::keys::pack;
 use cbdc_store::{Database, EmbeddedOptions};
 
 const TASKS: usize = 32;
+
+/// How the child and the tests that read its store back open it.
+fn options() -> EmbeddedOptions {
+    EmbeddedOptions {
+        memory_families: vec![pack(&("b",)), pack(&("count",))],
+        memory_snapshot_bytes: 64 << 10,
+        ..EmbeddedOptions::default()
+    }
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -30,10 +42,7 @@ async fn main() {
         Some("no-fsync") => false,
         Some(other) => panic!("unknown option {other:?}"),
     };
-    let options = EmbeddedOptions {
-        fsync,
-        ..EmbeddedOptions::default()
-    };
+    let options = EmbeddedOptions { fsync, ..options() };
     let db = Database::open_embedded(&dir, options).expect("store opens");
     let next = Arc::new(AtomicI64::new(first));
     let (acks, mut acked) = tokio::sync::mpsc::channel::<i64>(4096);

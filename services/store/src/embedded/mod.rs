@@ -33,13 +33,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle};
+use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use rand::Rng;
 use tokio::sync::mpsc;
 
 use crate::error::StoreError;
 
 mod cache;
+mod memory;
 mod resolver;
 mod transaction;
 mod writer;
@@ -53,11 +54,13 @@ use writer::writer_loop;
 const DATA: &str = "data";
 const META: &str = "meta";
 const META_VERSION: &[u8] = b"version";
+/// The memory families' log: one record per durable batch, keyed by its version (u64 BE).
+const MEMLOG: &str = "memlog";
 /// How long the resolver remembers writes: a little more than the 5-second transaction limit.
 const CONFLICT_WINDOW: Duration = Duration::from_secs(6);
 
 /// Tuning of the embedded backend.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct EmbeddedOptions {
     /// Transactions resolved and made durable together, at most.
     pub max_batch: usize,
@@ -84,6 +87,14 @@ pub struct EmbeddedOptions {
     /// its parties' wallet records and limit counters, hot keys that otherwise walk the
     /// memtables and the segments' bloom filters on every read (see `cache`).
     pub read_cache_entries: usize,
+    /// Key prefixes whose keys live in memory, with the journal as their durable copy
+    /// (see `memory`): the families a service reads and rewrites on every request. Their
+    /// size is bounded by what the service keeps under them, and all of it is in memory.
+    /// Changing the list moves keys between memory and storage when the store opens.
+    pub memory_families: Vec<Vec<u8>>,
+    /// Bytes of memory-family writes in the journal after which a snapshot of the families
+    /// is written and the journal's older records dropped: what recovery replays, at most.
+    pub memory_snapshot_bytes: u64,
 }
 
 impl Default for EmbeddedOptions {
@@ -96,6 +107,8 @@ impl Default for EmbeddedOptions {
             cache_bytes: 256 << 20,
             commit_delay: std::time::Duration::ZERO,
             read_cache_entries: 1 << 18,
+            memory_families: Vec::new(),
+            memory_snapshot_bytes: 64 << 20,
         }
     }
 }
@@ -122,6 +135,8 @@ pub struct StoreStats {
     pub cache_hits: u64,
     /// Point reads that read storage (the cache did not know the key at their version).
     pub cache_misses: u64,
+    /// Snapshots of the memory families written since opening.
+    pub memory_snapshots: u64,
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +148,7 @@ struct EngineStats {
     pub rows: AtomicU64,
     pub bytes: AtomicU64,
     pub failed: std::sync::atomic::AtomicBool,
+    pub memory_snapshots: AtomicU64,
 }
 
 pub(crate) struct Engine {
@@ -152,6 +168,9 @@ struct Shared {
     visible: AtomicU64,
     /// Values of hot keys, kept current by the writer (`None`: no cache).
     cache: Option<cache::ReadCache>,
+    /// The memory-resident families and their log partition (`None`: no families).
+    memory: Option<(memory::Memory, PartitionHandle)>,
+    dir: std::path::PathBuf,
     /// Read versions of open transactions (version → how many). The resolver forgets writes
     /// at or below the oldest, since no open transaction can conflict with them.
     active: Mutex<BTreeMap<u64, u32>>,
@@ -167,6 +186,14 @@ impl Shared {
             Some(v) => *v,
             None => self.committed.load(Ordering::Acquire),
         }
+    }
+
+    /// Registers a reader at the committed version (what `begin` does) and returns it.
+    fn register_reader(&self) -> u64 {
+        let mut active = self.active.lock().expect("active readers lock");
+        let v = self.committed.load(Ordering::Acquire);
+        *active.entry(v).or_default() += 1;
+        v
     }
 
     fn release_reader(&self, version: u64) {
@@ -216,6 +243,7 @@ impl Engine {
             ),
             None => 0,
         };
+        let memory = open_memory(dir, &keyspace, &data, &options, version)?;
         let visible = keyspace.instant();
         let shared = Arc::new(Shared {
             keyspace,
@@ -224,27 +252,45 @@ impl Engine {
             committed: AtomicU64::new(version),
             visible: AtomicU64::new(visible),
             cache: cache::ReadCache::new(options.read_cache_entries),
+            memory,
+            dir: dir.to_path_buf(),
             active: Mutex::new(BTreeMap::new()),
             stats: EngineStats::default(),
         });
+        let mut threads = Vec::new();
+        // The snapshot thread takes a request from the writer when the memory log has grown;
+        // it ends when the writer does.
+        let (snapshots, snapshot_requests) = std::sync::mpsc::sync_channel::<()>(1);
+        if shared.memory.is_some() {
+            let snapshot_shared = Arc::clone(&shared);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("store-snapshot".into())
+                    .spawn(move || snapshot_loop(snapshot_shared, snapshot_requests))
+                    .map_err(|e| io(format!("starting snapshots: {e}")))?,
+            );
+        }
         let (sender, receiver) = mpsc::channel(options.queue_depth.max(1));
         // Two resolved batches may wait for the writer; beyond that the resolver waits too.
         let (to_writer, from_resolver) = std::sync::mpsc::sync_channel(2);
         let writer_shared = Arc::clone(&shared);
+        let max_batch = options.max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer_shared, from_resolver, options))
+            .spawn(move || writer_loop(writer_shared, from_resolver, options, snapshots))
             .map_err(|e| io(format!("starting writer: {e}")))?;
         let resolver_shared = Arc::clone(&shared);
-        let max_batch = options.max_batch.max(1);
         let resolver = std::thread::Builder::new()
             .name("store-resolver".into())
             .spawn(move || resolver_loop(receiver, to_writer, resolver_shared, max_batch, version))
             .map_err(|e| io(format!("starting resolver: {e}")))?;
+        // Joined in this order on drop: each ends when its input closes.
+        threads.insert(0, writer);
+        threads.insert(0, resolver);
         Ok(Engine {
             shared,
             sender: Some(sender),
-            threads: vec![resolver, writer],
+            threads,
         })
     }
 
@@ -286,6 +332,7 @@ impl Engine {
             failed: self.shared.stats.failed.load(Ordering::Relaxed),
             cache_hits,
             cache_misses,
+            memory_snapshots: self.shared.stats.memory_snapshots.load(Ordering::Relaxed),
         }
     }
 }
@@ -295,6 +342,120 @@ impl Drop for Engine {
         self.sender.take();
         for handle in self.threads.drain(..) {
             let _ = handle.join();
+        }
+    }
+}
+
+/// Opens the memory families: loads the last snapshot, replays the log records after it,
+/// then moves keys whose family changed: a key under a family now but still in storage (the
+/// family is new) comes into memory, and a key in memory that no family covers goes to
+/// storage. Each move is made durable where it lands before it is removed where it was.
+fn open_memory(
+    dir: &Path,
+    keyspace: &Keyspace,
+    data: &PartitionHandle,
+    options: &EmbeddedOptions,
+    version: u64,
+) -> Result<Option<(memory::Memory, PartitionHandle)>, StoreError> {
+    let had_log = keyspace.partition_exists(MEMLOG);
+    let had_snapshot = dir.join(memory::SNAPSHOT_FILE).exists();
+    if options.memory_families.is_empty() && !had_log && !had_snapshot {
+        return Ok(None);
+    }
+    let memory = memory::Memory::new(&options.memory_families);
+    let memlog = keyspace
+        .open_partition(
+            MEMLOG,
+            PartitionCreateOptions::default().compression(fjall::CompressionType::None),
+        )
+        .map_err(io)?;
+    let since = memory::load_snapshot(&memory, dir)?.unwrap_or(0);
+    if since > version {
+        return Err(io(format!(
+            "the memory snapshot (version {since}) is newer than the journal (version {version})"
+        )));
+    }
+    for record in memlog.range((since + 1).to_be_bytes()..) {
+        let (_, rows) = record.map_err(io)?;
+        memory::decode_rows(&rows, |k, v| memory.load(k, v))?;
+    }
+    // Keys of a family that storage still holds.
+    let mut moved_in = Vec::new();
+    for prefix in memory.prefixes() {
+        for row in data.prefix(prefix) {
+            let (k, v) = row.map_err(io)?;
+            memory.load(&k, Some(&v));
+            moved_in.push(k);
+        }
+    }
+    let moved_out = memory.take_uncovered();
+    if !moved_out.is_empty() {
+        let mut batch = keyspace.batch();
+        for (k, v) in &moved_out {
+            batch.insert(data, k.as_slice(), v.as_slice());
+        }
+        batch.commit().map_err(io)?;
+        keyspace.persist(PersistMode::SyncAll).map_err(io)?;
+    }
+    if !moved_in.is_empty() || !moved_out.is_empty() {
+        memory::write_snapshot(&memory, dir, version).map_err(io)?;
+        drop_log_through(keyspace, &memlog, version)?;
+        let mut batch = keyspace.batch();
+        for k in &moved_in {
+            batch.remove(data, k.clone());
+        }
+        batch.commit().map_err(io)?;
+        keyspace.persist(PersistMode::SyncAll).map_err(io)?;
+    }
+    Ok(Some((memory, memlog)))
+}
+
+/// Deletes the memory log's records up to `version` (a snapshot at `version` holds them).
+fn drop_log_through(
+    keyspace: &Keyspace,
+    memlog: &PartitionHandle,
+    version: u64,
+) -> Result<(), StoreError> {
+    let mut batch = keyspace.batch();
+    for key in memlog.keys().take_while(|k| match k {
+        Ok(k) => k.as_ref() <= version.to_be_bytes().as_slice(),
+        Err(_) => true,
+    }) {
+        batch.remove(memlog, key.map_err(io)?);
+    }
+    batch.commit().map_err(io)
+}
+
+/// The snapshot thread: on each request, writes the memory families at the committed
+/// version and drops the log records the snapshot holds. A failed snapshot leaves the log
+/// as it was (recovery replays more) and is tried again on the next request.
+fn snapshot_loop(shared: Arc<Shared>, requests: std::sync::mpsc::Receiver<()>) {
+    let Some((memory, memlog)) = &shared.memory else {
+        return;
+    };
+    while requests.recv().is_ok() {
+        // Registered as a reader, so the writer keeps every key's value at `at`.
+        let at = shared.register_reader();
+        // Every batch up to `at` is in the synced journal before the snapshot holds it (a
+        // store without fsync syncs here, so a snapshot is never ahead of the storage half
+        // of the same transactions).
+        let written = shared
+            .keyspace
+            .persist(PersistMode::SyncData)
+            .map_err(std::io::Error::other)
+            .and_then(|()| memory::write_snapshot(memory, &shared.dir, at));
+        shared.release_reader(at);
+        let done = written
+            .map_err(io)
+            .and_then(|()| drop_log_through(&shared.keyspace, memlog, at));
+        match done {
+            Ok(()) => {
+                shared
+                    .stats
+                    .memory_snapshots
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => eprintln!("store: memory snapshot at version {at} failed: {e}"),
         }
     }
 }

@@ -85,7 +85,11 @@ impl EmbeddedTx {
                 return Ok(v.clone());
             }
         }
+        let memory = self.shared.memory.as_ref().map(|(m, _)| m);
         let v = match self.shared.cache.as_ref() {
+            _ if memory.is_some_and(|m| m.covers(key)) => {
+                memory.expect("checked").get(key, self.read_version)
+            }
             None => self.snapshot.get(key).map_err(io)?.map(|v| v.to_vec()),
             Some(cache) => match cache.get(key, self.read_version) {
                 Cached::Hit(v) => v,
@@ -156,13 +160,7 @@ impl EmbeddedTx {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
         let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         if begin < end {
-            let stored = self.snapshot.range(begin.to_vec()..end.to_vec());
-            let stored = stored.map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io));
-            let mut stored: Box<dyn Iterator<Item = Result<Row, StoreError>>> = if options.reverse {
-                Box::new(stored.rev())
-            } else {
-                Box::new(stored)
-            };
+            let mut stored = self.stored_range(begin, end, options.reverse);
             let bounds = (
                 Bound::Included(begin.to_vec()),
                 Bound::Excluded(end.to_vec()),
@@ -225,6 +223,52 @@ impl EmbeddedTx {
             self.reads.push(range);
         }
         Ok(out)
+    }
+
+    /// The stored rows of `[begin, end)` in scan order: the snapshot's, merged with the
+    /// memory families' at this transaction's read version (a key lives in one or the
+    /// other).
+    fn stored_range<'s>(
+        &'s self,
+        begin: &[u8],
+        end: &[u8],
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = Result<Row, StoreError>> + 's> {
+        let memory = self
+            .shared
+            .memory
+            .as_ref()
+            .map(|(m, _)| m)
+            .filter(|m| m.overlaps(begin, end));
+        let memory_range = |m| MemoryRange {
+            memory: m,
+            begin: begin.to_vec(),
+            end: end.to_vec(),
+            at: self.read_version,
+            reverse,
+            page: std::collections::VecDeque::new(),
+            done: false,
+        };
+        if let Some(m) = memory
+            && m.contains_range(begin, end)
+        {
+            return Box::new(memory_range(m).map(Ok));
+        }
+        let stored = self.snapshot.range(begin.to_vec()..end.to_vec());
+        let stored = stored.map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io));
+        let stored: Box<dyn Iterator<Item = Result<Row, StoreError>>> = if reverse {
+            Box::new(stored.rev())
+        } else {
+            Box::new(stored)
+        };
+        match memory {
+            None => stored,
+            Some(m) => Box::new(MergedRows {
+                a: stored.peekable(),
+                b: memory_range(m).map(Ok).peekable(),
+                reverse,
+            }),
+        }
     }
 
     pub(crate) fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
@@ -305,5 +349,70 @@ impl EmbeddedTx {
             .map_err(|_| StoreError::Closed)?;
         // If the pipeline vanished after taking the request, the outcome is unknown.
         answer.await.map_err(|_| StoreError::CommitUnknownResult)?
+    }
+}
+
+/// Rows of a memory family's range at one version, fetched a page at a time.
+struct MemoryRange<'m> {
+    memory: &'m super::memory::Memory,
+    /// What is left of the range: a page moves one bound past the rows it took.
+    begin: Vec<u8>,
+    end: Vec<u8>,
+    at: u64,
+    reverse: bool,
+    page: std::collections::VecDeque<Row>,
+    done: bool,
+}
+
+/// Rows a memory range fetches at once.
+const MEMORY_PAGE: usize = 256;
+
+impl Iterator for MemoryRange<'_> {
+    type Item = Row;
+
+    fn next(&mut self) -> Option<Row> {
+        if self.page.is_empty() && !self.done {
+            let rows =
+                self.memory
+                    .range(&self.begin, &self.end, self.at, self.reverse, MEMORY_PAGE);
+            self.done = rows.len() < MEMORY_PAGE;
+            if let Some((last, _)) = rows.last() {
+                if self.reverse {
+                    self.end = last.clone();
+                } else {
+                    self.begin = key_after(last);
+                }
+            }
+            self.page.extend(rows);
+        }
+        self.page.pop_front()
+    }
+}
+
+/// Two scans of disjoint keys merged into one, in scan order.
+struct MergedRows<A: Iterator, B: Iterator> {
+    a: std::iter::Peekable<A>,
+    b: std::iter::Peekable<B>,
+    reverse: bool,
+}
+
+impl<A, B> Iterator for MergedRows<A, B>
+where
+    A: Iterator<Item = Result<Row, StoreError>>,
+    B: Iterator<Item = Result<Row, StoreError>>,
+{
+    type Item = Result<Row, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let take_a = match (self.a.peek(), self.b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            // An error comes out first.
+            (Some(Err(_)), _) => true,
+            (_, Some(Err(_))) => false,
+            (Some(Ok((ka, _))), Some(Ok((kb, _)))) => (ka < kb) != self.reverse,
+        };
+        if take_a { self.a.next() } else { self.b.next() }
     }
 }

@@ -10,7 +10,7 @@ use super::resolver::Resolved;
 use super::writeset::{Write, apply_add};
 use std::sync::Arc;
 
-use super::{META_VERSION, Shared, io};
+use super::{META_VERSION, Shared, io, memory};
 use crate::error::StoreError;
 
 /// The writer thread: applies resolved batches in order, each as one atomic fjall write
@@ -25,8 +25,11 @@ pub(super) fn writer_loop(
     shared: Arc<Shared>,
     receiver: std::sync::mpsc::Receiver<Vec<Resolved>>,
     options: super::EmbeddedOptions,
+    snapshots: std::sync::mpsc::SyncSender<()>,
 ) {
     let mut counters = CounterCache::default();
+    // Bytes of memory-family records logged since the last snapshot request.
+    let mut logged = 0u64;
     let mut stopped: Option<StoreError> = None;
     let mut batches = 0u64;
     // Transactions in the last durable batch: more than one means committers are waiting
@@ -60,7 +63,12 @@ pub(super) fn writer_loop(
         let inject = options.fail_fsync_at_batch == Some(batches);
         batches += 1;
         match apply_batch(&shared, &batch, last, options.fsync, inject, &mut counters) {
-            Ok(()) => {
+            Ok(memory_bytes) => {
+                logged += memory_bytes;
+                // A full request channel means a snapshot is under way: ask again later.
+                if logged >= options.memory_snapshot_bytes && snapshots.try_send(()).is_ok() {
+                    logged = 0;
+                }
                 // Seqno first, then version: a reader that sees the new version also sees
                 // the new data; one that sees only the new data conflicts conservatively.
                 shared
@@ -108,7 +116,8 @@ pub(super) struct CounterCache {
 pub(super) const COUNTER_CACHE_MAX: usize = 1 << 19;
 
 /// Applies resolved transactions, in order, as one atomic fjall write batch and one journal
-/// fsync.
+/// fsync; the memory families' net writes travel in it as one log record. Returns the bytes
+/// of that record.
 pub(super) fn apply_batch(
     shared: &Shared,
     batch: &[Resolved],
@@ -116,7 +125,7 @@ pub(super) fn apply_batch(
     fsync: bool,
     fail_fsync: bool,
     counters: &mut CounterCache,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     // In key order: consecutive inserts into the memtable's skiplist then walk mostly the
     // same (cached) nodes.
     let rows = if batch.iter().all(|tx| tx.cleared.is_empty()) {
@@ -133,11 +142,24 @@ pub(super) fn apply_batch(
         .rows
         .fetch_add(rows.len() as u64, Ordering::Relaxed);
     let mut bytes = 0u64;
+    let memory = shared.memory.as_ref().map(|(m, _)| m);
+    let in_memory = |key: &[u8]| memory.is_some_and(|m| m.covers(key));
+    let mut record = Vec::new();
     for (key, value) in &rows {
         bytes += (key.len() + value.as_ref().map_or(0, |v| v.len())) as u64;
+        if in_memory(key) {
+            continue;
+        }
         match value {
             Some(v) => write.insert(&shared.data, key.as_ref(), v.as_ref()),
             None => write.remove(&shared.data, key.as_ref()),
+        }
+    }
+    if let Some((memory, memlog)) = &shared.memory {
+        let hot = rows.iter().filter(|(k, _)| memory.covers(k));
+        memory::encode_rows(hot.map(|(k, v)| (k.as_ref(), v.as_deref())), &mut record);
+        if !record.is_empty() {
+            write.insert(memlog, last_version.to_be_bytes(), record.as_slice());
         }
     }
     shared.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -153,30 +175,59 @@ pub(super) fn apply_batch(
             .persist(PersistMode::SyncData)
             .map_err(|e| StoreError::Io(format!("fsync: {e}")))?;
     }
-    // Durable: the read cache takes the batch's values before its version is published.
-    // A range clear's rows list every key it removed.
+    // Durable: the memory families and the read cache take the batch's values before its
+    // version is published. A range clear's rows list every key it removed.
+    if let Some((memory, _)) = &shared.memory
+        && !record.is_empty()
+    {
+        let floor = shared.oldest_reader();
+        let hot: Vec<memory::Row<'_>> = rows
+            .iter()
+            .filter(|(k, _)| memory.covers(k))
+            .map(|(k, v)| (k.as_ref(), v.as_deref()))
+            .collect();
+        memory.apply(&hot, last_version, floor);
+        memory.forget_cleared(floor);
+    }
     if let Some(cache) = &shared.cache {
         for (key, value) in &rows {
-            cache.wrote(key, value.as_deref(), last_version);
+            if !in_memory(key) {
+                cache.wrote(key, value.as_deref(), last_version);
+            }
         }
     }
-    Ok(())
+    Ok(record.len() as u64)
 }
 
 /// A batch's net writes, one per key in key order (value `None` = cleared).
 pub(super) type NetWrites<'a> = Vec<(Cow<'a, [u8]>, Option<Cow<'a, [u8]>>)>;
 
-/// The stored value of `key` before this batch, for an atomic add: the counter cache's if it
-/// has the key, else storage's.
+/// The stored value of `key` before this batch, for an atomic add: a memory family's newest,
+/// else the counter cache's if it has the key, else storage's.
 pub(super) fn add_base(
     shared: &Shared,
     counters: &CounterCache,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, StoreError> {
+    if let Some((memory, _)) = &shared.memory
+        && memory.covers(key)
+    {
+        return Ok(memory.latest(key));
+    }
     match counters.values.get(key) {
         Some(cached) => Ok(cached.clone()),
-        None => Ok(shared.data.get(key).map_err(io)?.map(|v| v.to_vec())),
+        None => stored_latest(shared, key),
     }
+}
+
+/// The newest stored value of `key`: what the writer has applied so far.
+fn stored_latest(shared: &Shared, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+    if let Some((memory, _)) = &shared.memory
+        && memory.covers(key)
+    {
+        return Ok(memory.latest(key));
+    }
+    Ok(shared.data.get(key).map_err(io)?.map(|v| v.to_vec()))
 }
 
 /// The common case, a batch without range clears: every write, sorted by key (stably, so one
@@ -227,7 +278,7 @@ pub(super) fn merge_sorted<'a>(
         let value = value.expect("a run holds at least one write");
         // The cache after this batch: added keys take their new values, other written keys
         // are forgotten; when full it starts over.
-        if added {
+        if added && !shared.memory.as_ref().is_some_and(|(m, _)| m.covers(key)) {
             let new = value.as_ref().map(|v| v.to_vec());
             match counters.values.get_mut(key) {
                 // A hot counter keeps its cached key; only its value is replaced.
@@ -272,6 +323,13 @@ pub(super) fn merge_with_range_clears<'a>(
                 let (k, _) = row.map_err(io)?;
                 overlay.insert(Cow::Owned(k.to_vec()), None);
             }
+            if let Some((memory, _)) = &shared.memory
+                && memory.overlaps(b, e)
+            {
+                for (k, _) in memory.range(b, e, u64::MAX, false, usize::MAX) {
+                    overlay.insert(Cow::Owned(k), None);
+                }
+            }
         }
         for (key, op) in tx.writes.iter() {
             let value = match op {
@@ -281,7 +339,7 @@ pub(super) fn merge_with_range_clears<'a>(
                     let base = match overlay.get(key) {
                         Some(v) => v.as_deref().map(|v| v.to_vec()),
                         None if !range_cleared => add_base(shared, counters, key)?,
-                        None => shared.data.get(key).map_err(io)?.map(|v| v.to_vec()),
+                        None => stored_latest(shared, key)?,
                     };
                     Some(Cow::Owned(apply_add(base.as_deref(), delta)))
                 }

@@ -11,6 +11,15 @@ use cbdc_store::keys::{pack, unpack};
 use cbdc_store::{Database, EmbeddedOptions, RangeOptions};
 use rand::Rng;
 
+/// The options `store-crash-child` opens its store with (its `options`).
+fn child_options() -> EmbeddedOptions {
+    EmbeddedOptions {
+        memory_families: vec![pack(&("b",)), pack(&("count",))],
+        memory_snapshot_bytes: 64 << 10,
+        ..EmbeddedOptions::default()
+    }
+}
+
 /// One round: a `store-crash-child` commits into `dir` (syncing each batch, or not) until
 /// it is killed with SIGKILL at a random moment after its first acknowledgement. Returns
 /// the ids it acknowledged.
@@ -51,7 +60,7 @@ pub fn kill_round(dir: &Path, round: u32, fsync: bool) -> BTreeSet<i64> {
 /// Reopens the store in `dir` and returns the ids of the transactions present (checking
 /// that none is half-visible) and the counter they all added to.
 pub async fn audit(dir: &Path) -> (BTreeSet<i64>, i64) {
-    let db = Database::open_embedded(dir, EmbeddedOptions::default()).expect("reopens");
+    let db = Database::open_embedded(dir, child_options()).expect("reopens");
     let mut present = BTreeSet::new();
     for (name, other) in [("a", "b"), ("b", "a")] {
         let mut cursor = pack(&(name,));
