@@ -395,8 +395,8 @@ pub(super) fn decode_rows(
 /// Writes every key's value at `version` to `dir/memory.snapshot`, atomically: a temporary
 /// file, fsynced, renamed over the old one, then the directory fsynced. Layout: the magic,
 /// the version (u64 BE), the rows as [`encode_rows`] writes them, then the BLAKE3 hash of
-/// everything before it.
-pub(super) fn write_snapshot(memory: &Memory, dir: &Path, version: u64) -> std::io::Result<()> {
+/// everything before it. Returns the file's size.
+pub(super) fn write_snapshot(memory: &Memory, dir: &Path, version: u64) -> std::io::Result<u64> {
     let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
     let file = std::fs::File::create(&tmp)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -408,9 +408,11 @@ pub(super) fn write_snapshot(memory: &Memory, dir: &Path, version: u64) -> std::
     put(SNAPSHOT_MAGIC, &mut out)?;
     put(&version.to_be_bytes(), &mut out)?;
     let mut buf = Vec::new();
+    let mut size = (SNAPSHOT_MAGIC.len() + 8 + 32) as u64;
     memory.scan_at(version, |rows| {
         buf.clear();
         encode_rows(rows.iter().map(|(k, v)| (&k[..], Some(&v[..]))), &mut buf);
+        size += buf.len() as u64;
         put(&buf, &mut out)
     })?;
     let digest = hash.finalize();
@@ -419,7 +421,8 @@ pub(super) fn write_snapshot(memory: &Memory, dir: &Path, version: u64) -> std::
     file.sync_all()?;
     drop(file);
     std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(size)
 }
 
 /// Loads `dir/memory.snapshot` into `memory`: the version it holds (`None`: no snapshot).

@@ -93,7 +93,9 @@ pub struct EmbeddedOptions {
     /// Changing the list moves keys between memory and storage when the store opens.
     pub memory_families: Vec<Vec<u8>>,
     /// Bytes of memory-family writes in the journal after which a snapshot of the families
-    /// is written and the journal's older records dropped: what recovery replays, at most.
+    /// is written and the journal's older records dropped, at least: a snapshot waits
+    /// until the log has outgrown the last snapshot too, so snapshots cost at most as many
+    /// bytes as the log, and recovery replays at most about that much.
     pub memory_snapshot_bytes: u64,
 }
 
@@ -170,6 +172,8 @@ struct Shared {
     cache: Option<cache::ReadCache>,
     /// The memory-resident families and their log partition (`None`: no families).
     memory: Option<(memory::Memory, PartitionHandle)>,
+    /// The size of the last snapshot of the memory families, in bytes.
+    snapshot_size: AtomicU64,
     dir: std::path::PathBuf,
     /// Read versions of open transactions (version → how many). The resolver forgets writes
     /// at or below the oldest, since no open transaction can conflict with them.
@@ -244,6 +248,8 @@ impl Engine {
             None => 0,
         };
         let memory = open_memory(dir, &keyspace, &data, &options, version)?;
+        let snapshot_size =
+            std::fs::metadata(dir.join(memory::SNAPSHOT_FILE)).map_or(0, |m| m.len());
         let visible = keyspace.instant();
         let shared = Arc::new(Shared {
             keyspace,
@@ -253,6 +259,7 @@ impl Engine {
             visible: AtomicU64::new(visible),
             cache: cache::ReadCache::new(options.read_cache_entries),
             memory,
+            snapshot_size: AtomicU64::new(snapshot_size),
             dir: dir.to_path_buf(),
             active: Mutex::new(BTreeMap::new()),
             stats: EngineStats::default(),
@@ -447,9 +454,10 @@ fn snapshot_loop(shared: Arc<Shared>, requests: std::sync::mpsc::Receiver<()>) {
         shared.release_reader(at);
         let done = written
             .map_err(io)
-            .and_then(|()| drop_log_through(&shared.keyspace, memlog, at));
+            .and_then(|size| drop_log_through(&shared.keyspace, memlog, at).map(|()| size));
         match done {
-            Ok(()) => {
+            Ok(size) => {
+                shared.snapshot_size.store(size, Ordering::Relaxed);
                 shared
                     .stats
                     .memory_snapshots

@@ -66,7 +66,10 @@ pub(super) fn writer_loop(
             Ok(memory_bytes) => {
                 logged += memory_bytes;
                 // A full request channel means a snapshot is under way: ask again later.
-                if logged >= options.memory_snapshot_bytes && snapshots.try_send(()).is_ok() {
+                let due = options
+                    .memory_snapshot_bytes
+                    .max(shared.snapshot_size.load(Ordering::Relaxed));
+                if logged >= due && snapshots.try_send(()).is_ok() {
                     logged = 0;
                 }
                 // Seqno first, then version: a reader that sees the new version also sees
