@@ -243,7 +243,16 @@ pub fn scaling_svg(scaling: &crate::report::Scaling) -> Result<String, String> {
             chart
                 .configure_mesh()
                 .x_desc("wallets")
-                .x_label_formatter(&|x| format!("{x:.0}"))
+                // Only powers of ten are named: a log axis ticks every multiple of each, and
+                // their labels ran into each other near the top of a decade.
+                .x_label_formatter(&|x| {
+                    let decade = x.log10();
+                    if (decade - decade.round()).abs() < 1e-9 {
+                        format!("10^{}", decade.round() as i32)
+                    } else {
+                        String::new()
+                    }
+                })
                 .y_desc(y_desc)
                 .draw()
                 .map_err(|e| e.to_string())?;
