@@ -21,16 +21,15 @@
 //!   written beside and renamed over the old one after an fsync), then deletes the log's
 //!   records up to `S`. Opening loads the snapshot and replays the log records after it.
 //!
-//! Shards under their own locks keep readers and the writer apart. Each holds its keys in a
-//! hash map for point reads and writes, and in order beside it; a range read (rare on the
+//! Shards under their own locks keep readers and the writer apart; a range read (rare on the
 //! hot path) merges every shard's part of the range.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
 use crate::error::StoreError;
 
@@ -84,67 +83,7 @@ impl Chain {
     }
 }
 
-/// One shard: the chains in a hash map (a point read or write is one probe: in an ordered
-/// map of boxed keys every comparison on the way down was a cache miss, ~16 µs a transfer
-/// in the writer at 10⁶ wallets), and the keys in order beside it for range reads and
-/// snapshots, changed only when a key comes or goes. Both hold the same shared key.
-struct Shard {
-    chains: HashMap<Arc<[u8]>, Chain, RandomState>,
-    order: BTreeSet<Arc<[u8]>>,
-}
-
-impl Shard {
-    fn new(hasher: &RandomState) -> Shard {
-        Shard {
-            chains: HashMap::with_hasher(hasher.clone()),
-            order: BTreeSet::new(),
-        }
-    }
-
-    fn get(&self, key: &[u8]) -> Option<&Chain> {
-        self.chains.get(key)
-    }
-
-    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Chain> {
-        self.chains.get_mut(key)
-    }
-
-    fn insert(&mut self, key: &[u8], chain: Chain) {
-        if let Some(old) = self.chains.get_mut(key) {
-            *old = chain;
-            return;
-        }
-        let key: Arc<[u8]> = Arc::from(key);
-        self.order.insert(Arc::clone(&key));
-        self.chains.insert(key, chain);
-    }
-
-    fn remove(&mut self, key: &[u8]) {
-        if self.chains.remove(key).is_some() {
-            self.order.remove(key);
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.chains.len()
-    }
-
-    /// Keys in `bounds`, in order, with their chains.
-    fn range<'a>(
-        &'a self,
-        bounds: (Bound<&'a [u8]>, Bound<&'a [u8]>),
-    ) -> impl DoubleEndedIterator<Item = (&'a Arc<[u8]>, &'a Chain)> + 'a {
-        self.order.range::<[u8], _>(bounds).map(|k| {
-            (
-                k,
-                self.chains
-                    .get(k.as_ref())
-                    .expect("ordered keys have chains"),
-            )
-        })
-    }
-}
+type Shard = BTreeMap<Box<[u8]>, Chain>;
 
 pub(crate) struct Memory {
     prefixes: Box<[Vec<u8>]>,
@@ -161,13 +100,10 @@ pub(super) type Row<'a> = (&'a [u8], Option<&'a [u8]>);
 impl Memory {
     /// The families under `prefixes` (none: a map that covers no key, for recovery).
     pub(super) fn new(prefixes: &[Vec<u8>]) -> Memory {
-        let hasher = RandomState::new();
         Memory {
             prefixes: prefixes.to_vec().into_boxed_slice(),
-            shards: (0..SHARDS)
-                .map(|_| RwLock::new(Shard::new(&hasher)))
-                .collect(),
-            hasher,
+            shards: (0..SHARDS).map(|_| RwLock::new(BTreeMap::new())).collect(),
+            hasher: RandomState::new(),
             cleared: Mutex::new(VecDeque::new()),
         }
     }
@@ -241,8 +177,8 @@ impl Memory {
         let bounds = (Bound::Included(begin), Bound::Excluded(end));
         for shard in self.shards.iter() {
             let shard = Self::read(shard);
-            let rows = shard.range(bounds);
-            let rows: Box<dyn Iterator<Item = (&Arc<[u8]>, &Chain)>> = if reverse {
+            let rows = shard.range::<[u8], _>(bounds);
+            let rows: Box<dyn Iterator<Item = (&Box<[u8]>, &Chain)>> = if reverse {
                 Box::new(rows.rev())
             } else {
                 Box::new(rows)
@@ -282,7 +218,7 @@ impl Memory {
             let mut shard = Self::write_lock(shard);
             for (key, value) in rows {
                 let value: Value = value.map(Box::from);
-                match shard.get_mut(key) {
+                match shard.get_mut(*key) {
                     Some(chain) => {
                         if value.is_none() {
                             cleared.push(Box::from(*key));
@@ -295,7 +231,7 @@ impl Memory {
                             value,
                             older: Vec::new(),
                         };
-                        shard.insert(key, chain);
+                        shard.insert(Box::from(*key), chain);
                     }
                     None => {} // clearing an absent key changes nothing
                 }
@@ -331,7 +267,7 @@ impl Memory {
         match value {
             Some(v) => {
                 shard.insert(
-                    key,
+                    Box::from(key),
                     Chain {
                         version: 0,
                         value: Some(Box::from(v)),
@@ -351,18 +287,15 @@ impl Memory {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = Self::write_lock(shard);
-            let gone: Vec<Arc<[u8]>> = shard
-                .order
-                .iter()
-                .filter(|k| !self.prefixes.iter().any(|p| k.starts_with(p)))
-                .cloned()
-                .collect();
-            for k in gone {
-                if let Some(v) = shard.get(&k).and_then(|c| c.at(u64::MAX)) {
+            shard.retain(|k, c| {
+                if self.prefixes.iter().any(|p| k.starts_with(p)) {
+                    return true;
+                }
+                if let Some(v) = c.at(u64::MAX) {
                     out.push((k.to_vec(), v.to_vec()));
                 }
-                shard.remove(&k);
-            }
+                false
+            });
         }
         out
     }
@@ -382,7 +315,7 @@ impl Memory {
         mut each: impl FnMut(&[(Vec<u8>, Vec<u8>)]) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         for shard in self.shards.iter() {
-            let mut after: Option<Arc<[u8]>> = None;
+            let mut after: Option<Box<[u8]>> = None;
             loop {
                 let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK);
                 let mut last = None;
@@ -392,7 +325,10 @@ impl Memory {
                         Some(k) => Bound::Excluded(k.as_ref()),
                         None => Bound::Unbounded,
                     };
-                    for (k, c) in shard.range((from, Bound::Unbounded)).take(SNAPSHOT_CHUNK) {
+                    for (k, c) in shard
+                        .range::<[u8], _>((from, Bound::Unbounded))
+                        .take(SNAPSHOT_CHUNK)
+                    {
                         if let Some(v) = c.at(at) {
                             chunk.push((k.to_vec(), v.to_vec()));
                         }
