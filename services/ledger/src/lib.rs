@@ -152,10 +152,13 @@ fn open_store(config: &LedgerConfig) -> Result<Database, ServeError> {
 }
 
 /// How a ledger opens its embedded store: its hot key families in memory
-/// ([`layout::Layout::memory_families`]).
+/// ([`layout::Layout::memory_families`]), and so a smaller block cache than the store's
+/// default: with wallet records and balances out of the LSM tree, 128 MiB ran as fast as
+/// 256 at 10⁵ and 10⁶ wallets and left bank 1 about 275 MiB smaller at 10⁶.
 pub fn store_options(ledger: LedgerId) -> cbdc_store::EmbeddedOptions {
     cbdc_store::EmbeddedOptions {
         memory_families: layout::Layout::new(ledger).memory_families(),
+        cache_bytes: 128 << 20,
         ..cbdc_store::EmbeddedOptions::default()
     }
 }
